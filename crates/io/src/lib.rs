@@ -1,0 +1,22 @@
+//! Every syscall and every `unsafe` block of tcpcopy lives here, behind small safe types.
+//!
+//! The protocol logic lives elsewhere (`tcpcopy-session`, `tcpcopy-protocol`): this crate moves bytes
+//! between the kernel and the caller and never interprets TCP beyond what a BPF filter needs.
+//!
+//! - [`bpf`]: the in-kernel prefilter for the capture socket.
+//! - [`capture`]: `AF_PACKET` receive ring.
+//! - [`raw`]: raw-socket packet sending, behind the [`raw::PacketSink`] trait.
+//! - [`nfqueue`]: NFQUEUE reader that drops the target's responses.
+//! - [`netns`]: moving a thread into a network namespace.
+
+pub mod bpf;
+pub mod capture;
+pub mod netns;
+pub mod nfqueue;
+pub mod raw;
+mod sys;
+
+pub use bpf::{Insn, TcpFilter};
+pub use capture::{CaptureStats, CapturedPacket, RingCapture, RingConfig};
+pub use nfqueue::ResponseQueue;
+pub use raw::{MemorySink, PacketSink, RawSender};

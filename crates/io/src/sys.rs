@@ -1,0 +1,75 @@
+//! Thin, checked wrappers around the raw socket-option calls the other modules share.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Plain C data that is valid for every bit pattern, so the kernel may fill it in.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` integer aggregates without padding-sensitive invariants.
+pub(crate) unsafe trait Pod: Copy {}
+
+// SAFETY: a C int is valid for every bit pattern.
+unsafe impl Pod for libc::c_int {}
+// SAFETY: three C unsigned ints; every bit pattern is a valid value.
+unsafe impl Pod for libc::tpacket_stats_v3 {}
+
+/// Turns a `-1`-on-error return code into an `io::Result`.
+pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+pub(crate) fn setsockopt<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live, initialised `T` of exactly the length we pass; the kernel only reads
+    // it during the call. `fd` is borrowed, so it stays open for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    check(rc).map(drop)
+}
+
+pub(crate) fn getsockopt<T: Pod>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &mut T,
+) -> io::Result<()> {
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is a live, writable `T` of `len` bytes and `T: Pod` accepts any bytes the
+    // kernel writes; the kernel never writes more than `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *mut T).cast(),
+            &mut len,
+        )
+    };
+    check(rc).map(drop)
+}
+
+/// Adds `what` in front of an error's message, keeping its kind.
+pub(crate) fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+pub(crate) fn invalid_input(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}

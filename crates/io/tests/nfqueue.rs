@@ -1,0 +1,111 @@
+//! NFQUEUE reader against a real kernel, in a throwaway network namespace (needs root, iptables).
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{tcp_v4, Netns};
+use tcpcopy_io::{PacketSink, RawSender, ResponseQueue, RingCapture, RingConfig, TcpFilter};
+
+const QUEUE: u16 = 7;
+const RULE: [&str; 9] = [
+    "OUTPUT",
+    "-p",
+    "tcp",
+    "--dport",
+    "9",
+    "-j",
+    "NFQUEUE",
+    "--queue-num",
+    "7",
+];
+
+/// The NFQUEUE rule in `ns`, deleted on drop (before the namespace itself goes).
+struct Rule<'a>(&'a Netns);
+
+impl<'a> Rule<'a> {
+    fn insert(ns: &'a Netns) -> Self {
+        if Command::new("iptables").arg("--version").output().is_err() {
+            panic!("the NFQUEUE test needs the `iptables` binary on PATH");
+        }
+        ns.exec("iptables", &[&["-I"][..], &RULE].concat());
+        Rule(ns)
+    }
+}
+
+impl Drop for Rule<'_> {
+    fn drop(&mut self) {
+        let args = [
+            &["netns", "exec", &self.0.name, "iptables", "-D"][..],
+            &RULE,
+        ]
+        .concat();
+        let _ = Command::new("ip").args(args).status();
+    }
+}
+
+#[test]
+fn queued_packets_are_handed_over_and_dropped() {
+    let ns = Netns::new("nfq");
+    let _rule = Rule::insert(&ns);
+    let sent: Vec<_> = (0..5)
+        .map(|seq| tcp_v4(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, 40000, 9, seq))
+        .collect();
+
+    // Detached: if nothing is ever queued, `recv_drop` blocks for good and the timeout below fails.
+    let (tx, rx) = mpsc::channel();
+    let name = ns.name.clone();
+    let expected = sent.len();
+    thread::spawn(move || {
+        tcpcopy_io::netns::enter(&name).unwrap();
+        let mut queue = ResponseQueue::open(QUEUE, 128).unwrap();
+        let filter = TcpFilter {
+            dst_ports: vec![9],
+            ..Default::default()
+        };
+        let cfg = RingConfig {
+            interface: Some("lo".into()),
+            filter: filter.compile(),
+            ..Default::default()
+        };
+        let mut ring = RingCapture::open(&cfg).unwrap();
+        tx.send(None).unwrap();
+
+        let mut got = Vec::new();
+        while got.len() < expected {
+            queue.recv_drop(|p| got.push(p.to_vec())).unwrap();
+        }
+        let mut leaked = 0;
+        for _ in 0..3 {
+            ring.poll_batch(Duration::from_millis(100), |_| leaked += 1)
+                .unwrap();
+        }
+        tx.send(Some((got, leaked))).unwrap();
+    });
+    let wait = |what| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    assert!(wait("queue thread failed to open").is_none());
+
+    let packets = sent.clone();
+    let ns_name = ns.name.clone();
+    thread::spawn(move || {
+        tcpcopy_io::netns::enter(&ns_name).unwrap();
+        let mut raw = RawSender::open().unwrap();
+        packets.iter().for_each(|p| raw.send(p).unwrap());
+    })
+    .join()
+    .unwrap();
+
+    let (got, leaked) = wait("queued packets never arrived").unwrap();
+    assert_eq!(
+        got, sent,
+        "whole packets (shorter than the copy range), in order"
+    );
+    assert_eq!(leaked, 0, "a dropped packet reached lo");
+}

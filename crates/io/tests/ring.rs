@@ -1,0 +1,238 @@
+//! Capture ring and raw sender against a real kernel, in a throwaway network namespace (needs root).
+
+mod common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{ports, tcp_v4, tcp_v6, Netns};
+use tcpcopy_io::{CaptureStats, PacketSink, RawSender, RingCapture, RingConfig, TcpFilter};
+
+const OUTGOING: u8 = libc::PACKET_OUTGOING as u8;
+const HOST: u8 = libc::PACKET_HOST as u8;
+const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    pkttype: u8,
+    protocol: u16,
+    sport: u16,
+    dport: u16,
+}
+
+struct Ring {
+    seen: Vec<Seen>,
+    stats: CaptureStats,
+}
+
+fn lo_ring(filter: TcpFilter) -> RingConfig {
+    RingConfig {
+        interface: Some("lo".into()),
+        filter: filter.compile(),
+        ..Default::default()
+    }
+}
+
+/// Opens one ring per config inside `ns`, lets `send` run on another thread of the namespace, and
+/// collects until the rings have been quiet for a while after sending ended.
+fn capture(
+    ns: &Netns,
+    configs: &[RingConfig],
+    send: impl FnOnce(&mut RawSender) + Send,
+) -> Vec<Ring> {
+    const QUIET: Duration = Duration::from_millis(300);
+    let sent = &AtomicBool::new(false);
+    thread::scope(|s| {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let capturer = s.spawn(move || {
+            ns.enter();
+            let mut rings: Vec<_> = configs
+                .iter()
+                .map(|c| RingCapture::open(c).unwrap())
+                .collect();
+            ready_tx.send(()).unwrap();
+            let mut seen = vec![Vec::new(); rings.len()];
+            let (start, mut last) = (Instant::now(), Instant::now());
+            let mut done_at = None;
+            while start.elapsed() < Duration::from_secs(20) {
+                for (ring, seen) in rings.iter_mut().zip(&mut seen) {
+                    let got = ring
+                        .poll_batch(Duration::from_millis(10), |p| {
+                            let (sport, dport) = ports(p.data);
+                            seen.push(Seen {
+                                pkttype: p.pkttype,
+                                protocol: p.protocol,
+                                sport,
+                                dport,
+                            });
+                        })
+                        .unwrap();
+                    if got > 0 {
+                        last = Instant::now();
+                    }
+                }
+                if done_at.is_none() && sent.load(Ordering::Acquire) {
+                    done_at = Some(Instant::now());
+                }
+                if done_at.is_some_and(|t| t.elapsed() > QUIET) && last.elapsed() > QUIET {
+                    break;
+                }
+            }
+            let stats = rings.iter_mut().map(|r| r.stats().unwrap());
+            seen.into_iter()
+                .zip(stats)
+                .map(|(seen, stats)| Ring { seen, stats })
+                .collect()
+        });
+        if ready_rx.recv().is_ok() {
+            s.spawn(move || {
+                ns.enter();
+                send(&mut RawSender::open().unwrap());
+                sent.store(true, Ordering::Release);
+            });
+        }
+        capturer.join().expect("capture thread panicked")
+    })
+}
+
+fn count(seen: &[Seen], pkttype: u8) -> usize {
+    seen.iter().filter(|s| s.pkttype == pkttype).count()
+}
+
+/// 127.0.0.1:40000 -> 127.0.0.1:8080 and, interleaved, the same to 8081.
+fn send_v4(n: u32) -> impl FnOnce(&mut RawSender) + Send {
+    move |tx| {
+        for seq in 0..n {
+            tx.send(&tcp_v4(LO, LO, 40000, 8080, seq)).unwrap();
+            tx.send(&tcp_v4(LO, LO, 40000, 8081, seq)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn loopback_shows_every_packet_as_outgoing_and_again_as_host() {
+    let ns = Netns::new("both");
+    let filter = TcpFilter {
+        dst_ports: vec![8080],
+        ..Default::default()
+    };
+    let [ring] = &capture(&ns, &[lo_ring(filter)], send_v4(1000))[..] else {
+        unreachable!()
+    };
+
+    assert_eq!(count(&ring.seen, OUTGOING), 1000);
+    assert_eq!(count(&ring.seen, HOST), 1000);
+    assert_eq!(ring.seen.len(), 2000, "only outgoing and host copies");
+    let expected = |s: &Seen| s.protocol == 0x0800 && (s.sport, s.dport) == (40000, 8080);
+    assert!(
+        ring.seen.iter().all(expected),
+        "port 8081 and the RSTs are filtered in the kernel"
+    );
+    // The kernel counts only what passed the filter.
+    assert_eq!(
+        ring.stats,
+        CaptureStats {
+            packets: 2000,
+            drops: 0,
+            malformed: 0
+        }
+    );
+}
+
+#[test]
+fn drop_outgoing_keeps_exactly_the_host_copies() {
+    let ns = Netns::new("host");
+    let filter = TcpFilter {
+        dst_ports: vec![8080],
+        drop_outgoing: true,
+        ..Default::default()
+    };
+    let [ring] = &capture(&ns, &[lo_ring(filter)], send_v4(1000))[..] else {
+        unreachable!()
+    };
+
+    assert_eq!(ring.seen.len(), 1000);
+    assert_eq!(count(&ring.seen, HOST), 1000);
+    assert_eq!(ring.stats.packets, 1000);
+}
+
+#[test]
+fn ipv6_is_sent_and_filtered() {
+    let ns = Netns::new("v6");
+    let lo6 = Ipv6Addr::LOCALHOST;
+    let filter = TcpFilter {
+        dst_ports: vec![8080],
+        dst_addrs_v6: vec![lo6],
+        drop_outgoing: true,
+        ..Default::default()
+    };
+    let send = move |tx: &mut RawSender| {
+        for seq in 0..200 {
+            tx.send(&tcp_v6(lo6, lo6, 40000, 8080, seq)).unwrap();
+            tx.send(&tcp_v6(lo6, lo6, 40000, 8081, seq)).unwrap();
+            tx.send(&tcp_v4(LO, LO, 40000, 8080, seq)).unwrap();
+        }
+    };
+    let [ring] = &capture(&ns, &[lo_ring(filter)], send)[..] else {
+        unreachable!()
+    };
+
+    let v6 = Seen {
+        pkttype: HOST,
+        protocol: 0x86dd,
+        sport: 40000,
+        dport: 8080,
+    };
+    let v4 = Seen {
+        protocol: 0x0800,
+        ..v6
+    };
+    assert_eq!(ring.seen.iter().filter(|&&s| s == v6).count(), 200);
+    assert_eq!(
+        ring.seen.iter().filter(|&&s| s == v4).count(),
+        200,
+        "the v6 list ignores IPv4"
+    );
+    assert_eq!(ring.seen.len(), 400);
+}
+
+#[test]
+fn fanout_keeps_each_flow_on_one_ring() {
+    let ns = Netns::new("fanout");
+    let filter = TcpFilter {
+        dst_ports: vec![8080],
+        drop_outgoing: true,
+        ..Default::default()
+    };
+    let config = RingConfig {
+        fanout: Some(0x7c01),
+        ..lo_ring(filter)
+    };
+    let send = |tx: &mut RawSender| {
+        for seq in 0..50 {
+            for sport in 40000..40032 {
+                tx.send(&tcp_v4(LO, LO, sport, 8080, seq)).unwrap();
+            }
+        }
+    };
+    let rings = capture(&ns, &[config.clone(), config], send);
+
+    assert_eq!(rings.iter().map(|r| r.seen.len()).sum::<usize>(), 32 * 50);
+    for sport in 40000..40032 {
+        let per_ring: Vec<_> = rings
+            .iter()
+            .map(|r| r.seen.iter().filter(|s| s.sport == sport).count())
+            .collect();
+        assert!(
+            per_ring.contains(&50) && per_ring.contains(&0),
+            "flow {sport} split: {per_ring:?}"
+        );
+    }
+    assert!(
+        rings.iter().all(|r| !r.seen.is_empty()),
+        "32 flows all hashed to one ring"
+    );
+}

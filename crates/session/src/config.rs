@@ -1,0 +1,72 @@
+//! Validated replication settings, independent of how they were spelled on the command line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// One transfer rule: client traffic to `online_port` (on `online_addr`, or any local address when
+/// `None`) is replicated to `target`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub online_addr: Option<IpAddr>,
+    pub online_port: u16,
+    pub target: SocketAddr,
+}
+
+impl Rule {
+    pub fn matches(&self, dst: SocketAddr) -> bool {
+        dst.port() == self.online_port && self.online_addr.is_none_or(|a| a == dst.ip())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub rules: Vec<Rule>,
+    /// Source addresses to give the replicated sessions (`-c`); empty keeps the real client address.
+    pub fake_clients: Vec<IpAddr>,
+    /// A session with no activity for this long is reset at the target and forgotten (`-t`).
+    pub session_timeout: Duration,
+    /// Largest TCP payload we send in one segment (`-D`, further capped by `-M` and the target's MSS).
+    pub mss: u16,
+    /// Path MTU towards the target (`-M`).
+    pub mtu: u16,
+    /// Retransmission timeout before any RTT was measured (`-R`).
+    pub initial_rto: Duration,
+    /// Floor of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Retransmissions of one segment before the session is given up.
+    pub max_retries: u32,
+    /// How long to wait for the target's answer to a request before sending the next one anyway.
+    pub response_wait: Duration,
+    /// Send each request without waiting for the answer to the previous one (`-W`).
+    pub no_wait: bool,
+    /// Bytes one session may hold for the target before it is dropped (and counted).
+    pub max_session_bytes: usize,
+    /// Sessions already open before capture started are joined with a synthesized handshake.
+    pub join_open_sessions: bool,
+    /// TTL of the packets sent to the target.
+    pub ttl: u8,
+}
+
+impl Config {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Config {
+            rules,
+            fake_clients: Vec::new(),
+            session_timeout: Duration::from_secs(600),
+            mss: 1460,
+            mtu: 1500,
+            initial_rto: Duration::from_millis(200),
+            min_rto: Duration::from_millis(20),
+            max_retries: 8,
+            response_wait: Duration::from_millis(500),
+            no_wait: false,
+            max_session_bytes: 64 << 20,
+            join_open_sessions: true,
+            ttl: 64,
+        }
+    }
+
+    pub(crate) fn rule_for(&self, dst: SocketAddr) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(dst))
+    }
+}

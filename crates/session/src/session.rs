@@ -1,0 +1,751 @@
+//! The session table and the per-session state machine.
+//!
+//! Sequence spaces: the replicated session keeps the client's sequence numbers (the target sees the
+//! client's ISN, or a synthesized one for a joined session), so client bytes need no translation.
+//! What is translated is the acknowledgment: the client acknowledged the *online* server's bytes, but
+//! the target sends its own, so every segment we send acknowledges what the target really sent
+//! (`Session::t_next`, learned from the intercept's reports).
+//!
+//! Client bytes are kept as one stream per session with offsets from the ISN (`u64`, so streams
+//! longer than 4 GiB work). A *request* is a run of client bytes sent with the same acknowledgment
+//! number: when the acknowledgment moves, the online server answered in between, so a new request
+//! starts there. The next request goes to the target only once the previous one is acknowledged and
+//! answered (or `response_wait` passed), which keeps request/response protocols in order.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use wire::{Flags, Seq, SegmentRepr, TcpPacket};
+
+use crate::config::Config;
+use crate::stats::Stats;
+
+type SessionId = u64;
+
+/// Window we announce to the target. No window scaling is offered, so it is taken as is.
+const OUR_WINDOW: u16 = 65535;
+/// Out-of-order captured segments kept per session before further ones are dropped (the client's
+/// own retransmission refills the hole).
+const MAX_OOO_SEGMENTS: usize = 1024;
+/// How long a closed session lingers to re-acknowledge a retransmitted target FIN.
+const LINGER: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// SYN sent to the target, waiting for its SYN-ACK.
+    SynSent,
+    Established,
+    /// Both directions closed; kept briefly for late target retransmissions.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Session {
+    client: SocketAddr,
+    online: SocketAddr,
+    /// The replicated session's endpoints as the target sees them.
+    local: SocketAddr,
+    target: SocketAddr,
+    state: State,
+    isn: Seq,
+
+    // --- client stream, as captured ---
+    /// Stream offset of the first byte in `data` (everything before it the target acknowledged).
+    data_start: u64,
+    data: Vec<u8>,
+    /// Bytes of `data` already acknowledged and waiting to be compacted away.
+    data_skip: usize,
+    /// Next stream offset expected from the client, and its sequence number.
+    rcv_nxt: u64,
+    rcv_nxt_seq: Seq,
+    ooo: BTreeMap<u64, (Vec<u8>, Option<Seq>, bool)>,
+    /// Acknowledgment number of the client's last data segment: its change starts a new request.
+    last_ack_tag: Option<Seq>,
+    /// Whether bytes arrived since the last request boundary (an open request).
+    open_request: bool,
+    /// Request boundaries not yet released to the target (offsets where a new request starts, or
+    /// the client's FIN).
+    pending_bounds: VecDeque<u64>,
+    /// Request boundaries not yet fully acknowledged by the target.
+    unacked_bounds: VecDeque<u64>,
+    /// Offset of the client's FIN, once captured.
+    client_fin: Option<u64>,
+    client_rst: bool,
+
+    // --- towards the target ---
+    snd_una: u64,
+    snd_nxt: u64,
+    fin_sent: bool,
+    /// The target's next sequence number: what every segment we send acknowledges.
+    t_next: Seq,
+    t_window: u32,
+    t_mss: u16,
+    target_fin: bool,
+    /// `t_next` when the last client byte went out; a later `t_next` means the target answered.
+    answer_mark: Seq,
+    /// Since when the next request waits for the target's answer to the previous one.
+    waiting_since: Option<Instant>,
+    ack_pending: bool,
+
+    // --- timers ---
+    rto: Duration,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    retries: u32,
+    rtx_at: Option<Instant>,
+    rtt_probe: Option<(u64, Instant)>,
+    last_activity: Instant,
+    closed_at: Option<Instant>,
+    /// The deadline this session is queued under in the timer heap.
+    queued_at: Option<Instant>,
+}
+
+/// The replication core: all sessions of one tcpcopy instance. See the crate docs for the call order.
+pub struct Replicator {
+    config: Config,
+    next_id: SessionId,
+    sessions: HashMap<SessionId, Session>,
+    by_online: HashMap<(SocketAddr, SocketAddr), SessionId>,
+    by_target: HashMap<(SocketAddr, SocketAddr), SessionId>,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    tx: Vec<u8>,
+    tx_ends: Vec<usize>,
+    routes: Vec<SocketAddr>,
+    stats: Stats,
+}
+
+impl Replicator {
+    pub fn new(config: Config) -> Self {
+        Replicator {
+            config,
+            next_id: 1,
+            sessions: HashMap::new(),
+            by_online: HashMap::new(),
+            by_target: HashMap::new(),
+            timers: BinaryHeap::new(),
+            tx: Vec::new(),
+            tx_ends: Vec::new(),
+            routes: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Client endpoints (as the target sees them) of every live session, for an intercept that
+    /// (re)connected.
+    pub fn routes(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.sessions.values().map(|s| s.local)
+    }
+
+    /// Hands over the client endpoints of sessions created since the last call.
+    pub fn drain_routes(&mut self, mut f: impl FnMut(&[SocketAddr])) {
+        if !self.routes.is_empty() {
+            f(&self.routes);
+            self.routes.clear();
+        }
+    }
+
+    /// Hands over every packet to send to the target, in order, IP header first.
+    pub fn drain_transmits(&mut self, mut f: impl FnMut(&[u8])) {
+        let mut start = 0;
+        for &end in &self.tx_ends {
+            f(&self.tx[start..end]);
+            start = end;
+        }
+        self.tx.clear();
+        self.tx_ends.clear();
+    }
+
+    /// Number of packets waiting in [`Self::drain_transmits`].
+    pub fn pending_transmits(&self) -> usize {
+        self.tx_ends.len()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            match self.sessions.get(&id) {
+                Some(s) if s.queued_at == Some(at) => return Some(at),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// A packet a client sent towards the online server (IP header first).
+    pub fn handle_capture(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.captured_packets += 1;
+        let Ok(p) = TcpPacket::parse(packet) else {
+            self.stats.malformed_packets += 1;
+            return;
+        };
+        let Some(rule) = self.config.rule_for(p.dst()).copied() else {
+            self.stats.ignored_packets += 1;
+            return;
+        };
+        let key = (p.src(), p.dst());
+        let flags = p.flags();
+        let existing = self.by_online.get(&key).copied();
+
+        if flags.syn() && !flags.ack() {
+            if let Some(id) = existing {
+                let s = &self.sessions[&id];
+                if s.isn == p.seq() {
+                    self.stats.duplicate_segments += 1;
+                    return;
+                }
+                // The client reuses the port for a new connection: the old session is over.
+                self.abort(now, id);
+            }
+            self.create(now, &p, rule.target, p.seq(), false);
+            return;
+        }
+
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                // Open before we started: join it if it carries data, else it is an orphan packet.
+                if !self.config.join_open_sessions || p.payload_len() == 0 || flags.rst() || flags.syn() {
+                    self.stats.ignored_packets += 1;
+                    return;
+                }
+                self.create(now, &p, rule.target, p.seq() - 1, true)
+            }
+        };
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        if s.state == State::Closed {
+            self.stats.ignored_packets += 1;
+            return;
+        }
+        s.last_activity = now;
+        if flags.rst() {
+            if !s.client_rst {
+                s.client_rst = true;
+                self.stats.sessions_reset_by_client += 1;
+            }
+        } else {
+            let ack_tag = flags.ack().then(|| p.ack());
+            s.accept_client(&p, ack_tag, &mut self.stats);
+            if s.data.len() - s.data_skip > self.config.max_session_bytes {
+                self.stats.sessions_overflowed += 1;
+                self.abort(now, id);
+                return;
+            }
+        }
+        self.progress(now, id);
+    }
+
+    /// A target packet reported by an intercept (IP header first; payload may be cut off).
+    pub fn handle_response(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.responses += 1;
+        let Ok(p) = TcpPacket::parse(packet) else {
+            self.stats.malformed_packets += 1;
+            return;
+        };
+        let Some(&id) = self.by_target.get(&(p.dst(), p.src())) else {
+            self.stats.responses_unknown += 1;
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        s.last_activity = now;
+        let flags = p.flags();
+        if flags.rst() {
+            if s.state != State::Closed {
+                self.stats.sessions_reset_by_target += 1;
+            }
+            self.remove(id);
+            return;
+        }
+        match s.state {
+            State::SynSent => {
+                if !(flags.syn() && flags.ack() && p.ack() == s.isn + 1) {
+                    return;
+                }
+                s.state = State::Established;
+                s.t_next = p.seq() + 1;
+                s.t_mss = p.mss().unwrap_or(536);
+                s.t_window = u32::from(p.window());
+                s.retries = 0;
+                s.rtx_at = None;
+                if let Some((0, sent)) = s.rtt_probe.take() {
+                    s.sample_rtt(now.saturating_duration_since(sent), self.config.min_rto);
+                }
+                s.ack_pending = true;
+            }
+            State::Established => {
+                if flags.syn() {
+                    // Our handshake ACK was lost: the target repeats its SYN-ACK.
+                    s.ack_pending = true;
+                } else {
+                    s.on_target_segment(now, &p, &mut self.stats, self.config.min_rto);
+                }
+            }
+            State::Closed => {
+                if flags.fin() {
+                    s.ack_pending = true;
+                }
+            }
+        }
+        self.progress(now, id);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(at) = self.poll_timeout() {
+            if at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.timers.pop() else { break };
+            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            s.queued_at = None;
+            if s.state == State::Closed {
+                if s.closed_at.is_some_and(|c| now >= c + LINGER) {
+                    self.remove(id);
+                } else {
+                    self.schedule(id);
+                }
+                continue;
+            }
+            if now >= s.last_activity + self.config.session_timeout {
+                self.stats.sessions_timed_out += 1;
+                self.abort(now, id);
+                continue;
+            }
+            if s.rtx_at.is_some_and(|t| now >= t) {
+                s.retries += 1;
+                if s.retries > self.config.max_retries {
+                    self.stats.sessions_failed += 1;
+                    self.abort(now, id);
+                    continue;
+                }
+                s.rto = (s.rto * 2).min(Duration::from_secs(10));
+                s.rtx_at = None;
+                s.rtt_probe = None;
+                self.stats.retransmits += 1;
+                if s.state == State::SynSent {
+                    let syn = s.repr(s.isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
+                    s.rtx_at = Some(now + s.rto);
+                    emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &syn, &[]);
+                } else {
+                    // Go back to the first unacknowledged byte and send again from there.
+                    s.snd_nxt = s.snd_una;
+                    s.fin_sent = false;
+                }
+            }
+            self.progress(now, id);
+        }
+    }
+
+    fn create(&mut self, now: Instant, p: &TcpPacket<'_>, target: SocketAddr, isn: Seq, joined: bool) -> SessionId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let local = self.local_endpoint(p.src(), target);
+        let s = Session {
+            client: p.src(),
+            online: p.dst(),
+            local,
+            target,
+            state: State::SynSent,
+            isn,
+            data_start: 0,
+            data: Vec::new(),
+            data_skip: 0,
+            rcv_nxt: 0,
+            rcv_nxt_seq: isn + 1,
+            ooo: BTreeMap::new(),
+            last_ack_tag: None,
+            open_request: false,
+            pending_bounds: VecDeque::new(),
+            unacked_bounds: VecDeque::new(),
+            client_fin: None,
+            client_rst: false,
+            snd_una: 0,
+            snd_nxt: 0,
+            fin_sent: false,
+            t_next: Seq(0),
+            t_window: 0,
+            t_mss: 536,
+            target_fin: false,
+            answer_mark: Seq(0),
+            waiting_since: None,
+            ack_pending: false,
+            rto: self.config.initial_rto,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            retries: 0,
+            rtx_at: Some(now + self.config.initial_rto),
+            rtt_probe: Some((0, now)),
+            last_activity: now,
+            closed_at: None,
+            queued_at: None,
+        };
+        let syn = s.repr(isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
+        emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &syn, &[]);
+        self.by_online.insert((s.client, s.online), id);
+        self.by_target.insert((s.local, s.target), id);
+        self.routes.push(local);
+        self.sessions.insert(id, s);
+        self.stats.sessions_created += 1;
+        self.stats.sessions_active += 1;
+        if joined {
+            self.stats.sessions_joined += 1;
+        }
+        self.schedule(id);
+        id
+    }
+
+    /// The replicated session's client endpoint: the real one, or a fake address chosen by a hash of
+    /// the client's, probing further when that endpoint is already in use towards this target.
+    fn local_endpoint(&self, client: SocketAddr, target: SocketAddr) -> SocketAddr {
+        let fakes = &self.config.fake_clients;
+        if fakes.is_empty() {
+            return client;
+        }
+        let start = addr_hash(client.ip()) as usize % fakes.len();
+        let mut first = None;
+        for i in 0..fakes.len() {
+            let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], client.port());
+            first.get_or_insert(cand);
+            if !self.by_target.contains_key(&(cand, target)) {
+                return cand;
+            }
+        }
+        // Every fake address is busy on this port: reuse the first (the older session loses).
+        first.unwrap_or(client)
+    }
+
+    /// Sends whatever the session may send now, closes it when done, and re-arms its timer.
+    fn progress(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let cfg = &self.config;
+        if s.state == State::Established {
+            s.send_data(now, cfg, &mut self.tx, &mut self.tx_ends, &mut self.stats);
+        }
+        if s.ack_pending {
+            s.ack_pending = false;
+            let ack = s.repr(s.seq_at(s.snd_nxt) + u32::from(s.fin_sent), Flags::ACK, None, cfg.ttl);
+            emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &ack, &[]);
+        }
+        if s.state == State::Established {
+            if s.client_rst && s.snd_una >= s.rcv_nxt {
+                self.abort(now, id);
+                return;
+            }
+            let fin_acked = s.client_fin.is_some_and(|f| s.fin_sent && s.snd_una > f);
+            if fin_acked && s.target_fin {
+                s.finish_requests(&mut self.stats);
+                self.stats.sessions_completed += 1;
+                s.state = State::Closed;
+                self.stats.sessions_active -= 1;
+                s.closed_at = Some(now);
+                s.rtx_at = None;
+            }
+        }
+        self.schedule(id);
+    }
+
+    fn schedule(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let at = if s.state == State::Closed {
+            s.closed_at.map(|c| c + LINGER)
+        } else {
+            let mut at = s.last_activity + self.config.session_timeout;
+            if let Some(r) = s.rtx_at {
+                at = at.min(r);
+            }
+            if let Some(w) = s.waiting_since {
+                at = at.min(w + self.config.response_wait);
+            }
+            Some(at)
+        };
+        if at != s.queued_at {
+            s.queued_at = at;
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+    }
+
+    /// Resets the session at the target (when it got that far) and forgets it.
+    fn abort(&mut self, _now: Instant, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if s.state == State::Established {
+                s.finish_requests(&mut self.stats);
+                let seq = s.seq_at(s.snd_nxt) + u32::from(s.fin_sent);
+                let rst = s.repr(seq, Flags::RST | Flags::ACK, None, self.config.ttl);
+                emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &rst, &[]);
+            }
+        }
+        self.remove(id);
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.remove(&id) {
+            if s.state != State::Closed {
+                self.stats.sessions_active -= 1;
+            }
+            if self.by_online.get(&(s.client, s.online)) == Some(&id) {
+                self.by_online.remove(&(s.client, s.online));
+            }
+            if self.by_target.get(&(s.local, s.target)) == Some(&id) {
+                self.by_target.remove(&(s.local, s.target));
+            }
+        }
+    }
+}
+
+fn emit(tx: &mut Vec<u8>, ends: &mut Vec<usize>, stats: &mut Stats, repr: &SegmentRepr, payload: &[u8]) {
+    repr.emit(payload, tx);
+    ends.push(tx.len());
+    stats.packets_sent += 1;
+}
+
+fn addr_hash(ip: IpAddr) -> u64 {
+    // FNV-1a: stable across runs, so a client always maps to the same fake address.
+    let bytes = match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+impl Session {
+    fn seq_at(&self, offset: u64) -> Seq {
+        // Offsets count from ISN + 1; sequence numbers wrap every 2^32 bytes.
+        self.isn + 1 + offset as u32
+    }
+
+    fn repr(&self, seq: Seq, flags: Flags, mss: Option<u16>, ttl: u8) -> SegmentRepr {
+        let with_ack = !flags.syn() || flags.ack();
+        SegmentRepr {
+            src: self.local,
+            dst: self.target,
+            seq,
+            ack: if with_ack { self.t_next } else { Seq(0) },
+            flags: if with_ack { flags | Flags::ACK } else { flags },
+            window: OUR_WINDOW,
+            mss,
+            ttl,
+        }
+    }
+
+    /// Takes a captured client segment into the stream (reassembling out-of-order captures).
+    fn accept_client(&mut self, p: &TcpPacket<'_>, ack_tag: Option<Seq>, stats: &mut Stats) {
+        let rel = p.seq().diff(self.rcv_nxt_seq);
+        let off = self.rcv_nxt as i64 + rel;
+        if off < 0 {
+            stats.duplicate_segments += 1;
+            return;
+        }
+        let off = off as u64;
+        let payload = p.payload();
+        let fin = p.flags().fin();
+        if payload.is_empty() && !fin {
+            return; // a pure acknowledgment of the online server's bytes
+        }
+        if off > self.rcv_nxt {
+            if self.ooo.len() < MAX_OOO_SEGMENTS {
+                self.ooo.entry(off).or_insert_with(|| (payload.to_vec(), ack_tag, fin));
+            }
+            return;
+        }
+        let end = off + payload.len() as u64;
+        if end <= self.rcv_nxt && !(fin && end == self.rcv_nxt && self.client_fin.is_none()) {
+            stats.duplicate_segments += 1;
+            return;
+        }
+        self.append(off, payload, ack_tag, fin, stats);
+        while let Some(entry) = self.ooo.first_entry() {
+            let off = *entry.key();
+            if off > self.rcv_nxt {
+                break;
+            }
+            let (data, tag, fin) = entry.remove();
+            if off + data.len() as u64 > self.rcv_nxt || fin {
+                self.append(off, &data, tag, fin, stats);
+            }
+        }
+    }
+
+    fn append(&mut self, off: u64, payload: &[u8], ack_tag: Option<Seq>, fin: bool, stats: &mut Stats) {
+        let skip = (self.rcv_nxt - off) as usize;
+        let new = payload.get(skip..).unwrap_or_default();
+        if !new.is_empty() {
+            if self.client_fin.is_some() {
+                return; // bytes after the FIN: a confused capture, never valid TCP
+            }
+            let advanced = matches!((self.last_ack_tag, ack_tag), (Some(prev), Some(cur)) if cur > prev);
+            if advanced || !self.open_request {
+                if self.rcv_nxt > 0 {
+                    self.pending_bounds.push_back(self.rcv_nxt);
+                    self.unacked_bounds.push_back(self.rcv_nxt);
+                }
+                stats.requests_online += 1;
+                self.open_request = true;
+            }
+            if ack_tag.is_some() {
+                self.last_ack_tag = ack_tag;
+            }
+            self.data.extend_from_slice(new);
+            self.rcv_nxt += new.len() as u64;
+            self.rcv_nxt_seq += new.len() as u32;
+            stats.client_bytes += new.len() as u64;
+        }
+        if fin && self.client_fin.is_none() {
+            self.client_fin = Some(self.rcv_nxt);
+            if self.rcv_nxt > 0 {
+                self.pending_bounds.push_back(self.rcv_nxt);
+            }
+        }
+    }
+
+    /// An acknowledgment, data or FIN from the target, while established.
+    fn on_target_segment(&mut self, now: Instant, p: &TcpPacket<'_>, stats: &mut Stats, min_rto: Duration) {
+        let flags = p.flags();
+        if flags.ack() {
+            let acked = self.snd_una as i64 + p.ack().diff(self.seq_at(self.snd_una));
+            let limit = self.snd_nxt + u64::from(self.fin_sent);
+            if acked > self.snd_una as i64 && acked as u64 <= limit {
+                let acked = acked as u64;
+                let data_acked = acked.min(self.snd_nxt);
+                stats.target_bytes += data_acked - self.snd_una;
+                self.drop_acked(data_acked);
+                self.snd_una = acked;
+                self.retries = 0;
+                if let Some((probe, sent)) = self.rtt_probe {
+                    if acked >= probe {
+                        self.sample_rtt(now.saturating_duration_since(sent), min_rto);
+                        self.rtt_probe = None;
+                    }
+                }
+                self.rtx_at = (self.snd_una < limit).then(|| now + self.rto);
+                while self.unacked_bounds.front().is_some_and(|&b| b <= self.snd_una) {
+                    self.unacked_bounds.pop_front();
+                    stats.requests_target += 1;
+                }
+            }
+            self.t_window = u32::from(p.window());
+        }
+        // Only data and FIN move `t_next`. A pure ACK's sequence number may lie past bytes or a FIN we
+        // have not seen; acknowledging those blindly could acknowledge a FIN we never noticed.
+        // Skipping over missed *data* is fine: the target did send it, and we only need its length.
+        if p.payload_len() > 0 || flags.fin() {
+            let end = p.seq() + p.payload_len() as u32 + u32::from(flags.fin());
+            if end > self.t_next {
+                self.t_next = end;
+            }
+            // New bytes get acknowledged; a retransmission means our acknowledgment was lost.
+            self.ack_pending = true;
+            if flags.fin() {
+                self.target_fin = true;
+            }
+        }
+    }
+
+    fn drop_acked(&mut self, acked: u64) {
+        let n = (acked - self.data_start) as usize;
+        self.data_skip += n;
+        self.data_start = acked;
+        if self.data_skip > 64 * 1024 && self.data_skip * 2 > self.data.len() {
+            self.data.drain(..self.data_skip);
+            self.data_skip = 0;
+        }
+    }
+
+    fn sample_rtt(&mut self, rtt: Duration, min_rto: Duration) {
+        // RFC 6298.
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let err = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + err) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+        self.rto = (self.srtt.unwrap_or(rtt) + self.rttvar * 4).max(min_rto);
+    }
+
+    /// Where sending must stop for now: the start of the next request not yet released.
+    fn send_limit(&self) -> u64 {
+        self.pending_bounds.front().copied().unwrap_or(self.rcv_nxt).min(self.rcv_nxt)
+    }
+
+    fn send_data(&mut self, now: Instant, cfg: &Config, tx: &mut Vec<u8>, ends: &mut Vec<usize>, stats: &mut Stats) {
+        let mss = u64::from(cfg.mss.min(self.t_mss).min(cfg.mtu.saturating_sub(40)).max(64));
+        // A client that reset its connection waits for nothing: deliver what it sent, then reset.
+        let no_wait = cfg.no_wait || self.client_rst;
+        loop {
+            let limit = if no_wait { self.rcv_nxt } else { self.send_limit() };
+            // Nothing in flight and a closed window: still send one segment, as a window probe.
+            let window = u64::from(self.t_window.max(if self.snd_una == self.snd_nxt { 1 } else { 0 }));
+            let wnd_end = self.snd_una + window;
+            while self.snd_nxt < limit && self.snd_nxt < wnd_end {
+                let end = (self.snd_nxt + mss).min(limit).min(wnd_end);
+                let from = self.data_skip + (self.snd_nxt - self.data_start) as usize;
+                let to = from + (end - self.snd_nxt) as usize;
+                let push = if end == limit { Flags::PSH } else { Flags(0) };
+                let repr = self.repr(self.seq_at(self.snd_nxt), Flags::ACK | push, None, cfg.ttl);
+                emit(tx, ends, stats, &repr, &self.data[from..to]);
+                if self.rtt_probe.is_none() && self.retries == 0 {
+                    self.rtt_probe = Some((end, now));
+                }
+                self.snd_nxt = end;
+                self.answer_mark = self.t_next;
+                self.ack_pending = false;
+                if self.rtx_at.is_none() {
+                    self.rtx_at = Some(now + self.rto);
+                }
+            }
+            let Some(&bound) = self.pending_bounds.front() else { break };
+            if self.snd_nxt < bound || bound > self.rcv_nxt {
+                break;
+            }
+            if self.snd_una < bound {
+                break;
+            }
+            let since = *self.waiting_since.get_or_insert(now);
+            let answered = self.t_next > self.answer_mark;
+            if !(no_wait || answered || now >= since + cfg.response_wait) {
+                break;
+            }
+            self.pending_bounds.pop_front();
+            self.waiting_since = None;
+        }
+        // The client's FIN goes out once every byte before it was released.
+        if let Some(fin) = self.client_fin {
+            let released = self.pending_bounds.is_empty() || no_wait;
+            if !self.fin_sent && released && self.snd_nxt == fin && self.snd_una == fin {
+                let repr = self.repr(self.seq_at(fin), Flags::FIN | Flags::ACK, None, cfg.ttl);
+                emit(tx, ends, stats, &repr, &[]);
+                self.fin_sent = true;
+                self.ack_pending = false;
+                self.rtx_at = Some(now + self.rto);
+            }
+        }
+    }
+
+    /// Counts the last request as delivered when the target acknowledged all of it.
+    fn finish_requests(&mut self, stats: &mut Stats) {
+        if self.open_request && self.snd_una >= self.rcv_nxt {
+            stats.requests_target += 1;
+            self.open_request = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

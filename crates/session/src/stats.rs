@@ -1,0 +1,86 @@
+//! Counters the replicator keeps; cheap to copy and print.
+
+use std::fmt;
+
+/// Everything the replicator counted since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Client packets handed to `handle_capture`.
+    pub captured_packets: u64,
+    /// Captured packets that were not TCP for a rule, or not parseable.
+    pub ignored_packets: u64,
+    pub malformed_packets: u64,
+    /// Captured segments that carried only bytes we already had.
+    pub duplicate_segments: u64,
+    /// Client payload bytes captured (each byte once).
+    pub client_bytes: u64,
+    /// Client bytes the target acknowledged.
+    pub target_bytes: u64,
+    pub sessions_created: u64,
+    /// Sessions joined mid-stream (open before capture started).
+    pub sessions_joined: u64,
+    /// Sessions that ended with both sides closed.
+    pub sessions_completed: u64,
+    pub sessions_reset_by_client: u64,
+    pub sessions_reset_by_target: u64,
+    pub sessions_timed_out: u64,
+    /// Sessions given up: target unreachable or not acknowledging.
+    pub sessions_failed: u64,
+    /// Sessions dropped because they held more than the per-session byte limit.
+    pub sessions_overflowed: u64,
+    pub sessions_active: u64,
+    /// Requests (client bursts between two server answers) seen online.
+    pub requests_online: u64,
+    /// Of those, requests the target acknowledged completely.
+    pub requests_target: u64,
+    /// Target packets reported by intercepts.
+    pub responses: u64,
+    /// Reported target packets that belong to no session of ours.
+    pub responses_unknown: u64,
+    pub packets_sent: u64,
+    pub retransmits: u64,
+}
+
+impl Stats {
+    /// Share of online requests the target has not (yet) acknowledged, 0.0 to 1.0.
+    pub fn loss_rate(&self) -> f64 {
+        if self.requests_online == 0 {
+            0.0
+        } else {
+            1.0 - self.requests_target as f64 / self.requests_online as f64
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
+             requests online {} target {} loss {:.4}% bytes online {} target {} packets sent {} retransmits {} \
+             responses {} (unknown {}) captured {} (ignored {}, malformed {}, duplicate {})",
+            self.sessions_created,
+            self.sessions_active,
+            self.sessions_joined,
+            self.sessions_completed,
+            self.sessions_timed_out,
+            self.sessions_reset_by_client,
+            self.sessions_reset_by_target,
+            self.sessions_failed,
+            self.sessions_overflowed,
+            self.requests_online,
+            self.requests_target,
+            self.loss_rate() * 100.0,
+            self.client_bytes,
+            self.target_bytes,
+            self.packets_sent,
+            self.retransmits,
+            self.responses,
+            self.responses_unknown,
+            self.captured_packets,
+            self.ignored_packets,
+            self.malformed_packets,
+            self.duplicate_segments,
+        )
+    }
+}
