@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::{ports, tcp_v4, tcp_v6, Netns};
 use tcpcopy_io::{CaptureStats, PacketSink, RawSender, RingCapture, RingConfig, TcpFilter};
 
-const OUTGOING: u8 = libc::PACKET_OUTGOING as u8;
-const HOST: u8 = libc::PACKET_HOST as u8;
+const OUTGOING: u8 = libc::PACKET_OUTGOING;
+const HOST: u8 = libc::PACKET_HOST;
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

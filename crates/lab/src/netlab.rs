@@ -15,7 +15,8 @@
 //!
 //! A [`Lab`] removes everything it created when dropped, also during a panic: it kills every process
 //! still inside its namespaces (never this process) and deletes the namespaces, which destroys the
-//! veths and the bridge. It only ever shells out to `ip` (and `ethtool` when present).
+//! veths and the bridge. It shells out only to `ip`, `sh` (its builtin `kill`) and, when present,
+//! `ethtool`; sysctls are written through /proc from a thread inside the namespace.
 
 use anyhow::{anyhow, bail, Context as _};
 use std::fs::File;
@@ -52,6 +53,13 @@ impl LabSpec {
     /// `{tag}{pid}`: unique per process; give each concurrent lab of a process its own tag.
     pub fn unique(tag: &str) -> LabSpec {
         LabSpec::new(format!("{tag}{}", process::id()))
+    }
+}
+
+impl Default for LabSpec {
+    /// `LabSpec::unique("tcl")`.
+    fn default() -> LabSpec {
+        LabSpec::unique("tcl")
     }
 }
 
@@ -427,6 +435,32 @@ pub fn cleanup_stale(prefix_start: &str) -> Vec<String> {
         }
     }
     removed
+}
+
+/// Removes labs made by [`LabSpec::unique`]`(tag)` in processes that no longer exist: namespaces
+/// named `{tag}{pid}-*` where `/proc/{pid}` is gone (a test run killed before its `Drop` ran). Labs of
+/// live processes, including concurrent test binaries, are left alone. Returns the names removed.
+pub fn cleanup_orphans(tag: &str) -> Vec<String> {
+    if tag.is_empty() {
+        return Vec::new();
+    }
+    let Ok(listing) = ip(&["netns", "list"]) else {
+        return Vec::new();
+    };
+    let orphan_prefixes: std::collections::BTreeSet<String> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.strip_prefix(tag))
+        .filter_map(|rest| {
+            let (pid, _) = rest.split_once('-')?;
+            let numeric = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+            let live = Path::new("/proc").join(pid).exists();
+            (numeric && !live).then(|| format!("{tag}{pid}-"))
+        })
+        .collect();
+    orphan_prefixes
+        .iter()
+        .flat_map(|prefix| cleanup_stale(prefix))
+        .collect()
 }
 
 /// Whether this process runs with effective uid 0.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tcpcopy_lab::loadgen::{self, expected_uris, LoadSpec};
-use tcpcopy_lab::netlab::{cleanup_stale, is_root, run_in_ns};
+use tcpcopy_lab::netlab::{cleanup_orphans, cleanup_stale, is_root, run_in_ns};
 use tcpcopy_lab::nginx::nginx_binary;
 use tcpcopy_lab::{HttpServer, Lab, LabSpec, Nginx, ScratchDir};
 
@@ -18,6 +18,8 @@ fn lab(tag: &str, offload: bool) -> Option<Lab> {
         eprintln!("SKIPPED: lab tests need root to create network namespaces");
         return None;
     }
+    // Labs of earlier runs of this test that were killed before their Drop ran.
+    cleanup_orphans(tag);
     let spec = LabSpec {
         offload,
         ..LabSpec::unique(tag)
@@ -341,4 +343,21 @@ fn loadgen_guard_allows_lab_routes_only_inside_the_lab() {
     let fake: SocketAddr = (std::net::Ipv4Addr::new(198, 19, 0, 1), 80).into();
     let refused = lab.run_in(lab.ns_client(), || loadgen::run(&spec(fake, 1, 1, 0)));
     assert!(refused.is_err());
+}
+
+#[test]
+fn orphans_of_dead_processes_are_removed() {
+    if !is_root() {
+        return;
+    }
+    // pid 4194304 is above PID_MAX_LIMIT, so it can never be alive.
+    let dead = "tlj4194304-cli".to_string();
+    let live = format!("tlj{}-cli", std::process::id());
+    for ns in [&dead, &live] {
+        let ok = Command::new("ip").args(["netns", "add", ns]).status();
+        assert!(ok.expect("ip").success());
+    }
+    assert_eq!(cleanup_orphans("tlj"), vec![dead.clone()]);
+    assert_eq!(namespaces_with("tlj"), vec![live.clone()]);
+    assert_eq!(cleanup_stale(&live), vec![live]);
 }

@@ -1,0 +1,13 @@
+//! The two programs' drivers: option parsing, validation, and the loops that move packets between
+//! the I/O backends (`tcpcopy-io`) and the sans-IO cores (`tcpcopy-session`, `tcpcopy-protocol`).
+//! No protocol logic lives here.
+
+pub mod cli;
+pub mod demo;
+pub mod intercept;
+pub mod live;
+pub mod scenario;
+pub mod logging;
+
+/// Exit status for bad command-line options (as clap and the C tools use).
+pub const EXIT_USAGE: i32 = 2;

@@ -1,1 +1,31 @@
-fn main(){}
+//! `intercept`: parse options, then catch the target's responses and serve them to tcpcopy.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tcpcopy::cli::{self, InterceptCli};
+use tcpcopy::{intercept, logging};
+
+fn main() {
+    let args: InterceptCli = cli::parse_or_exit();
+    if let Err(e) = intercept::validate(&args) {
+        cli::usage_error("intercept", &e);
+    }
+    if let Err(e) = run(&args) {
+        eprintln!("intercept: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &InterceptCli) -> anyhow::Result<()> {
+    logging::init(args.debug, args.log.as_deref())?;
+    logging::write_pid(args.pid_file.as_deref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    // Returns once a signal arrived; the queue-mode iptables rule is removed on the way out.
+    intercept::run(args, stop)?;
+    // Source threads may be blocked in the kernel: leave without joining them.
+    std::process::exit(0)
+}

@@ -1,1 +1,34 @@
-fn main(){}
+//! `tcpcopy`: parse options, then run live replication (or the demo / bench lab).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tcpcopy::cli::{self, TcpcopyCli, TcpcopyCommand};
+use tcpcopy::{demo, live, logging};
+
+fn main() {
+    let args: TcpcopyCli = cli::parse_or_exit();
+    let result = match args.command {
+        Some(TcpcopyCommand::Demo { seconds }) => demo::run_demo(seconds),
+        Some(TcpcopyCommand::Bench { seconds }) => demo::run_bench(seconds),
+        None => run_live(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("tcpcopy: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
+    let cfg = live::LiveConfig::from_opts(&args.opts).unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
+    logging::init(args.opts.debug, args.opts.log.as_deref())?;
+    logging::write_pid(args.opts.pid_file.as_deref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let stats = live::run(cfg, stop)?;
+    tracing::info!("final: {stats}");
+    println!("tcpcopy final: {stats}");
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Command-line options of both programs, with the names users know from the C TCPCopy, and their
+//! validation into real values. Parsing does no syscalls, so every rule here is unit-tested.
+//!
+//! Every rejected option produces one line naming the option and the expected form, and exit status 2.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use session::Rule;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcpcopy",
+    version,
+    about = "Copy live TCP traffic from this (online) host to a target server",
+    after_help = "Run `tcpcopy demo` as root for a self-contained demonstration in network namespaces."
+)]
+pub struct TcpcopyCli {
+    #[command(subcommand)]
+    pub command: Option<TcpcopyCommand>,
+    #[command(flatten)]
+    pub opts: TcpcopyOpts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TcpcopyCommand {
+    /// Build a lab in network namespaces, replicate for a while, report, clean up (needs root).
+    Demo {
+        /// Seconds of replication.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Load harness: replicated req/s, loss, CPU% and RSS of tcpcopy and intercept at three loads.
+    Bench {
+        /// Seconds per load level.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TcpcopyOpts {
+    /// Transfer rules: [online_ip:]online_port-target_ip:target_port[,...]
+    #[arg(short = 'x', long = "transfer", value_name = "RULES", value_parser = parse_rules)]
+    pub transfer: Option<std::vec::Vec<Rule>>,
+    /// Intercept servers: ip[:port][,...] (port defaults to -p)
+    #[arg(short = 's', long = "intercept", value_name = "SERVERS", value_parser = parse_servers)]
+    pub intercept: Option<std::vec::Vec<(IpAddr, Option<u16>)>>,
+    /// Fake client addresses: ip[,ip...], a.b.c.x for the /24, or a CIDR
+    #[arg(short = 'c', long = "fake-client", value_name = "ADDRS", value_parser = parse_fake_clients)]
+    pub fake_client: Option<std::vec::Vec<IpAddr>>,
+    /// Capture interface (default: all interfaces)
+    #[arg(long = "interface", value_name = "DEV")]
+    pub interface: Option<String>,
+    /// Capture source: interfaces dev[,dev] (an existing file means offline replay, not built yet)
+    #[arg(short = 'i', value_name = "DEV|FILE")]
+    pub input: Option<String>,
+    /// Session timeout in seconds
+    #[arg(short = 't', long = "session-timeout", value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_timeout: u64,
+    /// Largest TCP payload sent to the target
+    #[arg(short = 'D', long = "mss", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(64..))]
+    pub mss: u16,
+    /// MTU of the path to the target
+    #[arg(short = 'M', long = "mtu", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..))]
+    pub mtu: u16,
+    /// Initial retransmission timeout in milliseconds (before an RTT was measured)
+    #[arg(short = 'R', long = "rtt", value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..60_000))]
+    pub rtt: u64,
+    /// Don't wait for the target's response before sending the next request
+    #[arg(short = 'W', long = "no-wait")]
+    pub no_wait: bool,
+    /// Milliseconds to wait for the target's answer before sending the next request anyway
+    #[arg(long = "response-wait", value_name = "MS", default_value_t = 500)]
+    pub response_wait: u64,
+    /// Connections to each intercept
+    #[arg(short = 'C', long = "connections", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub connections: u16,
+    /// Default intercept port
+    #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT)]
+    pub port: u16,
+    /// Memory cap in MB for buffered client data (per-session share: a quarter)
+    #[arg(short = 'm', long = "memory", value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory: u64,
+    /// Log file (default: stderr)
+    #[arg(short = 'l', long = "log")]
+    pub log: Option<PathBuf>,
+    /// Pid file
+    #[arg(short = 'P', long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Debug logging
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+    /// Seconds between statistics lines in the log (0: only at exit)
+    #[arg(long = "stats-interval", default_value_t = 10)]
+    pub stats_interval: u64,
+    /// Stop after this many seconds (0: run until SIGINT/SIGTERM)
+    #[arg(long = "duration", default_value_t = 0)]
+    pub duration: u64,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "intercept", version, about = "Catch a target server's responses and stream them to tcpcopy")]
+pub struct InterceptCli {
+    /// Assistant mode: capture interfaces dev[,dev] (default: all)
+    #[arg(short = 'i', long = "interface", value_name = "DEV[,DEV]")]
+    pub interface: Option<String>,
+    /// Queue mode: run on the target, divert its responses with an iptables NFQUEUE rule and drop them
+    #[arg(short = 'q', long = "queue")]
+    pub queue: bool,
+    /// Service port(s) whose responses to catch: port[,port] (required with -q)
+    #[arg(long = "port", value_name = "PORTS", value_parser = parse_ports)]
+    pub service_ports: Option<std::vec::Vec<u16>>,
+    /// NFQUEUE number for queue mode
+    #[arg(long = "queue-num", default_value_t = 0)]
+    pub queue_num: u16,
+    /// Listen port for tcpcopy connections
+    #[arg(short = 'p', long = "listen-port", default_value_t = protocol::DEFAULT_PORT)]
+    pub listen_port: u16,
+    /// Listen address
+    #[arg(short = 'b', long = "bind", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Allowed tcpcopy hosts: ip[,ip] (default: any)
+    #[arg(short = 'x', long = "allow", value_name = "IPS", value_parser = parse_ip_list)]
+    pub allow: Option<std::vec::Vec<IpAddr>>,
+    /// Responses batched per message at most (a batch also leaves at the end of each capture round)
+    #[arg(short = 'n', long = "batch", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub batch: u16,
+    /// Seconds a session route is kept without traffic
+    #[arg(short = 't', long = "route-timeout", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub route_timeout: u64,
+    /// Session hash size (accepted for compatibility; the table grows as needed)
+    #[arg(short = 's', long = "hash-size")]
+    pub hash_size: Option<u32>,
+    /// Log file (default: stderr)
+    #[arg(short = 'l', long = "log")]
+    pub log: Option<PathBuf>,
+    /// Pid file
+    #[arg(short = 'P', long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Debug logging
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+}
+
+/// Parses `argv`, printing a one-line error and exiting with status 2 on bad options.
+pub fn parse_or_exit<P: Parser>() -> P {
+    match P::try_parse() {
+        Ok(p) => p,
+        Err(e) => exit_with(&P::command().get_name().to_string(), e),
+    }
+}
+
+/// Prints help/version normally; everything else as one line, exit 2.
+pub fn exit_with(name: &str, e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        _ => {
+            let text = e.to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid options").trim();
+            eprintln!("{name}: {}", line.trim_start_matches("error: "));
+            std::process::exit(crate::EXIT_USAGE)
+        }
+    }
+}
+
+/// A one-line usage error for a rule clap cannot express.
+pub fn usage_error(program: &str, msg: &str) -> ! {
+    eprintln!("{program}: {msg}");
+    std::process::exit(crate::EXIT_USAGE)
+}
+
+fn parse_endpoint(s: &str) -> Result<(Option<IpAddr>, u16), String> {
+    let bad_port = |p: &str| format!("'{p}' is not a port number (1-65535)");
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad_port(p));
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, tail) = rest.split_once(']').ok_or_else(|| format!("'{s}': missing ']' after an IPv6 address"))?;
+        let ip: IpAddr = ip.parse().map_err(|_| format!("'{ip}' is not an IPv6 address"))?;
+        let p = tail.strip_prefix(':').ok_or_else(|| format!("'{s}': expected [ipv6]:port"))?;
+        return Ok((Some(ip), port(p)?));
+    }
+    match s.rsplit_once(':') {
+        Some((ip, p)) => {
+            let ip: IpAddr = ip.parse().map_err(|_| format!("'{ip}' is not an IP address"))?;
+            Ok((Some(ip), port(p)?))
+        }
+        None => Ok((None, port(s)?)),
+    }
+}
+
+/// `[online_ip:]online_port-target_ip:target_port[,...]`
+pub fn parse_rules(s: &str) -> Result<Vec<Rule>, String> {
+    const FORM: &str = "expected [online_ip:]online_port-target_ip:target_port[,...]";
+    s.split(',')
+        .map(|part| {
+            let (online, target) = part.split_once('-').ok_or_else(|| format!("'{part}': {FORM}"))?;
+            let (online_addr, online_port) = parse_endpoint(online.trim()).map_err(|e| format!("{e}; {FORM}"))?;
+            let (tip, tport) = parse_endpoint(target.trim()).map_err(|e| format!("{e}; {FORM}"))?;
+            let tip = tip.ok_or_else(|| format!("'{target}': the target needs an address; {FORM}"))?;
+            Ok(Rule { online_addr, online_port, target: SocketAddr::new(tip, tport) })
+        })
+        .collect()
+}
+
+/// `ip[:port][,...]`
+pub fn parse_servers(s: &str) -> Result<Vec<(IpAddr, Option<u16>)>, String> {
+    s.split(',')
+        .map(|part| {
+            let part = part.trim();
+            if let Ok(ip) = part.parse::<IpAddr>() {
+                return Ok((ip, None));
+            }
+            match parse_endpoint(part) {
+                Ok((Some(ip), port)) => Ok((ip, Some(port))),
+                _ => Err(format!("'{part}': expected ip[:port] (IPv6 as [addr]:port)")),
+            }
+        })
+        .collect()
+}
+
+/// `ip[,ip]`, `a.b.c.x` (the /24: .1 to .254) or a CIDR (at most 65,536 addresses).
+pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if let Some(prefix) = part.strip_suffix(".x") {
+            let base: Ipv4Addr = format!("{prefix}.0").parse().map_err(|_| format!("'{part}': expected a.b.c.x"))?;
+            let o = base.octets();
+            out.extend((1..=254).map(|i| IpAddr::from([o[0], o[1], o[2], i])));
+        } else if let Some((ip, bits)) = part.split_once('/') {
+            let ip: Ipv4Addr = ip.parse().map_err(|_| format!("'{part}': expected an IPv4 CIDR like 198.19.0.0/24"))?;
+            let bits: u32 = bits.parse().ok().filter(|b| (16..=32).contains(b)).ok_or_else(|| {
+                format!("'{part}': prefix length must be 16 to 32")
+            })?;
+            let size = 1u32 << (32 - bits);
+            let net = u32::from(ip) & !(size - 1);
+            let hosts: Vec<u32> = if size >= 4 { (net + 1..net + size - 1).collect() } else { (net..net + size).collect() };
+            out.extend(hosts.into_iter().map(|h| IpAddr::V4(Ipv4Addr::from(h))));
+        } else {
+            out.push(part.parse().map_err(|_| format!("'{part}': expected ip[,ip], a.b.c.x or a CIDR"))?);
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+    s.split(',')
+        .map(|p| p.trim().parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| format!("'{p}' is not a port number")))
+        .collect()
+}
+
+pub fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
+    s.split(',').map(|p| p.trim().parse().map_err(|_| format!("'{p}' is not an IP address"))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_in_every_form() {
+        let r = parse_rules("80-198.18.0.30:8080,198.18.0.20:443-198.18.0.30:443,80-[2001:2::30]:80").unwrap();
+        assert_eq!(r[0], Rule { online_addr: None, online_port: 80, target: "198.18.0.30:8080".parse().unwrap() });
+        assert_eq!(r[1].online_addr, Some("198.18.0.20".parse().unwrap()));
+        assert_eq!(r[2].target, "[2001:2::30]:80".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_rules_say_what_is_expected() {
+        for bad in ["80", "80-198.18.0.30", "x-198.18.0.30:80", "80-1.2.3:80", "80-198.18.0.30:0", "0-1.1.1.1:80"] {
+            let e = parse_rules(bad).unwrap_err();
+            assert!(e.contains("expected") || e.contains("port"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn fake_client_forms() {
+        assert_eq!(parse_fake_clients("62.135.200.x").unwrap().len(), 254);
+        let cidr = parse_fake_clients("198.19.0.0/24").unwrap();
+        assert_eq!(cidr.len(), 254);
+        assert_eq!(cidr[0], IpAddr::from([198, 19, 0, 1]));
+        assert_eq!(parse_fake_clients("198.19.0.5,198.19.0.6").unwrap().len(), 2);
+        assert!(parse_fake_clients("198.19.0.0/8").is_err());
+        assert!(parse_fake_clients("nonsense").is_err());
+    }
+
+    #[test]
+    fn servers_default_their_port() {
+        let s = parse_servers("198.18.0.40,198.18.0.41:9000,[2001:2::40]:36524").unwrap();
+        assert_eq!(s[0], ("198.18.0.40".parse().unwrap(), None));
+        assert_eq!(s[1], ("198.18.0.41".parse().unwrap(), Some(9000)));
+        assert_eq!(s[2].1, Some(36524));
+        assert!(parse_servers("host.example").is_err());
+    }
+
+    #[test]
+    fn full_command_lines_parse() {
+        use clap::CommandFactory;
+        TcpcopyCli::command().debug_assert();
+        InterceptCli::command().debug_assert();
+        let t = TcpcopyCli::try_parse_from([
+            "tcpcopy", "-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-c", "198.19.0.0/24", "-t", "30", "-W",
+        ])
+        .unwrap();
+        assert_eq!(t.opts.transfer.unwrap().len(), 1);
+        assert_eq!(t.opts.fake_client.unwrap().len(), 254);
+        let i = InterceptCli::try_parse_from(["intercept", "-q", "--port", "80,8080", "-x", "198.18.0.20"]).unwrap();
+        assert_eq!(i.service_ports.unwrap(), vec![80, 8080]);
+        assert_eq!(i.allow.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn clap_error_names_the_option() {
+        let e = TcpcopyCli::try_parse_from(["tcpcopy", "-x", "80"]).unwrap_err();
+        let first = e.to_string().lines().next().unwrap().to_string();
+        assert!(first.contains("--transfer"), "{first}");
+    }
+}

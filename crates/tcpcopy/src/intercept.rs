@@ -1,0 +1,398 @@
+//! The `intercept` driver: catches the target's responses (assistant-mode capture or queue-mode
+//! NFQUEUE), and streams their headers to the tcpcopy instance that owns each session.
+//!
+//! Threads: one per response source (a capture ring per interface, or the NFQUEUE reader), one
+//! acceptor, and a reader plus a writer per tcpcopy connection. A shared [`Hub`] holds the
+//! connections and the route table (client endpoint -> connection); sources lock it once per batch.
+//! A response whose route is unknown (its route message may still be in flight) goes to every
+//! connection: each tcpcopy ignores sessions that are not its own.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::{bounded, Sender, TrySendError};
+use tracing::{debug, info, warn};
+
+use protocol::{Decoder, Message, ResponseBatch};
+use tcio::bpf::TcpFilter;
+use tcio::capture::{RingCapture, RingConfig};
+use tcio::nfqueue::ResponseQueue;
+use wire::TcpPacket;
+
+use crate::cli::InterceptCli;
+
+/// Frames waiting for one slow tcpcopy connection before further ones are dropped (and counted).
+const CONN_QUEUE: usize = 4096;
+/// NFQUEUE copy range: the largest IPv4 + TCP header pair is 120 bytes.
+const QUEUE_COPY: u16 = 128;
+
+#[derive(Default)]
+struct HubState {
+    conns: HashMap<u64, Sender<Vec<u8>>>,
+    routes: HashMap<SocketAddr, (u64, Instant)>,
+}
+
+/// Connections and routes, shared by all threads.
+#[derive(Default)]
+pub struct Hub {
+    state: Mutex<HubState>,
+    next_conn: AtomicU64,
+    pub responses: AtomicU64,
+    pub routed: AtomicU64,
+    pub broadcast: AtomicU64,
+    pub dropped: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panicking thread cannot leave the maps half-updated (each update is one insert or
+        // remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Routes one batch of response packets to their owners' connections.
+    fn dispatch<'a>(&self, packets: impl Iterator<Item = &'a [u8]>, max_batch: usize) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let mut per_conn: HashMap<u64, (ResponseBatch, Vec<u8>)> = HashMap::new();
+        let mut everyone = ResponseBatch::new();
+        let mut everyone_frames = Vec::new();
+        for pkt in packets {
+            self.responses.fetch_add(1, Ordering::Relaxed);
+            let Ok(p) = TcpPacket::parse(pkt) else {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let owner = st.routes.get_mut(&p.dst()).map(|r| {
+                r.1 = now;
+                r.0
+            });
+            match owner.filter(|c| st.conns.contains_key(c)) {
+                Some(c) => {
+                    self.routed.fetch_add(1, Ordering::Relaxed);
+                    let (b, frames) = per_conn.entry(c).or_default();
+                    if b.push(p.headers()) >= max_batch {
+                        b.finish(frames);
+                    }
+                }
+                None => {
+                    self.broadcast.fetch_add(1, Ordering::Relaxed);
+                    if everyone.push(p.headers()) >= max_batch {
+                        everyone.finish(&mut everyone_frames);
+                    }
+                }
+            }
+        }
+        everyone.finish(&mut everyone_frames);
+        for (c, (mut b, mut frames)) in per_conn {
+            b.finish(&mut frames);
+            self.deliver(&st, c, frames);
+        }
+        if !everyone_frames.is_empty() {
+            let ids: Vec<u64> = st.conns.keys().copied().collect();
+            for c in ids {
+                self.deliver(&st, c, everyone_frames.clone());
+            }
+        }
+    }
+
+    fn deliver(&self, st: &HubState, conn: u64, frames: Vec<u8>) {
+        if let Some(tx) = st.conns.get(&conn) {
+            if let Err(TrySendError::Full(_)) = tx.try_send(frames) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn expire_routes(&self, timeout: Duration) {
+        let now = Instant::now();
+        self.lock().routes.retain(|_, (_, seen)| now.duration_since(*seen) < timeout);
+    }
+}
+
+/// An iptables OUTPUT rule sending the service's responses to NFQUEUE; removed on drop.
+pub struct QueueRule {
+    spec: Vec<String>,
+}
+
+impl QueueRule {
+    pub fn install(ports: &[u16], queue_num: u16) -> anyhow::Result<QueueRule> {
+        let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let mut spec: Vec<String> = vec!["-p".into(), "tcp".into()];
+        if ports.len() == 1 {
+            spec.extend(["--sport".into(), list]);
+        } else {
+            spec.extend(["-m".into(), "multiport".into(), "--sports".into(), list]);
+        }
+        spec.extend(["-j".into(), "NFQUEUE".into(), "--queue-num".into(), queue_num.to_string()]);
+        // A rule left behind by a killed intercept would be duplicated: remove it first.
+        while iptables("-D", &spec).is_ok() {}
+        iptables("-I", &spec).context("cannot install the iptables NFQUEUE rule")?;
+        info!("installed: iptables -I OUTPUT {}", spec.join(" "));
+        Ok(QueueRule { spec })
+    }
+}
+
+impl Drop for QueueRule {
+    fn drop(&mut self) {
+        match iptables("-D", &self.spec) {
+            Ok(()) => info!("removed: iptables -D OUTPUT {}", self.spec.join(" ")),
+            Err(e) => warn!("could not remove the iptables rule: {e:#}"),
+        }
+    }
+}
+
+fn iptables(op: &str, spec: &[String]) -> anyhow::Result<()> {
+    let out = Command::new("iptables")
+        .args(["-w", op, "OUTPUT"])
+        .args(spec)
+        .output()
+        .context("cannot run iptables (is it installed?)")?;
+    anyhow::ensure!(out.status.success(), "iptables {op}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
+/// Runs the intercept until `stop` is set.
+pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let hub = Arc::new(Hub::default());
+    let listener = TcpListener::bind(SocketAddr::new(cli.bind, cli.listen_port))
+        .with_context(|| format!("cannot listen on {}:{}", cli.bind, cli.listen_port))?;
+    listener.set_nonblocking(true)?;
+    let batch = usize::from(cli.batch);
+
+    // Sources first, so that no response is missed once tcpcopy connects.
+    let _rule = if cli.queue {
+        let ports = cli.service_ports.clone().unwrap_or_default();
+        let queue = ResponseQueue::open(cli.queue_num, QUEUE_COPY).context("cannot open NFQUEUE (run as root)")?;
+        let rule = QueueRule::install(&ports, cli.queue_num)?;
+        spawn_queue_source(queue, hub.clone(), batch)?;
+        info!("queue mode: responses from port(s) {ports:?} are read from NFQUEUE {} and dropped", cli.queue_num);
+        Some(rule)
+    } else {
+        let filter = TcpFilter {
+            src_ports: cli.service_ports.clone().unwrap_or_default(),
+            exclude_port: Some(cli.listen_port),
+            drop_outgoing: true,
+            ..TcpFilter::default()
+        };
+        let ifaces: Vec<Option<String>> = match &cli.interface {
+            Some(list) => list.split(',').map(|s| Some(s.trim().to_string())).collect(),
+            None => vec![None],
+        };
+        for iface in ifaces {
+            let cfg = RingConfig { interface: iface.clone(), filter: filter.compile(), ..RingConfig::default() };
+            let ring = RingCapture::open(&cfg).context("cannot start capturing (run as root)")?;
+            spawn_ring_source(ring, hub.clone(), batch, stop.clone())?;
+            info!("assistant mode: capturing responses on {}", iface.as_deref().unwrap_or("all interfaces"));
+        }
+        None
+    };
+
+    info!("listening for tcpcopy on {}:{}", cli.bind, cli.listen_port);
+    let allow = cli.allow.clone();
+    let route_timeout = Duration::from_secs(cli.route_timeout);
+    let mut last_expiry = Instant::now();
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let hub = hub.clone();
+                let allowed = allow.as_ref().is_none_or(|a| a.contains(&peer.ip()));
+                let stop = stop.clone();
+                thread::Builder::new()
+                    .name(format!("conn-{peer}"))
+                    .spawn(move || serve(stream, peer, allowed, hub, stop))
+                    .context("cannot start a connection thread")?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(20)),
+            Err(e) => warn!("accept: {e}"),
+        }
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            hub.expire_routes(route_timeout);
+            last_expiry = Instant::now();
+        }
+        if last_stats.elapsed() >= Duration::from_secs(10) {
+            last_stats = Instant::now();
+            info!("{}", summary(&hub));
+        }
+    }
+    info!("{}", summary(&hub));
+    Ok(())
+}
+
+pub fn summary(hub: &Hub) -> String {
+    let st = hub.lock();
+    format!(
+        "responses {} (routed {}, to all {}, malformed {}), frames dropped for slow tcpcopy {}, connections {}, routes {}",
+        hub.responses.load(Ordering::Relaxed),
+        hub.routed.load(Ordering::Relaxed),
+        hub.broadcast.load(Ordering::Relaxed),
+        hub.malformed.load(Ordering::Relaxed),
+        hub.dropped.load(Ordering::Relaxed),
+        st.conns.len(),
+        st.routes.len()
+    )
+}
+
+fn spawn_ring_source(mut ring: RingCapture, hub: Arc<Hub>, batch: usize, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut buf = crate::live::PacketBatch::default();
+                match ring.poll_batch(Duration::from_millis(100), |p| buf.push(p.data)) {
+                    Ok(0) => {}
+                    Ok(_) => hub.dispatch(buf.iter(), batch),
+                    Err(e) => {
+                        warn!("capture failed: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .context("cannot start the capture thread")?;
+    Ok(())
+}
+
+fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("nfqueue".into())
+        .spawn(move || loop {
+            let mut buf = crate::live::PacketBatch::default();
+            match queue.recv_drop(|p| buf.push(p)) {
+                Ok(_) => hub.dispatch(buf.iter(), batch),
+                Err(e) => {
+                    warn!("NFQUEUE read failed: {e}");
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+        .context("cannot start the NFQUEUE thread")?;
+    Ok(())
+}
+
+/// One tcpcopy connection: handshake, then read its routes; a writer thread streams responses.
+fn serve(mut stream: TcpStream, peer: SocketAddr, allowed: bool, hub: Arc<Hub>, stop: Arc<AtomicBool>) {
+    let result = (|| -> anyhow::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        if !allowed {
+            let mut f = Vec::new();
+            protocol::encode_reject(&mut f, &format!("host {} is not in this intercept's -x list", peer.ip()));
+            let _ = stream.write_all(&f);
+            anyhow::bail!("refused: not in the -x allow list");
+        }
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut dec = Decoder::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let version = loop {
+            let n = stream.read(&mut buf).context("no hello")?;
+            anyhow::ensure!(n > 0, "closed before hello");
+            dec.feed(&buf[..n]);
+            match dec.next_message()? {
+                None => continue,
+                Some(Message::Hello { version, .. }) => break version,
+                Some(other) => anyhow::bail!("expected hello, got {other:?}"),
+            }
+        };
+        if version != protocol::VERSION {
+            let mut f = Vec::new();
+            protocol::encode_reject(&mut f, &format!("protocol version {version} unsupported (this intercept speaks {})", protocol::VERSION));
+            let _ = stream.write_all(&f);
+            anyhow::bail!("protocol version {version} unsupported");
+        }
+        let mut f = Vec::new();
+        protocol::encode_welcome(&mut f);
+        stream.write_all(&f)?;
+
+        let id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded::<Vec<u8>>(CONN_QUEUE);
+        let mut writer = stream.try_clone()?;
+        let wstop = stop.clone();
+        thread::Builder::new().name(format!("send-{peer}")).spawn(move || {
+            while !wstop.load(Ordering::Relaxed) {
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(frame) => {
+                        let mut out = frame;
+                        // Coalesce whatever else is queued into one write.
+                        for more in rx.try_iter().take(64) {
+                            out.extend_from_slice(&more);
+                        }
+                        if writer.write_all(&out).is_err() {
+                            let _ = writer.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        let mut ping = Vec::new();
+                        protocol::encode_ping(&mut ping);
+                        if writer.write_all(&ping).is_err() {
+                            let _ = writer.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        })?;
+        hub.lock().conns.insert(id, tx);
+        info!("tcpcopy {peer} connected (connection {id})");
+        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let end = loop {
+            if stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            loop {
+                match dec.next_message() {
+                    Ok(Some(Message::Routes(routes))) => {
+                        let now = Instant::now();
+                        let mut st = hub.lock();
+                        for r in routes {
+                            st.routes.insert(r, (id, now));
+                        }
+                    }
+                    Ok(Some(Message::Ping)) => {}
+                    Ok(Some(other)) => debug!("{peer}: ignoring {other:?}"),
+                    Ok(None) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => dec.feed(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => break Err(e.into()),
+            }
+        };
+        let mut st = hub.lock();
+        st.conns.remove(&id);
+        st.routes.retain(|_, (c, _)| *c != id);
+        drop(st);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        info!("tcpcopy {peer} disconnected (connection {id})");
+        end
+    })();
+    if let Err(e) = result {
+        warn!("tcpcopy {peer}: {e:#}");
+    }
+}
+
+/// Validates intercept options that clap cannot express; a one-line message on error.
+pub fn validate(cli: &InterceptCli) -> Result<(), String> {
+    if cli.queue && cli.service_ports.is_none() {
+        return Err("-q/--queue needs --port PORT[,PORT]: the service port(s) whose responses to divert".into());
+    }
+    if cli.queue && cli.interface.is_some() {
+        return Err("-i/--interface is for assistant mode and cannot be combined with -q/--queue".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! The live `tcpcopy` driver: a capture thread feeds client packets, one thread per intercept
+//! connection feeds target responses, and the main thread runs the session core and sends.
+//!
+//! Threads talk through one bounded channel of [`Event`]s, so the core itself stays single-threaded
+//! and deterministic. Intercept connections reconnect with backoff forever: replication resumes by
+//! itself when an intercept comes back, and the routes of every live session are announced again.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::{bounded, select, tick, Sender};
+use tracing::{debug, info, warn};
+
+use protocol::{Decoder, Message};
+use session::{Config, Replicator, Stats};
+use tcio::bpf::TcpFilter;
+use tcio::capture::{RingCapture, RingConfig};
+use tcio::raw::{PacketSink, RawSender};
+
+use crate::cli::TcpcopyOpts;
+
+/// Packets moved between threads in one allocation: `data[ends[i-1]..ends[i]]` is packet `i`.
+#[derive(Debug, Default)]
+pub struct PacketBatch {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl PacketBatch {
+    pub fn push(&mut self, p: &[u8]) {
+        self.data.extend_from_slice(p);
+        self.ends.push(self.data.len());
+    }
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let p = &self.data[start..end];
+            start = end;
+            p
+        })
+    }
+}
+
+enum Event {
+    Captured(PacketBatch),
+    Responses(PacketBatch),
+    InterceptUp { idx: usize, writer: TcpStream },
+    InterceptDown { idx: usize },
+    CaptureFailed(String),
+}
+
+/// Everything the driver needs, validated.
+pub struct LiveConfig {
+    pub core: Config,
+    pub intercepts: Vec<SocketAddr>,
+    pub connections: u16,
+    pub interface: Option<String>,
+    pub stats_interval: Duration,
+    pub duration: Option<Duration>,
+}
+
+impl LiveConfig {
+    /// Turns parsed options into a validated configuration; errors are one-line usage errors.
+    pub fn from_opts(o: &TcpcopyOpts) -> Result<LiveConfig, String> {
+        let rules = o.transfer.clone().ok_or("the option -x/--transfer is required (e.g. -x 80-198.18.0.30:80)")?;
+        let servers = o.intercept.clone().ok_or("the option -s/--intercept is required (e.g. -s 198.18.0.40)")?;
+        let mut interface = o.interface.clone();
+        if let Some(input) = &o.input {
+            if std::path::Path::new(input).is_file() {
+                return Err(format!("-i {input}: offline replay from a file is not supported yet"));
+            }
+            if input.contains(',') {
+                return Err(format!("-i {input}: capturing on several named interfaces is not supported yet; omit -i to capture on all"));
+            }
+            interface = Some(input.clone());
+        }
+        let mut core = Config::new(rules);
+        core.fake_clients = o.fake_client.clone().unwrap_or_default();
+        if let Some(r) = core.rules.iter().find(|r| core.fake_clients.iter().any(|f| f.is_ipv4() != r.target.is_ipv4())) {
+            return Err(format!("-c: fake client addresses must be of the same IP version as the target {}", r.target));
+        }
+        core.session_timeout = Duration::from_secs(o.session_timeout);
+        core.mss = o.mss;
+        core.mtu = o.mtu;
+        core.initial_rto = Duration::from_millis(o.rtt);
+        core.no_wait = o.no_wait;
+        core.response_wait = Duration::from_millis(o.response_wait);
+        core.max_session_bytes = (o.memory as usize).saturating_mul(1 << 20) / 4;
+        Ok(LiveConfig {
+            core,
+            intercepts: servers.into_iter().map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port))).collect(),
+            connections: o.connections,
+            interface,
+            stats_interval: Duration::from_secs(o.stats_interval),
+            duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
+        })
+    }
+}
+
+/// Runs until `stop` is set (or `--duration` passes); returns the final statistics.
+pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
+    let mut sender = RawSender::open().context("cannot open a raw socket to send to the target (run as root)")?;
+    let filter = TcpFilter {
+        dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
+        dst_addrs: online_v4_addrs(&cfg),
+        // Our own sends to the target would otherwise be captured again (same port, other host).
+        drop_outgoing: true,
+        ..TcpFilter::default()
+    };
+    let ring_cfg = RingConfig { interface: cfg.interface.clone(), filter: filter.compile(), ..RingConfig::default() };
+    let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
+    info!(
+        "capturing on {} for {} rule(s), {} intercept(s)",
+        cfg.interface.as_deref().unwrap_or("all interfaces"),
+        cfg.core.rules.len(),
+        cfg.intercepts.len()
+    );
+
+    let (tx, rx) = bounded::<Event>(4096);
+    spawn_capture(ring, tx.clone(), stop.clone())?;
+    let mut conn_addrs = Vec::new();
+    for &server in &cfg.intercepts {
+        for _ in 0..cfg.connections {
+            let idx = conn_addrs.len();
+            conn_addrs.push(server);
+            spawn_intercept_conn(idx, server, tx.clone(), stop.clone())?;
+        }
+    }
+    drop(tx);
+
+    let started = Instant::now();
+    let mut core = Replicator::new(cfg.core.clone());
+    let mut writers: Vec<Option<TcpStream>> = (0..conn_addrs.len()).map(|_| None).collect();
+    let mut frame = Vec::new();
+    let mut send_errors = 0u64;
+    let ticker = tick(Duration::from_millis(100));
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if cfg.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let wait = core.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+        let timer = crossbeam_channel::after(wait.unwrap_or(Duration::from_secs(1)));
+        select! {
+            recv(rx) -> ev => match ev {
+                Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs)?,
+                Err(_) => break,
+            },
+            recv(timer) -> _ => {}
+            recv(ticker) -> _ => {}
+        }
+        // Drain whatever else is queued before sending, so sends and route frames batch up.
+        for ev in rx.try_iter().take(256) {
+            handle_event(ev, &mut core, &mut writers, &conn_addrs)?;
+        }
+        core.handle_timeout(Instant::now());
+        core.drain_transmits(|p| {
+            if let Err(e) = sender.send(p) {
+                send_errors += 1;
+                if send_errors.is_power_of_two() {
+                    warn!("send to target failed ({send_errors} so far): {e}");
+                }
+            }
+        });
+        frame.clear();
+        core.drain_routes(|routes| protocol::encode_routes(&mut frame, routes));
+        if !frame.is_empty() {
+            broadcast(&mut writers, &frame);
+        }
+        if !cfg.stats_interval.is_zero() && last_stats.elapsed() >= cfg.stats_interval {
+            last_stats = Instant::now();
+            info!("{}", core.stats());
+        }
+    }
+    Ok(core.stats())
+}
+
+fn online_v4_addrs(cfg: &LiveConfig) -> Vec<std::net::Ipv4Addr> {
+    // The kernel filter can narrow by address only when every rule names one.
+    let addrs: Option<Vec<_>> = cfg
+        .core
+        .rules
+        .iter()
+        .map(|r| match r.online_addr {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
+    addrs.unwrap_or_default()
+}
+
+fn handle_event(
+    ev: Event,
+    core: &mut Replicator,
+    writers: &mut [Option<TcpStream>],
+    addrs: &[SocketAddr],
+) -> anyhow::Result<()> {
+    let now = Instant::now();
+    match ev {
+        Event::Captured(batch) => batch.iter().for_each(|p| core.handle_capture(now, p)),
+        Event::Responses(batch) => batch.iter().for_each(|p| core.handle_response(now, p)),
+        Event::InterceptUp { idx, mut writer } => {
+            info!("connected to intercept {}", addrs[idx]);
+            // Announce every live session, so that replication resumes after an intercept restart.
+            let routes: Vec<SocketAddr> = core.routes().collect();
+            let mut frame = Vec::new();
+            protocol::encode_routes(&mut frame, &routes);
+            if writer.write_all(&frame).is_ok() {
+                writers[idx] = Some(writer);
+            }
+        }
+        Event::InterceptDown { idx } => {
+            if writers[idx].take().is_some() {
+                warn!("lost intercept {}; reconnecting", addrs[idx]);
+            }
+        }
+        Event::CaptureFailed(e) => anyhow::bail!("capture failed: {e}"),
+    }
+    Ok(())
+}
+
+fn broadcast(writers: &mut [Option<TcpStream>], frame: &[u8]) {
+    for w in writers.iter_mut() {
+        if let Some(s) = w {
+            if let Err(e) = s.write_all(frame) {
+                debug!("route write failed: {e}");
+                *w = None;
+            }
+        }
+    }
+}
+
+fn spawn_capture(mut ring: RingCapture, tx: Sender<Event>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut batch = PacketBatch::default();
+                let r = ring.poll_batch(Duration::from_millis(100), |p| {
+                    // Only packets the host received: our own sends are dropped in-kernel too.
+                    if p.pkttype != libc::PACKET_OUTGOING {
+                        batch.push(p.data)
+                    }
+                });
+                match r {
+                    Ok(_) if batch.is_empty() => {}
+                    Ok(_) => {
+                        if tx.send(Event::Captured(batch)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Event::CaptureFailed(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        })
+        .context("cannot start the capture thread")?;
+    Ok(())
+}
+
+fn spawn_intercept_conn(idx: usize, server: SocketAddr, tx: Sender<Event>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name(format!("intercept-{idx}"))
+        .spawn(move || {
+            let mut backoff = Duration::from_millis(100);
+            let mut failures = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                match connect(server) {
+                    Ok((stream, decoder)) => {
+                        failures = 0;
+                        backoff = Duration::from_millis(100);
+                        let writer = match stream.try_clone() {
+                            Ok(w) => w,
+                            Err(e) => {
+                                warn!("intercept {server}: {e}");
+                                continue;
+                            }
+                        };
+                        if tx.send(Event::InterceptUp { idx, writer }).is_err() {
+                            return;
+                        }
+                        let why = read_responses(stream, decoder, &tx, &stop);
+                        if tx.send(Event::InterceptDown { idx }).is_err() {
+                            return;
+                        }
+                        warn!("intercept {server} connection ended: {why}");
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        // Log the first failure and then about every 30 s, not every attempt.
+                        if failures == 1 || failures % 10 == 0 {
+                            warn!("cannot reach intercept {server}: {e:#}; retrying");
+                        }
+                    }
+                }
+                sleep_unless_stopped(backoff, &stop);
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+            }
+        })
+        .context("cannot start an intercept thread")?;
+    Ok(())
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Connects and performs the hello/welcome exchange.
+fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
+    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut hello = Vec::new();
+    protocol::encode_hello(&mut hello, 0, std::process::id());
+    s.write_all(&hello)?;
+    let mut dec = Decoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).context("no answer to hello")?;
+        anyhow::ensure!(n > 0, "intercept closed the connection during hello");
+        dec.feed(&buf[..n]);
+        match dec.next_message()? {
+            None => continue,
+            Some(Message::Welcome { version }) if version == protocol::VERSION => break,
+            Some(Message::Welcome { version }) => anyhow::bail!("intercept speaks protocol version {version}, we speak {}", protocol::VERSION),
+            Some(Message::Reject { reason }) => anyhow::bail!("intercept refused us: {reason}"),
+            Some(other) => anyhow::bail!("unexpected {other:?} instead of welcome"),
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    Ok((s, dec))
+}
+
+fn read_responses(mut s: TcpStream, mut dec: Decoder, tx: &Sender<Event>, stop: &AtomicBool) -> String {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        // Frames that arrived with the welcome are already in the decoder.
+        let mut batch = PacketBatch::default();
+        loop {
+            match dec.next_message() {
+                Ok(Some(Message::Responses(r))) => r.iter().for_each(|p| batch.push(p)),
+                Ok(Some(Message::Ping)) => {}
+                Ok(Some(other)) => return format!("unexpected message {other:?}"),
+                Ok(None) => break,
+                Err(e) => return e.to_string(),
+            }
+        }
+        if !batch.is_empty() && tx.send(Event::Responses(batch)).is_err() {
+            return "shutting down".into();
+        }
+        if stop.load(Ordering::Relaxed) {
+            return "shutting down".into();
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return "closed by intercept".into(),
+            Ok(n) => dec.feed(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! One replication setup in a lab: four namespaces, an online and a target server, `intercept` in
+//! assistant or queue mode, and `tcpcopy` on the online host. Shared by the demo, the load harness
+//! and the end-to-end tests, so that all three exercise the same deployment.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lab::{loadgen, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
+use tcio::capture::{RingCapture, RingConfig};
+
+/// Where the target's responses are caught.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `intercept` on the assistant host; tcpcopy uses fake client addresses (`-c`).
+    Assistant,
+    /// `intercept -q` on the target; real client addresses kept.
+    Queue,
+}
+
+/// Which servers answer on the online and target hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Servers {
+    /// The lab's embedded HTTP server (no package needed).
+    Embedded,
+    /// nginx (package nginx-light).
+    Nginx,
+}
+
+pub struct ScenarioSpec {
+    pub tag: String,
+    pub mode: Mode,
+    pub servers: Servers,
+    /// Directory holding the `tcpcopy` and `intercept` binaries.
+    pub bin_dir: PathBuf,
+    pub extra_tcpcopy_args: Vec<String>,
+    /// Start intercept (false: the test starts it later with [`Scenario::start_intercept`]).
+    pub start_intercept: bool,
+}
+
+enum Server {
+    Embedded(HttpServer),
+    Nginx(Nginx),
+}
+
+impl Server {
+    fn uris(&self) -> anyhow::Result<Vec<String>> {
+        match self {
+            Server::Embedded(s) => Ok(s.log().uris()),
+            Server::Nginx(n) => n.access_log(),
+        }
+    }
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Server::Embedded(_) => None,
+            Server::Nginx(n) => Some(n.pid()),
+        }
+    }
+}
+
+pub struct Scenario {
+    // Field order is drop order: processes and servers go before the lab that holds their namespaces.
+    pub tcpcopy: Option<lab::Child>,
+    pub intercept: Option<lab::Child>,
+    online: Server,
+    target: Server,
+    pub lab: Lab,
+    pub scratch: ScratchDir,
+    spec_mode: Mode,
+    bin_dir: PathBuf,
+}
+
+pub const SERVICE_PORT: u16 = 80;
+
+impl Scenario {
+    pub fn online_addr() -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Lab::ONLINE_IP), SERVICE_PORT)
+    }
+
+    pub fn start(spec: &ScenarioSpec) -> anyhow::Result<Scenario> {
+        lab::netlab::cleanup_orphans(&spec.tag);
+        let lab = Lab::create(&LabSpec::unique(&spec.tag)).context("building the lab")?;
+        let scratch = ScratchDir::new(&spec.tag)?;
+        let start_server = |ns: &str, ip: Ipv4Addr, name: &str| -> anyhow::Result<Server> {
+            let addr = SocketAddrV4::new(ip, SERVICE_PORT);
+            Ok(match spec.servers {
+                Servers::Embedded => Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?),
+                Servers::Nginx => Server::Nginx(Nginx::start(&lab, ns, addr, &scratch.path().join(name))?),
+            })
+        };
+        let online = start_server(lab.ns_online(), Lab::ONLINE_IP, "online")?;
+        let target = start_server(lab.ns_target(), Lab::TARGET_IP, "target")?;
+        let mut sc = Scenario {
+            tcpcopy: None,
+            intercept: None,
+            online,
+            target,
+            lab,
+            scratch,
+            spec_mode: spec.mode,
+            bin_dir: spec.bin_dir.clone(),
+        };
+        if spec.start_intercept {
+            sc.start_intercept()?;
+        }
+        let intercept_ip = match spec.mode {
+            Mode::Assistant => Lab::ASSISTANT_IP,
+            Mode::Queue => Lab::TARGET_IP,
+        };
+        let mut args: Vec<String> = vec![
+            "-x".into(),
+            format!("{SERVICE_PORT}-{}:{SERVICE_PORT}", Lab::TARGET_IP),
+            "-s".into(),
+            intercept_ip.to_string(),
+            "--stats-interval".into(),
+            "2".into(),
+        ];
+        if spec.mode == Mode::Assistant {
+            args.extend(["-c".into(), Lab::FAKE_CLIENT_NET.into()]);
+        }
+        args.extend(spec.extra_tcpcopy_args.iter().cloned());
+        let log = sc.scratch.path().join("tcpcopy.log");
+        let exe = sc.bin_dir.join("tcpcopy");
+        sc.tcpcopy = Some(sc.lab.spawn(sc.lab.ns_online(), &exe, &args, &log)?);
+        if spec.start_intercept {
+            sc.wait_connected(Duration::from_secs(15))?;
+        }
+        Ok(sc)
+    }
+
+    /// Starts (or restarts) intercept in the namespace the mode calls for.
+    pub fn start_intercept(&mut self) -> anyhow::Result<()> {
+        let (ns, args): (String, Vec<String>) = match self.spec_mode {
+            Mode::Assistant => (
+                self.lab.ns_assistant().to_string(),
+                vec!["-i".into(), Lab::IFACE.into(), "--port".into(), SERVICE_PORT.to_string()],
+            ),
+            Mode::Queue => (self.lab.ns_target().to_string(), vec!["-q".into(), "--port".into(), SERVICE_PORT.to_string()]),
+        };
+        let n = std::fs::read_dir(self.scratch.path())?.count();
+        let log = self.scratch.path().join(format!("intercept-{n}.log"));
+        let exe = self.bin_dir.join("intercept");
+        let child = self.lab.spawn(&ns, &exe, &args, &log)?;
+        // Wait until it listens, so that tcpcopy's next attempt succeeds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening for tcpcopy") {
+            anyhow::ensure!(Instant::now() < deadline, "intercept did not start:\n{}", child.log_text());
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.intercept = Some(child);
+        Ok(())
+    }
+
+    /// Waits until tcpcopy logged a (new) connection to intercept.
+    pub fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_tcpcopy_log("connected to intercept", 1, timeout)
+    }
+
+    /// Waits until `needle` appears at least `count` times in tcpcopy's log.
+    pub fn wait_tcpcopy_log(&self, needle: &str, count: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.tcpcopy_log();
+            if text.matches(needle).count() >= count {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "tcpcopy never logged {needle:?} {count}x:\n{text}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn tcpcopy_log(&self) -> String {
+        self.tcpcopy.as_ref().map(|c| c.log_text()).unwrap_or_default()
+    }
+
+    pub fn intercept_log(&self) -> String {
+        self.intercept.as_ref().map(|c| c.log_text()).unwrap_or_default()
+    }
+
+    /// Runs the load generator in the client namespace against the online server.
+    pub fn load(&self, spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+        self.lab.run_in(self.lab.ns_client(), || loadgen::run(spec))
+    }
+
+    pub fn online_uris(&self) -> anyhow::Result<Vec<String>> {
+        self.online.uris()
+    }
+
+    pub fn target_uris(&self) -> anyhow::Result<Vec<String>> {
+        self.target.uris()
+    }
+
+    /// Polls the target's request log until it holds `n` requests or `timeout` passes.
+    pub fn wait_target(&self, n: usize, timeout: Duration) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut last = (0, Instant::now());
+        loop {
+            let uris = self.target.uris()?;
+            if uris.len() >= n || Instant::now() >= deadline {
+                return Ok(uris);
+            }
+            // Give up early when nothing moved for 10 s.
+            if uris.len() != last.0 {
+                last = (uris.len(), Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(10) {
+                return Ok(uris);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn online_server_pid(&self) -> Option<u32> {
+        self.online.pid()
+    }
+
+    /// Stops tcpcopy with SIGTERM and returns its log (with the final statistics line).
+    pub fn stop_tcpcopy(&mut self) -> anyhow::Result<String> {
+        let mut c = self.tcpcopy.take().context("tcpcopy not running")?;
+        let status = c.stop()?;
+        let log = c.log_text();
+        anyhow::ensure!(status.success(), "tcpcopy exited with {status}:\n{log}");
+        Ok(log)
+    }
+
+    pub fn stop_intercept(&mut self) -> anyhow::Result<String> {
+        let mut c = self.intercept.take().context("intercept not running")?;
+        let status = c.stop()?;
+        let log = c.log_text();
+        anyhow::ensure!(status.success(), "intercept exited with {status}:\n{log}");
+        Ok(log)
+    }
+
+    /// Starts counting, in the client namespace, every packet whose source is the target.
+    pub fn sniff_client(&self) -> anyhow::Result<Sniffer> {
+        Sniffer::start(self.lab.ns_client(), Lab::TARGET_IP, Lab::ONLINE_IP)
+    }
+
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+}
+
+/// Counts packets arriving in a namespace from two sources: the one that must never be seen and a
+/// control that must be seen (proving the capture works).
+pub struct Sniffer {
+    stop: Arc<AtomicBool>,
+    forbidden: Arc<AtomicU64>,
+    control: Arc<AtomicU64>,
+    handle: Option<thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Sniffer {
+    fn start(ns: &str, forbidden_src: Ipv4Addr, control_src: Ipv4Addr) -> anyhow::Result<Sniffer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let forbidden = Arc::new(AtomicU64::new(0));
+        let control = Arc::new(AtomicU64::new(0));
+        let (s, f, c) = (stop.clone(), forbidden.clone(), control.clone());
+        let ns = ns.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = thread::spawn(move || -> anyhow::Result<()> {
+            tcio::netns::enter(&ns)?;
+            // Every packet, any protocol, incoming: a response could also be an ICMP or UDP packet.
+            let cfg = RingConfig { filter: Vec::new(), ..RingConfig::default() };
+            let mut ring = RingCapture::open(&cfg)?;
+            let _ = ready_tx.send(());
+            while !s.load(Ordering::Relaxed) {
+                ring.poll_batch(Duration::from_millis(50), |p| {
+                    if p.pkttype == libc::PACKET_OUTGOING || p.data.len() < 20 || p.data[0] >> 4 != 4 {
+                        return;
+                    }
+                    let src = Ipv4Addr::new(p.data[12], p.data[13], p.data[14], p.data[15]);
+                    if src == forbidden_src {
+                        f.fetch_add(1, Ordering::Relaxed);
+                    } else if src == control_src {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                })?;
+            }
+            Ok(())
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).context("client-side capture did not start")?;
+        Ok(Sniffer { stop, forbidden, control, handle: Some(handle) })
+    }
+
+    /// Stops and returns (packets from the forbidden source, packets from the control source).
+    pub fn finish(mut self) -> anyhow::Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().map_err(|_| anyhow::anyhow!("sniffer thread panicked"))??;
+        }
+        Ok((self.forbidden.load(Ordering::Relaxed), self.control.load(Ordering::Relaxed)))
+    }
+}
+
+impl Drop for Sniffer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// CPU seconds (user + system) and resident memory (KiB) of a process, from /proc.
+pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ is 100 on Linux
+    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((cpu, rss))
+}
