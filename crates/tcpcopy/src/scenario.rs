@@ -40,6 +40,8 @@ pub struct ScenarioSpec {
     pub extra_tcpcopy_args: Vec<String>,
     /// Start intercept (false: the test starts it later with [`Scenario::start_intercept`]).
     pub start_intercept: bool,
+    /// Start tcpcopy (false: later, with [`Scenario::start_tcpcopy`]).
+    pub start_tcpcopy: bool,
 }
 
 enum Server {
@@ -72,6 +74,7 @@ pub struct Scenario {
     pub scratch: ScratchDir,
     spec_mode: Mode,
     bin_dir: PathBuf,
+    tcpcopy_args: Vec<String>,
 }
 
 pub const SERVICE_PORT: u16 = 80;
@@ -103,6 +106,7 @@ impl Scenario {
             scratch,
             spec_mode: spec.mode,
             bin_dir: spec.bin_dir.clone(),
+            tcpcopy_args: Vec::new(),
         };
         if spec.start_intercept {
             sc.start_intercept()?;
@@ -123,13 +127,22 @@ impl Scenario {
             args.extend(["-c".into(), Lab::FAKE_CLIENT_NET.into()]);
         }
         args.extend(spec.extra_tcpcopy_args.iter().cloned());
-        let log = sc.scratch.path().join("tcpcopy.log");
-        let exe = sc.bin_dir.join("tcpcopy");
-        sc.tcpcopy = Some(sc.lab.spawn(sc.lab.ns_online(), &exe, &args, &log)?);
-        if spec.start_intercept {
-            sc.wait_connected(Duration::from_secs(15))?;
+        sc.tcpcopy_args = args;
+        if spec.start_tcpcopy {
+            sc.start_tcpcopy()?;
+            if spec.start_intercept {
+                sc.wait_connected(Duration::from_secs(15))?;
+            }
         }
         Ok(sc)
+    }
+
+    /// Starts tcpcopy on the online host.
+    pub fn start_tcpcopy(&mut self) -> anyhow::Result<()> {
+        let log = self.scratch.path().join("tcpcopy.log");
+        let exe = self.bin_dir.join("tcpcopy");
+        self.tcpcopy = Some(self.lab.spawn(self.lab.ns_online(), &exe, &self.tcpcopy_args, &log)?);
+        Ok(())
     }
 
     /// Starts (or restarts) intercept in the namespace the mode calls for.

@@ -23,6 +23,7 @@ fn spec(tag: &str, mode: Mode) -> ScenarioSpec {
         bin_dir: bin_dir(),
         extra_tcpcopy_args: vec![],
         start_intercept: true,
+        start_tcpcopy: true,
     }
 }
 
