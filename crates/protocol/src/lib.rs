@@ -38,7 +38,9 @@ pub const FLAG_WANT_PAYLOAD: u16 = 1;
 pub enum ProtocolError {
     #[error("peer does not speak the tcpcopy/intercept protocol (bad magic)")]
     BadMagic,
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit (peer speaks another protocol?)")]
+    #[error(
+        "frame of {0} bytes exceeds the {MAX_FRAME}-byte limit (peer speaks another protocol?)"
+    )]
     FrameTooLarge(usize),
     #[error("empty frame")]
     EmptyFrame,
@@ -51,9 +53,17 @@ pub enum ProtocolError {
 /// One decoded frame. `Responses` borrows the packets from the decoder's buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
-    Hello { version: u16, flags: u16, instance: u32 },
-    Welcome { version: u16 },
-    Reject { reason: String },
+    Hello {
+        version: u16,
+        flags: u16,
+        instance: u32,
+    },
+    Welcome {
+        version: u16,
+    },
+    Reject {
+        reason: String,
+    },
     Routes(Vec<SocketAddr>),
     Responses(Responses<'a>),
     Ping,
@@ -117,7 +127,9 @@ pub fn encode_reject(out: &mut Vec<u8>, reason: &str) {
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    frame(out, KIND_REJECT, |b| b.extend_from_slice(&reason.as_bytes()[..end]));
+    frame(out, KIND_REJECT, |b| {
+        b.extend_from_slice(&reason.as_bytes()[..end])
+    });
 }
 
 /// Appends a keepalive frame.
@@ -165,7 +177,8 @@ impl ResponseBatch {
             return usize::from(self.count);
         }
         if self.buf.is_empty() {
-            self.buf.extend_from_slice(&[0, 0, 0, 0, KIND_RESPONSES, 0, 0]);
+            self.buf
+                .extend_from_slice(&[0, 0, 0, 0, KIND_RESPONSES, 0, 0]);
         }
         let p = &packet[..packet.len().min(usize::from(u16::MAX))];
         self.buf.extend_from_slice(&(p.len() as u16).to_be_bytes());
@@ -233,7 +246,9 @@ impl Decoder {
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message<'_>>, ProtocolError> {
         let avail = &self.buf[self.pos..];
-        let Some(len) = avail.first_chunk::<4>() else { return Ok(None) };
+        let Some(len) = avail.first_chunk::<4>() else {
+            return Ok(None);
+        };
         let len = u32::from_be_bytes(*len) as usize;
         if len > MAX_FRAME {
             return Err(ProtocolError::FrameTooLarge(len));
@@ -254,7 +269,9 @@ impl Decoder {
 fn decode(kind: u8, body: &[u8]) -> Result<Message<'_>, ProtocolError> {
     match kind {
         KIND_HELLO => {
-            let b: &[u8; 12] = body.try_into().map_err(|_| magic_or(body, HELLO_MAGIC, "hello"))?;
+            let b: &[u8; 12] = body
+                .try_into()
+                .map_err(|_| magic_or(body, HELLO_MAGIC, "hello"))?;
             if b[0..4] != HELLO_MAGIC {
                 return Err(ProtocolError::BadMagic);
             }
@@ -265,18 +282,26 @@ fn decode(kind: u8, body: &[u8]) -> Result<Message<'_>, ProtocolError> {
             })
         }
         KIND_WELCOME => {
-            let b: &[u8; 6] = body.try_into().map_err(|_| magic_or(body, WELCOME_MAGIC, "welcome"))?;
+            let b: &[u8; 6] = body
+                .try_into()
+                .map_err(|_| magic_or(body, WELCOME_MAGIC, "welcome"))?;
             if b[0..4] != WELCOME_MAGIC {
                 return Err(ProtocolError::BadMagic);
             }
-            Ok(Message::Welcome { version: u16::from_be_bytes([b[4], b[5]]) })
+            Ok(Message::Welcome {
+                version: u16::from_be_bytes([b[4], b[5]]),
+            })
         }
-        KIND_REJECT => Ok(Message::Reject { reason: String::from_utf8_lossy(body).into_owned() }),
+        KIND_REJECT => Ok(Message::Reject {
+            reason: String::from_utf8_lossy(body).into_owned(),
+        }),
         KIND_PING if body.is_empty() => Ok(Message::Ping),
         KIND_PING => Err(ProtocolError::Malformed("ping")),
         KIND_ROUTES => decode_routes(body).ok_or(ProtocolError::Malformed("routes")),
         KIND_RESPONSES => {
-            let (count, rest) = body.split_first_chunk::<2>().ok_or(ProtocolError::Malformed("responses"))?;
+            let (count, rest) = body
+                .split_first_chunk::<2>()
+                .ok_or(ProtocolError::Malformed("responses"))?;
             let count = u16::from_be_bytes(*count);
             let r = Responses { count, body: rest };
             // Validate once so that iteration yields exactly `count` packets.
@@ -350,7 +375,10 @@ mod tests {
         encode_welcome(&mut b);
         encode_reject(&mut b, "host not allowed");
         encode_ping(&mut b);
-        let routes: Vec<SocketAddr> = vec!["198.19.0.1:4000".parse().unwrap(), "[2001:2::1]:5".parse().unwrap()];
+        let routes: Vec<SocketAddr> = vec![
+            "198.19.0.1:4000".parse().unwrap(),
+            "[2001:2::1]:5".parse().unwrap(),
+        ];
         encode_routes(&mut b, &routes);
         let mut batch = ResponseBatch::new();
         batch.push(b"abc");
@@ -400,7 +428,10 @@ mod tests {
     fn http_peer_is_reported_as_another_protocol() {
         let mut d = Decoder::new();
         d.feed(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-        assert!(matches!(d.next_message(), Err(ProtocolError::FrameTooLarge(_))));
+        assert!(matches!(
+            d.next_message(),
+            Err(ProtocolError::FrameTooLarge(_))
+        ));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use wire::{Flags, Seq, SegmentRepr, TcpPacket};
+use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 use crate::config::Config;
 use crate::stats::Stats;
@@ -216,14 +216,20 @@ impl Replicator {
             Some(id) => id,
             None => {
                 // Open before we started: join it if it carries data, else it is an orphan packet.
-                if !self.config.join_open_sessions || p.payload_len() == 0 || flags.rst() || flags.syn() {
+                if !self.config.join_open_sessions
+                    || p.payload_len() == 0
+                    || flags.rst()
+                    || flags.syn()
+                {
                     self.stats.ignored_packets += 1;
                     return;
                 }
                 self.create(now, &p, rule.target, p.seq() - 1, true)
             }
         };
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         if s.state == State::Closed {
             self.stats.ignored_packets += 1;
             return;
@@ -257,7 +263,9 @@ impl Replicator {
             self.stats.responses_unknown += 1;
             return;
         };
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         s.last_activity = now;
         let flags = p.flags();
         if flags.rst() {
@@ -306,8 +314,12 @@ impl Replicator {
             if at > now {
                 break;
             }
-            let Some(Reverse((_, id))) = self.timers.pop() else { break };
-            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            let Some(Reverse((_, id))) = self.timers.pop() else {
+                break;
+            };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             s.queued_at = None;
             if s.state == State::Closed {
                 if s.closed_at.is_some_and(|c| now >= c + LINGER) {
@@ -347,7 +359,14 @@ impl Replicator {
         }
     }
 
-    fn create(&mut self, now: Instant, p: &TcpPacket<'_>, target: SocketAddr, isn: Seq, joined: bool) -> SessionId {
+    fn create(
+        &mut self,
+        now: Instant,
+        p: &TcpPacket<'_>,
+        target: SocketAddr,
+        isn: Seq,
+        joined: bool,
+    ) -> SessionId {
         let id = self.next_id;
         self.next_id += 1;
         let local = self.local_endpoint(p.src(), target);
@@ -427,14 +446,21 @@ impl Replicator {
 
     /// Sends whatever the session may send now, closes it when done, and re-arms its timer.
     fn progress(&mut self, now: Instant, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         let cfg = &self.config;
         if s.state == State::Established {
             s.send_data(now, cfg, &mut self.tx, &mut self.tx_ends, &mut self.stats);
         }
         if s.ack_pending {
             s.ack_pending = false;
-            let ack = s.repr(s.seq_at(s.snd_nxt) + u32::from(s.fin_sent), Flags::ACK, None, cfg.ttl);
+            let ack = s.repr(
+                s.seq_at(s.snd_nxt) + u32::from(s.fin_sent),
+                Flags::ACK,
+                None,
+                cfg.ttl,
+            );
             emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &ack, &[]);
         }
         if s.state == State::Established {
@@ -456,7 +482,9 @@ impl Replicator {
     }
 
     fn schedule(&mut self, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         let at = if s.state == State::Closed {
             s.closed_at.map(|c| c + LINGER)
         } else {
@@ -505,7 +533,13 @@ impl Replicator {
     }
 }
 
-fn emit(tx: &mut Vec<u8>, ends: &mut Vec<usize>, stats: &mut Stats, repr: &SegmentRepr, payload: &[u8]) {
+fn emit(
+    tx: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    stats: &mut Stats,
+    repr: &SegmentRepr,
+    payload: &[u8],
+) {
     repr.emit(payload, tx);
     ends.push(tx.len());
     stats.packets_sent += 1;
@@ -517,7 +551,9 @@ fn addr_hash(ip: IpAddr) -> u64 {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     };
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 impl Session {
@@ -556,7 +592,9 @@ impl Session {
         }
         if off > self.rcv_nxt {
             if self.ooo.len() < MAX_OOO_SEGMENTS {
-                self.ooo.entry(off).or_insert_with(|| (payload.to_vec(), ack_tag, fin));
+                self.ooo
+                    .entry(off)
+                    .or_insert_with(|| (payload.to_vec(), ack_tag, fin));
             }
             return;
         }
@@ -578,14 +616,22 @@ impl Session {
         }
     }
 
-    fn append(&mut self, off: u64, payload: &[u8], ack_tag: Option<Seq>, fin: bool, stats: &mut Stats) {
+    fn append(
+        &mut self,
+        off: u64,
+        payload: &[u8],
+        ack_tag: Option<Seq>,
+        fin: bool,
+        stats: &mut Stats,
+    ) {
         let skip = (self.rcv_nxt - off) as usize;
         let new = payload.get(skip..).unwrap_or_default();
         if !new.is_empty() {
             if self.client_fin.is_some() {
                 return; // bytes after the FIN: a confused capture, never valid TCP
             }
-            let advanced = matches!((self.last_ack_tag, ack_tag), (Some(prev), Some(cur)) if cur > prev);
+            let advanced =
+                matches!((self.last_ack_tag, ack_tag), (Some(prev), Some(cur)) if cur > prev);
             if advanced || !self.open_request {
                 if self.rcv_nxt > 0 {
                     self.pending_bounds.push_back(self.rcv_nxt);
@@ -611,7 +657,13 @@ impl Session {
     }
 
     /// An acknowledgment, data or FIN from the target, while established.
-    fn on_target_segment(&mut self, now: Instant, p: &TcpPacket<'_>, stats: &mut Stats, min_rto: Duration) {
+    fn on_target_segment(
+        &mut self,
+        now: Instant,
+        p: &TcpPacket<'_>,
+        stats: &mut Stats,
+        min_rto: Duration,
+    ) {
         let flags = p.flags();
         if flags.ack() {
             let acked = self.snd_una as i64 + p.ack().diff(self.seq_at(self.snd_una));
@@ -630,7 +682,11 @@ impl Session {
                     }
                 }
                 self.rtx_at = (self.snd_una < limit).then(|| now + self.rto);
-                while self.unacked_bounds.front().is_some_and(|&b| b <= self.snd_una) {
+                while self
+                    .unacked_bounds
+                    .front()
+                    .is_some_and(|&b| b <= self.snd_una)
+                {
                     self.unacked_bounds.pop_front();
                     stats.requests_target += 1;
                 }
@@ -681,17 +737,41 @@ impl Session {
 
     /// Where sending must stop for now: the start of the next request not yet released.
     fn send_limit(&self) -> u64 {
-        self.pending_bounds.front().copied().unwrap_or(self.rcv_nxt).min(self.rcv_nxt)
+        self.pending_bounds
+            .front()
+            .copied()
+            .unwrap_or(self.rcv_nxt)
+            .min(self.rcv_nxt)
     }
 
-    fn send_data(&mut self, now: Instant, cfg: &Config, tx: &mut Vec<u8>, ends: &mut Vec<usize>, stats: &mut Stats) {
-        let mss = u64::from(cfg.mss.min(self.t_mss).min(cfg.mtu.saturating_sub(40)).max(64));
+    fn send_data(
+        &mut self,
+        now: Instant,
+        cfg: &Config,
+        tx: &mut Vec<u8>,
+        ends: &mut Vec<usize>,
+        stats: &mut Stats,
+    ) {
+        let mss = u64::from(
+            cfg.mss
+                .min(self.t_mss)
+                .min(cfg.mtu.saturating_sub(40))
+                .max(64),
+        );
         // A client that reset its connection waits for nothing: deliver what it sent, then reset.
         let no_wait = cfg.no_wait || self.client_rst;
         loop {
-            let limit = if no_wait { self.rcv_nxt } else { self.send_limit() };
+            let limit = if no_wait {
+                self.rcv_nxt
+            } else {
+                self.send_limit()
+            };
             // Nothing in flight and a closed window: still send one segment, as a window probe.
-            let window = u64::from(self.t_window.max(if self.snd_una == self.snd_nxt { 1 } else { 0 }));
+            let window =
+                u64::from(
+                    self.t_window
+                        .max(if self.snd_una == self.snd_nxt { 1 } else { 0 }),
+                );
             let wnd_end = self.snd_una + window;
             while self.snd_nxt < limit && self.snd_nxt < wnd_end {
                 let end = (self.snd_nxt + mss).min(limit).min(wnd_end);
@@ -710,7 +790,9 @@ impl Session {
                     self.rtx_at = Some(now + self.rto);
                 }
             }
-            let Some(&bound) = self.pending_bounds.front() else { break };
+            let Some(&bound) = self.pending_bounds.front() else {
+                break;
+            };
             if self.snd_nxt < bound || bound > self.rcv_nxt {
                 break;
             }

@@ -102,7 +102,11 @@ pub struct TcpcopyOpts {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "intercept", version, about = "Catch a target server's responses and stream them to tcpcopy")]
+#[command(
+    name = "intercept",
+    version,
+    about = "Catch a target server's responses and stream them to tcpcopy"
+)]
 pub struct InterceptCli {
     /// Assistant mode: capture interfaces dev[,dev] (default: all)
     #[arg(short = 'i', long = "interface", value_name = "DEV[,DEV]")]
@@ -149,7 +153,7 @@ pub struct InterceptCli {
 pub fn parse_or_exit<P: Parser>() -> P {
     match P::try_parse() {
         Ok(p) => p,
-        Err(e) => exit_with(&P::command().get_name().to_string(), e),
+        Err(e) => exit_with(P::command().get_name(), e),
     }
 }
 
@@ -157,12 +161,16 @@ pub fn parse_or_exit<P: Parser>() -> P {
 pub fn exit_with(name: &str, e: clap::Error) -> ! {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            e.exit()
-        }
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         _ => {
             let text = e.to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid options").trim();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid options")
+                .trim();
             eprintln!("{name}: {}", line.trim_start_matches("error: "));
             std::process::exit(crate::EXIT_USAGE)
         }
@@ -177,16 +185,29 @@ pub fn usage_error(program: &str, msg: &str) -> ! {
 
 fn parse_endpoint(s: &str) -> Result<(Option<IpAddr>, u16), String> {
     let bad_port = |p: &str| format!("'{p}' is not a port number (1-65535)");
-    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad_port(p));
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| bad_port(p))
+    };
     if let Some(rest) = s.strip_prefix('[') {
-        let (ip, tail) = rest.split_once(']').ok_or_else(|| format!("'{s}': missing ']' after an IPv6 address"))?;
-        let ip: IpAddr = ip.parse().map_err(|_| format!("'{ip}' is not an IPv6 address"))?;
-        let p = tail.strip_prefix(':').ok_or_else(|| format!("'{s}': expected [ipv6]:port"))?;
+        let (ip, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("'{s}': missing ']' after an IPv6 address"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("'{ip}' is not an IPv6 address"))?;
+        let p = tail
+            .strip_prefix(':')
+            .ok_or_else(|| format!("'{s}': expected [ipv6]:port"))?;
         return Ok((Some(ip), port(p)?));
     }
     match s.rsplit_once(':') {
         Some((ip, p)) => {
-            let ip: IpAddr = ip.parse().map_err(|_| format!("'{ip}' is not an IP address"))?;
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("'{ip}' is not an IP address"))?;
             Ok((Some(ip), port(p)?))
         }
         None => Ok((None, port(s)?)),
@@ -198,11 +219,19 @@ pub fn parse_rules(s: &str) -> Result<Vec<Rule>, String> {
     const FORM: &str = "expected [online_ip:]online_port-target_ip:target_port[,...]";
     s.split(',')
         .map(|part| {
-            let (online, target) = part.split_once('-').ok_or_else(|| format!("'{part}': {FORM}"))?;
-            let (online_addr, online_port) = parse_endpoint(online.trim()).map_err(|e| format!("{e}; {FORM}"))?;
+            let (online, target) = part
+                .split_once('-')
+                .ok_or_else(|| format!("'{part}': {FORM}"))?;
+            let (online_addr, online_port) =
+                parse_endpoint(online.trim()).map_err(|e| format!("{e}; {FORM}"))?;
             let (tip, tport) = parse_endpoint(target.trim()).map_err(|e| format!("{e}; {FORM}"))?;
-            let tip = tip.ok_or_else(|| format!("'{target}': the target needs an address; {FORM}"))?;
-            Ok(Rule { online_addr, online_port, target: SocketAddr::new(tip, tport) })
+            let tip =
+                tip.ok_or_else(|| format!("'{target}': the target needs an address; {FORM}"))?;
+            Ok(Rule {
+                online_addr,
+                online_port,
+                target: SocketAddr::new(tip, tport),
+            })
         })
         .collect()
 }
@@ -217,7 +246,9 @@ pub fn parse_servers(s: &str) -> Result<Vec<(IpAddr, Option<u16>)>, String> {
             }
             match parse_endpoint(part) {
                 Ok((Some(ip), port)) => Ok((ip, Some(port))),
-                _ => Err(format!("'{part}': expected ip[:port] (IPv6 as [addr]:port)")),
+                _ => Err(format!(
+                    "'{part}': expected ip[:port] (IPv6 as [addr]:port)"
+                )),
             }
         })
         .collect()
@@ -228,20 +259,33 @@ pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim) {
         if let Some(prefix) = part.strip_suffix(".x") {
-            let base: Ipv4Addr = format!("{prefix}.0").parse().map_err(|_| format!("'{part}': expected a.b.c.x"))?;
+            let base: Ipv4Addr = format!("{prefix}.0")
+                .parse()
+                .map_err(|_| format!("'{part}': expected a.b.c.x"))?;
             let o = base.octets();
             out.extend((1..=254).map(|i| IpAddr::from([o[0], o[1], o[2], i])));
         } else if let Some((ip, bits)) = part.split_once('/') {
-            let ip: Ipv4Addr = ip.parse().map_err(|_| format!("'{part}': expected an IPv4 CIDR like 198.19.0.0/24"))?;
-            let bits: u32 = bits.parse().ok().filter(|b| (16..=32).contains(b)).ok_or_else(|| {
-                format!("'{part}': prefix length must be 16 to 32")
-            })?;
+            let ip: Ipv4Addr = ip
+                .parse()
+                .map_err(|_| format!("'{part}': expected an IPv4 CIDR like 198.19.0.0/24"))?;
+            let bits: u32 = bits
+                .parse()
+                .ok()
+                .filter(|b| (16..=32).contains(b))
+                .ok_or_else(|| format!("'{part}': prefix length must be 16 to 32"))?;
             let size = 1u32 << (32 - bits);
             let net = u32::from(ip) & !(size - 1);
-            let hosts: Vec<u32> = if size >= 4 { (net + 1..net + size - 1).collect() } else { (net..net + size).collect() };
+            let hosts: Vec<u32> = if size >= 4 {
+                (net + 1..net + size - 1).collect()
+            } else {
+                (net..net + size).collect()
+            };
             out.extend(hosts.into_iter().map(|h| IpAddr::V4(Ipv4Addr::from(h))));
         } else {
-            out.push(part.parse().map_err(|_| format!("'{part}': expected ip[,ip], a.b.c.x or a CIDR"))?);
+            out.push(
+                part.parse()
+                    .map_err(|_| format!("'{part}': expected ip[,ip], a.b.c.x or a CIDR"))?,
+            );
         }
     }
     Ok(out)
@@ -249,12 +293,24 @@ pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
 
 pub fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
     s.split(',')
-        .map(|p| p.trim().parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| format!("'{p}' is not a port number")))
+        .map(|p| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("'{p}' is not a port number"))
+        })
         .collect()
 }
 
 pub fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
-    s.split(',').map(|p| p.trim().parse().map_err(|_| format!("'{p}' is not an IP address"))).collect()
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|_| format!("'{p}' is not an IP address"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -263,15 +319,31 @@ mod tests {
 
     #[test]
     fn rules_in_every_form() {
-        let r = parse_rules("80-198.18.0.30:8080,198.18.0.20:443-198.18.0.30:443,80-[2001:2::30]:80").unwrap();
-        assert_eq!(r[0], Rule { online_addr: None, online_port: 80, target: "198.18.0.30:8080".parse().unwrap() });
+        let r =
+            parse_rules("80-198.18.0.30:8080,198.18.0.20:443-198.18.0.30:443,80-[2001:2::30]:80")
+                .unwrap();
+        assert_eq!(
+            r[0],
+            Rule {
+                online_addr: None,
+                online_port: 80,
+                target: "198.18.0.30:8080".parse().unwrap()
+            }
+        );
         assert_eq!(r[1].online_addr, Some("198.18.0.20".parse().unwrap()));
         assert_eq!(r[2].target, "[2001:2::30]:80".parse().unwrap());
     }
 
     #[test]
     fn bad_rules_say_what_is_expected() {
-        for bad in ["80", "80-198.18.0.30", "x-198.18.0.30:80", "80-1.2.3:80", "80-198.18.0.30:0", "0-1.1.1.1:80"] {
+        for bad in [
+            "80",
+            "80-198.18.0.30",
+            "x-198.18.0.30:80",
+            "80-1.2.3:80",
+            "80-198.18.0.30:0",
+            "0-1.1.1.1:80",
+        ] {
             let e = parse_rules(bad).unwrap_err();
             assert!(e.contains("expected") || e.contains("port"), "{bad}: {e}");
         }
@@ -283,7 +355,10 @@ mod tests {
         let cidr = parse_fake_clients("198.19.0.0/24").unwrap();
         assert_eq!(cidr.len(), 254);
         assert_eq!(cidr[0], IpAddr::from([198, 19, 0, 1]));
-        assert_eq!(parse_fake_clients("198.19.0.5,198.19.0.6").unwrap().len(), 2);
+        assert_eq!(
+            parse_fake_clients("198.19.0.5,198.19.0.6").unwrap().len(),
+            2
+        );
         assert!(parse_fake_clients("198.19.0.0/8").is_err());
         assert!(parse_fake_clients("nonsense").is_err());
     }
@@ -303,12 +378,29 @@ mod tests {
         TcpcopyCli::command().debug_assert();
         InterceptCli::command().debug_assert();
         let t = TcpcopyCli::try_parse_from([
-            "tcpcopy", "-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-c", "198.19.0.0/24", "-t", "30", "-W",
+            "tcpcopy",
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+            "-c",
+            "198.19.0.0/24",
+            "-t",
+            "30",
+            "-W",
         ])
         .unwrap();
         assert_eq!(t.opts.transfer.unwrap().len(), 1);
         assert_eq!(t.opts.fake_client.unwrap().len(), 254);
-        let i = InterceptCli::try_parse_from(["intercept", "-q", "--port", "80,8080", "-x", "198.18.0.20"]).unwrap();
+        let i = InterceptCli::try_parse_from([
+            "intercept",
+            "-q",
+            "--port",
+            "80,8080",
+            "-x",
+            "198.18.0.20",
+        ])
+        .unwrap();
         assert_eq!(i.service_ports.unwrap(), vec![80, 8080]);
         assert_eq!(i.allow.unwrap().len(), 1);
     }

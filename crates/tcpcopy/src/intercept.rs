@@ -114,7 +114,9 @@ impl Hub {
 
     fn expire_routes(&self, timeout: Duration) {
         let now = Instant::now();
-        self.lock().routes.retain(|_, (_, seen)| now.duration_since(*seen) < timeout);
+        self.lock()
+            .routes
+            .retain(|_, (_, seen)| now.duration_since(*seen) < timeout);
     }
 }
 
@@ -125,14 +127,23 @@ pub struct QueueRule {
 
 impl QueueRule {
     pub fn install(ports: &[u16], queue_num: u16) -> anyhow::Result<QueueRule> {
-        let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let list = ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let mut spec: Vec<String> = vec!["-p".into(), "tcp".into()];
         if ports.len() == 1 {
             spec.extend(["--sport".into(), list]);
         } else {
             spec.extend(["-m".into(), "multiport".into(), "--sports".into(), list]);
         }
-        spec.extend(["-j".into(), "NFQUEUE".into(), "--queue-num".into(), queue_num.to_string()]);
+        spec.extend([
+            "-j".into(),
+            "NFQUEUE".into(),
+            "--queue-num".into(),
+            queue_num.to_string(),
+        ]);
         // A rule left behind by a killed intercept would be duplicated: remove it first.
         while iptables("-D", &spec).is_ok() {}
         iptables("-I", &spec).context("cannot install the iptables NFQUEUE rule")?;
@@ -156,7 +167,11 @@ fn iptables(op: &str, spec: &[String]) -> anyhow::Result<()> {
         .args(spec)
         .output()
         .context("cannot run iptables (is it installed?)")?;
-    anyhow::ensure!(out.status.success(), "iptables {op}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    anyhow::ensure!(
+        out.status.success(),
+        "iptables {op}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 
@@ -171,10 +186,14 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // Sources first, so that no response is missed once tcpcopy connects.
     let _rule = if cli.queue {
         let ports = cli.service_ports.clone().unwrap_or_default();
-        let queue = ResponseQueue::open(cli.queue_num, QUEUE_COPY).context("cannot open NFQUEUE (run as root)")?;
+        let queue = ResponseQueue::open(cli.queue_num, QUEUE_COPY)
+            .context("cannot open NFQUEUE (run as root)")?;
         let rule = QueueRule::install(&ports, cli.queue_num)?;
         spawn_queue_source(queue, hub.clone(), batch)?;
-        info!("queue mode: responses from port(s) {ports:?} are read from NFQUEUE {} and dropped", cli.queue_num);
+        info!(
+            "queue mode: responses from port(s) {ports:?} are read from NFQUEUE {} and dropped",
+            cli.queue_num
+        );
         Some(rule)
     } else {
         let filter = TcpFilter {
@@ -184,14 +203,24 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             ..TcpFilter::default()
         };
         let ifaces: Vec<Option<String>> = match &cli.interface {
-            Some(list) => list.split(',').map(|s| Some(s.trim().to_string())).collect(),
+            Some(list) => list
+                .split(',')
+                .map(|s| Some(s.trim().to_string()))
+                .collect(),
             None => vec![None],
         };
         for iface in ifaces {
-            let cfg = RingConfig { interface: iface.clone(), filter: filter.compile(), ..RingConfig::default() };
+            let cfg = RingConfig {
+                interface: iface.clone(),
+                filter: filter.compile(),
+                ..RingConfig::default()
+            };
             let ring = RingCapture::open(&cfg).context("cannot start capturing (run as root)")?;
             spawn_ring_source(ring, hub.clone(), batch, stop.clone())?;
-            info!("assistant mode: capturing responses on {}", iface.as_deref().unwrap_or("all interfaces"));
+            info!(
+                "assistant mode: capturing responses on {}",
+                iface.as_deref().unwrap_or("all interfaces")
+            );
         }
         None
     };
@@ -212,7 +241,9 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     .spawn(move || serve(stream, peer, allowed, hub, stop))
                     .context("cannot start a connection thread")?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(20))
+            }
             Err(e) => warn!("accept: {e}"),
         }
         if last_expiry.elapsed() >= Duration::from_secs(1) {
@@ -242,7 +273,12 @@ pub fn summary(hub: &Hub) -> String {
     )
 }
 
-fn spawn_ring_source(mut ring: RingCapture, hub: Arc<Hub>, batch: usize, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_ring_source(
+    mut ring: RingCapture,
+    hub: Arc<Hub>,
+    batch: usize,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
@@ -280,14 +316,23 @@ fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> 
 }
 
 /// One tcpcopy connection: handshake, then read its routes; a writer thread streams responses.
-fn serve(mut stream: TcpStream, peer: SocketAddr, allowed: bool, hub: Arc<Hub>, stop: Arc<AtomicBool>) {
+fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    allowed: bool,
+    hub: Arc<Hub>,
+    stop: Arc<AtomicBool>,
+) {
     let result = (|| -> anyhow::Result<()> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         if !allowed {
             let mut f = Vec::new();
-            protocol::encode_reject(&mut f, &format!("host {} is not in this intercept's -x list", peer.ip()));
+            protocol::encode_reject(
+                &mut f,
+                &format!("host {} is not in this intercept's -x list", peer.ip()),
+            );
             let _ = stream.write_all(&f);
             anyhow::bail!("refused: not in the -x allow list");
         }
@@ -306,7 +351,13 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, allowed: bool, hub: Arc<Hub>, 
         };
         if version != protocol::VERSION {
             let mut f = Vec::new();
-            protocol::encode_reject(&mut f, &format!("protocol version {version} unsupported (this intercept speaks {})", protocol::VERSION));
+            protocol::encode_reject(
+                &mut f,
+                &format!(
+                    "protocol version {version} unsupported (this intercept speaks {})",
+                    protocol::VERSION
+                ),
+            );
             let _ = stream.write_all(&f);
             anyhow::bail!("protocol version {version} unsupported");
         }
@@ -318,32 +369,34 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, allowed: bool, hub: Arc<Hub>, 
         let (tx, rx) = bounded::<Vec<u8>>(CONN_QUEUE);
         let mut writer = stream.try_clone()?;
         let wstop = stop.clone();
-        thread::Builder::new().name(format!("send-{peer}")).spawn(move || {
-            while !wstop.load(Ordering::Relaxed) {
-                match rx.recv_timeout(Duration::from_millis(500)) {
-                    Ok(frame) => {
-                        let mut out = frame;
-                        // Coalesce whatever else is queued into one write.
-                        for more in rx.try_iter().take(64) {
-                            out.extend_from_slice(&more);
+        thread::Builder::new()
+            .name(format!("send-{peer}"))
+            .spawn(move || {
+                while !wstop.load(Ordering::Relaxed) {
+                    match rx.recv_timeout(Duration::from_millis(500)) {
+                        Ok(frame) => {
+                            let mut out = frame;
+                            // Coalesce whatever else is queued into one write.
+                            for more in rx.try_iter().take(64) {
+                                out.extend_from_slice(&more);
+                            }
+                            if writer.write_all(&out).is_err() {
+                                let _ = writer.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
                         }
-                        if writer.write_all(&out).is_err() {
-                            let _ = writer.shutdown(std::net::Shutdown::Both);
-                            return;
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            let mut ping = Vec::new();
+                            protocol::encode_ping(&mut ping);
+                            if writer.write_all(&ping).is_err() {
+                                let _ = writer.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
                         }
+                        Err(_) => return,
                     }
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                        let mut ping = Vec::new();
-                        protocol::encode_ping(&mut ping);
-                        if writer.write_all(&ping).is_err() {
-                            let _ = writer.shutdown(std::net::Shutdown::Both);
-                            return;
-                        }
-                    }
-                    Err(_) => return,
                 }
-            }
-        })?;
+            })?;
         hub.lock().conns.insert(id, tx);
         info!("tcpcopy {peer} connected (connection {id})");
         stream.set_read_timeout(Some(Duration::from_millis(500)))?;
@@ -369,7 +422,11 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, allowed: bool, hub: Arc<Hub>, 
             match stream.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => dec.feed(&buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => break Err(e.into()),
             }
         };
@@ -389,10 +446,15 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, allowed: bool, hub: Arc<Hub>, 
 /// Validates intercept options that clap cannot express; a one-line message on error.
 pub fn validate(cli: &InterceptCli) -> Result<(), String> {
     if cli.queue && cli.service_ports.is_none() {
-        return Err("-q/--queue needs --port PORT[,PORT]: the service port(s) whose responses to divert".into());
+        return Err(
+            "-q/--queue needs --port PORT[,PORT]: the service port(s) whose responses to divert"
+                .into(),
+        );
     }
     if cli.queue && cli.interface.is_some() {
-        return Err("-i/--interface is for assistant mode and cannot be combined with -q/--queue".into());
+        return Err(
+            "-i/--interface is for assistant mode and cannot be combined with -q/--queue".into(),
+        );
     }
     Ok(())
 }

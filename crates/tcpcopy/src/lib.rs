@@ -6,8 +6,8 @@ pub mod cli;
 pub mod demo;
 pub mod intercept;
 pub mod live;
-pub mod scenario;
 pub mod logging;
+pub mod scenario;
 
 /// Exit status for bad command-line options (as clap and the C tools use).
 pub const EXIT_USAGE: i32 = 2;

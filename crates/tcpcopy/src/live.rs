@@ -73,12 +73,20 @@ pub struct LiveConfig {
 impl LiveConfig {
     /// Turns parsed options into a validated configuration; errors are one-line usage errors.
     pub fn from_opts(o: &TcpcopyOpts) -> Result<LiveConfig, String> {
-        let rules = o.transfer.clone().ok_or("the option -x/--transfer is required (e.g. -x 80-198.18.0.30:80)")?;
-        let servers = o.intercept.clone().ok_or("the option -s/--intercept is required (e.g. -s 198.18.0.40)")?;
+        let rules = o
+            .transfer
+            .clone()
+            .ok_or("the option -x/--transfer is required (e.g. -x 80-198.18.0.30:80)")?;
+        let servers = o
+            .intercept
+            .clone()
+            .ok_or("the option -s/--intercept is required (e.g. -s 198.18.0.40)")?;
         let mut interface = o.interface.clone();
         if let Some(input) = &o.input {
             if std::path::Path::new(input).is_file() {
-                return Err(format!("-i {input}: offline replay from a file is not supported yet"));
+                return Err(format!(
+                    "-i {input}: offline replay from a file is not supported yet"
+                ));
             }
             if input.contains(',') {
                 return Err(format!("-i {input}: capturing on several named interfaces is not supported yet; omit -i to capture on all"));
@@ -87,8 +95,15 @@ impl LiveConfig {
         }
         let mut core = Config::new(rules);
         core.fake_clients = o.fake_client.clone().unwrap_or_default();
-        if let Some(r) = core.rules.iter().find(|r| core.fake_clients.iter().any(|f| f.is_ipv4() != r.target.is_ipv4())) {
-            return Err(format!("-c: fake client addresses must be of the same IP version as the target {}", r.target));
+        if let Some(r) = core.rules.iter().find(|r| {
+            core.fake_clients
+                .iter()
+                .any(|f| f.is_ipv4() != r.target.is_ipv4())
+        }) {
+            return Err(format!(
+                "-c: fake client addresses must be of the same IP version as the target {}",
+                r.target
+            ));
         }
         core.session_timeout = Duration::from_secs(o.session_timeout);
         core.mss = o.mss;
@@ -99,7 +114,10 @@ impl LiveConfig {
         core.max_session_bytes = (o.memory as usize).saturating_mul(1 << 20) / 4;
         Ok(LiveConfig {
             core,
-            intercepts: servers.into_iter().map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port))).collect(),
+            intercepts: servers
+                .into_iter()
+                .map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port)))
+                .collect(),
             connections: o.connections,
             interface,
             stats_interval: Duration::from_secs(o.stats_interval),
@@ -110,7 +128,8 @@ impl LiveConfig {
 
 /// Runs until `stop` is set (or `--duration` passes); returns the final statistics.
 pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
-    let mut sender = RawSender::open().context("cannot open a raw socket to send to the target (run as root)")?;
+    let mut sender = RawSender::open()
+        .context("cannot open a raw socket to send to the target (run as root)")?;
     let filter = TcpFilter {
         dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
         dst_addrs: online_v4_addrs(&cfg),
@@ -118,7 +137,11 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
         drop_outgoing: true,
         ..TcpFilter::default()
     };
-    let ring_cfg = RingConfig { interface: cfg.interface.clone(), filter: filter.compile(), ..RingConfig::default() };
+    let ring_cfg = RingConfig {
+        interface: cfg.interface.clone(),
+        filter: filter.compile(),
+        ..RingConfig::default()
+    };
     let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
     info!(
         "capturing on {} for {} rule(s), {} intercept(s)",
@@ -150,7 +173,9 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
         if cfg.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        let wait = core.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+        let wait = core
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(Instant::now()));
         let timer = crossbeam_channel::after(wait.unwrap_or(Duration::from_secs(1)));
         select! {
             recv(rx) -> ev => match ev {
@@ -241,7 +266,11 @@ fn broadcast(writers: &mut [Option<TcpStream>], frame: &[u8]) {
     }
 }
 
-fn spawn_capture(mut ring: RingCapture, tx: Sender<Event>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_capture(
+    mut ring: RingCapture,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
@@ -271,7 +300,12 @@ fn spawn_capture(mut ring: RingCapture, tx: Sender<Event>, stop: Arc<AtomicBool>
     Ok(())
 }
 
-fn spawn_intercept_conn(idx: usize, server: SocketAddr, tx: Sender<Event>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_intercept_conn(
+    idx: usize,
+    server: SocketAddr,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     thread::Builder::new()
         .name(format!("intercept-{idx}"))
         .spawn(move || {
@@ -301,7 +335,7 @@ fn spawn_intercept_conn(idx: usize, server: SocketAddr, tx: Sender<Event>, stop:
                     Err(e) => {
                         failures += 1;
                         // Log the first failure and then about every 30 s, not every attempt.
-                        if failures == 1 || failures % 10 == 0 {
+                        if failures == 1 || failures.is_multiple_of(10) {
                             warn!("cannot reach intercept {server}: {e:#}; retrying");
                         }
                     }
@@ -339,7 +373,10 @@ fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
         match dec.next_message()? {
             None => continue,
             Some(Message::Welcome { version }) if version == protocol::VERSION => break,
-            Some(Message::Welcome { version }) => anyhow::bail!("intercept speaks protocol version {version}, we speak {}", protocol::VERSION),
+            Some(Message::Welcome { version }) => anyhow::bail!(
+                "intercept speaks protocol version {version}, we speak {}",
+                protocol::VERSION
+            ),
             Some(Message::Reject { reason }) => anyhow::bail!("intercept refused us: {reason}"),
             Some(other) => anyhow::bail!("unexpected {other:?} instead of welcome"),
         }
@@ -348,7 +385,12 @@ fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
     Ok((s, dec))
 }
 
-fn read_responses(mut s: TcpStream, mut dec: Decoder, tx: &Sender<Event>, stop: &AtomicBool) -> String {
+fn read_responses(
+    mut s: TcpStream,
+    mut dec: Decoder,
+    tx: &Sender<Event>,
+    stop: &AtomicBool,
+) -> String {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         // Frames that arrived with the welcome are already in the decoder.
@@ -371,7 +413,11 @@ fn read_responses(mut s: TcpStream, mut dec: Decoder, tx: &Sender<Event>, stop: 
         match s.read(&mut buf) {
             Ok(0) => return "closed by intercept".into(),
             Ok(n) => dec.feed(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return e.to_string(),
         }

@@ -9,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 pub fn init(debug: bool, file: Option<&Path>) -> anyhow::Result<()> {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_env("TCPCOPY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match file {
         Some(path) => {
             let f = OpenOptions::new()
@@ -17,7 +19,10 @@ pub fn init(debug: bool, file: Option<&Path>) -> anyhow::Result<()> {
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
     }

@@ -91,8 +91,12 @@ impl Scenario {
         let start_server = |ns: &str, ip: Ipv4Addr, name: &str| -> anyhow::Result<Server> {
             let addr = SocketAddrV4::new(ip, SERVICE_PORT);
             Ok(match spec.servers {
-                Servers::Embedded => Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?),
-                Servers::Nginx => Server::Nginx(Nginx::start(&lab, ns, addr, &scratch.path().join(name))?),
+                Servers::Embedded => {
+                    Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?)
+                }
+                Servers::Nginx => {
+                    Server::Nginx(Nginx::start(&lab, ns, addr, &scratch.path().join(name))?)
+                }
             })
         };
         let online = start_server(lab.ns_online(), Lab::ONLINE_IP, "online")?;
@@ -141,7 +145,11 @@ impl Scenario {
     pub fn start_tcpcopy(&mut self) -> anyhow::Result<()> {
         let log = self.scratch.path().join("tcpcopy.log");
         let exe = self.bin_dir.join("tcpcopy");
-        self.tcpcopy = Some(self.lab.spawn(self.lab.ns_online(), &exe, &self.tcpcopy_args, &log)?);
+        self.tcpcopy =
+            Some(
+                self.lab
+                    .spawn(self.lab.ns_online(), &exe, &self.tcpcopy_args, &log)?,
+            );
         Ok(())
     }
 
@@ -150,9 +158,17 @@ impl Scenario {
         let (ns, args): (String, Vec<String>) = match self.spec_mode {
             Mode::Assistant => (
                 self.lab.ns_assistant().to_string(),
-                vec!["-i".into(), Lab::IFACE.into(), "--port".into(), SERVICE_PORT.to_string()],
+                vec![
+                    "-i".into(),
+                    Lab::IFACE.into(),
+                    "--port".into(),
+                    SERVICE_PORT.to_string(),
+                ],
             ),
-            Mode::Queue => (self.lab.ns_target().to_string(), vec!["-q".into(), "--port".into(), SERVICE_PORT.to_string()]),
+            Mode::Queue => (
+                self.lab.ns_target().to_string(),
+                vec!["-q".into(), "--port".into(), SERVICE_PORT.to_string()],
+            ),
         };
         let n = std::fs::read_dir(self.scratch.path())?.count();
         let log = self.scratch.path().join(format!("intercept-{n}.log"));
@@ -160,8 +176,15 @@ impl Scenario {
         let child = self.lab.spawn(&ns, &exe, &args, &log)?;
         // Wait until it listens, so that tcpcopy's next attempt succeeds.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening for tcpcopy") {
-            anyhow::ensure!(Instant::now() < deadline, "intercept did not start:\n{}", child.log_text());
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening for tcpcopy")
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "intercept did not start:\n{}",
+                child.log_text()
+            );
             thread::sleep(Duration::from_millis(20));
         }
         self.intercept = Some(child);
@@ -174,24 +197,38 @@ impl Scenario {
     }
 
     /// Waits until `needle` appears at least `count` times in tcpcopy's log.
-    pub fn wait_tcpcopy_log(&self, needle: &str, count: usize, timeout: Duration) -> anyhow::Result<()> {
+    pub fn wait_tcpcopy_log(
+        &self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.tcpcopy_log();
             if text.matches(needle).count() >= count {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "tcpcopy never logged {needle:?} {count}x:\n{text}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "tcpcopy never logged {needle:?} {count}x:\n{text}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn tcpcopy_log(&self) -> String {
-        self.tcpcopy.as_ref().map(|c| c.log_text()).unwrap_or_default()
+        self.tcpcopy
+            .as_ref()
+            .map(|c| c.log_text())
+            .unwrap_or_default()
     }
 
     pub fn intercept_log(&self) -> String {
-        self.intercept.as_ref().map(|c| c.log_text()).unwrap_or_default()
+        self.intercept
+            .as_ref()
+            .map(|c| c.log_text())
+            .unwrap_or_default()
     }
 
     /// Runs the load generator in the client namespace against the online server.
@@ -277,12 +314,18 @@ impl Sniffer {
         let handle = thread::spawn(move || -> anyhow::Result<()> {
             tcio::netns::enter(&ns)?;
             // Every packet, any protocol, incoming: a response could also be an ICMP or UDP packet.
-            let cfg = RingConfig { filter: Vec::new(), ..RingConfig::default() };
+            let cfg = RingConfig {
+                filter: Vec::new(),
+                ..RingConfig::default()
+            };
             let mut ring = RingCapture::open(&cfg)?;
             let _ = ready_tx.send(());
             while !s.load(Ordering::Relaxed) {
                 ring.poll_batch(Duration::from_millis(50), |p| {
-                    if p.pkttype == libc::PACKET_OUTGOING || p.data.len() < 20 || p.data[0] >> 4 != 4 {
+                    if p.pkttype == libc::PACKET_OUTGOING
+                        || p.data.len() < 20
+                        || p.data[0] >> 4 != 4
+                    {
                         return;
                     }
                     let src = Ipv4Addr::new(p.data[12], p.data[13], p.data[14], p.data[15]);
@@ -295,17 +338,28 @@ impl Sniffer {
             }
             Ok(())
         });
-        ready_rx.recv_timeout(Duration::from_secs(5)).context("client-side capture did not start")?;
-        Ok(Sniffer { stop, forbidden, control, handle: Some(handle) })
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .context("client-side capture did not start")?;
+        Ok(Sniffer {
+            stop,
+            forbidden,
+            control,
+            handle: Some(handle),
+        })
     }
 
     /// Stops and returns (packets from the forbidden source, packets from the control source).
     pub fn finish(mut self) -> anyhow::Result<(u64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
-            h.join().map_err(|_| anyhow::anyhow!("sniffer thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("sniffer thread panicked"))??;
         }
-        Ok((self.forbidden.load(Ordering::Relaxed), self.control.load(Ordering::Relaxed)))
+        Ok((
+            self.forbidden.load(Ordering::Relaxed),
+            self.control.load(Ordering::Relaxed),
+        ))
     }
 }
 
@@ -323,6 +377,12 @@ pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     let ticks = 100.0; // USER_HZ is 100 on Linux
     let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some((cpu, rss))
 }

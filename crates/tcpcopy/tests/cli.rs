@@ -4,29 +4,77 @@ use std::process::Command;
 
 fn run(bin: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(bin).args(args).output().expect("binary runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[track_caller]
 fn assert_usage_error(bin: &str, args: &[&str], names: &str) {
     let (code, err) = run(bin, args);
     assert_eq!(code, 2, "{args:?}: exit status 2 expected, stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line expected, got:\n{err}");
-    assert!(err.contains(names), "{args:?}: the message should name {names}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: one line expected, got:\n{err}"
+    );
+    assert!(
+        err.contains(names),
+        "{args:?}: the message should name {names}: {err}"
+    );
 }
 
 #[test]
 fn tcpcopy_rejects_bad_options_in_one_line() {
     let t = env!("CARGO_BIN_EXE_tcpcopy");
     assert_usage_error(t, &["-x", "80", "-s", "198.18.0.40"], "--transfer");
-    assert_usage_error(t, &["-x", "80-198.18.0.30:99999", "-s", "198.18.0.40"], "--transfer");
-    assert_usage_error(t, &["-x", "80-198.18.0.30:80", "-s", "not-an-ip"], "--intercept");
-    assert_usage_error(t, &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-c", "198.19.0.0/4"], "--fake-client");
-    assert_usage_error(t, &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-t", "0"], "--session-timeout");
-    assert_usage_error(t, &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "--bogus"], "--bogus");
+    assert_usage_error(
+        t,
+        &["-x", "80-198.18.0.30:99999", "-s", "198.18.0.40"],
+        "--transfer",
+    );
+    assert_usage_error(
+        t,
+        &["-x", "80-198.18.0.30:80", "-s", "not-an-ip"],
+        "--intercept",
+    );
+    assert_usage_error(
+        t,
+        &[
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+            "-c",
+            "198.19.0.0/4",
+        ],
+        "--fake-client",
+    );
+    assert_usage_error(
+        t,
+        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-t", "0"],
+        "--session-timeout",
+    );
+    assert_usage_error(
+        t,
+        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "--bogus"],
+        "--bogus",
+    );
     assert_usage_error(t, &["-s", "198.18.0.40"], "-x/--transfer");
     assert_usage_error(t, &["-x", "80-198.18.0.30:80"], "-s/--intercept");
-    assert_usage_error(t, &["-x", "80-[2001:2::30]:80", "-s", "198.18.0.40", "-c", "198.19.0.1"], "-c");
+    assert_usage_error(
+        t,
+        &[
+            "-x",
+            "80-[2001:2::30]:80",
+            "-s",
+            "198.18.0.40",
+            "-c",
+            "198.19.0.1",
+        ],
+        "-c",
+    );
 }
 
 #[test]
@@ -41,7 +89,10 @@ fn intercept_rejects_bad_options_in_one_line() {
 
 #[test]
 fn help_and_version_exit_zero() {
-    for bin in [env!("CARGO_BIN_EXE_tcpcopy"), env!("CARGO_BIN_EXE_intercept")] {
+    for bin in [
+        env!("CARGO_BIN_EXE_tcpcopy"),
+        env!("CARGO_BIN_EXE_intercept"),
+    ] {
         let (code, _) = run(bin, &["--version"]);
         assert_eq!(code, 0);
         let out = Command::new(bin).arg("--help").output().unwrap();

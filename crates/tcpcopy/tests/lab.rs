@@ -12,7 +12,10 @@ use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 static SEQUENTIAL: Mutex<()> = Mutex::new(());
 
 fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn spec(tag: &str, mode: Mode) -> ScenarioSpec {
@@ -49,15 +52,28 @@ fn full_replication(mode: Mode, tag: &str) {
     let sniffer = sc.sniff_client().expect("client capture");
     let spec = load(tag, 50, 400, 5_000);
     let report = sc.load(&spec).expect("load runs");
-    assert_eq!(report.ok, 25_000, "the online server answered every request: {report:?}");
+    assert_eq!(
+        report.ok, 25_000,
+        "the online server answered every request: {report:?}"
+    );
 
-    let target = sc.wait_target(25_000, Duration::from_secs(90)).expect("target log");
+    let target = sc
+        .wait_target(25_000, Duration::from_secs(90))
+        .expect("target log");
     let log = sc.stop_tcpcopy().expect("tcpcopy stops cleanly");
-    let final_line = log.lines().find(|l| l.contains("tcpcopy final:")).unwrap_or("").to_string();
+    let final_line = log
+        .lines()
+        .find(|l| l.contains("tcpcopy final:"))
+        .unwrap_or("")
+        .to_string();
     let (expected_keepalive, expected_short) = loadgen::expected_uris(&spec);
     let got: HashSet<&String> = target.iter().collect();
-    let mut missing: Vec<&String> =
-        expected_keepalive.iter().flatten().chain(expected_short.iter()).filter(|u| !got.contains(u)).collect();
+    let mut missing: Vec<&String> = expected_keepalive
+        .iter()
+        .flatten()
+        .chain(expected_short.iter())
+        .filter(|u| !got.contains(u))
+        .collect();
     missing.sort();
     assert!(
         missing.is_empty(),
@@ -66,22 +82,42 @@ fn full_replication(mode: Mode, tag: &str) {
         missing.first(),
         sc.intercept_log()
     );
-    assert_eq!(target.len(), 25_000, "no request arrived twice at the target");
+    assert_eq!(
+        target.len(),
+        25_000,
+        "no request arrived twice at the target"
+    );
 
     // Per connection, the target saw the requests in their original order.
-    let position: HashMap<&String, usize> = target.iter().enumerate().map(|(i, u)| (u, i)).collect();
+    let position: HashMap<&String, usize> =
+        target.iter().enumerate().map(|(i, u)| (u, i)).collect();
     for (c, uris) in expected_keepalive.iter().enumerate() {
         let pos: Vec<usize> = uris.iter().map(|u| position[u]).collect();
-        assert!(pos.windows(2).all(|w| w[0] < w[1]), "connection {c}: requests reordered at the target");
+        assert!(
+            pos.windows(2).all(|w| w[0] < w[1]),
+            "connection {c}: requests reordered at the target"
+        );
     }
 
     let (from_target, from_online) = sniffer.finish().expect("sniffer");
-    assert!(from_online > 25_000, "the client-side capture saw the online server's packets ({from_online})");
-    assert_eq!(from_target, 0, "packets from the target reached the client namespace");
+    assert!(
+        from_online > 25_000,
+        "the client-side capture saw the online server's packets ({from_online})"
+    );
+    assert_eq!(
+        from_target, 0,
+        "packets from the target reached the client namespace"
+    );
     sc.stop_intercept().expect("intercept stops cleanly");
     if mode == Mode::Queue {
-        let rules = sc.lab.sh(sc.lab.ns_target(), &["iptables", "-S", "OUTPUT"]).unwrap();
-        assert!(!rules.contains("NFQUEUE"), "intercept removed its rule on SIGTERM:\n{rules}");
+        let rules = sc
+            .lab
+            .sh(sc.lab.ns_target(), &["iptables", "-S", "OUTPUT"])
+            .unwrap();
+        assert!(
+            !rules.contains("NFQUEUE"),
+            "intercept removed its rule on SIGTERM:\n{rules}"
+        );
     }
     eprintln!("{final_line}");
 }
@@ -104,12 +140,17 @@ fn intercept_unreachable_then_restarted_mid_run() {
     let mut s = spec("tcR", Mode::Assistant);
     s.start_intercept = false;
     let mut sc = Scenario::start(&s).expect("scenario starts");
-    sc.wait_tcpcopy_log("cannot reach intercept", 1, Duration::from_secs(10)).expect("tcpcopy reports the failure");
+    sc.wait_tcpcopy_log("cannot reach intercept", 1, Duration::from_secs(10))
+        .expect("tcpcopy reports the failure");
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(sc.tcpcopy.as_mut().unwrap().is_running(), "tcpcopy keeps running without intercept");
+    assert!(
+        sc.tcpcopy.as_mut().unwrap().is_running(),
+        "tcpcopy keeps running without intercept"
+    );
 
     sc.start_intercept().expect("intercept starts");
-    sc.wait_connected(Duration::from_secs(10)).expect("tcpcopy connects once intercept is up");
+    sc.wait_connected(Duration::from_secs(10))
+        .expect("tcpcopy connects once intercept is up");
     let first = load("r1", 5, 50, 50);
     assert_eq!(sc.load(&first).unwrap().ok, 300);
     let got = sc.wait_target(300, Duration::from_secs(30)).unwrap();
@@ -119,14 +160,23 @@ fn intercept_unreachable_then_restarted_mid_run() {
     let mut old = sc.intercept.take().unwrap();
     old.signal("KILL").unwrap();
     old.wait_timeout(Duration::from_secs(5)).unwrap();
-    sc.wait_tcpcopy_log("lost intercept", 1, Duration::from_secs(10)).expect("tcpcopy notices");
+    sc.wait_tcpcopy_log("lost intercept", 1, Duration::from_secs(10))
+        .expect("tcpcopy notices");
     sc.start_intercept().expect("intercept restarts");
-    sc.wait_tcpcopy_log("connected to intercept", 4, Duration::from_secs(15)).expect("tcpcopy reconnects");
+    sc.wait_tcpcopy_log("connected to intercept", 4, Duration::from_secs(15))
+        .expect("tcpcopy reconnects");
     let second = load("r2", 5, 50, 50);
     assert_eq!(sc.load(&second).unwrap().ok, 300);
     let got = sc.wait_target(600, Duration::from_secs(30)).unwrap();
     let after: Vec<&String> = got.iter().filter(|u| u.starts_with("/r2/")).collect();
-    assert_eq!(after.len(), 300, "replication resumed after the intercept restart");
-    assert!(sc.tcpcopy.as_mut().unwrap().is_running(), "tcpcopy was never restarted");
+    assert_eq!(
+        after.len(),
+        300,
+        "replication resumed after the intercept restart"
+    );
+    assert!(
+        sc.tcpcopy.as_mut().unwrap().is_running(),
+        "tcpcopy was never restarted"
+    );
     sc.stop_tcpcopy().unwrap();
 }

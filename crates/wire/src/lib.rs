@@ -10,5 +10,7 @@ mod packet;
 mod seq;
 
 pub use checksum::{internet_checksum, tcp_checksum};
-pub use packet::{Flags, SegmentRepr, TcpPacket, WireError, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TCP_HEADER_LEN};
+pub use packet::{
+    Flags, SegmentRepr, TcpPacket, WireError, IPV4_HEADER_LEN, IPV6_HEADER_LEN, TCP_HEADER_LEN,
+};
 pub use seq::Seq;

@@ -67,7 +67,13 @@ impl std::ops::BitOr for Flags {
 
 impl std::fmt::Debug for Flags {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = [(0x02, 'S'), (0x10, '.'), (0x08, 'P'), (0x01, 'F'), (0x04, 'R')];
+        let names = [
+            (0x02, 'S'),
+            (0x10, '.'),
+            (0x08, 'P'),
+            (0x01, 'F'),
+            (0x04, 'R'),
+        ];
         for (bit, c) in names {
             if self.0 & bit != 0 {
                 write!(f, "{c}")?;
@@ -135,11 +141,20 @@ impl<'a> TcpPacket<'a> {
             return Err(WireError::Truncated);
         }
         // A zero IP length happens with segmentation offload (and jumbograms): trust the buffer.
-        let total = if total_from_ip == 0 || total_from_ip == ip_len { buf.len() } else { total_from_ip };
+        let total = if total_from_ip == 0 || total_from_ip == ip_len {
+            buf.len()
+        } else {
+            total_from_ip
+        };
         if total < ip_len + tcp_len {
             return Err(WireError::BadHeaderLen);
         }
-        Ok(TcpPacket { buf, ip_len, tcp_len, wire_payload: total - ip_len - tcp_len })
+        Ok(TcpPacket {
+            buf,
+            ip_len,
+            tcp_len,
+            wire_payload: total - ip_len - tcp_len,
+        })
     }
 
     fn tcp(&self) -> &'a [u8] {
@@ -152,17 +167,31 @@ impl<'a> TcpPacket<'a> {
 
     pub fn src_addr(&self) -> IpAddr {
         if self.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&self.buf[8..24]).unwrap_or_default()))
+            IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(&self.buf[8..24]).unwrap_or_default(),
+            ))
         } else {
-            IpAddr::V4(Ipv4Addr::new(self.buf[12], self.buf[13], self.buf[14], self.buf[15]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.buf[12],
+                self.buf[13],
+                self.buf[14],
+                self.buf[15],
+            ))
         }
     }
 
     pub fn dst_addr(&self) -> IpAddr {
         if self.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&self.buf[24..40]).unwrap_or_default()))
+            IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(&self.buf[24..40]).unwrap_or_default(),
+            ))
         } else {
-            IpAddr::V4(Ipv4Addr::new(self.buf[16], self.buf[17], self.buf[18], self.buf[19]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.buf[16],
+                self.buf[17],
+                self.buf[18],
+                self.buf[19],
+            ))
         }
     }
 
@@ -358,9 +387,17 @@ mod tests {
         assert_eq!(p.mss(), Some(1460));
         assert_eq!(p.payload(), b"hello");
         assert_eq!(p.seq_len(), 6);
-        assert_eq!(internet_checksum(&buf[..20]), 0, "IPv4 header checksum verifies");
+        assert_eq!(
+            internet_checksum(&buf[..20]),
+            0,
+            "IPv4 header checksum verifies"
+        );
         let tcp = &buf[20..];
-        assert_eq!(tcp_checksum(p.src_addr(), p.dst_addr(), tcp), 0, "TCP checksum verifies");
+        assert_eq!(
+            tcp_checksum(p.src_addr(), p.dst_addr(), tcp),
+            0,
+            "TCP checksum verifies"
+        );
     }
 
     #[test]
@@ -391,7 +428,10 @@ mod tests {
     #[test]
     fn rejects_garbage_with_the_exact_reason() {
         assert_eq!(TcpPacket::parse(&[]).unwrap_err(), WireError::Truncated);
-        assert_eq!(TcpPacket::parse(&[0x55; 40]).unwrap_err(), WireError::BadVersion(5));
+        assert_eq!(
+            TcpPacket::parse(&[0x55; 40]).unwrap_err(),
+            WireError::BadVersion(5)
+        );
         let mut udp = vec![0u8; 40];
         udp[0] = 0x45;
         udp[9] = 17;
@@ -403,7 +443,10 @@ mod tests {
         assert_eq!(TcpPacket::parse(&frag).unwrap_err(), WireError::Fragment);
         let mut tiny_ihl = vec![0u8; 40];
         tiny_ihl[0] = 0x41;
-        assert_eq!(TcpPacket::parse(&tiny_ihl).unwrap_err(), WireError::BadHeaderLen);
+        assert_eq!(
+            TcpPacket::parse(&tiny_ihl).unwrap_err(),
+            WireError::BadHeaderLen
+        );
     }
 
     proptest::proptest! {

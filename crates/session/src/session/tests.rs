@@ -15,7 +15,11 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn config() -> Config {
-    let mut c = Config::new(vec![Rule { online_addr: None, online_port: 80, target: addr(TARGET) }]);
+    let mut c = Config::new(vec![Rule {
+        online_addr: None,
+        online_port: 80,
+        target: addr(TARGET),
+    }]);
     c.fake_clients = vec![FAKE.parse().unwrap()];
     c.session_timeout = Duration::from_secs(60);
     c
@@ -26,10 +30,26 @@ fn ms(base: Instant, t: u64) -> Instant {
 }
 
 /// A packet from `src` to `dst`.
-fn pkt(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
+fn pkt(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
-    SegmentRepr { src, dst, seq: Seq(seq), ack: Seq(ack), flags, window: 65535, mss: flags.syn().then_some(1460), ttl: 64 }
-        .emit(payload, &mut out);
+    SegmentRepr {
+        src,
+        dst,
+        seq: Seq(seq),
+        ack: Seq(ack),
+        flags,
+        window: 65535,
+        mss: flags.syn().then_some(1460),
+        ttl: 64,
+    }
+    .emit(payload, &mut out);
     out
 }
 
@@ -39,7 +59,14 @@ fn client_pkt(seq: u32, ack: u32, flags: Flags, payload: &[u8]) -> Vec<u8> {
 
 fn target_pkt(seq: u32, ack: u32, flags: Flags, payload_len: usize) -> Vec<u8> {
     let local = SocketAddr::new(FAKE.parse().unwrap(), 40000);
-    pkt(addr(TARGET), local, seq, ack, flags, &vec![b'r'; payload_len])
+    pkt(
+        addr(TARGET),
+        local,
+        seq,
+        ack,
+        flags,
+        &vec![b'r'; payload_len],
+    )
 }
 
 /// What the replicator sent, parsed into (seq, ack, flags, payload).
@@ -47,7 +74,11 @@ fn sent(r: &mut Replicator) -> Vec<(u32, u32, Flags, Vec<u8>)> {
     let mut out = Vec::new();
     r.drain_transmits(|p| {
         let t = TcpPacket::parse(p).expect("replicator emits valid packets");
-        assert_eq!(t.src(), SocketAddr::new(FAKE.parse().unwrap(), 40000), "source is the fake client");
+        assert_eq!(
+            t.src(),
+            SocketAddr::new(FAKE.parse().unwrap(), 40000),
+            "source is the fake client"
+        );
         assert_eq!(t.dst(), addr(TARGET), "destination is the target");
         out.push((t.seq().0, t.ack().0, t.flags(), t.payload().to_vec()));
     });
@@ -68,12 +99,26 @@ fn established(base: Instant) -> Replicator {
     assert_eq!(syn[0].2, Flags::SYN);
     let mut routes = Vec::new();
     r.drain_routes(|rs| routes.extend_from_slice(rs));
-    assert_eq!(routes, vec![SocketAddr::new(FAKE.parse().unwrap(), 40000)], "the route is announced");
-    r.handle_response(ms(base, 1), &target_pkt(T_ISN, C_ISN + 1, Flags::SYN | Flags::ACK, 0));
+    assert_eq!(
+        routes,
+        vec![SocketAddr::new(FAKE.parse().unwrap(), 40000)],
+        "the route is announced"
+    );
+    r.handle_response(
+        ms(base, 1),
+        &target_pkt(T_ISN, C_ISN + 1, Flags::SYN | Flags::ACK, 0),
+    );
     let ack = sent(&mut r);
-    assert_eq!(ack, vec![(C_ISN + 1, T_ISN + 1, Flags::ACK, vec![])], "handshake ACK acknowledges the target's ISN");
+    assert_eq!(
+        ack,
+        vec![(C_ISN + 1, T_ISN + 1, Flags::ACK, vec![])],
+        "handshake ACK acknowledges the target's ISN"
+    );
     // The client's own handshake ACK, as captured: nothing to send.
-    r.handle_capture(ms(base, 1), &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b""));
+    r.handle_capture(
+        ms(base, 1),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b""),
+    );
     assert!(sent(&mut r).is_empty());
     r
 }
@@ -83,20 +128,40 @@ fn handshake_establishes_with_the_target() {
     let base = Instant::now();
     let r = established(base);
     let s = r.stats();
-    assert_eq!((s.sessions_created, s.sessions_active, s.packets_sent), (1, 1, 2));
+    assert_eq!(
+        (s.sessions_created, s.sessions_active, s.packets_sent),
+        (1, 1, 2)
+    );
 }
 
 #[test]
 fn acknowledgments_are_translated_to_the_target_sequence_space() {
     let base = Instant::now();
     let mut r = established(base);
-    r.handle_capture(ms(base, 2), &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"GET /a\n"));
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"GET /a\n"),
+    );
     let out = sent(&mut r);
-    assert_eq!(out, vec![(C_ISN + 1, T_ISN + 1, Flags::ACK | Flags::PSH, b"GET /a\n".to_vec())]);
+    assert_eq!(
+        out,
+        vec![(
+            C_ISN + 1,
+            T_ISN + 1,
+            Flags::ACK | Flags::PSH,
+            b"GET /a\n".to_vec()
+        )]
+    );
     // The target acknowledges and answers with 300 bytes: we acknowledge those 300 bytes, whatever
     // the online server sent.
-    r.handle_response(ms(base, 3), &target_pkt(T_ISN + 1, C_ISN + 8, Flags::ACK | Flags::PSH, 300));
-    assert_eq!(sent(&mut r), vec![(C_ISN + 8, T_ISN + 301, Flags::ACK, vec![])]);
+    r.handle_response(
+        ms(base, 3),
+        &target_pkt(T_ISN + 1, C_ISN + 8, Flags::ACK | Flags::PSH, 300),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN + 8, T_ISN + 301, Flags::ACK, vec![])]
+    );
     assert_eq!(r.stats().target_bytes, 7);
 }
 
@@ -104,16 +169,39 @@ fn acknowledgments_are_translated_to_the_target_sequence_space() {
 fn next_request_waits_for_the_answer_to_the_previous_one() {
     let base = Instant::now();
     let mut r = established(base);
-    r.handle_capture(ms(base, 2), &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"));
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
     assert_eq!(sent(&mut r).len(), 1);
     // Online answered 50 bytes; the client's next request acknowledges them.
-    r.handle_capture(ms(base, 3), &client_pkt(C_ISN + 6, O_ISN + 51, Flags::ACK | Flags::PSH, b"req2\n"));
-    assert!(sent(&mut r).is_empty(), "request 2 must wait for the target's answer to request 1");
-    r.handle_response(ms(base, 4), &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK, 0));
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 6, O_ISN + 51, Flags::ACK | Flags::PSH, b"req2\n"),
+    );
+    assert!(
+        sent(&mut r).is_empty(),
+        "request 2 must wait for the target's answer to request 1"
+    );
+    r.handle_response(
+        ms(base, 4),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK, 0),
+    );
     assert!(sent(&mut r).is_empty(), "acknowledged but not answered yet");
-    r.handle_response(ms(base, 5), &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK | Flags::PSH, 70));
+    r.handle_response(
+        ms(base, 5),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK | Flags::PSH, 70),
+    );
     let out = sent(&mut r);
-    assert_eq!(out, vec![(C_ISN + 6, T_ISN + 71, Flags::ACK | Flags::PSH, b"req2\n".to_vec())]);
+    assert_eq!(
+        out,
+        vec![(
+            C_ISN + 6,
+            T_ISN + 71,
+            Flags::ACK | Flags::PSH,
+            b"req2\n".to_vec()
+        )]
+    );
     let s = r.stats();
     assert_eq!((s.requests_online, s.requests_target), (2, 1));
 }
@@ -122,32 +210,76 @@ fn next_request_waits_for_the_answer_to_the_previous_one() {
 fn unanswered_request_releases_the_next_after_response_wait() {
     let base = Instant::now();
     let mut r = established(base);
-    r.handle_capture(ms(base, 2), &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"set\n"));
-    r.handle_capture(ms(base, 3), &client_pkt(C_ISN + 5, O_ISN + 9, Flags::ACK, b"get\n"));
-    r.handle_response(ms(base, 4), &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 0));
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"set\n"),
+    );
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 5, O_ISN + 9, Flags::ACK, b"get\n"),
+    );
+    r.handle_response(
+        ms(base, 4),
+        &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 0),
+    );
     assert_eq!(sent(&mut r).len(), 1);
     let wait = r.config().response_wait.as_millis() as u64;
     let at = r.poll_timeout().unwrap();
     assert_eq!(at, ms(base, 4 + wait), "the timer is the response wait");
     r.handle_timeout(at);
-    assert_eq!(sent(&mut r), vec![(C_ISN + 5, T_ISN + 1, Flags::ACK | Flags::PSH, b"get\n".to_vec())]);
+    assert_eq!(
+        sent(&mut r),
+        vec![(
+            C_ISN + 5,
+            T_ISN + 1,
+            Flags::ACK | Flags::PSH,
+            b"get\n".to_vec()
+        )]
+    );
 }
 
 #[test]
 fn close_completes_after_both_fins() {
     let base = Instant::now();
     let mut r = established(base);
-    r.handle_capture(ms(base, 2), &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"q\n"));
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"q\n"),
+    );
     sent(&mut r);
     // The target answers and closes (like `Connection: close`).
-    r.handle_response(ms(base, 3), &target_pkt(T_ISN + 1, C_ISN + 3, Flags::ACK | Flags::FIN, 10));
-    assert_eq!(sent(&mut r), vec![(C_ISN + 3, T_ISN + 12, Flags::ACK, vec![])], "FIN acknowledged");
+    r.handle_response(
+        ms(base, 3),
+        &target_pkt(T_ISN + 1, C_ISN + 3, Flags::ACK | Flags::FIN, 10),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN + 3, T_ISN + 12, Flags::ACK, vec![])],
+        "FIN acknowledged"
+    );
     // The client closes too: its FIN goes to the target.
-    r.handle_capture(ms(base, 4), &client_pkt(C_ISN + 3, O_ISN + 20, Flags::ACK | Flags::FIN, b""));
-    assert_eq!(sent(&mut r), vec![(C_ISN + 3, T_ISN + 12, Flags::ACK | Flags::FIN, vec![])]);
-    r.handle_response(ms(base, 5), &target_pkt(T_ISN + 12, C_ISN + 4, Flags::ACK, 0));
+    r.handle_capture(
+        ms(base, 4),
+        &client_pkt(C_ISN + 3, O_ISN + 20, Flags::ACK | Flags::FIN, b""),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN + 3, T_ISN + 12, Flags::ACK | Flags::FIN, vec![])]
+    );
+    r.handle_response(
+        ms(base, 5),
+        &target_pkt(T_ISN + 12, C_ISN + 4, Flags::ACK, 0),
+    );
     let s = r.stats();
-    assert_eq!((s.sessions_completed, s.sessions_active, s.requests_online, s.requests_target), (1, 0, 1, 1));
+    assert_eq!(
+        (
+            s.sessions_completed,
+            s.sessions_active,
+            s.requests_online,
+            s.requests_target
+        ),
+        (1, 0, 1, 1)
+    );
     // The closed session lingers, then disappears.
     r.handle_timeout(ms(base, 5 + 2_000));
     assert!(r.sessions.is_empty());
@@ -211,10 +343,20 @@ fn capture_duplicates_and_reordering_do_not_desynchronise() {
 fn session_open_before_capture_is_joined() {
     let base = Instant::now();
     let mut r = Replicator::new(config());
-    r.handle_capture(base, &client_pkt(7777, O_ISN, Flags::ACK | Flags::PSH, b"late\n"));
+    r.handle_capture(
+        base,
+        &client_pkt(7777, O_ISN, Flags::ACK | Flags::PSH, b"late\n"),
+    );
     let out = sent(&mut r);
-    assert_eq!(out, vec![(7776, 0, Flags::SYN, vec![])], "a synthesized SYN just before the data");
-    r.handle_response(ms(base, 1), &target_pkt(T_ISN, 7777, Flags::SYN | Flags::ACK, 0));
+    assert_eq!(
+        out,
+        vec![(7776, 0, Flags::SYN, vec![])],
+        "a synthesized SYN just before the data"
+    );
+    r.handle_response(
+        ms(base, 1),
+        &target_pkt(T_ISN, 7777, Flags::SYN | Flags::ACK, 0),
+    );
     let out = sent(&mut r);
     assert_eq!(out[0].3, b"late\n");
     assert_eq!(r.stats().sessions_joined, 1);
@@ -225,11 +367,17 @@ fn malformed_and_foreign_packets_are_counted_not_fatal() {
     let mut r = Replicator::new(config());
     let now = Instant::now();
     r.handle_capture(now, &[0x45, 0, 0]);
-    r.handle_capture(now, &pkt(addr(CLIENT), addr("198.18.0.20:22"), 1, 0, Flags::SYN, b""));
+    r.handle_capture(
+        now,
+        &pkt(addr(CLIENT), addr("198.18.0.20:22"), 1, 0, Flags::SYN, b""),
+    );
     r.handle_response(now, &[1, 2, 3]);
     r.handle_response(now, &target_pkt(1, 1, Flags::ACK, 0));
     let s = r.stats();
-    assert_eq!((s.malformed_packets, s.ignored_packets, s.responses_unknown), (2, 1, 1));
+    assert_eq!(
+        (s.malformed_packets, s.ignored_packets, s.responses_unknown),
+        (2, 1, 1)
+    );
     assert_eq!(r.pending_transmits(), 0);
 }
 
@@ -292,10 +440,19 @@ impl SimTarget {
                 last_send: now,
             });
             // A duplicated SYN gets the SYN-ACK again, without resetting the connection.
-            out.push(pkt(me, peer, c.isn, c.rcv_nxt.0, Flags::SYN | Flags::ACK, b""));
+            out.push(pkt(
+                me,
+                peer,
+                c.isn,
+                c.rcv_nxt.0,
+                Flags::SYN | Flags::ACK,
+                b"",
+            ));
             return;
         }
-        let Some(c) = self.conns.get_mut(&peer) else { return };
+        let Some(c) = self.conns.get_mut(&peer) else {
+            return;
+        };
         if f.rst() {
             self.conns.remove(&peer);
             return;
@@ -324,7 +481,14 @@ impl SimTarget {
             c.fin_sent = true;
         }
         if p.payload_len() > 0 || f.fin() || len > 0 {
-            out.push(pkt(me, peer, c.snd_nxt.0, c.rcv_nxt.0, fl, &vec![b'r'; len]));
+            out.push(pkt(
+                me,
+                peer,
+                c.snd_nxt.0,
+                c.rcv_nxt.0,
+                fl,
+                &vec![b'r'; len],
+            ));
             c.snd_nxt += len as u32 + u32::from(fl.fin());
             c.last_send = now;
         }
@@ -337,11 +501,22 @@ impl SimTarget {
                 let len = c.snd_nxt.diff(c.snd_una) as usize;
                 let (me, seq) = (addr(TARGET), c.snd_una);
                 if seq == Seq(c.isn) {
-                    out.push(pkt(me, *peer, c.isn, c.rcv_nxt.0, Flags::SYN | Flags::ACK, b""));
+                    out.push(pkt(
+                        me,
+                        *peer,
+                        c.isn,
+                        c.rcv_nxt.0,
+                        Flags::SYN | Flags::ACK,
+                        b"",
+                    ));
                 } else {
                     let fin = c.fin_sent;
                     let data = len - usize::from(fin);
-                    let fl = if fin { Flags::ACK | Flags::FIN } else { Flags::ACK };
+                    let fl = if fin {
+                        Flags::ACK | Flags::FIN
+                    } else {
+                        Flags::ACK
+                    };
                     out.push(pkt(me, *peer, seq.0, c.rcv_nxt.0, fl, &vec![b'r'; data]));
                 }
                 c.last_send = now;
@@ -370,17 +545,37 @@ fn script(rng: &mut Rng, port: u16) -> ClientScript {
     let mut stream = Vec::new();
     for req in 0..1 + rng.below(6) {
         let body_len = rng.below(4000) as usize;
-        let mut body: Vec<u8> = (0..body_len).map(|i| b'a' + ((i as u64 + req) % 26) as u8).collect();
+        let mut body: Vec<u8> = (0..body_len)
+            .map(|i| b'a' + ((i as u64 + req) % 26) as u8)
+            .collect();
         body.push(b'\n');
         for chunk in body.chunks(1 + rng.below(1500) as usize) {
-            segments.push(pkt(src, dst, seq.0, online_ack.0, Flags::ACK | Flags::PSH, chunk));
+            segments.push(pkt(
+                src,
+                dst,
+                seq.0,
+                online_ack.0,
+                Flags::ACK | Flags::PSH,
+                chunk,
+            ));
             seq += chunk.len() as u32;
         }
         stream.extend_from_slice(&body);
         online_ack += 1 + rng.below(3000) as u32; // the online server answered
     }
-    segments.push(pkt(src, dst, seq.0, online_ack.0, Flags::ACK | Flags::FIN, b""));
-    ClientScript { port, stream, segments }
+    segments.push(pkt(
+        src,
+        dst,
+        seq.0,
+        online_ack.0,
+        Flags::ACK | Flags::FIN,
+        b"",
+    ));
+    ClientScript {
+        port,
+        stream,
+        segments,
+    }
 }
 
 struct Faults {
@@ -403,7 +598,9 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
     // Network: (deliver_at, seq_no) -> (to_target, packet)
     let mut net: Map<(Instant, u64), (bool, Vec<u8>)> = Map::new();
     let mut n = 0u64;
-    let scripts: Vec<ClientScript> = (0..sessions).map(|i| script(&mut rng, 10_000 + i as u16)).collect();
+    let scripts: Vec<ClientScript> = (0..sessions)
+        .map(|i| script(&mut rng, 10_000 + i as u16))
+        .collect();
     // Capture: each client segment captured at its time; the capture itself duplicates and reorders.
     let mut capture: Vec<(Instant, Vec<u8>)> = Vec::new();
     for (i, s) in scripts.iter().enumerate() {
@@ -423,22 +620,26 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
     let mut capture = capture.into_iter().peekable();
     let deadline = base + Duration::from_secs(120);
     let mut last_scan = base;
-    let mut send = |rng: &mut Rng, now: Instant, to_target: bool, p: Vec<u8>, net: &mut Map<_, _>| {
-        if rng.chance(faults.loss) {
-            return;
-        }
-        let copies = if rng.chance(faults.dup) { 2 } else { 1 };
-        for _ in 0..copies {
-            let spread = match (faults.reorder > 0.0, rng.chance(faults.reorder)) {
-                (false, _) => 0,
-                (true, true) => 3000,
-                (true, false) => 100,
-            };
-            let delay = 200 + rng.below(spread);
-            n += 1;
-            net.insert((now + Duration::from_micros(delay), n), (to_target, p.clone()));
-        }
-    };
+    let mut send =
+        |rng: &mut Rng, now: Instant, to_target: bool, p: Vec<u8>, net: &mut Map<_, _>| {
+            if rng.chance(faults.loss) {
+                return;
+            }
+            let copies = if rng.chance(faults.dup) { 2 } else { 1 };
+            for _ in 0..copies {
+                let spread = match (faults.reorder > 0.0, rng.chance(faults.reorder)) {
+                    (false, _) => 0,
+                    (true, true) => 3000,
+                    (true, false) => 100,
+                };
+                let delay = 200 + rng.below(spread);
+                n += 1;
+                net.insert(
+                    (now + Duration::from_micros(delay), n),
+                    (to_target, p.clone()),
+                );
+            }
+        };
     while now < deadline {
         let mut tx = Vec::new();
         r.drain_transmits(|p| tx.push(p.to_vec()));
@@ -457,7 +658,13 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
         let next_net = net.keys().next().map(|k| k.0);
         let next_timer = r.poll_timeout();
         let next_tick = now + Duration::from_millis(10);
-        let Some(next) = [next_cap, next_net, next_timer, Some(next_tick)].into_iter().flatten().min() else { break };
+        let Some(next) = [next_cap, next_net, next_timer, Some(next_tick)]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            break;
+        };
         now = next.max(now);
         if next_cap == Some(next) {
             let (_, p) = capture.next().unwrap();
@@ -488,16 +695,38 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
             .conns
             .iter()
             .find(|(peer, _)| peer.port() == s.port)
-            .unwrap_or_else(|| panic!("seed {seed}: session {} never reached the target: {}", s.port, r.stats()));
-        assert!(local.1.received == s.stream, "seed {seed}: session {} stream differs", s.port);
-        assert!(local.1.fin_received, "seed {seed}: session {} not closed", s.port);
+            .unwrap_or_else(|| {
+                panic!(
+                    "seed {seed}: session {} never reached the target: {}",
+                    s.port,
+                    r.stats()
+                )
+            });
+        assert!(
+            local.1.received == s.stream,
+            "seed {seed}: session {} stream differs",
+            s.port
+        );
+        assert!(
+            local.1.fin_received,
+            "seed {seed}: session {} not closed",
+            s.port
+        );
     }
     r.stats()
 }
 
 #[test]
 fn simulation_clean_network_delivers_every_byte_and_request() {
-    let s = simulate(1, 500, Faults { loss: 0.0, dup: 0.0, reorder: 0.0 });
+    let s = simulate(
+        1,
+        500,
+        Faults {
+            loss: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+        },
+    );
     assert_eq!(s.sessions_completed, 500);
     assert_eq!(s.requests_online, s.requests_target);
     assert_eq!(s.retransmits, 0);
@@ -506,8 +735,19 @@ fn simulation_clean_network_delivers_every_byte_and_request() {
 #[test]
 fn simulation_with_loss_duplication_and_reordering_is_byte_exact() {
     for seed in [2, 3, 4] {
-        let s = simulate(seed, 1000, Faults { loss: 0.02, dup: 0.02, reorder: 0.05 });
+        let s = simulate(
+            seed,
+            1000,
+            Faults {
+                loss: 0.02,
+                dup: 0.02,
+                reorder: 0.05,
+            },
+        );
         assert_eq!(s.requests_online, s.requests_target, "seed {seed}: {s}");
-        assert!(s.retransmits > 0, "seed {seed}: loss must have caused retransmissions");
+        assert!(
+            s.retransmits > 0,
+            "seed {seed}: loss must have caused retransmissions"
+        );
     }
 }
