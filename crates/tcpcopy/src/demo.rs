@@ -229,7 +229,7 @@ pub fn run_bench(seconds: u64) -> anyhow::Result<()> {
         mode: Mode::Assistant,
         servers,
         bin_dir: bin_dir()?,
-        extra_tcpcopy_args: vec!["--stats-interval".into(), "0".into()],
+        extra_tcpcopy_args: vec![],
         start_intercept: true,
         start_tcpcopy: false,
     };
