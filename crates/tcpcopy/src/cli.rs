@@ -84,15 +84,8 @@ pub struct TcpcopyOpts {
     /// Memory cap in MB for buffered client data (per-session share: a quarter)
     #[arg(short = 'm', long = "memory", value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub memory: u64,
-    /// Log file (default: stderr)
-    #[arg(short = 'l', long = "log")]
-    pub log: Option<PathBuf>,
-    /// Pid file
-    #[arg(short = 'P', long = "pid-file")]
-    pub pid_file: Option<PathBuf>,
-    /// Debug logging
-    #[arg(short = 'd', long = "debug")]
-    pub debug: bool,
+    #[command(flatten)]
+    pub common: CommonOpts,
     /// Seconds between statistics lines in the log (0: only at exit)
     #[arg(long = "stats-interval", default_value_t = 10)]
     pub stats_interval: u64,
@@ -138,6 +131,13 @@ pub struct InterceptCli {
     /// Session hash size (accepted for compatibility; the table grows as needed)
     #[arg(short = 's', long = "hash-size")]
     pub hash_size: Option<u32>,
+    #[command(flatten)]
+    pub common: CommonOpts,
+}
+
+/// Options both programs share.
+#[derive(Debug, Args)]
+pub struct CommonOpts {
     /// Log file (default: stderr)
     #[arg(short = 'l', long = "log")]
     pub log: Option<PathBuf>,

@@ -274,28 +274,20 @@ pub fn summary(hub: &Hub) -> String {
 }
 
 fn spawn_ring_source(
-    mut ring: RingCapture,
+    ring: RingCapture,
     hub: Arc<Hub>,
     batch: usize,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    thread::Builder::new()
-        .name("capture".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let mut buf = crate::live::PacketBatch::default();
-                match ring.poll_batch(Duration::from_millis(100), |p| buf.push(p.data)) {
-                    Ok(0) => {}
-                    Ok(_) => hub.dispatch(buf.iter(), batch),
-                    Err(e) => {
-                        warn!("capture failed: {e}");
-                        return;
-                    }
-                }
-            }
-        })
-        .context("cannot start the capture thread")?;
-    Ok(())
+    crate::live::spawn_capture_loop(
+        ring,
+        stop,
+        move |packets| {
+            hub.dispatch(packets.iter(), batch);
+            true
+        },
+        |e| warn!("capture failed: {e}"),
+    )
 }
 
 fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> anyhow::Result<()> {
@@ -419,14 +411,10 @@ fn serve(
                     Err(e) => return Err(e.into()),
                 }
             }
-            match stream.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => dec.feed(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+            match crate::live::read_or_timeout(&mut stream, &mut buf) {
+                Ok(Some(0)) => break Ok(()),
+                Ok(Some(n)) => dec.feed(&buf[..n]),
+                Ok(None) => {}
                 Err(e) => break Err(e.into()),
             }
         };

@@ -267,9 +267,28 @@ fn broadcast(writers: &mut [Option<TcpStream>], frame: &[u8]) {
 }
 
 fn spawn_capture(
-    mut ring: RingCapture,
+    ring: RingCapture,
     tx: Sender<Event>,
     stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let failed = tx.clone();
+    spawn_capture_loop(
+        ring,
+        stop,
+        move |batch| tx.send(Event::Captured(batch)).is_ok(),
+        move |e| {
+            let _ = failed.send(Event::CaptureFailed(e.to_string()));
+        },
+    )
+}
+
+/// Runs a capture ring on its own thread until `stop`: each non-empty batch of received packets
+/// (our own outgoing packets excluded) goes to `on_batch`, which returns false to end the loop.
+pub(crate) fn spawn_capture_loop(
+    mut ring: RingCapture,
+    stop: Arc<AtomicBool>,
+    mut on_batch: impl FnMut(PacketBatch) -> bool + Send + 'static,
+    on_error: impl FnOnce(std::io::Error) + Send + 'static,
 ) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("capture".into())
@@ -277,7 +296,7 @@ fn spawn_capture(
             while !stop.load(Ordering::Relaxed) {
                 let mut batch = PacketBatch::default();
                 let r = ring.poll_batch(Duration::from_millis(100), |p| {
-                    // Only packets the host received: our own sends are dropped in-kernel too.
+                    // The filter drops outgoing packets in the kernel already; this is a second guard.
                     if p.pkttype != libc::PACKET_OUTGOING {
                         batch.push(p.data)
                     }
@@ -285,18 +304,15 @@ fn spawn_capture(
                 match r {
                     Ok(_) if batch.is_empty() => {}
                     Ok(_) => {
-                        if tx.send(Event::Captured(batch)).is_err() {
+                        if !on_batch(batch) {
                             return;
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Event::CaptureFailed(e.to_string()));
-                        return;
-                    }
+                    Err(e) => return on_error(e),
                 }
             }
         })
-        .context("cannot start the capture thread")?;
+        .context("cannot start a capture thread")?;
     Ok(())
 }
 
@@ -410,16 +426,22 @@ fn read_responses(
         if stop.load(Ordering::Relaxed) {
             return "shutting down".into();
         }
-        match s.read(&mut buf) {
-            Ok(0) => return "closed by intercept".into(),
-            Ok(n) => dec.feed(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+        match read_or_timeout(&mut s, &mut buf) {
+            Ok(Some(0)) => return "closed by intercept".into(),
+            Ok(Some(n)) => dec.feed(&buf[..n]),
+            Ok(None) => {}
             Err(e) => return e.to_string(),
         }
+    }
+}
+
+/// A read on a socket with a read timeout: `Ok(None)` when the timeout passed (or a signal
+/// interrupted it), so that the caller can check for shutdown and read again.
+pub(crate) fn read_or_timeout(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+    match s.read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if matches!(e.kind(), WouldBlock | TimedOut | Interrupted) => Ok(None),
+        Err(e) => Err(e),
     }
 }

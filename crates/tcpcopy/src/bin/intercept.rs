@@ -18,8 +18,8 @@ fn main() {
 }
 
 fn run(args: &InterceptCli) -> anyhow::Result<()> {
-    logging::init(args.debug, args.log.as_deref())?;
-    logging::write_pid(args.pid_file.as_deref())?;
+    logging::init(args.common.debug, args.common.log.as_deref())?;
+    logging::write_pid(args.common.pid_file.as_deref())?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;

@@ -22,8 +22,8 @@ fn main() {
 fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     let cfg =
         live::LiveConfig::from_opts(&args.opts).unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
-    logging::init(args.opts.debug, args.opts.log.as_deref())?;
-    logging::write_pid(args.opts.pid_file.as_deref())?;
+    logging::init(args.opts.common.debug, args.opts.common.log.as_deref())?;
+    logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
