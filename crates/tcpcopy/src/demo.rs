@@ -130,22 +130,14 @@ pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
         lab::run_in_ns(&lab_ns, || lab::loadgen::run(&spec))
     })??;
     let online = sc.online_uris()?.len();
-    let target = interruptible(&stop, {
-        // Let the target catch up with the last requests.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        move || deadline
-    })
-    .map(|deadline| {
-        let mut n = 0;
-        while Instant::now() < deadline {
-            n = sc.target_uris().map(|u| u.len()).unwrap_or(0);
-            if n >= online || stop.load(Ordering::Relaxed) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        n
-    })?;
+    // Let the target catch up with the last requests (bounded, and still interruptible).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut target = sc.target_uris()?.len();
+    while target < online && Instant::now() < deadline {
+        anyhow::ensure!(!stop.load(Ordering::Relaxed), "interrupted; cleaning up");
+        thread::sleep(Duration::from_millis(100));
+        target = sc.target_uris()?.len();
+    }
     let log = sc.stop_tcpcopy()?;
     let (leaked, control) = sniffer.finish()?;
     let final_line = log
