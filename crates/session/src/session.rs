@@ -29,6 +29,8 @@ const OUR_WINDOW: u16 = 65535;
 /// Out-of-order captured segments kept per session before further ones are dropped (the client's
 /// own retransmission refills the hole).
 const MAX_OOO_SEGMENTS: usize = 1024;
+/// How far ahead of the next expected byte a captured segment may start and still be kept.
+const MAX_OOO_DISTANCE: u64 = 4 << 20;
 /// How long a closed session lingers to re-acknowledge a retransmitted target FIN.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -109,6 +111,9 @@ pub struct Replicator {
     sessions: HashMap<SessionId, Session>,
     by_online: HashMap<(SocketAddr, SocketAddr), SessionId>,
     by_target: HashMap<(SocketAddr, SocketAddr), SessionId>,
+    /// Connections we aborted, so that their further segments are not joined as a new session
+    /// starting mid-request; forgotten at the next SYN or after the session timeout.
+    aborted: HashMap<(SocketAddr, SocketAddr), Instant>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     tx: Vec<u8>,
     tx_ends: Vec<usize>,
@@ -124,6 +129,7 @@ impl Replicator {
             sessions: HashMap::new(),
             by_online: HashMap::new(),
             by_target: HashMap::new(),
+            aborted: HashMap::new(),
             timers: BinaryHeap::new(),
             tx: Vec::new(),
             tx_ends: Vec::new(),
@@ -208,6 +214,7 @@ impl Replicator {
                 // The client reuses the port for a new connection: the old session is over.
                 self.abort(now, id);
             }
+            self.aborted.remove(&key);
             self.create(now, &p, rule.target, p.seq(), false);
             return;
         }
@@ -216,7 +223,13 @@ impl Replicator {
             Some(id) => id,
             None => {
                 // Open before we started: join it if it carries data, else it is an orphan packet.
+                // A connection we aborted is not joined again in the middle of its stream.
+                let was_aborted = self
+                    .aborted
+                    .get(&key)
+                    .is_some_and(|&t| now < t + self.config.session_timeout);
                 if !self.config.join_open_sessions
+                    || was_aborted
                     || p.payload_len() == 0
                     || flags.rst()
                     || flags.syn()
@@ -271,6 +284,9 @@ impl Replicator {
         if flags.rst() {
             if s.state != State::Closed {
                 self.stats.sessions_reset_by_target += 1;
+                if !s.client_rst && s.client_fin.is_none() {
+                    self.aborted.insert((s.client, s.online), now);
+                }
             }
             self.remove(id);
             return;
@@ -506,8 +522,15 @@ impl Replicator {
     }
 
     /// Resets the session at the target (when it got that far) and forgets it.
-    fn abort(&mut self, _now: Instant, id: SessionId) {
+    fn abort(&mut self, now: Instant, id: SessionId) {
         if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.client_rst && s.client_fin.is_none() {
+                if self.aborted.len() >= 100_000 {
+                    let timeout = self.config.session_timeout;
+                    self.aborted.retain(|_, t| now < *t + timeout);
+                }
+                self.aborted.insert((s.client, s.online), now);
+            }
             if s.state == State::Established {
                 s.finish_requests(&mut self.stats);
                 let seq = s.seq_at(s.snd_nxt) + u32::from(s.fin_sent);
@@ -591,7 +614,8 @@ impl Session {
             return; // a pure acknowledgment of the online server's bytes
         }
         if off > self.rcv_nxt {
-            if self.ooo.len() < MAX_OOO_SEGMENTS {
+            // Keep a bounded window ahead of the hole; the client's retransmission fills the rest.
+            if self.ooo.len() < MAX_OOO_SEGMENTS && off - self.rcv_nxt <= MAX_OOO_DISTANCE {
                 self.ooo
                     .entry(off)
                     .or_insert_with(|| (payload.to_vec(), ack_tag, fin));
@@ -752,10 +776,11 @@ impl Session {
         ends: &mut Vec<usize>,
         stats: &mut Stats,
     ) {
+        let headers = if self.target.is_ipv6() { 60 } else { 40 };
         let mss = u64::from(
             cfg.mss
                 .min(self.t_mss)
-                .min(cfg.mtu.saturating_sub(40))
+                .min(cfg.mtu.saturating_sub(headers))
                 .max(64),
         );
         // A client that reset its connection waits for nothing: deliver what it sent, then reset.

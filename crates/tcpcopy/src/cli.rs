@@ -58,7 +58,7 @@ pub struct TcpcopyOpts {
     #[arg(short = 'i', value_name = "DEV|FILE")]
     pub input: Option<String>,
     /// Session timeout in seconds
-    #[arg(short = 't', long = "session-timeout", value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 't', long = "session-timeout", value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub session_timeout: u64,
     /// Largest TCP payload sent to the target
     #[arg(short = 'D', long = "mss", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(64..))]
@@ -273,14 +273,15 @@ pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
                 .ok()
                 .filter(|b| (16..=32).contains(b))
                 .ok_or_else(|| format!("'{part}': prefix length must be 16 to 32"))?;
-            let size = 1u32 << (32 - bits);
-            let net = u32::from(ip) & !(size - 1);
-            let hosts: Vec<u32> = if size >= 4 {
-                (net + 1..net + size - 1).collect()
+            let size = 1u64 << (32 - bits);
+            let net = u64::from(u32::from(ip)) & !(size - 1);
+            let hosts = if size >= 4 {
+                net + 1..net + size - 1
             } else {
-                (net..net + size).collect()
+                net..net + size
             };
-            out.extend(hosts.into_iter().map(|h| IpAddr::V4(Ipv4Addr::from(h))));
+            // In range by construction: `net + size` is at most 2^32.
+            out.extend(hosts.map(|h| IpAddr::V4(Ipv4Addr::from(h as u32))));
         } else {
             out.push(
                 part.parse()
@@ -360,6 +361,12 @@ mod tests {
             2
         );
         assert!(parse_fake_clients("198.19.0.0/8").is_err());
+        assert_eq!(
+            parse_fake_clients("255.255.255.254/31").unwrap().len(),
+            2,
+            "no overflow at the top"
+        );
+        assert_eq!(parse_fake_clients("255.255.255.0/24").unwrap().len(), 254);
         assert!(parse_fake_clients("nonsense").is_err());
     }
 

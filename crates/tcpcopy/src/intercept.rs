@@ -236,15 +236,21 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 let hub = hub.clone();
                 let allowed = allow.as_ref().is_none_or(|a| a.contains(&peer.ip()));
                 let stop = stop.clone();
-                thread::Builder::new()
+                let spawned = thread::Builder::new()
                     .name(format!("conn-{peer}"))
-                    .spawn(move || serve(stream, peer, allowed, hub, stop))
-                    .context("cannot start a connection thread")?;
+                    .spawn(move || serve(stream, peer, allowed, hub, stop));
+                if let Err(e) = spawned {
+                    warn!("refusing tcpcopy {peer}: cannot start a thread: {e}");
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(20))
             }
-            Err(e) => warn!("accept: {e}"),
+            Err(e) => {
+                // E.g. out of file descriptors: don't spin.
+                warn!("accept: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
         }
         if last_expiry.elapsed() >= Duration::from_secs(1) {
             hub.expire_routes(route_timeout);
@@ -389,10 +395,11 @@ fn serve(
                     }
                 }
             })?;
+        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        // From here on every exit goes through the cleanup below.
         hub.lock().conns.insert(id, tx);
         info!("tcpcopy {peer} connected (connection {id})");
-        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let end = loop {
+        let end = 'conn: loop {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
@@ -408,7 +415,7 @@ fn serve(
                     Ok(Some(Message::Ping)) => {}
                     Ok(Some(other)) => debug!("{peer}: ignoring {other:?}"),
                     Ok(None) => break,
-                    Err(e) => return Err(e.into()),
+                    Err(e) => break 'conn Err(e.into()),
                 }
             }
             match crate::live::read_or_timeout(&mut stream, &mut buf) {

@@ -243,6 +243,8 @@ fn handle_event(
             protocol::encode_routes(&mut frame, &routes);
             if writer.write_all(&frame).is_ok() {
                 writers[idx] = Some(writer);
+            } else {
+                let _ = writer.shutdown(std::net::Shutdown::Both);
             }
         }
         Event::InterceptDown { idx } => {
@@ -259,7 +261,9 @@ fn broadcast(writers: &mut [Option<TcpStream>], frame: &[u8]) {
     for w in writers.iter_mut() {
         if let Some(s) = w {
             if let Err(e) = s.write_all(frame) {
+                // Shut it down so that its reader reconnects and every route is announced again.
                 debug!("route write failed: {e}");
+                let _ = s.shutdown(std::net::Shutdown::Both);
                 *w = None;
             }
         }
