@@ -115,8 +115,7 @@ pub struct Replicator {
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
     aborted: HashMap<(SocketAddr, SocketAddr), Instant>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
-    tx: Vec<u8>,
-    tx_ends: Vec<usize>,
+    out: Outbox,
     routes: Vec<SocketAddr>,
     stats: Stats,
 }
@@ -131,8 +130,7 @@ impl Replicator {
             by_target: HashMap::new(),
             aborted: HashMap::new(),
             timers: BinaryHeap::new(),
-            tx: Vec::new(),
-            tx_ends: Vec::new(),
+            out: Outbox::default(),
             routes: Vec::new(),
             stats: Stats::default(),
         }
@@ -143,7 +141,10 @@ impl Replicator {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            packets_sent: self.out.packets,
+            ..self.stats
+        }
     }
 
     /// Client endpoints (as the target sees them) of every live session, for an intercept that
@@ -161,19 +162,13 @@ impl Replicator {
     }
 
     /// Hands over every packet to send to the target, in order, IP header first.
-    pub fn drain_transmits(&mut self, mut f: impl FnMut(&[u8])) {
-        let mut start = 0;
-        for &end in &self.tx_ends {
-            f(&self.tx[start..end]);
-            start = end;
-        }
-        self.tx.clear();
-        self.tx_ends.clear();
+    pub fn drain_transmits(&mut self, f: impl FnMut(&[u8])) {
+        self.out.drain(f);
     }
 
     /// Number of packets waiting in [`Self::drain_transmits`].
     pub fn pending_transmits(&self) -> usize {
-        self.tx_ends.len()
+        self.out.ends.len()
     }
 
     /// When [`Self::handle_timeout`] must be called next.
@@ -284,9 +279,7 @@ impl Replicator {
         if flags.rst() {
             if s.state != State::Closed {
                 self.stats.sessions_reset_by_target += 1;
-                if !s.client_rst && s.client_fin.is_none() {
-                    self.aborted.insert((s.client, s.online), now);
-                }
+                self.remember_abort(now, id);
             }
             self.remove(id);
             return;
@@ -364,7 +357,7 @@ impl Replicator {
                 if s.state == State::SynSent {
                     let syn = s.repr(s.isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
                     s.rtx_at = Some(now + s.rto);
-                    emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &syn, &[]);
+                    self.out.emit(&syn, &[]);
                 } else {
                     // Go back to the first unacknowledged byte and send again from there.
                     s.snd_nxt = s.snd_una;
@@ -426,7 +419,7 @@ impl Replicator {
             queued_at: None,
         };
         let syn = s.repr(isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
-        emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &syn, &[]);
+        self.out.emit(&syn, &[]);
         self.by_online.insert((s.client, s.online), id);
         self.by_target.insert((s.local, s.target), id);
         self.routes.push(local);
@@ -467,17 +460,12 @@ impl Replicator {
         };
         let cfg = &self.config;
         if s.state == State::Established {
-            s.send_data(now, cfg, &mut self.tx, &mut self.tx_ends, &mut self.stats);
+            s.send_data(now, cfg, &mut self.out);
         }
         if s.ack_pending {
             s.ack_pending = false;
-            let ack = s.repr(
-                s.seq_at(s.snd_nxt) + u32::from(s.fin_sent),
-                Flags::ACK,
-                None,
-                cfg.ttl,
-            );
-            emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &ack, &[]);
+            let ack = s.repr(s.next_seq(), Flags::ACK, None, cfg.ttl);
+            self.out.emit(&ack, &[]);
         }
         if s.state == State::Established {
             if s.client_rst && s.snd_una >= s.rcv_nxt {
@@ -517,28 +505,46 @@ impl Replicator {
             s.queued_at = at;
             if let Some(at) = at {
                 self.timers.push(Reverse((at, id)));
+                // Deadlines move with every packet, leaving stale entries behind: rebuild the heap
+                // from the live deadlines once stale ones dominate, so it stays O(sessions).
+                if self.timers.len() > 2 * self.sessions.len() + 1024 {
+                    self.timers = self
+                        .sessions
+                        .iter()
+                        .filter_map(|(&id, s)| s.queued_at.map(|at| Reverse((at, id))))
+                        .collect();
+                }
             }
         }
     }
 
     /// Resets the session at the target (when it got that far) and forgets it.
     fn abort(&mut self, now: Instant, id: SessionId) {
+        self.remember_abort(now, id);
         if let Some(s) = self.sessions.get_mut(&id) {
-            if !s.client_rst && s.client_fin.is_none() {
-                if self.aborted.len() >= 100_000 {
-                    let timeout = self.config.session_timeout;
-                    self.aborted.retain(|_, t| now < *t + timeout);
-                }
-                self.aborted.insert((s.client, s.online), now);
-            }
             if s.state == State::Established {
                 s.finish_requests(&mut self.stats);
-                let seq = s.seq_at(s.snd_nxt) + u32::from(s.fin_sent);
-                let rst = s.repr(seq, Flags::RST | Flags::ACK, None, self.config.ttl);
-                emit(&mut self.tx, &mut self.tx_ends, &mut self.stats, &rst, &[]);
+                let rst = s.repr(s.next_seq(), Flags::RST | Flags::ACK, None, self.config.ttl);
+                self.out.emit(&rst, &[]);
             }
         }
         self.remove(id);
+    }
+
+    /// Remembers a connection that ends while its client is still sending, so that its further
+    /// segments are not joined as a new session in the middle of its stream.
+    fn remember_abort(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        if s.client_rst || s.client_fin.is_some() {
+            return;
+        }
+        if self.aborted.len() >= 100_000 {
+            let timeout = self.config.session_timeout;
+            self.aborted.retain(|_, t| now < *t + timeout);
+        }
+        self.aborted.insert((s.client, s.online), now);
     }
 
     fn remove(&mut self, id: SessionId) {
@@ -556,30 +562,52 @@ impl Replicator {
     }
 }
 
-fn emit(
-    tx: &mut Vec<u8>,
-    ends: &mut Vec<usize>,
-    stats: &mut Stats,
-    repr: &SegmentRepr,
-    payload: &[u8],
-) {
-    repr.emit(payload, tx);
-    ends.push(tx.len());
-    stats.packets_sent += 1;
+/// Packets for the target, built back to back in one buffer that is reused after each drain.
+#[derive(Debug, Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    /// Packets emitted since the replicator started.
+    packets: u64,
+}
+
+impl Outbox {
+    fn emit(&mut self, repr: &SegmentRepr, payload: &[u8]) {
+        repr.emit(payload, &mut self.buf);
+        self.ends.push(self.buf.len());
+        self.packets += 1;
+    }
+
+    fn drain(&mut self, mut f: impl FnMut(&[u8])) {
+        let mut start = 0;
+        for &end in &self.ends {
+            f(&self.buf[start..end]);
+            start = end;
+        }
+        self.buf.clear();
+        self.ends.clear();
+    }
 }
 
 fn addr_hash(ip: IpAddr) -> u64 {
     // FNV-1a: stable across runs, so a client always maps to the same fake address.
-    let bytes = match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+    let fnv = |bytes: &[u8]| {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        })
     };
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
+    match ip {
+        IpAddr::V4(a) => fnv(&a.octets()),
+        IpAddr::V6(a) => fnv(&a.octets()),
+    }
 }
 
 impl Session {
+    /// Sequence number of our next segment: after the bytes sent, and after our FIN once sent.
+    fn next_seq(&self) -> Seq {
+        self.seq_at(self.snd_nxt) + u32::from(self.fin_sent)
+    }
+
     fn seq_at(&self, offset: u64) -> Seq {
         // Offsets count from ISN + 1; sequence numbers wrap every 2^32 bytes.
         self.isn + 1 + offset as u32
@@ -768,14 +796,7 @@ impl Session {
             .min(self.rcv_nxt)
     }
 
-    fn send_data(
-        &mut self,
-        now: Instant,
-        cfg: &Config,
-        tx: &mut Vec<u8>,
-        ends: &mut Vec<usize>,
-        stats: &mut Stats,
-    ) {
+    fn send_data(&mut self, now: Instant, cfg: &Config, out: &mut Outbox) {
         let headers = if self.target.is_ipv6() { 60 } else { 40 };
         let mss = u64::from(
             cfg.mss
@@ -804,7 +825,7 @@ impl Session {
                 let to = from + (end - self.snd_nxt) as usize;
                 let push = if end == limit { Flags::PSH } else { Flags(0) };
                 let repr = self.repr(self.seq_at(self.snd_nxt), Flags::ACK | push, None, cfg.ttl);
-                emit(tx, ends, stats, &repr, &self.data[from..to]);
+                out.emit(&repr, &self.data[from..to]);
                 if self.rtt_probe.is_none() && self.retries == 0 {
                     self.rtt_probe = Some((end, now));
                 }
@@ -837,7 +858,7 @@ impl Session {
             let released = self.pending_bounds.is_empty() || no_wait;
             if !self.fin_sent && released && self.snd_nxt == fin && self.snd_una == fin {
                 let repr = self.repr(self.seq_at(fin), Flags::FIN | Flags::ACK, None, cfg.ttl);
-                emit(tx, ends, stats, &repr, &[]);
+                out.emit(&repr, &[]);
                 self.fin_sent = true;
                 self.ack_pending = false;
                 self.rtx_at = Some(now + self.rto);

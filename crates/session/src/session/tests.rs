@@ -776,3 +776,20 @@ fn aborted_session_is_not_rejoined_mid_stream() {
     r.handle_capture(ms(base, 3), &client_pkt(C_ISN + 5000, 0, Flags::SYN, b""));
     assert_eq!(r.stats().sessions_created, 2);
 }
+
+#[test]
+fn timer_heap_stays_bounded_on_a_long_busy_session() {
+    let base = Instant::now();
+    let mut r = established(base);
+    let mut seq = C_ISN + 1;
+    for i in 0..20_000u32 {
+        // Every request moves the session's deadlines; stale heap entries must not pile up.
+        let t = ms(base, 2 + u64::from(i));
+        r.handle_capture(t, &client_pkt(seq, O_ISN + 1 + i, Flags::ACK, b"q\n"));
+        seq += 2;
+        r.handle_response(t, &target_pkt(T_ISN + 1 + i, seq, Flags::ACK, 1));
+        sent(&mut r);
+    }
+    assert_eq!(r.stats().requests_target, 19_999);
+    assert!(r.timers.len() <= 2 * r.sessions.len() + 1025, "heap holds {}", r.timers.len());
+}
