@@ -69,6 +69,54 @@ pub enum Message<'a> {
     Ping,
 }
 
+/// A tcpcopy's hello, as accepted by [`answer_hello`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub flags: u16,
+    pub instance: u32,
+}
+
+/// Why tcpcopy's side of the opening exchange failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    #[error("intercept speaks protocol version {theirs}, we speak {VERSION}")]
+    Version { theirs: u16 },
+    #[error("intercept refused us: {0}")]
+    Rejected(String),
+    #[error("expected {expected}, got another message")]
+    Unexpected { expected: &'static str },
+}
+
+/// The intercept's side of the opening exchange: the hello to accept, or the reason to send back
+/// in a [`Message::Reject`].
+pub fn answer_hello(msg: &Message<'_>) -> Result<Hello, String> {
+    match *msg {
+        Message::Hello {
+            version,
+            flags,
+            instance,
+        } if version == VERSION => Ok(Hello { flags, instance }),
+        Message::Hello { version, .. } => Err(format!(
+            "protocol version {version} unsupported (this intercept speaks {VERSION})"
+        )),
+        _ => Err("expected a hello".into()),
+    }
+}
+
+/// tcpcopy's side of the opening exchange: the intercept's first message must be a welcome of
+/// our version.
+pub fn check_welcome(msg: &Message<'_>) -> Result<(), HandshakeError> {
+    match msg {
+        Message::Welcome { version } if *version == VERSION => Ok(()),
+        Message::Welcome { version } => Err(HandshakeError::Version { theirs: *version }),
+        Message::Reject { reason } => Err(HandshakeError::Rejected(reason.clone())),
+        _ => Err(HandshakeError::Unexpected {
+            expected: "welcome",
+        }),
+    }
+}
+
 /// A batch of response packets (each one IP header first), iterated without copying.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Responses<'a> {
@@ -396,6 +444,49 @@ mod tests {
                 format!("{:?}", Message::Routes(routes)),
                 "responses [[97, 98, 99], [], [100, 101, 102, 103]]".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn handshake_accepts_our_version_and_names_the_problem_otherwise() {
+        let hello = Message::Hello {
+            version: VERSION,
+            flags: 1,
+            instance: 9,
+        };
+        assert_eq!(
+            answer_hello(&hello),
+            Ok(Hello {
+                flags: 1,
+                instance: 9
+            })
+        );
+        let old = Message::Hello {
+            version: VERSION + 1,
+            flags: 0,
+            instance: 0,
+        };
+        assert!(answer_hello(&old).unwrap_err().contains("unsupported"));
+        assert!(answer_hello(&Message::Ping).is_err());
+        assert_eq!(
+            check_welcome(&Message::Welcome { version: VERSION }),
+            Ok(())
+        );
+        assert_eq!(
+            check_welcome(&Message::Welcome { version: 9 }),
+            Err(HandshakeError::Version { theirs: 9 })
+        );
+        assert_eq!(
+            check_welcome(&Message::Reject {
+                reason: "no".into()
+            }),
+            Err(HandshakeError::Rejected("no".into()))
+        );
+        assert_eq!(
+            check_welcome(&Message::Ping),
+            Err(HandshakeError::Unexpected {
+                expected: "welcome"
+            })
         );
     }
 

@@ -52,14 +52,6 @@ fn interruptible<T: Send + 'static>(
         .map_err(|_| anyhow::anyhow!("worker thread panicked"))
 }
 
-fn signal_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
-    Ok(stop)
-}
-
 fn load_spec(
     seconds: u64,
     conns: usize,
@@ -90,7 +82,7 @@ fn stat(line: &str, key: &str) -> Option<u64> {
 
 pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
     preflight()?;
-    let stop = signal_flag()?;
+    let stop = crate::plumbing::stop_on_signals()?;
     let bin_dir = bin_dir()?;
     println!(
         "tcpcopy demo: building a lab in network namespaces (client, online, target, assistant)..."
@@ -210,7 +202,7 @@ struct Row {
 
 pub fn run_bench(seconds: u64) -> anyhow::Result<()> {
     preflight()?;
-    let stop = signal_flag()?;
+    let stop = crate::plumbing::stop_on_signals()?;
     let servers = if lab::nginx::nginx_binary().is_some() {
         Servers::Nginx
     } else {

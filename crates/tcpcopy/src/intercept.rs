@@ -8,7 +8,7 @@
 //! connection: each tcpcopy ignores sessions that are not its own.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +21,8 @@ use crossbeam_channel::{bounded, Sender, TrySendError};
 use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message, ResponseBatch};
+
+use crate::plumbing::read_first_message;
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
 use tcio::nfqueue::ResponseQueue;
@@ -94,21 +96,21 @@ impl Hub {
         everyone.finish(&mut everyone_frames);
         for (c, (mut b, mut frames)) in per_conn {
             b.finish(&mut frames);
-            self.deliver(&st, c, frames);
+            if let Some(tx) = st.conns.get(&c) {
+                self.deliver(tx, frames);
+            }
         }
         if !everyone_frames.is_empty() {
-            let ids: Vec<u64> = st.conns.keys().copied().collect();
-            for c in ids {
-                self.deliver(&st, c, everyone_frames.clone());
+            for tx in st.conns.values() {
+                self.deliver(tx, everyone_frames.clone());
             }
         }
     }
 
-    fn deliver(&self, st: &HubState, conn: u64, frames: Vec<u8>) {
-        if let Some(tx) = st.conns.get(&conn) {
-            if let Err(TrySendError::Full(_)) = tx.try_send(frames) {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Queues frames for one connection's writer; a full queue (a slow tcpcopy) drops and counts.
+    fn deliver(&self, tx: &Sender<Vec<u8>>, frames: Vec<u8>) {
+        if let Err(TrySendError::Full(_)) = tx.try_send(frames) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -285,7 +287,7 @@ fn spawn_ring_source(
     batch: usize,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    crate::live::spawn_capture_loop(
+    crate::plumbing::spawn_capture_loop(
         ring,
         stop,
         move |packets| {
@@ -300,7 +302,7 @@ fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> 
     thread::Builder::new()
         .name("nfqueue".into())
         .spawn(move || loop {
-            let mut buf = crate::live::PacketBatch::default();
+            let mut buf = crate::plumbing::PacketBatch::default();
             match queue.recv_drop(|p| buf.push(p)) {
                 Ok(_) => hub.dispatch(buf.iter(), batch),
                 Err(e) => {
@@ -326,38 +328,16 @@ fn serve(
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         if !allowed {
-            let mut f = Vec::new();
-            protocol::encode_reject(
-                &mut f,
-                &format!("host {} is not in this intercept's -x list", peer.ip()),
-            );
-            let _ = stream.write_all(&f);
+            let reason = format!("host {} is not in this intercept's -x list", peer.ip());
+            reject(&mut stream, &reason);
             anyhow::bail!("refused: not in the -x allow list");
         }
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut dec = Decoder::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let version = loop {
-            let n = stream.read(&mut buf).context("no hello")?;
-            anyhow::ensure!(n > 0, "closed before hello");
-            dec.feed(&buf[..n]);
-            match dec.next_message()? {
-                None => continue,
-                Some(Message::Hello { version, .. }) => break version,
-                Some(other) => anyhow::bail!("expected hello, got {other:?}"),
-            }
-        };
-        if version != protocol::VERSION {
-            let mut f = Vec::new();
-            protocol::encode_reject(
-                &mut f,
-                &format!(
-                    "protocol version {version} unsupported (this intercept speaks {})",
-                    protocol::VERSION
-                ),
-            );
-            let _ = stream.write_all(&f);
-            anyhow::bail!("protocol version {version} unsupported");
+        let hello = read_first_message(&mut stream, &mut dec, protocol::answer_hello)?;
+        if let Err(reason) = hello {
+            reject(&mut stream, &reason);
+            anyhow::bail!("{reason}");
         }
         let mut f = Vec::new();
         protocol::encode_welcome(&mut f);
@@ -371,31 +351,30 @@ fn serve(
             .name(format!("send-{peer}"))
             .spawn(move || {
                 while !wstop.load(Ordering::Relaxed) {
-                    match rx.recv_timeout(Duration::from_millis(500)) {
-                        Ok(frame) => {
-                            let mut out = frame;
+                    let out = match rx.recv_timeout(Duration::from_millis(500)) {
+                        Ok(mut out) => {
                             // Coalesce whatever else is queued into one write.
                             for more in rx.try_iter().take(64) {
                                 out.extend_from_slice(&more);
                             }
-                            if writer.write_all(&out).is_err() {
-                                let _ = writer.shutdown(std::net::Shutdown::Both);
-                                return;
-                            }
+                            out
                         }
+                        // Idle: a ping lets tcpcopy tell a quiet intercept from a dead one.
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                             let mut ping = Vec::new();
                             protocol::encode_ping(&mut ping);
-                            if writer.write_all(&ping).is_err() {
-                                let _ = writer.shutdown(std::net::Shutdown::Both);
-                                return;
-                            }
+                            ping
                         }
                         Err(_) => return,
+                    };
+                    if writer.write_all(&out).is_err() {
+                        let _ = writer.shutdown(std::net::Shutdown::Both);
+                        return;
                     }
                 }
             })?;
         stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = vec![0u8; 64 * 1024];
         // From here on every exit goes through the cleanup below.
         hub.lock().conns.insert(id, tx);
         info!("tcpcopy {peer} connected (connection {id})");
@@ -418,7 +397,7 @@ fn serve(
                     Err(e) => break 'conn Err(e.into()),
                 }
             }
-            match crate::live::read_or_timeout(&mut stream, &mut buf) {
+            match crate::plumbing::read_or_timeout(&mut stream, &mut buf) {
                 Ok(Some(0)) => break Ok(()),
                 Ok(Some(n)) => dec.feed(&buf[..n]),
                 Ok(None) => {}
@@ -436,6 +415,13 @@ fn serve(
     if let Err(e) = result {
         warn!("tcpcopy {peer}: {e:#}");
     }
+}
+
+/// Sends a refusal the peer can print; the connection is closed right after, so errors don't matter.
+fn reject(stream: &mut TcpStream, reason: &str) {
+    let mut f = Vec::new();
+    protocol::encode_reject(&mut f, reason);
+    let _ = stream.write_all(&f);
 }
 
 /// Validates intercept options that clap cannot express; a one-line message on error.

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod intercept;
 pub mod live;
 pub mod logging;
+pub mod plumbing;
 pub mod scenario;
 
 /// Exit status for bad command-line options (as clap and the C tools use).

@@ -5,7 +5,7 @@
 //! and deterministic. Intercept connections reconnect with backoff forever: replication resumes by
 //! itself when an intercept comes back, and the routes of every live session are announced again.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{bounded, select, tick, Sender};
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message};
@@ -23,34 +23,9 @@ use tcio::capture::{RingCapture, RingConfig};
 use tcio::raw::{PacketSink, RawSender};
 
 use crate::cli::TcpcopyOpts;
-
-/// Packets moved between threads in one allocation: `data[ends[i-1]..ends[i]]` is packet `i`.
-#[derive(Debug, Default)]
-pub struct PacketBatch {
-    data: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl PacketBatch {
-    pub fn push(&mut self, p: &[u8]) {
-        self.data.extend_from_slice(p);
-        self.ends.push(self.data.len());
-    }
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let p = &self.data[start..end];
-            start = end;
-            p
-        })
-    }
-}
+use crate::plumbing::{
+    read_first_message, read_or_timeout, sleep_unless_stopped, spawn_capture_loop, PacketBatch,
+};
 
 enum Event {
     Captured(PacketBatch),
@@ -167,23 +142,22 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
     let mut writers: Vec<Option<TcpStream>> = (0..conn_addrs.len()).map(|_| None).collect();
     let mut frame = Vec::new();
     let mut send_errors = 0u64;
-    let ticker = tick(Duration::from_millis(100));
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if cfg.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
+        // Wake for the next session timer, and at least every 100 ms for stop, stats and duration.
         let wait = core
             .poll_timeout()
-            .map(|t| t.saturating_duration_since(Instant::now()));
-        let timer = crossbeam_channel::after(wait.unwrap_or(Duration::from_secs(1)));
-        select! {
-            recv(rx) -> ev => match ev {
-                Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs)?,
-                Err(_) => break,
-            },
-            recv(timer) -> _ => {}
-            recv(ticker) -> _ => {}
+            .map_or(Duration::MAX, |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_millis(100));
+        match rx.recv_timeout(wait) {
+            Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs)?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
         // Drain whatever else is queued before sending, so sends and route frames batch up.
         for ev in rx.try_iter().take(256) {
@@ -286,40 +260,6 @@ fn spawn_capture(
     )
 }
 
-/// Runs a capture ring on its own thread until `stop`: each non-empty batch of received packets
-/// (our own outgoing packets excluded) goes to `on_batch`, which returns false to end the loop.
-pub(crate) fn spawn_capture_loop(
-    mut ring: RingCapture,
-    stop: Arc<AtomicBool>,
-    mut on_batch: impl FnMut(PacketBatch) -> bool + Send + 'static,
-    on_error: impl FnOnce(std::io::Error) + Send + 'static,
-) -> anyhow::Result<()> {
-    thread::Builder::new()
-        .name("capture".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let mut batch = PacketBatch::default();
-                let r = ring.poll_batch(Duration::from_millis(100), |p| {
-                    // The filter drops outgoing packets in the kernel already; this is a second guard.
-                    if p.pkttype != libc::PACKET_OUTGOING {
-                        batch.push(p.data)
-                    }
-                });
-                match r {
-                    Ok(_) if batch.is_empty() => {}
-                    Ok(_) => {
-                        if !on_batch(batch) {
-                            return;
-                        }
-                    }
-                    Err(e) => return on_error(e),
-                }
-            }
-        })
-        .context("cannot start a capture thread")?;
-    Ok(())
-}
-
 fn spawn_intercept_conn(
     idx: usize,
     server: SocketAddr,
@@ -368,13 +308,6 @@ fn spawn_intercept_conn(
     Ok(())
 }
 
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let end = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-        thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
-    }
-}
-
 /// Connects and performs the hello/welcome exchange.
 fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
     let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
@@ -385,22 +318,7 @@ fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
     protocol::encode_hello(&mut hello, 0, std::process::id());
     s.write_all(&hello)?;
     let mut dec = Decoder::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).context("no answer to hello")?;
-        anyhow::ensure!(n > 0, "intercept closed the connection during hello");
-        dec.feed(&buf[..n]);
-        match dec.next_message()? {
-            None => continue,
-            Some(Message::Welcome { version }) if version == protocol::VERSION => break,
-            Some(Message::Welcome { version }) => anyhow::bail!(
-                "intercept speaks protocol version {version}, we speak {}",
-                protocol::VERSION
-            ),
-            Some(Message::Reject { reason }) => anyhow::bail!("intercept refused us: {reason}"),
-            Some(other) => anyhow::bail!("unexpected {other:?} instead of welcome"),
-        }
-    }
+    read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
     Ok((s, dec))
 }
@@ -436,16 +354,5 @@ fn read_responses(
             Ok(None) => {}
             Err(e) => return e.to_string(),
         }
-    }
-}
-
-/// A read on a socket with a read timeout: `Ok(None)` when the timeout passed (or a signal
-/// interrupted it), so that the caller can check for shutdown and read again.
-pub(crate) fn read_or_timeout(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
-    match s.read(buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if matches!(e.kind(), WouldBlock | TimedOut | Interrupted) => Ok(None),
-        Err(e) => Err(e),
     }
 }

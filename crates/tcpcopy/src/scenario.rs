@@ -269,19 +269,11 @@ impl Scenario {
 
     /// Stops tcpcopy with SIGTERM and returns its log (with the final statistics line).
     pub fn stop_tcpcopy(&mut self) -> anyhow::Result<String> {
-        let mut c = self.tcpcopy.take().context("tcpcopy not running")?;
-        let status = c.stop()?;
-        let log = c.log_text();
-        anyhow::ensure!(status.success(), "tcpcopy exited with {status}:\n{log}");
-        Ok(log)
+        stop_child(&mut self.tcpcopy, "tcpcopy")
     }
 
     pub fn stop_intercept(&mut self) -> anyhow::Result<String> {
-        let mut c = self.intercept.take().context("intercept not running")?;
-        let status = c.stop()?;
-        let log = c.log_text();
-        anyhow::ensure!(status.success(), "intercept exited with {status}:\n{log}");
-        Ok(log)
+        stop_child(&mut self.intercept, "intercept")
     }
 
     /// Starts counting, in the client namespace, every packet whose source is the target.
@@ -292,6 +284,15 @@ impl Scenario {
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }
+}
+
+/// Stops a program with SIGTERM; it must exit successfully. Returns its log.
+fn stop_child(slot: &mut Option<lab::Child>, name: &str) -> anyhow::Result<String> {
+    let mut c = slot.take().with_context(|| format!("{name} not running"))?;
+    let status = c.stop()?;
+    let log = c.log_text();
+    anyhow::ensure!(status.success(), "{name} exited with {status}:\n{log}");
+    Ok(log)
 }
 
 /// Counts packets arriving in a namespace from two sources: the one that must never be seen and a

@@ -791,5 +791,9 @@ fn timer_heap_stays_bounded_on_a_long_busy_session() {
         sent(&mut r);
     }
     assert_eq!(r.stats().requests_target, 19_999);
-    assert!(r.timers.len() <= 2 * r.sessions.len() + 1025, "heap holds {}", r.timers.len());
+    assert!(
+        r.timers.len() <= 2 * r.sessions.len() + 1025,
+        "heap holds {}",
+        r.timers.len()
+    );
 }

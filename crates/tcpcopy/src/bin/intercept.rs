@@ -1,10 +1,7 @@
 //! `intercept`: parse options, then catch the target's responses and serve them to tcpcopy.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use tcpcopy::cli::{self, InterceptCli};
-use tcpcopy::{intercept, logging};
+use tcpcopy::{intercept, logging, plumbing};
 
 fn main() {
     let args: InterceptCli = cli::parse_or_exit();
@@ -20,10 +17,7 @@ fn main() {
 fn run(args: &InterceptCli) -> anyhow::Result<()> {
     logging::init(args.common.debug, args.common.log.as_deref())?;
     logging::write_pid(args.common.pid_file.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = plumbing::stop_on_signals()?;
     // Returns once a signal arrived; the queue-mode iptables rule is removed on the way out.
     intercept::run(args, stop)?;
     // Source threads may be blocked in the kernel: leave without joining them.

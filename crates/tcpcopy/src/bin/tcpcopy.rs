@@ -1,10 +1,7 @@
 //! `tcpcopy`: parse options, then run live replication (or the demo / bench lab).
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use tcpcopy::cli::{self, TcpcopyCli, TcpcopyCommand};
-use tcpcopy::{demo, live, logging};
+use tcpcopy::{demo, live, logging, plumbing};
 
 fn main() {
     let args: TcpcopyCli = cli::parse_or_exit();
@@ -24,10 +21,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
         live::LiveConfig::from_opts(&args.opts).unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
     logging::init(args.opts.common.debug, args.opts.common.log.as_deref())?;
     logging::write_pid(args.opts.common.pid_file.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = plumbing::stop_on_signals()?;
     let stats = live::run(cfg, stop)?;
     tracing::info!("final: {stats}");
     println!("tcpcopy final: {stats}");

@@ -1,0 +1,126 @@
+//! Plumbing both drivers share: packet batches passed between threads, the capture thread, socket
+//! reads that wake up for shutdown, and the SIGINT/SIGTERM flag. No protocol logic lives here.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use protocol::{Decoder, Message};
+use tcio::capture::RingCapture;
+
+/// Packets moved between threads in one allocation: `data[ends[i-1]..ends[i]]` is packet `i`.
+#[derive(Debug, Default)]
+pub struct PacketBatch {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl PacketBatch {
+    pub fn push(&mut self, p: &[u8]) {
+        self.data.extend_from_slice(p);
+        self.ends.push(self.data.len());
+    }
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let p = &self.data[start..end];
+            start = end;
+            p
+        })
+    }
+}
+
+/// Runs a capture ring on its own thread until `stop`: each non-empty batch of received packets
+/// (our own outgoing packets excluded) goes to `on_batch`, which returns false to end the loop.
+pub fn spawn_capture_loop(
+    mut ring: RingCapture,
+    stop: Arc<AtomicBool>,
+    mut on_batch: impl FnMut(PacketBatch) -> bool + Send + 'static,
+    on_error: impl FnOnce(std::io::Error) + Send + 'static,
+) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut batch = PacketBatch::default();
+                let r = ring.poll_batch(Duration::from_millis(100), |p| {
+                    // The filter drops outgoing packets in the kernel already; this is a second guard.
+                    if p.pkttype != libc::PACKET_OUTGOING {
+                        batch.push(p.data)
+                    }
+                });
+                match r {
+                    Ok(_) if batch.is_empty() => {}
+                    Ok(_) => {
+                        if !on_batch(batch) {
+                            return;
+                        }
+                    }
+                    Err(e) => return on_error(e),
+                }
+            }
+        })
+        .context("cannot start a capture thread")?;
+    Ok(())
+}
+
+pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// A flag that SIGINT and SIGTERM set.
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .context("cannot install a signal handler")?;
+    }
+    Ok(stop)
+}
+
+/// Reads until the peer's first message is complete (the opening exchange) and hands it to `f`.
+/// Bytes that arrived after it stay in `dec`.
+pub fn read_first_message<T>(
+    s: &mut TcpStream,
+    dec: &mut Decoder,
+    f: impl FnOnce(&Message<'_>) -> T,
+) -> anyhow::Result<T> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(m) = dec.next_message()? {
+            return Ok(f(&m));
+        }
+        let n = s
+            .read(&mut buf)
+            .context("no answer during the opening exchange")?;
+        anyhow::ensure!(
+            n > 0,
+            "the peer closed the connection during the opening exchange"
+        );
+        dec.feed(&buf[..n]);
+    }
+}
+
+/// A read on a socket with a read timeout: `Ok(None)` when the timeout passed (or a signal
+/// interrupted it), so that the caller can check for shutdown and read again.
+pub fn read_or_timeout(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+    match s.read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if matches!(e.kind(), WouldBlock | TimedOut | Interrupted) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
