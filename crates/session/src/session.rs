@@ -79,6 +79,8 @@ struct Session {
     // --- towards the target ---
     snd_una: u64,
     snd_nxt: u64,
+    /// Highest offset ever sent, our FIN counting one: a retransmission rewinds `snd_nxt`, not this.
+    snd_max: u64,
     fin_sent: bool,
     /// The target's next sequence number: what every segment we send acknowledges.
     t_next: Seq,
@@ -400,6 +402,7 @@ impl Replicator {
             client_rst: false,
             snd_una: 0,
             snd_nxt: 0,
+            snd_max: 0,
             fin_sent: false,
             t_next: Seq(0),
             t_window: 0,
@@ -603,9 +606,10 @@ fn addr_hash(ip: IpAddr) -> u64 {
 }
 
 impl Session {
-    /// Sequence number of our next segment: after the bytes sent, and after our FIN once sent.
+    /// Sequence number for a bare ACK or RST: after everything ever sent (including our FIN), so
+    /// that the target takes it as in-window even while a retransmission has rewound `snd_nxt`.
     fn next_seq(&self) -> Seq {
-        self.seq_at(self.snd_nxt) + u32::from(self.fin_sent)
+        self.seq_at(self.snd_max)
     }
 
     fn seq_at(&self, offset: u64) -> Seq {
@@ -719,13 +723,17 @@ impl Session {
         let flags = p.flags();
         if flags.ack() {
             let acked = self.snd_una as i64 + p.ack().diff(self.seq_at(self.snd_una));
-            let limit = self.snd_nxt + u64::from(self.fin_sent);
+            let limit = self.snd_max;
             if acked > self.snd_una as i64 && acked as u64 <= limit {
                 let acked = acked as u64;
-                let data_acked = acked.min(self.snd_nxt);
+                // Past the FIN offset, the acknowledgment covers our FIN.
+                let data_acked = self.client_fin.map_or(acked, |f| acked.min(f));
                 stats.target_bytes += data_acked - self.snd_una;
                 self.drop_acked(data_acked);
                 self.snd_una = acked;
+                // A late acknowledgment after a go-back retransmission: no need to resend that part.
+                self.snd_nxt = self.snd_nxt.max(data_acked);
+                self.fin_sent |= acked > data_acked;
                 self.retries = 0;
                 if let Some((probe, sent)) = self.rtt_probe {
                     if acked >= probe {
@@ -830,6 +838,7 @@ impl Session {
                     self.rtt_probe = Some((end, now));
                 }
                 self.snd_nxt = end;
+                self.snd_max = self.snd_max.max(end);
                 self.answer_mark = self.t_next;
                 self.ack_pending = false;
                 if self.rtx_at.is_none() {
@@ -860,6 +869,7 @@ impl Session {
                 let repr = self.repr(self.seq_at(fin), Flags::FIN | Flags::ACK, None, cfg.ttl);
                 out.emit(&repr, &[]);
                 self.fin_sent = true;
+                self.snd_max = fin + 1;
                 self.ack_pending = false;
                 self.rtx_at = Some(now + self.rto);
             }

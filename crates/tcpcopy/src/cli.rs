@@ -107,7 +107,8 @@ pub struct InterceptCli {
     /// Queue mode: run on the target, divert its responses with an iptables NFQUEUE rule and drop them
     #[arg(short = 'q', long = "queue")]
     pub queue: bool,
-    /// Service port(s) whose responses to catch: port[,port] (required with -q)
+    /// Service port(s) whose responses to catch: port[,port] (required with -q; recommended in
+    /// assistant mode, which otherwise ignores all TCP to or from the listen port)
     #[arg(long = "port", value_name = "PORTS", value_parser = parse_ports)]
     pub service_ports: Option<std::vec::Vec<u16>>,
     /// NFQUEUE number for queue mode

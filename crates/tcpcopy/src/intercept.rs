@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,8 +37,16 @@ const QUEUE_COPY: u16 = 128;
 
 #[derive(Default)]
 struct HubState {
-    conns: HashMap<u64, Sender<Vec<u8>>>,
+    conns: HashMap<u64, Conn>,
     routes: HashMap<SocketAddr, (u64, Instant)>,
+}
+
+/// One tcpcopy connection's outgoing queue.
+struct Conn {
+    tx: Sender<Vec<u8>>,
+    /// The tcpcopy instance behind it (its host and the instance id of its hello): one tcpcopy
+    /// opens several connections (`-C`), and must get a broadcast response only once.
+    owner: (IpAddr, u32),
 }
 
 /// Connections and routes, shared by all threads.
@@ -96,13 +104,19 @@ impl Hub {
         everyone.finish(&mut everyone_frames);
         for (c, (mut b, mut frames)) in per_conn {
             b.finish(&mut frames);
-            if let Some(tx) = st.conns.get(&c) {
-                self.deliver(tx, frames);
+            if let Some(conn) = st.conns.get(&c) {
+                self.deliver(&conn.tx, frames);
             }
         }
         if !everyone_frames.is_empty() {
-            for tx in st.conns.values() {
-                self.deliver(tx, everyone_frames.clone());
+            // Once per tcpcopy, not per connection: a duplicated SYN-ACK would make tcpcopy send a
+            // second handshake ACK, which a target answering with SYN cookies can reset.
+            let mut served = Vec::new();
+            for conn in st.conns.values() {
+                if !served.contains(&conn.owner) {
+                    served.push(conn.owner);
+                    self.deliver(&conn.tx, everyone_frames.clone());
+                }
             }
         }
     }
@@ -198,12 +212,7 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         );
         Some(rule)
     } else {
-        let filter = TcpFilter {
-            src_ports: cli.service_ports.clone().unwrap_or_default(),
-            exclude_port: Some(cli.listen_port),
-            drop_outgoing: true,
-            ..TcpFilter::default()
-        };
+        let filter = assistant_filter(cli.service_ports.as_deref(), cli.listen_port);
         let ifaces: Vec<Option<String>> = match &cli.interface {
             Some(list) => list
                 .split(',')
@@ -334,11 +343,13 @@ fn serve(
         }
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut dec = Decoder::new();
-        let hello = read_first_message(&mut stream, &mut dec, protocol::answer_hello)?;
-        if let Err(reason) = hello {
-            reject(&mut stream, &reason);
-            anyhow::bail!("{reason}");
-        }
+        let hello = match read_first_message(&mut stream, &mut dec, protocol::answer_hello)? {
+            Ok(hello) => hello,
+            Err(reason) => {
+                reject(&mut stream, &reason);
+                anyhow::bail!("{reason}");
+            }
+        };
         let mut f = Vec::new();
         protocol::encode_welcome(&mut f);
         stream.write_all(&f)?;
@@ -376,7 +387,8 @@ fn serve(
         stream.set_read_timeout(Some(Duration::from_millis(500)))?;
         let mut buf = vec![0u8; 64 * 1024];
         // From here on every exit goes through the cleanup below.
-        hub.lock().conns.insert(id, tx);
+        let owner = (peer.ip(), hello.instance);
+        hub.lock().conns.insert(id, Conn { tx, owner });
         info!("tcpcopy {peer} connected (connection {id})");
         let end = 'conn: loop {
             if stop.load(Ordering::Relaxed) {
@@ -417,6 +429,26 @@ fn serve(
     }
 }
 
+/// What assistant mode captures: TCP the host received (never our own sends), from the service
+/// ports when known. Our control channel must stay out: with service ports, the source-port test
+/// already keeps it out, and excluding the listen port as well would also drop the target's answers
+/// to a client whose ephemeral port happens to equal it (a session then never completes its
+/// handshake). Without service ports, the listen port is excluded in both directions.
+fn assistant_filter(service_ports: Option<&[u16]>, listen_port: u16) -> TcpFilter {
+    match service_ports {
+        Some(ports) => TcpFilter {
+            src_ports: ports.to_vec(),
+            drop_outgoing: true,
+            ..TcpFilter::default()
+        },
+        None => TcpFilter {
+            exclude_port: Some(listen_port),
+            drop_outgoing: true,
+            ..TcpFilter::default()
+        },
+    }
+}
+
 /// Sends a refusal the peer can print; the connection is closed right after, so errors don't matter.
 fn reject(stream: &mut TcpStream, reason: &str) {
     let mut f = Vec::new();
@@ -438,4 +470,20 @@ pub fn validate(cli: &InterceptCli) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_to_a_client_port_equal_to_the_listen_port_are_captured() {
+        // Regression: a lab session whose client port was 36524 never got its SYN-ACK reported.
+        let f = assistant_filter(Some(&[80]), protocol::DEFAULT_PORT);
+        assert_eq!(f.src_ports, vec![80]);
+        assert_eq!(f.exclude_port, None);
+        assert!(f.drop_outgoing);
+        let any = assistant_filter(None, protocol::DEFAULT_PORT);
+        assert_eq!(any.exclude_port, Some(protocol::DEFAULT_PORT));
+    }
 }

@@ -797,3 +797,56 @@ fn timer_heap_stays_bounded_on_a_long_busy_session() {
         r.timers.len()
     );
 }
+
+#[test]
+fn reset_after_a_retransmission_is_in_window() {
+    // Regression: an RTO rewound the send position, and the reset that ended the session then
+    // carried that old sequence number; the target ignored it as out of window and kept the old
+    // connection, so the client's next connection on the same port was refused (queue-mode lab).
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"GET /\n"),
+    );
+    sent(&mut r);
+    let at = r.poll_timeout().unwrap();
+    r.handle_timeout(at);
+    let rtx = sent(&mut r);
+    assert_eq!(rtx.len(), 1, "the request is sent again");
+    assert_eq!(rtx[0].0, C_ISN + 1);
+    // The client opens a new connection on the same port: the old one is reset first.
+    r.handle_capture(ms(base, 500), &client_pkt(C_ISN + 9000, 0, Flags::SYN, b""));
+    let out = sent(&mut r);
+    assert!(out[0].2.rst());
+    assert_eq!(
+        out[0].0,
+        C_ISN + 7,
+        "the reset follows everything sent, not the rewound position"
+    );
+}
+
+#[test]
+fn late_acknowledgment_after_go_back_is_accepted() {
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"abc"),
+    );
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 4, O_ISN + 1, Flags::ACK, b"def\n"),
+    );
+    sent(&mut r);
+    // The RTO fires and rewinds; the retransmission goes out, then the original ACK arrives late.
+    let at = r.poll_timeout().unwrap();
+    r.handle_timeout(at);
+    sent(&mut r);
+    r.handle_response(at, &target_pkt(T_ISN + 1, C_ISN + 8, Flags::ACK, 0));
+    assert_eq!(
+        r.stats().target_bytes,
+        7,
+        "the late acknowledgment counts in full"
+    );
+}
