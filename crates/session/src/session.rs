@@ -36,6 +36,9 @@ const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
+    /// The client reused the port of a session the target has not finished yet, and both would
+    /// have the same endpoints there: nothing is sent until that session is done.
+    Waiting,
     /// SYN sent to the target, waiting for its SYN-ACK.
     SynSent,
     Established,
@@ -79,8 +82,6 @@ struct Session {
     // --- towards the target ---
     snd_una: u64,
     snd_nxt: u64,
-    /// Highest offset ever sent, our FIN counting one: a retransmission rewinds `snd_nxt`, not this.
-    snd_max: u64,
     fin_sent: bool,
     /// The target's next sequence number: what every segment we send acknowledges.
     t_next: Seq,
@@ -102,6 +103,8 @@ struct Session {
     rtt_probe: Option<(u64, Instant)>,
     last_activity: Instant,
     closed_at: Option<Instant>,
+    /// A session waiting for this one to finish at the target (same endpoints there).
+    successor: Option<SessionId>,
     /// The deadline this session is queued under in the timer heap.
     queued_at: Option<Instant>,
 }
@@ -208,8 +211,14 @@ impl Replicator {
                     self.stats.duplicate_segments += 1;
                     return;
                 }
-                // The client reuses the port for a new connection: the old session is over.
-                self.abort(now, id);
+                // The client reuses the port for a new connection. A session with bytes still
+                // owed to the target finishes first; one that owes nothing is reset now.
+                if s.owes_target() {
+                    self.by_online.remove(&key);
+                    self.stats.sessions_port_reused += 1;
+                } else {
+                    self.abort(now, id);
+                }
             }
             self.aborted.remove(&key);
             self.create(now, &p, rule.target, p.seq(), false);
@@ -283,10 +292,12 @@ impl Replicator {
                 self.stats.sessions_reset_by_target += 1;
                 self.remember_abort(now, id);
             }
-            self.remove(id);
+            self.remove(now, id);
             return;
         }
         match s.state {
+            // Not open at the target yet: by_target never leads here.
+            State::Waiting => {}
             State::SynSent => {
                 if !(flags.syn() && flags.ack() && p.ack() == s.isn + 1) {
                     return;
@@ -334,7 +345,7 @@ impl Replicator {
             s.queued_at = None;
             if s.state == State::Closed {
                 if s.closed_at.is_some_and(|c| now >= c + LINGER) {
-                    self.remove(id);
+                    self.remove(now, id);
                 } else {
                     self.schedule(id);
                 }
@@ -402,7 +413,6 @@ impl Replicator {
             client_rst: false,
             snd_una: 0,
             snd_nxt: 0,
-            snd_max: 0,
             fin_sent: false,
             t_next: Seq(0),
             t_window: 0,
@@ -419,21 +429,50 @@ impl Replicator {
             rtt_probe: Some((0, now)),
             last_activity: now,
             closed_at: None,
+            successor: None,
             queued_at: None,
         };
-        let syn = s.repr(isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
-        self.out.emit(&syn, &[]);
         self.by_online.insert((s.client, s.online), id);
-        self.by_target.insert((s.local, s.target), id);
-        self.routes.push(local);
+        let predecessor = self.by_target.get(&(local, target)).copied();
         self.sessions.insert(id, s);
         self.stats.sessions_created += 1;
         self.stats.sessions_active += 1;
         if joined {
             self.stats.sessions_joined += 1;
         }
-        self.schedule(id);
+        match predecessor.and_then(|p| self.sessions.get_mut(&p)) {
+            // Only the real client endpoint can be taken (fake ones are probed for a free one).
+            Some(prev) => {
+                let waiting = prev.successor.replace(id);
+                if let Some(w) = self.sessions.get_mut(&id) {
+                    w.state = State::Waiting;
+                    w.rtx_at = None;
+                    w.rtt_probe = None;
+                }
+                // A third connection on the port: the one that was waiting gives way.
+                if let Some(w) = waiting {
+                    self.abort(now, w);
+                }
+                self.schedule(id);
+            }
+            None => self.start(now, id),
+        }
         id
+    }
+
+    /// Opens the session at the target: SYN, route announcement, retransmission timer.
+    fn start(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.state = State::SynSent;
+        s.rtx_at = Some(now + s.rto);
+        s.rtt_probe = Some((0, now));
+        let syn = s.repr(s.isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
+        self.out.emit(&syn, &[]);
+        self.by_target.insert((s.local, s.target), id);
+        self.routes.push(s.local);
+        self.schedule(id);
     }
 
     /// The replicated session's client endpoint: the real one, or a fake address chosen by a hash of
@@ -483,6 +522,9 @@ impl Replicator {
                 self.stats.sessions_active -= 1;
                 s.closed_at = Some(now);
                 s.rtx_at = None;
+                if let Some(next) = s.successor.take() {
+                    self.start(now, next);
+                }
             }
         }
         self.schedule(id);
@@ -531,7 +573,7 @@ impl Replicator {
                 self.out.emit(&rst, &[]);
             }
         }
-        self.remove(id);
+        self.remove(now, id);
     }
 
     /// Remembers a connection that ends while its client is still sending, so that its further
@@ -550,8 +592,16 @@ impl Replicator {
         self.aborted.insert((s.client, s.online), now);
     }
 
-    fn remove(&mut self, id: SessionId) {
+    /// Forgets a session; one waiting for it starts now.
+    fn remove(&mut self, now: Instant, id: SessionId) {
         if let Some(s) = self.sessions.remove(&id) {
+            if let Some(next) = s.successor {
+                // Its by_target entry must go first: the successor takes the same key.
+                if self.by_target.get(&(s.local, s.target)) == Some(&id) {
+                    self.by_target.remove(&(s.local, s.target));
+                }
+                self.start(now, next);
+            }
             if s.state != State::Closed {
                 self.stats.sessions_active -= 1;
             }
@@ -606,10 +656,9 @@ fn addr_hash(ip: IpAddr) -> u64 {
 }
 
 impl Session {
-    /// Sequence number for a bare ACK or RST: after everything ever sent (including our FIN), so
-    /// that the target takes it as in-window even while a retransmission has rewound `snd_nxt`.
+    /// Sequence number for a bare ACK or RST: after the bytes sent, and after our FIN once sent.
     fn next_seq(&self) -> Seq {
-        self.seq_at(self.snd_max)
+        self.seq_at(self.snd_nxt) + u32::from(self.fin_sent)
     }
 
     fn seq_at(&self, offset: u64) -> Seq {
@@ -723,17 +772,13 @@ impl Session {
         let flags = p.flags();
         if flags.ack() {
             let acked = self.snd_una as i64 + p.ack().diff(self.seq_at(self.snd_una));
-            let limit = self.snd_max;
+            let limit = self.snd_nxt + u64::from(self.fin_sent);
             if acked > self.snd_una as i64 && acked as u64 <= limit {
                 let acked = acked as u64;
-                // Past the FIN offset, the acknowledgment covers our FIN.
-                let data_acked = self.client_fin.map_or(acked, |f| acked.min(f));
+                let data_acked = acked.min(self.snd_nxt);
                 stats.target_bytes += data_acked - self.snd_una;
                 self.drop_acked(data_acked);
                 self.snd_una = acked;
-                // A late acknowledgment after a go-back retransmission: no need to resend that part.
-                self.snd_nxt = self.snd_nxt.max(data_acked);
-                self.fin_sent |= acked > data_acked;
                 self.retries = 0;
                 if let Some((probe, sent)) = self.rtt_probe {
                     if acked >= probe {
@@ -838,7 +883,6 @@ impl Session {
                     self.rtt_probe = Some((end, now));
                 }
                 self.snd_nxt = end;
-                self.snd_max = self.snd_max.max(end);
                 self.answer_mark = self.t_next;
                 self.ack_pending = false;
                 if self.rtx_at.is_none() {
@@ -869,11 +913,15 @@ impl Session {
                 let repr = self.repr(self.seq_at(fin), Flags::FIN | Flags::ACK, None, cfg.ttl);
                 out.emit(&repr, &[]);
                 self.fin_sent = true;
-                self.snd_max = fin + 1;
                 self.ack_pending = false;
                 self.rtx_at = Some(now + self.rto);
             }
         }
+    }
+
+    /// Whether client bytes are still to be delivered to (or acknowledged by) the target.
+    fn owes_target(&self) -> bool {
+        self.state != State::Closed && self.snd_una < self.rcv_nxt
     }
 
     /// Counts the last request as delivered when the target acknowledged all of it.

@@ -29,6 +29,9 @@ pub struct Stats {
     /// Sessions dropped because they held more than the per-session byte limit.
     pub sessions_overflowed: u64,
     pub sessions_active: u64,
+    /// Sessions whose port the client reused before the target had all their bytes: they were
+    /// finished first, and the new session waited for them where it had the same endpoints.
+    pub sessions_port_reused: u64,
     /// Requests (client bursts between two server answers) seen online.
     pub requests_online: u64,
     /// Of those, requests the target acknowledged completely.
@@ -58,7 +61,7 @@ impl fmt::Display for Stats {
             f,
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
              requests online {} target {} loss {:.4}% bytes online {} target {} packets sent {} retransmits {} \
-             responses {} (unknown {}) captured {} (ignored {}, malformed {}, duplicate {})",
+             responses {} (unknown {}) captured {} (ignored {}, malformed {}, duplicate {}) port reuse {}",
             self.sessions_created,
             self.sessions_active,
             self.sessions_joined,
@@ -81,6 +84,7 @@ impl fmt::Display for Stats {
             self.ignored_packets,
             self.malformed_packets,
             self.duplicate_segments,
+            self.sessions_port_reused,
         )
     }
 }

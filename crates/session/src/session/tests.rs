@@ -799,34 +799,6 @@ fn timer_heap_stays_bounded_on_a_long_busy_session() {
 }
 
 #[test]
-fn reset_after_a_retransmission_is_in_window() {
-    // Regression: an RTO rewound the send position, and the reset that ended the session then
-    // carried that old sequence number; the target ignored it as out of window and kept the old
-    // connection, so the client's next connection on the same port was refused (queue-mode lab).
-    let base = Instant::now();
-    let mut r = established(base);
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"GET /\n"),
-    );
-    sent(&mut r);
-    let at = r.poll_timeout().unwrap();
-    r.handle_timeout(at);
-    let rtx = sent(&mut r);
-    assert_eq!(rtx.len(), 1, "the request is sent again");
-    assert_eq!(rtx[0].0, C_ISN + 1);
-    // The client opens a new connection on the same port: the old one is reset first.
-    r.handle_capture(ms(base, 500), &client_pkt(C_ISN + 9000, 0, Flags::SYN, b""));
-    let out = sent(&mut r);
-    assert!(out[0].2.rst());
-    assert_eq!(
-        out[0].0,
-        C_ISN + 7,
-        "the reset follows everything sent, not the rewound position"
-    );
-}
-
-#[test]
 fn late_acknowledgment_after_go_back_is_accepted() {
     let base = Instant::now();
     let mut r = established(base);
@@ -848,5 +820,76 @@ fn late_acknowledgment_after_go_back_is_accepted() {
         r.stats().target_bytes,
         7,
         "the late acknowledgment counts in full"
+    );
+}
+
+#[test]
+fn reused_port_waits_for_the_previous_session_to_finish() {
+    // Regression: a client reusing a port while the target still lagged behind on the previous
+    // connection had that connection reset, losing its undelivered requests (queue-mode lab).
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"old\n"),
+    );
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 5, O_ISN + 50, Flags::ACK | Flags::FIN, b""),
+    );
+    assert_eq!(
+        sent(&mut r).len(),
+        1,
+        "the old request went out, unacknowledged so far"
+    );
+
+    const C2: u32 = 777_000;
+    r.handle_capture(ms(base, 4), &client_pkt(C2, 0, Flags::SYN, b""));
+    r.handle_capture(
+        ms(base, 5),
+        &client_pkt(C2 + 1, O_ISN + 9_000, Flags::ACK, b"new\n"),
+    );
+    assert!(
+        sent(&mut r).is_empty(),
+        "neither a reset of the old session nor a SYN for the new one"
+    );
+    assert_eq!(r.stats().sessions_port_reused, 1);
+
+    // The target acknowledges, answers and closes the old session; our FIN follows and is acked.
+    r.handle_response(
+        ms(base, 6),
+        &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK | Flags::FIN, 10),
+    );
+    let out = sent(&mut r);
+    assert!(out.iter().any(|p| p.2.fin() && p.0 == C_ISN + 5), "{out:?}");
+    r.handle_response(
+        ms(base, 7),
+        &target_pkt(T_ISN + 12, C_ISN + 6, Flags::ACK, 0),
+    );
+    let out = sent(&mut r);
+    assert_eq!(
+        out,
+        vec![(C2, 0, Flags::SYN, vec![])],
+        "the waiting session opens now"
+    );
+
+    r.handle_response(
+        ms(base, 8),
+        &target_pkt(T_ISN + 5000, C2 + 1, Flags::SYN | Flags::ACK, 0),
+    );
+    let out = sent(&mut r);
+    assert_eq!(
+        out,
+        vec![(
+            C2 + 1,
+            T_ISN + 5001,
+            Flags::ACK | Flags::PSH,
+            b"new\n".to_vec()
+        )]
+    );
+    let s = r.stats();
+    assert_eq!(
+        (s.sessions_completed, s.requests_online, s.requests_target),
+        (1, 2, 1)
     );
 }
