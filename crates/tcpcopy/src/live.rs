@@ -172,11 +172,14 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
                 }
             }
         });
-        frame.clear();
-        core.drain_routes(|routes| protocol::encode_routes(&mut frame, routes));
-        if !frame.is_empty() {
-            broadcast(&mut writers, &frame);
-        }
+        core.drain_routes(|routes| {
+            announce(
+                &mut writers,
+                usize::from(cfg.connections),
+                routes,
+                &mut frame,
+            )
+        });
         if !cfg.stats_interval.is_zero() && last_stats.elapsed() >= cfg.stats_interval {
             last_stats = Instant::now();
             info!("{}", core.stats());
@@ -231,14 +234,35 @@ fn handle_event(
     Ok(())
 }
 
-fn broadcast(writers: &mut [Option<TcpStream>], frame: &[u8]) {
-    for w in writers.iter_mut() {
-        if let Some(s) = w {
-            if let Err(e) = s.write_all(frame) {
-                // Shut it down so that its reader reconnects and every route is announced again.
-                debug!("route write failed: {e}");
-                let _ = s.shutdown(std::net::Shutdown::Both);
-                *w = None;
+/// Tells every intercept about new sessions, each route on one of its live connections (chosen by
+/// client port, so the responses spread over them); `writers` holds `per_server` connections for
+/// each intercept, in order.
+fn announce(
+    writers: &mut [Option<TcpStream>],
+    per_server: usize,
+    routes: &[SocketAddr],
+    frame: &mut Vec<u8>,
+) {
+    for server in writers.chunks_mut(per_server) {
+        let live: Vec<usize> = (0..server.len()).filter(|&i| server[i].is_some()).collect();
+        for (k, &i) in live.iter().enumerate() {
+            let mine: Vec<SocketAddr> = routes
+                .iter()
+                .filter(|r| usize::from(r.port()) % live.len() == k)
+                .copied()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            frame.clear();
+            protocol::encode_routes(frame, &mine);
+            if let Some(s) = &mut server[i] {
+                if let Err(e) = s.write_all(frame) {
+                    // Shut it down so that its reader reconnects and every route is announced again.
+                    debug!("route write failed: {e}");
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    server[i] = None;
+                }
             }
         }
     }
