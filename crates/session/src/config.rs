@@ -41,6 +41,10 @@ pub struct Config {
     pub no_wait: bool,
     /// Bytes one session may hold for the target before it is dropped (and counted).
     pub max_session_bytes: usize,
+    /// Bytes all sessions together may hold (`-m`); the session that would pass it is dropped.
+    pub max_buffered_bytes: usize,
+    /// Window-scale shift offered to the target (`None`: no window scaling, 64 KiB windows).
+    pub window_scale: Option<u8>,
     /// Sessions already open before capture started are joined with a synthesized handshake.
     pub join_open_sessions: bool,
     /// TTL of the packets sent to the target.
@@ -61,6 +65,8 @@ impl Config {
             response_wait: Duration::from_millis(500),
             no_wait: false,
             max_session_bytes: 64 << 20,
+            max_buffered_bytes: 1 << 30,
+            window_scale: Some(7),
             join_open_sessions: true,
             ttl: 64,
         }

@@ -24,8 +24,11 @@ use crate::stats::Stats;
 
 type SessionId = u64;
 
-/// Window we announce to the target. No window scaling is offered, so it is taken as is.
+/// Window we announce to the target (scaled by `Config::window_scale` once both sides offered it).
+/// Its size hardly matters: the target's bytes are acknowledged as soon as they are reported.
 const OUR_WINDOW: u16 = 65535;
+/// Duplicate acknowledgments that trigger a fast retransmission (RFC 5681).
+const DUPACK_THRESHOLD: u32 = 3;
 /// Out-of-order captured segments kept per session before further ones are dropped (the client's
 /// own retransmission refills the hole).
 const MAX_OOO_SEGMENTS: usize = 1024;
@@ -66,6 +69,8 @@ struct Session {
     rcv_nxt: u64,
     rcv_nxt_seq: Seq,
     ooo: BTreeMap<u64, (Vec<u8>, Option<Seq>, bool)>,
+    /// Payload bytes held in `ooo`.
+    ooo_bytes: usize,
     /// Acknowledgment number of the client's last data segment: its change starts a new request.
     last_ack_tag: Option<Seq>,
     /// Whether bytes arrived since the last request boundary (an open request).
@@ -86,6 +91,8 @@ struct Session {
     /// The target's next sequence number: what every segment we send acknowledges.
     t_next: Seq,
     t_window: u32,
+    /// Shift applied to the target's window field (0 unless both sides offered window scaling).
+    t_wscale: u8,
     t_mss: u16,
     target_fin: bool,
     /// `t_next` when the last client byte went out; a later `t_next` means the target answered.
@@ -93,6 +100,12 @@ struct Session {
     /// Since when the next request waits for the target's answer to the previous one.
     waiting_since: Option<Instant>,
     ack_pending: bool,
+    /// Duplicate acknowledgments in a row, and the end of the data outstanding when fast recovery
+    /// began (NewReno: a partial acknowledgment below it retransmits the next hole at once).
+    dupacks: u32,
+    recover: Option<u64>,
+    /// Retransmit the first unacknowledged segment at the next chance.
+    fast_rtx: bool,
 
     // --- timers ---
     rto: Duration,
@@ -120,6 +133,9 @@ pub struct Replicator {
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
     aborted: HashMap<(SocketAddr, SocketAddr), Instant>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// Client bytes held for the target by all sessions together (bounded by
+    /// `Config::max_buffered_bytes`).
+    buffered: usize,
     out: Outbox,
     routes: Vec<SocketAddr>,
     stats: Stats,
@@ -135,6 +151,7 @@ impl Replicator {
             by_target: HashMap::new(),
             aborted: HashMap::new(),
             timers: BinaryHeap::new(),
+            buffered: 0,
             out: Outbox::default(),
             routes: Vec::new(),
             stats: Stats::default(),
@@ -148,6 +165,7 @@ impl Replicator {
     pub fn stats(&self) -> Stats {
         Stats {
             packets_sent: self.out.packets,
+            bytes_buffered: self.buffered as u64,
             ..self.stats
         }
     }
@@ -203,6 +221,19 @@ impl Replicator {
         let key = (p.src(), p.dst());
         let flags = p.flags();
         let existing = self.by_online.get(&key).copied();
+        if p.payload().len() < p.payload_len() {
+            // Cut short by the capture: those bytes are gone for good (the online server has them,
+            // so the client never sends them again). The session cannot be delivered intact.
+            self.stats.truncated_packets += 1;
+            if let Some(id) = existing {
+                self.abort(now, id);
+            }
+            return;
+        }
+        if p.payload_len() > usize::from(self.config.mss) {
+            // TSO/GSO/GRO on the capture side: sent on as several segments.
+            self.stats.super_segments += 1;
+        }
 
         if flags.syn() && !flags.ack() {
             if let Some(id) = existing {
@@ -261,8 +292,13 @@ impl Replicator {
             }
         } else {
             let ack_tag = flags.ack().then(|| p.ack());
+            let before = s.held();
             s.accept_client(&p, ack_tag, &mut self.stats);
-            if s.data.len() - s.data_skip > self.config.max_session_bytes {
+            let held = s.held();
+            self.buffered = self.buffered + held - before;
+            if held > self.config.max_session_bytes
+                || self.buffered > self.config.max_buffered_bytes
+            {
                 self.stats.sessions_overflowed += 1;
                 self.abort(now, id);
                 return;
@@ -304,7 +340,14 @@ impl Replicator {
                 }
                 s.state = State::Established;
                 s.t_next = p.seq() + 1;
+                // Whatever the target sends before our first byte is a greeting (server speaks first).
+                s.answer_mark = s.t_next;
                 s.t_mss = p.mss().unwrap_or(536);
+                // Window scaling is on only when both sides offered it; a SYN-ACK's window is unscaled.
+                s.t_wscale = match (self.config.window_scale, p.window_scale()) {
+                    (Some(_), Some(shift)) => shift.min(14),
+                    _ => 0,
+                };
                 s.t_window = u32::from(p.window());
                 s.retries = 0;
                 s.rtx_at = None;
@@ -318,7 +361,9 @@ impl Replicator {
                     // Our handshake ACK was lost: the target repeats its SYN-ACK.
                     s.ack_pending = true;
                 } else {
+                    let before = s.held();
                     s.on_target_segment(now, &p, &mut self.stats, self.config.min_rto);
+                    self.buffered -= before - s.held();
                 }
             }
             State::Closed => {
@@ -368,13 +413,15 @@ impl Replicator {
                 s.rtt_probe = None;
                 self.stats.retransmits += 1;
                 if s.state == State::SynSent {
-                    let syn = s.repr(s.isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
+                    let syn = s.syn(&self.config);
                     s.rtx_at = Some(now + s.rto);
                     self.out.emit(&syn, &[]);
                 } else {
                     // Go back to the first unacknowledged byte and send again from there.
                     s.snd_nxt = s.snd_una;
                     s.fin_sent = false;
+                    s.recover = None;
+                    s.dupacks = 0;
                 }
             }
             self.progress(now, id);
@@ -405,6 +452,7 @@ impl Replicator {
             rcv_nxt: 0,
             rcv_nxt_seq: isn + 1,
             ooo: BTreeMap::new(),
+            ooo_bytes: 0,
             last_ack_tag: None,
             open_request: false,
             pending_bounds: VecDeque::new(),
@@ -416,11 +464,15 @@ impl Replicator {
             fin_sent: false,
             t_next: Seq(0),
             t_window: 0,
+            t_wscale: 0,
             t_mss: 536,
             target_fin: false,
             answer_mark: Seq(0),
             waiting_since: None,
             ack_pending: false,
+            dupacks: 0,
+            recover: None,
+            fast_rtx: false,
             rto: self.config.initial_rto,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -468,7 +520,7 @@ impl Replicator {
         s.state = State::SynSent;
         s.rtx_at = Some(now + s.rto);
         s.rtt_probe = Some((0, now));
-        let syn = s.repr(s.isn, Flags::SYN, Some(self.config.mss), self.config.ttl);
+        let syn = s.syn(&self.config);
         self.out.emit(&syn, &[]);
         self.by_target.insert((s.local, s.target), id);
         self.routes.push(s.local);
@@ -595,6 +647,7 @@ impl Replicator {
     /// Forgets a session; one waiting for it starts now.
     fn remove(&mut self, now: Instant, id: SessionId) {
         if let Some(s) = self.sessions.remove(&id) {
+            self.buffered -= s.held();
             if let Some(next) = s.successor {
                 // Its by_target entry must go first: the successor takes the same key.
                 if self.by_target.get(&(s.local, s.target)) == Some(&id) {
@@ -676,8 +729,22 @@ impl Session {
             flags: if with_ack { flags | Flags::ACK } else { flags },
             window: OUR_WINDOW,
             mss,
+            window_scale: None,
             ttl,
         }
+    }
+
+    /// Our SYN: MSS and window scaling offered; no SACK or timestamps, so the target uses neither.
+    fn syn(&self, cfg: &Config) -> SegmentRepr {
+        SegmentRepr {
+            window_scale: cfg.window_scale,
+            ..self.repr(self.isn, Flags::SYN, Some(cfg.mss), cfg.ttl)
+        }
+    }
+
+    /// Client bytes this session holds for the target.
+    fn held(&self) -> usize {
+        self.data.len() - self.data_skip + self.ooo_bytes
     }
 
     /// Takes a captured client segment into the stream (reassembling out-of-order captures).
@@ -692,14 +759,21 @@ impl Session {
         let payload = p.payload();
         let fin = p.flags().fin();
         if payload.is_empty() && !fin {
-            return; // a pure acknowledgment of the online server's bytes
+            // A pure acknowledgment of the online server's bytes. The first one (the handshake's)
+            // is remembered: a first request acknowledging more answers a server's greeting.
+            if self.rcv_nxt == 0 && self.last_ack_tag.is_none() {
+                self.last_ack_tag = ack_tag;
+            }
+            return;
         }
         if off > self.rcv_nxt {
             // Keep a bounded window ahead of the hole; the client's retransmission fills the rest.
-            if self.ooo.len() < MAX_OOO_SEGMENTS && off - self.rcv_nxt <= MAX_OOO_DISTANCE {
-                self.ooo
-                    .entry(off)
-                    .or_insert_with(|| (payload.to_vec(), ack_tag, fin));
+            if self.ooo.len() < MAX_OOO_SEGMENTS
+                && off - self.rcv_nxt <= MAX_OOO_DISTANCE
+                && !self.ooo.contains_key(&off)
+            {
+                self.ooo_bytes += payload.len();
+                self.ooo.insert(off, (payload.to_vec(), ack_tag, fin));
             }
             return;
         }
@@ -715,6 +789,7 @@ impl Session {
                 break;
             }
             let (data, tag, fin) = entry.remove();
+            self.ooo_bytes -= data.len();
             if off + data.len() as u64 > self.rcv_nxt || fin {
                 self.append(off, &data, tag, fin, stats);
             }
@@ -741,6 +816,10 @@ impl Session {
                 if self.rcv_nxt > 0 {
                     self.pending_bounds.push_back(self.rcv_nxt);
                     self.unacked_bounds.push_back(self.rcv_nxt);
+                } else if advanced {
+                    // The online server spoke first: the first request waits for the target's
+                    // greeting like any request waits for the previous answer.
+                    self.pending_bounds.push_back(0);
                 }
                 stats.requests_online += 1;
                 self.open_request = true;
@@ -773,7 +852,31 @@ impl Session {
         if flags.ack() {
             let acked = self.snd_una as i64 + p.ack().diff(self.seq_at(self.snd_una));
             let limit = self.snd_nxt + u64::from(self.fin_sent);
-            if acked > self.snd_una as i64 && acked as u64 <= limit {
+            let window = u32::from(p.window()) << self.t_wscale;
+            let duplicate = acked == self.snd_una as i64
+                && p.payload_len() == 0
+                && !flags.fin()
+                && self.snd_una < self.snd_nxt
+                && window == self.t_window;
+            if duplicate {
+                // The target got a later segment than the one it waits for: one went missing.
+                self.dupacks += 1;
+                if self.dupacks == DUPACK_THRESHOLD && self.recover.is_none() {
+                    self.recover = Some(self.snd_nxt);
+                    self.fast_rtx = true;
+                    stats.fast_retransmits += 1;
+                }
+            } else if acked > self.snd_una as i64 && acked as u64 <= limit {
+                self.dupacks = 0;
+                if let Some(recover) = self.recover {
+                    if (acked as u64) < recover {
+                        // A partial acknowledgment: the next hole is lost too.
+                        self.fast_rtx = true;
+                        stats.fast_retransmits += 1;
+                    } else {
+                        self.recover = None;
+                    }
+                }
                 let acked = acked as u64;
                 let data_acked = acked.min(self.snd_nxt);
                 stats.target_bytes += data_acked - self.snd_una;
@@ -796,7 +899,7 @@ impl Session {
                     stats.requests_target += 1;
                 }
             }
-            self.t_window = u32::from(p.window());
+            self.t_window = window;
         }
         // Only data and FIN move `t_next`. A pure ACK's sequence number may lie past bytes or a FIN we
         // have not seen; acknowledging those blindly could acknowledge a FIN we never noticed.
@@ -859,6 +962,17 @@ impl Session {
         );
         // A client that reset its connection waits for nothing: deliver what it sent, then reset.
         let no_wait = cfg.no_wait || self.client_rst;
+        if std::mem::take(&mut self.fast_rtx) && self.snd_una < self.snd_nxt {
+            let end = (self.snd_una + mss).min(self.snd_nxt);
+            let from = self.data_skip + (self.snd_una - self.data_start) as usize;
+            let to = from + (end - self.snd_una) as usize;
+            let repr = self.repr(self.seq_at(self.snd_una), Flags::ACK, None, cfg.ttl);
+            out.emit(&repr, &self.data[from..to]);
+            // Karn: no RTT sample from a retransmitted range.
+            self.rtt_probe = None;
+            self.rtx_at = Some(now + self.rto);
+            self.ack_pending = false;
+        }
         loop {
             let limit = if no_wait {
                 self.rcv_nxt

@@ -41,7 +41,16 @@ pub struct Stats {
     /// Reported target packets that belong to no session of ours.
     pub responses_unknown: u64,
     pub packets_sent: u64,
+    /// Retransmission timeouts (each resends from the first unacknowledged byte).
     pub retransmits: u64,
+    /// Segments resent on duplicate or partial acknowledgments, before any timeout.
+    pub fast_retransmits: u64,
+    /// Captured segments cut short by the capture; their session is dropped.
+    pub truncated_packets: u64,
+    /// Captured segments larger than one MSS (TSO/GSO/GRO), sent on re-segmented.
+    pub super_segments: u64,
+    /// Client bytes held for the target right now, over all sessions.
+    pub bytes_buffered: u64,
 }
 
 impl Stats {
@@ -60,8 +69,9 @@ impl fmt::Display for Stats {
         write!(
             f,
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
-             requests online {} target {} loss {:.4}% bytes online {} target {} packets sent {} retransmits {} \
-             responses {} (unknown {}) captured {} (ignored {}, malformed {}, duplicate {}) port reuse {}",
+             requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
+             responses {} (unknown {}) captured {} (ignored {}, malformed {}, duplicate {}, truncated {}, \
+             super-segments {}) port reuse {}",
             self.sessions_created,
             self.sessions_active,
             self.sessions_joined,
@@ -76,14 +86,18 @@ impl fmt::Display for Stats {
             self.loss_rate() * 100.0,
             self.client_bytes,
             self.target_bytes,
+            self.bytes_buffered,
             self.packets_sent,
             self.retransmits,
+            self.fast_retransmits,
             self.responses,
             self.responses_unknown,
             self.captured_packets,
             self.ignored_packets,
             self.malformed_packets,
             self.duplicate_segments,
+            self.truncated_packets,
+            self.super_segments,
             self.sessions_port_reused,
         )
     }

@@ -81,7 +81,8 @@ pub struct TcpcopyOpts {
     /// Default intercept port
     #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT)]
     pub port: u16,
-    /// Memory cap in MB for buffered client data (per-session share: a quarter)
+    /// Memory cap in MB for client data held for the target, all sessions together; one session may
+    /// hold a quarter. A session that would pass either is dropped and counted as overflow
     #[arg(short = 'm', long = "memory", value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub memory: u64,
     #[command(flatten)]

@@ -86,7 +86,8 @@ impl LiveConfig {
         core.initial_rto = Duration::from_millis(o.rtt);
         core.no_wait = o.no_wait;
         core.response_wait = Duration::from_millis(o.response_wait);
-        core.max_session_bytes = (o.memory as usize).saturating_mul(1 << 20) / 4;
+        core.max_buffered_bytes = (o.memory as usize).saturating_mul(1 << 20);
+        core.max_session_bytes = core.max_buffered_bytes / 4;
         Ok(LiveConfig {
             core,
             intercepts: servers

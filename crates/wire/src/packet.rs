@@ -294,6 +294,8 @@ pub struct SegmentRepr {
     pub window: u16,
     /// MSS option to announce (on SYN segments).
     pub mss: Option<u16>,
+    /// Window-scale shift to announce (on SYN segments, RFC 7323).
+    pub window_scale: Option<u8>,
     pub ttl: u8,
 }
 
@@ -301,7 +303,8 @@ impl SegmentRepr {
     /// Appends the whole packet (IP header, TCP header with options, `payload`) to `out`, with lengths
     /// and checksums filled in. Mixed address families are a caller bug: the source family wins.
     pub fn emit(&self, payload: &[u8], out: &mut Vec<u8>) {
-        let opt_len = if self.mss.is_some() { 4 } else { 0 };
+        let opt_len =
+            4 * (usize::from(self.mss.is_some()) + usize::from(self.window_scale.is_some()));
         let tcp_len = TCP_HEADER_LEN + opt_len;
         let start = out.len();
         let v6 = self.src.is_ipv6();
@@ -339,10 +342,15 @@ impl SegmentRepr {
         tcp[12] = ((tcp_len / 4) as u8) << 4;
         tcp[13] = self.flags.0;
         tcp[14..16].copy_from_slice(&self.window.to_be_bytes());
+        let mut opt = TCP_HEADER_LEN;
         if let Some(mss) = self.mss {
-            tcp[20] = 2;
-            tcp[21] = 4;
-            tcp[22..24].copy_from_slice(&mss.to_be_bytes());
+            tcp[opt..opt + 2].copy_from_slice(&[2, 4]);
+            tcp[opt + 2..opt + 4].copy_from_slice(&mss.to_be_bytes());
+            opt += 4;
+        }
+        if let Some(shift) = self.window_scale {
+            // NOP, then kind 3 length 3: keeps the header a multiple of four bytes.
+            tcp[opt..opt + 4].copy_from_slice(&[1, 3, 3, shift]);
         }
         let c = tcp_checksum(self.src.ip(), self.dst.ip(), tcp);
         tcp[16..18].copy_from_slice(&c.to_be_bytes());
@@ -369,6 +377,7 @@ mod tests {
             flags: Flags::SYN | Flags::ACK,
             window: 65535,
             mss: Some(1460),
+            window_scale: Some(7),
             ttl: 64,
         }
     }
@@ -385,6 +394,7 @@ mod tests {
         assert_eq!(p.ack(), Seq(u32::MAX));
         assert_eq!(p.flags(), Flags::SYN | Flags::ACK);
         assert_eq!(p.mss(), Some(1460));
+        assert_eq!(p.window_scale(), Some(7));
         assert_eq!(p.payload(), b"hello");
         assert_eq!(p.seq_len(), 6);
         assert_eq!(

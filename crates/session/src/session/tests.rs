@@ -47,6 +47,7 @@ fn pkt(
         flags,
         window: 65535,
         mss: flags.syn().then_some(1460),
+        window_scale: None,
         ttl: 64,
     }
     .emit(payload, &mut out);
@@ -401,20 +402,33 @@ impl Rng {
     }
 }
 
-/// A minimal TCP server standing in for the target: in-order receive, one answer per `\n`-terminated
-/// request, FIN after the client's FIN, retransmission of its own unacknowledged answers.
+/// A minimal TCP server standing in for the target: out-of-order segments kept (so a hole draws
+/// duplicate acknowledgments), one answer per `\n`-terminated request, a greeting first on
+/// connections from even ports (server speaks first), FIN after the client's FIN, retransmission of
+/// its own unacknowledged bytes.
 #[derive(Default)]
 struct SimTarget {
     conns: HashMap<SocketAddr, SimConn>,
+}
+
+/// Length of the greeting a server-speaks-first connection opens with.
+const GREETING: usize = 24;
+
+fn greets(port: u16) -> bool {
+    port % 2 == 0
 }
 
 struct SimConn {
     isn: u32,
     rcv_nxt: Seq,
     received: Vec<u8>,
+    ooo: Map<u32, Vec<u8>>,
     answered: usize,
     snd_una: Seq,
     snd_nxt: Seq,
+    greeted: bool,
+    /// Client bytes that arrived before we had our greeting acknowledged (must stay 0).
+    data_before_greeting: usize,
     fin_received: bool,
     fin_sent: bool,
     last_send: Instant,
@@ -432,9 +446,12 @@ impl SimTarget {
                 isn,
                 rcv_nxt: p.seq() + 1,
                 received: Vec::new(),
+                ooo: Map::new(),
                 answered: 0,
                 snd_una: Seq(isn),
                 snd_nxt: Seq(isn) + 1,
+                greeted: !greets(peer.port()),
+                data_before_greeting: 0,
                 fin_received: false,
                 fin_sent: false,
                 last_send: now,
@@ -460,6 +477,16 @@ impl SimTarget {
         if f.ack() && p.ack() > c.snd_una && p.ack() <= c.snd_nxt {
             c.snd_una = p.ack();
         }
+        let greeting_acked = c.snd_una.diff(Seq(c.isn)) > GREETING as i64;
+        if greets(peer.port()) && p.payload_len() > 0 && !greeting_acked {
+            c.data_before_greeting += p.payload_len();
+        }
+        let rel = p.seq().diff(c.rcv_nxt);
+        if rel > 0 && rel < 1 << 20 && !p.payload().is_empty() && !c.fin_received {
+            c.ooo
+                .entry(rel as u32 + c.rcv_nxt.0)
+                .or_insert_with(|| p.payload().to_vec());
+        }
         if p.seq() == c.rcv_nxt && !c.fin_received {
             c.received.extend_from_slice(p.payload());
             c.rcv_nxt += p.payload().len() as u32;
@@ -467,13 +494,23 @@ impl SimTarget {
                 c.rcv_nxt += 1;
                 c.fin_received = true;
             }
+            // Later segments kept out of order now follow on.
+            while let Some(data) = c.ooo.remove(&c.rcv_nxt.0) {
+                c.received.extend_from_slice(&data);
+                c.rcv_nxt += data.len() as u32;
+            }
+            c.ooo.retain(|&seq, _| Seq(seq) > c.rcv_nxt);
         }
-        // Answer every complete request with 120 bytes.
+        // Greet once the handshake completed; answer every complete request with 120 bytes.
+        let mut len = 0;
+        if !c.greeted {
+            c.greeted = true;
+            len = GREETING;
+        }
         let requests = c.received.iter().filter(|&&b| b == b'\n').count();
         let mut fl = Flags::ACK;
-        let mut len = 0;
         if requests > c.answered {
-            len = 120 * (requests - c.answered);
+            len += 120 * (requests - c.answered);
             c.answered = requests;
         }
         if c.fin_received && !c.fin_sent {
@@ -542,6 +579,10 @@ fn script(rng: &mut Rng, port: u16) -> ClientScript {
     seq += 1;
     online_ack += 1;
     segments.push(pkt(src, dst, seq.0, online_ack.0, Flags::ACK, b""));
+    if greets(port) {
+        // The online server greeted; the client acknowledged it, then sent its first request.
+        online_ack += GREETING as u32;
+    }
     let mut stream = Vec::new();
     for req in 0..1 + rng.below(6) {
         let body_len = rng.below(4000) as usize;
@@ -578,10 +619,17 @@ fn script(rng: &mut Rng, port: u16) -> ClientScript {
     }
 }
 
+#[derive(Clone, Copy, Default)]
 struct Faults {
+    /// Chance that the network between replicator and target loses, duplicates or reorders a packet.
     loss: f64,
     dup: f64,
     reorder: f64,
+    /// Extra one-way latency, uniform in 0..delay_ms, per packet.
+    delay_ms: u64,
+    /// Chance that the capture misses a client segment; the client's retransmission is captured
+    /// 200 ms later.
+    capture_loss: f64,
 }
 
 /// Runs `sessions` scripted sessions through the replicator and a simulated target over a faulty
@@ -610,6 +658,9 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
             if k >= 2 && rng.chance(faults.reorder) {
                 at += Duration::from_millis(3);
             }
+            if k >= 2 && rng.chance(faults.capture_loss) {
+                at += Duration::from_millis(200);
+            }
             capture.push((at, seg.clone()));
             if rng.chance(faults.dup) {
                 capture.push((at + Duration::from_micros(50), seg.clone()));
@@ -632,7 +683,7 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
                     (true, true) => 3000,
                     (true, false) => 100,
                 };
-                let delay = 200 + rng.below(spread);
+                let delay = 200 + rng.below(spread) + rng.below(faults.delay_ms * 1000);
                 n += 1;
                 net.insert(
                     (now + Duration::from_micros(delay), n),
@@ -712,21 +763,18 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
             "seed {seed}: session {} not closed",
             s.port
         );
+        assert_eq!(
+            local.1.data_before_greeting, 0,
+            "seed {seed}: session {} spoke before the target's greeting",
+            s.port
+        );
     }
     r.stats()
 }
 
 #[test]
 fn simulation_clean_network_delivers_every_byte_and_request() {
-    let s = simulate(
-        1,
-        500,
-        Faults {
-            loss: 0.0,
-            dup: 0.0,
-            reorder: 0.0,
-        },
-    );
+    let s = simulate(1, 500, Faults::default());
     assert_eq!(s.sessions_completed, 500);
     assert_eq!(s.requests_online, s.requests_target);
     assert_eq!(s.retransmits, 0);
@@ -742,14 +790,42 @@ fn simulation_with_loss_duplication_and_reordering_is_byte_exact() {
                 loss: 0.02,
                 dup: 0.02,
                 reorder: 0.05,
+                ..Faults::default()
             },
         );
         assert_eq!(s.requests_online, s.requests_target, "seed {seed}: {s}");
         assert!(
-            s.retransmits > 0,
+            s.retransmits + s.fast_retransmits > 0,
             "seed {seed}: loss must have caused retransmissions"
         );
     }
+}
+
+/// Issue 4's bar: 10,000 sessions through loss, duplication, reordering, delay and a capture that
+/// misses segments, every stream byte-exact at the target, in seconds.
+#[test]
+fn simulation_of_ten_thousand_sessions_through_every_fault_is_byte_exact() {
+    let started = std::time::Instant::now();
+    let s = simulate(
+        7,
+        10_000,
+        Faults {
+            loss: 0.02,
+            dup: 0.02,
+            reorder: 0.05,
+            delay_ms: 5,
+            capture_loss: 0.01,
+        },
+    );
+    assert_eq!(s.sessions_completed, 10_000, "{s}");
+    assert_eq!(s.requests_online, s.requests_target, "{s}");
+    assert!(
+        s.fast_retransmits > 0,
+        "holes were repaired on duplicate acks: {s}"
+    );
+    assert!(s.retransmits > 0, "and some only by timeout: {s}");
+    assert!(s.duplicate_segments > 0, "the capture duplicated: {s}");
+    eprintln!("10k sessions simulated in {:?}: {s}", started.elapsed());
 }
 
 #[test]
@@ -892,4 +968,94 @@ fn reused_port_waits_for_the_previous_session_to_finish() {
         (s.sessions_completed, s.requests_online, s.requests_target),
         (1, 2, 1)
     );
+}
+
+#[test]
+fn three_duplicate_acks_resend_the_hole_and_partial_acks_the_next() {
+    let base = Instant::now();
+    let mut r = established(base);
+    // One 4-MSS super-segment as a TSO capture would show it: sent on as four segments.
+    let body = vec![b'x'; 4 * 1460];
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, &body),
+    );
+    let segs = sent(&mut r);
+    assert_eq!(
+        segs.iter().map(|s| s.3.len()).collect::<Vec<_>>(),
+        [1460; 4],
+        "re-segmented to the MSS"
+    );
+    assert_eq!(r.stats().super_segments, 1);
+    // Segments 1 and 3 are lost: the target acknowledges nothing new, three times.
+    for _ in 0..3 {
+        r.handle_response(
+            ms(base, 3),
+            &target_pkt(T_ISN + 1, C_ISN + 1, Flags::ACK, 0),
+        );
+    }
+    let rtx = sent(&mut r);
+    assert_eq!(rtx.len(), 1, "one fast retransmission: {rtx:?}");
+    assert_eq!(rtx[0].0, C_ISN + 1);
+    assert_eq!(rtx[0].3.len(), 1460);
+    // It filled the first hole; the target acknowledges up to the second one (a partial ack).
+    r.handle_response(
+        ms(base, 4),
+        &target_pkt(T_ISN + 1, C_ISN + 1 + 2 * 1460, Flags::ACK, 0),
+    );
+    let rtx = sent(&mut r);
+    assert_eq!(rtx.len(), 1, "the next hole at once: {rtx:?}");
+    assert_eq!(rtx[0].0, C_ISN + 1 + 2 * 1460);
+    r.handle_response(
+        ms(base, 5),
+        &target_pkt(T_ISN + 1, C_ISN + 1 + 4 * 1460, Flags::ACK, 0),
+    );
+    assert!(sent(&mut r).is_empty());
+    let st = r.stats();
+    assert_eq!((st.fast_retransmits, st.retransmits), (2, 0), "{st}");
+    assert_eq!(st.target_bytes, 4 * 1460);
+    assert_eq!(st.bytes_buffered, 0, "acknowledged bytes are released");
+}
+
+#[test]
+fn the_target_window_is_scaled_and_honoured() {
+    let base = Instant::now();
+    let mut r = Replicator::new(config());
+    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    let mut syn = Vec::new();
+    r.drain_transmits(|p| syn.push(p.to_vec()));
+    let syn = TcpPacket::parse(&syn[0]).unwrap();
+    assert_eq!(syn.window_scale(), Some(7), "window scaling is offered");
+    // SYN-ACK with shift 2; then a window update of 1000 << 2 bytes.
+    let mut synack = Vec::new();
+    SegmentRepr {
+        src: addr(TARGET),
+        dst: SocketAddr::new(FAKE.parse().unwrap(), 40000),
+        seq: Seq(T_ISN),
+        ack: Seq(C_ISN + 1),
+        flags: Flags::SYN | Flags::ACK,
+        window: 65535,
+        mss: Some(1460),
+        window_scale: Some(2),
+        ttl: 64,
+    }
+    .emit(&[], &mut synack);
+    r.handle_response(ms(base, 1), &synack);
+    let mut update = target_pkt(T_ISN + 1, C_ISN + 1, Flags::ACK, 0);
+    update[34..36].copy_from_slice(&1000u16.to_be_bytes());
+    let fixed = TcpPacket::parse(&update).unwrap().window();
+    assert_eq!(fixed, 1000);
+    r.handle_response(ms(base, 1), &update);
+    sent(&mut r);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(
+            C_ISN + 1,
+            O_ISN + 1,
+            Flags::ACK | Flags::PSH,
+            &[b'y'; 10_000],
+        ),
+    );
+    let bytes: usize = sent(&mut r).iter().map(|s| s.3.len()).sum();
+    assert_eq!(bytes, 4000, "sending stops at the scaled window");
 }
