@@ -415,7 +415,7 @@ struct SimTarget {
 const GREETING: usize = 24;
 
 fn greets(port: u16) -> bool {
-    port % 2 == 0
+    port.is_multiple_of(2)
 }
 
 struct SimConn {
