@@ -14,6 +14,7 @@ pub mod loadgen;
 pub mod netlab;
 pub mod nginx;
 pub mod scratch;
+pub mod stream;
 
 pub use httpd::{HttpServer, RequestLog};
 pub use loadgen::{LoadReport, LoadSpec};

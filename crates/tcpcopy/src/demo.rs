@@ -87,15 +87,7 @@ pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
     println!(
         "tcpcopy demo: building a lab in network namespaces (client, online, target, assistant)..."
     );
-    let spec = ScenarioSpec {
-        tag: "tcdemo".into(),
-        mode: Mode::Assistant,
-        servers: Servers::Embedded,
-        bin_dir,
-        extra_tcpcopy_args: vec![],
-        start_intercept: true,
-        start_tcpcopy: true,
-    };
+    let spec = ScenarioSpec::new("tcdemo", Mode::Assistant, Servers::Embedded, bin_dir);
     let mut sc = Scenario::start(&spec)?;
     println!("  client    {}  (load generator)", lab::Lab::CLIENT_IP);
     println!(
@@ -209,13 +201,8 @@ pub fn run_bench(seconds: u64) -> anyhow::Result<()> {
         Servers::Embedded
     };
     let spec = ScenarioSpec {
-        tag: "tcbench".into(),
-        mode: Mode::Assistant,
-        servers,
-        bin_dir: bin_dir()?,
-        extra_tcpcopy_args: vec![],
-        start_intercept: true,
         start_tcpcopy: false,
+        ..ScenarioSpec::new("tcbench", Mode::Assistant, servers, bin_dir()?)
     };
     println!("tcpcopy bench: {servers:?} servers, assistant mode, {seconds} s per row, 50 keep-alive connections");
     let mut sc = Scenario::start(&spec)?;

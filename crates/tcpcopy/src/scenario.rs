@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lab::stream::{Answer, StreamServer};
 use lab::{loadgen, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
 use tcio::capture::{RingCapture, RingConfig};
 
@@ -29,6 +30,17 @@ pub enum Servers {
     Embedded,
     /// nginx (package nginx-light).
     Nginx,
+    /// The lab's byte-recording stream server (see `lab::stream`).
+    Stream(Answer),
+}
+
+impl Servers {
+    /// The service port the servers listen on (and tcpcopy replicates).
+    pub fn port(self) -> u16 {
+        match self {
+            Servers::Embedded | Servers::Nginx | Servers::Stream(_) => 80,
+        }
+    }
 }
 
 pub struct ScenarioSpec {
@@ -42,11 +54,30 @@ pub struct ScenarioSpec {
     pub start_intercept: bool,
     /// Start tcpcopy (false: later, with [`Scenario::start_tcpcopy`]).
     pub start_tcpcopy: bool,
+    /// Leave TSO/GSO/GRO on the lab's interfaces (the veth default): captures see super-segments.
+    pub offload: bool,
+}
+
+impl ScenarioSpec {
+    /// Both programs started, offloads off, no extra tcpcopy options.
+    pub fn new(tag: &str, mode: Mode, servers: Servers, bin_dir: PathBuf) -> ScenarioSpec {
+        ScenarioSpec {
+            tag: tag.into(),
+            mode,
+            servers,
+            bin_dir,
+            extra_tcpcopy_args: Vec::new(),
+            start_intercept: true,
+            start_tcpcopy: true,
+            offload: false,
+        }
+    }
 }
 
 enum Server {
     Embedded(HttpServer),
     Nginx(Nginx),
+    Stream(StreamServer),
 }
 
 impl Server {
@@ -54,12 +85,19 @@ impl Server {
         match self {
             Server::Embedded(s) => Ok(s.log().uris()),
             Server::Nginx(n) => n.access_log(),
+            Server::Stream(_) => anyhow::bail!("the stream server keeps no request log"),
         }
     }
     fn pid(&self) -> Option<u32> {
         match self {
-            Server::Embedded(_) => None,
+            Server::Embedded(_) | Server::Stream(_) => None,
             Server::Nginx(n) => Some(n.pid()),
+        }
+    }
+    fn stream(&self) -> Option<&StreamServer> {
+        match self {
+            Server::Stream(s) => Some(s),
+            _ => None,
         }
     }
 }
@@ -73,6 +111,7 @@ pub struct Scenario {
     pub lab: Lab,
     pub scratch: ScratchDir,
     spec_mode: Mode,
+    port: u16,
     bin_dir: PathBuf,
     tcpcopy_args: Vec<String>,
 }
@@ -86,11 +125,19 @@ impl Scenario {
 
     pub fn start(spec: &ScenarioSpec) -> anyhow::Result<Scenario> {
         lab::netlab::cleanup_orphans(&spec.tag);
-        let lab = Lab::create(&LabSpec::unique(&spec.tag)).context("building the lab")?;
+        let lab = Lab::create(&LabSpec {
+            offload: spec.offload,
+            ..LabSpec::unique(&spec.tag)
+        })
+        .context("building the lab")?;
         let scratch = ScratchDir::new(&spec.tag)?;
+        let port = spec.servers.port();
         let start_server = |ns: &str, ip: Ipv4Addr, name: &str| -> anyhow::Result<Server> {
-            let addr = SocketAddrV4::new(ip, SERVICE_PORT);
+            let addr = SocketAddrV4::new(ip, port);
             Ok(match spec.servers {
+                Servers::Stream(answer) => {
+                    Server::Stream(lab.run_in(ns, || StreamServer::start(addr.into(), answer))?)
+                }
                 Servers::Embedded => {
                     Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?)
                 }
@@ -109,6 +156,7 @@ impl Scenario {
             lab,
             scratch,
             spec_mode: spec.mode,
+            port,
             bin_dir: spec.bin_dir.clone(),
             tcpcopy_args: Vec::new(),
         };
@@ -121,7 +169,7 @@ impl Scenario {
         };
         let mut args: Vec<String> = vec![
             "-x".into(),
-            format!("{SERVICE_PORT}-{}:{SERVICE_PORT}", Lab::TARGET_IP),
+            format!("{port}-{}:{port}", Lab::TARGET_IP),
             "-s".into(),
             intercept_ip.to_string(),
             "--stats-interval".into(),
@@ -162,12 +210,12 @@ impl Scenario {
                     "-i".into(),
                     Lab::IFACE.into(),
                     "--port".into(),
-                    SERVICE_PORT.to_string(),
+                    self.port.to_string(),
                 ],
             ),
             Mode::Queue => (
                 self.lab.ns_target().to_string(),
-                vec!["-q".into(), "--port".into(), SERVICE_PORT.to_string()],
+                vec!["-q".into(), "--port".into(), self.port.to_string()],
             ),
         };
         let n = std::fs::read_dir(self.scratch.path())?.count();
@@ -261,6 +309,66 @@ impl Scenario {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The online and the target service address.
+    pub fn online_service(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Lab::ONLINE_IP), self.port)
+    }
+
+    pub fn target_service(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Lab::TARGET_IP), self.port)
+    }
+
+    /// The stream servers (online, target), for [`Servers::Stream`].
+    pub fn stream_servers(&self) -> Option<(&StreamServer, &StreamServer)> {
+        Some((self.online.stream()?, self.target.stream()?))
+    }
+
+    /// Drops `percent` of the service's packets at random on the target host, in both directions
+    /// (iptables `statistic`; the rules go with the namespace).
+    pub fn inject_target_loss(&self, percent: f64) -> anyhow::Result<()> {
+        let p = format!("{:.4}", percent / 100.0);
+        let port = self.port.to_string();
+        for (chain, dir) in [("INPUT", "--dport"), ("OUTPUT", "--sport")] {
+            self.lab.sh(
+                self.lab.ns_target(),
+                &[
+                    "iptables",
+                    "-I",
+                    chain,
+                    "-p",
+                    "tcp",
+                    dir,
+                    &port,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Packets the loss rules dropped so far (INPUT, OUTPUT).
+    pub fn injected_drops(&self) -> anyhow::Result<(u64, u64)> {
+        let count = |chain: &str| -> anyhow::Result<u64> {
+            let out = self.lab.sh(
+                self.lab.ns_target(),
+                &["iptables", "-L", chain, "-v", "-n", "-x"],
+            )?;
+            Ok(out
+                .lines()
+                .filter(|l| l.contains("statistic"))
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                .sum())
+        };
+        Ok((count("INPUT")?, count("OUTPUT")?))
     }
 
     pub fn online_server_pid(&self) -> Option<u32> {

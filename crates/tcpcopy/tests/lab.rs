@@ -19,15 +19,7 @@ fn bin_dir() -> PathBuf {
 }
 
 fn spec(tag: &str, mode: Mode) -> ScenarioSpec {
-    ScenarioSpec {
-        tag: tag.into(),
-        mode,
-        servers: Servers::Nginx,
-        bin_dir: bin_dir(),
-        extra_tcpcopy_args: vec![],
-        start_intercept: true,
-        start_tcpcopy: true,
-    }
+    ScenarioSpec::new(tag, mode, Servers::Nginx, bin_dir())
 }
 
 fn load(prefix: &str, conns: usize, per_conn: usize, short: usize) -> LoadSpec {
@@ -45,10 +37,14 @@ fn load(prefix: &str, conns: usize, per_conn: usize, short: usize) -> LoadSpec {
 
 /// The done-when bar of live replication: 20,000 keep-alive requests over 50 connections and 5,000
 /// short connections, every URI at the target, per-connection order kept, and no target packet
-/// ever reaching the client namespace.
-fn full_replication(mode: Mode, tag: &str) {
+/// ever reaching the client namespace. With `loss_percent`, the target host drops that share of
+/// the service's packets in both directions.
+fn full_replication(mode: Mode, tag: &str, loss_percent: Option<f64>) {
     let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut sc = Scenario::start(&spec(tag, mode)).expect("scenario starts");
+    if let Some(p) = loss_percent {
+        sc.inject_target_loss(p).expect("loss rules");
+    }
     let sniffer = sc.sniff_client().expect("client capture");
     let spec = load(tag, 50, 400, 5_000);
     let report = sc.load(&spec).expect("load runs");
@@ -60,6 +56,14 @@ fn full_replication(mode: Mode, tag: &str) {
     let target = sc
         .wait_target(25_000, Duration::from_secs(90))
         .expect("target log");
+    if loss_percent.is_some() {
+        let (input, output) = sc.injected_drops().expect("drop counters");
+        assert!(
+            input > 100 && output > 100,
+            "the loss rules dropped packets both ways ({input} in, {output} out)"
+        );
+        eprintln!("injected loss: {input} packets dropped towards the target, {output} from it");
+    }
     let log = sc.stop_tcpcopy().expect("tcpcopy stops cleanly");
     let final_line = log
         .lines()
@@ -124,12 +128,19 @@ fn full_replication(mode: Mode, tag: &str) {
 
 #[test]
 fn assistant_mode_replicates_every_request_in_order() {
-    full_replication(Mode::Assistant, "tcA");
+    full_replication(Mode::Assistant, "tcA", None);
+}
+
+/// Issue 4: with 2% of the service's packets dropped at random on the target host, both ways,
+/// every request still arrives, exactly once and in order.
+#[test]
+fn two_percent_loss_at_the_target_loses_no_request() {
+    full_replication(Mode::Assistant, "tcL", Some(2.0));
 }
 
 #[test]
 fn queue_mode_keeps_client_addresses_and_replicates_every_request() {
-    full_replication(Mode::Queue, "tcQ");
+    full_replication(Mode::Queue, "tcQ", None);
 }
 
 /// tcpcopy started before intercept keeps retrying; killing intercept mid-run and starting it again

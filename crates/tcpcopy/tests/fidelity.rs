@@ -1,0 +1,160 @@
+//! Session fidelity end to end (issue 4): a 100 MB upload through TSO super-segments, a protocol
+//! where the server speaks first, memcached hot backup joined mid-connection, and redis pipelining.
+//! Each test builds and removes its own lab (needs root); a mutex keeps them sequential.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lab::stream::{self, Answer, ConnRecord};
+use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
+
+static SEQUENTIAL: Mutex<()> = Mutex::new(());
+
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A counter from tcpcopy's final statistics line, e.g. `"super-segments"`.
+fn final_counter(log: &str, name: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("tcpcopy final:"))?;
+    let at = line.find(&format!("{name} "))? + name.len() + 1;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn final_line(log: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("tcpcopy final:"))
+        .unwrap_or("(no final line)")
+        .to_string()
+}
+
+/// Issue 4: a 100 MB POST body reaches the target byte-identical, with the veth offloads left on,
+/// so tcpcopy captures TSO super-segments (up to 64 KB) and must cut them to the target's MSS.
+#[test]
+fn hundred_megabyte_upload_with_offloads_on_arrives_byte_identical() {
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ScenarioSpec {
+        offload: true,
+        ..ScenarioSpec::new(
+            "tcU",
+            Mode::Assistant,
+            Servers::Stream(Answer::Http),
+            bin_dir(),
+        )
+    };
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let online = sc.online_service();
+    // TCPCOPY_UPLOAD_MB tries other sizes by hand; CI runs the issue's 100 MB.
+    let mib: u64 = std::env::var("TCPCOPY_UPLOAD_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let started = std::time::Instant::now();
+    let sent = sc
+        .lab
+        .run_in(sc.lab.ns_client(), || stream::upload(online, mib << 20, 4))
+        .expect("upload to the online server");
+    let online_took = started.elapsed();
+    let (on, tg) = sc.stream_servers().unwrap();
+    let online_rec = on.wait_records(1, Duration::from_secs(30));
+    assert!(sent.matches(&online_rec[0]), "the online server got it all");
+    let target_rec = tg.wait_records(1, Duration::from_secs(120));
+    let target_took = started.elapsed();
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+    assert_eq!(
+        target_rec.len(),
+        1,
+        "the upload finished at the target\n{}",
+        final_line(&log)
+    );
+    assert!(
+        sent.matches(&target_rec[0]),
+        "the target got {} bytes, sha256 {:02x?}; sent {} bytes, sha256 {:02x?}\n{}",
+        target_rec[0].bytes,
+        &target_rec[0].sha256[..8],
+        sent.bytes,
+        &sent.sha256[..8],
+        final_line(&log)
+    );
+    assert_eq!(target_rec[0].answered, 1, "the target answered the upload");
+    let supers = final_counter(&log, "super-segments").expect("counter in the final line");
+    assert!(
+        supers > 0,
+        "the capture saw super-segments, so re-segmentation was exercised\n{}",
+        final_line(&log)
+    );
+    eprintln!(
+        "{mib} MiB upload: online {online_took:?}, target done after {target_took:?}; {}",
+        final_line(&log)
+    );
+}
+
+/// Issue 4: a protocol where the server greets first replicates byte-exact, each session's lines
+/// sent only after the target's own greeting.
+#[test]
+fn server_speaks_first_sessions_replicate_byte_exact() {
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ScenarioSpec::new(
+        "tcG",
+        Mode::Assistant,
+        Servers::Stream(Answer::Lines { greeting: true }),
+        bin_dir(),
+    );
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let online = sc.online_service();
+    let sessions = 30;
+    let sent: Vec<stream::Sent> = sc.lab.run_in(sc.lab.ns_client(), || {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..sessions)
+                .map(|c| {
+                    s.spawn(move || {
+                        let lines: Vec<Vec<u8>> = (0..40)
+                            .map(|i| format!("CMD {c} {i} {}", "x".repeat(i * 37)).into_bytes())
+                            .collect();
+                        stream::greeted_session(online, &lines)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap().expect("greeted session"))
+                .collect()
+        })
+    });
+    let (on, tg) = sc.stream_servers().unwrap();
+    let sorted = |mut v: Vec<ConnRecord>| {
+        v.sort();
+        v
+    };
+    let online_recs = sorted(on.wait_records(sessions, Duration::from_secs(10)));
+    let target_recs = sorted(tg.wait_records(sessions, Duration::from_secs(30)));
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+    assert_eq!(online_recs.len(), sessions);
+    assert_eq!(
+        target_recs,
+        online_recs,
+        "every session's bytes (length and sha256) and answered lines equal online and target\n{}",
+        final_line(&log)
+    );
+    for s in &sent {
+        assert!(
+            target_recs.iter().any(|r| s.matches(r)),
+            "a client session is missing at the target"
+        );
+    }
+    assert!(target_recs.iter().all(|r| r.answered == 40));
+    let by_bytes: BTreeMap<u64, usize> = target_recs.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.bytes).or_default() += 1;
+        m
+    });
+    eprintln!("{} greeted sessions, sizes {by_bytes:?}", target_recs.len());
+}
