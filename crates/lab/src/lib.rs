@@ -13,6 +13,7 @@ pub mod httpd;
 pub mod loadgen;
 pub mod netlab;
 pub mod nginx;
+pub mod redis;
 pub mod scratch;
 pub mod stream;
 

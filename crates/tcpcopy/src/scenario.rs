@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lab::redis::RedisServer;
 use lab::stream::{Answer, StreamServer};
 use lab::{loadgen, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
 use tcio::capture::{RingCapture, RingConfig};
@@ -32,6 +33,8 @@ pub enum Servers {
     Nginx,
     /// The lab's byte-recording stream server (see `lab::stream`).
     Stream(Answer),
+    /// redis-server (package redis-server), no persistence.
+    Redis,
 }
 
 impl Servers {
@@ -39,6 +42,7 @@ impl Servers {
     pub fn port(self) -> u16 {
         match self {
             Servers::Embedded | Servers::Nginx | Servers::Stream(_) => 80,
+            Servers::Redis => 6379,
         }
     }
 }
@@ -78,6 +82,7 @@ enum Server {
     Embedded(HttpServer),
     Nginx(Nginx),
     Stream(StreamServer),
+    Redis(RedisServer),
 }
 
 impl Server {
@@ -85,12 +90,14 @@ impl Server {
         match self {
             Server::Embedded(s) => Ok(s.log().uris()),
             Server::Nginx(n) => n.access_log(),
-            Server::Stream(_) => anyhow::bail!("the stream server keeps no request log"),
+            Server::Stream(_) | Server::Redis(_) => {
+                anyhow::bail!("only HTTP servers keep a request log")
+            }
         }
     }
     fn pid(&self) -> Option<u32> {
         match self {
-            Server::Embedded(_) | Server::Stream(_) => None,
+            Server::Embedded(_) | Server::Stream(_) | Server::Redis(_) => None,
             Server::Nginx(n) => Some(n.pid()),
         }
     }
@@ -138,6 +145,13 @@ impl Scenario {
                 Servers::Stream(answer) => {
                     Server::Stream(lab.run_in(ns, || StreamServer::start(addr.into(), answer))?)
                 }
+                Servers::Redis => Server::Redis(RedisServer::start(
+                    &lab,
+                    ns,
+                    addr,
+                    &scratch.path().join(name),
+                    &scratch.path().join(format!("redis-{name}.log")),
+                )?),
                 Servers::Embedded => {
                     Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?)
                 }

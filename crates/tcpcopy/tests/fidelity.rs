@@ -158,3 +158,67 @@ fn server_speaks_first_sessions_replicate_byte_exact() {
     });
     eprintln!("{} greeted sessions, sizes {by_bytes:?}", target_recs.len());
 }
+
+/// Polls `read` on the target until it equals `want` or `timeout` passes; returns the last reading.
+fn wait_equal<T: PartialEq>(
+    want: &T,
+    timeout: Duration,
+    mut read: impl FnMut() -> anyhow::Result<T>,
+) -> T {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let got = read().expect("reading the target");
+        if &got == want || std::time::Instant::now() >= end {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Issue 4: redis with 16 commands per round trip; the target's keyspace equals the online one.
+#[test]
+fn redis_pipelining_keyspace_matches() {
+    use lab::redis::{keyspace_diff, pipelined_load, PipelineSpec, RedisConn};
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ScenarioSpec::new("tcK", Mode::Assistant, Servers::Redis, bin_dir());
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let (online, target) = (sc.online_service(), sc.target_service());
+    let load = PipelineSpec {
+        connections: 20,
+        rounds: 500,
+        per_round: 16,
+        seed: 44,
+    };
+    let client = sc.lab.ns_client().to_string();
+    let sent = sc
+        .lab
+        .run_in(&client, || pipelined_load(online, &load))
+        .expect("pipelined load on the online server");
+    assert_eq!(sent, 20 * 500 * 16);
+    let keyspace = |addr| {
+        sc.lab
+            .run_in(&client, || RedisConn::connect(addr)?.keyspace())
+    };
+    let want = keyspace(online).expect("online keyspace");
+    let got = wait_equal(&want, Duration::from_secs(60), || keyspace(target));
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+    let diff = keyspace_diff(&want, &got, 10);
+    assert!(
+        diff.is_empty(),
+        "target keyspace differs ({} keys online, {} target):\n{}\n{}",
+        want.len(),
+        got.len(),
+        diff.join("\n"),
+        final_line(&log)
+    );
+    assert!(
+        want.len() > 1000,
+        "the load left a real keyspace: {}",
+        want.len()
+    );
+    eprintln!(
+        "redis: {sent} pipelined commands, {} keys equal; {}",
+        want.len(),
+        final_line(&log)
+    );
+}
