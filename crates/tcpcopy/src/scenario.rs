@@ -82,6 +82,8 @@ enum Server {
     Embedded(HttpServer),
     Nginx(Nginx),
     Stream(StreamServer),
+    /// Held for its `Drop`, which stops the server.
+    #[allow(dead_code)]
     Redis(RedisServer),
 }
 
