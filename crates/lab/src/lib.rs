@@ -11,6 +11,7 @@
 pub mod http;
 pub mod httpd;
 pub mod loadgen;
+pub mod memcache;
 pub mod netlab;
 pub mod nginx;
 pub mod redis;

@@ -51,6 +51,9 @@ pub struct Stats {
     pub super_segments: u64,
     /// Client bytes held for the target right now, over all sessions.
     pub bytes_buffered: u64,
+    /// Packets the capture had no room for, as the kernel counted them (filled in by the driver).
+    /// A dropped client segment leaves a hole its client never resends: the session stalls.
+    pub capture_drops: u64,
 }
 
 impl Stats {
@@ -71,7 +74,7 @@ impl fmt::Display for Stats {
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
              requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
              responses {} (unknown {}) captured {} (ignored {}, malformed {}, duplicate {}, truncated {}, \
-             super-segments {}) port reuse {}",
+             super-segments {}) capture drops {} port reuse {}",
             self.sessions_created,
             self.sessions_active,
             self.sessions_joined,
@@ -98,6 +101,7 @@ impl fmt::Display for Stats {
             self.duplicate_segments,
             self.truncated_packets,
             self.super_segments,
+            self.capture_drops,
             self.sessions_port_reused,
         )
     }

@@ -54,6 +54,8 @@ struct Conn {
 pub struct Hub {
     state: Mutex<HubState>,
     next_conn: AtomicU64,
+    /// Packets the capture ring had no room for (kernel count).
+    pub capture_drops: Arc<AtomicU64>,
     pub responses: AtomicU64,
     pub routed: AtomicU64,
     pub broadcast: AtomicU64,
@@ -279,11 +281,12 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 pub fn summary(hub: &Hub) -> String {
     let st = hub.lock();
     format!(
-        "responses {} (routed {}, to all {}, malformed {}), frames dropped for slow tcpcopy {}, connections {}, routes {}",
+        "responses {} (routed {}, to all {}, malformed {}), capture drops {}, frames dropped for slow tcpcopy {}, connections {}, routes {}",
         hub.responses.load(Ordering::Relaxed),
         hub.routed.load(Ordering::Relaxed),
         hub.broadcast.load(Ordering::Relaxed),
         hub.malformed.load(Ordering::Relaxed),
+        hub.capture_drops.load(Ordering::Relaxed),
         hub.dropped.load(Ordering::Relaxed),
         st.conns.len(),
         st.routes.len()
@@ -296,9 +299,11 @@ fn spawn_ring_source(
     batch: usize,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let drops = hub.capture_drops.clone();
     crate::plumbing::spawn_capture_loop(
         ring,
         stop,
+        drops,
         move |packets| {
             hub.dispatch(packets.iter(), batch);
             true

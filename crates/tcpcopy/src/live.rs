@@ -7,13 +7,13 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message};
@@ -126,8 +126,18 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
         cfg.intercepts.len()
     );
 
-    let (tx, rx) = bounded::<Event>(4096);
-    spawn_capture(ring, tx.clone(), stop.clone())?;
+    // Unbounded, but captured bytes waiting in it are budgeted (see `spawn_capture`): the capture
+    // thread must keep emptying the kernel ring while this thread is busy sending, because a client
+    // segment the ring drops is never sent again.
+    let (tx, rx) = unbounded::<Event>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let capture_drops = Arc::new(AtomicU64::new(0));
+    let budget = cfg.core.max_buffered_bytes / 4;
+    spawn_capture(ring, tx.clone(), stop.clone(), capture_drops.clone(), queued.clone(), budget)?;
+    let stats = |core: &Replicator| Stats {
+        capture_drops: capture_drops.load(Ordering::Relaxed),
+        ..core.stats()
+    };
     let mut conn_addrs = Vec::new();
     for &server in &cfg.intercepts {
         for _ in 0..cfg.connections {
@@ -156,13 +166,13 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
             })
             .min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
-            Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs)?,
+            Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs, &queued)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         // Drain whatever else is queued before sending, so sends and route frames batch up.
         for ev in rx.try_iter().take(256) {
-            handle_event(ev, &mut core, &mut writers, &conn_addrs)?;
+            handle_event(ev, &mut core, &mut writers, &conn_addrs, &queued)?;
         }
         core.handle_timeout(Instant::now());
         core.drain_transmits(|p| {
@@ -183,10 +193,10 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
         });
         if !cfg.stats_interval.is_zero() && last_stats.elapsed() >= cfg.stats_interval {
             last_stats = Instant::now();
-            info!("{}", core.stats());
+            info!("{}", stats(&core));
         }
     }
-    Ok(core.stats())
+    Ok(stats(&core))
 }
 
 fn online_v4_addrs(cfg: &LiveConfig) -> Vec<std::net::Ipv4Addr> {
@@ -208,10 +218,14 @@ fn handle_event(
     core: &mut Replicator,
     writers: &mut [Option<TcpStream>],
     addrs: &[SocketAddr],
+    queued: &AtomicUsize,
 ) -> anyhow::Result<()> {
     let now = Instant::now();
     match ev {
-        Event::Captured(batch) => batch.iter().for_each(|p| core.handle_capture(now, p)),
+        Event::Captured(batch) => {
+            batch.iter().for_each(|p| core.handle_capture(now, p));
+            queued.fetch_sub(batch.bytes(), Ordering::Relaxed);
+        }
         Event::Responses(batch) => batch.iter().for_each(|p| core.handle_response(now, p)),
         Event::InterceptUp { idx, mut writer } => {
             info!("connected to intercept {}", addrs[idx]);
@@ -273,12 +287,24 @@ fn spawn_capture(
     ring: RingCapture,
     tx: Sender<Event>,
     stop: Arc<AtomicBool>,
+    drops: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
 ) -> anyhow::Result<()> {
     let failed = tx.clone();
+    let waiting = stop.clone();
     spawn_capture_loop(
         ring,
         stop,
-        move |batch| tx.send(Event::Captured(batch)).is_ok(),
+        drops,
+        move |batch| {
+            // Over budget, hold back: the kernel ring then fills, and drops are counted there.
+            while queued.load(Ordering::Relaxed) > budget && !waiting.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_micros(200));
+            }
+            queued.fetch_add(batch.bytes(), Ordering::Relaxed);
+            tx.send(Event::Captured(batch)).is_ok()
+        },
         move |e| {
             let _ = failed.send(Event::CaptureFailed(e.to_string()));
         },

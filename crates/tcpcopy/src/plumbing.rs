@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,6 +27,10 @@ impl PacketBatch {
     pub fn len(&self) -> usize {
         self.ends.len()
     }
+    /// Packet bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -42,16 +46,25 @@ impl PacketBatch {
 
 /// Runs a capture ring on its own thread until `stop`: each non-empty batch of received packets
 /// (our own outgoing packets excluded) goes to `on_batch`, which returns false to end the loop.
+/// `drops` follows the kernel's count of packets the ring had no room for (read about once a second).
 pub fn spawn_capture_loop(
     mut ring: RingCapture,
     stop: Arc<AtomicBool>,
+    drops: Arc<AtomicU64>,
     mut on_batch: impl FnMut(PacketBatch) -> bool + Send + 'static,
     on_error: impl FnOnce(std::io::Error) + Send + 'static,
 ) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
+            let mut checked = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if checked.elapsed() >= Duration::from_secs(1) {
+                    checked = Instant::now();
+                    if let Ok(st) = ring.stats() {
+                        drops.store(st.drops, Ordering::Relaxed);
+                    }
+                }
                 let mut batch = PacketBatch::default();
                 let r = ring.poll_batch(Duration::from_millis(100), |p| {
                     // The filter drops outgoing packets in the kernel already; this is a second guard.

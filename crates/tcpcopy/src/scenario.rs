@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lab::memcache::Memcached;
 use lab::redis::RedisServer;
 use lab::stream::{Answer, StreamServer};
 use lab::{loadgen, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
@@ -35,6 +36,9 @@ pub enum Servers {
     Stream(Answer),
     /// redis-server (package redis-server), no persistence.
     Redis,
+    /// memcached (package memcached) with 2 GB of cache, enough for issue 4's hot backup
+    /// without evictions.
+    Memcached,
 }
 
 impl Servers {
@@ -43,6 +47,7 @@ impl Servers {
         match self {
             Servers::Embedded | Servers::Nginx | Servers::Stream(_) => 80,
             Servers::Redis => 6379,
+            Servers::Memcached => 11211,
         }
     }
 }
@@ -82,9 +87,11 @@ enum Server {
     Embedded(HttpServer),
     Nginx(Nginx),
     Stream(StreamServer),
-    /// Held for its `Drop`, which stops the server.
+    /// Held for their `Drop`, which stops the server.
     #[allow(dead_code)]
     Redis(RedisServer),
+    #[allow(dead_code)]
+    Memcached(Memcached),
 }
 
 impl Server {
@@ -92,7 +99,7 @@ impl Server {
         match self {
             Server::Embedded(s) => Ok(s.log().uris()),
             Server::Nginx(n) => n.access_log(),
-            Server::Stream(_) | Server::Redis(_) => {
+            Server::Stream(_) | Server::Redis(_) | Server::Memcached(_) => {
                 anyhow::bail!("only HTTP servers keep a request log")
             }
         }
@@ -100,6 +107,7 @@ impl Server {
     fn pid(&self) -> Option<u32> {
         match self {
             Server::Embedded(_) | Server::Stream(_) | Server::Redis(_) => None,
+            Server::Memcached(m) => Some(m.pid()),
             Server::Nginx(n) => Some(n.pid()),
         }
     }
@@ -153,6 +161,13 @@ impl Scenario {
                     addr,
                     &scratch.path().join(name),
                     &scratch.path().join(format!("redis-{name}.log")),
+                )?),
+                Servers::Memcached => Server::Memcached(Memcached::start(
+                    &lab,
+                    ns,
+                    addr,
+                    2048,
+                    &scratch.path().join(format!("memcached-{name}.log")),
                 )?),
                 Servers::Embedded => {
                     Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?)

@@ -222,3 +222,114 @@ fn redis_pipelining_keyspace_matches() {
         final_line(&log)
     );
 }
+
+/// Issue 4: memcached hot backup. 20 connections are open before tcpcopy starts (so every session
+/// is joined mid-connection with a synthesized handshake), then 100,000 sets of random keys with
+/// values of 10 B to 100 KB; the target's key→value map equals the online one exactly.
+#[test]
+fn memcached_hot_backup_joined_after_connect_matches_exactly() {
+    use lab::memcache::{hot_backup, value_len_stats, HotBackupSpec, MemcacheConn};
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ScenarioSpec {
+        start_tcpcopy: false,
+        ..ScenarioSpec::new("tcM", Mode::Assistant, Servers::Memcached, bin_dir())
+    };
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let (online, target) = (sc.online_service(), sc.target_service());
+    let client = sc.lab.ns_client().to_string();
+    let conns: Vec<MemcacheConn> = sc.lab.run_in(&client, || {
+        (0..20)
+            .map(|_| {
+                let mut c = MemcacheConn::connect(online)?;
+                c.version()?;
+                Ok(c)
+            })
+            .collect::<anyhow::Result<_>>()
+            .expect("20 connections to the online memcached")
+    });
+    sc.start_tcpcopy().expect("tcpcopy starts");
+    sc.wait_connected(Duration::from_secs(15))
+        .expect("tcpcopy connected to intercept");
+    let load = HotBackupSpec {
+        sets: 100_000,
+        min_len: 10,
+        max_len: 100_000,
+        keys_per_connection: 5_000,
+        seed: 2026,
+    };
+    let started = std::time::Instant::now();
+    let expected = sc
+        .lab
+        .run_in(&client, || hot_backup(conns, &load))
+        .expect("100,000 sets on the online memcached");
+    let online_took = started.elapsed();
+    let (min, max, total) = value_len_stats(&expected);
+
+    let stat = |lab: &lab::Lab, addr, name: &'static str| {
+        lab.run_in(&client, || MemcacheConn::connect(addr)?.stat(name))
+            .map(|v| v.unwrap_or(0))
+    };
+    let target_sets = wait_equal(&100_000, Duration::from_secs(120), || {
+        stat(&sc.lab, target, "cmd_set")
+    });
+    let target_took = started.elapsed();
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+    assert_eq!(
+        target_sets,
+        100_000,
+        "every set reached the target\n{}",
+        final_line(&log)
+    );
+    assert_eq!(
+        final_counter(&log, "joined"),
+        Some(20),
+        "all 20 sessions were joined mid-connection\n{}",
+        final_line(&log)
+    );
+    for addr in [online, target] {
+        assert_eq!(
+            stat(&sc.lab, addr, "evictions").unwrap(),
+            0,
+            "{addr}: nothing evicted"
+        );
+    }
+
+    // The key sets, then every value, batch by batch.
+    let mut keys: Vec<String> = expected.keys().cloned().collect();
+    keys.sort();
+    for addr in [online, target] {
+        let mut held = sc
+            .lab
+            .run_in(&client, || MemcacheConn::connect(addr)?.keys())
+            .expect("key dump");
+        held.sort();
+        assert!(held == keys, "{addr} holds {} keys, expected {}", held.len(), keys.len());
+    }
+    let mismatched: Vec<String> = sc.lab.run_in(&client, || {
+        let mut on = MemcacheConn::connect(online).expect("connect online");
+        let mut tg = MemcacheConn::connect(target).expect("connect target");
+        let mut bad = Vec::new();
+        for batch in keys.chunks(500) {
+            let a = on.get_many(batch).expect("online values");
+            let b = tg.get_many(batch).expect("target values");
+            for k in batch {
+                if a.get(k) != expected.get(k) || b.get(k) != expected.get(k) {
+                    bad.push(k.clone());
+                }
+            }
+        }
+        bad
+    });
+    assert!(
+        mismatched.is_empty(),
+        "{} keys differ (first: {:?})",
+        mismatched.len(),
+        mismatched.first()
+    );
+    eprintln!(
+        "memcached: 100,000 sets, {} keys, values {min}..{max} B, {:.0} MB; online {online_took:?}, target done after {target_took:?}; {}",
+        keys.len(),
+        total as f64 / 1e6,
+        final_line(&log)
+    );
+}
