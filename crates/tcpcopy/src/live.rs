@@ -133,7 +133,14 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
     let queued = Arc::new(AtomicUsize::new(0));
     let capture_drops = Arc::new(AtomicU64::new(0));
     let budget = cfg.core.max_buffered_bytes / 4;
-    spawn_capture(ring, tx.clone(), stop.clone(), capture_drops.clone(), queued.clone(), budget)?;
+    spawn_capture(
+        ring,
+        tx.clone(),
+        stop.clone(),
+        capture_drops.clone(),
+        queued.clone(),
+        budget,
+    )?;
     let stats = |core: &Replicator| Stats {
         capture_drops: capture_drops.load(Ordering::Relaxed),
         ..core.stats()

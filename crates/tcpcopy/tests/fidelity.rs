@@ -303,7 +303,12 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
             .run_in(&client, || MemcacheConn::connect(addr)?.keys())
             .expect("key dump");
         held.sort();
-        assert!(held == keys, "{addr} holds {} keys, expected {}", held.len(), keys.len());
+        assert!(
+            held == keys,
+            "{addr} holds {} keys, expected {}",
+            held.len(),
+            keys.len()
+        );
     }
     let mismatched: Vec<String> = sc.lab.run_in(&client, || {
         let mut on = MemcacheConn::connect(online).expect("connect online");
