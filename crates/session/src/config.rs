@@ -49,6 +49,13 @@ pub struct Config {
     pub join_open_sessions: bool,
     /// TTL of the packets sent to the target.
     pub ttl: u8,
+    /// Replicated sessions made from each captured one (`-n`): copy 0 keeps the client's port,
+    /// copy k uses it shifted by k × `port_shift` (`-f`), so each is a distinct session at the target.
+    pub copies: u16,
+    pub port_shift: u16,
+    /// Share of client connections replicated (`-r`), 1 to 100: whole connections, chosen by a hash
+    /// of the client's address and port, so the same ones every run.
+    pub sample_percent: u8,
 }
 
 impl Config {
@@ -69,7 +76,42 @@ impl Config {
             window_scale: Some(7),
             join_open_sessions: true,
             ttl: 64,
+            copies: 1,
+            port_shift: 1000,
+            sample_percent: 100,
         }
+    }
+
+    /// The client port copy `copy` of a session uses: shifted by `copy * port_shift`, wrapping
+    /// within 1024..=65535.
+    pub fn copy_port(&self, port: u16, copy: u16) -> u16 {
+        if copy == 0 {
+            return port;
+        }
+        const FIRST: u32 = 1024;
+        let span = 65536 - FIRST;
+        let base = u32::from(port).max(FIRST) - FIRST;
+        (FIRST + (base + u32::from(copy) * u32::from(self.port_shift)) % span) as u16
+    }
+
+    /// Whether a connection from `client` is replicated under `sample_percent`.
+    pub fn samples(&self, client: SocketAddr) -> bool {
+        if self.sample_percent >= 100 {
+            return true;
+        }
+        // splitmix64 over address and port: neighbouring ports land far apart.
+        let ip = match client.ip() {
+            IpAddr::V4(a) => u64::from(u32::from(a)),
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                (v as u64) ^ ((v >> 64) as u64)
+            }
+        };
+        let mut z = (ip << 16 | u64::from(client.port())).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        z % 100 < u64::from(self.sample_percent)
     }
 
     pub(crate) fn rule_for(&self, dst: SocketAddr) -> Option<&Rule> {

@@ -23,6 +23,9 @@ use crate::config::Config;
 use crate::stats::Stats;
 
 type SessionId = u64;
+/// A captured connection as the online server sees it (client, online server), and which of the
+/// `Config::copies` replicated sessions made from it.
+type OnlineKey = (SocketAddr, SocketAddr, u16);
 
 /// Window we announce to the target (scaled by `Config::window_scale` once both sides offered it).
 /// Its size hardly matters: the target's bytes are acknowledged as soon as they are reported.
@@ -51,6 +54,8 @@ enum State {
 
 #[derive(Debug)]
 struct Session {
+    /// Which of the `Config::copies` sessions of its client connection this is.
+    copy: u16,
     client: SocketAddr,
     online: SocketAddr,
     /// The replicated session's endpoints as the target sees them.
@@ -127,11 +132,11 @@ pub struct Replicator {
     config: Config,
     next_id: SessionId,
     sessions: HashMap<SessionId, Session>,
-    by_online: HashMap<(SocketAddr, SocketAddr), SessionId>,
+    by_online: HashMap<OnlineKey, SessionId>,
     by_target: HashMap<(SocketAddr, SocketAddr), SessionId>,
     /// Connections we aborted, so that their further segments are not joined as a new session
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
-    aborted: HashMap<(SocketAddr, SocketAddr), Instant>,
+    aborted: HashMap<OnlineKey, Instant>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     /// Client bytes held for the target by all sessions together (bounded by
     /// `Config::max_buffered_bytes`).
@@ -218,15 +223,18 @@ impl Replicator {
             self.stats.ignored_packets += 1;
             return;
         };
-        let key = (p.src(), p.dst());
-        let flags = p.flags();
-        let existing = self.by_online.get(&key).copied();
+        if !self.config.samples(p.src()) {
+            self.stats.sampled_out_packets += 1;
+            return;
+        }
         if p.payload().len() < p.payload_len() {
             // Cut short by the capture: those bytes are gone for good (the online server has them,
             // so the client never sends them again). The session cannot be delivered intact.
             self.stats.truncated_packets += 1;
-            if let Some(id) = existing {
-                self.abort(now, id);
+            for copy in 0..self.config.copies {
+                if let Some(&id) = self.by_online.get(&(p.src(), p.dst(), copy)) {
+                    self.abort(now, id);
+                }
             }
             return;
         }
@@ -234,6 +242,16 @@ impl Replicator {
             // TSO/GSO/GRO on the capture side: sent on as several segments.
             self.stats.super_segments += 1;
         }
+        for copy in 0..self.config.copies {
+            self.capture_copy(now, &p, rule.target, copy);
+        }
+    }
+
+    /// One replicated session's share of a captured packet.
+    fn capture_copy(&mut self, now: Instant, p: &TcpPacket<'_>, target: SocketAddr, copy: u16) {
+        let key = (p.src(), p.dst(), copy);
+        let flags = p.flags();
+        let existing = self.by_online.get(&key).copied();
 
         if flags.syn() && !flags.ack() {
             if let Some(id) = existing {
@@ -252,7 +270,7 @@ impl Replicator {
                 }
             }
             self.aborted.remove(&key);
-            self.create(now, &p, rule.target, p.seq(), false);
+            self.create(now, p, target, copy, p.seq(), false);
             return;
         }
 
@@ -274,7 +292,7 @@ impl Replicator {
                     self.stats.ignored_packets += 1;
                     return;
                 }
-                self.create(now, &p, rule.target, p.seq() - 1, true)
+                self.create(now, p, target, copy, p.seq() - 1, true)
             }
         };
         let Some(s) = self.sessions.get_mut(&id) else {
@@ -293,7 +311,7 @@ impl Replicator {
         } else {
             let ack_tag = flags.ack().then(|| p.ack());
             let before = s.held();
-            s.accept_client(&p, ack_tag, &mut self.stats);
+            s.accept_client(p, ack_tag, &mut self.stats);
             let held = s.held();
             self.buffered = self.buffered + held - before;
             if held > self.config.max_session_bytes
@@ -433,13 +451,15 @@ impl Replicator {
         now: Instant,
         p: &TcpPacket<'_>,
         target: SocketAddr,
+        copy: u16,
         isn: Seq,
         joined: bool,
     ) -> SessionId {
         let id = self.next_id;
         self.next_id += 1;
-        let local = self.local_endpoint(p.src(), target);
+        let local = self.local_endpoint(p.src(), target, copy);
         let s = Session {
+            copy,
             client: p.src(),
             online: p.dst(),
             local,
@@ -484,7 +504,7 @@ impl Replicator {
             successor: None,
             queued_at: None,
         };
-        self.by_online.insert((s.client, s.online), id);
+        self.by_online.insert((s.client, s.online, copy), id);
         let predecessor = self.by_target.get(&(local, target)).copied();
         self.sessions.insert(id, s);
         self.stats.sessions_created += 1;
@@ -529,15 +549,17 @@ impl Replicator {
 
     /// The replicated session's client endpoint: the real one, or a fake address chosen by a hash of
     /// the client's, probing further when that endpoint is already in use towards this target.
-    fn local_endpoint(&self, client: SocketAddr, target: SocketAddr) -> SocketAddr {
+    fn local_endpoint(&self, client: SocketAddr, target: SocketAddr, copy: u16) -> SocketAddr {
+        let port = self.config.copy_port(client.port(), copy);
         let fakes = &self.config.fake_clients;
         if fakes.is_empty() {
-            return client;
+            return SocketAddr::new(client.ip(), port);
         }
-        let start = addr_hash(client.ip()) as usize % fakes.len();
+        // Copies of one client spread over the fake addresses too.
+        let start = (addr_hash(client.ip()) as usize).wrapping_add(usize::from(copy)) % fakes.len();
         let mut first = None;
         for i in 0..fakes.len() {
-            let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], client.port());
+            let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], port);
             first.get_or_insert(cand);
             if !self.by_target.contains_key(&(cand, target)) {
                 return cand;
@@ -641,7 +663,7 @@ impl Replicator {
             let timeout = self.config.session_timeout;
             self.aborted.retain(|_, t| now < *t + timeout);
         }
-        self.aborted.insert((s.client, s.online), now);
+        self.aborted.insert((s.client, s.online, s.copy), now);
     }
 
     /// Forgets a session; one waiting for it starts now.
@@ -658,8 +680,8 @@ impl Replicator {
             if s.state != State::Closed {
                 self.stats.sessions_active -= 1;
             }
-            if self.by_online.get(&(s.client, s.online)) == Some(&id) {
-                self.by_online.remove(&(s.client, s.online));
+            if self.by_online.get(&(s.client, s.online, s.copy)) == Some(&id) {
+                self.by_online.remove(&(s.client, s.online, s.copy));
             }
             if self.by_target.get(&(s.local, s.target)) == Some(&id) {
                 self.by_target.remove(&(s.local, s.target));

@@ -9,6 +9,8 @@ pub struct Stats {
     pub captured_packets: u64,
     /// Captured packets that were not TCP for a rule, or not parseable.
     pub ignored_packets: u64,
+    /// Captured packets of connections `-r` leaves out.
+    pub sampled_out_packets: u64,
     pub malformed_packets: u64,
     /// Captured segments that carried only bytes we already had.
     pub duplicate_segments: u64,
@@ -73,7 +75,7 @@ impl fmt::Display for Stats {
             f,
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
              requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
-             responses {} (unknown {}) captured {} (ignored {}, malformed {}, duplicate {}, truncated {}, \
+             responses {} (unknown {}) captured {} (ignored {}, sampled out {}, malformed {}, duplicate {}, truncated {}, \
              super-segments {}) capture drops {} port reuse {}",
             self.sessions_created,
             self.sessions_active,
@@ -97,6 +99,7 @@ impl fmt::Display for Stats {
             self.responses_unknown,
             self.captured_packets,
             self.ignored_packets,
+            self.sampled_out_packets,
             self.malformed_packets,
             self.duplicate_segments,
             self.truncated_packets,

@@ -81,6 +81,15 @@ pub struct TcpcopyOpts {
     /// Default intercept port
     #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT)]
     pub port: u16,
+    /// Replicate each session N times (each copy a distinct session at the target)
+    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub copies: u16,
+    /// Copy k of a session uses the client port shifted by k times this
+    #[arg(short = 'f', long = "port-shift", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port_shift: u16,
+    /// Replicate this percentage of client connections (whole connections, the same ones every run)
+    #[arg(short = 'r', long = "percent", value_name = "P", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub percent: u8,
     /// Memory cap in MB for client data held for the target, all sessions together; one session may
     /// hold a quarter. A session that would pass either is dropped and counted as overflow
     #[arg(short = 'm', long = "memory", value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]

@@ -86,6 +86,9 @@ impl LiveConfig {
         core.initial_rto = Duration::from_millis(o.rtt);
         core.no_wait = o.no_wait;
         core.response_wait = Duration::from_millis(o.response_wait);
+        core.copies = o.copies;
+        core.port_shift = o.port_shift;
+        core.sample_percent = o.percent;
         core.max_buffered_bytes = (o.memory as usize).saturating_mul(1 << 20);
         core.max_session_bytes = core.max_buffered_bytes / 4;
         Ok(LiveConfig {

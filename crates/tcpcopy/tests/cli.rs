@@ -58,6 +58,21 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
     );
     assert_usage_error(
         t,
+        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-n", "0"],
+        "--copies",
+    );
+    assert_usage_error(
+        t,
+        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-r", "101"],
+        "--percent",
+    );
+    assert_usage_error(
+        t,
+        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-f", "0"],
+        "--port-shift",
+    );
+    assert_usage_error(
+        t,
         &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "--bogus"],
         "--bogus",
     );

@@ -191,3 +191,95 @@ fn intercept_unreachable_then_restarted_mid_run() {
     );
     sc.stop_tcpcopy().unwrap();
 }
+
+/// Polls the target's log until it has not grown for 3 s (or `timeout` passed).
+fn settled_target(sc: &Scenario, timeout: Duration) -> Vec<String> {
+    let end = std::time::Instant::now() + timeout;
+    let mut last = sc.target_uris().unwrap();
+    let mut since = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = sc.target_uris().unwrap();
+        if now.len() != last.len() {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= Duration::from_secs(3) || std::time::Instant::now() >= end {
+            return now;
+        }
+    }
+}
+
+/// Issue 5: `-n 3` makes three complete sessions at the target of every online session.
+#[test]
+fn three_copies_of_every_session_reach_the_target() {
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = spec("tcN", Mode::Assistant);
+    s.extra_tcpcopy_args = vec!["-n".into(), "3".into()];
+    let mut sc = Scenario::start(&s).expect("scenario starts");
+    let spec = load("n3", 20, 100, 1_000);
+    assert_eq!(sc.load(&spec).unwrap().ok, 3_000);
+    let target = sc.wait_target(9_000, Duration::from_secs(60)).unwrap();
+    let log = sc.stop_tcpcopy().unwrap();
+    let final_line = log
+        .lines()
+        .find(|l| l.contains("tcpcopy final:"))
+        .unwrap_or("");
+    let mut count: HashMap<&String, usize> = HashMap::new();
+    for u in &target {
+        *count.entry(u).or_default() += 1;
+    }
+    let (keepalive, short) = loadgen::expected_uris(&spec);
+    let wrong: Vec<(&String, usize)> = keepalive
+        .iter()
+        .flatten()
+        .chain(short.iter())
+        .map(|u| (u, count.get(u).copied().unwrap_or(0)))
+        .filter(|&(_, n)| n != 3)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} URIs not exactly 3 times at the target (first: {:?})\n{final_line}",
+        wrong.len(),
+        wrong.first()
+    );
+    assert_eq!(target.len(), 9_000, "nothing else arrived\n{final_line}");
+}
+
+/// Issue 5: `-r 30` replicates 30% ± 3% of the connections, each one complete.
+#[test]
+fn thirty_percent_of_sessions_arrive_each_complete() {
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = spec("tcP", Mode::Assistant);
+    s.extra_tcpcopy_args = vec!["-r".into(), "30".into()];
+    let mut sc = Scenario::start(&s).expect("scenario starts");
+    let spec = load("r30", 100, 20, 5_000);
+    assert_eq!(sc.load(&spec).unwrap().ok, 7_000);
+    let target = settled_target(&sc, Duration::from_secs(60));
+    let log = sc.stop_tcpcopy().unwrap();
+    let final_line = log
+        .lines()
+        .find(|l| l.contains("tcpcopy final:"))
+        .unwrap_or("");
+    let got: HashSet<&String> = target.iter().collect();
+    assert_eq!(got.len(), target.len(), "no request arrived twice");
+    let (keepalive, short) = loadgen::expected_uris(&spec);
+    // A keep-alive connection arrives whole or not at all.
+    let mut sessions = 0;
+    for (c, uris) in keepalive.iter().enumerate() {
+        let present = uris.iter().filter(|u| got.contains(u)).count();
+        assert!(
+            present == 0 || present == uris.len(),
+            "connection {c}: {present} of {} requests arrived\n{final_line}",
+            uris.len()
+        );
+        sessions += usize::from(present > 0);
+    }
+    sessions += short.iter().filter(|u| got.contains(u)).count();
+    let total = keepalive.len() + short.len();
+    let share = sessions as f64 * 100.0 / total as f64;
+    eprintln!("-r 30: {sessions} of {total} connections replicated ({share:.1}%)\n{final_line}");
+    assert!(
+        (27.0..=33.0).contains(&share),
+        "{share:.1}% of connections arrived, 30 ± 3 expected\n{final_line}"
+    );
+}
