@@ -41,16 +41,16 @@ pub struct RingConfig {
 }
 
 impl Default for RingConfig {
-    /// 64 MiB in 256 blocks of 256 KiB. The block count is what matters under load: at a 1 ms
+    /// 64 MiB in 512 blocks of 128 KiB. The block count is what matters under load: at a 1 ms
     /// timeout every block goes to user space after at most 1 ms however little it holds, so the
-    /// ring absorbs about `block_count` ms of a stalled reader, whatever the block size. 256 KiB
+    /// ring absorbs about `block_count` ms of a stalled reader, whatever the block size. 128 KiB
     /// still holds the largest super-segment (64 KiB) a TSO/GRO capture shows.
     fn default() -> Self {
         Self {
             interface: None,
             filter: Vec::new(),
-            block_size: 256 << 10,
-            block_count: 256,
+            block_size: 128 << 10,
+            block_count: 512,
             frame_size: 2048,
             block_timeout_ms: 1,
             fanout: None,

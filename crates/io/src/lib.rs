@@ -14,6 +14,7 @@ pub mod capture;
 pub mod netns;
 pub mod nfqueue;
 pub mod raw;
+pub mod sched;
 mod sys;
 
 pub use bpf::{Insn, TcpFilter};

@@ -44,6 +44,9 @@ impl PacketBatch {
     }
 }
 
+/// Nice value of capture threads: ahead of ordinary work on a busy host.
+const CAPTURE_NICE: i32 = -10;
+
 /// Runs a capture ring on its own thread until `stop`: each non-empty batch of received packets
 /// (our own outgoing packets excluded) goes to `on_batch`, which returns false to end the loop.
 /// `drops` follows the kernel's count of packets the ring had no room for (read about once a second).
@@ -57,6 +60,10 @@ pub fn spawn_capture_loop(
     thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
+            // Best effort: without privilege the thread keeps the default priority.
+            if let Err(e) = tcio::sched::set_thread_nice(CAPTURE_NICE) {
+                tracing::debug!("capture thread priority unchanged: {e}");
+            }
             let mut checked = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 if checked.elapsed() >= Duration::from_secs(1) {

@@ -121,6 +121,7 @@ impl Server {
 
 pub struct Scenario {
     // Field order is drop order: processes and servers go before the lab that holds their namespaces.
+    extra_online: Vec<ExtraOnline>,
     pub tcpcopy: Option<lab::Child>,
     pub intercept: Option<lab::Child>,
     online: Server,
@@ -128,9 +129,49 @@ pub struct Scenario {
     pub lab: Lab,
     pub scratch: ScratchDir,
     spec_mode: Mode,
+    servers: Servers,
     port: u16,
     bin_dir: PathBuf,
     tcpcopy_args: Vec<String>,
+}
+
+/// A further online host: its own server and its own tcpcopy, feeding the same target and intercept.
+pub struct ExtraOnline {
+    pub tcpcopy: Option<lab::Child>,
+    _server: Server,
+    pub addr: SocketAddr,
+}
+
+fn start_server(
+    lab: &Lab,
+    scratch: &ScratchDir,
+    servers: Servers,
+    ns: &str,
+    ip: Ipv4Addr,
+    name: &str,
+) -> anyhow::Result<Server> {
+    let addr = SocketAddrV4::new(ip, servers.port());
+    Ok(match servers {
+        Servers::Stream(answer) => {
+            Server::Stream(lab.run_in(ns, || StreamServer::start(addr.into(), answer))?)
+        }
+        Servers::Redis => Server::Redis(RedisServer::start(
+            lab,
+            ns,
+            addr,
+            &scratch.path().join(name),
+            &scratch.path().join(format!("redis-{name}.log")),
+        )?),
+        Servers::Memcached => Server::Memcached(Memcached::start(
+            lab,
+            ns,
+            addr,
+            2048,
+            &scratch.path().join(format!("memcached-{name}.log")),
+        )?),
+        Servers::Embedded => Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?),
+        Servers::Nginx => Server::Nginx(Nginx::start(lab, ns, addr, &scratch.path().join(name))?),
+    })
 }
 
 pub const SERVICE_PORT: u16 = 80;
@@ -149,37 +190,12 @@ impl Scenario {
         .context("building the lab")?;
         let scratch = ScratchDir::new(&spec.tag)?;
         let port = spec.servers.port();
-        let start_server = |ns: &str, ip: Ipv4Addr, name: &str| -> anyhow::Result<Server> {
-            let addr = SocketAddrV4::new(ip, port);
-            Ok(match spec.servers {
-                Servers::Stream(answer) => {
-                    Server::Stream(lab.run_in(ns, || StreamServer::start(addr.into(), answer))?)
-                }
-                Servers::Redis => Server::Redis(RedisServer::start(
-                    &lab,
-                    ns,
-                    addr,
-                    &scratch.path().join(name),
-                    &scratch.path().join(format!("redis-{name}.log")),
-                )?),
-                Servers::Memcached => Server::Memcached(Memcached::start(
-                    &lab,
-                    ns,
-                    addr,
-                    2048,
-                    &scratch.path().join(format!("memcached-{name}.log")),
-                )?),
-                Servers::Embedded => {
-                    Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?)
-                }
-                Servers::Nginx => {
-                    Server::Nginx(Nginx::start(&lab, ns, addr, &scratch.path().join(name))?)
-                }
-            })
-        };
-        let online = start_server(lab.ns_online(), Lab::ONLINE_IP, "online")?;
-        let target = start_server(lab.ns_target(), Lab::TARGET_IP, "target")?;
+        let start = |ns: &str, ip, name| start_server(&lab, &scratch, spec.servers, ns, ip, name);
+        let online = start(lab.ns_online(), Lab::ONLINE_IP, "online")?;
+        let target = start(lab.ns_target(), Lab::TARGET_IP, "target")?;
         let mut sc = Scenario {
+            extra_online: Vec::new(),
+            servers: spec.servers,
             tcpcopy: None,
             intercept: None,
             online,
@@ -230,6 +246,71 @@ impl Scenario {
                     .spawn(self.lab.ns_online(), &exe, &self.tcpcopy_args, &log)?,
             );
         Ok(())
+    }
+
+    /// Adds online host `role` at `ip` with the same kind of server and its own tcpcopy, started
+    /// with the usual options, `-c` replaced by `fake_clients` (each tcpcopy needs its own fake
+    /// range in assistant mode, or two of them could pick the same endpoint at the target). Returns
+    /// the host's index for [`Scenario::extra_online`].
+    pub fn add_online_host(
+        &mut self,
+        role: &str,
+        ip: Ipv4Addr,
+        fake_clients: &str,
+    ) -> anyhow::Result<usize> {
+        let ns = self.lab.add_host(role, ip)?;
+        let server = start_server(&self.lab, &self.scratch, self.servers, &ns, ip, role)?;
+        let mut args = Vec::new();
+        let mut it = self.tcpcopy_args.iter();
+        while let Some(a) = it.next() {
+            if a == "-c" {
+                it.next();
+            } else {
+                args.push(a.clone());
+            }
+        }
+        if self.spec_mode == Mode::Assistant {
+            args.extend(["-c".to_string(), fake_clients.to_string()]);
+        }
+        let log = self.scratch.path().join(format!("tcpcopy-{role}.log"));
+        let child = self
+            .lab
+            .spawn(&ns, &self.bin_dir.join("tcpcopy"), &args, &log)?;
+        self.extra_online.push(ExtraOnline {
+            tcpcopy: Some(child),
+            _server: server,
+            addr: SocketAddr::new(IpAddr::V4(ip), self.port),
+        });
+        Ok(self.extra_online.len() - 1)
+    }
+
+    /// Waits until the tcpcopy of extra online host `i` connected to intercept.
+    pub fn wait_extra_connected(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.extra_online[i]
+                .tcpcopy
+                .as_ref()
+                .map(|c| c.log_text())
+                .unwrap_or_default();
+            if log.contains("connected to intercept") {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "extra tcpcopy {i} never connected:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn extra_online(&self, i: usize) -> &ExtraOnline {
+        &self.extra_online[i]
+    }
+
+    /// Stops the tcpcopy of extra online host `i`; returns its log.
+    pub fn stop_extra_tcpcopy(&mut self, i: usize) -> anyhow::Result<String> {
+        stop_child(&mut self.extra_online[i].tcpcopy, "tcpcopy")
     }
 
     /// Starts (or restarts) intercept in the namespace the mode calls for.

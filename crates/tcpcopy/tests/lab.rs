@@ -283,3 +283,52 @@ fn thirty_percent_of_sessions_arrive_each_complete() {
         "{share:.1}% of connections arrived, 30 ± 3 expected\n{final_line}"
     );
 }
+
+/// Issue 5: two online hosts, each with its own tcpcopy, into one target and one intercept; the
+/// target sees the sum, none lost.
+#[test]
+fn two_online_hosts_feed_one_target_and_one_intercept() {
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sc = Scenario::start(&spec("tc2", Mode::Assistant)).expect("scenario starts");
+    let second = sc
+        .add_online_host(
+            "onl2",
+            std::net::Ipv4Addr::new(198, 18, 0, 21),
+            "198.19.1.0/24",
+        )
+        .expect("second online host");
+    let addr2 = sc.extra_online(second).addr;
+    sc.wait_extra_connected(second, Duration::from_secs(10))
+        .unwrap();
+    let first = load("h1", 20, 100, 1_000);
+    let mut other = load("h2", 20, 100, 1_000);
+    other.target = addr2;
+    // Both hosts loaded at the same time.
+    let (a, b) = sc.lab.run_in(sc.lab.ns_client(), || {
+        std::thread::scope(|s| {
+            let a = s.spawn(|| loadgen::run(&first));
+            let b = s.spawn(|| loadgen::run(&other));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    });
+    assert_eq!((a.unwrap().ok, b.unwrap().ok), (3_000, 3_000));
+    let target = sc.wait_target(6_000, Duration::from_secs(60)).unwrap();
+    let log1 = sc.stop_tcpcopy().unwrap();
+    let log2 = sc.stop_extra_tcpcopy(second).unwrap();
+    let got: HashSet<&String> = target.iter().collect();
+    for spec in [&first, &other] {
+        let (keepalive, short) = loadgen::expected_uris(spec);
+        let missing = keepalive
+            .iter()
+            .flatten()
+            .chain(short.iter())
+            .filter(|u| !got.contains(u))
+            .count();
+        assert_eq!(
+            missing, 0,
+            "{}: requests missing at the target\n{log1}\n{log2}",
+            spec.uri_prefix
+        );
+    }
+    assert_eq!(target.len(), 6_000, "the sum, each request once");
+}
