@@ -8,11 +8,14 @@
 //! - [`raw`]: raw-socket packet sending, behind the [`raw::PacketSink`] trait.
 //! - [`nfqueue`]: NFQUEUE reader that drops the target's responses.
 //! - [`netns`]: moving a thread into a network namespace.
+//! - [`pcap`]: reading pcap/pcapng files for offline replay, recording pcapng.
+//! - [`sched`]: thread priority for capture threads.
 
 pub mod bpf;
 pub mod capture;
 pub mod netns;
 pub mod nfqueue;
+pub mod pcap;
 pub mod raw;
 pub mod sched;
 mod sys;

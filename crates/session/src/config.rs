@@ -56,6 +56,12 @@ pub struct Config {
     /// Share of client connections replicated (`-r`), 1 to 100: whole connections, chosen by a hash
     /// of the client's address and port, so the same ones every run.
     pub sample_percent: u8,
+    /// Advance every session's ISN towards the target by a clock (`isn_base` + one per 4 µs), so a
+    /// later run never reuses an earlier run's sequence numbers on the same endpoints. Off: the
+    /// target sees the client's own ISN.
+    pub clock_isn: bool,
+    /// Where the ISN clock starts; the driver derives it from the wall clock (4 µs ticks).
+    pub isn_base: u32,
 }
 
 impl Config {
@@ -79,6 +85,8 @@ impl Config {
             copies: 1,
             port_shift: 1000,
             sample_percent: 100,
+            clock_isn: true,
+            isn_base: 0,
         }
     }
 

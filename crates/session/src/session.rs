@@ -62,7 +62,10 @@ struct Session {
     local: SocketAddr,
     target: SocketAddr,
     state: State,
+    /// The client's ISN (client sequence space).
     isn: Seq,
+    /// The ISN the target sees: the client's, advanced by a clock (see `Config::clock_isn`).
+    out_isn: Seq,
 
     // --- client stream, as captured ---
     /// Stream offset of the first byte in `data` (everything before it the target acknowledged).
@@ -130,6 +133,8 @@ struct Session {
 /// The replication core: all sessions of one tcpcopy instance. See the crate docs for the call order.
 pub struct Replicator {
     config: Config,
+    /// When this replicator started, for the ISN clock.
+    born: Option<Instant>,
     next_id: SessionId,
     sessions: HashMap<SessionId, Session>,
     by_online: HashMap<OnlineKey, SessionId>,
@@ -150,6 +155,7 @@ impl Replicator {
     pub fn new(config: Config) -> Self {
         Replicator {
             config,
+            born: None,
             next_id: 1,
             sessions: HashMap::new(),
             by_online: HashMap::new(),
@@ -214,6 +220,7 @@ impl Replicator {
 
     /// A packet a client sent towards the online server (IP header first).
     pub fn handle_capture(&mut self, now: Instant, packet: &[u8]) {
+        self.born.get_or_insert(now);
         self.stats.captured_packets += 1;
         let Ok(p) = TcpPacket::parse(packet) else {
             self.stats.malformed_packets += 1;
@@ -327,6 +334,7 @@ impl Replicator {
 
     /// A target packet reported by an intercept (IP header first; payload may be cut off).
     pub fn handle_response(&mut self, now: Instant, packet: &[u8]) {
+        self.born.get_or_insert(now);
         self.stats.responses += 1;
         let Ok(p) = TcpPacket::parse(packet) else {
             self.stats.malformed_packets += 1;
@@ -353,7 +361,22 @@ impl Replicator {
             // Not open at the target yet: by_target never leads here.
             State::Waiting => {}
             State::SynSent => {
-                if !(flags.syn() && flags.ack() && p.ack() == s.isn + 1) {
+                if !flags.syn() && flags.ack() && p.ack() != s.out_isn + 1 {
+                    // Not an answer to our SYN: the target still holds an older connection on
+                    // these endpoints (TIME-WAIT, or one it never saw closed) and acknowledges
+                    // that one. Reset it with the sequence number it expects, then ask again.
+                    self.stats.stale_target_connections += 1;
+                    let rst = SegmentRepr {
+                        ack: Seq(0),
+                        flags: Flags::RST,
+                        ..s.repr(p.ack(), Flags::RST, None, self.config.ttl)
+                    };
+                    let syn = s.syn(&self.config);
+                    self.out.emit(&rst, &[]);
+                    self.out.emit(&syn, &[]);
+                    return;
+                }
+                if !(flags.syn() && flags.ack() && p.ack() == s.out_isn + 1) {
                     return;
                 }
                 s.state = State::Established;
@@ -395,6 +418,7 @@ impl Replicator {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.born.get_or_insert(now);
         while let Some(at) = self.poll_timeout() {
             if at > now {
                 break;
@@ -466,6 +490,7 @@ impl Replicator {
             target,
             state: State::SynSent,
             isn,
+            out_isn: isn + self.isn_clock(now),
             data_start: 0,
             data: Vec::new(),
             data_skip: 0,
@@ -530,6 +555,21 @@ impl Replicator {
             None => self.start(now, id),
         }
         id
+    }
+
+    /// What a new session adds to its client's ISN: `Config::isn_base` plus one per 4 µs since
+    /// the replicator's first call (RFC 6528's clock; the driver sets `isn_base` from the wall
+    /// clock when it creates the replicator and calls it at once). A replay of the same recording, or a
+    /// tcpcopy restarted against the same target, then opens its sessions with later sequence
+    /// numbers than the earlier run's, which the target accepts even while it still holds the
+    /// earlier connection in TIME-WAIT on the same endpoints.
+    fn isn_clock(&mut self, now: Instant) -> u32 {
+        if !self.config.clock_isn {
+            return 0;
+        }
+        let born = *self.born.get_or_insert(now);
+        let ticks = (now.saturating_duration_since(born).as_micros() / 4) as u32;
+        self.config.isn_base.wrapping_add(ticks)
     }
 
     /// Opens the session at the target: SYN, route announcement, retransmission timer.
@@ -738,7 +778,7 @@ impl Session {
 
     fn seq_at(&self, offset: u64) -> Seq {
         // Offsets count from ISN + 1; sequence numbers wrap every 2^32 bytes.
-        self.isn + 1 + offset as u32
+        self.out_isn + 1 + offset as u32
     }
 
     fn repr(&self, seq: Seq, flags: Flags, mss: Option<u16>, ttl: u8) -> SegmentRepr {
@@ -760,7 +800,7 @@ impl Session {
     fn syn(&self, cfg: &Config) -> SegmentRepr {
         SegmentRepr {
             window_scale: cfg.window_scale,
-            ..self.repr(self.isn, Flags::SYN, Some(cfg.mss), cfg.ttl)
+            ..self.repr(self.out_isn, Flags::SYN, Some(cfg.mss), cfg.ttl)
         }
     }
 

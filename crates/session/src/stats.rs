@@ -34,6 +34,9 @@ pub struct Stats {
     /// Sessions whose port the client reused before the target had all their bytes: they were
     /// finished first, and the new session waited for them where it had the same endpoints.
     pub sessions_port_reused: u64,
+    /// SYNs the target answered for an older connection on the same endpoints (reset, then
+    /// asked again).
+    pub stale_target_connections: u64,
     /// Requests (client bursts between two server answers) seen online.
     pub requests_online: u64,
     /// Of those, requests the target acknowledged completely.
@@ -76,7 +79,7 @@ impl fmt::Display for Stats {
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
              requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
              responses {} (unknown {}) captured {} (ignored {}, sampled out {}, malformed {}, duplicate {}, truncated {}, \
-             super-segments {}) capture drops {} port reuse {}",
+             super-segments {}) capture drops {} port reuse {} stale at target {}",
             self.sessions_created,
             self.sessions_active,
             self.sessions_joined,
@@ -106,6 +109,7 @@ impl fmt::Display for Stats {
             self.super_segments,
             self.capture_drops,
             self.sessions_port_reused,
+            self.stale_target_connections,
         )
     }
 }

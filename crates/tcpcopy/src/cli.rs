@@ -54,9 +54,15 @@ pub struct TcpcopyOpts {
     /// Capture interface (default: all interfaces)
     #[arg(long = "interface", value_name = "DEV")]
     pub interface: Option<String>,
-    /// Capture source: interfaces dev[,dev] (an existing file means offline replay, not built yet)
+    /// Capture interface, or a pcap/pcapng file to replay offline (an existing file)
     #[arg(short = 'i', value_name = "DEV|FILE")]
     pub input: Option<String>,
+    /// Offline replay: play the file this many times faster than it was recorded
+    #[arg(short = 'a', long = "accelerate", value_name = "X", default_value_t = 1.0, value_parser = parse_accel)]
+    pub accelerate: f64,
+    /// Live: also write every captured client packet to this pcapng file (replayable with -i)
+    #[arg(long = "record", value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
     /// Session timeout in seconds
     #[arg(short = 't', long = "session-timeout", value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub session_timeout: u64,
@@ -303,7 +309,14 @@ pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
     Ok(out)
 }
 
-pub fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+pub fn parse_accel(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.001..=1_000_000.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s}: a factor between 0.001 and 1000000 expected")),
+    }
+}
+
+fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
     s.split(',')
         .map(|p| {
             p.trim()

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -20,6 +21,7 @@ use protocol::{Decoder, Message};
 use session::{Config, Replicator, Stats};
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
+use tcio::pcap::{PcapNgRecorder, PcapSource, SourceStats};
 use tcio::raw::{PacketSink, RawSender};
 
 use crate::cli::TcpcopyOpts;
@@ -29,10 +31,33 @@ use crate::plumbing::{
 
 enum Event {
     Captured(PacketBatch),
+    /// The replayed file ended (or broke: the one-line reason).
+    InputDone(Result<SourceStats, String>),
     Responses(PacketBatch),
-    InterceptUp { idx: usize, writer: TcpStream },
-    InterceptDown { idx: usize },
+    InterceptUp {
+        idx: usize,
+        writer: TcpStream,
+    },
+    InterceptDown {
+        idx: usize,
+    },
     CaptureFailed(String),
+}
+
+/// Where client packets come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Live capture on one interface, or all of them.
+    Capture { interface: Option<String> },
+    /// Offline replay of a pcap/pcapng file, `accelerate` times faster than recorded.
+    File { path: PathBuf, accelerate: f64 },
+}
+
+/// What a run ended with: the statistics, and for a replayed file that broke, why (everything
+/// readable before the damage was replayed).
+pub struct RunReport {
+    pub stats: Stats,
+    pub input_error: Option<String>,
 }
 
 /// Everything the driver needs, validated.
@@ -40,7 +65,9 @@ pub struct LiveConfig {
     pub core: Config,
     pub intercepts: Vec<SocketAddr>,
     pub connections: u16,
-    pub interface: Option<String>,
+    pub input: Input,
+    /// Write captured client packets to this pcapng file.
+    pub record: Option<PathBuf>,
     pub stats_interval: Duration,
     pub duration: Option<Duration>,
 }
@@ -56,17 +83,30 @@ impl LiveConfig {
             .intercept
             .clone()
             .ok_or("the option -s/--intercept is required (e.g. -s 198.18.0.40)")?;
-        let mut interface = o.interface.clone();
-        if let Some(input) = &o.input {
-            if std::path::Path::new(input).is_file() {
+        let mut input = Input::Capture {
+            interface: o.interface.clone(),
+        };
+        if let Some(arg) = &o.input {
+            let path = Path::new(arg);
+            if path.is_file() {
+                input = Input::File {
+                    path: path.to_path_buf(),
+                    accelerate: o.accelerate,
+                };
+            } else if arg.contains('/') || arg.contains('.') {
                 return Err(format!(
-                    "-i {input}: offline replay from a file is not supported yet"
+                    "-i {arg}: no such file (nor a network interface name)"
                 ));
+            } else if arg.contains(',') {
+                return Err(format!("-i {arg}: capturing on several named interfaces is not supported yet; omit -i to capture on all"));
+            } else {
+                input = Input::Capture {
+                    interface: Some(arg.clone()),
+                };
             }
-            if input.contains(',') {
-                return Err(format!("-i {input}: capturing on several named interfaces is not supported yet; omit -i to capture on all"));
-            }
-            interface = Some(input.clone());
+        }
+        if o.record.is_some() && matches!(input, Input::File { .. }) {
+            return Err("--record: only a live capture can be recorded, not a replay".into());
         }
         let mut core = Config::new(rules);
         core.fake_clients = o.fake_client.clone().unwrap_or_default();
@@ -86,6 +126,10 @@ impl LiveConfig {
         core.initial_rto = Duration::from_millis(o.rtt);
         core.no_wait = o.no_wait;
         core.response_wait = Duration::from_millis(o.response_wait);
+        // The ISN clock starts from the wall clock, so a later run starts further on (4 µs ticks).
+        core.isn_base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| (d.as_micros() / 4) as u32);
         core.copies = o.copies;
         core.port_shift = o.port_shift;
         core.sample_percent = o.percent;
@@ -98,37 +142,24 @@ impl LiveConfig {
                 .map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port)))
                 .collect(),
             connections: o.connections,
-            interface,
+            input,
+            record: o.record.clone(),
             stats_interval: Duration::from_secs(o.stats_interval),
             duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
         })
     }
 }
 
-/// Runs until `stop` is set (or `--duration` passes); returns the final statistics.
-pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
+/// Runs until `stop` is set (or `--duration` passes, or a replayed file is done); returns the final
+/// statistics.
+pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
+    // A file that cannot be read fails before anything else (and needs no privilege).
+    let mut source = match &cfg.input {
+        Input::File { path, .. } => Some(PcapSource::open(path)?),
+        Input::Capture { .. } => None,
+    };
     let mut sender = RawSender::open()
         .context("cannot open a raw socket to send to the target (run as root)")?;
-    let filter = TcpFilter {
-        dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
-        dst_addrs: online_v4_addrs(&cfg),
-        // Our own sends to the target would otherwise be captured again (same port, other host).
-        drop_outgoing: true,
-        ..TcpFilter::default()
-    };
-    let ring_cfg = RingConfig {
-        interface: cfg.interface.clone(),
-        filter: filter.compile(),
-        ..RingConfig::default()
-    };
-    let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
-    info!(
-        "capturing on {} for {} rule(s), {} intercept(s)",
-        cfg.interface.as_deref().unwrap_or("all interfaces"),
-        cfg.core.rules.len(),
-        cfg.intercepts.len()
-    );
-
     // Unbounded, but captured bytes waiting in it are budgeted (see `spawn_capture`): the capture
     // thread must keep emptying the kernel ring while this thread is busy sending, because a client
     // segment the ring drops is never sent again.
@@ -136,14 +167,46 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
     let queued = Arc::new(AtomicUsize::new(0));
     let capture_drops = Arc::new(AtomicU64::new(0));
     let budget = cfg.core.max_buffered_bytes / 4;
-    spawn_capture(
-        ring,
-        tx.clone(),
-        stop.clone(),
-        capture_drops.clone(),
-        queued.clone(),
-        budget,
-    )?;
+    // A replay waits for its first intercept connection, so that its first sessions are answered.
+    let replay_go = Arc::new(AtomicBool::new(false));
+    match &cfg.input {
+        Input::Capture { interface } => {
+            let ring = open_ring(&cfg, interface.as_deref())?;
+            spawn_capture(
+                ring,
+                tx.clone(),
+                stop.clone(),
+                capture_drops.clone(),
+                queued.clone(),
+                budget,
+            )?;
+        }
+        Input::File { path, accelerate } => {
+            let source = source.take().context("replay source")?;
+            info!(
+                "replaying {} ({}) at {accelerate}x for {} rule(s), {} intercept(s)",
+                path.display(),
+                source.format(),
+                cfg.core.rules.len(),
+                cfg.intercepts.len()
+            );
+            spawn_file_reader(
+                source,
+                *accelerate,
+                tx.clone(),
+                stop.clone(),
+                replay_go.clone(),
+                queued.clone(),
+                budget,
+            )?;
+        }
+    }
+    let mut recorder = match &cfg.record {
+        Some(path) => Some(
+            PcapNgRecorder::create(path).with_context(|| format!("--record {}", path.display()))?,
+        ),
+        None => None,
+    };
     let stats = |core: &Replicator| Stats {
         capture_drops: capture_drops.load(Ordering::Relaxed),
         ..core.stats()
@@ -164,9 +227,23 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
     let mut frame = Vec::new();
     let mut send_errors = 0u64;
     let mut last_stats = Instant::now();
+    let mut input_done: Option<Result<SourceStats, String>> = None;
+    let mut last_progress = (0u64, Instant::now());
+    let mut ctx = EventCtx {
+        recorder: recorder.as_mut(),
+        queued: &queued,
+        replay_go: &replay_go,
+        input_done: &mut input_done,
+    };
     while !stop.load(Ordering::Relaxed) {
         if cfg.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
+        }
+        if started.elapsed() >= REPLAY_CONNECT_WAIT
+            && !replay_go.swap(true, Ordering::Relaxed)
+            && matches!(cfg.input, Input::File { .. })
+        {
+            warn!("no intercept connected after {REPLAY_CONNECT_WAIT:?}: replaying anyway");
         }
         // Wake for the next session timer, and at least every 100 ms for stop, stats and duration.
         let wait = core
@@ -176,13 +253,13 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
             })
             .min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
-            Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs, &queued)?,
+            Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs, &mut ctx)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         // Drain whatever else is queued before sending, so sends and route frames batch up.
         for ev in rx.try_iter().take(256) {
-            handle_event(ev, &mut core, &mut writers, &conn_addrs, &queued)?;
+            handle_event(ev, &mut core, &mut writers, &conn_addrs, &mut ctx)?;
         }
         core.handle_timeout(Instant::now());
         core.drain_transmits(|p| {
@@ -205,8 +282,62 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Stats> {
             last_stats = Instant::now();
             info!("{}", stats(&core));
         }
+        // A replay ends once its file is read and every session finished, or nothing moved for
+        // a while (sessions the recording cut off never finish).
+        if ctx.input_done.is_some() {
+            let st = core.stats();
+            let moved = st.packets_sent + st.responses;
+            if moved != last_progress.0 {
+                last_progress = (moved, Instant::now());
+            }
+            if st.sessions_active == 0 || last_progress.1.elapsed() >= REPLAY_IDLE_END {
+                break;
+            }
+        }
     }
-    Ok(stats(&core))
+    if let Some(r) = recorder {
+        r.finish().context("--record: finishing the file")?;
+    }
+    Ok(RunReport {
+        stats: stats(&core),
+        input_error: input_done.and_then(|r| r.err()),
+    })
+}
+
+/// How long a replay waits for an intercept connection before it starts anyway.
+const REPLAY_CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// A finished replay stops when its sessions had no traffic for this long.
+const REPLAY_IDLE_END: Duration = Duration::from_secs(3);
+
+/// What `handle_event` needs besides the core and the intercept connections.
+struct EventCtx<'a> {
+    recorder: Option<&'a mut PcapNgRecorder>,
+    queued: &'a AtomicUsize,
+    replay_go: &'a AtomicBool,
+    input_done: &'a mut Option<Result<SourceStats, String>>,
+}
+
+fn open_ring(cfg: &LiveConfig, interface: Option<&str>) -> anyhow::Result<RingCapture> {
+    let filter = TcpFilter {
+        dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
+        dst_addrs: online_v4_addrs(cfg),
+        // Our own sends to the target would otherwise be captured again (same port, other host).
+        drop_outgoing: true,
+        ..TcpFilter::default()
+    };
+    let ring_cfg = RingConfig {
+        interface: interface.map(String::from),
+        filter: filter.compile(),
+        ..RingConfig::default()
+    };
+    let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
+    info!(
+        "capturing on {} for {} rule(s), {} intercept(s)",
+        interface.unwrap_or("all interfaces"),
+        cfg.core.rules.len(),
+        cfg.intercepts.len()
+    );
+    Ok(ring)
 }
 
 fn online_v4_addrs(cfg: &LiveConfig) -> Vec<std::net::Ipv4Addr> {
@@ -228,17 +359,34 @@ fn handle_event(
     core: &mut Replicator,
     writers: &mut [Option<TcpStream>],
     addrs: &[SocketAddr],
-    queued: &AtomicUsize,
+    ctx: &mut EventCtx<'_>,
 ) -> anyhow::Result<()> {
     let now = Instant::now();
     match ev {
         Event::Captured(batch) => {
             batch.iter().for_each(|p| core.handle_capture(now, p));
-            queued.fetch_sub(batch.bytes(), Ordering::Relaxed);
+            ctx.queued.fetch_sub(batch.bytes(), Ordering::Relaxed);
+            if let Some(rec) = ctx.recorder.as_mut() {
+                for (p, at) in batch.iter().zip(batch.timestamps()) {
+                    rec.write(at, p, p.len() as u32)
+                        .context("--record: writing the file")?;
+                }
+            }
+        }
+        Event::InputDone(result) => {
+            match &result {
+                Ok(st) => info!(
+                    "replay: end of file after {} packets ({} not IP)",
+                    st.packets, st.skipped
+                ),
+                Err(e) => warn!("replay stopped: {e}"),
+            }
+            *ctx.input_done = Some(result);
         }
         Event::Responses(batch) => batch.iter().for_each(|p| core.handle_response(now, p)),
         Event::InterceptUp { idx, mut writer } => {
             info!("connected to intercept {}", addrs[idx]);
+            ctx.replay_go.store(true, Ordering::Relaxed);
             // Announce every live session, so that replication resumes after an intercept restart.
             let routes: Vec<SocketAddr> = core.routes().collect();
             let mut frame = Vec::new();
@@ -319,6 +467,88 @@ fn spawn_capture(
             let _ = failed.send(Event::CaptureFailed(e.to_string()));
         },
     )
+}
+
+/// Reads the replayed file on its own thread, handing packets over at their recorded pace
+/// (`accelerate` times faster), once `go` is set; ends with [`Event::InputDone`].
+fn spawn_file_reader(
+    mut source: PcapSource,
+    accelerate: f64,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+    go: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+) -> anyhow::Result<()> {
+    // Hands a batch over, holding back while too many captured bytes wait (as live capture does).
+    let send = move |tx: &Sender<Event>, batch: &mut PacketBatch| -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        while queued.load(Ordering::Relaxed) > budget && !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_micros(200));
+        }
+        queued.fetch_add(batch.bytes(), Ordering::Relaxed);
+        tx.send(Event::Captured(std::mem::take(batch))).is_ok()
+    };
+    thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || {
+            while !go.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(10));
+            }
+            let started = Instant::now();
+            let mut first: Option<Duration> = None;
+            let mut batch = PacketBatch::default();
+            let mut last_log = Instant::now();
+            let result = loop {
+                let (due, at) = match source.next_packet() {
+                    None => break Ok(source.stats()),
+                    Some(Err(e)) => break Err(e.to_string()),
+                    Some(Ok(p)) => {
+                        let t0 = *first.get_or_insert(p.timestamp);
+                        let offset = p.timestamp.saturating_sub(t0).div_f64(accelerate);
+                        batch.push_at(p.data, p.timestamp);
+                        (started + offset, p.timestamp)
+                    }
+                };
+                // The packet just added is due at `due`: hand over what came before it first.
+                if due > Instant::now() + Duration::from_millis(1) {
+                    let (head, last) = batch.split_last();
+                    batch = head;
+                    if !send(&tx, &mut batch) {
+                        return;
+                    }
+                    thread::sleep(due.saturating_duration_since(Instant::now()));
+                    batch = last;
+                } else if batch.len() >= 256 && !send(&tx, &mut batch) {
+                    return;
+                }
+                if last_log.elapsed() >= Duration::from_secs(2) {
+                    last_log = Instant::now();
+                    let st = source.stats();
+                    info!(
+                        "replay: {} packets, {:.0}% of the file, {:.1} s of recording in {:.1} s",
+                        st.packets,
+                        st.bytes_read as f64 * 100.0 / st.file_len.max(1) as f64,
+                        at.saturating_sub(first.unwrap_or(at)).as_secs_f64(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            };
+            if send(&tx, &mut batch) {
+                if let Ok(st) = &result {
+                    info!(
+                        "replay: {} packets read in {:.2} s",
+                        st.packets,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                let _ = tx.send(Event::InputDone(result));
+            }
+        })
+        .context("cannot start the replay thread")?;
+    Ok(())
 }
 
 fn spawn_intercept_conn(

@@ -17,12 +17,31 @@ use tcio::capture::RingCapture;
 pub struct PacketBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
+    /// Capture timestamps (since the Unix epoch), one per packet.
+    times: Vec<Duration>,
 }
 
 impl PacketBatch {
     pub fn push(&mut self, p: &[u8]) {
+        self.push_at(p, Duration::ZERO);
+    }
+    pub fn push_at(&mut self, p: &[u8], at: Duration) {
         self.data.extend_from_slice(p);
         self.ends.push(self.data.len());
+        self.times.push(at);
+    }
+    pub fn timestamps(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.times.iter().copied()
+    }
+    /// Splits off the last packet: (all but the last, the last).
+    pub fn split_last(mut self) -> (PacketBatch, PacketBatch) {
+        let mut last = PacketBatch::default();
+        if let (Some(end), Some(at)) = (self.ends.pop(), self.times.pop()) {
+            let start = self.ends.last().copied().unwrap_or(0);
+            last.push_at(&self.data[start..end], at);
+            self.data.truncate(start);
+        }
+        (self, last)
     }
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -76,7 +95,7 @@ pub fn spawn_capture_loop(
                 let r = ring.poll_batch(Duration::from_millis(100), |p| {
                     // The filter drops outgoing packets in the kernel already; this is a second guard.
                     if p.pkttype != libc::PACKET_OUTGOING {
-                        batch.push(p.data)
+                        batch.push_at(p.data, p.timestamp)
                     }
                 });
                 match r {

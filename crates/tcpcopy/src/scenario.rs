@@ -313,6 +313,72 @@ impl Scenario {
         stop_child(&mut self.extra_online[i].tcpcopy, "tcpcopy")
     }
 
+    /// Starts tcpcopy on the online host with the usual options plus `extra` (e.g. `-i FILE`).
+    pub fn start_tcpcopy_with(&mut self, extra: &[String]) -> anyhow::Result<()> {
+        let mut args = self.tcpcopy_args.clone();
+        args.extend(extra.iter().cloned());
+        let n = std::fs::read_dir(self.scratch.path())?.count();
+        let log = self.scratch.path().join(format!("tcpcopy-{n}.log"));
+        let exe = self.bin_dir.join("tcpcopy");
+        self.tcpcopy = Some(self.lab.spawn(self.lab.ns_online(), &exe, &args, &log)?);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for tcpcopy to end by itself (a replay does); returns its exit
+    /// status and log.
+    pub fn wait_tcpcopy_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let mut c = self.tcpcopy.take().context("tcpcopy not running")?;
+        let status = c.wait_timeout(timeout)?;
+        let log = c.log_text();
+        match status {
+            Some(status) => Ok((status, log)),
+            None => {
+                let _ = c.stop();
+                anyhow::bail!("tcpcopy did not finish within {timeout:?}:\n{log}")
+            }
+        }
+    }
+
+    /// Starts tcpdump on the online host, writing the service's packets to `file`.
+    pub fn start_tcpdump(&self, file: &Path) -> anyhow::Result<lab::Child> {
+        let log = self.scratch.path().join("tcpdump.log");
+        let args: Vec<String> = [
+            "-i",
+            Lab::IFACE,
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "65536",
+            "-s",
+            "0",
+            "-w",
+            &file.display().to_string(),
+            "tcp",
+            "port",
+            &self.port.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = self
+            .lab
+            .spawn(self.lab.ns_online(), Path::new("tcpdump"), &args, &log)?;
+        // tcpdump says "listening on ..." once its capture is open.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !child.log_text().contains("listening on") {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "tcpdump did not start:\n{}",
+                child.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(child)
+    }
+
     /// Starts (or restarts) intercept in the namespace the mode calls for.
     pub fn start_intercept(&mut self) -> anyhow::Result<()> {
         let (ns, args): (String, Vec<String>) = match self.spec_mode {

@@ -115,3 +115,57 @@ fn help_and_version_exit_zero() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
 }
+
+/// A file tcpcopy cannot replay fails at once, before any privilege is needed: one line naming
+/// the file and the reason, exit status 1, no panic.
+#[test]
+fn unreadable_replay_files_fail_with_one_exact_line() {
+    let t = env!("CARGO_BIN_EXE_tcpcopy");
+    let dir = std::env::temp_dir().join(format!("tcpcopy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.pcap");
+    std::fs::write(
+        &garbage,
+        b"this is not a capture file at all, just some text\n",
+    )
+    .unwrap();
+    // A classic pcap header for link type 105 (IEEE 802.11), then one 4-byte record.
+    let wifi = dir.join("wifi.pcap");
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&105u32.to_le_bytes());
+    for v in [1u32, 0, 4, 4] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(&[0; 4]);
+    std::fs::write(&wifi, &f).unwrap();
+    let empty = dir.join("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    let cases = [
+        (&garbage, "not a pcap or pcapng file".to_string()),
+        (&empty, "not a pcap or pcapng file".to_string()),
+        (
+            &wifi,
+            "link type 105 is not supported (Ethernet, Linux cooked SLL/SLL2 and raw IP are)"
+                .to_string(),
+        ),
+    ];
+    for (file, reason) in cases {
+        let path = file.display().to_string();
+        let (code, err) = run(
+            t,
+            &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-i", &path],
+        );
+        assert_eq!(code, 1, "{path}: exit status 1 expected, stderr: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!("tcpcopy: {path}: {reason}"),
+            "exact one-line error"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,6 +22,8 @@ fn config() -> Config {
     }]);
     c.fake_clients = vec![FAKE.parse().unwrap()];
     c.session_timeout = Duration::from_secs(60);
+    // Exact sequence numbers below: the target sees the client's ISN (the simulation keeps the clock).
+    c.clock_isn = false;
     c
 }
 
@@ -637,6 +639,8 @@ struct Faults {
 fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
     let mut rng = Rng(seed | 1);
     let mut cfg = config();
+    cfg.clock_isn = true;
+    cfg.isn_base = rng.next() as u32;
     cfg.fake_clients = (1..=250).map(|i| IpAddr::from([198, 19, 0, i])).collect();
     cfg.initial_rto = Duration::from_millis(50);
     let mut r = Replicator::new(cfg);
@@ -1178,4 +1182,56 @@ fn sampling_keeps_a_stable_share_of_connections() {
         "{st}"
     );
     assert!((15..=45).contains(&st.sessions_created), "{st}");
+}
+
+#[test]
+fn the_isn_clock_moves_later_sessions_forward() {
+    let base = Instant::now();
+    let mut cfg = config();
+    cfg.clock_isn = true;
+    cfg.isn_base = 1_000;
+    let mut r = Replicator::new(cfg);
+    let syn_seq = |r: &mut Replicator| {
+        let mut seq = None;
+        r.drain_transmits(|p| seq = Some(TcpPacket::parse(p).unwrap().seq().0));
+        seq.unwrap()
+    };
+    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    assert_eq!(syn_seq(&mut r), C_ISN + 1_000);
+    // The same client ISN on another port a second later: 250,000 ticks of 4 µs further.
+    let other = SocketAddr::new(addr(CLIENT).ip(), 40001);
+    r.handle_capture(
+        ms(base, 1000),
+        &pkt(other, addr(ONLINE), C_ISN, 0, Flags::SYN, b""),
+    );
+    assert_eq!(syn_seq(&mut r), C_ISN + 1_000 + 250_000);
+}
+
+#[test]
+fn a_stale_connection_at_the_target_is_reset_and_the_syn_repeated() {
+    let base = Instant::now();
+    let mut r = Replicator::new(config());
+    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    sent(&mut r);
+    // The target answers our SYN with a bare ACK for an older connection (TIME-WAIT).
+    r.handle_response(ms(base, 1), &target_pkt(T_ISN, 777_777, Flags::ACK, 0));
+    let out = sent(&mut r);
+    assert_eq!(
+        out,
+        vec![
+            (777_777, 0, Flags::RST, vec![]),
+            (C_ISN, 0, Flags::SYN, vec![]),
+        ],
+        "reset at the sequence number it expects, then the SYN again"
+    );
+    assert_eq!(r.stats().stale_target_connections, 1);
+    // Then the real SYN-ACK establishes the session as usual.
+    r.handle_response(
+        ms(base, 2),
+        &target_pkt(T_ISN, C_ISN + 1, Flags::SYN | Flags::ACK, 0),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN + 1, T_ISN + 1, Flags::ACK, vec![])]
+    );
 }

@@ -22,8 +22,13 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     logging::init(args.opts.common.debug, args.opts.common.log.as_deref())?;
     logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
-    let stats = live::run(cfg, stop)?;
+    let report = live::run(cfg, stop)?;
+    let stats = report.stats;
     tracing::info!("final: {stats}");
     println!("tcpcopy final: {stats}");
+    // A damaged replay file: what came before the damage was replayed (and counted above).
+    if let Some(e) = report.input_error {
+        anyhow::bail!("{e}");
+    }
     Ok(())
 }
