@@ -6,7 +6,7 @@
 
 use crate::netlab::{Child, Lab};
 use anyhow::{bail, Context as _};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{SocketAddrV4, SocketAddrV6, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,9 @@ pub struct Nginx {
     listen: SocketAddrV4,
 }
 
-fn config(workdir: &Path, listen: SocketAddrV4) -> String {
+fn config(workdir: &Path, listen: SocketAddrV4, listen6: Option<SocketAddrV6>) -> String {
     let w = workdir.display();
+    let also6 = listen6.map_or(String::new(), |a| format!("listen {a};"));
     format!(
         r#"daemon off;
 master_process on;
@@ -54,6 +55,7 @@ http {{
     default_type text/plain;
     server {{
         listen {listen};
+        {also6}
         location / {{ return 200 "ok\n"; }}
     }}
 }}
@@ -84,7 +86,11 @@ impl Nginx {
             );
         }
         let conf = workdir.join("nginx.conf");
-        std::fs::write(&conf, config(&workdir, listen))
+        // On a lab with IPv6, the same server also listens on the host's IPv6 address.
+        let listen6 = lab
+            .has_ipv6()
+            .then(|| SocketAddrV6::new(Lab::ip6_of(*listen.ip()), listen.port(), 0, 0));
+        std::fs::write(&conf, config(&workdir, listen, listen6))
             .with_context(|| format!("writing {}", conf.display()))?;
         // Only this run's requests belong in the log.
         let access = workdir.join("access.log");
@@ -193,8 +199,10 @@ mod tests {
         let conf = config(
             Path::new("/w"),
             SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 30), 80),
+            Some("[2001:2::30]:80".parse().unwrap()),
         );
         assert!(conf.contains("listen 198.18.0.30:80;"));
+        assert!(conf.contains("listen [2001:2::30]:80;"));
         assert!(conf.contains(r#"access_log "/w/access.log" uri;"#));
         for line in conf
             .lines()

@@ -3,7 +3,7 @@
 //!
 //! Every rejected option produces one line naming the option and the expected form, and exit status 2.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -48,7 +48,7 @@ pub struct TcpcopyOpts {
     /// Intercept servers: ip[:port][,...] (port defaults to -p)
     #[arg(short = 's', long = "intercept", value_name = "SERVERS", value_parser = parse_servers)]
     pub intercept: Option<std::vec::Vec<(IpAddr, Option<u16>)>>,
-    /// Fake client addresses: ip[,ip...], a.b.c.x for the /24, or a CIDR
+    /// Fake client addresses: ip[,ip...], a.b.c.x for the /24, or a CIDR (IPv4 /16-/32, IPv6 /112-/128)
     #[arg(short = 'c', long = "fake-client", value_name = "ADDRS", value_parser = parse_fake_clients)]
     pub fake_client: Option<std::vec::Vec<IpAddr>>,
     /// Capture interface (default: all interfaces)
@@ -281,6 +281,20 @@ pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
                 .map_err(|_| format!("'{part}': expected a.b.c.x"))?;
             let o = base.octets();
             out.extend((1..=254).map(|i| IpAddr::from([o[0], o[1], o[2], i])));
+        } else if let Some((Ok(ip), bits)) = part
+            .split_once('/')
+            .map(|(ip, bits)| (ip.parse::<Ipv6Addr>(), bits))
+        {
+            let bits: u32 = bits
+                .parse()
+                .ok()
+                .filter(|b| (112..=128).contains(b))
+                .ok_or_else(|| format!("'{part}': an IPv6 prefix length must be 112 to 128"))?;
+            let size = 1u128 << (128 - bits);
+            let net = u128::from(ip) & !(size - 1);
+            // Skip the all-zero address of the range (the subnet-router anycast address).
+            let first = if size >= 4 { net + 1 } else { net };
+            out.extend((first..net + size).map(|h| IpAddr::V6(Ipv6Addr::from(h))));
         } else if let Some((ip, bits)) = part.split_once('/') {
             let ip: Ipv4Addr = ip
                 .parse()

@@ -138,9 +138,11 @@ impl Hub {
     }
 }
 
-/// An iptables OUTPUT rule sending the service's responses to NFQUEUE; removed on drop.
+/// An OUTPUT rule sending the service's responses to NFQUEUE, for IPv4 (iptables) and, where
+/// ip6tables works, IPv6; removed on drop.
 pub struct QueueRule {
     spec: Vec<String>,
+    v6: bool,
 }
 
 impl QueueRule {
@@ -163,31 +165,48 @@ impl QueueRule {
             queue_num.to_string(),
         ]);
         // A rule left behind by a killed intercept would be duplicated: remove it first.
-        while iptables("-D", &spec).is_ok() {}
-        iptables("-I", &spec).context("cannot install the iptables NFQUEUE rule")?;
+        while iptables("iptables", "-D", &spec).is_ok() {}
+        iptables("iptables", "-I", &spec).context("cannot install the iptables NFQUEUE rule")?;
         info!("installed: iptables -I OUTPUT {}", spec.join(" "));
-        Ok(QueueRule { spec })
+        while iptables("ip6tables", "-D", &spec).is_ok() {}
+        let v6 = match iptables("ip6tables", "-I", &spec) {
+            Ok(()) => {
+                info!("installed: ip6tables -I OUTPUT {}", spec.join(" "));
+                true
+            }
+            Err(e) => {
+                warn!("no IPv6 rule, IPv6 responses are not caught: {e:#}");
+                false
+            }
+        };
+        Ok(QueueRule { spec, v6 })
     }
 }
 
 impl Drop for QueueRule {
     fn drop(&mut self) {
-        match iptables("-D", &self.spec) {
+        match iptables("iptables", "-D", &self.spec) {
             Ok(()) => info!("removed: iptables -D OUTPUT {}", self.spec.join(" ")),
             Err(e) => warn!("could not remove the iptables rule: {e:#}"),
+        }
+        if self.v6 {
+            match iptables("ip6tables", "-D", &self.spec) {
+                Ok(()) => info!("removed: ip6tables -D OUTPUT {}", self.spec.join(" ")),
+                Err(e) => warn!("could not remove the ip6tables rule: {e:#}"),
+            }
         }
     }
 }
 
-fn iptables(op: &str, spec: &[String]) -> anyhow::Result<()> {
-    let out = Command::new("iptables")
+fn iptables(program: &str, op: &str, spec: &[String]) -> anyhow::Result<()> {
+    let out = Command::new(program)
         .args(["-w", op, "OUTPUT"])
         .args(spec)
         .output()
-        .context("cannot run iptables (is it installed?)")?;
+        .with_context(|| format!("cannot run {program} (is iptables installed?)"))?;
     anyhow::ensure!(
         out.status.success(),
-        "iptables {op}: {}",
+        "{program} {op}: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())

@@ -65,6 +65,9 @@ pub struct ScenarioSpec {
     pub start_tcpcopy: bool,
     /// Leave TSO/GSO/GRO on the lab's interfaces (the veth default): captures see super-segments.
     pub offload: bool,
+    /// Replicate over IPv6: clients reach the online server at its IPv6 address, tcpcopy sends
+    /// to the target's IPv6 address (fake clients from an IPv6 range in assistant mode).
+    pub ipv6: bool,
 }
 
 impl ScenarioSpec {
@@ -79,6 +82,7 @@ impl ScenarioSpec {
             start_intercept: true,
             start_tcpcopy: true,
             offload: false,
+            ipv6: false,
         }
     }
 }
@@ -130,6 +134,7 @@ pub struct Scenario {
     pub scratch: ScratchDir,
     spec_mode: Mode,
     servers: Servers,
+    ipv6: bool,
     port: u16,
     bin_dir: PathBuf,
     tcpcopy_args: Vec<String>,
@@ -203,6 +208,7 @@ impl Scenario {
             lab,
             scratch,
             spec_mode: spec.mode,
+            ipv6: spec.ipv6,
             port,
             bin_dir: spec.bin_dir.clone(),
             tcpcopy_args: Vec::new(),
@@ -214,16 +220,27 @@ impl Scenario {
             Mode::Assistant => Lab::ASSISTANT_IP,
             Mode::Queue => Lab::TARGET_IP,
         };
+        let target = if spec.ipv6 {
+            SocketAddr::new(Lab::ip6_of(Lab::TARGET_IP).into(), port)
+        } else {
+            SocketAddr::new(Lab::TARGET_IP.into(), port)
+        };
         let mut args: Vec<String> = vec![
             "-x".into(),
-            format!("{port}-{}:{port}", Lab::TARGET_IP),
+            format!("{port}-{target}"),
             "-s".into(),
             intercept_ip.to_string(),
             "--stats-interval".into(),
             "2".into(),
         ];
         if spec.mode == Mode::Assistant {
-            args.extend(["-c".into(), Lab::FAKE_CLIENT_NET.into()]);
+            // 254 fake clients either way (the lab routes all of the IPv6 /64 to the assistant).
+            let fakes = if spec.ipv6 {
+                "2001:2:0:1::/120"
+            } else {
+                Lab::FAKE_CLIENT_NET
+            };
+            args.extend(["-c".into(), fakes.into()]);
         }
         args.extend(spec.extra_tcpcopy_args.iter().cloned());
         sc.tcpcopy_args = args;
@@ -489,13 +506,21 @@ impl Scenario {
         }
     }
 
-    /// The online and the target service address.
+    /// The online and the target service address (IPv6 ones in an IPv6 scenario).
     pub fn online_service(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Lab::ONLINE_IP), self.port)
+        SocketAddr::new(self.host_ip(Lab::ONLINE_IP), self.port)
     }
 
     pub fn target_service(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Lab::TARGET_IP), self.port)
+        SocketAddr::new(self.host_ip(Lab::TARGET_IP), self.port)
+    }
+
+    fn host_ip(&self, v4: Ipv4Addr) -> IpAddr {
+        if self.ipv6 {
+            IpAddr::V6(Lab::ip6_of(v4))
+        } else {
+            IpAddr::V4(v4)
+        }
     }
 
     /// The stream servers (online, target), for [`Servers::Stream`].
@@ -564,7 +589,11 @@ impl Scenario {
 
     /// Starts counting, in the client namespace, every packet whose source is the target.
     pub fn sniff_client(&self) -> anyhow::Result<Sniffer> {
-        Sniffer::start(self.lab.ns_client(), Lab::TARGET_IP, Lab::ONLINE_IP)
+        Sniffer::start(
+            self.lab.ns_client(),
+            self.host_ip(Lab::TARGET_IP),
+            self.host_ip(Lab::ONLINE_IP),
+        )
     }
 
     pub fn bin_dir(&self) -> &Path {
@@ -591,7 +620,7 @@ pub struct Sniffer {
 }
 
 impl Sniffer {
-    fn start(ns: &str, forbidden_src: Ipv4Addr, control_src: Ipv4Addr) -> anyhow::Result<Sniffer> {
+    fn start(ns: &str, forbidden_src: IpAddr, control_src: IpAddr) -> anyhow::Result<Sniffer> {
         let stop = Arc::new(AtomicBool::new(false));
         let forbidden = Arc::new(AtomicU64::new(0));
         let control = Arc::new(AtomicU64::new(0));
@@ -609,13 +638,24 @@ impl Sniffer {
             let _ = ready_tx.send(());
             while !s.load(Ordering::Relaxed) {
                 ring.poll_batch(Duration::from_millis(50), |p| {
-                    if p.pkttype == libc::PACKET_OUTGOING
-                        || p.data.len() < 20
-                        || p.data[0] >> 4 != 4
-                    {
+                    if p.pkttype == libc::PACKET_OUTGOING {
                         return;
                     }
-                    let src = Ipv4Addr::new(p.data[12], p.data[13], p.data[14], p.data[15]);
+                    let src = match (p.data.first().map(|b| b >> 4), p.data.len()) {
+                        (Some(4), n) if n >= 20 => {
+                            IpAddr::from(<[u8; 4]>::try_from(&p.data[12..16]).unwrap_or_default())
+                        }
+                        // Neighbour discovery (ICMPv6 133-137) is link housekeeping, not a response.
+                        (Some(6), n)
+                            if n > 40 && p.data[6] == 58 && (133..=137).contains(&p.data[40]) =>
+                        {
+                            return
+                        }
+                        (Some(6), n) if n >= 40 => {
+                            IpAddr::from(<[u8; 16]>::try_from(&p.data[8..24]).unwrap_or_default())
+                        }
+                        _ => return,
+                    };
                     if src == forbidden_src {
                         f.fetch_add(1, Ordering::Relaxed);
                     } else if src == control_src {

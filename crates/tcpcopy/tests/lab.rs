@@ -332,3 +332,72 @@ fn two_online_hosts_feed_one_target_and_one_intercept() {
     }
     assert_eq!(target.len(), 6_000, "the sum, each request once");
 }
+
+/// Issue 5: IPv6 end to end. Clients reach the online server at its IPv6 address, tcpcopy sends
+/// to the target's IPv6 address (fake IPv6 clients in assistant mode, the real client's in queue
+/// mode); every request arrives once, and no target packet reaches the client.
+fn ipv6_replication(mode: Mode, tag: &str) {
+    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = spec(tag, mode);
+    s.ipv6 = true;
+    let mut sc = Scenario::start(&s).expect("scenario starts");
+    assert!(sc.lab.has_ipv6(), "the lab has IPv6 addresses");
+    let sniffer = sc.sniff_client().expect("client capture");
+    let mut l = load(tag, 20, 100, 1_000);
+    l.target = sc.online_service();
+    assert!(l.target.is_ipv6());
+    assert_eq!(sc.load(&l).unwrap().ok, 3_000);
+    let target = sc.wait_target(3_000, Duration::from_secs(60)).unwrap();
+    let log = sc.stop_tcpcopy().unwrap();
+    let final_line = log
+        .lines()
+        .find(|l| l.contains("tcpcopy final:"))
+        .unwrap_or("");
+    let got: HashSet<&String> = target.iter().collect();
+    let (keepalive, short) = loadgen::expected_uris(&l);
+    let missing = keepalive
+        .iter()
+        .flatten()
+        .chain(short.iter())
+        .filter(|u| !got.contains(u))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "requests missing at the target\n{final_line}\n{log}"
+    );
+    assert_eq!(target.len(), 3_000, "each request once\n{final_line}");
+    let (from_target, from_online) = sniffer.finish().unwrap();
+    assert!(
+        from_online > 3_000,
+        "the client capture saw the online server: {from_online}"
+    );
+    assert_eq!(
+        from_target, 0,
+        "target packets reached the client namespace"
+    );
+    let intercept_log = sc.stop_intercept().unwrap();
+    if mode == Mode::Queue {
+        assert!(
+            intercept_log.contains("installed: ip6tables"),
+            "queue mode diverted IPv6 responses:\n{intercept_log}"
+        );
+        let rules = sc
+            .lab
+            .sh(sc.lab.ns_target(), &["ip6tables", "-S", "OUTPUT"])
+            .unwrap();
+        assert!(
+            !rules.contains("NFQUEUE"),
+            "ip6tables rule removed:\n{rules}"
+        );
+    }
+}
+
+#[test]
+fn ipv6_assistant_mode_replicates_every_request() {
+    ipv6_replication(Mode::Assistant, "tc6A");
+}
+
+#[test]
+fn ipv6_queue_mode_replicates_every_request() {
+    ipv6_replication(Mode::Queue, "tc6Q");
+}
