@@ -15,6 +15,7 @@ pub mod memcache;
 pub mod netlab;
 pub mod nginx;
 pub mod redis;
+pub mod rng;
 pub mod scratch;
 pub mod stream;
 

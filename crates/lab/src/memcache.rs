@@ -8,6 +8,7 @@
 //! the server, the command and the answer; after an error the connection should be dropped.
 
 use crate::netlab::{Child, Lab};
+use crate::rng::Rng;
 use anyhow::{anyhow, bail, Context as _};
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -370,13 +371,7 @@ fn url_decode(s: &str) -> anyhow::Result<String> {
 
 /// The memcached binary: `/usr/bin/memcached`, else the first `memcached` on `PATH`.
 pub fn memcached_binary() -> Option<PathBuf> {
-    let debian = PathBuf::from("/usr/bin/memcached");
-    if debian.is_file() {
-        return Some(debian);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("memcached"))
-        .find(|p| p.is_file())
+    crate::netlab::find_program("/usr/bin/memcached", "memcached")
 }
 
 /// Command-line arguments for a TCP-only memcached on `listen` with `memory_mb` of item memory.
@@ -602,7 +597,7 @@ fn write_connection(
 
 /// The deterministic sequence of (key, value) sets of one hot-backup connection.
 struct SetStream {
-    rng: XorShift,
+    rng: Rng,
     conn: usize,
     keys: usize,
     min_len: usize,
@@ -611,10 +606,10 @@ struct SetStream {
 
 impl SetStream {
     fn new(spec: &HotBackupSpec, conn: usize) -> SetStream {
-        // Distinct, unrelated streams per connection: XorShift::new mixes the seed.
+        // Distinct, unrelated streams per connection: Rng::new mixes the seed.
         let seed = spec.seed ^ (conn as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         SetStream {
-            rng: XorShift::new(seed),
+            rng: Rng::new(seed),
             conn,
             keys: spec.keys_per_connection,
             min_len: spec.min_len,
@@ -627,55 +622,6 @@ impl SetStream {
         let mut value = vec![0; self.rng.log_uniform(self.min_len, self.max_len)];
         self.rng.fill(&mut value);
         (key, value)
-    }
-}
-
-/// xorshift64* (Marsaglia's xorshift with a multiplicative output scramble): small, fast and
-/// plenty for test data. Not for anything secret.
-#[derive(Debug, Clone)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        // A splitmix64 step, so that similar seeds start far apart; the state must not be zero.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        XorShift(if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z })
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n >= 1`), by the multiply-high method.
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Log-uniform in `min..=max` (`1 <= min <= max`): the logarithm of the result is uniform.
-    fn log_uniform(&mut self, min: usize, max: usize) -> usize {
-        let (lo, hi) = ((min as f64).ln(), (max as f64 + 1.0).ln());
-        let len = (lo + self.unit() * (hi - lo)).exp() as usize;
-        len.clamp(min, max)
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let word = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
     }
 }
 
@@ -739,7 +685,7 @@ mod tests {
     #[test]
     fn prng_is_deterministic() {
         let draw = |seed| {
-            let mut rng = XorShift::new(seed);
+            let mut rng = Rng::new(seed);
             (0..100).map(|_| rng.next_u64()).collect::<Vec<_>>()
         };
         assert_eq!(draw(42), draw(42));
@@ -768,7 +714,7 @@ mod tests {
 
     #[test]
     fn value_lengths_are_log_uniform_within_bounds() {
-        let mut rng = XorShift::new(1);
+        let mut rng = Rng::new(1);
         let (min, max) = (10, 100 * 1024);
         let lens: Vec<usize> = (0..100_000).map(|_| rng.log_uniform(min, max)).collect();
         assert!(lens.iter().all(|l| (min..=max).contains(l)));

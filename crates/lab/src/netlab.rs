@@ -464,6 +464,18 @@ pub fn cleanup_orphans(tag: &str) -> Vec<String> {
 }
 
 /// Whether this process runs with effective uid 0.
+/// A server program: `preferred` (where Debian installs it) if it exists, else the first `name` on
+/// `PATH`.
+pub fn find_program(preferred: &str, name: &str) -> Option<PathBuf> {
+    let debian = PathBuf::from(preferred);
+    if debian.is_file() {
+        return Some(debian);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 pub fn is_root() -> bool {
     effective_uid() == Some(0)
 }

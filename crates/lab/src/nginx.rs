@@ -14,13 +14,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The nginx binary: `/usr/sbin/nginx`, else the first `nginx` on `PATH`.
 pub fn nginx_binary() -> Option<PathBuf> {
-    let debian = PathBuf::from("/usr/sbin/nginx");
-    if debian.is_file() {
-        return Some(debian);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("nginx"))
-        .find(|p| p.is_file())
+    crate::netlab::find_program("/usr/sbin/nginx", "nginx")
 }
 
 /// A running nginx; stopped (SIGTERM, SIGKILL after 3 s) on drop. The work directory is left in place.

@@ -11,6 +11,7 @@
 //! server and should be dropped.
 
 use crate::netlab::{Child, Lab};
+use crate::rng::Rng;
 use anyhow::{anyhow, bail, Context as _};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -401,13 +402,7 @@ fn to_value(kind: &str, reply: Reply) -> anyhow::Result<Option<Value>> {
 
 /// The redis-server binary: `/usr/bin/redis-server`, else the first `redis-server` on `PATH`.
 pub fn redis_server_binary() -> Option<PathBuf> {
-    let debian = PathBuf::from("/usr/bin/redis-server");
-    if debian.is_file() {
-        return Some(debian);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("redis-server"))
-        .find(|p| p.is_file())
+    crate::netlab::find_program("/usr/bin/redis-server", "redis-server")
 }
 
 /// The arguments for a server without persistence, logging to stdout, working in `workdir`.
@@ -509,42 +504,6 @@ impl RedisServer {
     /// Stops it (SIGTERM) and returns its exit status.
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.child.stop()
-    }
-}
-
-/// A small xorshift64* generator; the seed is spread with splitmix64 so that nearby seeds differ.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        Rng(if z == 0 { 1 } else { z })
-    }
-
-    /// The stream of connection `index` under `seed`.
-    fn for_connection(seed: u64, index: usize) -> Rng {
-        Rng::new(seed ^ (index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform enough in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn bytes(&mut self, lo: u64, hi: u64) -> Vec<u8> {
-        let len = self.range(lo, hi);
-        (0..len).map(|_| (self.next() >> 56) as u8).collect()
     }
 }
 
@@ -653,7 +612,7 @@ fn run_connection(
     failed: &AtomicBool,
 ) -> anyhow::Result<u64> {
     let prefix = format!("c{index}:");
-    let mut rng = Rng::for_connection(spec.seed, index);
+    let mut rng = Rng::for_stream(spec.seed, index);
     let mut sent = 0;
     for round in 0..spec.rounds {
         if failed.load(Ordering::Relaxed) {
@@ -792,7 +751,7 @@ mod tests {
     #[test]
     fn load_commands_follow_the_seed() {
         let stream = |seed, conn: usize| -> Vec<Vec<Vec<u8>>> {
-            let mut rng = Rng::for_connection(seed, conn);
+            let mut rng = Rng::for_stream(seed, conn);
             (0..200)
                 .map(|_| load_command(&mut rng, &format!("c{conn}:")))
                 .collect()

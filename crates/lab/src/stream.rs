@@ -11,6 +11,7 @@
 //! Start it inside a namespace with `lab.run_in(ns, || StreamServer::start(addr, spec))`.
 
 use crate::http::parse_head;
+use crate::rng::Rng;
 use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -237,27 +238,6 @@ fn serve(mut stream: TcpStream, answer: Answer, stop: &AtomicBool) -> io::Result
     })
 }
 
-/// Deterministic filler bytes (xorshift64*), printable so a failing comparison is readable.
-pub struct Filler(u64);
-
-impl Filler {
-    pub fn new(seed: u64) -> Filler {
-        Filler(seed | 1)
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            for (b, r) in chunk.iter_mut().zip(v) {
-                *b = b'!' + r % 94;
-            }
-        }
-    }
-}
-
 /// What a client sent on one connection, to compare with a [`ConnRecord`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sent {
@@ -282,12 +262,12 @@ pub fn upload(addr: SocketAddr, body_len: u64, seed: u64) -> anyhow::Result<Sent
     let mut hash = Sha256::new();
     hash.update(head.as_bytes());
     s.write_all(head.as_bytes())?;
-    let mut filler = Filler::new(seed);
+    let mut filler = Rng::new(seed);
     let mut chunk = vec![0u8; 1 << 20];
     let mut left = body_len;
     while left > 0 {
         let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        filler.fill(&mut chunk[..n]);
+        filler.fill_printable(&mut chunk[..n]);
         hash.update(&chunk[..n]);
         s.write_all(&chunk[..n]).context("upload: write")?;
         left -= n as u64;

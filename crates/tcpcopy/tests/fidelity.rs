@@ -2,46 +2,20 @@
 //! where the server speaks first, memcached hot backup joined mid-connection, and redis pipelining.
 //! Each test builds and removes its own lab (needs root); a mutex keeps them sequential.
 
+mod common;
+use common::*;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use lab::stream::{self, Answer, ConnRecord};
 use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 
-static SEQUENTIAL: Mutex<()> = Mutex::new(());
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// A counter from tcpcopy's final statistics line, e.g. `"super-segments"`.
-fn final_counter(log: &str, name: &str) -> Option<u64> {
-    let line = log.lines().find(|l| l.contains("tcpcopy final:"))?;
-    let at = line.find(&format!("{name} "))? + name.len() + 1;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn final_line(log: &str) -> String {
-    log.lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("(no final line)")
-        .to_string()
-}
-
 /// Issue 4: a 100 MB POST body reaches the target byte-identical, with the veth offloads left on,
 /// so tcpcopy captures TSO super-segments (up to 64 KB) and must cut them to the target's MSS.
 #[test]
 fn hundred_megabyte_upload_with_offloads_on_arrives_byte_identical() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     // TCPCOPY_UPLOAD_MB and TCPCOPY_UPLOAD_ARGS (e.g. "-m 8192") try other sizes by hand; CI runs
     // the issue's 100 MB with the defaults.
     let spec = ScenarioSpec {
@@ -106,7 +80,7 @@ fn hundred_megabyte_upload_with_offloads_on_arrives_byte_identical() {
 /// sent only after the target's own greeting.
 #[test]
 fn server_speaks_first_sessions_replicate_byte_exact() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let spec = ScenarioSpec::new(
         "tcG",
         Mode::Assistant,
@@ -183,7 +157,7 @@ fn wait_equal<T: PartialEq>(
 #[test]
 fn redis_pipelining_keyspace_matches() {
     use lab::redis::{keyspace_diff, pipelined_load, PipelineSpec, RedisConn};
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let spec = ScenarioSpec::new("tcK", Mode::Assistant, Servers::Redis, bin_dir());
     let mut sc = Scenario::start(&spec).expect("scenario starts");
     let (online, target) = (sc.online_service(), sc.target_service());
@@ -233,7 +207,7 @@ fn redis_pipelining_keyspace_matches() {
 #[test]
 fn memcached_hot_backup_joined_after_connect_matches_exactly() {
     use lab::memcache::{hot_backup, value_len_stats, HotBackupSpec, MemcacheConn};
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let spec = ScenarioSpec {
         start_tcpcopy: false,
         ..ScenarioSpec::new("tcM", Mode::Assistant, Servers::Memcached, bin_dir())

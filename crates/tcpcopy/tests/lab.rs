@@ -1,21 +1,27 @@
 //! End-to-end replication in network namespaces with real nginx servers (needs root and nginx).
 //! Each test builds and removes its own lab; a mutex keeps them sequential.
 
+mod common;
+use common::*;
+
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use lab::{loadgen, LoadSpec};
 use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 
-static SEQUENTIAL: Mutex<()> = Mutex::new(());
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+/// The URIs of `spec` that `target` lacks, sorted.
+fn missing_uris(spec: &LoadSpec, target: &[String]) -> Vec<String> {
+    let got: HashSet<&String> = target.iter().collect();
+    let (keepalive, short) = loadgen::expected_uris(spec);
+    let mut missing: Vec<String> = keepalive
+        .into_iter()
+        .flatten()
+        .chain(short)
+        .filter(|u| !got.contains(u))
+        .collect();
+    missing.sort();
+    missing
 }
 
 fn spec(tag: &str, mode: Mode) -> ScenarioSpec {
@@ -40,7 +46,7 @@ fn load(prefix: &str, conns: usize, per_conn: usize, short: usize) -> LoadSpec {
 /// ever reaching the client namespace. With `loss_percent`, the target host drops that share of
 /// the service's packets in both directions.
 fn full_replication(mode: Mode, tag: &str, loss_percent: Option<f64>) {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let mut sc = Scenario::start(&spec(tag, mode)).expect("scenario starts");
     if let Some(p) = loss_percent {
         sc.inject_target_loss(p).expect("loss rules");
@@ -65,20 +71,9 @@ fn full_replication(mode: Mode, tag: &str, loss_percent: Option<f64>) {
         eprintln!("injected loss: {input} packets dropped towards the target, {output} from it");
     }
     let log = sc.stop_tcpcopy().expect("tcpcopy stops cleanly");
-    let final_line = log
-        .lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("")
-        .to_string();
-    let (expected_keepalive, expected_short) = loadgen::expected_uris(&spec);
-    let got: HashSet<&String> = target.iter().collect();
-    let mut missing: Vec<&String> = expected_keepalive
-        .iter()
-        .flatten()
-        .chain(expected_short.iter())
-        .filter(|u| !got.contains(u))
-        .collect();
-    missing.sort();
+    let final_line = final_line(&log);
+    let (expected_keepalive, _) = loadgen::expected_uris(&spec);
+    let missing = missing_uris(&spec, &target);
     assert!(
         missing.is_empty(),
         "{} of 25000 URIs never reached the target (first: {:?})\n{final_line}\nintercept: {}",
@@ -147,7 +142,7 @@ fn queue_mode_keeps_client_addresses_and_replicates_every_request() {
 /// resumes replication without restarting tcpcopy.
 #[test]
 fn intercept_unreachable_then_restarted_mid_run() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let mut s = spec("tcR", Mode::Assistant);
     s.start_intercept = false;
     let mut sc = Scenario::start(&s).expect("scenario starts");
@@ -212,7 +207,7 @@ fn settled_target(sc: &Scenario, timeout: Duration) -> Vec<String> {
 /// Issue 5: `-n 3` makes three complete sessions at the target of every online session.
 #[test]
 fn three_copies_of_every_session_reach_the_target() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let mut s = spec("tcN", Mode::Assistant);
     s.extra_tcpcopy_args = vec!["-n".into(), "3".into()];
     let mut sc = Scenario::start(&s).expect("scenario starts");
@@ -220,10 +215,7 @@ fn three_copies_of_every_session_reach_the_target() {
     assert_eq!(sc.load(&spec).unwrap().ok, 3_000);
     let target = sc.wait_target(9_000, Duration::from_secs(60)).unwrap();
     let log = sc.stop_tcpcopy().unwrap();
-    let final_line = log
-        .lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("");
+    let final_line = final_line(&log);
     let mut count: HashMap<&String, usize> = HashMap::new();
     for u in &target {
         *count.entry(u).or_default() += 1;
@@ -248,7 +240,7 @@ fn three_copies_of_every_session_reach_the_target() {
 /// Issue 5: `-r 30` replicates 30% ± 3% of the connections, each one complete.
 #[test]
 fn thirty_percent_of_sessions_arrive_each_complete() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let mut s = spec("tcP", Mode::Assistant);
     s.extra_tcpcopy_args = vec!["-r".into(), "30".into()];
     let mut sc = Scenario::start(&s).expect("scenario starts");
@@ -256,10 +248,7 @@ fn thirty_percent_of_sessions_arrive_each_complete() {
     assert_eq!(sc.load(&spec).unwrap().ok, 7_000);
     let target = settled_target(&sc, Duration::from_secs(60));
     let log = sc.stop_tcpcopy().unwrap();
-    let final_line = log
-        .lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("");
+    let final_line = final_line(&log);
     let got: HashSet<&String> = target.iter().collect();
     assert_eq!(got.len(), target.len(), "no request arrived twice");
     let (keepalive, short) = loadgen::expected_uris(&spec);
@@ -288,7 +277,7 @@ fn thirty_percent_of_sessions_arrive_each_complete() {
 /// target sees the sum, none lost.
 #[test]
 fn two_online_hosts_feed_one_target_and_one_intercept() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let mut sc = Scenario::start(&spec("tc2", Mode::Assistant)).expect("scenario starts");
     let second = sc
         .add_online_host(
@@ -315,17 +304,10 @@ fn two_online_hosts_feed_one_target_and_one_intercept() {
     let target = sc.wait_target(6_000, Duration::from_secs(60)).unwrap();
     let log1 = sc.stop_tcpcopy().unwrap();
     let log2 = sc.stop_extra_tcpcopy(second).unwrap();
-    let got: HashSet<&String> = target.iter().collect();
     for spec in [&first, &other] {
-        let (keepalive, short) = loadgen::expected_uris(spec);
-        let missing = keepalive
-            .iter()
-            .flatten()
-            .chain(short.iter())
-            .filter(|u| !got.contains(u))
-            .count();
         assert_eq!(
-            missing, 0,
+            missing_uris(spec, &target).len(),
+            0,
             "{}: requests missing at the target\n{log1}\n{log2}",
             spec.uri_prefix
         );
@@ -337,7 +319,7 @@ fn two_online_hosts_feed_one_target_and_one_intercept() {
 /// to the target's IPv6 address (fake IPv6 clients in assistant mode, the real client's in queue
 /// mode); every request arrives once, and no target packet reaches the client.
 fn ipv6_replication(mode: Mode, tag: &str) {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let mut s = spec(tag, mode);
     s.ipv6 = true;
     let mut sc = Scenario::start(&s).expect("scenario starts");
@@ -349,20 +331,10 @@ fn ipv6_replication(mode: Mode, tag: &str) {
     assert_eq!(sc.load(&l).unwrap().ok, 3_000);
     let target = sc.wait_target(3_000, Duration::from_secs(60)).unwrap();
     let log = sc.stop_tcpcopy().unwrap();
-    let final_line = log
-        .lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("");
-    let got: HashSet<&String> = target.iter().collect();
-    let (keepalive, short) = loadgen::expected_uris(&l);
-    let missing = keepalive
-        .iter()
-        .flatten()
-        .chain(short.iter())
-        .filter(|u| !got.contains(u))
-        .count();
+    let final_line = final_line(&log);
     assert_eq!(
-        missing, 0,
+        missing_uris(&l, &target).len(),
+        0,
         "requests missing at the target\n{final_line}\n{log}"
     );
     assert_eq!(target.len(), 3_000, "each request once\n{final_line}");

@@ -3,22 +3,14 @@
 //! damaged file replays what came before the damage and ends with a one-line error.
 //! Needs root and tcpdump; each test builds and removes its own lab.
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lab::{loadgen, LoadSpec};
 use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
-
-static SEQUENTIAL: Mutex<()> = Mutex::new(());
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// 10,000 requests: 40 keep-alive connections x 200, and 2,000 short ones, at 2,500 req/s so
 /// the recording spans about 4 s.
@@ -33,13 +25,6 @@ fn load(prefix: &str) -> LoadSpec {
         uri_prefix: prefix.into(),
         deadline: Duration::from_secs(60),
     }
-}
-
-fn final_line(log: &str) -> String {
-    log.lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("(no final line)")
-        .to_string()
 }
 
 /// Replays `file` (with extra options) and waits for tcpcopy to finish; returns the wall time,
@@ -87,7 +72,7 @@ fn assert_all(sc: &Scenario, spec: &LoadSpec, times: usize, context: &str) {
 /// A tcpdump recording replays every request; `-a 5` replays it about five times faster.
 #[test]
 fn tcpdump_recording_replays_every_request_and_accelerates() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let spec = ScenarioSpec {
         start_tcpcopy: false,
         ..ScenarioSpec::new("tcY", Mode::Assistant, Servers::Nginx, bin_dir())
@@ -154,7 +139,7 @@ fn tcpdump_recording_replays_every_request_and_accelerates() {
 /// came before the damage and ends with a one-line error.
 #[test]
 fn recorded_pcapng_replays_and_a_truncated_file_replays_its_readable_part() {
-    let _guard = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::sequential();
     let spec = ScenarioSpec {
         start_tcpcopy: false,
         ..ScenarioSpec::new("tcZ", Mode::Assistant, Servers::Nginx, bin_dir())

@@ -1,0 +1,40 @@
+//! Helpers the end-to-end test binaries share.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// Lab tests of one binary run one at a time: they share the machine's CPUs and timing matters.
+static SEQUENTIAL: Mutex<()> = Mutex::new(());
+
+pub fn sequential() -> MutexGuard<'static, ()> {
+    SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where cargo put the `tcpcopy` and `intercept` binaries.
+pub fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// tcpcopy's final statistics line.
+pub fn final_line(log: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("tcpcopy final:"))
+        .unwrap_or("(no final line)")
+        .to_string()
+}
+
+/// A counter from tcpcopy's final statistics line, e.g. `"super-segments"`.
+pub fn final_counter(log: &str, name: &str) -> Option<u64> {
+    let line = final_line(log);
+    let at = line.find(&format!("{name} "))? + name.len() + 1;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
