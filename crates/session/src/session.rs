@@ -361,10 +361,12 @@ impl Replicator {
             // Not open at the target yet: by_target never leads here.
             State::Waiting => {}
             State::SynSent => {
-                if !flags.syn() && flags.ack() && p.ack() != s.out_isn + 1 {
-                    // Not an answer to our SYN: the target still holds an older connection on
-                    // these endpoints (TIME-WAIT, or one it never saw closed) and acknowledges
-                    // that one. Reset it with the sequence number it expects, then ask again.
+                // A late packet of an earlier connection on these endpoints can arrive right after
+                // our SYN; a target that answers a *repeated* SYN with a bare ACK, though, holds
+                // an older connection there (TIME-WAIT, or one it never saw closed) and
+                // acknowledges that one. Reset it with the sequence number it expects, then ask
+                // again.
+                if s.retries >= 1 && !flags.syn() && flags.ack() && p.ack() != s.out_isn + 1 {
                     self.stats.stale_target_connections += 1;
                     let rst = SegmentRepr {
                         ack: Seq(0),

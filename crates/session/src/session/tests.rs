@@ -1213,8 +1213,14 @@ fn a_stale_connection_at_the_target_is_reset_and_the_syn_repeated() {
     let mut r = Replicator::new(config());
     r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     sent(&mut r);
-    // The target answers our SYN with a bare ACK for an older connection (TIME-WAIT).
+    // Right after the SYN, a bare ACK may be a late packet of an earlier connection: ignored.
     r.handle_response(ms(base, 1), &target_pkt(T_ISN, 777_777, Flags::ACK, 0));
+    assert!(sent(&mut r).is_empty());
+    // The SYN is repeated, and again the target acknowledges an older connection (TIME-WAIT).
+    let at = r.poll_timeout().unwrap();
+    r.handle_timeout(at);
+    assert_eq!(sent(&mut r), vec![(C_ISN, 0, Flags::SYN, vec![])]);
+    r.handle_response(at, &target_pkt(T_ISN, 777_777, Flags::ACK, 0));
     let out = sent(&mut r);
     assert_eq!(
         out,
@@ -1227,7 +1233,7 @@ fn a_stale_connection_at_the_target_is_reset_and_the_syn_repeated() {
     assert_eq!(r.stats().stale_target_connections, 1);
     // Then the real SYN-ACK establishes the session as usual.
     r.handle_response(
-        ms(base, 2),
+        at + Duration::from_millis(1),
         &target_pkt(T_ISN, C_ISN + 1, Flags::SYN | Flags::ACK, 0),
     );
     assert_eq!(
