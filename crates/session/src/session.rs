@@ -200,6 +200,21 @@ impl Replicator {
         self.out.drain(f);
     }
 
+    /// Sessions still working towards the target: opening, waiting for a predecessor, holding
+    /// unacknowledged bytes (a retransmission pending) or waiting for an answer. A session with
+    /// none of these only waits for its client. O(sessions).
+    pub fn busy_sessions(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| {
+                s.state != State::Closed
+                    && (matches!(s.state, State::Waiting | State::SynSent)
+                        || s.rtx_at.is_some()
+                        || s.waiting_since.is_some())
+            })
+            .count()
+    }
+
     /// Number of packets waiting in [`Self::drain_transmits`].
     pub fn pending_transmits(&self) -> usize {
         self.out.ends.len()

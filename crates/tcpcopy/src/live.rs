@@ -290,7 +290,11 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
             if moved != last_progress.0 {
                 last_progress = (moved, Instant::now());
             }
-            if st.sessions_active == 0 || last_progress.1.elapsed() >= REPLAY_IDLE_END {
+            let idle = last_progress.1.elapsed();
+            if st.sessions_active == 0
+                || (idle >= REPLAY_IDLE_END && core.busy_sessions() == 0)
+                || idle >= REPLAY_STALL_END
+            {
                 break;
             }
         }
@@ -306,8 +310,11 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
 
 /// How long a replay waits for an intercept connection before it starts anyway.
 const REPLAY_CONNECT_WAIT: Duration = Duration::from_secs(10);
-/// A finished replay stops when its sessions had no traffic for this long.
+/// A finished replay stops when its sessions had no traffic for this long and none still works
+/// towards the target (the rest wait for clients the recording cut off)...
 const REPLAY_IDLE_END: Duration = Duration::from_secs(3);
+/// ...or, whatever they wait for, after this long without any traffic.
+const REPLAY_STALL_END: Duration = Duration::from_secs(120);
 
 /// What `handle_event` needs besides the core and the intercept connections.
 struct EventCtx<'a> {
@@ -481,6 +488,7 @@ fn spawn_file_reader(
     budget: usize,
 ) -> anyhow::Result<()> {
     // Hands a batch over, holding back while too many captured bytes wait (as live capture does).
+    let halt = stop.clone();
     let send = move |tx: &Sender<Event>, batch: &mut PacketBatch| -> bool {
         if batch.is_empty() {
             return true;
@@ -495,6 +503,9 @@ fn spawn_file_reader(
         .name("replay".into())
         .spawn(move || {
             while !go.load(Ordering::Relaxed) {
+                if halt.load(Ordering::Relaxed) {
+                    return;
+                }
                 thread::sleep(Duration::from_millis(10));
             }
             let started = Instant::now();
@@ -519,7 +530,17 @@ fn spawn_file_reader(
                     if !send(&tx, &mut batch) {
                         return;
                     }
-                    thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let gap = due.saturating_duration_since(Instant::now());
+                    if gap > Duration::from_secs(60) {
+                        info!(
+                            "replay: the recording pauses for {:.0} s here",
+                            gap.as_secs_f64()
+                        );
+                    }
+                    sleep_unless_stopped(gap, &halt);
+                    if halt.load(Ordering::Relaxed) {
+                        return;
+                    }
                     batch = last;
                 } else if batch.len() >= 256 && !send(&tx, &mut batch) {
                     return;

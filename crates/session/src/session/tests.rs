@@ -1241,3 +1241,24 @@ fn a_stale_connection_at_the_target_is_reset_and_the_syn_repeated() {
         vec![(C_ISN + 1, T_ISN + 1, Flags::ACK, vec![])]
     );
 }
+
+#[test]
+fn busy_sessions_counts_only_work_towards_the_target() {
+    let base = Instant::now();
+    let mut r = established(base);
+    assert_eq!(
+        r.busy_sessions(),
+        0,
+        "established and idle: waits for its client"
+    );
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"GET /\n"),
+    );
+    assert_eq!(r.busy_sessions(), 1, "unacknowledged bytes");
+    r.handle_response(
+        ms(base, 3),
+        &target_pkt(T_ISN + 1, C_ISN + 7, Flags::ACK, 10),
+    );
+    assert_eq!(r.busy_sessions(), 0, "acknowledged and answered");
+}
