@@ -23,7 +23,7 @@ pub const BODY: &str = "ok\n";
 /// close into a RST that destroys the response in flight (nginx's "lingering close").
 const LINGER: Duration = Duration::from_secs(1);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking connection thread cannot leave these plain collections half-updated.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

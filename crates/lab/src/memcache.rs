@@ -411,24 +411,6 @@ fn answers_version(addr: SocketAddr) -> bool {
     matches!(ask(), Ok(true))
 }
 
-/// Polls `addr` until it answers `version` while `running()` (true), or until `running()` turns
-/// false or `end` passes (false).
-fn wait_answering(addr: SocketAddr, end: Instant, mut running: impl FnMut() -> bool) -> bool {
-    loop {
-        if !running() {
-            return false;
-        }
-        if answers_version(addr) {
-            // The answer may have come from another server that holds the port and made ours exit.
-            return running();
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A memcached process started in a lab network namespace; killed on drop (SIGTERM, SIGKILL after
 /// 3 s).
 #[derive(Debug)]
@@ -457,24 +439,11 @@ impl Memcached {
         if taken {
             bail!("starting memcached in {ns}: {listen} is already in use");
         }
-        let child = lab.spawn(ns, &binary, &memcached_args(listen, memory_mb), log)?;
-        let mut server = Memcached { child, listen };
-        let end = Instant::now() + READY_TIMEOUT;
-        let child = &mut server.child;
-        let ready = lab.run_in(ns, || {
-            wait_answering(listen.into(), end, || child.is_running())
-        });
-        if !ready {
-            let why = if server.child.is_running() {
-                format!("no answer after {READY_TIMEOUT:?}")
-            } else {
-                "memcached exited".to_string()
-            };
-            bail!(
-                "starting memcached in {ns} on {listen}: {why}; output: {:?}",
-                server.child.log_text().trim()
-            );
-        }
+        let mut child = lab.spawn(ns, &binary, &memcached_args(listen, memory_mb), log)?;
+        child
+            .wait_serving(ns, READY_TIMEOUT, || answers_version(listen.into()))
+            .with_context(|| format!("starting memcached on {listen}"))?;
+        let server = Memcached { child, listen };
         Ok(server)
     }
 
@@ -639,6 +608,24 @@ pub fn value_len_stats(map: &HashMap<String, Vec<u8>>) -> (usize, usize, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Polls `addr` until it answers `version` while `running()` (true), or until `running()` turns
+    /// false or `end` passes (false).
+    fn wait_answering(addr: SocketAddr, end: Instant, mut running: impl FnMut() -> bool) -> bool {
+        loop {
+            if !running() {
+                return false;
+            }
+            if answers_version(addr) {
+                // The answer may have come from another server that holds the port and made ours exit.
+                return running();
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     use std::collections::HashSet;
     use std::net::{Ipv4Addr, Shutdown, TcpListener};
     use std::process::{Command, Stdio};

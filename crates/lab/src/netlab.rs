@@ -619,8 +619,50 @@ impl Child {
         self.inner.id()
     }
 
+    /// The program, as started.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.inner.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` until `probe`, run inside `ns`, succeeds while this server process
+    /// still runs. An answer after which the process exited came from another server holding the
+    /// address (ours failed to bind), so it does not count. The error names why, with the log.
+    pub fn wait_serving(
+        &mut self,
+        ns: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> bool + Send,
+    ) -> anyhow::Result<()> {
+        let end = Instant::now() + timeout;
+        let ready = run_in_ns(ns, || loop {
+            if !self.is_running() {
+                return false;
+            }
+            if probe() {
+                return self.is_running();
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        });
+        if ready {
+            return Ok(());
+        }
+        let why = if self.is_running() {
+            format!("no answer within {timeout:?}")
+        } else {
+            "it exited".to_string()
+        };
+        bail!(
+            "{} in {ns}: {why}; output: {:?}",
+            self.name,
+            self.log_text().trim()
+        )
     }
 
     /// Where stdout and stderr go.

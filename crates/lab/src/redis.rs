@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -470,29 +470,12 @@ impl RedisServer {
         let workdir = workdir
             .canonicalize()
             .with_context(|| format!("resolving {}", workdir.display()))?;
-        let child = lab.spawn(ns, &binary, &server_args(listen, &workdir), log)?;
+        let mut child = lab.spawn(ns, &binary, &server_args(listen, &workdir), log)?;
         let pid = child.pid(); // `ip netns exec` execs redis-server
-        let mut server = RedisServer { child, listen };
-        let end = Instant::now() + READY_TIMEOUT;
-        let child = &mut server.child;
-        let ready = lab.run_in(ns, move || loop {
-            if !child.is_running() {
-                return Some("redis-server exited");
-            }
-            if answers_ping(listen.into(), pid) {
-                return None;
-            }
-            if Instant::now() >= end {
-                return Some("no PONG within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        });
-        if let Some(why) = ready {
-            bail!(
-                "starting redis-server in {ns} on {listen}: {why}; output: {}",
-                server.child.log_text().trim()
-            );
-        }
+        child
+            .wait_serving(ns, READY_TIMEOUT, || answers_ping(listen.into(), pid))
+            .with_context(|| format!("starting redis-server on {listen}"))?;
+        let server = RedisServer { child, listen };
         Ok(server)
     }
 
@@ -641,6 +624,7 @@ mod tests {
     use std::io::Cursor;
     use std::net::{Ipv4Addr, TcpListener};
     use std::process::{Command, Stdio};
+    use std::time::Instant;
 
     fn parse(bytes: &[u8]) -> anyhow::Result<Reply> {
         read_reply(&mut Cursor::new(bytes))

@@ -11,6 +11,7 @@
 //! Start it inside a namespace with `lab.run_in(ns, || StreamServer::start(addr, spec))`.
 
 use crate::http::parse_head;
+use crate::httpd::lock;
 use crate::rng::Rng;
 use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256};
@@ -116,10 +117,6 @@ impl Drop for StreamServer {
             let _ = a.join();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, answer: Answer) {

@@ -303,22 +303,8 @@ impl Scenario {
 
     /// Waits until the tcpcopy of extra online host `i` connected to intercept.
     pub fn wait_extra_connected(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.extra_online[i]
-                .tcpcopy
-                .as_ref()
-                .map(|c| c.log_text())
-                .unwrap_or_default();
-            if log.contains("connected to intercept") {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "extra tcpcopy {i} never connected:\n{log}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let child = self.extra_online[i].tcpcopy.as_ref();
+        wait_log(child, "connected to intercept", 1, timeout)
     }
 
     pub fn extra_online(&self, i: usize) -> &ExtraOnline {
@@ -384,15 +370,7 @@ impl Scenario {
             .lab
             .spawn(self.lab.ns_online(), Path::new("tcpdump"), &args, &log)?;
         // tcpdump says "listening on ..." once its capture is open.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !child.log_text().contains("listening on") {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "tcpdump did not start:\n{}",
-                child.log_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_log(Some(&child), "listening on", 1, Duration::from_secs(10))?;
         Ok(child)
     }
 
@@ -418,18 +396,12 @@ impl Scenario {
         let exe = self.bin_dir.join("intercept");
         let child = self.lab.spawn(&ns, &exe, &args, &log)?;
         // Wait until it listens, so that tcpcopy's next attempt succeeds.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("listening for tcpcopy")
-        {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "intercept did not start:\n{}",
-                child.log_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_log(
+            Some(&child),
+            "listening for tcpcopy",
+            1,
+            Duration::from_secs(10),
+        )?;
         self.intercept = Some(child);
         Ok(())
     }
@@ -446,18 +418,7 @@ impl Scenario {
         count: usize,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.tcpcopy_log();
-            if text.matches(needle).count() >= count {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "tcpcopy never logged {needle:?} {count}x:\n{text}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_log(self.tcpcopy.as_ref(), needle, count, timeout)
     }
 
     pub fn tcpcopy_log(&self) -> String {
@@ -598,6 +559,29 @@ impl Scenario {
 
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+}
+
+/// Waits until `child`'s log holds `needle` at least `count` times.
+fn wait_log(
+    child: Option<&lab::Child>,
+    needle: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let child = child.context("program not running")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = child.log_text();
+        if text.matches(needle).count() >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} never logged {needle:?} {count}x:\n{text}",
+            child.name()
+        );
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
