@@ -6,14 +6,14 @@
 //! `lab.run_in(ns, || HttpServer::start(addr))`: a socket keeps the namespace it was created in, and
 //! the server's threads only use sockets it already has. Dropping the server stops every thread.
 
+use crate::acceptor::{lock, Acceptor};
 use crate::http::{ParseError, Request, RequestParser};
 use anyhow::Context as _;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Body of every successful response.
@@ -22,11 +22,6 @@ pub const BODY: &str = "ok\n";
 /// How long a closing connection waits for the client's FIN, so unread request bytes do not turn our
 /// close into a RST that destroys the response in flight (nginx's "lingering close").
 const LINGER: Duration = Duration::from_secs(1);
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking connection thread cannot leave these plain collections half-updated.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Every request URI the server saw, with the id of its connection (ids count up in accept order).
 #[derive(Debug, Default)]
@@ -91,20 +86,15 @@ impl RequestLog {
 }
 
 struct Shared {
-    stop: AtomicBool,
     log: Arc<RequestLog>,
     requests: AtomicU64,
-    /// A clone of every open connection, so `drop` can wake its blocked reader.
-    open: Mutex<HashMap<u64, TcpStream>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// The embedded server. Stops (closing every connection) when dropped.
 pub struct HttpServer {
     addr: SocketAddr,
-    listener: TcpListener,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl HttpServer {
@@ -113,23 +103,18 @@ impl HttpServer {
         let listener = TcpListener::bind(bind).with_context(|| format!("httpd: bind {bind}"))?;
         let addr = listener.local_addr().context("httpd: local_addr")?;
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
             log: Arc::default(),
             requests: AtomicU64::new(0),
-            open: Mutex::default(),
-            workers: Mutex::default(),
         });
-        let accept_listener = listener.try_clone().context("httpd: clone listener")?;
-        let accept_shared = Arc::clone(&shared);
-        let acceptor = std::thread::Builder::new()
-            .name(format!("httpd-accept-{}", addr.port()))
-            .spawn(move || accept_loop(&accept_listener, &accept_shared))
-            .context("httpd: spawn accept thread")?;
+        let conn_shared = Arc::clone(&shared);
+        let acceptor = Acceptor::start(listener, "httpd", move |stream, id, stop| {
+            let _ = serve(stream, id, &conn_shared, stop);
+        })
+        .context("httpd: spawn accept thread")?;
         Ok(HttpServer {
             addr,
-            listener,
             shared,
-            acceptor: Some(acceptor),
+            _acceptor: acceptor,
         })
     }
 
@@ -144,68 +129,6 @@ impl HttpServer {
     /// Requests answered or being answered so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // shutdown(2) on a listening socket makes a blocked accept fail with EINVAL on Linux.
-        let _ = socket2::SockRef::from(&self.listener).shutdown(Shutdown::Read);
-        for stream in lock(&self.shared.open).values() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        let workers = std::mem::take(&mut *lock(&self.shared.workers));
-        for worker in workers {
-            let _ = worker.join();
-        }
-    }
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    let mut next_id = 0u64;
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(_) if shared.stop.load(Ordering::SeqCst) => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                // EMFILE and friends: back off instead of spinning.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let id = next_id;
-        next_id += 1;
-        // Registering under the lock that `drop` takes after setting `stop` guarantees that every
-        // connection is either shut down by `drop` or refused here.
-        let mut open = lock(&shared.open);
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(clone) = stream.try_clone() else {
-            continue; // out of descriptors: drop the connection
-        };
-        open.insert(id, clone);
-        drop(open);
-        let conn_shared = Arc::clone(shared);
-        let spawned = std::thread::Builder::new()
-            .name(format!("httpd-conn-{id}"))
-            .spawn(move || {
-                let _ = serve(stream, id, &conn_shared);
-                lock(&conn_shared.open).remove(&id);
-            });
-        let mut workers = lock(&shared.workers);
-        workers.retain(|w| !w.is_finished());
-        match spawned {
-            Ok(worker) => workers.push(worker),
-            Err(_) => {
-                lock(&shared.open).remove(&id);
-            }
-        }
     }
 }
 
@@ -236,7 +159,7 @@ fn respond_error(out: &mut Vec<u8>, err: &ParseError) {
     );
 }
 
-fn serve(mut stream: TcpStream, id: u64, shared: &Shared) -> io::Result<()> {
+fn serve(mut stream: TcpStream, id: u64, shared: &Shared, stop: &AtomicBool) -> io::Result<()> {
     // Accepted sockets do not inherit O_NONBLOCK on Linux, but be explicit: the loop below blocks.
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -250,7 +173,7 @@ fn serve(mut stream: TcpStream, id: u64, shared: &Shared) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if shared.stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         parser.feed(&buf[..n]);

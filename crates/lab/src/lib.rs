@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acceptor;
 pub mod http;
 pub mod httpd;
 pub mod loadgen;

@@ -10,17 +10,15 @@
 //!
 //! Start it inside a namespace with `lab.run_in(ns, || StreamServer::start(addr, spec))`.
 
+use crate::acceptor::{lock, Acceptor};
 use crate::http::parse_head;
-use crate::httpd::lock;
 use crate::rng::Rng;
 use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What a greeting server says first.
@@ -46,18 +44,15 @@ pub struct ConnRecord {
 
 #[derive(Default)]
 struct Shared {
-    stop: AtomicBool,
     records: Mutex<Vec<ConnRecord>>,
     finished: Condvar,
-    open: Mutex<HashMap<u64, TcpStream>>,
 }
 
 /// The server; stops and closes every connection when dropped.
 pub struct StreamServer {
     addr: SocketAddr,
-    listener: TcpListener,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl StreamServer {
@@ -65,15 +60,17 @@ impl StreamServer {
         let listener = TcpListener::bind(bind).with_context(|| format!("stream: bind {bind}"))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let (l, s) = (listener.try_clone()?, Arc::clone(&shared));
-        let acceptor = std::thread::Builder::new()
-            .name(format!("stream-accept-{}", addr.port()))
-            .spawn(move || accept_loop(&l, &s, answer))?;
+        let conn_shared = Arc::clone(&shared);
+        let acceptor = Acceptor::start(listener, "stream", move |stream, _, stop| {
+            if let Ok(record) = serve(stream, answer, stop) {
+                lock(&conn_shared.records).push(record);
+                conn_shared.finished.notify_all();
+            }
+        })?;
         Ok(StreamServer {
             addr,
-            listener,
             shared,
-            acceptor: Some(acceptor),
+            _acceptor: acceptor,
         })
     }
 
@@ -103,56 +100,6 @@ impl StreamServer {
                 .0;
         }
         records.clone()
-    }
-}
-
-impl Drop for StreamServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = socket2::SockRef::from(&self.listener).shutdown(Shutdown::Read);
-        for s in lock(&self.shared.open).values() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-    }
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, answer: Answer) {
-    let mut next = 0u64;
-    loop {
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
-            Err(_) if shared.stop.load(Ordering::SeqCst) => return,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let id = next;
-        next += 1;
-        {
-            let mut open = lock(&shared.open);
-            if shared.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let Ok(clone) = stream.try_clone() else {
-                continue;
-            };
-            open.insert(id, clone);
-        }
-        let shared = Arc::clone(shared);
-        // Detached: a connection thread ends when its client closes or drop shuts its socket.
-        let _ = std::thread::Builder::new()
-            .name(format!("stream-conn-{id}"))
-            .spawn(move || {
-                if let Ok(record) = serve(stream, answer, &shared.stop) {
-                    lock(&shared.records).push(record);
-                    shared.finished.notify_all();
-                }
-                lock(&shared.open).remove(&id);
-            });
     }
 }
 
