@@ -19,6 +19,7 @@ pub mod redis;
 pub mod rng;
 pub mod scratch;
 pub mod stream;
+pub mod wrk;
 
 pub use httpd::{HttpServer, RequestLog};
 pub use loadgen::{LoadReport, LoadSpec};

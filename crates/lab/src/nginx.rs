@@ -1,8 +1,9 @@
 //! A real nginx inside a lab namespace, for end-to-end tests (the demo never needs it).
 //!
-//! nginx answers every request `200 ok\n` and writes one access-log line per request holding only
-//! `$request_uri`, unbuffered, after the response is sent. Everything it writes stays in the caller's
-//! work directory; the master runs in the foreground under a [`Child`] guard.
+//! nginx answers every request `200 ok\n` (a 1 KB body under `/k/`) and writes one access-log
+//! line per request holding only `$request_uri`, unbuffered, after the response is sent.
+//! Everything it writes stays in the caller's work directory; the master runs in the foreground
+//! under a [`Child`] guard.
 
 use crate::netlab::{Child, Lab};
 use anyhow::{bail, Context as _};
@@ -28,6 +29,8 @@ pub struct Nginx {
 fn config(workdir: &Path, listen: SocketAddrV4, listen6: Option<SocketAddrV6>) -> String {
     let w = workdir.display();
     let also6 = listen6.map_or(String::new(), |a| format!("listen {a};"));
+    // `/k/...` answers a 1 KB body (the load harness's requests), everything else `ok`.
+    let kb = format!("{}\\n", "x".repeat(1023));
     format!(
         r#"daemon off;
 master_process on;
@@ -51,6 +54,7 @@ http {{
         listen {listen};
         {also6}
         location / {{ return 200 "ok\n"; }}
+        location /k/ {{ return 200 "{kb}"; }}
     }}
 }}
 "#
