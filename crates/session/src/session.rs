@@ -283,8 +283,10 @@ impl Replicator {
                     return;
                 }
                 // The client reuses the port for a new connection. A session with bytes still
-                // owed to the target finishes first; one that owes nothing is reset now.
-                if s.owes_target() {
+                // owed to the target, or whose close is still under way there, finishes first
+                // (a reset now could discard a request the target's server has not read yet);
+                // one that owes nothing is reset now.
+                if s.owes_target() || s.closing() {
                     self.by_online.remove(&key);
                     self.stats.sessions_port_reused += 1;
                 } else {
@@ -641,9 +643,16 @@ impl Replicator {
             self.out.emit(&ack, &[]);
         }
         if s.state == State::Established {
-            if s.client_rst && s.snd_una >= s.rcv_nxt {
-                self.abort(now, id);
-                return;
+            // A client that reset its connection still had its requests served online: the target
+            // gets each of them, paced as usual, and the reset only once the last one was
+            // acknowledged and answered (or the answer is overdue). A reset at once would make the
+            // target's kernel discard requests its server had not read yet.
+            if s.client_rst && s.snd_una >= s.rcv_nxt && s.pending_bounds.is_empty() {
+                let since = *s.waiting_since.get_or_insert(now);
+                if s.rcv_nxt == 0 || s.t_next > s.answer_mark || now >= since + cfg.response_wait {
+                    self.abort(now, id);
+                    return;
+                }
             }
             let fin_acked = s.client_fin.is_some_and(|f| s.fin_sent && s.snd_una > f);
             if fin_acked && s.target_fin {
@@ -1039,8 +1048,7 @@ impl Session {
                 .min(cfg.mtu.saturating_sub(headers))
                 .max(64),
         );
-        // A client that reset its connection waits for nothing: deliver what it sent, then reset.
-        let no_wait = cfg.no_wait || self.client_rst;
+        let no_wait = cfg.no_wait;
         if std::mem::take(&mut self.fast_rtx) && self.snd_una < self.snd_nxt {
             let end = (self.snd_una + mss).min(self.snd_nxt);
             let from = self.data_skip + (self.snd_una - self.data_start) as usize;
@@ -1115,6 +1123,12 @@ impl Session {
     /// Whether client bytes are still to be delivered to (or acknowledged by) the target.
     fn owes_target(&self) -> bool {
         self.state != State::Closed && self.snd_una < self.rcv_nxt
+    }
+
+    /// Whether the client ended the connection (FIN or reset) and the target has not seen the end
+    /// of it yet.
+    fn closing(&self) -> bool {
+        self.state == State::Established && (self.client_fin.is_some() || self.client_rst)
     }
 
     /// Counts the last request as delivered when the target acknowledged all of it.

@@ -32,11 +32,16 @@ pub enum TcpcopyCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// Load harness: replicated req/s, loss, CPU% and RSS of tcpcopy and intercept at three loads.
+    /// Load harness (wrk, nginx): online and target requests, loss, duplicates, CPU and RSS of
+    /// tcpcopy and intercept at four loads, then the online latency with and without tcpcopy.
     Bench {
-        /// Seconds per load level.
-        #[arg(long, default_value_t = 8)]
+        /// Seconds per row.
+        #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Rows to run (1: keep-alive ~10k/s, 2: keep-alive max, 3: short ~9k/s, 4: short max);
+        /// the latency rows need row 2.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4], value_parser = clap::value_parser!(u8).range(1..=4))]
+        rows: Vec<u8>,
     },
 }
 

@@ -7,7 +7,7 @@ fn main() {
     let args: TcpcopyCli = cli::parse_or_exit();
     let result = match args.command {
         Some(TcpcopyCommand::Demo { seconds }) => demo::run_demo(seconds),
-        Some(TcpcopyCommand::Bench { seconds }) => demo::run_bench(seconds),
+        Some(TcpcopyCommand::Bench { seconds, rows }) => demo::run_bench(seconds, &rows),
         None => run_live(&args),
     };
     if let Err(e) = result {
