@@ -38,6 +38,9 @@ pub struct RingConfig {
     pub block_timeout_ms: u32,
     /// Join this `PACKET_FANOUT` group (flow-hash mode) so several rings share the traffic.
     pub fanout: Option<u16>,
+    /// Leave packets this host sends out of the ring (`PACKET_IGNORE_OUTGOING`): the kernel then
+    /// skips the socket for them before running the filter, which a busy sender pays per packet.
+    pub ignore_outgoing: bool,
 }
 
 impl Default for RingConfig {
@@ -54,6 +57,7 @@ impl Default for RingConfig {
             frame_size: 2048,
             block_timeout_ms: 1,
             fanout: None,
+            ignore_outgoing: false,
         }
     }
 }
@@ -146,6 +150,12 @@ impl RingCapture {
         }
         sys::setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
             .map_err(sys::context("set up ring"))?;
+        if cfg.ignore_outgoing {
+            // Linux 4.20+; older kernels keep delivering them, and the filter drops them there.
+            const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+            let on: libc::c_int = 1;
+            let _ = sys::setsockopt(fd.as_fd(), libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &on);
+        }
 
         let len = cfg.block_size * cfg.block_count;
         // SAFETY: maps the ring the kernel just allocated for this socket, at a fresh address; the

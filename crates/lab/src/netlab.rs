@@ -143,6 +143,16 @@ impl Lab {
             "0",
         ])?;
         ip(&["-n", &br, "link", "set", Self::BRIDGE, "up"])?;
+        // The bridge is the lab's switch: with br_netfilter loaded (Docker loads it), the kernel
+        // would run iptables on every frame it forwards, a cost no real switch adds to the hosts.
+        run_in_ns(&br, || {
+            for table in ["iptables", "ip6tables", "arptables"] {
+                let knob = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
+                if std::path::Path::new(&knob).exists() {
+                    let _ = std::fs::write(&knob, "0");
+                }
+            }
+        });
         for (role, addr) in [
             ("cli", Self::CLIENT_IP),
             ("onl", Self::ONLINE_IP),

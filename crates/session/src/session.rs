@@ -13,7 +13,13 @@
 //! answered (or `response_wait` passed), which keeps request/response protocols in order.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use std::collections::HashMap;
+
+/// Session tables are keyed by endpoints remote clients choose: a seeded hasher (foldhash, per
+/// process), several times cheaper than SipHash per packet.
+type TableMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -136,12 +142,12 @@ pub struct Replicator {
     /// When this replicator started, for the ISN clock.
     born: Option<Instant>,
     next_id: SessionId,
-    sessions: HashMap<SessionId, Session>,
-    by_online: HashMap<OnlineKey, SessionId>,
-    by_target: HashMap<(SocketAddr, SocketAddr), SessionId>,
+    sessions: TableMap<SessionId, Session>,
+    by_online: TableMap<OnlineKey, SessionId>,
+    by_target: TableMap<(SocketAddr, SocketAddr), SessionId>,
     /// Connections we aborted, so that their further segments are not joined as a new session
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
-    aborted: HashMap<OnlineKey, Instant>,
+    aborted: TableMap<OnlineKey, Instant>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     /// Client bytes held for the target by all sessions together (bounded by
     /// `Config::max_buffered_bytes`).
@@ -157,10 +163,10 @@ impl Replicator {
             config,
             born: None,
             next_id: 1,
-            sessions: HashMap::new(),
-            by_online: HashMap::new(),
-            by_target: HashMap::new(),
-            aborted: HashMap::new(),
+            sessions: TableMap::default(),
+            by_online: TableMap::default(),
+            by_target: TableMap::default(),
+            aborted: TableMap::default(),
             timers: BinaryHeap::new(),
             buffered: 0,
             out: Outbox::default(),

@@ -335,6 +335,7 @@ fn open_ring(cfg: &LiveConfig, interface: Option<&str>) -> anyhow::Result<RingCa
     let ring_cfg = RingConfig {
         interface: interface.map(String::from),
         filter: filter.compile(),
+        ignore_outgoing: true,
         ..RingConfig::default()
     };
     let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
