@@ -6,8 +6,9 @@
 //! that address.
 
 use std::io;
+use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::thread;
 use std::time::Duration;
 
@@ -17,13 +18,29 @@ use crate::sys;
 
 /// Something that takes complete IP packets (IP header first).
 pub trait PacketSink {
+    /// Sends one packet, or queues it for the next [`PacketSink::flush`]; an error here is about
+    /// this packet.
     fn send(&mut self, packet: &[u8]) -> io::Result<()>;
+    /// Sends whatever `send` queued.
+    fn flush(&mut self) -> Result<(), SendFailures> {
+        Ok(())
+    }
 }
 
 impl<S: PacketSink + ?Sized> PacketSink for &mut S {
     fn send(&mut self, packet: &[u8]) -> io::Result<()> {
         (**self).send(packet)
     }
+    fn flush(&mut self) -> Result<(), SendFailures> {
+        (**self).flush()
+    }
+}
+
+/// Queued packets the kernel refused: how many, and the last reason.
+#[derive(Debug)]
+pub struct SendFailures {
+    pub count: u64,
+    pub last: io::Error,
 }
 
 /// Send buffer requested for the raw sockets: deep enough to absorb a burst of replayed traffic.
@@ -31,14 +48,24 @@ const SEND_BUFFER: libc::c_int = 8 << 20;
 /// How often a send that hit a full queue is retried before the error goes to the caller.
 const RETRIES: u32 = 6;
 const RETRY_PAUSE: Duration = Duration::from_micros(100);
+/// IPv4 packets handed to the kernel per `sendmmsg` call.
+const BATCH: usize = 64;
 
 /// Raw `IPPROTO_RAW` sockets: the packet carries its own IP header (the kernel still fills in the
 /// IPv4 header checksum, total length, and a zero ID or source address).
+///
+/// IPv4 packets are queued and go out in batches, one `sendmmsg` call for up to 64 of them, on
+/// [`PacketSink::flush`] or when the batch is full; IPv6 packets go out at once.
 #[derive(Debug)]
 pub struct RawSender {
     v4: Socket,
     /// Opened on the first IPv6 packet, so hosts without IPv6 still work.
     v6: Option<Socket>,
+    /// Queued IPv4 packets back to back, where each ends, and each destination.
+    queue: Vec<u8>,
+    ends: Vec<usize>,
+    dsts: Vec<libc::sockaddr_in>,
+    failures: Option<SendFailures>,
 }
 
 impl RawSender {
@@ -46,7 +73,81 @@ impl RawSender {
         Ok(Self {
             v4: raw_socket(Domain::IPV4).map_err(sys::context("raw IPv4 socket"))?,
             v6: None,
+            queue: Vec::with_capacity(BATCH * 1600),
+            ends: Vec::with_capacity(BATCH),
+            dsts: Vec::with_capacity(BATCH),
+            failures: None,
         })
+    }
+
+    fn fail(&mut self, e: io::Error) {
+        match &mut self.failures {
+            Some(f) => {
+                f.count += 1;
+                f.last = e;
+            }
+            None => self.failures = Some(SendFailures { count: 1, last: e }),
+        }
+    }
+
+    /// Hands every queued IPv4 packet to the kernel, retrying a full queue a few times.
+    fn flush_v4(&mut self) {
+        let mut done = 0;
+        let mut attempt = 0;
+        while done < self.ends.len() {
+            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
+            // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            let n = self.ends.len() - done;
+            for i in 0..n {
+                let k = done + i;
+                let start = if k == 0 { 0 } else { self.ends[k - 1] };
+                iovs[i] = libc::iovec {
+                    iov_base: self.queue[start..].as_ptr().cast_mut().cast(),
+                    iov_len: self.ends[k] - start,
+                };
+                msgs[i].msg_hdr.msg_name = (&self.dsts[k] as *const libc::sockaddr_in)
+                    .cast_mut()
+                    .cast();
+                msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `msgs[..n]` point at `iovs`, `self.queue` and `self.dsts`, all alive and
+            // unchanged for the call; the kernel only reads the packets and addresses and writes
+            // `msg_len` into `msgs`.
+            let rc = unsafe {
+                libc::sendmmsg(self.v4.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0)
+            };
+            if rc > 0 {
+                done += rc as usize;
+                attempt = 0;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if is_queue_full(&e) && attempt < RETRIES {
+                if attempt < 2 {
+                    thread::yield_now();
+                } else {
+                    thread::sleep(RETRY_PAUSE);
+                }
+                attempt += 1;
+                continue;
+            }
+            // This packet cannot go; the rest still may.
+            self.fail(e);
+            done += 1;
+            attempt = 0;
+        }
+        self.queue.clear();
+        self.ends.clear();
+        self.dsts.clear();
     }
 }
 
@@ -54,29 +155,66 @@ impl PacketSink for RawSender {
     fn send(&mut self, packet: &[u8]) -> io::Result<()> {
         let dst = destination(packet)
             .ok_or_else(|| sys::invalid_input("not a complete IPv4 or IPv6 header"))?;
-        let socket = match dst {
-            SocketAddr::V4(_) => &self.v4,
-            SocketAddr::V6(_) => match &mut self.v6 {
-                Some(socket) => socket,
-                v6 => v6.insert(raw_socket(Domain::IPV6).map_err(sys::context("raw IPv6 socket"))?),
-            },
-        };
-        let dst = SockAddr::from(dst);
-        let mut attempt = 0;
-        loop {
-            match socket.send_to(packet, &dst) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_queue_full(&e) && attempt < RETRIES => {
-                    if attempt < 2 {
-                        thread::yield_now();
-                    } else {
-                        thread::sleep(RETRY_PAUSE);
-                    }
-                    attempt += 1;
+        match dst {
+            SocketAddr::V4(v4) => {
+                self.queue.extend_from_slice(packet);
+                self.ends.push(self.queue.len());
+                self.dsts.push(libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*v4.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                });
+                if self.ends.len() == BATCH {
+                    self.flush_v4();
                 }
-                Err(e) => return Err(e),
+                Ok(())
             }
+            SocketAddr::V6(_) => {
+                let socket = match &mut self.v6 {
+                    Some(socket) => socket,
+                    v6 => v6
+                        .insert(raw_socket(Domain::IPV6).map_err(sys::context("raw IPv6 socket"))?),
+                };
+                send_one(socket, packet, &SockAddr::from(dst))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SendFailures> {
+        if !self.ends.is_empty() {
+            self.flush_v4();
+        }
+        match self.failures.take() {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RawSender {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+fn send_one(socket: &Socket, packet: &[u8], dst: &SockAddr) -> io::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match socket.send_to(packet, dst) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_queue_full(&e) && attempt < RETRIES => {
+                if attempt < 2 {
+                    thread::yield_now();
+                } else {
+                    thread::sleep(RETRY_PAUSE);
+                }
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -262,14 +262,22 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
             handle_event(ev, &mut core, &mut writers, &conn_addrs, &mut ctx)?;
         }
         core.handle_timeout(Instant::now());
-        core.drain_transmits(|p| {
-            if let Err(e) = sender.send(p) {
+        let mut failed = |n: u64, e: &dyn std::fmt::Display| {
+            for _ in 0..n {
                 send_errors += 1;
                 if send_errors.is_power_of_two() {
                     warn!("send to target failed ({send_errors} so far): {e}");
                 }
             }
+        };
+        core.drain_transmits(|p| {
+            if let Err(e) = sender.send(p) {
+                failed(1, &e);
+            }
         });
+        if let Err(f) = sender.flush() {
+            failed(f.count, &f.last);
+        }
         core.drain_routes(|routes| {
             announce(
                 &mut writers,
