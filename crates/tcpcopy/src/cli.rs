@@ -42,6 +42,9 @@ pub enum TcpcopyCommand {
         /// the latency rows need row 2.
         #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4], value_parser = clap::value_parser!(u8).range(1..=4))]
         rows: Vec<u8>,
+        /// Instead: the packets/s microbenchmark of capture -> rewrite -> send.
+        #[arg(long)]
+        pps: bool,
     },
 }
 

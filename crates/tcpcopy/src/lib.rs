@@ -8,6 +8,7 @@ pub mod intercept;
 pub mod live;
 pub mod logging;
 pub mod plumbing;
+pub mod pps;
 pub mod scenario;
 
 /// Exit status for bad command-line options (as clap and the C tools use).

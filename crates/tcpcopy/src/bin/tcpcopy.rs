@@ -7,7 +7,12 @@ fn main() {
     let args: TcpcopyCli = cli::parse_or_exit();
     let result = match args.command {
         Some(TcpcopyCommand::Demo { seconds }) => demo::run_demo(seconds),
-        Some(TcpcopyCommand::Bench { seconds, rows }) => demo::run_bench(seconds, &rows),
+        Some(TcpcopyCommand::Bench {
+            seconds,
+            pps: true,
+            ..
+        }) => tcpcopy::pps::run_pps(seconds),
+        Some(TcpcopyCommand::Bench { seconds, rows, .. }) => demo::run_bench(seconds, &rows),
         None => run_live(&args),
     };
     if let Err(e) = result {

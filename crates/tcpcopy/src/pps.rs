@@ -1,0 +1,302 @@
+//! `tcpcopy bench --pps`: packets per second through capture → rewrite → send.
+//!
+//! The lab's client host blasts TCP segments of 256 sessions (their SYNs first, then 64-byte data
+//! segments round robin) at an address of the online host's segment that no host owns: the
+//! online host's kernel drops them right after its capture ring saw them, so nothing but the
+//! pipeline under test works on them. On the online host the real pieces run as `tcpcopy` runs
+//! them: the capture ring on its thread, the batch channel, the session core, and the batched raw
+//! sender, towards a target behind a veth whose far end drops every frame on arrival (the
+//! kernel's whole send path, and a receive path that ends at once). The target's answers are made up in process: a SYN-ACK for every SYN
+//! the core sends, and one cumulative ACK per session and round for the data it sends.
+//!
+//! What is measured: packets captured and sent per second, the ring's drops, and the CPU time
+//! of the pipeline's threads per packet (the receive path into the ring runs in the sender's
+//! context on a veth, so that part is the generator's, as it would be a NIC's interrupt).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::bounded;
+use lab::{Lab, LabSpec};
+use session::{Config, Replicator, Rule};
+use tcio::bpf::TcpFilter;
+use tcio::capture::{RingCapture, RingConfig};
+use tcio::raw::{PacketSink, RawSender};
+use wire::{Flags, SegmentRepr, Seq, TcpPacket};
+
+use crate::plumbing::{spawn_capture_loop, PacketBatch};
+
+const SESSIONS: u16 = 256;
+const PAYLOAD: usize = 64;
+/// Address on the lab segment that no host owns (frames go to the online host's MAC).
+const PHANTOM: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+/// Target behind the online host's dummy interface.
+const TARGET: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 30);
+
+/// CPU seconds (user + system) of the calling thread.
+fn thread_cpu() -> f64 {
+    cpu_of("/proc/thread-self/stat")
+}
+
+fn cpu_of(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    let Some(end) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat[end + 2..].split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn segment(port: u16, seq: u32, flags: Flags, payload: &[u8], out: &mut Vec<u8>) {
+    SegmentRepr {
+        src: SocketAddr::new(IpAddr::V4(Lab::CLIENT_IP), port),
+        dst: SocketAddr::new(IpAddr::V4(PHANTOM), 80),
+        seq: Seq(seq),
+        ack: Seq(if flags.syn() { 0 } else { 7_000_001 }),
+        flags,
+        window: 65535,
+        mss: flags.syn().then_some(1460),
+        window_scale: None,
+        ttl: 64,
+    }
+    .emit(payload, out);
+}
+
+/// Sends segments until `stop`; returns (packets sent, its thread's CPU seconds).
+fn generate(stop: &AtomicBool) -> anyhow::Result<(u64, f64)> {
+    let mut tx = RawSender::open().context("generator raw socket")?;
+    let mut buf = Vec::with_capacity(128);
+    let mut sent = 0u64;
+    for port in 0..SESSIONS {
+        buf.clear();
+        segment(20_000 + port, 1_000, Flags::SYN, &[], &mut buf);
+        tx.send(&buf)?;
+    }
+    let _ = tx.flush();
+    thread::sleep(Duration::from_millis(50));
+    let payload = [b'x'; PAYLOAD];
+    let mut seq = vec![1_001u32; usize::from(SESSIONS)];
+    let cpu0 = thread_cpu();
+    while !stop.load(Ordering::Relaxed) {
+        for port in 0..SESSIONS {
+            let s = &mut seq[usize::from(port)];
+            buf.clear();
+            segment(20_000 + port, *s, Flags::ACK, &payload, &mut buf);
+            *s = s.wrapping_add(PAYLOAD as u32);
+            tx.send(&buf)?;
+        }
+        let _ = tx.flush();
+        sent += u64::from(SESSIONS);
+    }
+    Ok((sent, thread_cpu() - cpu0))
+}
+
+/// The target's side, made up: SYN-ACKs for SYNs, one ACK per session for the data of a round.
+#[derive(Default)]
+struct FakeTarget {
+    /// Per replicated session (its endpoint at the target): highest sequence number sent + 1.
+    acked: HashMap<SocketAddr, Seq>,
+    answers: Vec<Vec<u8>>,
+}
+
+impl FakeTarget {
+    fn saw(&mut self, p: &[u8]) {
+        let Ok(t) = TcpPacket::parse(p) else { return };
+        let flags = t.flags();
+        if flags.syn() {
+            let mut out = Vec::new();
+            SegmentRepr {
+                src: t.dst(),
+                dst: t.src(),
+                seq: Seq(50_000),
+                ack: t.seq() + 1,
+                flags: Flags::SYN | Flags::ACK,
+                window: 65535,
+                mss: Some(1460),
+                window_scale: t.window_scale().map(|_| 7),
+                ttl: 64,
+            }
+            .emit(&[], &mut out);
+            self.answers.push(out);
+        } else if t.payload_len() > 0 {
+            self.acked
+                .insert(t.src(), t.seq() + t.payload_len() as u32);
+        }
+    }
+
+    fn answer(&mut self, now: Instant, core: &mut Replicator) {
+        for a in self.answers.drain(..) {
+            core.handle_response(now, &a);
+        }
+        let mut out = Vec::with_capacity(64);
+        for (&local, &ack) in &self.acked {
+            out.clear();
+            SegmentRepr {
+                src: SocketAddr::new(IpAddr::V4(TARGET), 80),
+                dst: local,
+                seq: Seq(50_001),
+                ack,
+                flags: Flags::ACK,
+                window: 65535,
+                mss: None,
+                window_scale: None,
+                ttl: 64,
+            }
+            .emit(&[], &mut out);
+            core.handle_response(now, &out);
+        }
+        self.acked.clear();
+    }
+}
+
+pub fn run_pps(seconds: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        lab::netlab::is_root(),
+        "the benchmark builds network namespaces: run it as root"
+    );
+    let stop_signal = crate::plumbing::stop_on_signals()?;
+    lab::netlab::cleanup_orphans("tcpps");
+    let lab = Lab::create(&LabSpec::unique("tcpps")).context("building the lab")?;
+    let (cli, onl) = (lab.ns_client().to_string(), lab.ns_online().to_string());
+    // The online host's MAC, for the client's neighbour entry of the phantom address.
+    let link = lab.sh(&onl, &["ip", "-o", "link", "show", Lab::IFACE])?;
+    let mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .context("no MAC address on the online host")?
+        .to_string();
+    let phantom = PHANTOM.to_string();
+    lab.sh(&cli, &["ip", "neigh", "replace", &phantom, "lladdr", &mac, "dev", Lab::IFACE])?;
+    // The target's link: a veth pair inside the online host whose far end drops every frame on
+    // arrival (addressed to another MAC). The kernel's dummy driver would be the cleaner sink,
+    // but not every kernel has it.
+    for cmd in [
+        &["ip", "link", "add", "tsink0", "type", "veth", "peer", "name", "tsink1"][..],
+        &["ip", "link", "set", "tsink0", "up"],
+        &["ip", "link", "set", "tsink1", "up"],
+        &["ip", "route", "add", "198.18.7.0/24", "dev", "tsink0"],
+        &["ip", "neigh", "replace", "198.18.7.30", "lladdr", "02:00:00:00:07:30", "dev", "tsink0"],
+    ] {
+        lab.sh(&onl, cmd)?;
+    }
+
+    let mut cfg = Config::new(vec![Rule {
+        online_addr: Some(IpAddr::V4(PHANTOM)),
+        online_port: 80,
+        target: SocketAddr::new(IpAddr::V4(TARGET), 80),
+    }]);
+    cfg.no_wait = true;
+    let filter = TcpFilter {
+        dst_ports: vec![80],
+        dst_addrs: vec![PHANTOM],
+        drop_outgoing: true,
+        ..TcpFilter::default()
+    };
+    let ring = lab.run_in(&onl, || {
+        RingCapture::open(&RingConfig {
+            interface: Some(Lab::IFACE.into()),
+            filter: filter.compile(),
+            ignore_outgoing: true,
+            ..RingConfig::default()
+        })
+    })?;
+    let mut sender = lab.run_in(&onl, RawSender::open)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let drops = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = bounded::<PacketBatch>(4096);
+    let capture_cpu = Arc::new(std::sync::Mutex::new(0.0f64));
+    {
+        let capture_cpu = capture_cpu.clone();
+        let mut first = None;
+        spawn_capture_loop(
+            ring,
+            stop.clone(),
+            drops.clone(),
+            move |batch| {
+                let c0 = *first.get_or_insert_with(thread_cpu);
+                *capture_cpu.lock().unwrap() = thread_cpu() - c0;
+                tx.send(batch).is_ok()
+            },
+            |e| eprintln!("capture failed: {e}"),
+        )?;
+    }
+    println!("tcpcopy bench --pps: {SESSIONS} sessions of {PAYLOAD}-byte segments from the client, captured on the online host, rewritten, sent to a link that drops them; {seconds} s");
+    let generator = {
+        let stop = stop.clone();
+        let cli = cli.clone();
+        thread::spawn(move || lab::run_in_ns(&cli, || generate(&stop)))
+    };
+    let mut core = Replicator::new(cfg);
+    let mut target = FakeTarget::default();
+    let started = Instant::now();
+    let main_cpu0 = thread_cpu();
+    let mut send_failures = 0u64;
+    let end = started + Duration::from_secs(seconds);
+    while Instant::now() < end && !stop_signal.load(Ordering::Relaxed) {
+        let Ok(batch) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let now = Instant::now();
+        for batch in std::iter::once(batch).chain(rx.try_iter().take(64)) {
+            for p in batch.iter() {
+                core.handle_capture(now, p);
+            }
+        }
+        core.handle_timeout(now);
+        core.drain_transmits(|p| {
+            target.saw(p);
+            if sender.send(p).is_err() {
+                send_failures += 1;
+            }
+        });
+        if let Err(f) = sender.flush() {
+            send_failures += f.count;
+        }
+        core.drain_routes(|_| {});
+        target.answer(now, &mut core);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    let st = core.stats();
+    let core_cpu = thread_cpu() - main_cpu0;
+    let cap_cpu = *capture_cpu.lock().unwrap();
+    let (generated, gen_cpu) = generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("generator panicked"))??;
+    let per_packet = (core_cpu + cap_cpu) * 1e6 / st.captured_packets.max(1) as f64;
+    println!();
+    println!(
+        "generator   {:>10.0} packets/s ({} in all, {:.0}% of a core)",
+        generated as f64 / secs,
+        generated,
+        gen_cpu * 100.0 / secs
+    );
+    println!(
+        "captured    {:>10.0} packets/s  (ring drops {})",
+        st.captured_packets as f64 / secs,
+        drops.load(Ordering::Relaxed)
+    );
+    println!(
+        "sent        {:>10.0} packets/s  (send failures {send_failures})",
+        st.packets_sent as f64 / secs
+    );
+    println!(
+        "pipeline CPU: core+send thread {:.0}%, capture thread {:.0}% of a core; {:.2} us per captured packet, so one core would carry {:.0} packets/s",
+        core_cpu * 100.0 / secs,
+        cap_cpu * 100.0 / secs,
+        per_packet,
+        1e6 / per_packet.max(1e-3)
+    );
+    println!("(the capture ceiling of this kind of machine is about 1.5 M packets/s)");
+    println!("core: {st}");
+    Ok(())
+}
