@@ -50,6 +50,8 @@ const RETRIES: u32 = 6;
 const RETRY_PAUSE: Duration = Duration::from_micros(100);
 /// IPv4 packets handed to the kernel per `sendmmsg` call.
 const BATCH: usize = 64;
+/// Destinations that get a connected socket of their own (a replication has a few targets).
+const CONNECTED: usize = 8;
 
 /// Raw `IPPROTO_RAW` sockets: the packet carries its own IP header (the kernel still fills in the
 /// IPv4 header checksum, total length, and a zero ID or source address).
@@ -61,6 +63,9 @@ pub struct RawSender {
     v4: Socket,
     /// Opened on the first IPv6 packet, so hosts without IPv6 still work.
     v6: Option<Socket>,
+    /// Raw IPv4 sockets connected to the most used destinations (up to [`CONNECTED`]): the kernel
+    /// caches a connected socket's route instead of looking it up and allocating it per packet.
+    connected: Vec<(libc::in_addr_t, Socket)>,
     /// Queued IPv4 packets back to back, where each ends, and each destination.
     queue: Vec<u8>,
     ends: Vec<usize>,
@@ -73,6 +78,7 @@ impl RawSender {
         Ok(Self {
             v4: raw_socket(Domain::IPV4).map_err(sys::context("raw IPv4 socket"))?,
             v6: None,
+            connected: Vec::new(),
             queue: Vec::with_capacity(BATCH * 1600),
             ends: Vec::with_capacity(BATCH),
             dsts: Vec::with_capacity(BATCH),
@@ -90,38 +96,62 @@ impl RawSender {
         }
     }
 
-    /// Hands every queued IPv4 packet to the kernel, retrying a full queue a few times.
+    /// The socket for `dst`: a connected one when it has (or can get) one.
+    fn socket_for(&mut self, dst: libc::in_addr_t) -> (libc::c_int, bool) {
+        if let Some((_, sock)) = self.connected.iter().find(|(a, _)| *a == dst) {
+            return (sock.as_raw_fd(), true);
+        }
+        if self.connected.len() < CONNECTED {
+            let addr = SockAddr::from(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(dst)), 0));
+            if let Ok(sock) = raw_socket(Domain::IPV4) {
+                if sock.connect(&addr).is_ok() {
+                    let fd = sock.as_raw_fd();
+                    self.connected.push((dst, sock));
+                    return (fd, true);
+                }
+            }
+        }
+        (self.v4.as_raw_fd(), false)
+    }
+
+    /// Hands every queued IPv4 packet to the kernel, a run of packets to one destination per
+    /// `sendmmsg` call, retrying a full queue a few times.
     fn flush_v4(&mut self) {
         let mut done = 0;
         let mut attempt = 0;
         while done < self.ends.len() {
+            let dst = self.dsts[done].sin_addr.s_addr;
+            let run = self.dsts[done..]
+                .iter()
+                .take_while(|d| d.sin_addr.s_addr == dst)
+                .count();
+            let (fd, connected) = self.socket_for(dst);
             let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; BATCH];
             // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
             let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            let n = self.ends.len() - done;
-            for i in 0..n {
+            for i in 0..run {
                 let k = done + i;
                 let start = if k == 0 { 0 } else { self.ends[k - 1] };
                 iovs[i] = libc::iovec {
                     iov_base: self.queue[start..].as_ptr().cast_mut().cast(),
                     iov_len: self.ends[k] - start,
                 };
-                msgs[i].msg_hdr.msg_name = (&self.dsts[k] as *const libc::sockaddr_in)
-                    .cast_mut()
-                    .cast();
-                msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                if !connected {
+                    msgs[i].msg_hdr.msg_name = (&self.dsts[k] as *const libc::sockaddr_in)
+                        .cast_mut()
+                        .cast();
+                    msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                }
                 msgs[i].msg_hdr.msg_iov = &mut iovs[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
             }
-            // SAFETY: `msgs[..n]` point at `iovs`, `self.queue` and `self.dsts`, all alive and
-            // unchanged for the call; the kernel only reads the packets and addresses and writes
-            // `msg_len` into `msgs`.
-            let rc = unsafe {
-                libc::sendmmsg(self.v4.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0)
-            };
+            // SAFETY: `fd` is one of our open sockets; `msgs[..run]` point at `iovs`,
+            // `self.queue` and `self.dsts`, all alive and unchanged for the call; the kernel only
+            // reads the packets and addresses and writes `msg_len` into `msgs`.
+            let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), run as libc::c_uint, 0) };
             if rc > 0 {
                 done += rc as usize;
                 attempt = 0;

@@ -127,8 +127,7 @@ impl FakeTarget {
             .emit(&[], &mut out);
             self.answers.push(out);
         } else if t.payload_len() > 0 {
-            self.acked
-                .insert(t.src(), t.seq() + t.payload_len() as u32);
+            self.acked.insert(t.src(), t.seq() + t.payload_len() as u32);
         }
     }
 
@@ -175,16 +174,39 @@ pub fn run_pps(seconds: u64) -> anyhow::Result<()> {
         .context("no MAC address on the online host")?
         .to_string();
     let phantom = PHANTOM.to_string();
-    lab.sh(&cli, &["ip", "neigh", "replace", &phantom, "lladdr", &mac, "dev", Lab::IFACE])?;
+    lab.sh(
+        &cli,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &phantom,
+            "lladdr",
+            &mac,
+            "dev",
+            Lab::IFACE,
+        ],
+    )?;
     // The target's link: a veth pair inside the online host whose far end drops every frame on
     // arrival (addressed to another MAC). The kernel's dummy driver would be the cleaner sink,
     // but not every kernel has it.
     for cmd in [
-        &["ip", "link", "add", "tsink0", "type", "veth", "peer", "name", "tsink1"][..],
+        &[
+            "ip", "link", "add", "tsink0", "type", "veth", "peer", "name", "tsink1",
+        ][..],
         &["ip", "link", "set", "tsink0", "up"],
         &["ip", "link", "set", "tsink1", "up"],
         &["ip", "route", "add", "198.18.7.0/24", "dev", "tsink0"],
-        &["ip", "neigh", "replace", "198.18.7.30", "lladdr", "02:00:00:00:07:30", "dev", "tsink0"],
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "198.18.7.30",
+            "lladdr",
+            "02:00:00:00:07:30",
+            "dev",
+            "tsink0",
+        ],
     ] {
         lab.sh(&onl, cmd)?;
     }

@@ -8,9 +8,7 @@ fn main() {
     let result = match args.command {
         Some(TcpcopyCommand::Demo { seconds }) => demo::run_demo(seconds),
         Some(TcpcopyCommand::Bench {
-            seconds,
-            pps: true,
-            ..
+            seconds, pps: true, ..
         }) => tcpcopy::pps::run_pps(seconds),
         Some(TcpcopyCommand::Bench { seconds, rows, .. }) => demo::run_bench(seconds, &rows),
         None => run_live(&args),
