@@ -65,7 +65,7 @@ pub struct RawSender {
     v6: Option<Socket>,
     /// Raw IPv4 sockets connected to the most used destinations (up to [`CONNECTED`]): the kernel
     /// caches a connected socket's route instead of looking it up and allocating it per packet.
-    connected: Vec<(libc::in_addr_t, Socket)>,
+    connected: Vec<(libc::in_addr_t, Option<Socket>)>,
     /// Queued IPv4 packets back to back, where each ends, and each destination.
     queue: Vec<u8>,
     ends: Vec<usize>,
@@ -99,19 +99,32 @@ impl RawSender {
     /// The socket for `dst`: a connected one when it has (or can get) one.
     fn socket_for(&mut self, dst: libc::in_addr_t) -> (libc::c_int, bool) {
         if let Some((_, sock)) = self.connected.iter().find(|(a, _)| *a == dst) {
-            return (sock.as_raw_fd(), true);
+            return match sock {
+                Some(sock) => (sock.as_raw_fd(), true),
+                None => (self.v4.as_raw_fd(), false),
+            };
         }
         if self.connected.len() < CONNECTED {
             let addr = SockAddr::from(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(dst)), 0));
-            if let Ok(sock) = raw_socket(Domain::IPV4) {
-                if sock.connect(&addr).is_ok() {
-                    let fd = sock.as_raw_fd();
-                    self.connected.push((dst, sock));
-                    return (fd, true);
-                }
+            let sock = raw_socket(Domain::IPV4)
+                .and_then(|sock| sock.connect(&addr).map(|()| sock))
+                .ok();
+            let fd = sock.as_ref().map(|s| s.as_raw_fd());
+            // A destination that cannot be connected stays on the shared socket for good.
+            self.connected.push((dst, sock));
+            if let Some(fd) = fd {
+                return (fd, true);
             }
         }
         (self.v4.as_raw_fd(), false)
+    }
+
+    /// Gives up the connected socket of `dst` (its route went away, say): the shared socket,
+    /// which looks the route up per packet, takes over.
+    fn disconnect(&mut self, dst: libc::in_addr_t) {
+        if let Some((_, sock)) = self.connected.iter_mut().find(|(a, _)| *a == dst) {
+            *sock = None;
+        }
     }
 
     /// Hands every queued IPv4 packet to the kernel, a run of packets to one destination per
@@ -126,6 +139,7 @@ impl RawSender {
                 .take_while(|d| d.sin_addr.s_addr == dst)
                 .count();
             let (fd, connected) = self.socket_for(dst);
+            debug_assert!(run <= BATCH);
             let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -157,6 +171,12 @@ impl RawSender {
                 attempt = 0;
                 continue;
             }
+            if rc == 0 {
+                // Not expected for a non-empty batch; never spin on it.
+                self.fail(io::Error::other("sendmmsg sent nothing"));
+                done += 1;
+                continue;
+            }
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -168,6 +188,12 @@ impl RawSender {
                     thread::sleep(RETRY_PAUSE);
                 }
                 attempt += 1;
+                continue;
+            }
+            if connected {
+                // Try again unconnected: the error may be the connection's, not the packet's.
+                self.disconnect(dst);
+                attempt = 0;
                 continue;
             }
             // This packet cannot go; the rest still may.

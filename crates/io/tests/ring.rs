@@ -236,3 +236,36 @@ fn fanout_keeps_each_flow_on_one_ring() {
         "32 flows all hashed to one ring"
     );
 }
+
+#[test]
+fn unroutable_packets_are_counted_at_flush_and_the_rest_still_go() {
+    // A namespace with only `lo` up: 198.18.99.1 has no route, 127.0.0.1 has one.
+    let ns = Netns::new("unroutable");
+    let filter = TcpFilter {
+        dst_ports: vec![8080],
+        ..Default::default()
+    };
+    let failures = std::sync::Mutex::new(None);
+    let send = |tx: &mut RawSender| {
+        let nowhere = Ipv4Addr::new(198, 18, 99, 1);
+        for seq in 0..100 {
+            // Interleaved, so that batches mix the two destinations.
+            tx.send(&tcp_v4(LO, nowhere, 40000, 8080, seq)).unwrap();
+            tx.send(&tcp_v4(LO, LO, 40000, 8080, seq)).unwrap();
+        }
+        *failures.lock().unwrap() = tx.flush().err().map(|f| f.count);
+    };
+    let [ring] = &capture(&ns, &[lo_ring(filter)], send)[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        *failures.lock().unwrap(),
+        Some(100),
+        "every unroutable packet is counted"
+    );
+    assert_eq!(
+        count(&ring.seen, HOST),
+        100,
+        "every routable packet arrived"
+    );
+}

@@ -576,6 +576,10 @@ impl Replicator {
                     self.abort(now, w);
                 }
                 self.schedule(id);
+                // The predecessor's deadlines may depend on having a successor.
+                if let Some(p) = predecessor {
+                    self.progress(now, p);
+                }
             }
             None => self.start(now, id),
         }
@@ -661,6 +665,15 @@ impl Replicator {
                 }
             }
             let fin_acked = s.client_fin.is_some_and(|f| s.fin_sent && s.snd_una > f);
+            if fin_acked && !s.target_fin && s.successor.is_some() {
+                // A new connection on these endpoints waits for this one, which the target keeps
+                // half open: give it the response wait to close, then reset it.
+                let since = *s.waiting_since.get_or_insert(now);
+                if now >= since + cfg.response_wait {
+                    self.abort(now, id);
+                    return;
+                }
+            }
             if fin_acked && s.target_fin {
                 s.finish_requests(&mut self.stats);
                 self.stats.sessions_completed += 1;
@@ -908,12 +921,12 @@ impl Session {
                 matches!((self.last_ack_tag, ack_tag), (Some(prev), Some(cur)) if cur > prev);
             if advanced || !self.open_request {
                 if self.rcv_nxt > 0 {
-                    self.pending_bounds.push_back(self.rcv_nxt);
+                    self.push_bound(self.rcv_nxt);
                     self.unacked_bounds.push_back(self.rcv_nxt);
                 } else if advanced {
                     // The online server spoke first: the first request waits for the target's
                     // greeting like any request waits for the previous answer.
-                    self.pending_bounds.push_back(0);
+                    self.push_bound(0);
                 }
                 stats.requests_online += 1;
                 self.open_request = true;
@@ -929,9 +942,19 @@ impl Session {
         if fin && self.client_fin.is_none() {
             self.client_fin = Some(self.rcv_nxt);
             if self.rcv_nxt > 0 {
-                self.pending_bounds.push_back(self.rcv_nxt);
+                self.push_bound(self.rcv_nxt);
             }
         }
+    }
+
+    /// Adds a request boundary to release later. `waiting_since` times the wait at the first
+    /// pending boundary; with none pending it may still hold the wait for a closing session's
+    /// last answer, which says nothing about this new request.
+    fn push_bound(&mut self, at: u64) {
+        if self.pending_bounds.is_empty() {
+            self.waiting_since = None;
+        }
+        self.pending_bounds.push_back(at);
     }
 
     /// An acknowledgment, data or FIN from the target, while established.

@@ -235,17 +235,24 @@ pub fn run_pps(seconds: u64) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let drops = Arc::new(AtomicU64::new(0));
     let (tx, rx) = bounded::<PacketBatch>(4096);
-    let capture_cpu = Arc::new(std::sync::Mutex::new(0.0f64));
+    // The capture thread's CPU seconds since its first batch, read from /proc about every 50 ms
+    // (in microseconds, so that an atomic can carry it).
+    let capture_cpu_us = Arc::new(AtomicU64::new(0));
     {
-        let capture_cpu = capture_cpu.clone();
-        let mut first = None;
+        let capture_cpu_us = capture_cpu_us.clone();
+        let mut first: Option<f64> = None;
+        let mut last_read = Instant::now();
         spawn_capture_loop(
             ring,
             stop.clone(),
             drops.clone(),
             move |batch| {
                 let c0 = *first.get_or_insert_with(thread_cpu);
-                *capture_cpu.lock().unwrap() = thread_cpu() - c0;
+                if last_read.elapsed() >= Duration::from_millis(50) {
+                    last_read = Instant::now();
+                    let used = ((thread_cpu() - c0) * 1e6) as u64;
+                    capture_cpu_us.store(used, Ordering::Relaxed);
+                }
                 tx.send(batch).is_ok()
             },
             |e| eprintln!("capture failed: {e}"),
@@ -290,7 +297,7 @@ pub fn run_pps(seconds: u64) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let st = core.stats();
     let core_cpu = thread_cpu() - main_cpu0;
-    let cap_cpu = *capture_cpu.lock().unwrap();
+    let cap_cpu = capture_cpu_us.load(Ordering::Relaxed) as f64 / 1e6;
     let (generated, gen_cpu) = generator
         .join()
         .map_err(|_| anyhow::anyhow!("generator panicked"))??;

@@ -1384,3 +1384,38 @@ fn reused_port_waits_for_a_close_still_under_way_at_the_target() {
     );
     assert_eq!(sent(&mut r), vec![(C2, 0, Flags::SYN, vec![])]);
 }
+
+#[test]
+fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"old\n"),
+    );
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 5, O_ISN + 50, Flags::ACK | Flags::FIN, b""),
+    );
+    // The target answers, acknowledges our FIN, and never closes its side.
+    r.handle_response(
+        ms(base, 4),
+        &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 10),
+    );
+    r.handle_response(
+        ms(base, 5),
+        &target_pkt(T_ISN + 11, C_ISN + 6, Flags::ACK, 0),
+    );
+    let out = sent(&mut r);
+    assert!(out.iter().any(|p| p.2.fin()), "{out:?}");
+    const C2: u32 = 777_000;
+    r.handle_capture(ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
+    assert!(sent(&mut r).is_empty(), "the new session waits");
+    let at = r.poll_timeout().unwrap();
+    assert_eq!(at, ms(base, 6) + r.config().response_wait);
+    r.handle_timeout(at);
+    let out = sent(&mut r);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out[0].2.rst(), "the half-open session is reset: {out:?}");
+    assert_eq!(out[1], (C2, 0, Flags::SYN, vec![]));
+}
