@@ -7,12 +7,14 @@
 //! - [`capture`]: `AF_PACKET` receive ring.
 //! - [`raw`]: raw-socket packet sending, behind the [`raw::PacketSink`] trait.
 //! - [`nfqueue`]: NFQUEUE reader that drops the target's responses.
+//! - [`netdev`]: device settings (GRO) without the ethtool program.
 //! - [`netns`]: moving a thread into a network namespace.
 //! - [`pcap`]: reading pcap/pcapng files for offline replay, recording pcapng.
 //! - [`sched`]: thread priority for capture threads.
 
 pub mod bpf;
 pub mod capture;
+pub mod netdev;
 pub mod netns;
 pub mod nfqueue;
 pub mod pcap;

@@ -40,6 +40,12 @@ pub struct LabSpec {
     pub prefix: String,
     /// Leave TSO/GSO/GRO on (the veth default), for tests of re-segmentation. Default `false`.
     pub offload: bool,
+    /// Receive on kernel threads, as separate machines would: every veth end gets NAPI (TSO off,
+    /// GRO on, merging capped at one packet unless `offload`) in threaded mode. A plain veth hands
+    /// a packet to the receiver inside the sender's send call, so the switch's and the receiving
+    /// host's network stack run on the sender's CPU time; with this they run on `napi/...`
+    /// kernel threads, and a process's CPU time is its own host's work. Default `false`.
+    pub threaded_receive: bool,
 }
 
 impl LabSpec {
@@ -47,6 +53,7 @@ impl LabSpec {
         LabSpec {
             prefix: prefix.into(),
             offload: false,
+            threaded_receive: false,
         }
     }
 
@@ -78,6 +85,7 @@ pub struct Lab {
     /// Namespaces to delete on drop, in creation order.
     created: Vec<String>,
     offload: bool,
+    threaded_receive: bool,
     ethtool: bool,
     ipv6: bool,
     notes: Vec<String>,
@@ -113,6 +121,7 @@ impl Lab {
             hosts: Vec::new(),
             created: Vec::new(),
             offload: spec.offload,
+            threaded_receive: spec.threaded_receive,
             ethtool,
             ipv6: Path::new("/proc/sys/net/ipv6").exists(),
             notes: Vec::new(),
@@ -235,7 +244,31 @@ impl Lab {
             self.disable_offloads(&br, role)?;
         }
         ip(&["-n", &ns, "link", "set", dev, "up"])?;
+        if self.threaded_receive {
+            self.thread_receive(&ns, dev)?;
+            self.thread_receive(&br, role)?;
+        }
         Ok(ns)
+    }
+
+    /// See [`LabSpec::threaded_receive`].
+    fn thread_receive(&mut self, ns: &str, dev: &str) -> anyhow::Result<()> {
+        // A veth passes a packet to its peer's NAPI only when the sending end has TSO off.
+        run_in_ns(ns, || {
+            tcio::netdev::set_tso(dev, false)?;
+            tcio::netdev::set_gro(dev, true)
+        })
+        .with_context(|| format!("{ns}/{dev}: TSO off, GRO (veth NAPI) on"))?;
+        if !self.offload {
+            if let Err(e) = ip(&["-n", ns, "link", "set", "dev", dev, "gro_max_size", "1500"]) {
+                self.note(format!("{ns}/{dev}: gro_max_size not supported: {e:#}"));
+            }
+        }
+        // `ip netns exec` mounts the namespace's own /sys.
+        let knob = format!("echo 1 > /sys/class/net/{dev}/threaded");
+        self.sh(ns, &["sh", "-c", &knob])
+            .with_context(|| format!("{ns}/{dev}: threaded NAPI"))?;
+        Ok(())
     }
 
     /// veth does TSO/GSO by default, so a capture would see segments of up to 64 KB. With `ethtool`

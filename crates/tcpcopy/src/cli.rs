@@ -45,6 +45,10 @@ pub enum TcpcopyCommand {
         /// Instead: the packets/s microbenchmark of capture -> rewrite -> send.
         #[arg(long)]
         pps: bool,
+        /// Lab hosts receive on kernel threads (threaded NAPI on every veth), as separate machines
+        /// would, instead of inside the sender's send call: CPU figures are then each program's own.
+        #[arg(long)]
+        threaded_receive: bool,
     },
 }
 

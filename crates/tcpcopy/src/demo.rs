@@ -335,7 +335,7 @@ fn bench_row(
     })
 }
 
-pub fn run_bench(seconds: u64, which: &[u8]) -> anyhow::Result<()> {
+pub fn run_bench(seconds: u64, which: &[u8], threaded_receive: bool) -> anyhow::Result<()> {
     preflight()?;
     anyhow::ensure!(
         lab::wrk::wrk_binary().is_some(),
@@ -348,9 +348,18 @@ pub fn run_bench(seconds: u64, which: &[u8]) -> anyhow::Result<()> {
     let stop = crate::plumbing::stop_on_signals()?;
     let spec = ScenarioSpec {
         start_tcpcopy: false,
+        threaded_receive,
         ..ScenarioSpec::new("tcbench", Mode::Assistant, Servers::Nginx, bin_dir()?)
     };
     println!("tcpcopy bench: nginx (1 KB answers) online and at the target, intercept on the assistant, wrk -t2 from the client, {seconds} s per row");
+    println!(
+        "lab receive path: {}",
+        if threaded_receive {
+            "kernel threads (threaded NAPI): each program's CPU is its own host's work"
+        } else {
+            "plain veth: the switch's and the receiving host's stack run in the sender's send call"
+        }
+    );
     let mut sc = Scenario::start(&spec)?;
     sc.start_tcpcopy()?;
     sc.wait_connected(Duration::from_secs(15))?;

@@ -156,14 +156,18 @@ impl FakeTarget {
     }
 }
 
-pub fn run_pps(seconds: u64) -> anyhow::Result<()> {
+pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
         lab::netlab::is_root(),
         "the benchmark builds network namespaces: run it as root"
     );
     let stop_signal = crate::plumbing::stop_on_signals()?;
     lab::netlab::cleanup_orphans("tcpps");
-    let lab = Lab::create(&LabSpec::unique("tcpps")).context("building the lab")?;
+    let lab = Lab::create(&LabSpec {
+        threaded_receive,
+        ..LabSpec::unique("tcpps")
+    })
+    .context("building the lab")?;
     let (cli, onl) = (lab.ns_client().to_string(), lab.ns_online().to_string());
     // The online host's MAC, for the client's neighbour entry of the phantom address.
     let link = lab.sh(&onl, &["ip", "-o", "link", "show", Lab::IFACE])?;

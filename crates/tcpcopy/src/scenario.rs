@@ -65,6 +65,9 @@ pub struct ScenarioSpec {
     pub start_tcpcopy: bool,
     /// Leave TSO/GSO/GRO on the lab's interfaces (the veth default): captures see super-segments.
     pub offload: bool,
+    /// Receive on kernel threads (see `lab::LabSpec::threaded_receive`), so that each program's
+    /// CPU time is its own host's work only.
+    pub threaded_receive: bool,
     /// Replicate over IPv6: clients reach the online server at its IPv6 address, tcpcopy sends
     /// to the target's IPv6 address (fake clients from an IPv6 range in assistant mode).
     pub ipv6: bool,
@@ -82,6 +85,7 @@ impl ScenarioSpec {
             start_intercept: true,
             start_tcpcopy: true,
             offload: false,
+            threaded_receive: false,
             ipv6: false,
         }
     }
@@ -190,6 +194,7 @@ impl Scenario {
         lab::netlab::cleanup_orphans(&spec.tag);
         let lab = Lab::create(&LabSpec {
             offload: spec.offload,
+            threaded_receive: spec.threaded_receive,
             ..LabSpec::unique(&spec.tag)
         })
         .context("building the lab")?;

@@ -8,9 +8,17 @@ fn main() {
     let result = match args.command {
         Some(TcpcopyCommand::Demo { seconds }) => demo::run_demo(seconds),
         Some(TcpcopyCommand::Bench {
-            seconds, pps: true, ..
-        }) => tcpcopy::pps::run_pps(seconds),
-        Some(TcpcopyCommand::Bench { seconds, rows, .. }) => demo::run_bench(seconds, &rows),
+            seconds,
+            pps: true,
+            threaded_receive,
+            ..
+        }) => tcpcopy::pps::run_pps(seconds, threaded_receive),
+        Some(TcpcopyCommand::Bench {
+            seconds,
+            rows,
+            threaded_receive,
+            ..
+        }) => demo::run_bench(seconds, &rows, threaded_receive),
         None => run_live(&args),
     };
     if let Err(e) = result {
