@@ -39,6 +39,10 @@ pub struct Config {
     pub response_wait: Duration,
     /// Send each request without waiting for the answer to the previous one (`-W`).
     pub no_wait: bool,
+    /// How long the acknowledgment of one data segment from the target may wait for a segment
+    /// of ours to ride on (the next request, usually), as a client's delayed ACK does; every
+    /// second segment, a FIN or a repeated segment is acknowledged at once. `None`: at once always.
+    pub delayed_ack: Option<Duration>,
     /// Bytes one session may hold for the target before it is dropped (and counted).
     pub max_session_bytes: usize,
     /// Bytes all sessions together may hold (`-m`); the session that would pass it is dropped.
@@ -77,6 +81,7 @@ impl Config {
             max_retries: 8,
             response_wait: Duration::from_millis(500),
             no_wait: false,
+            delayed_ack: Some(Duration::from_millis(40)),
             max_session_bytes: 64 << 20,
             max_buffered_bytes: 1 << 30,
             window_scale: Some(7),

@@ -114,6 +114,9 @@ struct Session {
     /// Since when the next request waits for the target's answer to the previous one.
     waiting_since: Option<Instant>,
     ack_pending: bool,
+    /// A delayed acknowledgment: when it is due, and how many segments it covers.
+    ack_due: Option<Instant>,
+    delayed_segments: u8,
     /// Duplicate acknowledgments in a row, and the end of the data outstanding when fast recovery
     /// began (NewReno: a partial acknowledgment below it retransmits the next hole at once).
     dupacks: u32,
@@ -428,7 +431,13 @@ impl Replicator {
                     s.ack_pending = true;
                 } else {
                     let before = s.held();
-                    s.on_target_segment(now, &p, &mut self.stats, self.config.min_rto);
+                    s.on_target_segment(
+                        now,
+                        &p,
+                        &mut self.stats,
+                        self.config.min_rto,
+                        self.config.delayed_ack,
+                    );
                     self.buffered -= before - s.held();
                 }
             }
@@ -540,6 +549,8 @@ impl Replicator {
             answer_mark: Seq(0),
             waiting_since: None,
             ack_pending: false,
+            ack_due: None,
+            delayed_segments: 0,
             dupacks: 0,
             recover: None,
             fast_rtx: false,
@@ -647,8 +658,8 @@ impl Replicator {
         if s.state == State::Established {
             s.send_data(now, cfg, &mut self.out);
         }
-        if s.ack_pending {
-            s.ack_pending = false;
+        if s.ack_pending || s.ack_due.is_some_and(|t| now >= t) {
+            s.acknowledged();
             let ack = s.repr(s.next_seq(), Flags::ACK, None, cfg.ttl);
             self.out.emit(&ack, &[]);
         }
@@ -702,6 +713,9 @@ impl Replicator {
             }
             if let Some(w) = s.waiting_since {
                 at = at.min(w + self.config.response_wait);
+            }
+            if let Some(a) = s.ack_due {
+                at = at.min(a);
             }
             Some(at)
         };
@@ -964,6 +978,7 @@ impl Session {
         p: &TcpPacket<'_>,
         stats: &mut Stats,
         min_rto: Duration,
+        delayed_ack: Option<Duration>,
     ) {
         let flags = p.flags();
         if flags.ack() {
@@ -1023,11 +1038,20 @@ impl Session {
         // Skipping over missed *data* is fine: the target did send it, and we only need its length.
         if p.payload_len() > 0 || flags.fin() {
             let end = p.seq() + p.payload_len() as u32 + u32::from(flags.fin());
-            if end > self.t_next {
+            let new = end > self.t_next;
+            if new {
                 self.t_next = end;
             }
-            // New bytes get acknowledged; a retransmission means our acknowledgment was lost.
-            self.ack_pending = true;
+            // New bytes get acknowledged, every second segment at once and a single one after
+            // a delay unless a segment of ours carries the acknowledgment first; a FIN at once;
+            // a repeated segment at once too (our acknowledgment was lost).
+            match delayed_ack {
+                Some(delay) if new && !flags.fin() && self.delayed_segments == 0 => {
+                    self.delayed_segments = 1;
+                    self.ack_due = Some(now + delay);
+                }
+                _ => self.ack_pending = true,
+            }
             if flags.fin() {
                 self.target_fin = true;
             }
@@ -1087,7 +1111,7 @@ impl Session {
             // Karn: no RTT sample from a retransmitted range.
             self.rtt_probe = None;
             self.rtx_at = Some(now + self.rto);
-            self.ack_pending = false;
+            self.acknowledged();
         }
         loop {
             let limit = if no_wait {
@@ -1114,7 +1138,7 @@ impl Session {
                 }
                 self.snd_nxt = end;
                 self.answer_mark = self.t_next;
-                self.ack_pending = false;
+                self.acknowledged();
                 if self.rtx_at.is_none() {
                     self.rtx_at = Some(now + self.rto);
                 }
@@ -1143,10 +1167,17 @@ impl Session {
                 let repr = self.repr(self.seq_at(fin), Flags::FIN | Flags::ACK, None, cfg.ttl);
                 out.emit(&repr, &[]);
                 self.fin_sent = true;
-                self.ack_pending = false;
+                self.acknowledged();
                 self.rtx_at = Some(now + self.rto);
             }
         }
+    }
+
+    /// A segment carrying our acknowledgment of everything the target sent went out.
+    fn acknowledged(&mut self) {
+        self.ack_pending = false;
+        self.ack_due = None;
+        self.delayed_segments = 0;
     }
 
     /// Whether client bytes are still to be delivered to (or acknowledged by) the target.

@@ -161,11 +161,77 @@ fn acknowledgments_are_translated_to_the_target_sequence_space() {
         ms(base, 3),
         &target_pkt(T_ISN + 1, C_ISN + 8, Flags::ACK | Flags::PSH, 300),
     );
+    assert!(
+        sent(&mut r).is_empty(),
+        "one segment: its acknowledgment is delayed"
+    );
+    let at = r.poll_timeout().unwrap();
+    assert_eq!(at, ms(base, 43), "40 ms later");
+    r.handle_timeout(at);
     assert_eq!(
         sent(&mut r),
         vec![(C_ISN + 8, T_ISN + 301, Flags::ACK, vec![])]
     );
     assert_eq!(r.stats().target_bytes, 7);
+}
+
+#[test]
+fn a_delayed_acknowledgment_rides_on_the_next_request_or_goes_at_the_second_segment() {
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    assert_eq!(sent(&mut r).len(), 1);
+    r.handle_response(
+        ms(base, 3),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK | Flags::PSH, 100),
+    );
+    assert!(sent(&mut r).is_empty());
+    // The next request carries the acknowledgment: no ACK of its own, now or later.
+    r.handle_capture(
+        ms(base, 4),
+        &client_pkt(C_ISN + 6, O_ISN + 101, Flags::ACK | Flags::PSH, b"req2\n"),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(
+            C_ISN + 6,
+            T_ISN + 101,
+            Flags::ACK | Flags::PSH,
+            b"req2\n".to_vec()
+        )]
+    );
+    r.handle_response(
+        ms(base, 5),
+        &target_pkt(T_ISN + 101, C_ISN + 11, Flags::ACK, 0),
+    );
+    r.handle_timeout(ms(base, 100));
+    assert!(sent(&mut r).is_empty(), "nothing left to acknowledge");
+    // A two-segment answer is acknowledged at its second segment.
+    r.handle_response(
+        ms(base, 101),
+        &target_pkt(T_ISN + 101, C_ISN + 11, Flags::ACK, 1000),
+    );
+    assert!(sent(&mut r).is_empty());
+    r.handle_response(
+        ms(base, 101),
+        &target_pkt(T_ISN + 1101, C_ISN + 11, Flags::ACK | Flags::PSH, 500),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN + 11, T_ISN + 1601, Flags::ACK, vec![])]
+    );
+    // A repeated segment (our acknowledgment was lost) is acknowledged at once.
+    r.handle_response(
+        ms(base, 300),
+        &target_pkt(T_ISN + 1101, C_ISN + 11, Flags::ACK | Flags::PSH, 500),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN + 11, T_ISN + 1601, Flags::ACK, vec![])]
+    );
 }
 
 #[test]
