@@ -17,12 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{bounded, Sender, TrySendError};
 use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message, ResponseBatch};
 
-use crate::plumbing::read_first_message;
+use crate::plumbing::{read_first_message, Mailbox};
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
 use tcio::nfqueue::ResponseQueue;
@@ -43,7 +42,7 @@ struct HubState {
 
 /// One tcpcopy connection's outgoing queue.
 struct Conn {
-    tx: Sender<Vec<u8>>,
+    tx: Arc<Mailbox<Vec<u8>>>,
     /// The tcpcopy instance behind it (its host and the instance id of its hello): one tcpcopy
     /// opens several connections (`-C`), and must get a broadcast response only once.
     owner: (IpAddr, u32),
@@ -124,8 +123,8 @@ impl Hub {
     }
 
     /// Queues frames for one connection's writer; a full queue (a slow tcpcopy) drops and counts.
-    fn deliver(&self, tx: &Sender<Vec<u8>>, frames: Vec<u8>) {
-        if let Err(TrySendError::Full(_)) = tx.try_send(frames) {
+    fn deliver(&self, tx: &Mailbox<Vec<u8>>, frames: Vec<u8>) {
+        if !tx.push_bounded(frames, Some(CONN_QUEUE)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -379,29 +378,26 @@ fn serve(
         stream.write_all(&f)?;
 
         let id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = bounded::<Vec<u8>>(CONN_QUEUE);
+        let tx = Arc::new(Mailbox::<Vec<u8>>::default());
+        let rx = tx.clone();
         let mut writer = stream.try_clone()?;
         let wstop = stop.clone();
         thread::Builder::new()
             .name(format!("send-{peer}"))
             .spawn(move || {
+                let mut queued = Vec::new();
+                let mut out = Vec::new();
                 while !wstop.load(Ordering::Relaxed) {
-                    let out = match rx.recv_timeout(Duration::from_millis(500)) {
-                        Ok(mut out) => {
-                            // Coalesce whatever else is queued into one write.
-                            for more in rx.try_iter().take(64) {
-                                out.extend_from_slice(&more);
-                            }
-                            out
-                        }
-                        // Idle: a ping lets tcpcopy tell a quiet intercept from a dead one.
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            let mut ping = Vec::new();
-                            protocol::encode_ping(&mut ping);
-                            ping
-                        }
-                        Err(_) => return,
-                    };
+                    out.clear();
+                    if rx.drain_wait(Duration::from_millis(500), &mut queued) == 0 {
+                        // Idle: a ping lets tcpcopy tell a quiet intercept from a dead one. After
+                        // the connection ended, its failure ends this thread.
+                        protocol::encode_ping(&mut out);
+                    }
+                    // Coalesce whatever is queued into one write.
+                    for frames in queued.drain(..) {
+                        out.extend_from_slice(&frames);
+                    }
                     if writer.write_all(&out).is_err() {
                         let _ = writer.shutdown(std::net::Shutdown::Both);
                         return;

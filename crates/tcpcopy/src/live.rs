@@ -14,7 +14,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message};
@@ -26,8 +25,12 @@ use tcio::raw::{PacketSink, RawSender};
 
 use crate::cli::TcpcopyOpts;
 use crate::plumbing::{
-    read_first_message, read_or_timeout, sleep_unless_stopped, spawn_capture_loop, PacketBatch,
+    read_first_message, read_or_timeout, sleep_unless_stopped, spawn_capture_loop, Mailbox,
+    PacketBatch,
 };
+
+/// What the other threads hand the main thread.
+type Events = Arc<Mailbox<Event>>;
 
 enum Event {
     Captured(PacketBatch),
@@ -163,7 +166,8 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
     // Unbounded, but captured bytes waiting in it are budgeted (see `spawn_capture`): the capture
     // thread must keep emptying the kernel ring while this thread is busy sending, because a client
     // segment the ring drops is never sent again.
-    let (tx, rx) = unbounded::<Event>();
+    let tx: Events = Arc::default();
+    let rx = tx.clone();
     let queued = Arc::new(AtomicUsize::new(0));
     let capture_drops = Arc::new(AtomicU64::new(0));
     let budget = cfg.core.max_buffered_bytes / 4;
@@ -219,7 +223,6 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
             spawn_intercept_conn(idx, server, tx.clone(), stop.clone())?;
         }
     }
-    drop(tx);
 
     let started = Instant::now();
     let mut core = Replicator::new(cfg.core.clone());
@@ -229,6 +232,7 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
     let mut last_stats = Instant::now();
     let mut input_done: Option<Result<SourceStats, String>> = None;
     let mut last_progress = (0u64, Instant::now());
+    let mut events = Vec::new();
     let mut ctx = EventCtx {
         recorder: recorder.as_mut(),
         queued: &queued,
@@ -252,13 +256,9 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
                 t.saturating_duration_since(Instant::now())
             })
             .min(Duration::from_millis(100));
-        match rx.recv_timeout(wait) {
-            Ok(ev) => handle_event(ev, &mut core, &mut writers, &conn_addrs, &mut ctx)?,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        // Drain whatever else is queued before sending, so sends and route frames batch up.
-        for ev in rx.try_iter().take(256) {
+        // Everything queued is handled before sending, so sends and route frames batch up.
+        rx.drain_wait(wait, &mut events);
+        for ev in events.drain(..) {
             handle_event(ev, &mut core, &mut writers, &conn_addrs, &mut ctx)?;
         }
         core.handle_timeout(Instant::now());
@@ -459,7 +459,7 @@ fn announce(
 
 fn spawn_capture(
     ring: RingCapture,
-    tx: Sender<Event>,
+    tx: Events,
     stop: Arc<AtomicBool>,
     drops: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
@@ -477,10 +477,11 @@ fn spawn_capture(
                 thread::sleep(Duration::from_micros(200));
             }
             queued.fetch_add(batch.bytes(), Ordering::Relaxed);
-            tx.send(Event::Captured(batch)).is_ok()
+            tx.push(Event::Captured(batch));
+            true
         },
         move |e| {
-            let _ = failed.send(Event::CaptureFailed(e.to_string()));
+            failed.push(Event::CaptureFailed(e.to_string()));
         },
     )
 }
@@ -490,7 +491,7 @@ fn spawn_capture(
 fn spawn_file_reader(
     mut source: PcapSource,
     accelerate: f64,
-    tx: Sender<Event>,
+    tx: Events,
     stop: Arc<AtomicBool>,
     go: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
@@ -498,7 +499,7 @@ fn spawn_file_reader(
 ) -> anyhow::Result<()> {
     // Hands a batch over, holding back while too many captured bytes wait (as live capture does).
     let halt = stop.clone();
-    let send = move |tx: &Sender<Event>, batch: &mut PacketBatch| -> bool {
+    let send = move |tx: &Events, batch: &mut PacketBatch| -> bool {
         if batch.is_empty() {
             return true;
         }
@@ -506,7 +507,8 @@ fn spawn_file_reader(
             thread::sleep(Duration::from_micros(200));
         }
         queued.fetch_add(batch.bytes(), Ordering::Relaxed);
-        tx.send(Event::Captured(std::mem::take(batch))).is_ok()
+        tx.push(Event::Captured(std::mem::take(batch)));
+        !stop.load(Ordering::Relaxed)
     };
     thread::Builder::new()
         .name("replay".into())
@@ -574,7 +576,7 @@ fn spawn_file_reader(
                         started.elapsed().as_secs_f64()
                     );
                 }
-                let _ = tx.send(Event::InputDone(result));
+                tx.push(Event::InputDone(result));
             }
         })
         .context("cannot start the replay thread")?;
@@ -584,7 +586,7 @@ fn spawn_file_reader(
 fn spawn_intercept_conn(
     idx: usize,
     server: SocketAddr,
-    tx: Sender<Event>,
+    tx: Events,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     thread::Builder::new()
@@ -604,13 +606,9 @@ fn spawn_intercept_conn(
                                 continue;
                             }
                         };
-                        if tx.send(Event::InterceptUp { idx, writer }).is_err() {
-                            return;
-                        }
+                        tx.push(Event::InterceptUp { idx, writer });
                         let why = read_responses(stream, decoder, &tx, &stop);
-                        if tx.send(Event::InterceptDown { idx }).is_err() {
-                            return;
-                        }
+                        tx.push(Event::InterceptDown { idx });
                         warn!("intercept {server} connection ended: {why}");
                     }
                     Err(e) => {
@@ -647,7 +645,7 @@ fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
 fn read_responses(
     mut s: TcpStream,
     mut dec: Decoder,
-    tx: &Sender<Event>,
+    tx: &Events,
     stop: &AtomicBool,
 ) -> String {
     let mut buf = vec![0u8; 256 * 1024];
@@ -663,8 +661,8 @@ fn read_responses(
                 Err(e) => return e.to_string(),
             }
         }
-        if !batch.is_empty() && tx.send(Event::Responses(batch)).is_err() {
-            return "shutting down".into();
+        if !batch.is_empty() {
+            tx.push(Event::Responses(batch));
         }
         if stop.load(Ordering::Relaxed) {
             return "shutting down".into();

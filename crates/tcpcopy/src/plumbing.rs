@@ -4,7 +4,8 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -161,5 +162,83 @@ pub fn read_or_timeout(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<Opt
         Ok(n) => Ok(Some(n)),
         Err(e) if matches!(e.kind(), WouldBlock | TimedOut | Interrupted) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A queue from any number of threads to one consumer that parks on a condition variable. Unlike
+/// a channel that spins and yields before it blocks, a waiting consumer costs nothing, and a
+/// producer wakes it (one futex call) only when it is actually waiting.
+pub struct Mailbox<T> {
+    inner: Mutex<MailboxInner<T>>,
+    ready: Condvar,
+}
+
+struct MailboxInner<T> {
+    queue: VecDeque<T>,
+    waiting: bool,
+}
+
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(MailboxInner {
+                queue: VecDeque::new(),
+                waiting: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    fn lock(&self) -> MutexGuard<'_, MailboxInner<T>> {
+        // Every critical section is a push or a drain: a panic cannot leave it half done.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `item` unless `len` items already wait (`None`: no limit); false when it did not.
+    pub fn push_bounded(&self, item: T, limit: Option<usize>) -> bool {
+        let mut inner = self.lock();
+        if limit.is_some_and(|l| inner.queue.len() >= l) {
+            return false;
+        }
+        inner.queue.push_back(item);
+        let wake = std::mem::take(&mut inner.waiting);
+        drop(inner);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    pub fn push(&self, item: T) {
+        self.push_bounded(item, None);
+    }
+
+    /// Moves every queued item to `out`, waiting up to `timeout` for the first one; returns how
+    /// many were moved (0: the timeout passed).
+    pub fn drain_wait(&self, timeout: Duration, out: &mut Vec<T>) -> usize {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut inner = self.lock();
+        while inner.queue.is_empty() {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                inner.waiting = false;
+                return 0;
+            }
+            inner.waiting = true;
+            inner = self
+                .ready
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        inner.waiting = false;
+        let n = inner.queue.len();
+        out.extend(inner.queue.drain(..));
+        n
     }
 }
