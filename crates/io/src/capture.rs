@@ -222,7 +222,7 @@ impl RingCapture {
     pub fn poll_batch(
         &mut self,
         timeout: Duration,
-        mut f: impl FnMut(&CapturedPacket<'_>),
+        f: impl FnMut(&CapturedPacket<'_>),
     ) -> io::Result<usize> {
         if !self.ready(self.next) {
             let mut pfd = libc::pollfd {
@@ -251,6 +251,13 @@ impl RingCapture {
                 }
             }
         }
+        Ok(self.drain_ready(f))
+    }
+
+    /// Hands every packet of every block ready now to `f` and returns the blocks to the kernel,
+    /// without waiting (for callers that wait on the descriptor themselves, e.g. with epoll).
+    /// Returns the number of packets delivered.
+    pub fn drain_ready(&mut self, mut f: impl FnMut(&CapturedPacket<'_>)) -> usize {
         let mut delivered = 0;
         for _ in 0..self.block_count {
             if !self.ready(self.next) {
@@ -261,7 +268,14 @@ impl RingCapture {
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
             self.next = (self.next + 1) % self.block_count;
         }
-        Ok(delivered)
+        delivered
+    }
+
+    /// The socket's pending error (e.g. ENETDOWN when the interface went away), cleared by reading.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        let mut err: libc::c_int = 0;
+        sys::getsockopt(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR, &mut err)?;
+        Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
     }
 
     /// Counters since the ring was opened (the kernel resets its own on every read).

@@ -5,15 +5,18 @@
 //! and deterministic. Intercept connections reconnect with backoff forever: replication resumes by
 //! itself when an intercept comes back, and the routes of every live session are announced again.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mio::unix::SourceFd;
+use mio::{Interest, Poll, Token};
 use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message};
@@ -24,27 +27,23 @@ use tcio::pcap::{PcapNgRecorder, PcapSource, SourceStats};
 use tcio::raw::{PacketSink, RawSender};
 
 use crate::cli::TcpcopyOpts;
-use crate::plumbing::{
-    read_first_message, read_or_timeout, sleep_unless_stopped, spawn_capture_loop, Mailbox,
-    PacketBatch,
-};
+use crate::plumbing::{read_first_message, sleep_unless_stopped, Mailbox, PacketBatch};
 
 /// What the other threads hand the main thread.
 type Events = Arc<Mailbox<Event>>;
 
 enum Event {
+    /// Replayed packets (live capture is read by the main thread itself).
     Captured(PacketBatch),
     /// The replayed file ended (or broke: the one-line reason).
     InputDone(Result<SourceStats, String>),
-    Responses(PacketBatch),
+    /// A connected intercept, after its hello/welcome exchange.
     InterceptUp {
         idx: usize,
-        writer: TcpStream,
+        stream: TcpStream,
+        dec: Decoder,
+        down: Arc<AtomicBool>,
     },
-    InterceptDown {
-        idx: usize,
-    },
-    CaptureFailed(String),
 }
 
 /// Where client packets come from.
@@ -153,8 +152,56 @@ impl LiveConfig {
     }
 }
 
+/// mio tokens: the capture ring, the mailbox waker, and intercept connection `i` as `LINK + i`.
+const RING: Token = Token(0);
+const WAKE: Token = Token(1);
+const LINK: usize = 2;
+/// Route frames an intercept connection may leave unread before it counts as broken.
+const MAX_PENDING_ROUTES: usize = 4 << 20;
+
+/// One connected intercept, as the main thread drives it: responses are read and route frames
+/// written without blocking, on readiness from the poll.
+struct Link {
+    stream: TcpStream,
+    dec: Decoder,
+    /// Route frames the socket did not take yet.
+    pending: Vec<u8>,
+    /// Tells the connecting thread to connect again.
+    down: Arc<AtomicBool>,
+}
+
+impl Link {
+    /// Writes `frame` after whatever is pending; false when the connection is broken.
+    fn write(&mut self, frame: &[u8]) -> bool {
+        self.pending.extend_from_slice(frame);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        while !self.pending.is_empty() {
+            match self.stream.write(&self.pending) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("route write failed: {e}");
+                    return false;
+                }
+            }
+        }
+        self.pending.len() <= MAX_PENDING_ROUTES
+    }
+}
+
 /// Runs until `stop` is set (or `--duration` passes, or a replayed file is done); returns the final
 /// statistics.
+///
+/// One thread does the work: it waits in one poll for the capture ring, every intercept
+/// connection and a waker, and on each wake reads what is ready, runs the core and sends. Threads
+/// only connect to intercepts (and read a replayed file), handing results over in a mailbox.
 pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
     // A file that cannot be read fails before anything else (and needs no privilege).
     let mut source = match &cfg.input {
@@ -163,27 +210,28 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
     };
     let mut sender = RawSender::open()
         .context("cannot open a raw socket to send to the target (run as root)")?;
-    // Unbounded, but captured bytes waiting in it are budgeted (see `spawn_capture`): the capture
-    // thread must keep emptying the kernel ring while this thread is busy sending, because a client
-    // segment the ring drops is never sent again.
-    let tx: Events = Arc::default();
+    let mut poll = Poll::new().context("cannot create a poll")?;
+    let waker = mio::Waker::new(poll.registry(), WAKE).context("cannot create a poll waker")?;
+    let tx: Events = Arc::new(Mailbox::with_waker(waker));
     let rx = tx.clone();
+    // Replayed bytes waiting in the mailbox are budgeted, so a fast file does not flood memory.
     let queued = Arc::new(AtomicUsize::new(0));
-    let capture_drops = Arc::new(AtomicU64::new(0));
     let budget = cfg.core.max_buffered_bytes / 4;
     // A replay waits for its first intercept connection, so that its first sessions are answered.
     let replay_go = Arc::new(AtomicBool::new(false));
+    let mut ring = None;
     match &cfg.input {
         Input::Capture { interface } => {
-            let ring = open_ring(&cfg, interface.as_deref())?;
-            spawn_capture(
-                ring,
-                tx.clone(),
-                stop.clone(),
-                capture_drops.clone(),
-                queued.clone(),
-                budget,
-            )?;
+            let r = open_ring(&cfg, interface.as_deref())?;
+            poll.registry()
+                .register(&mut SourceFd(&r.as_raw_fd()), RING, Interest::READABLE)
+                .context("cannot poll the capture ring")?;
+            ring = Some(r);
+            // This thread empties the ring: ahead of ordinary work on a busy host (best effort,
+            // without privilege it keeps the default priority).
+            if let Err(e) = tcio::sched::set_thread_nice(CAPTURE_NICE) {
+                debug!("priority unchanged: {e}");
+            }
         }
         Input::File { path, accelerate } => {
             let source = source.take().context("replay source")?;
@@ -211,8 +259,9 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         ),
         None => None,
     };
-    let stats = |core: &Replicator| Stats {
-        capture_drops: capture_drops.load(Ordering::Relaxed),
+    let mut capture_drops = 0u64;
+    let stats = |core: &Replicator, drops: u64| Stats {
+        capture_drops: drops,
         ..core.stats()
     };
     let mut conn_addrs = Vec::new();
@@ -226,13 +275,17 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
 
     let started = Instant::now();
     let mut core = Replicator::new(cfg.core.clone());
-    let mut writers: Vec<Option<TcpStream>> = (0..conn_addrs.len()).map(|_| None).collect();
+    let mut links: Vec<Option<Link>> = (0..conn_addrs.len()).map(|_| None).collect();
     let mut frame = Vec::new();
     let mut send_errors = 0u64;
     let mut last_stats = Instant::now();
+    let mut last_drops_read = Instant::now();
     let mut input_done: Option<Result<SourceStats, String>> = None;
     let mut last_progress = (0u64, Instant::now());
     let mut events = Vec::new();
+    let mut ready = mio::Events::with_capacity(64);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut record_error = None;
     let mut ctx = EventCtx {
         recorder: recorder.as_mut(),
         queued: &queued,
@@ -256,10 +309,71 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
                 t.saturating_duration_since(Instant::now())
             })
             .min(Duration::from_millis(100));
-        // Everything queued is handled before sending, so sends and route frames batch up.
-        rx.drain_wait(wait, &mut events);
+        if let Err(e) = poll.poll(&mut ready, Some(wait)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).context("poll failed");
+            }
+        }
+        let now = Instant::now();
+        let mut readable = Vec::new();
+        for ev in ready.iter() {
+            match ev.token() {
+                RING if ev.is_error() => {
+                    if let Some(e) = ring.as_ref().and_then(|r| r.take_error().ok().flatten()) {
+                        anyhow::bail!("capture failed: {e}");
+                    }
+                }
+                Token(t) if t >= LINK => readable.push(t - LINK),
+                _ => {}
+            }
+        }
+        // Client packets first: the ring holds what the kernel captured, whether or not this
+        // wake was for it.
+        if let Some(r) = ring.as_mut() {
+            r.drain_ready(|p| {
+                // The kernel leaves our own sends out already (PACKET_IGNORE_OUTGOING and the
+                // filter); this is a third guard.
+                if p.pkttype == libc::PACKET_OUTGOING {
+                    return;
+                }
+                core.handle_capture(now, p.data);
+                if let Some(rec) = ctx.recorder.as_mut() {
+                    if record_error.is_none() {
+                        if let Err(e) = rec.write(p.timestamp, p.data, p.data.len() as u32) {
+                            record_error = Some(e);
+                        }
+                    }
+                }
+            });
+            if last_drops_read.elapsed() >= Duration::from_secs(1) {
+                last_drops_read = Instant::now();
+                if let Ok(st) = r.stats() {
+                    capture_drops = st.drops;
+                }
+            }
+        }
+        if let Some(e) = record_error.take() {
+            return Err(e).context("--record: writing the file");
+        }
+        // Target responses from every intercept connection that has something.
+        for idx in readable {
+            let Some(link) = links.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            let alive = read_link(link, &mut core, now, &mut buf).and_then(|()| {
+                link.flush()
+                    .then_some(())
+                    .ok_or_else(|| "route frames not taken".to_string())
+            });
+            if let Err(why) = alive {
+                warn!("lost intercept {} ({why}); reconnecting", conn_addrs[idx]);
+                drop_link(&poll, &mut links[idx]);
+            }
+        }
+        // Events from the other threads: new intercept connections, replayed packets.
+        rx.drain(&mut events);
         for ev in events.drain(..) {
-            handle_event(ev, &mut core, &mut writers, &conn_addrs, &mut ctx)?;
+            handle_event(ev, &mut core, &poll, &mut links, &conn_addrs, &mut ctx)?;
         }
         core.handle_timeout(Instant::now());
         let mut failed = |n: u64, e: &dyn std::fmt::Display| {
@@ -280,7 +394,8 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         }
         core.drain_routes(|routes| {
             announce(
-                &mut writers,
+                &poll,
+                &mut links,
                 usize::from(cfg.connections),
                 routes,
                 &mut frame,
@@ -288,7 +403,7 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         });
         if !cfg.stats_interval.is_zero() && last_stats.elapsed() >= cfg.stats_interval {
             last_stats = Instant::now();
-            info!("{}", stats(&core));
+            info!("{}", stats(&core, capture_drops));
         }
         // A replay ends once its file is read and every session finished, or nothing moved for
         // a while (sessions the recording cut off never finish).
@@ -307,13 +422,63 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
             }
         }
     }
+    if let Some(r) = ring.as_mut() {
+        if let Ok(st) = r.stats() {
+            capture_drops = st.drops;
+        }
+    }
     if let Some(r) = recorder {
         r.finish().context("--record: finishing the file")?;
     }
     Ok(RunReport {
-        stats: stats(&core),
+        stats: stats(&core, capture_drops),
         input_error: input_done.and_then(|r| r.err()),
     })
+}
+
+/// Nice value of the thread that empties the capture ring.
+const CAPTURE_NICE: i32 = -10;
+
+/// Reads everything an intercept connection has and hands each response to the core; an error
+/// (or the end of the stream) is the reason the connection is over.
+fn read_link(
+    link: &mut Link,
+    core: &mut Replicator,
+    now: Instant,
+    buf: &mut [u8],
+) -> Result<(), String> {
+    loop {
+        // Frames that arrived with the welcome are already in the decoder.
+        loop {
+            match link.dec.next_message() {
+                Ok(Some(Message::Responses(r))) => {
+                    r.iter().for_each(|p| core.handle_response(now, p))
+                }
+                Ok(Some(Message::Ping)) => {}
+                Ok(Some(other)) => return Err(format!("unexpected message {other:?}")),
+                Ok(None) => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        match link.stream.read(buf) {
+            Ok(0) => return Err("closed by intercept".into()),
+            Ok(n) => link.dec.feed(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Forgets a broken intercept connection and lets its thread connect again.
+fn drop_link(poll: &Poll, slot: &mut Option<Link>) {
+    if let Some(link) = slot.take() {
+        let _ = poll
+            .registry()
+            .deregister(&mut SourceFd(&link.stream.as_raw_fd()));
+        let _ = link.stream.shutdown(std::net::Shutdown::Both);
+        link.down.store(true, Ordering::Relaxed);
+    }
 }
 
 /// How long a replay waits for an intercept connection before it starts anyway.
@@ -373,7 +538,8 @@ fn online_v4_addrs(cfg: &LiveConfig) -> Vec<std::net::Ipv4Addr> {
 fn handle_event(
     ev: Event,
     core: &mut Replicator,
-    writers: &mut [Option<TcpStream>],
+    poll: &Poll,
+    links: &mut [Option<Link>],
     addrs: &[SocketAddr],
     ctx: &mut EventCtx<'_>,
 ) -> anyhow::Result<()> {
@@ -382,12 +548,6 @@ fn handle_event(
         Event::Captured(batch) => {
             batch.iter().for_each(|p| core.handle_capture(now, p));
             ctx.queued.fetch_sub(batch.bytes(), Ordering::Relaxed);
-            if let Some(rec) = ctx.recorder.as_mut() {
-                for (p, at) in batch.iter().zip(batch.timestamps()) {
-                    rec.write(at, p, p.len() as u32)
-                        .context("--record: writing the file")?;
-                }
-            }
         }
         Event::InputDone(result) => {
             match &result {
@@ -399,40 +559,70 @@ fn handle_event(
             }
             *ctx.input_done = Some(result);
         }
-        Event::Responses(batch) => batch.iter().for_each(|p| core.handle_response(now, p)),
-        Event::InterceptUp { idx, mut writer } => {
+        Event::InterceptUp {
+            idx,
+            stream,
+            dec,
+            down,
+        } => {
             info!("connected to intercept {}", addrs[idx]);
             ctx.replay_go.store(true, Ordering::Relaxed);
+            let link = Link {
+                stream,
+                dec,
+                pending: Vec::new(),
+                down,
+            };
+            let registered = link.stream.set_nonblocking(true).is_ok()
+                && poll
+                    .registry()
+                    .register(
+                        &mut SourceFd(&link.stream.as_raw_fd()),
+                        Token(LINK + idx),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .is_ok();
+            if !registered {
+                warn!(
+                    "intercept {}: cannot poll the connection; reconnecting",
+                    addrs[idx]
+                );
+                link.down.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
             // Announce every live session, so that replication resumes after an intercept restart.
             let routes: Vec<SocketAddr> = core.routes().collect();
             let mut frame = Vec::new();
             protocol::encode_routes(&mut frame, &routes);
-            if writer.write_all(&frame).is_ok() {
-                writers[idx] = Some(writer);
-            } else {
-                let _ = writer.shutdown(std::net::Shutdown::Both);
+            links[idx] = Some(link);
+            let ok = links[idx].as_mut().is_some_and(|l| l.write(&frame));
+            // Responses that came with the welcome are in the decoder already.
+            let read = links[idx].as_mut().map_or(Ok(()), |l| {
+                read_link(l, core, now, &mut vec![0u8; 64 * 1024])
+            });
+            if !ok || read.is_err() {
+                warn!(
+                    "intercept {} connection ended at once; reconnecting",
+                    addrs[idx]
+                );
+                drop_link(poll, &mut links[idx]);
             }
         }
-        Event::InterceptDown { idx } => {
-            if writers[idx].take().is_some() {
-                warn!("lost intercept {}; reconnecting", addrs[idx]);
-            }
-        }
-        Event::CaptureFailed(e) => anyhow::bail!("capture failed: {e}"),
     }
     Ok(())
 }
 
 /// Tells every intercept about new sessions, each route on one of its live connections (chosen by
-/// client port, so the responses spread over them); `writers` holds `per_server` connections for
+/// client port, so the responses spread over them); `links` holds `per_server` connections for
 /// each intercept, in order.
 fn announce(
-    writers: &mut [Option<TcpStream>],
+    poll: &Poll,
+    links: &mut [Option<Link>],
     per_server: usize,
     routes: &[SocketAddr],
     frame: &mut Vec<u8>,
 ) {
-    for server in writers.chunks_mut(per_server) {
+    for server in links.chunks_mut(per_server) {
         let live: Vec<usize> = (0..server.len()).filter(|&i| server[i].is_some()).collect();
         for (k, &i) in live.iter().enumerate() {
             let mine: Vec<SocketAddr> = routes
@@ -445,45 +635,13 @@ fn announce(
             }
             frame.clear();
             protocol::encode_routes(frame, &mine);
-            if let Some(s) = &mut server[i] {
-                if let Err(e) = s.write_all(frame) {
-                    // Shut it down so that its reader reconnects and every route is announced again.
-                    debug!("route write failed: {e}");
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                    server[i] = None;
-                }
+            if !server[i].as_mut().is_some_and(|l| l.write(frame)) {
+                // Its thread reconnects, and every route is announced again then.
+                warn!("intercept connection stopped taking routes; reconnecting");
+                drop_link(poll, &mut server[i]);
             }
         }
     }
-}
-
-fn spawn_capture(
-    ring: RingCapture,
-    tx: Events,
-    stop: Arc<AtomicBool>,
-    drops: Arc<AtomicU64>,
-    queued: Arc<AtomicUsize>,
-    budget: usize,
-) -> anyhow::Result<()> {
-    let failed = tx.clone();
-    let waiting = stop.clone();
-    spawn_capture_loop(
-        ring,
-        stop,
-        drops,
-        move |batch| {
-            // Over budget, hold back: the kernel ring then fills, and drops are counted there.
-            while queued.load(Ordering::Relaxed) > budget && !waiting.load(Ordering::Relaxed) {
-                thread::sleep(Duration::from_micros(200));
-            }
-            queued.fetch_add(batch.bytes(), Ordering::Relaxed);
-            tx.push(Event::Captured(batch));
-            true
-        },
-        move |e| {
-            failed.push(Event::CaptureFailed(e.to_string()));
-        },
-    )
 }
 
 /// Reads the replayed file on its own thread, handing packets over at their recorded pace
@@ -596,20 +754,24 @@ fn spawn_intercept_conn(
             let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 match connect(server) {
-                    Ok((stream, decoder)) => {
+                    Ok((stream, dec)) => {
                         failures = 0;
                         backoff = Duration::from_millis(100);
-                        let writer = match stream.try_clone() {
-                            Ok(w) => w,
-                            Err(e) => {
-                                warn!("intercept {server}: {e}");
-                                continue;
+                        // The main thread reads and writes it from here on, and sets `down`
+                        // when it breaks.
+                        let down = Arc::new(AtomicBool::new(false));
+                        tx.push(Event::InterceptUp {
+                            idx,
+                            stream,
+                            dec,
+                            down: down.clone(),
+                        });
+                        while !down.load(Ordering::Relaxed) {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
                             }
-                        };
-                        tx.push(Event::InterceptUp { idx, writer });
-                        let why = read_responses(stream, decoder, &tx, &stop);
-                        tx.push(Event::InterceptDown { idx });
-                        warn!("intercept {server} connection ended: {why}");
+                            thread::sleep(Duration::from_millis(50));
+                        }
                     }
                     Err(e) => {
                         failures += 1;
@@ -640,38 +802,4 @@ fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
     read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
     Ok((s, dec))
-}
-
-fn read_responses(
-    mut s: TcpStream,
-    mut dec: Decoder,
-    tx: &Events,
-    stop: &AtomicBool,
-) -> String {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        // Frames that arrived with the welcome are already in the decoder.
-        let mut batch = PacketBatch::default();
-        loop {
-            match dec.next_message() {
-                Ok(Some(Message::Responses(r))) => r.iter().for_each(|p| batch.push(p)),
-                Ok(Some(Message::Ping)) => {}
-                Ok(Some(other)) => return format!("unexpected message {other:?}"),
-                Ok(None) => break,
-                Err(e) => return e.to_string(),
-            }
-        }
-        if !batch.is_empty() {
-            tx.push(Event::Responses(batch));
-        }
-        if stop.load(Ordering::Relaxed) {
-            return "shutting down".into();
-        }
-        match read_or_timeout(&mut s, &mut buf) {
-            Ok(Some(0)) => return "closed by intercept".into(),
-            Ok(Some(n)) => dec.feed(&buf[..n]),
-            Ok(None) => {}
-            Err(e) => return e.to_string(),
-        }
-    }
 }

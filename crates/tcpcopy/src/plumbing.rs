@@ -1,10 +1,10 @@
 //! Plumbing both drivers share: packet batches passed between threads, the capture thread, socket
 //! reads that wake up for shutdown, and the SIGINT/SIGTERM flag. No protocol logic lives here.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -171,6 +171,8 @@ pub fn read_or_timeout(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<Opt
 pub struct Mailbox<T> {
     inner: Mutex<MailboxInner<T>>,
     ready: Condvar,
+    /// For a consumer that waits in `mio::Poll` instead: woken on every push.
+    waker: Option<mio::Waker>,
 }
 
 struct MailboxInner<T> {
@@ -186,11 +188,20 @@ impl<T> Default for Mailbox<T> {
                 waiting: false,
             }),
             ready: Condvar::new(),
+            waker: None,
         }
     }
 }
 
 impl<T> Mailbox<T> {
+    /// A mailbox whose consumer waits in a `mio::Poll` that `waker` belongs to.
+    pub fn with_waker(waker: mio::Waker) -> Self {
+        Self {
+            waker: Some(waker),
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, MailboxInner<T>> {
         // Every critical section is a push or a drain: a panic cannot leave it half done.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -208,7 +219,19 @@ impl<T> Mailbox<T> {
         if wake {
             self.ready.notify_one();
         }
+        if let Some(w) = &self.waker {
+            // Fails only when the poll is gone, and then nobody is left to wake.
+            let _ = w.wake();
+        }
         true
+    }
+
+    /// Moves every queued item to `out` without waiting; returns how many.
+    pub fn drain(&self, out: &mut Vec<T>) -> usize {
+        let mut inner = self.lock();
+        let n = inner.queue.len();
+        out.extend(inner.queue.drain(..));
+        n
     }
 
     pub fn push(&self, item: T) {
