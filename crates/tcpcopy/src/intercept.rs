@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message, ResponseBatch};
 
-use crate::plumbing::{read_first_message, Mailbox};
+use crate::plumbing::read_first_message;
+use socket2::SockRef;
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
 use tcio::nfqueue::ResponseQueue;
@@ -29,8 +30,8 @@ use wire::TcpPacket;
 
 use crate::cli::InterceptCli;
 
-/// Frames waiting for one slow tcpcopy connection before further ones are dropped (and counted).
-const CONN_QUEUE: usize = 4096;
+/// Bytes waiting for one slow tcpcopy connection before further frames are dropped (and counted).
+const CONN_QUEUE_BYTES: usize = 32 << 20;
 /// NFQUEUE copy range: the largest IPv4 + TCP header pair is 120 bytes.
 const QUEUE_COPY: u16 = 128;
 
@@ -40,12 +41,107 @@ struct HubState {
     routes: HashMap<SocketAddr, (u64, Instant)>,
 }
 
-/// One tcpcopy connection's outgoing queue.
+/// One tcpcopy connection's outgoing side.
 struct Conn {
-    tx: Arc<Mailbox<Vec<u8>>>,
+    out: Arc<ConnOut>,
     /// The tcpcopy instance behind it (its host and the instance id of its hello): one tcpcopy
     /// opens several connections (`-C`), and must get a broadcast response only once.
     owner: (IpAddr, u32),
+}
+
+/// The write side of one tcpcopy connection. The capture thread writes without blocking while
+/// nothing waits; what the socket does not take queues for the connection's writer thread, which
+/// may block, and which also sends the idle pings. Frames stay in order: the capture thread writes
+/// directly only while the queue is empty and the writer is not writing.
+struct ConnOut {
+    sock: TcpStream,
+    state: Mutex<OutState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct OutState {
+    queue: Vec<u8>,
+    writing: bool,
+    closed: bool,
+}
+
+impl ConnOut {
+    fn new(sock: TcpStream) -> ConnOut {
+        ConnOut {
+            sock,
+            state: Mutex::default(),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// False when the frames were dropped (queue full, or the connection is gone).
+    fn send(&self, frames: &[u8]) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        let mut rest = frames;
+        if st.queue.is_empty() && !st.writing {
+            while !rest.is_empty() {
+                match SockRef::from(&self.sock).send_with_flags(rest, libc::MSG_DONTWAIT) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // Full, or broken: the writer finds out which.
+                    Err(_) => break,
+                }
+            }
+            if rest.is_empty() {
+                return true;
+            }
+        } else if st.queue.len() + rest.len() > CONN_QUEUE_BYTES {
+            return false;
+        }
+        st.queue.extend_from_slice(rest);
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The writer thread: writes what queues up (blocking), and a ping after 500 ms of quiet so
+    /// that tcpcopy can tell a quiet intercept from a dead one. Returns when the socket breaks.
+    fn run_writer(&self, stop: &AtomicBool) {
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            {
+                let mut st = self.lock();
+                if st.queue.is_empty() {
+                    st = self
+                        .ready
+                        .wait_timeout(st, Duration::from_millis(500))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if st.queue.is_empty() {
+                        if st.writing {
+                            continue;
+                        }
+                        protocol::encode_ping(&mut st.queue);
+                    }
+                }
+                std::mem::swap(&mut out, &mut st.queue);
+                st.writing = true;
+            }
+            let ok = (&self.sock).write_all(&out).is_ok();
+            out.clear();
+            let mut st = self.lock();
+            st.writing = false;
+            if !ok {
+                st.closed = true;
+                drop(st);
+                let _ = self.sock.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
 }
 
 /// Connections and routes, shared by all threads.
@@ -106,7 +202,7 @@ impl Hub {
         for (c, (mut b, mut frames)) in per_conn {
             b.finish(&mut frames);
             if let Some(conn) = st.conns.get(&c) {
-                self.deliver(&conn.tx, frames);
+                self.deliver(&conn.out, &frames);
             }
         }
         if !everyone_frames.is_empty() {
@@ -116,15 +212,17 @@ impl Hub {
             for conn in st.conns.values() {
                 if !served.contains(&conn.owner) {
                     served.push(conn.owner);
-                    self.deliver(&conn.tx, everyone_frames.clone());
+                    self.deliver(&conn.out, &everyone_frames);
                 }
             }
         }
     }
 
-    /// Queues frames for one connection's writer; a full queue (a slow tcpcopy) drops and counts.
-    fn deliver(&self, tx: &Mailbox<Vec<u8>>, frames: Vec<u8>) {
-        if !tx.push_bounded(frames, Some(CONN_QUEUE)) {
+    /// Sends frames to one connection: at once from the calling (capture) thread when nothing
+    /// is queued, else queued for its writer thread; a full queue (a slow tcpcopy) drops and
+    /// counts.
+    fn deliver(&self, out: &ConnOut, frames: &[u8]) {
+        if !out.send(frames) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -378,37 +476,23 @@ fn serve(
         stream.write_all(&f)?;
 
         let id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
-        let tx = Arc::new(Mailbox::<Vec<u8>>::default());
-        let rx = tx.clone();
-        let mut writer = stream.try_clone()?;
+        let out = Arc::new(ConnOut::new(stream.try_clone()?));
+        let writer = out.clone();
         let wstop = stop.clone();
         thread::Builder::new()
             .name(format!("send-{peer}"))
-            .spawn(move || {
-                let mut queued = Vec::new();
-                let mut out = Vec::new();
-                while !wstop.load(Ordering::Relaxed) {
-                    out.clear();
-                    if rx.drain_wait(Duration::from_millis(500), &mut queued) == 0 {
-                        // Idle: a ping lets tcpcopy tell a quiet intercept from a dead one. After
-                        // the connection ended, its failure ends this thread.
-                        protocol::encode_ping(&mut out);
-                    }
-                    // Coalesce whatever is queued into one write.
-                    for frames in queued.drain(..) {
-                        out.extend_from_slice(&frames);
-                    }
-                    if writer.write_all(&out).is_err() {
-                        let _ = writer.shutdown(std::net::Shutdown::Both);
-                        return;
-                    }
-                }
-            })?;
+            .spawn(move || writer.run_writer(&wstop))?;
         stream.set_read_timeout(Some(Duration::from_millis(500)))?;
         let mut buf = vec![0u8; 64 * 1024];
         // From here on every exit goes through the cleanup below.
         let owner = (peer.ip(), hello.instance);
-        hub.lock().conns.insert(id, Conn { tx, owner });
+        hub.lock().conns.insert(
+            id,
+            Conn {
+                out: out.clone(),
+                owner,
+            },
+        );
         info!("tcpcopy {peer} connected (connection {id})");
         let end = 'conn: loop {
             if stop.load(Ordering::Relaxed) {
