@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use protocol::{Decoder, Message, ResponseBatch};
 
-use crate::plumbing::read_first_message;
+use crate::plumbing::{read_first_message, PacketBatch};
 use socket2::SockRef;
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
@@ -38,7 +39,7 @@ const QUEUE_COPY: u16 = 128;
 #[derive(Default)]
 struct HubState {
     conns: HashMap<u64, Conn>,
-    routes: HashMap<SocketAddr, (u64, Instant)>,
+    routes: RouteMap,
 }
 
 /// One tcpcopy connection's outgoing side.
@@ -144,6 +145,17 @@ impl ConnOut {
     }
 }
 
+/// A capture thread's buffers for [`Hub::dispatch`], reused from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    per_conn: HashMap<u64, (ResponseBatch, Vec<u8>)>,
+    everyone: ResponseBatch,
+    everyone_frames: Vec<u8>,
+}
+
+/// Routes are keyed by endpoints remote clients choose: a seeded fast hash (foldhash).
+type RouteMap = HashMap<SocketAddr, (u64, Instant), foldhash::fast::RandomState>;
+
 /// Connections and routes, shared by all threads.
 #[derive(Default)]
 pub struct Hub {
@@ -165,13 +177,24 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Routes one batch of response packets to their owners' connections.
-    fn dispatch<'a>(&self, packets: impl Iterator<Item = &'a [u8]>, max_batch: usize) {
+    /// Routes one batch of response packets to their owners' connections. `scratch` keeps its
+    /// buffers from batch to batch.
+    fn dispatch<'a>(
+        &self,
+        packets: impl Iterator<Item = &'a [u8]>,
+        max_batch: usize,
+        scratch: &mut Scratch,
+    ) {
         let now = Instant::now();
         let mut st = self.lock();
-        let mut per_conn: HashMap<u64, (ResponseBatch, Vec<u8>)> = HashMap::new();
-        let mut everyone = ResponseBatch::new();
-        let mut everyone_frames = Vec::new();
+        let Scratch {
+            per_conn,
+            everyone,
+            everyone_frames,
+        } = scratch;
+        if per_conn.len() > 2 * st.conns.len() + 16 {
+            per_conn.retain(|c, _| st.conns.contains_key(c));
+        }
         for pkt in packets {
             self.responses.fetch_add(1, Ordering::Relaxed);
             let Ok(p) = TcpPacket::parse(pkt) else {
@@ -193,17 +216,21 @@ impl Hub {
                 None => {
                     self.broadcast.fetch_add(1, Ordering::Relaxed);
                     if everyone.push(p.headers()) >= max_batch {
-                        everyone.finish(&mut everyone_frames);
+                        everyone.finish(everyone_frames);
                     }
                 }
             }
         }
-        everyone.finish(&mut everyone_frames);
-        for (c, (mut b, mut frames)) in per_conn {
-            b.finish(&mut frames);
-            if let Some(conn) = st.conns.get(&c) {
-                self.deliver(&conn.out, &frames);
+        everyone.finish(everyone_frames);
+        for (c, (b, frames)) in per_conn.iter_mut() {
+            b.finish(frames);
+            if frames.is_empty() {
+                continue;
             }
+            if let Some(conn) = st.conns.get(c) {
+                self.deliver(&conn.out, frames);
+            }
+            frames.clear();
         }
         if !everyone_frames.is_empty() {
             // Once per tcpcopy, not per connection: a duplicated SYN-ACK would make tcpcopy send a
@@ -212,9 +239,10 @@ impl Hub {
             for conn in st.conns.values() {
                 if !served.contains(&conn.owner) {
                     served.push(conn.owner);
-                    self.deliver(&conn.out, &everyone_frames);
+                    self.deliver(&conn.out, everyone_frames);
                 }
             }
+            everyone_frames.clear();
         }
     }
 
@@ -359,9 +387,28 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let route_timeout = Duration::from_secs(cli.route_timeout);
     let mut last_expiry = Instant::now();
     let mut last_stats = Instant::now();
+    // Wait for connections in a poll (woken at least every 200 ms for stop, expiry and stats).
+    let mut poll = mio::Poll::new().context("cannot create a poll")?;
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&listener.as_raw_fd()),
+            mio::Token(0),
+            mio::Interest::READABLE,
+        )
+        .context("cannot poll the listening socket")?;
+    let mut events = mio::Events::with_capacity(8);
     while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, peer)) => {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(200))) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).context("poll failed");
+            }
+        }
+        // Edge-triggered: take every pending connection.
+        while let Some(accepted) = accept_one(&listener) {
+            let Ok((stream, peer)) = accepted else {
+                break;
+            };
+            {
                 let hub = hub.clone();
                 let allowed = allow.as_ref().is_none_or(|a| a.contains(&peer.ip()));
                 let stop = stop.clone();
@@ -371,14 +418,6 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 if let Err(e) = spawned {
                     warn!("refusing tcpcopy {peer}: cannot start a thread: {e}");
                 }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => {
-                // E.g. out of file descriptors: don't spin.
-                warn!("accept: {e}");
-                thread::sleep(Duration::from_millis(100));
             }
         }
         if last_expiry.elapsed() >= Duration::from_secs(1) {
@@ -392,6 +431,23 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     info!("{}", summary(&hub));
     Ok(())
+}
+
+/// The next pending connection: `None` when there is none; an error is logged (e.g. out of file
+/// descriptors: the next poll tries again).
+fn accept_one(listener: &TcpListener) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
+    loop {
+        match listener.accept() {
+            Ok(conn) => return Some(Ok(conn)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+            Err(e) => {
+                warn!("accept: {e}");
+                thread::sleep(Duration::from_millis(100));
+                return Some(Err(e));
+            }
+        }
+    }
 }
 
 pub fn summary(hub: &Hub) -> String {
@@ -410,34 +466,57 @@ pub fn summary(hub: &Hub) -> String {
 }
 
 fn spawn_ring_source(
-    ring: RingCapture,
+    mut ring: RingCapture,
     hub: Arc<Hub>,
     batch: usize,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let drops = hub.capture_drops.clone();
-    crate::plumbing::spawn_capture_loop(
-        ring,
-        stop,
-        drops,
-        move |packets| {
-            hub.dispatch(packets.iter(), batch);
-            true
-        },
-        |e| warn!("capture failed: {e}"),
-    )
+    thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            crate::plumbing::raise_capture_priority();
+            let mut scratch = Scratch::default();
+            let mut packets = PacketBatch::default();
+            let mut checked = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if checked.elapsed() >= Duration::from_secs(1) {
+                    checked = Instant::now();
+                    if let Ok(st) = ring.stats() {
+                        hub.capture_drops.store(st.drops, Ordering::Relaxed);
+                    }
+                }
+                packets.clear();
+                let r = ring.poll_batch(Duration::from_millis(100), |p| {
+                    // The filter drops outgoing packets in the kernel already; a second guard.
+                    if p.pkttype != libc::PACKET_OUTGOING {
+                        packets.push(p.data)
+                    }
+                });
+                match r {
+                    Ok(_) if packets.is_empty() => {}
+                    Ok(_) => hub.dispatch(packets.iter(), batch, &mut scratch),
+                    Err(e) => return warn!("capture failed: {e}"),
+                }
+            }
+        })
+        .context("cannot start a capture thread")?;
+    Ok(())
 }
 
 fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("nfqueue".into())
-        .spawn(move || loop {
-            let mut buf = crate::plumbing::PacketBatch::default();
-            match queue.recv_drop(|p| buf.push(p)) {
-                Ok(_) => hub.dispatch(buf.iter(), batch),
-                Err(e) => {
-                    warn!("NFQUEUE read failed: {e}");
-                    thread::sleep(Duration::from_millis(10));
+        .spawn(move || {
+            let mut scratch = Scratch::default();
+            let mut buf = PacketBatch::default();
+            loop {
+                buf.clear();
+                match queue.recv_drop(|p| buf.push(p)) {
+                    Ok(_) => hub.dispatch(buf.iter(), batch, &mut scratch),
+                    Err(e) => {
+                        warn!("NFQUEUE read failed: {e}");
+                        thread::sleep(Duration::from_millis(10));
+                    }
                 }
             }
         })

@@ -227,11 +227,8 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
                 .register(&mut SourceFd(&r.as_raw_fd()), RING, Interest::READABLE)
                 .context("cannot poll the capture ring")?;
             ring = Some(r);
-            // This thread empties the ring: ahead of ordinary work on a busy host (best effort,
-            // without privilege it keeps the default priority).
-            if let Err(e) = tcio::sched::set_thread_nice(CAPTURE_NICE) {
-                debug!("priority unchanged: {e}");
-            }
+            // This thread empties the ring.
+            crate::plumbing::raise_capture_priority();
         }
         Input::File { path, accelerate } => {
             let source = source.take().context("replay source")?;
@@ -435,9 +432,6 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         input_error: input_done.and_then(|r| r.err()),
     })
 }
-
-/// Nice value of the thread that empties the capture ring.
-const CAPTURE_NICE: i32 = -10;
 
 /// Reads everything an intercept connection has and hands each response to the core; an error
 /// (or the end of the stream) is the reason the connection is over.

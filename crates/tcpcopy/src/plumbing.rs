@@ -47,6 +47,12 @@ impl PacketBatch {
     pub fn len(&self) -> usize {
         self.ends.len()
     }
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.times.clear();
+    }
     /// Packet bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len()
@@ -67,6 +73,14 @@ impl PacketBatch {
 /// Nice value of capture threads: ahead of ordinary work on a busy host.
 const CAPTURE_NICE: i32 = -10;
 
+/// Puts the calling thread, which empties a capture ring, ahead of ordinary work (best effort:
+/// without privilege it keeps the default priority).
+pub fn raise_capture_priority() {
+    if let Err(e) = tcio::sched::set_thread_nice(CAPTURE_NICE) {
+        tracing::debug!("capture thread priority unchanged: {e}");
+    }
+}
+
 /// Runs a capture ring on its own thread until `stop`: each non-empty batch of received packets
 /// (our own outgoing packets excluded) goes to `on_batch`, which returns false to end the loop.
 /// `drops` follows the kernel's count of packets the ring had no room for (read about once a second).
@@ -80,10 +94,7 @@ pub fn spawn_capture_loop(
     thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
-            // Best effort: without privilege the thread keeps the default priority.
-            if let Err(e) = tcio::sched::set_thread_nice(CAPTURE_NICE) {
-                tracing::debug!("capture thread priority unchanged: {e}");
-            }
+            raise_capture_priority();
             let mut checked = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 if checked.elapsed() >= Duration::from_secs(1) {
