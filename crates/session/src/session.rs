@@ -232,11 +232,24 @@ impl Replicator {
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
-            match self.sessions.get(&id) {
-                Some(s) if s.queued_at == Some(at) => return Some(at),
-                _ => {
-                    self.timers.pop();
-                }
+            let Some(s) = self.sessions.get_mut(&id) else {
+                self.timers.pop();
+                continue;
+            };
+            if s.queued_at != Some(at) {
+                self.timers.pop();
+                continue;
+            }
+            // The entry may be earlier than the session's deadline now (see `schedule`): queue
+            // the real one instead, so that the time returned is exact.
+            let real = Self::deadline(&self.config, s);
+            if real == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+            s.queued_at = real;
+            if let Some(real) = real {
+                self.timers.push(Reverse((real, id)));
             }
         }
         None
@@ -700,31 +713,45 @@ impl Replicator {
         self.schedule(id);
     }
 
+    /// When `s` next needs attention: its earliest timer.
+    fn deadline(config: &Config, s: &Session) -> Option<Instant> {
+        if s.state == State::Closed {
+            return s.closed_at.map(|c| c + LINGER);
+        }
+        let mut at = s.last_activity + config.session_timeout;
+        if let Some(r) = s.rtx_at {
+            at = at.min(r);
+        }
+        if let Some(w) = s.waiting_since {
+            at = at.min(w + config.response_wait);
+        }
+        if let Some(a) = s.ack_due {
+            at = at.min(a);
+        }
+        Some(at)
+    }
+
     fn schedule(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        let at = if s.state == State::Closed {
-            s.closed_at.map(|c| c + LINGER)
-        } else {
-            let mut at = s.last_activity + self.config.session_timeout;
-            if let Some(r) = s.rtx_at {
-                at = at.min(r);
-            }
-            if let Some(w) = s.waiting_since {
-                at = at.min(w + self.config.response_wait);
-            }
-            if let Some(a) = s.ack_due {
-                at = at.min(a);
-            }
-            Some(at)
+        let at = Self::deadline(&self.config, s);
+        // Most packets move a deadline later (the idle timeout, the retransmission timer): the
+        // wakeup already queued for the earlier time then stays, and when it comes the session
+        // is looked at and queued again for its real deadline. Only an earlier deadline needs a
+        // new heap entry, so a busy session costs a heap push per timer it actually waits on,
+        // not one per packet.
+        let earlier = match (at, s.queued_at) {
+            (Some(at), Some(queued)) => at < queued,
+            (Some(_), None) => true,
+            (None, _) => false,
         };
-        if at != s.queued_at {
+        if earlier {
             s.queued_at = at;
             if let Some(at) = at {
                 self.timers.push(Reverse((at, id)));
-                // Deadlines move with every packet, leaving stale entries behind: rebuild the heap
-                // from the live deadlines once stale ones dominate, so it stays O(sessions).
+                // An earlier deadline leaves the later entry behind: rebuild the heap from the
+                // live deadlines once stale ones dominate, so it stays O(sessions).
                 if self.timers.len() > 2 * self.sessions.len() + 1024 {
                     self.timers = self
                         .sessions
