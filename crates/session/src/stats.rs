@@ -61,6 +61,41 @@ pub struct Stats {
     pub capture_drops: u64,
 }
 
+/// Counters of several replicators (one per capture thread) added up.
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.captured_packets += o.captured_packets;
+        self.ignored_packets += o.ignored_packets;
+        self.sampled_out_packets += o.sampled_out_packets;
+        self.malformed_packets += o.malformed_packets;
+        self.duplicate_segments += o.duplicate_segments;
+        self.client_bytes += o.client_bytes;
+        self.target_bytes += o.target_bytes;
+        self.sessions_created += o.sessions_created;
+        self.sessions_joined += o.sessions_joined;
+        self.sessions_completed += o.sessions_completed;
+        self.sessions_reset_by_client += o.sessions_reset_by_client;
+        self.sessions_reset_by_target += o.sessions_reset_by_target;
+        self.sessions_timed_out += o.sessions_timed_out;
+        self.sessions_failed += o.sessions_failed;
+        self.sessions_overflowed += o.sessions_overflowed;
+        self.sessions_active += o.sessions_active;
+        self.sessions_port_reused += o.sessions_port_reused;
+        self.stale_target_connections += o.stale_target_connections;
+        self.requests_online += o.requests_online;
+        self.requests_target += o.requests_target;
+        self.responses += o.responses;
+        self.responses_unknown += o.responses_unknown;
+        self.packets_sent += o.packets_sent;
+        self.retransmits += o.retransmits;
+        self.fast_retransmits += o.fast_retransmits;
+        self.truncated_packets += o.truncated_packets;
+        self.super_segments += o.super_segments;
+        self.bytes_buffered += o.bytes_buffered;
+        self.capture_drops += o.capture_drops;
+    }
+}
+
 impl Stats {
     /// Share of online requests the target has not (yet) acknowledged, 0.0 to 1.0.
     pub fn loss_rate(&self) -> f64 {

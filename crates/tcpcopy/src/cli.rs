@@ -49,6 +49,9 @@ pub enum TcpcopyCommand {
         /// would, instead of inside the sender's send call: CPU figures are then each program's own.
         #[arg(long)]
         threaded_receive: bool,
+        /// Capture threads of tcpcopy and of intercept (their --threads).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: u16,
     },
 }
 
@@ -93,9 +96,13 @@ pub struct TcpcopyOpts {
     /// Milliseconds to wait for the target's answer before sending the next request anyway
     #[arg(long = "response-wait", value_name = "MS", default_value_t = 500)]
     pub response_wait: u64,
-    /// Connections to each intercept
+    /// Connections to each intercept (per capture thread)
     #[arg(short = 'C', long = "connections", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub connections: u16,
+    /// Capture threads: the kernel spreads client connections over them by flow hash
+    /// (PACKET_FANOUT), each with its own sessions, sender and intercept connections
+    #[arg(long = "threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
     /// Default intercept port
     #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT)]
     pub port: u16,
@@ -151,6 +158,10 @@ pub struct InterceptCli {
     /// Allowed tcpcopy hosts: ip[,ip] (default: any)
     #[arg(short = 'x', long = "allow", value_name = "IPS", value_parser = parse_ip_list)]
     pub allow: Option<std::vec::Vec<IpAddr>>,
+    /// Capture threads per interface (assistant mode): the kernel spreads flows over them
+    /// (PACKET_FANOUT)
+    #[arg(long = "threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
     /// Responses batched per message at most (a batch also leaves at the end of each capture round)
     #[arg(short = 'n', long = "batch", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub batch: u16,

@@ -335,7 +335,12 @@ fn bench_row(
     })
 }
 
-pub fn run_bench(seconds: u64, which: &[u8], threaded_receive: bool) -> anyhow::Result<()> {
+pub fn run_bench(
+    seconds: u64,
+    which: &[u8],
+    threaded_receive: bool,
+    threads: u16,
+) -> anyhow::Result<()> {
     preflight()?;
     anyhow::ensure!(
         lab::wrk::wrk_binary().is_some(),
@@ -349,9 +354,12 @@ pub fn run_bench(seconds: u64, which: &[u8], threaded_receive: bool) -> anyhow::
     let spec = ScenarioSpec {
         start_tcpcopy: false,
         threaded_receive,
+        extra_tcpcopy_args: vec!["--threads".into(), threads.to_string()],
+        extra_intercept_args: vec!["--threads".into(), threads.to_string()],
         ..ScenarioSpec::new("tcbench", Mode::Assistant, Servers::Nginx, bin_dir()?)
     };
     println!("tcpcopy bench: nginx (1 KB answers) online and at the target, intercept on the assistant, wrk -t2 from the client, {seconds} s per row");
+    println!("capture threads: {threads} in tcpcopy, {threads} in intercept");
     println!(
         "lab receive path: {}",
         if threaded_receive {

@@ -366,16 +366,24 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 .collect(),
             None => vec![None],
         };
-        for iface in ifaces {
-            let cfg = RingConfig {
-                interface: iface.clone(),
-                filter: filter.compile(),
-                ..RingConfig::default()
-            };
-            let ring = RingCapture::open(&cfg).context("cannot start capturing (run as root)")?;
-            spawn_ring_source(ring, hub.clone(), batch, stop.clone())?;
+        let threads = cli.threads.max(1);
+        for (i, iface) in ifaces.into_iter().enumerate() {
+            // Several threads per interface share its packets by flow hash, so one session's
+            // responses stay on one thread, in order.
+            let fanout = (threads > 1).then(|| (std::process::id() as u16).wrapping_add(i as u16));
+            for _ in 0..threads {
+                let cfg = RingConfig {
+                    interface: iface.clone(),
+                    filter: filter.compile(),
+                    fanout,
+                    ..RingConfig::default()
+                };
+                let ring =
+                    RingCapture::open(&cfg).context("cannot start capturing (run as root)")?;
+                spawn_ring_source(ring, hub.clone(), batch, stop.clone())?;
+            }
             info!(
-                "assistant mode: capturing responses on {}",
+                "assistant mode: capturing responses on {} ({threads} thread(s))",
                 iface.as_deref().unwrap_or("all interfaces")
             );
         }
@@ -478,11 +486,15 @@ fn spawn_ring_source(
             let mut scratch = Scratch::default();
             let mut packets = PacketBatch::default();
             let mut checked = Instant::now();
+            // Several rings add to one counter: each adds what it newly counted.
+            let mut counted = 0;
             while !stop.load(Ordering::Relaxed) {
                 if checked.elapsed() >= Duration::from_secs(1) {
                     checked = Instant::now();
                     if let Ok(st) = ring.stats() {
-                        hub.capture_drops.store(st.drops, Ordering::Relaxed);
+                        hub.capture_drops
+                            .fetch_add(st.drops - counted, Ordering::Relaxed);
+                        counted = st.drops;
                     }
                 }
                 packets.clear();
@@ -651,6 +663,9 @@ pub fn validate(cli: &InterceptCli) -> Result<(), String> {
         return Err(
             "-i/--interface is for assistant mode and cannot be combined with -q/--queue".into(),
         );
+    }
+    if cli.queue && cli.threads > 1 {
+        return Err("--threads is for assistant mode: queue mode reads one NFQUEUE".into());
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,8 @@ pub struct LiveConfig {
     pub core: Config,
     pub intercepts: Vec<SocketAddr>,
     pub connections: u16,
+    /// Capture threads (live capture only), each a replicator of its own.
+    pub threads: u16,
     pub input: Input,
     /// Write captured client packets to this pcapng file.
     pub record: Option<PathBuf>,
@@ -137,6 +139,21 @@ impl LiveConfig {
         core.sample_percent = o.percent;
         core.max_buffered_bytes = (o.memory as usize).saturating_mul(1 << 20);
         core.max_session_bytes = core.max_buffered_bytes / 4;
+        if o.threads > 1 {
+            if !matches!(input, Input::Capture { .. }) || o.record.is_some() {
+                return Err(
+                    "--threads: several capture threads only for a live capture without --record"
+                        .into(),
+                );
+            }
+            if !core.fake_clients.is_empty() && core.fake_clients.len() < usize::from(o.threads) {
+                return Err(format!(
+                    "--threads {}: each capture thread needs fake client addresses of its own, and -c gives {}",
+                    o.threads,
+                    core.fake_clients.len()
+                ));
+            }
+        }
         Ok(LiveConfig {
             core,
             intercepts: servers
@@ -144,6 +161,7 @@ impl LiveConfig {
                 .map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port)))
                 .collect(),
             connections: o.connections,
+            threads: o.threads,
             input,
             record: o.record.clone(),
             stats_interval: Duration::from_secs(o.stats_interval),
@@ -203,6 +221,94 @@ impl Link {
 /// connection and a waker, and on each wake reads what is ready, runs the core and sends. Threads
 /// only connect to intercepts (and read a replayed file), handing results over in a mailbox.
 pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
+    let count = usize::from(cfg.threads.max(1));
+    if count == 1 {
+        return run_worker(&cfg, stop, &Worker::single());
+    }
+    // Each thread replicates the client connections the kernel's flow hash gives its ring: its
+    // own sessions, fake client addresses (every count-th), sender and intercept connections.
+    let shared = Arc::new(Mutex::new(vec![Stats::default(); count]));
+    let group = (std::process::id() & 0xffff) as u16;
+    let cfg = Arc::new(cfg);
+    let mut handles = Vec::new();
+    for index in 1..count {
+        let (cfg, stop, shared) = (cfg.clone(), stop.clone(), shared.clone());
+        let worker = Worker {
+            index,
+            count,
+            fanout: Some(group),
+            shared,
+        };
+        handles.push(
+            thread::Builder::new()
+                .name(format!("replicate-{index}"))
+                .spawn(move || {
+                    let r = run_worker(&cfg, stop.clone(), &worker);
+                    // One thread failing ends the run.
+                    stop.store(true, Ordering::Relaxed);
+                    r
+                })
+                .context("cannot start a capture thread")?,
+        );
+    }
+    let first = run_worker(
+        &cfg,
+        stop.clone(),
+        &Worker {
+            index: 0,
+            count,
+            fanout: Some(group),
+            shared,
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut report = first?;
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a capture thread panicked"))??;
+        report.stats += r.stats;
+    }
+    Ok(report)
+}
+
+/// Which of the capture threads this is.
+struct Worker {
+    index: usize,
+    count: usize,
+    /// The PACKET_FANOUT group the rings share.
+    fanout: Option<u16>,
+    /// Each thread's latest counters, for one statistics line over all of them.
+    shared: Arc<Mutex<Vec<Stats>>>,
+}
+
+impl Worker {
+    fn single() -> Worker {
+        Worker {
+            index: 0,
+            count: 1,
+            fanout: None,
+            shared: Arc::new(Mutex::new(vec![Stats::default()])),
+        }
+    }
+
+    /// Publishes this thread's counters and returns the sum over all threads.
+    fn publish(&self, st: Stats) -> Stats {
+        let mut all = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        all[self.index] = st;
+        let mut sum = Stats::default();
+        for s in all.iter() {
+            sum += *s;
+        }
+        sum
+    }
+}
+
+fn run_worker(
+    cfg: &LiveConfig,
+    stop: Arc<AtomicBool>,
+    worker: &Worker,
+) -> anyhow::Result<RunReport> {
     // A file that cannot be read fails before anything else (and needs no privilege).
     let mut source = match &cfg.input {
         Input::File { path, .. } => Some(PcapSource::open(path)?),
@@ -222,7 +328,7 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
     let mut ring = None;
     match &cfg.input {
         Input::Capture { interface } => {
-            let r = open_ring(&cfg, interface.as_deref())?;
+            let r = open_ring(cfg, interface.as_deref(), worker.fanout)?;
             poll.registry()
                 .register(&mut SourceFd(&r.as_raw_fd()), RING, Interest::READABLE)
                 .context("cannot poll the capture ring")?;
@@ -266,12 +372,24 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         for _ in 0..cfg.connections {
             let idx = conn_addrs.len();
             conn_addrs.push(server);
-            spawn_intercept_conn(idx, server, tx.clone(), stop.clone())?;
+            let instance = std::process::id()
+                .wrapping_mul(64)
+                .wrapping_add(worker.index as u32);
+            spawn_intercept_conn(idx, server, instance, tx.clone(), stop.clone())?;
         }
     }
 
     let started = Instant::now();
-    let mut core = Replicator::new(cfg.core.clone());
+    let mut core_cfg = cfg.core.clone();
+    // Fake client endpoints must not collide between threads: each takes every count-th address.
+    core_cfg.fake_clients = core_cfg
+        .fake_clients
+        .iter()
+        .skip(worker.index)
+        .step_by(worker.count)
+        .copied()
+        .collect();
+    let mut core = Replicator::new(core_cfg);
     let mut links: Vec<Option<Link>> = (0..conn_addrs.len()).map(|_| None).collect();
     let mut frame = Vec::new();
     let mut send_errors = 0u64;
@@ -400,7 +518,11 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         });
         if !cfg.stats_interval.is_zero() && last_stats.elapsed() >= cfg.stats_interval {
             last_stats = Instant::now();
-            info!("{}", stats(&core, capture_drops));
+            // One line for all capture threads, from the first.
+            let all = worker.publish(stats(&core, capture_drops));
+            if worker.index == 0 {
+                info!("{all}");
+            }
         }
         // A replay ends once its file is read and every session finished, or nothing moved for
         // a while (sessions the recording cut off never finish).
@@ -426,6 +548,17 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
     }
     if let Some(r) = recorder {
         r.finish().context("--record: finishing the file")?;
+    }
+    if worker.count > 1 {
+        let st = core.stats();
+        info!(
+            "capture thread {}: sessions {}, captured {}, requests online {} target {}",
+            worker.index,
+            st.sessions_created,
+            st.captured_packets,
+            st.requests_online,
+            st.requests_target
+        );
     }
     Ok(RunReport {
         stats: stats(&core, capture_drops),
@@ -491,7 +624,11 @@ struct EventCtx<'a> {
     input_done: &'a mut Option<Result<SourceStats, String>>,
 }
 
-fn open_ring(cfg: &LiveConfig, interface: Option<&str>) -> anyhow::Result<RingCapture> {
+fn open_ring(
+    cfg: &LiveConfig,
+    interface: Option<&str>,
+    fanout: Option<u16>,
+) -> anyhow::Result<RingCapture> {
     let filter = TcpFilter {
         dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
         dst_addrs: online_v4_addrs(cfg),
@@ -503,6 +640,7 @@ fn open_ring(cfg: &LiveConfig, interface: Option<&str>) -> anyhow::Result<RingCa
         interface: interface.map(String::from),
         filter: filter.compile(),
         ignore_outgoing: true,
+        fanout,
         ..RingConfig::default()
     };
     let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
@@ -738,6 +876,7 @@ fn spawn_file_reader(
 fn spawn_intercept_conn(
     idx: usize,
     server: SocketAddr,
+    instance: u32,
     tx: Events,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -747,7 +886,7 @@ fn spawn_intercept_conn(
             let mut backoff = Duration::from_millis(100);
             let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                match connect(server) {
+                match connect(server, instance) {
                     Ok((stream, dec)) => {
                         failures = 0;
                         backoff = Duration::from_millis(100);
@@ -783,14 +922,16 @@ fn spawn_intercept_conn(
     Ok(())
 }
 
-/// Connects and performs the hello/welcome exchange.
-fn connect(server: SocketAddr) -> anyhow::Result<(TcpStream, Decoder)> {
+/// Connects and performs the hello/welcome exchange; `instance` tells this capture thread's
+/// connections apart from other threads' (intercept sends a response it cannot route once per
+/// instance).
+fn connect(server: SocketAddr, instance: u32) -> anyhow::Result<(TcpStream, Decoder)> {
     let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut hello = Vec::new();
-    protocol::encode_hello(&mut hello, 0, std::process::id());
+    protocol::encode_hello(&mut hello, 0, instance);
     s.write_all(&hello)?;
     let mut dec = Decoder::new();
     read_first_message(&mut s, &mut dec, protocol::check_welcome)??;

@@ -59,6 +59,7 @@ pub struct ScenarioSpec {
     /// Directory holding the `tcpcopy` and `intercept` binaries.
     pub bin_dir: PathBuf,
     pub extra_tcpcopy_args: Vec<String>,
+    pub extra_intercept_args: Vec<String>,
     /// Start intercept (false: the test starts it later with [`Scenario::start_intercept`]).
     pub start_intercept: bool,
     /// Start tcpcopy (false: later, with [`Scenario::start_tcpcopy`]).
@@ -82,6 +83,7 @@ impl ScenarioSpec {
             servers,
             bin_dir,
             extra_tcpcopy_args: Vec::new(),
+            extra_intercept_args: Vec::new(),
             start_intercept: true,
             start_tcpcopy: true,
             offload: false,
@@ -142,6 +144,7 @@ pub struct Scenario {
     port: u16,
     bin_dir: PathBuf,
     tcpcopy_args: Vec<String>,
+    intercept_args: Vec<String>,
 }
 
 /// A further online host: its own server and its own tcpcopy, feeding the same target and intercept.
@@ -217,6 +220,7 @@ impl Scenario {
             port,
             bin_dir: spec.bin_dir.clone(),
             tcpcopy_args: Vec::new(),
+            intercept_args: spec.extra_intercept_args.clone(),
         };
         if spec.start_intercept {
             sc.start_intercept()?;
@@ -396,6 +400,10 @@ impl Scenario {
                 vec!["-q".into(), "--port".into(), self.port.to_string()],
             ),
         };
+        let args: Vec<String> = args
+            .into_iter()
+            .chain(self.intercept_args.iter().cloned())
+            .collect();
         let n = std::fs::read_dir(self.scratch.path())?.count();
         let log = self.scratch.path().join(format!("intercept-{n}.log"));
         let exe = self.bin_dir.join("intercept");

@@ -46,8 +46,14 @@ fn load(prefix: &str, conns: usize, per_conn: usize, short: usize) -> LoadSpec {
 /// ever reaching the client namespace. With `loss_percent`, the target host drops that share of
 /// the service's packets in both directions.
 fn full_replication(mode: Mode, tag: &str, loss_percent: Option<f64>) {
+    full_replication_with(spec(tag, mode), loss_percent);
+}
+
+fn full_replication_with(scenario: ScenarioSpec, loss_percent: Option<f64>) -> String {
     let _guard = common::sequential();
-    let mut sc = Scenario::start(&spec(tag, mode)).expect("scenario starts");
+    let (mode, tag) = (scenario.mode, scenario.tag.clone());
+    let tag = tag.as_str();
+    let mut sc = Scenario::start(&scenario).expect("scenario starts");
     if let Some(p) = loss_percent {
         sc.inject_target_loss(p).expect("loss rules");
     }
@@ -119,6 +125,7 @@ fn full_replication(mode: Mode, tag: &str, loss_percent: Option<f64>) {
         );
     }
     eprintln!("{final_line}");
+    log
 }
 
 #[test]
@@ -131,6 +138,33 @@ fn assistant_mode_replicates_every_request_in_order() {
 #[test]
 fn two_percent_loss_at_the_target_loses_no_request() {
     full_replication(Mode::Assistant, "tcL", Some(2.0));
+}
+
+/// Issue 6: two capture threads in tcpcopy (PACKET_FANOUT, each with its own sessions, fake
+/// addresses and intercept connections) and two in intercept replicate the same load exactly.
+#[test]
+fn two_capture_threads_on_both_sides_replicate_every_request_in_order() {
+    let mut s = spec("tcT", Mode::Assistant);
+    s.extra_tcpcopy_args = vec!["--threads".into(), "2".into()];
+    s.extra_intercept_args = vec!["--threads".into(), "2".into()];
+    let log = full_replication_with(s, None);
+    // Both threads had sessions of their own: the kernel spread the connections.
+    for t in 0..2 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("capture thread {t}:")))
+            .unwrap_or_else(|| panic!("no summary of capture thread {t}:\n{log}"));
+        let sessions: u64 = line
+            .split("sessions ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            sessions > 100,
+            "capture thread {t} replicated little: {line}"
+        );
+    }
 }
 
 #[test]

@@ -17,8 +17,9 @@ fn main() {
             seconds,
             rows,
             threaded_receive,
+            threads,
             ..
-        }) => demo::run_bench(seconds, &rows, threaded_receive),
+        }) => demo::run_bench(seconds, &rows, threaded_receive, threads),
         None => run_live(&args),
     };
     if let Err(e) = result {
