@@ -76,6 +76,25 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
         &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "--bogus"],
         "--bogus",
     );
+    assert_usage_error(
+        t,
+        &[
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+            "-c",
+            "198.19.0.1,198.19.0.2",
+            "--threads",
+            "4",
+        ],
+        "--threads",
+    );
+    assert_usage_error(
+        t,
+        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "--threads", "0"],
+        "--threads",
+    );
     assert_usage_error(t, &["-s", "198.18.0.40"], "-x/--transfer");
     assert_usage_error(t, &["-x", "80-198.18.0.30:80"], "-s/--intercept");
     assert_usage_error(
@@ -100,6 +119,8 @@ fn intercept_rejects_bad_options_in_one_line() {
     assert_usage_error(i, &["-x", "1.2.3"], "--allow");
     assert_usage_error(i, &["-n", "0"], "--batch");
     assert_usage_error(i, &["-q", "--port", "80", "-i", "eth0"], "-i/--interface");
+    assert_usage_error(i, &["-q", "--port", "80", "--threads", "2"], "--threads");
+    assert_usage_error(i, &["--threads", "0"], "--threads");
 }
 
 #[test]
