@@ -4,32 +4,30 @@
 //! segments round robin) at an address of the online host's segment that no host owns: the
 //! online host's kernel drops them right after its capture ring saw them, so nothing but the
 //! pipeline under test works on them. On the online host the real pieces run as `tcpcopy` runs
-//! them: the capture ring on its thread, the batch channel, the session core, and the batched raw
+//! them, on one thread: the capture ring read in place, the session core, and the batched raw
 //! sender, towards a target behind a veth whose far end drops every frame on arrival (the
-//! kernel's whole send path, and a receive path that ends at once). The target's answers are made up in process: a SYN-ACK for every SYN
-//! the core sends, and one cumulative ACK per session and round for the data it sends.
+//! kernel's whole send path, and a receive path that ends at once). The target's answers are
+//! made up in process: a SYN-ACK for every SYN the core sends, and one cumulative ACK per session
+//! and round for the data it sends.
 //!
-//! What is measured: packets captured and sent per second, the ring's drops, and the CPU time
-//! of the pipeline's threads per packet (the receive path into the ring runs in the sender's
-//! context on a veth, so that part is the generator's, as it would be a NIC's interrupt).
+//! What is measured: packets captured and sent per second, the ring's drops, and the pipeline
+//! thread's CPU time per packet (the receive path into the ring runs in the sender's context on
+//! a veth, so that part is the generator's, as it would be a NIC's interrupt).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::bounded;
 use lab::{Lab, LabSpec};
 use session::{Config, Replicator, Rule};
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
 use tcio::raw::{PacketSink, RawSender};
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
-
-use crate::plumbing::{spawn_capture_loop, PacketBatch};
 
 const SESSIONS: u16 = 256;
 const PAYLOAD: usize = 64;
@@ -161,6 +159,12 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
         lab::netlab::is_root(),
         "the benchmark builds network namespaces: run it as root"
     );
+    // With NAPI on the veths, GRO merges the generator's small segments, and the ring then missed
+    // some of them (seen once, not understood yet): not a measurement to trust.
+    anyhow::ensure!(
+        !threaded_receive,
+        "bench --pps: --threaded-receive is not supported"
+    );
     let stop_signal = crate::plumbing::stop_on_signals()?;
     lab::netlab::cleanup_orphans("tcpps");
     let lab = Lab::create(&LabSpec {
@@ -227,7 +231,7 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
         drop_outgoing: true,
         ..TcpFilter::default()
     };
-    let ring = lab.run_in(&onl, || {
+    let mut ring = lab.run_in(&onl, || {
         RingCapture::open(&RingConfig {
             interface: Some(Lab::IFACE.into()),
             filter: filter.compile(),
@@ -237,37 +241,14 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
     })?;
     let mut sender = lab.run_in(&onl, RawSender::open)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let drops = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = bounded::<PacketBatch>(4096);
-    // The capture thread's CPU seconds since its first batch, read from /proc about every 50 ms
-    // (in microseconds, so that an atomic can carry it).
-    let capture_cpu_us = Arc::new(AtomicU64::new(0));
-    {
-        let capture_cpu_us = capture_cpu_us.clone();
-        let mut first: Option<f64> = None;
-        let mut last_read = Instant::now();
-        spawn_capture_loop(
-            ring,
-            stop.clone(),
-            drops.clone(),
-            move |batch| {
-                let c0 = *first.get_or_insert_with(thread_cpu);
-                if last_read.elapsed() >= Duration::from_millis(50) {
-                    last_read = Instant::now();
-                    let used = ((thread_cpu() - c0) * 1e6) as u64;
-                    capture_cpu_us.store(used, Ordering::Relaxed);
-                }
-                tx.send(batch).is_ok()
-            },
-            |e| eprintln!("capture failed: {e}"),
-        )?;
-    }
     println!("tcpcopy bench --pps: {SESSIONS} sessions of {PAYLOAD}-byte segments from the client, captured on the online host, rewritten, sent to a link that drops them; {seconds} s");
     let generator = {
         let stop = stop.clone();
         let cli = cli.clone();
         thread::spawn(move || lab::run_in_ns(&cli, || generate(&stop)))
     };
+    // As in tcpcopy: one thread waits on the ring, handles what it holds in place, sends.
+    crate::plumbing::raise_capture_priority();
     let mut core = Replicator::new(cfg);
     let mut target = FakeTarget::default();
     let started = Instant::now();
@@ -275,15 +256,16 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
     let mut send_failures = 0u64;
     let end = started + Duration::from_secs(seconds);
     while Instant::now() < end && !stop_signal.load(Ordering::Relaxed) {
-        let Ok(batch) = rx.recv_timeout(Duration::from_millis(100)) else {
-            continue;
-        };
-        let now = Instant::now();
-        for batch in std::iter::once(batch).chain(rx.try_iter().take(64)) {
-            for p in batch.iter() {
-                core.handle_capture(now, p);
+        let mut now = Instant::now();
+        let got = ring.poll_batch(Duration::from_millis(100), |p| {
+            if p.pkttype != libc::PACKET_OUTGOING {
+                core.handle_capture(now, p.data);
             }
+        })?;
+        if got == 0 {
+            continue;
         }
+        now = Instant::now();
         core.handle_timeout(now);
         core.drain_transmits(|p| {
             target.saw(p);
@@ -301,11 +283,10 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let st = core.stats();
     let core_cpu = thread_cpu() - main_cpu0;
-    let cap_cpu = capture_cpu_us.load(Ordering::Relaxed) as f64 / 1e6;
     let (generated, gen_cpu) = generator
         .join()
         .map_err(|_| anyhow::anyhow!("generator panicked"))??;
-    let per_packet = (core_cpu + cap_cpu) * 1e6 / st.captured_packets.max(1) as f64;
+    let per_packet = core_cpu * 1e6 / st.captured_packets.max(1) as f64;
     println!();
     println!(
         "generator   {:>10.0} packets/s ({} in all, {:.0}% of a core)",
@@ -316,16 +297,15 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
     println!(
         "captured    {:>10.0} packets/s  (ring drops {})",
         st.captured_packets as f64 / secs,
-        drops.load(Ordering::Relaxed)
+        ring.stats().map(|s| s.drops).unwrap_or(0)
     );
     println!(
         "sent        {:>10.0} packets/s  (send failures {send_failures})",
         st.packets_sent as f64 / secs
     );
     println!(
-        "pipeline CPU: core+send thread {:.0}%, capture thread {:.0}% of a core; {:.2} us per captured packet, so one core would carry {:.0} packets/s",
+        "pipeline CPU: {:.0}% of a core (capture, core and send on one thread); {:.2} us per captured packet, so one core would carry {:.0} packets/s",
         core_cpu * 100.0 / secs,
-        cap_cpu * 100.0 / secs,
         per_packet,
         1e6 / per_packet.max(1e-3)
     );

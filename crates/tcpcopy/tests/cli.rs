@@ -92,7 +92,14 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
     );
     assert_usage_error(
         t,
-        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "--threads", "0"],
+        &[
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+            "--threads",
+            "0",
+        ],
         "--threads",
     );
     assert_usage_error(t, &["-s", "198.18.0.40"], "-x/--transfer");

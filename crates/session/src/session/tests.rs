@@ -1485,3 +1485,19 @@ fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
     assert!(out[0].2.rst(), "the half-open session is reset: {out:?}");
     assert_eq!(out[1], (C2, 0, Flags::SYN, vec![]));
 }
+
+#[test]
+fn merged_small_segments_continue_the_stream() {
+    // GRO merges consecutive small segments into one packet below the MSS.
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, &[b'a'; 64]),
+    );
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 65, O_ISN + 1, Flags::ACK, &[b'b'; 640]),
+    );
+    assert_eq!(r.stats().client_bytes, 704);
+}
