@@ -159,11 +159,12 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
         lab::netlab::is_root(),
         "the benchmark builds network namespaces: run it as root"
     );
-    // With NAPI on the veths, GRO merges the generator's small segments, and the ring then missed
-    // some of them (seen once, not understood yet): not a measurement to trust.
+    // With NAPI on the veths the generator outruns the receive thread: the veth's receive ring
+    // overflows and drops segments before any capture sees them (tcpdump shows the same holes),
+    // and a generator never retransmits, so the sessions stall. Not a measurement of tcpcopy.
     anyhow::ensure!(
         !threaded_receive,
-        "bench --pps: --threaded-receive is not supported"
+        "bench --pps: --threaded-receive is not supported (the generator overruns the veth's receive ring)"
     );
     let stop_signal = crate::plumbing::stop_on_signals()?;
     lab::netlab::cleanup_orphans("tcpps");
