@@ -1411,12 +1411,8 @@ fn a_client_reset_goes_out_after_response_wait_without_an_answer() {
     assert!(out.len() == 1 && out[0].2.rst(), "{out:?}");
 }
 
-#[test]
-fn reused_port_waits_for_a_close_still_under_way_at_the_target() {
-    // Regression (bench, short connections unthrottled): the old request was acknowledged but not
-    // answered when the client reused the port; resetting the old session then lost the request
-    // in the target's receive queue.
-    let base = Instant::now();
+/// An established session whose client sent `old\n` and then closed (FIN captured).
+fn client_closed_after_one_request(base: Instant) -> Replicator {
     let mut r = established(base);
     r.handle_capture(
         ms(base, 2),
@@ -1426,6 +1422,16 @@ fn reused_port_waits_for_a_close_still_under_way_at_the_target() {
         ms(base, 3),
         &client_pkt(C_ISN + 5, O_ISN + 50, Flags::ACK | Flags::FIN, b""),
     );
+    r
+}
+
+#[test]
+fn reused_port_waits_for_a_close_still_under_way_at_the_target() {
+    // Regression (bench, short connections unthrottled): the old request was acknowledged but not
+    // answered when the client reused the port; resetting the old session then lost the request
+    // in the target's receive queue.
+    let base = Instant::now();
+    let mut r = client_closed_after_one_request(base);
     r.handle_response(
         ms(base, 3),
         &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 0),
@@ -1454,15 +1460,7 @@ fn reused_port_waits_for_a_close_still_under_way_at_the_target() {
 #[test]
 fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
     let base = Instant::now();
-    let mut r = established(base);
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"old\n"),
-    );
-    r.handle_capture(
-        ms(base, 3),
-        &client_pkt(C_ISN + 5, O_ISN + 50, Flags::ACK | Flags::FIN, b""),
-    );
+    let mut r = client_closed_after_one_request(base);
     // The target answers, acknowledges our FIN, and never closes its side.
     r.handle_response(
         ms(base, 4),
