@@ -140,13 +140,13 @@ impl RingCapture {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         sys::setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, &version)?;
-        if !cfg.filter.is_empty() {
-            let prog = libc::sock_fprog {
-                len: cfg.filter.len() as u16,
-                filter: cfg.filter.as_ptr().cast_mut(),
-            };
-            sys::setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
-                .map_err(sys::context("attach filter"))?;
+        if cfg.fanout.is_some() {
+            // A member of a fanout group takes nothing until `start`: until then it would take
+            // packets outside the group (before it joins), and the group's hash changes with
+            // every member that joins, splitting the connections that start meanwhile.
+            attach_filter(fd.as_fd(), &[DROP_ALL])?;
+        } else if !cfg.filter.is_empty() {
+            attach_filter(fd.as_fd(), &cfg.filter)?;
         }
         sys::setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
             .map_err(sys::context("set up ring"))?;
@@ -278,6 +278,22 @@ impl RingCapture {
         Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
     }
 
+    /// For a ring in a fanout group: puts `filter` in place of the drop-all filter it was opened
+    /// with, so that it starts taking packets. Call it once every member of the group is open.
+    pub fn start(&mut self, filter: &[Insn]) -> io::Result<()> {
+        if filter.is_empty() {
+            let off: libc::c_int = 0;
+            return sys::setsockopt(
+                self.fd.as_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_FILTER,
+                &off,
+            )
+            .map_err(sys::context("detach filter"));
+        }
+        attach_filter(self.fd.as_fd(), filter)
+    }
+
     /// Counters since the ring was opened (the kernel resets its own on every read).
     pub fn stats(&mut self) -> io::Result<CaptureStats> {
         let mut s = libc::tpacket_stats_v3 {
@@ -370,6 +386,24 @@ impl AsFd for RingCapture {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// `ret #0`: take nothing.
+const DROP_ALL: Insn = Insn {
+    code: (libc::BPF_RET | libc::BPF_K) as u16,
+    jt: 0,
+    jf: 0,
+    k: 0,
+};
+
+fn attach_filter(fd: std::os::fd::BorrowedFd<'_>, filter: &[Insn]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // The kernel copies the program during the call; `filter` outlives it.
+    sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+        .map_err(sys::context("attach filter"))
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {

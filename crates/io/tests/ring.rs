@@ -53,6 +53,12 @@ fn capture(
                 .iter()
                 .map(|c| RingCapture::open(c).unwrap())
                 .collect();
+            // Members of a fanout group take packets once all of them joined.
+            for (ring, c) in rings.iter_mut().zip(configs) {
+                if c.fanout.is_some() {
+                    ring.start(&c.filter).unwrap();
+                }
+            }
             ready_tx.send(()).unwrap();
             let mut seen = vec![Vec::new(); rings.len()];
             let (start, mut last) = (Instant::now(), Instant::now());

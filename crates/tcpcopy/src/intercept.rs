@@ -108,8 +108,8 @@ impl ConnOut {
         true
     }
 
-    /// The writer thread: writes what queues up (blocking), and a ping after 500 ms of quiet so
-    /// that tcpcopy can tell a quiet intercept from a dead one. Returns when the socket breaks.
+    /// The writer thread: writes what queues up (blocking), and a ping every 500 ms so that
+    /// tcpcopy can tell a quiet intercept from a dead one. Returns when the socket breaks.
     fn run_writer(&self, stop: &AtomicBool) {
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
@@ -122,9 +122,8 @@ impl ConnOut {
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                     if st.queue.is_empty() {
-                        if st.writing {
-                            continue;
-                        }
+                        // Also while the capture thread writes directly: tcpcopy counts a
+                        // connection without a ping for 5 s as dead.
                         protocol::encode_ping(&mut st.queue);
                     }
                 }
@@ -168,6 +167,8 @@ pub struct Hub {
     pub broadcast: AtomicU64,
     pub dropped: AtomicU64,
     pub malformed: AtomicU64,
+    /// Why a capture thread ended the run.
+    failed: Mutex<Option<String>>,
 }
 
 impl Hub {
@@ -371,15 +372,23 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             // Several threads per interface share its packets by flow hash, so one session's
             // responses stay on one thread, in order.
             let fanout = (threads > 1).then(|| (std::process::id() as u16).wrapping_add(i as u16));
+            let cfg = RingConfig {
+                interface: iface.clone(),
+                filter: filter.compile(),
+                fanout,
+                ..RingConfig::default()
+            };
+            let mut rings = Vec::new();
             for _ in 0..threads {
-                let cfg = RingConfig {
-                    interface: iface.clone(),
-                    filter: filter.compile(),
-                    fanout,
-                    ..RingConfig::default()
-                };
-                let ring =
-                    RingCapture::open(&cfg).context("cannot start capturing (run as root)")?;
+                rings
+                    .push(RingCapture::open(&cfg).context("cannot start capturing (run as root)")?);
+            }
+            // Members of a fanout group take packets only once all of them joined.
+            for mut ring in rings {
+                if fanout.is_some() {
+                    ring.start(&cfg.filter)
+                        .context("cannot start capturing (run as root)")?;
+                }
                 spawn_ring_source(ring, hub.clone(), batch, stop.clone())?;
             }
             info!(
@@ -438,6 +447,9 @@ pub fn run(cli: &InterceptCli, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
     }
     info!("{}", summary(&hub));
+    if let Some(why) = hub.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!(why);
+    }
     Ok(())
 }
 
@@ -449,6 +461,8 @@ fn accept_one(listener: &TcpListener) -> Option<std::io::Result<(TcpStream, Sock
             Ok(conn) => return Some(Ok(conn)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+            // A connection reset before it was accepted: take the next one.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
             Err(e) => {
                 warn!("accept: {e}");
                 thread::sleep(Duration::from_millis(100));
@@ -507,7 +521,13 @@ fn spawn_ring_source(
                 match r {
                     Ok(_) if packets.is_empty() => {}
                     Ok(_) => hub.dispatch(packets.iter(), batch, &mut scratch),
-                    Err(e) => return warn!("capture failed: {e}"),
+                    Err(e) => {
+                        // Without its capture an intercept reports nothing: end the run.
+                        *hub.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(format!("capture failed: {e}"));
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
                 }
             }
         })

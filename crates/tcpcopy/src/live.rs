@@ -186,6 +186,8 @@ struct Link {
     pending: Vec<u8>,
     /// Tells the connecting thread to connect again.
     down: Arc<AtomicBool>,
+    /// When it last sent anything (a ping at least every 500 ms).
+    last_heard: Instant,
 }
 
 impl Link {
@@ -230,6 +232,7 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
     let shared = Arc::new(Mutex::new(vec![Stats::default(); count]));
     let group = (std::process::id() & 0xffff) as u16;
     let cfg = Arc::new(cfg);
+    let joined = Arc::new(std::sync::Barrier::new(count));
     let mut handles = Vec::new();
     for index in 1..count {
         let (cfg, stop, shared) = (cfg.clone(), stop.clone(), shared.clone());
@@ -238,15 +241,15 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
             count,
             fanout: Some(group),
             shared,
+            joined: joined.clone(),
         };
         handles.push(
             thread::Builder::new()
                 .name(format!("replicate-{index}"))
                 .spawn(move || {
-                    let r = run_worker(&cfg, stop.clone(), &worker);
-                    // One thread failing ends the run.
-                    stop.store(true, Ordering::Relaxed);
-                    r
+                    // One thread ending (an error, even a panic) ends the run.
+                    let _end = StopOnDrop(stop.clone());
+                    run_worker(&cfg, stop.clone(), &worker)
                 })
                 .context("cannot start a capture thread")?,
         );
@@ -259,17 +262,35 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
             count,
             fanout: Some(group),
             shared,
+            joined,
         },
     );
     stop.store(true, Ordering::Relaxed);
-    let mut report = first?;
+    // Every thread is joined before an error is returned, so that none outlives the run.
+    let mut report = first;
     for h in handles {
         let r = h
             .join()
-            .map_err(|_| anyhow::anyhow!("a capture thread panicked"))??;
-        report.stats += r.stats;
+            .map_err(|_| anyhow::anyhow!("a capture thread panicked"))
+            .and_then(|r| r);
+        report = match (report, r) {
+            (Ok(mut a), Ok(b)) => {
+                a.stats += b.stats;
+                Ok(a)
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
     }
-    Ok(report)
+    report
+}
+
+/// Sets the stop flag when dropped, also while unwinding from a panic.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Which of the capture threads this is.
@@ -280,6 +301,8 @@ struct Worker {
     fanout: Option<u16>,
     /// Each thread's latest counters, for one statistics line over all of them.
     shared: Arc<Mutex<Vec<Stats>>>,
+    /// Every thread's ring joins the fanout group before any takes a packet.
+    joined: Arc<std::sync::Barrier>,
 }
 
 impl Worker {
@@ -289,6 +312,7 @@ impl Worker {
             count: 1,
             fanout: None,
             shared: Arc::new(Mutex::new(vec![Stats::default()])),
+            joined: Arc::new(std::sync::Barrier::new(1)),
         }
     }
 
@@ -328,7 +352,15 @@ fn run_worker(
     let mut ring = None;
     match &cfg.input {
         Input::Capture { interface } => {
-            let r = open_ring(cfg, interface.as_deref(), worker.fanout)?;
+            let opened = open_ring(cfg, interface.as_deref(), worker.fanout);
+            // Every thread comes to the barrier, also one whose ring failed to open.
+            if worker.fanout.is_some() {
+                worker.joined.wait();
+            }
+            let (mut r, filter) = opened?;
+            if worker.fanout.is_some() {
+                r.start(&filter).context("cannot start capturing")?;
+            }
             poll.registry()
                 .register(&mut SourceFd(&r.as_raw_fd()), RING, Interest::READABLE)
                 .context("cannot poll the capture ring")?;
@@ -401,6 +433,8 @@ fn run_worker(
     let mut ready = mio::Events::with_capacity(64);
     let mut buf = vec![0u8; 256 * 1024];
     let mut record_error = None;
+    let mut again: Vec<usize> = Vec::new();
+    let mut last_silence_check = Instant::now();
     let mut ctx = EventCtx {
         recorder: recorder.as_mut(),
         queued: &queued,
@@ -424,13 +458,19 @@ fn run_worker(
                 t.saturating_duration_since(Instant::now())
             })
             .min(Duration::from_millis(100));
+        let wait = if again.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
+        };
         if let Err(e) = poll.poll(&mut ready, Some(wait)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(e).context("poll failed");
             }
         }
         let now = Instant::now();
-        let mut readable = Vec::new();
+        // Connections that had more than one wake's worth are read again first.
+        let mut readable = std::mem::take(&mut again);
         for ev in ready.iter() {
             match ev.token() {
                 RING if ev.is_error() => {
@@ -438,7 +478,7 @@ fn run_worker(
                         anyhow::bail!("capture failed: {e}");
                     }
                 }
-                Token(t) if t >= LINK => readable.push(t - LINK),
+                Token(t) if t >= LINK && !readable.contains(&(t - LINK)) => readable.push(t - LINK),
                 _ => {}
             }
         }
@@ -475,14 +515,33 @@ fn run_worker(
             let Some(link) = links.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
-            let alive = read_link(link, &mut core, now, &mut buf).and_then(|()| {
+            let alive = read_link(link, &mut core, now, &mut buf).and_then(|more| {
                 link.flush()
-                    .then_some(())
+                    .then_some(more)
                     .ok_or_else(|| "route frames not taken".to_string())
             });
-            if let Err(why) = alive {
-                warn!("lost intercept {} ({why}); reconnecting", conn_addrs[idx]);
-                drop_link(&poll, &mut links[idx]);
+            match alive {
+                Ok(true) => again.push(idx),
+                Ok(false) => {}
+                Err(why) => {
+                    warn!("lost intercept {} ({why}); reconnecting", conn_addrs[idx]);
+                    drop_link(&poll, &mut links[idx]);
+                }
+            }
+        }
+        if last_silence_check.elapsed() >= Duration::from_secs(1) {
+            last_silence_check = now;
+            for (idx, slot) in links.iter_mut().enumerate() {
+                if slot
+                    .as_ref()
+                    .is_some_and(|l| now.saturating_duration_since(l.last_heard) > LINK_SILENCE)
+                {
+                    warn!(
+                        "lost intercept {} (silent for {LINK_SILENCE:?}); reconnecting",
+                        conn_addrs[idx]
+                    );
+                    drop_link(&poll, slot);
+                }
             }
         }
         // Events from the other threads: new intercept connections, replayed packets.
@@ -568,12 +627,23 @@ fn run_worker(
 
 /// Reads everything an intercept connection has and hands each response to the core; an error
 /// (or the end of the stream) is the reason the connection is over.
+/// Bytes read from one intercept connection per wake, so that a busy one cannot keep the loop
+/// from the capture ring; the rest is read on the next pass.
+const LINK_READ_BUDGET: usize = 1 << 20;
+/// An intercept pings every 500 ms when it has nothing else to send: a connection silent this
+/// long is dead (a peer that vanished without a reset), and is dropped and opened again.
+const LINK_SILENCE: Duration = Duration::from_secs(5);
+
+/// Reads what an intercept connection has (up to [`LINK_READ_BUDGET`]) and hands each response
+/// to the core: `Ok(true)` when it may have more. An error (or the end of the stream) is the
+/// reason the connection is over.
 fn read_link(
     link: &mut Link,
     core: &mut Replicator,
     now: Instant,
     buf: &mut [u8],
-) -> Result<(), String> {
+) -> Result<bool, String> {
+    let mut budget = LINK_READ_BUDGET;
     loop {
         // Frames that arrived with the welcome are already in the decoder.
         loop {
@@ -587,11 +657,18 @@ fn read_link(
                 Err(e) => return Err(e.to_string()),
             }
         }
+        if budget == 0 {
+            return Ok(true);
+        }
         match link.stream.read(buf) {
             Ok(0) => return Err("closed by intercept".into()),
-            Ok(n) => link.dec.feed(&buf[..n]),
+            Ok(n) => {
+                link.dec.feed(&buf[..n]);
+                link.last_heard = now;
+                budget = budget.saturating_sub(n);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -628,7 +705,7 @@ fn open_ring(
     cfg: &LiveConfig,
     interface: Option<&str>,
     fanout: Option<u16>,
-) -> anyhow::Result<RingCapture> {
+) -> anyhow::Result<(RingCapture, Vec<tcio::Insn>)> {
     let filter = TcpFilter {
         dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
         dst_addrs: online_v4_addrs(cfg),
@@ -636,9 +713,10 @@ fn open_ring(
         drop_outgoing: true,
         ..TcpFilter::default()
     };
+    let filter = filter.compile();
     let ring_cfg = RingConfig {
         interface: interface.map(String::from),
-        filter: filter.compile(),
+        filter: filter.clone(),
         ignore_outgoing: true,
         fanout,
         ..RingConfig::default()
@@ -650,7 +728,7 @@ fn open_ring(
         cfg.core.rules.len(),
         cfg.intercepts.len()
     );
-    Ok(ring)
+    Ok((ring, filter))
 }
 
 fn online_v4_addrs(cfg: &LiveConfig) -> Vec<std::net::Ipv4Addr> {
@@ -704,6 +782,7 @@ fn handle_event(
                 dec,
                 pending: Vec::new(),
                 down,
+                last_heard: now,
             };
             let registered = link.stream.set_nonblocking(true).is_ok()
                 && poll
@@ -729,12 +808,12 @@ fn handle_event(
             links[idx] = Some(link);
             let ok = links[idx].as_mut().is_some_and(|l| l.write(&frame));
             // Responses that came with the welcome are in the decoder already.
-            let read = links[idx].as_mut().map_or(Ok(()), |l| {
+            let read = links[idx].as_mut().map_or(Ok(false), |l| {
                 read_link(l, core, now, &mut vec![0u8; 64 * 1024])
             });
             if !ok || read.is_err() {
                 warn!(
-                    "intercept {} connection ended at once; reconnecting",
+                    "lost intercept {} (it ended at once); reconnecting",
                     addrs[idx]
                 );
                 drop_link(poll, &mut links[idx]);
