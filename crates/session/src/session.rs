@@ -117,6 +117,8 @@ struct Session {
     /// A delayed acknowledgment: when it is due, and how many segments it covers.
     ack_due: Option<Instant>,
     delayed_segments: u8,
+    /// Set when the client's first data showed that the online server spoke first.
+    greeted: bool,
     /// Duplicate acknowledgments in a row, and the end of the data outstanding when fast recovery
     /// began (NewReno: a partial acknowledgment below it retransmits the next hole at once).
     dupacks: u32,
@@ -151,6 +153,9 @@ pub struct Replicator {
     /// Connections we aborted, so that their further segments are not joined as a new session
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
     aborted: TableMap<OnlineKey, Instant>,
+    /// Online servers seen speaking first: their sessions acknowledge the target's SYN-ACK at
+    /// once.
+    greeting_servers: TableMap<SocketAddr, ()>,
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     /// Client bytes held for the target by all sessions together (bounded by
     /// `Config::max_buffered_bytes`).
@@ -170,6 +175,7 @@ impl Replicator {
             by_online: TableMap::default(),
             by_target: TableMap::default(),
             aborted: TableMap::default(),
+            greeting_servers: TableMap::default(),
             timers: BinaryHeap::new(),
             buffered: 0,
             out: Outbox::default(),
@@ -358,6 +364,9 @@ impl Replicator {
             let ack_tag = flags.ack().then(|| p.ack());
             let before = s.held();
             s.accept_client(p, ack_tag, &mut self.stats);
+            if std::mem::take(&mut s.greeted) {
+                self.greeting_servers.insert(s.online, ());
+            }
             let held = s.held();
             self.buffered = self.buffered + held - before;
             if held > self.config.max_session_bytes
@@ -436,7 +445,18 @@ impl Replicator {
                 if let Some((0, sent)) = s.rtt_probe.take() {
                     s.sample_rtt(now.saturating_duration_since(sent), self.config.min_rto);
                 }
-                s.ack_pending = true;
+                // The handshake ACK, like any: the first request usually follows within a few
+                // milliseconds and carries it. Not for a server known to speak first, which
+                // greets only once the handshake is complete.
+                match self.config.delayed_ack {
+                    Some(delay)
+                        if s.rcv_nxt == 0 && !self.greeting_servers.contains_key(&s.online) =>
+                    {
+                        s.ack_due = Some(now + delay);
+                        s.delayed_segments = 1;
+                    }
+                    _ => s.ack_pending = true,
+                }
             }
             State::Established => {
                 if flags.syn() {
@@ -564,6 +584,7 @@ impl Replicator {
             ack_pending: false,
             ack_due: None,
             delayed_segments: 0,
+            greeted: false,
             dupacks: 0,
             recover: None,
             fast_rtx: false,
@@ -966,8 +987,13 @@ impl Session {
                     self.unacked_bounds.push_back(self.rcv_nxt);
                 } else if advanced {
                     // The online server spoke first: the first request waits for the target's
-                    // greeting like any request waits for the previous answer.
+                    // greeting like any request waits for the previous answer, and a delayed
+                    // handshake ACK goes now (the target greets only after it).
                     self.push_bound(0);
+                    self.greeted = true;
+                    if self.ack_due.is_some() {
+                        self.ack_pending = true;
+                    }
                 }
                 stats.requests_online += 1;
                 self.open_request = true;

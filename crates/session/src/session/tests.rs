@@ -24,7 +24,18 @@ fn config() -> Config {
     c.session_timeout = Duration::from_secs(60);
     // Exact sequence numbers below: the target sees the client's ISN (the simulation keeps the clock).
     c.clock_isn = false;
+    // Exact packets below: every acknowledgment at once, unless a test turns delays on (the
+    // simulation does).
+    c.delayed_ack = None;
     c
+}
+
+/// [`config`] with the default delayed acknowledgments.
+fn config_delayed_ack() -> Config {
+    Config {
+        delayed_ack: Config::new(Vec::new()).delayed_ack,
+        ..config()
+    }
 }
 
 fn ms(base: Instant, t: u64) -> Instant {
@@ -94,7 +105,12 @@ const T_ISN: u32 = 900_000;
 
 /// Runs the handshake: client SYN captured, target SYN-ACK reported.
 fn established(base: Instant) -> Replicator {
-    let mut r = Replicator::new(config());
+    established_with(base, config())
+}
+
+fn established_with(base: Instant, cfg: Config) -> Replicator {
+    let delayed = cfg.delayed_ack.is_some();
+    let mut r = Replicator::new(cfg);
     r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     let syn = sent(&mut r);
     assert_eq!(syn.len(), 1);
@@ -112,11 +128,18 @@ fn established(base: Instant) -> Replicator {
         &target_pkt(T_ISN, C_ISN + 1, Flags::SYN | Flags::ACK, 0),
     );
     let ack = sent(&mut r);
-    assert_eq!(
-        ack,
-        vec![(C_ISN + 1, T_ISN + 1, Flags::ACK, vec![])],
-        "handshake ACK acknowledges the target's ISN"
-    );
+    if delayed {
+        assert!(
+            ack.is_empty(),
+            "the handshake ACK waits for the first request"
+        );
+    } else {
+        assert_eq!(
+            ack,
+            vec![(C_ISN + 1, T_ISN + 1, Flags::ACK, vec![])],
+            "handshake ACK acknowledges the target's ISN"
+        );
+    }
     // The client's own handshake ACK, as captured: nothing to send.
     r.handle_capture(
         ms(base, 1),
@@ -140,7 +163,7 @@ fn handshake_establishes_with_the_target() {
 #[test]
 fn acknowledgments_are_translated_to_the_target_sequence_space() {
     let base = Instant::now();
-    let mut r = established(base);
+    let mut r = established_with(base, config_delayed_ack());
     r.handle_capture(
         ms(base, 2),
         &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"GET /a\n"),
@@ -178,7 +201,7 @@ fn acknowledgments_are_translated_to_the_target_sequence_space() {
 #[test]
 fn a_delayed_acknowledgment_rides_on_the_next_request_or_goes_at_the_second_segment() {
     let base = Instant::now();
-    let mut r = established(base);
+    let mut r = established_with(base, config_delayed_ack());
     r.handle_capture(
         ms(base, 2),
         &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
@@ -704,7 +727,7 @@ struct Faults {
 /// network; returns the stats and checks every stream arrived byte-exact.
 fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
     let mut rng = Rng(seed | 1);
-    let mut cfg = config();
+    let mut cfg = config_delayed_ack();
     cfg.clock_isn = true;
     cfg.isn_base = rng.next() as u32;
     cfg.fake_clients = (1..=250).map(|i| IpAddr::from([198, 19, 0, i])).collect();
@@ -1498,4 +1521,73 @@ fn merged_small_segments_continue_the_stream() {
         &client_pkt(C_ISN + 65, O_ISN + 1, Flags::ACK, &[b'b'; 640]),
     );
     assert_eq!(r.stats().client_bytes, 704);
+}
+
+#[test]
+fn the_handshake_ack_rides_on_the_first_request_unless_the_server_speaks_first() {
+    let base = Instant::now();
+    let mut r = established_with(base, config_delayed_ack());
+    // The first request carries the handshake ACK: no ACK of its own.
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req\n"),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(
+            C_ISN + 1,
+            T_ISN + 1,
+            Flags::ACK | Flags::PSH,
+            b"req\n".to_vec()
+        )]
+    );
+
+    // A greeting server: the client's first data acknowledges the online greeting. The delayed
+    // handshake ACK goes at once (the target greets only after it); the request waits for the
+    // target's greeting.
+    let mut r = established_with(base, config_delayed_ack());
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 1, O_ISN + 21, Flags::ACK | Flags::PSH, b"HELO\n"),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN + 1, T_ISN + 1, Flags::ACK, vec![])]
+    );
+    // The next session to that server acknowledges the SYN-ACK at once.
+    const C2: u32 = 777_000;
+    let other = pkt(
+        addr("198.18.0.11:40001"),
+        addr(ONLINE),
+        C2,
+        0,
+        Flags::SYN,
+        b"",
+    );
+    r.handle_capture(ms(base, 4), &other);
+    let mut local = None;
+    r.drain_transmits(|p| {
+        let t = TcpPacket::parse(p).unwrap();
+        if t.flags().syn() {
+            local = Some((t.src(), t.seq()));
+        }
+    });
+    let (local, isn) = local.expect("a SYN for the second session");
+    let syn_ack = pkt(
+        addr(TARGET),
+        local,
+        T_ISN + 7,
+        (isn + 1).0,
+        Flags::SYN | Flags::ACK,
+        b"",
+    );
+    r.handle_response(ms(base, 5), &syn_ack);
+    let mut acks = 0;
+    r.drain_transmits(|p| {
+        let t = TcpPacket::parse(p).unwrap();
+        if t.flags() == Flags::ACK && t.payload_len() == 0 {
+            acks += 1;
+        }
+    });
+    assert_eq!(acks, 1, "the handshake ACK went at once");
 }
