@@ -67,7 +67,9 @@ fn pps_benchmark_carries_every_captured_packet_to_the_target_link() {
     };
     let (captured, sent) = (number("captured"), number("sent"));
     assert!(captured > 10_000.0, "{text}");
-    // Every captured segment goes out once (plus a handshake ACK per session).
-    assert!((sent - captured).abs() / captured < 0.01, "{text}");
+    // Every captured segment goes out (plus a handshake ACK per session, and the odd
+    // retransmission: the made-up target acknowledges once per round, against a 20 ms RTO).
+    assert!(sent >= captured * 0.99, "{text}");
+    assert!(sent <= captured * 1.03, "{text}");
     assert!(text.contains("send failures 0"), "{text}");
 }
