@@ -276,3 +276,74 @@ impl<T> Mailbox<T> {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_hands_over_everything_in_order_and_times_out_when_empty() {
+        let mb = Arc::new(Mailbox::<u32>::default());
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        assert_eq!(mb.drain_wait(Duration::from_millis(30), &mut out), 0);
+        assert!(t0.elapsed() >= Duration::from_millis(30), "it waited");
+        let producer = {
+            let mb = mb.clone();
+            thread::spawn(move || {
+                for i in 0..10_000 {
+                    mb.push(i);
+                }
+            })
+        };
+        while out.len() < 10_000 {
+            mb.drain_wait(Duration::from_secs(5), &mut out);
+        }
+        producer.join().unwrap();
+        assert!(out.iter().copied().eq(0..10_000), "every item, in order");
+        assert!(!mb.push_bounded(1, Some(0)), "a full mailbox refuses");
+        assert!(mb.push_bounded(1, Some(1)));
+        assert!(!mb.push_bounded(2, Some(1)));
+        assert_eq!(mb.drain(&mut out), 1);
+    }
+
+    #[test]
+    fn mailbox_wakes_a_waiting_consumer_at_once() {
+        let mb = Arc::new(Mailbox::<u8>::default());
+        let waiter = {
+            let mb = mb.clone();
+            thread::spawn(move || {
+                let t0 = Instant::now();
+                let mut out = Vec::new();
+                mb.drain_wait(Duration::from_secs(10), &mut out);
+                (out, t0.elapsed())
+            })
+        };
+        thread::sleep(Duration::from_millis(50));
+        mb.push(7);
+        let (out, waited) = waiter.join().unwrap();
+        assert_eq!(out, [7]);
+        assert!(
+            waited < Duration::from_secs(5),
+            "woken, not timed out: {waited:?}"
+        );
+    }
+
+    #[test]
+    fn packet_batch_keeps_packets_apart_and_clears() {
+        let mut b = PacketBatch::default();
+        b.push(b"one");
+        b.push_at(b"three", Duration::from_secs(3));
+        assert_eq!(b.iter().collect::<Vec<_>>(), [&b"one"[..], &b"three"[..]]);
+        assert_eq!(b.bytes(), 8);
+        let (head, last) = b.split_last();
+        assert_eq!(
+            last.timestamps().collect::<Vec<_>>(),
+            [Duration::from_secs(3)]
+        );
+        let mut head = head;
+        assert_eq!(head.len(), 1);
+        head.clear();
+        assert!(head.is_empty() && head.bytes() == 0);
+    }
+}
