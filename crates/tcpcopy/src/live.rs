@@ -170,6 +170,10 @@ impl LiveConfig {
     }
 }
 
+/// How long the kernel keeps a partly filled capture block: the longest a captured packet waits
+/// before it is replicated, and (under light load) the wake-up period of the replicating thread.
+const CAPTURE_BLOCK_MS: u32 = 2;
+
 /// mio tokens: the capture ring, the mailbox waker, and intercept connection `i` as `LINK + i`.
 const RING: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -719,6 +723,7 @@ fn open_ring(
         filter: filter.clone(),
         ignore_outgoing: true,
         fanout,
+        block_timeout_ms: CAPTURE_BLOCK_MS,
         ..RingConfig::default()
     };
     let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
