@@ -114,9 +114,9 @@ struct Session {
     /// Since when the next request waits for the target's answer to the previous one.
     waiting_since: Option<Instant>,
     ack_pending: bool,
-    /// A delayed acknowledgment: when it is due, and how many segments it covers.
+    /// When the acknowledgment of the one segment it holds back is due (a second one is
+    /// acknowledged at once).
     ack_due: Option<Instant>,
-    delayed_segments: u8,
     /// Set when the client's first data showed that the online server spoke first.
     greeted: bool,
     /// Duplicate acknowledgments in a row, and the end of the data outstanding when fast recovery
@@ -453,7 +453,6 @@ impl Replicator {
                         if s.rcv_nxt == 0 && !self.greeting_servers.contains_key(&s.online) =>
                     {
                         s.ack_due = Some(now + delay);
-                        s.delayed_segments = 1;
                     }
                     _ => s.ack_pending = true,
                 }
@@ -583,7 +582,6 @@ impl Replicator {
             waiting_since: None,
             ack_pending: false,
             ack_due: None,
-            delayed_segments: 0,
             greeted: false,
             dupacks: 0,
             recover: None,
@@ -1099,8 +1097,7 @@ impl Session {
             // a delay unless a segment of ours carries the acknowledgment first; a FIN at once;
             // a repeated segment at once too (our acknowledgment was lost).
             match delayed_ack {
-                Some(delay) if new && !flags.fin() && self.delayed_segments == 0 => {
-                    self.delayed_segments = 1;
+                Some(delay) if new && !flags.fin() && self.ack_due.is_none() => {
                     self.ack_due = Some(now + delay);
                 }
                 _ => self.ack_pending = true,
@@ -1230,7 +1227,6 @@ impl Session {
     fn acknowledged(&mut self) {
         self.ack_pending = false;
         self.ack_due = None;
-        self.delayed_segments = 0;
     }
 
     /// Whether client bytes are still to be delivered to (or acknowledged by) the target.

@@ -904,7 +904,7 @@ fn spawn_file_reader(
                     Some(Ok(p)) => {
                         let t0 = *first.get_or_insert(p.timestamp);
                         let offset = p.timestamp.saturating_sub(t0).div_f64(accelerate);
-                        batch.push_at(p.data, p.timestamp);
+                        batch.push(p.data);
                         (started + offset, p.timestamp)
                     }
                 };

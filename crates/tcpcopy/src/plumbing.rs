@@ -4,42 +4,32 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use protocol::{Decoder, Message};
-use tcio::capture::RingCapture;
 
 /// Packets moved between threads in one allocation: `data[ends[i-1]..ends[i]]` is packet `i`.
 #[derive(Debug, Default)]
 pub struct PacketBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
-    /// Capture timestamps (since the Unix epoch), one per packet.
-    times: Vec<Duration>,
 }
 
 impl PacketBatch {
     pub fn push(&mut self, p: &[u8]) {
-        self.push_at(p, Duration::ZERO);
-    }
-    pub fn push_at(&mut self, p: &[u8], at: Duration) {
         self.data.extend_from_slice(p);
         self.ends.push(self.data.len());
-        self.times.push(at);
-    }
-    pub fn timestamps(&self) -> impl Iterator<Item = Duration> + '_ {
-        self.times.iter().copied()
     }
     /// Splits off the last packet: (all but the last, the last).
     pub fn split_last(mut self) -> (PacketBatch, PacketBatch) {
         let mut last = PacketBatch::default();
-        if let (Some(end), Some(at)) = (self.ends.pop(), self.times.pop()) {
+        if let Some(end) = self.ends.pop() {
             let start = self.ends.last().copied().unwrap_or(0);
-            last.push_at(&self.data[start..end], at);
+            last.push(&self.data[start..end]);
             self.data.truncate(start);
         }
         (self, last)
@@ -51,7 +41,6 @@ impl PacketBatch {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
-        self.times.clear();
     }
     /// Packet bytes held.
     pub fn bytes(&self) -> usize {
@@ -79,50 +68,6 @@ pub fn raise_capture_priority() {
     if let Err(e) = tcio::sched::set_thread_nice(CAPTURE_NICE) {
         tracing::debug!("capture thread priority unchanged: {e}");
     }
-}
-
-/// Runs a capture ring on its own thread until `stop`: each non-empty batch of received packets
-/// (our own outgoing packets excluded) goes to `on_batch`, which returns false to end the loop.
-/// `drops` follows the kernel's count of packets the ring had no room for (read about once a second).
-pub fn spawn_capture_loop(
-    mut ring: RingCapture,
-    stop: Arc<AtomicBool>,
-    drops: Arc<AtomicU64>,
-    mut on_batch: impl FnMut(PacketBatch) -> bool + Send + 'static,
-    on_error: impl FnOnce(std::io::Error) + Send + 'static,
-) -> anyhow::Result<()> {
-    thread::Builder::new()
-        .name("capture".into())
-        .spawn(move || {
-            raise_capture_priority();
-            let mut checked = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                if checked.elapsed() >= Duration::from_secs(1) {
-                    checked = Instant::now();
-                    if let Ok(st) = ring.stats() {
-                        drops.store(st.drops, Ordering::Relaxed);
-                    }
-                }
-                let mut batch = PacketBatch::default();
-                let r = ring.poll_batch(Duration::from_millis(100), |p| {
-                    // The filter drops outgoing packets in the kernel already; this is a second guard.
-                    if p.pkttype != libc::PACKET_OUTGOING {
-                        batch.push_at(p.data, p.timestamp)
-                    }
-                });
-                match r {
-                    Ok(_) if batch.is_empty() => {}
-                    Ok(_) => {
-                        if !on_batch(batch) {
-                            return;
-                        }
-                    }
-                    Err(e) => return on_error(e),
-                }
-            }
-        })
-        .context("cannot start a capture thread")?;
-    Ok(())
 }
 
 pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
@@ -333,14 +278,11 @@ mod tests {
     fn packet_batch_keeps_packets_apart_and_clears() {
         let mut b = PacketBatch::default();
         b.push(b"one");
-        b.push_at(b"three", Duration::from_secs(3));
+        b.push(b"three");
         assert_eq!(b.iter().collect::<Vec<_>>(), [&b"one"[..], &b"three"[..]]);
         assert_eq!(b.bytes(), 8);
         let (head, last) = b.split_last();
-        assert_eq!(
-            last.timestamps().collect::<Vec<_>>(),
-            [Duration::from_secs(3)]
-        );
+        assert_eq!(last.iter().collect::<Vec<_>>(), [&b"three"[..]]);
         let mut head = head;
         assert_eq!(head.len(), 1);
         head.clear();
