@@ -56,36 +56,104 @@ const CONNECTED: usize = 8;
 /// Raw `IPPROTO_RAW` sockets: the packet carries its own IP header (the kernel still fills in the
 /// IPv4 header checksum, total length, and a zero ID or source address).
 ///
-/// IPv4 packets are queued and go out in batches, one `sendmmsg` call for up to 64 of them, on
-/// [`PacketSink::flush`] or when the batch is full; IPv6 packets go out at once.
+/// IPv4 packets go out in batches, one `sendmmsg` call for up to 64 of them: [`RawSender::send_all`]
+/// straight from the caller's buffers, [`PacketSink::send`] queued until [`PacketSink::flush`] or
+/// until the batch is full. IPv6 packets go out one by one.
 #[derive(Debug)]
 pub struct RawSender {
-    v4: Socket,
+    out: V4Out,
     /// Opened on the first IPv6 packet, so hosts without IPv6 still work.
     v6: Option<Socket>,
-    /// Raw IPv4 sockets connected to the most used destinations (up to [`CONNECTED`]): the kernel
-    /// caches a connected socket's route instead of looking it up and allocating it per packet.
-    connected: Vec<(libc::in_addr_t, Option<Socket>)>,
-    /// Queued IPv4 packets back to back, where each ends, and each destination.
+    /// Packets `send` queued, back to back, where each ends, and each destination.
     queue: Vec<u8>,
     ends: Vec<usize>,
-    dsts: Vec<libc::sockaddr_in>,
+    dsts: Vec<libc::in_addr_t>,
+}
+
+/// The IPv4 sending side: sockets and what failed since the last flush.
+#[derive(Debug)]
+struct V4Out {
+    shared: Socket,
+    /// Raw IPv4 sockets connected to the most used destinations (up to [`CONNECTED`]): the kernel
+    /// then looks their route up with the socket's source already known, which costs less.
+    connected: Vec<(libc::in_addr_t, Option<Socket>)>,
     failures: Option<SendFailures>,
 }
 
 impl RawSender {
     pub fn open() -> io::Result<Self> {
         Ok(Self {
-            v4: raw_socket(Domain::IPV4).map_err(sys::context("raw IPv4 socket"))?,
+            out: V4Out {
+                shared: raw_socket(Domain::IPV4).map_err(sys::context("raw IPv4 socket"))?,
+                connected: Vec::new(),
+                failures: None,
+            },
             v6: None,
-            connected: Vec::new(),
             queue: Vec::with_capacity(BATCH * 1600),
             ends: Vec::with_capacity(BATCH),
             dsts: Vec::with_capacity(BATCH),
-            failures: None,
         })
     }
 
+    /// Sends every packet without copying it first (IPv4 in `sendmmsg` batches), after whatever
+    /// `send` queued; the packets a flush would report are reported here.
+    pub fn send_all<'a>(
+        &mut self,
+        packets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), SendFailures> {
+        self.flush_v4();
+        let mut batch: [&[u8]; BATCH] = [&[]; BATCH];
+        let mut dsts = [0; BATCH];
+        let mut n = 0;
+        for packet in packets {
+            match destination(packet) {
+                Some(SocketAddr::V4(v4)) => {
+                    batch[n] = packet;
+                    dsts[n] = u32::from(*v4.ip()).to_be();
+                    n += 1;
+                    if n == BATCH {
+                        self.out.send(&batch, &dsts);
+                        n = 0;
+                    }
+                }
+                Some(dst @ SocketAddr::V6(_)) => {
+                    if let Err(e) = self.send_v6(packet, dst) {
+                        self.out.fail(e);
+                    }
+                }
+                None => self
+                    .out
+                    .fail(sys::invalid_input("not a complete IPv4 or IPv6 header")),
+            }
+        }
+        self.out.send(&batch[..n], &dsts[..n]);
+        self.out.take_failures()
+    }
+
+    fn send_v6(&mut self, packet: &[u8], dst: SocketAddr) -> io::Result<()> {
+        let socket = match &mut self.v6 {
+            Some(socket) => socket,
+            v6 => v6.insert(raw_socket(Domain::IPV6).map_err(sys::context("raw IPv6 socket"))?),
+        };
+        send_one(socket, packet, &SockAddr::from(dst))
+    }
+
+    /// Hands every queued IPv4 packet to the kernel.
+    fn flush_v4(&mut self) {
+        let mut batch: [&[u8]; BATCH] = [&[]; BATCH];
+        let mut start = 0;
+        for (slot, &end) in batch.iter_mut().zip(&self.ends) {
+            *slot = &self.queue[start..end];
+            start = end;
+        }
+        self.out.send(&batch[..self.ends.len()], &self.dsts);
+        self.queue.clear();
+        self.ends.clear();
+        self.dsts.clear();
+    }
+}
+
+impl V4Out {
     fn fail(&mut self, e: io::Error) {
         match &mut self.failures {
             Some(f) => {
@@ -96,12 +164,19 @@ impl RawSender {
         }
     }
 
+    fn take_failures(&mut self) -> Result<(), SendFailures> {
+        match self.failures.take() {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
     /// The socket for `dst`: a connected one when it has (or can get) one.
     fn socket_for(&mut self, dst: libc::in_addr_t) -> (libc::c_int, bool) {
         if let Some((_, sock)) = self.connected.iter().find(|(a, _)| *a == dst) {
             return match sock {
                 Some(sock) => (sock.as_raw_fd(), true),
-                None => (self.v4.as_raw_fd(), false),
+                None => (self.shared.as_raw_fd(), false),
             };
         }
         if self.connected.len() < CONNECTED {
@@ -116,30 +191,34 @@ impl RawSender {
                 return (fd, true);
             }
         }
-        (self.v4.as_raw_fd(), false)
+        (self.shared.as_raw_fd(), false)
     }
 
-    /// Gives up the connected socket of `dst` (its route went away, say): the shared socket,
-    /// which looks the route up per packet, takes over.
+    /// Gives up the connected socket of `dst` (its route went away, say): the shared socket
+    /// takes over.
     fn disconnect(&mut self, dst: libc::in_addr_t) {
         if let Some((_, sock)) = self.connected.iter_mut().find(|(a, _)| *a == dst) {
             *sock = None;
         }
     }
 
-    /// Hands every queued IPv4 packet to the kernel, a run of packets to one destination per
-    /// `sendmmsg` call, retrying a full queue a few times.
-    fn flush_v4(&mut self) {
+    /// Sends `packets` (at most [`BATCH`]) to `dsts` (network byte order, one each): a run of
+    /// packets to one destination per `sendmmsg` call, retrying a full queue a few times, and
+    /// counting the packets that cannot go.
+    fn send(&mut self, packets: &[&[u8]], dsts: &[libc::in_addr_t]) {
+        debug_assert!(packets.len() <= BATCH && packets.len() == dsts.len());
         let mut done = 0;
         let mut attempt = 0;
-        while done < self.ends.len() {
-            let dst = self.dsts[done].sin_addr.s_addr;
-            let run = self.dsts[done..]
-                .iter()
-                .take_while(|d| d.sin_addr.s_addr == dst)
-                .count();
+        while done < packets.len() {
+            let dst = dsts[done];
+            let run = dsts[done..].iter().take_while(|&&d| d == dst).count();
             let (fd, connected) = self.socket_for(dst);
-            debug_assert!(run <= BATCH);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: dst },
+                sin_zero: [0; 8],
+            };
             let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -147,24 +226,22 @@ impl RawSender {
             // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
             let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for i in 0..run {
-                let k = done + i;
-                let start = if k == 0 { 0 } else { self.ends[k - 1] };
+                let packet = packets[done + i];
                 iovs[i] = libc::iovec {
-                    iov_base: self.queue[start..].as_ptr().cast_mut().cast(),
-                    iov_len: self.ends[k] - start,
+                    iov_base: packet.as_ptr().cast_mut().cast(),
+                    iov_len: packet.len(),
                 };
                 if !connected {
-                    msgs[i].msg_hdr.msg_name = (&self.dsts[k] as *const libc::sockaddr_in)
-                        .cast_mut()
-                        .cast();
+                    msgs[i].msg_hdr.msg_name =
+                        (&addr as *const libc::sockaddr_in).cast_mut().cast();
                     msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
                 }
                 msgs[i].msg_hdr.msg_iov = &mut iovs[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
             }
-            // SAFETY: `fd` is one of our open sockets; `msgs[..run]` point at `iovs`,
-            // `self.queue` and `self.dsts`, all alive and unchanged for the call; the kernel only
-            // reads the packets and addresses and writes `msg_len` into `msgs`.
+            // SAFETY: `fd` is one of our open sockets; `msgs[..run]` point at `iovs`, `addr` and
+            // the caller's packets, all alive and unchanged for the call; the kernel only reads
+            // the packets and the address and writes `msg_len` into `msgs`.
             let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), run as libc::c_uint, 0) };
             if rc > 0 {
                 done += rc as usize;
@@ -201,9 +278,6 @@ impl RawSender {
             done += 1;
             attempt = 0;
         }
-        self.queue.clear();
-        self.ends.clear();
-        self.dsts.clear();
     }
 }
 
@@ -215,38 +289,19 @@ impl PacketSink for RawSender {
             SocketAddr::V4(v4) => {
                 self.queue.extend_from_slice(packet);
                 self.ends.push(self.queue.len());
-                self.dsts.push(libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: 0,
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*v4.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                });
+                self.dsts.push(u32::from(*v4.ip()).to_be());
                 if self.ends.len() == BATCH {
                     self.flush_v4();
                 }
                 Ok(())
             }
-            SocketAddr::V6(_) => {
-                let socket = match &mut self.v6 {
-                    Some(socket) => socket,
-                    v6 => v6
-                        .insert(raw_socket(Domain::IPV6).map_err(sys::context("raw IPv6 socket"))?),
-                };
-                send_one(socket, packet, &SockAddr::from(dst))
-            }
+            SocketAddr::V6(_) => self.send_v6(packet, dst),
         }
     }
 
     fn flush(&mut self) -> Result<(), SendFailures> {
-        if !self.ends.is_empty() {
-            self.flush_v4();
-        }
-        match self.failures.take() {
-            Some(f) => Err(f),
-            None => Ok(()),
-        }
+        self.flush_v4();
+        self.out.take_failures()
     }
 }
 

@@ -245,6 +245,13 @@ fn fanout_keeps_each_flow_on_one_ring() {
 
 #[test]
 fn unroutable_packets_are_counted_at_flush_and_the_rest_still_go() {
+    // Both ways of sending: queued (`send` + `flush`) and in place (`send_all`).
+    for in_place in [false, true] {
+        unroutable_packets_are_counted(in_place);
+    }
+}
+
+fn unroutable_packets_are_counted(in_place: bool) {
     // A namespace with only `lo` up: 198.18.99.1 has no route, 127.0.0.1 has one.
     let ns = Netns::new("unroutable");
     let filter = TcpFilter {
@@ -254,12 +261,24 @@ fn unroutable_packets_are_counted_at_flush_and_the_rest_still_go() {
     let failures = std::sync::Mutex::new(None);
     let send = |tx: &mut RawSender| {
         let nowhere = Ipv4Addr::new(198, 18, 99, 1);
-        for seq in 0..100 {
-            // Interleaved, so that batches mix the two destinations.
-            tx.send(&tcp_v4(LO, nowhere, 40000, 8080, seq)).unwrap();
-            tx.send(&tcp_v4(LO, LO, 40000, 8080, seq)).unwrap();
-        }
-        *failures.lock().unwrap() = tx.flush().err().map(|f| f.count);
+        // Interleaved, so that batches mix the two destinations.
+        let packets: Vec<Vec<u8>> = (0..100)
+            .flat_map(|seq| {
+                [
+                    tcp_v4(LO, nowhere, 40000, 8080, seq),
+                    tcp_v4(LO, LO, 40000, 8080, seq),
+                ]
+            })
+            .collect();
+        let result = if in_place {
+            tx.send_all(packets.iter().map(Vec::as_slice))
+        } else {
+            for p in &packets {
+                tx.send(p).unwrap();
+            }
+            tx.flush()
+        };
+        *failures.lock().unwrap() = result.err().map(|f| f.count);
     };
     let [ring] = &capture(&ns, &[lo_ring(filter)], send)[..] else {
         unreachable!()

@@ -212,7 +212,16 @@ impl Replicator {
 
     /// Hands over every packet to send to the target, in order, IP header first.
     pub fn drain_transmits(&mut self, f: impl FnMut(&[u8])) {
-        self.out.drain(f);
+        self.out.drain_all(|packets| packets.for_each(f));
+    }
+
+    /// Like [`Replicator::drain_transmits`], handing all the packets to `f` at once (a sender
+    /// that batches them reads them in place).
+    pub fn drain_transmits_all<R>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> R,
+    ) -> R {
+        self.out.drain_all(f)
     }
 
     /// Sessions still working towards the target: opening, waiting for a predecessor, holding
@@ -851,14 +860,18 @@ impl Outbox {
         self.packets += 1;
     }
 
-    fn drain(&mut self, mut f: impl FnMut(&[u8])) {
+    fn drain_all<R>(&mut self, f: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> R) -> R {
+        let buf = &self.buf;
         let mut start = 0;
-        for &end in &self.ends {
-            f(&self.buf[start..end]);
+        let mut packets = self.ends.iter().map(|&end| {
+            let p = &buf[start..end];
             start = end;
-        }
+            p
+        });
+        let r = f(&mut packets);
         self.buf.clear();
         self.ends.clear();
+        r
     }
 }
 

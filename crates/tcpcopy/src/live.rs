@@ -24,7 +24,7 @@ use session::{Config, Replicator, Stats};
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
 use tcio::pcap::{PcapNgRecorder, PcapSource, SourceStats};
-use tcio::raw::{PacketSink, RawSender};
+use tcio::raw::RawSender;
 
 use crate::cli::TcpcopyOpts;
 use crate::plumbing::{read_first_message, sleep_unless_stopped, Mailbox, PacketBatch};
@@ -438,6 +438,7 @@ fn run_worker(
     let mut buf = vec![0u8; 256 * 1024];
     let mut record_error = None;
     let mut again: Vec<usize> = Vec::new();
+    let mut readable: Vec<usize> = Vec::new();
     let mut last_silence_check = Instant::now();
     let mut ctx = EventCtx {
         recorder: recorder.as_mut(),
@@ -474,7 +475,8 @@ fn run_worker(
         }
         let now = Instant::now();
         // Connections that had more than one wake's worth are read again first.
-        let mut readable = std::mem::take(&mut again);
+        readable.clear();
+        readable.append(&mut again);
         for ev in ready.iter() {
             match ev.token() {
                 RING if ev.is_error() => {
@@ -515,7 +517,7 @@ fn run_worker(
             return Err(e).context("--record: writing the file");
         }
         // Target responses from every intercept connection that has something.
-        for idx in readable {
+        for &idx in &readable {
             let Some(link) = links.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
@@ -562,12 +564,7 @@ fn run_worker(
                 }
             }
         };
-        core.drain_transmits(|p| {
-            if let Err(e) = sender.send(p) {
-                failed(1, &e);
-            }
-        });
-        if let Err(f) = sender.flush() {
+        if let Err(f) = core.drain_transmits_all(|packets| sender.send_all(packets)) {
             failed(f.count, &f.last);
         }
         core.drain_routes(|routes| {

@@ -268,13 +268,9 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
         }
         now = Instant::now();
         core.handle_timeout(now);
-        core.drain_transmits(|p| {
-            target.saw(p);
-            if sender.send(p).is_err() {
-                send_failures += 1;
-            }
-        });
-        if let Err(f) = sender.flush() {
+        let sent =
+            core.drain_transmits_all(|packets| sender.send_all(packets.inspect(|p| target.saw(p))));
+        if let Err(f) = sent {
             send_failures += f.count;
         }
         core.drain_routes(|_| {});
