@@ -14,6 +14,7 @@
 mod config;
 mod session;
 mod stats;
+mod timer;
 
 pub use config::{Config, Rule};
 pub use session::Replicator;

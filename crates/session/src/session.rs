@@ -12,8 +12,7 @@
 //! starts there. The next request goes to the target only once the previous one is acknowledged and
 //! answered (or `response_wait` passed), which keeps request/response protocols in order.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use std::collections::HashMap;
 
@@ -27,6 +26,7 @@ use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 use crate::config::Config;
 use crate::stats::Stats;
+use crate::timer::TimerWheel;
 
 type SessionId = u64;
 /// A captured connection as the online server sees it (client, online server), and which of the
@@ -54,8 +54,21 @@ enum State {
     /// SYN sent to the target, waiting for its SYN-ACK.
     SynSent,
     Established,
-    /// Both directions closed; kept briefly for late target retransmissions.
-    Closed,
+}
+
+/// What is left of a session once both directions closed: enough to acknowledge the target's
+/// retransmitted FIN and to recognise the client's late segments, for [`LINGER`]. Kept apart from
+/// the live sessions, so that thousands of short connections a second leave a few hundred live
+/// sessions (hot in the cache) and a small record each, not thousands of full sessions.
+#[derive(Clone, Copy, Debug)]
+struct Closed {
+    local: SocketAddr,
+    target: SocketAddr,
+    /// The client's ISN: a repeated SYN is a duplicate, another one a new connection.
+    isn: Seq,
+    /// The acknowledgment we send again when the target repeats its FIN.
+    ack: SegmentRepr,
+    at: Instant,
 }
 
 #[derive(Debug)]
@@ -134,11 +147,12 @@ struct Session {
     rtx_at: Option<Instant>,
     rtt_probe: Option<(u64, Instant)>,
     last_activity: Instant,
-    closed_at: Option<Instant>,
     /// A session waiting for this one to finish at the target (same endpoints there).
     successor: Option<SessionId>,
-    /// The deadline this session is queued under in the timer heap.
+    /// The deadline this session is queued under in the timer wheel.
     queued_at: Option<Instant>,
+    /// Waiting in `Replicator::dirty` for the end of the batch.
+    dirty: bool,
 }
 
 /// The replication core: all sessions of one tcpcopy instance. See the crate docs for the call order.
@@ -156,13 +170,23 @@ pub struct Replicator {
     /// Online servers seen speaking first: their sessions acknowledge the target's SYN-ACK at
     /// once.
     greeting_servers: TableMap<SocketAddr, ()>,
-    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    timers: TimerWheel<SessionId>,
+    /// Sessions that closed in the last [`LINGER`], by online key and by target endpoints, and in
+    /// the order they closed (so they expire from the front).
+    closed: TableMap<OnlineKey, Closed>,
+    closed_by_target: TableMap<(SocketAddr, SocketAddr), OnlineKey>,
+    closed_order: VecDeque<(Instant, OnlineKey)>,
     /// Client bytes held for the target by all sessions together (bounded by
     /// `Config::max_buffered_bytes`).
     buffered: usize,
     out: Outbox,
     routes: Vec<SocketAddr>,
     stats: Stats,
+    /// Between [`Replicator::begin_batch`] and [`Replicator::end_batch`]: sessions that got a
+    /// packet, to be moved on once at the end, and the time of the latest packet.
+    batching: bool,
+    dirty: Vec<SessionId>,
+    batch_now: Option<Instant>,
 }
 
 impl Replicator {
@@ -176,11 +200,17 @@ impl Replicator {
             by_target: TableMap::default(),
             aborted: TableMap::default(),
             greeting_servers: TableMap::default(),
-            timers: BinaryHeap::new(),
+            timers: TimerWheel::new(),
+            closed: TableMap::default(),
+            closed_by_target: TableMap::default(),
+            closed_order: VecDeque::new(),
             buffered: 0,
             out: Outbox::default(),
             routes: Vec::new(),
             stats: Stats::default(),
+            batching: false,
+            dirty: Vec::new(),
+            batch_now: None,
         }
     }
 
@@ -231,10 +261,9 @@ impl Replicator {
         self.sessions
             .values()
             .filter(|s| {
-                s.state != State::Closed
-                    && (matches!(s.state, State::Waiting | State::SynSent)
-                        || s.rtx_at.is_some()
-                        || s.waiting_since.is_some())
+                matches!(s.state, State::Waiting | State::SynSent)
+                    || s.rtx_at.is_some()
+                    || s.waiting_since.is_some()
             })
             .count()
     }
@@ -244,9 +273,58 @@ impl Replicator {
         self.out.ends.len()
     }
 
+    /// Starts a batch: until [`Self::end_batch`], captured packets and responses only update
+    /// their sessions, and each session sends what it may once, at the end. A driver that reads
+    /// packets in batches gets fewer packets out: an answer and the target's FIN reported
+    /// together are acknowledged by one segment, not one each.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends a batch (see [`Self::begin_batch`]): every session that got a packet sends what it
+    /// may now.
+    pub fn end_batch(&mut self) {
+        self.batching = false;
+        let Some(now) = self.batch_now.take() else {
+            return;
+        };
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &id in &dirty {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.dirty = false;
+                self.progress(now, id);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// A session got a packet: it moves on now, or at the end of the batch.
+    fn touch(&mut self, now: Instant, id: SessionId) {
+        if !self.batching {
+            self.progress(now, id);
+            return;
+        }
+        self.batch_now = Some(now);
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !std::mem::replace(&mut s.dirty, true) {
+                self.dirty.push(id);
+            }
+        }
+    }
+
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+        let linger = self.closed_order.front().map(|&(at, _)| at + LINGER);
+        match (self.poll_session_timeout(), linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest deadline of a live session.
+    fn poll_session_timeout(&mut self) -> Option<Instant> {
+        while let Some((at, id)) = self.timers.peek() {
             let Some(s) = self.sessions.get_mut(&id) else {
                 self.timers.pop();
                 continue;
@@ -264,7 +342,7 @@ impl Replicator {
             self.timers.pop();
             s.queued_at = real;
             if let Some(real) = real {
-                self.timers.push(Reverse((real, id)));
+                self.timers.push(real, id);
             }
         }
         None
@@ -311,6 +389,21 @@ impl Replicator {
         let key = (p.src(), p.dst(), copy);
         let flags = p.flags();
         let existing = self.by_online.get(&key).copied();
+        if existing.is_none() {
+            if let Some(c) = self.closed.get(&key) {
+                if !flags.syn() || flags.ack() {
+                    // A late segment of a connection that is over at the target too.
+                    self.stats.ignored_packets += 1;
+                    return;
+                }
+                if c.isn == p.seq() {
+                    self.stats.duplicate_segments += 1;
+                    return;
+                }
+                // The client opens a new connection from the same port.
+                self.forget_closed(&key);
+            }
+        }
 
         if flags.syn() && !flags.ack() {
             if let Some(id) = existing {
@@ -359,10 +452,6 @@ impl Replicator {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        if s.state == State::Closed {
-            self.stats.ignored_packets += 1;
-            return;
-        }
         s.last_activity = now;
         if flags.rst() {
             if !s.client_rst {
@@ -386,7 +475,7 @@ impl Replicator {
                 return;
             }
         }
-        self.progress(now, id);
+        self.touch(now, id);
     }
 
     /// A target packet reported by an intercept (IP header first; payload may be cut off).
@@ -398,7 +487,7 @@ impl Replicator {
             return;
         };
         let Some(&id) = self.by_target.get(&(p.dst(), p.src())) else {
-            self.stats.responses_unknown += 1;
+            self.closed_response(&p);
             return;
         };
         let Some(s) = self.sessions.get_mut(&id) else {
@@ -407,10 +496,8 @@ impl Replicator {
         s.last_activity = now;
         let flags = p.flags();
         if flags.rst() {
-            if s.state != State::Closed {
-                self.stats.sessions_reset_by_target += 1;
-                self.remember_abort(now, id);
-            }
+            self.stats.sessions_reset_by_target += 1;
+            self.remember_abort(now, id);
             self.remove(now, id);
             return;
         }
@@ -482,37 +569,60 @@ impl Replicator {
                     self.buffered -= before - s.held();
                 }
             }
-            State::Closed => {
-                if flags.fin() {
-                    s.ack_pending = true;
-                }
+        }
+        self.touch(now, id);
+    }
+
+    /// A target packet for no live session: a closed one acknowledges a repeated FIN again.
+    fn closed_response(&mut self, p: &TcpPacket<'_>) {
+        let Some(key) = self.closed_by_target.get(&(p.dst(), p.src())).copied() else {
+            self.stats.responses_unknown += 1;
+            return;
+        };
+        let flags = p.flags();
+        if flags.rst() {
+            self.forget_closed(&key);
+        } else if flags.fin() {
+            if let Some(c) = self.closed.get(&key) {
+                self.out.emit(&c.ack, &[]);
             }
         }
-        self.progress(now, id);
+    }
+
+    /// Drops the record of a closed session.
+    fn forget_closed(&mut self, key: &OnlineKey) {
+        if let Some(c) = self.closed.remove(key) {
+            let by_target = (c.local, c.target);
+            if self.closed_by_target.get(&by_target) == Some(key) {
+                self.closed_by_target.remove(&by_target);
+            }
+        }
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.born.get_or_insert(now);
-        while let Some(at) = self.poll_timeout() {
+        while let Some(&(at, key)) = self.closed_order.front() {
+            if now < at + LINGER {
+                break;
+            }
+            self.closed_order.pop_front();
+            // A record replaced by a later close of the same connection stays.
+            if self.closed.get(&key).is_some_and(|c| c.at == at) {
+                self.forget_closed(&key);
+            }
+        }
+        while let Some(at) = self.poll_session_timeout() {
             if at > now {
                 break;
             }
-            let Some(Reverse((_, id))) = self.timers.pop() else {
+            let Some((_, id)) = self.timers.pop() else {
                 break;
             };
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
             s.queued_at = None;
-            if s.state == State::Closed {
-                if s.closed_at.is_some_and(|c| now >= c + LINGER) {
-                    self.remove(now, id);
-                } else {
-                    self.schedule(id);
-                }
-                continue;
-            }
             if now >= s.last_activity + self.config.session_timeout {
                 self.stats.sessions_timed_out += 1;
                 self.abort(now, id);
@@ -602,11 +712,15 @@ impl Replicator {
             rtx_at: Some(now + self.config.initial_rto),
             rtt_probe: Some((0, now)),
             last_activity: now,
-            closed_at: None,
             successor: None,
             queued_at: None,
+            dirty: false,
         };
         self.by_online.insert((s.client, s.online, copy), id);
+        // A closed connection on these endpoints at the target is over: the new one takes them.
+        if let Some(key) = self.closed_by_target.remove(&(local, target)) {
+            self.closed.remove(&key);
+        }
         let predecessor = self.by_target.get(&(local, target)).copied();
         self.sessions.insert(id, s);
         self.stats.sessions_created += 1;
@@ -682,7 +796,9 @@ impl Replicator {
         for i in 0..fakes.len() {
             let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], port);
             first.get_or_insert(cand);
-            if !self.by_target.contains_key(&(cand, target)) {
+            if !self.by_target.contains_key(&(cand, target))
+                && !self.closed_by_target.contains_key(&(cand, target))
+            {
                 return cand;
             }
         }
@@ -727,15 +843,34 @@ impl Replicator {
                 }
             }
             if fin_acked && s.target_fin {
+                if s.ack_pending || s.ack_due.is_some() {
+                    s.acknowledged();
+                    let ack = s.repr(s.next_seq(), Flags::ACK, None, cfg.ttl);
+                    self.out.emit(&ack, &[]);
+                }
                 s.finish_requests(&mut self.stats);
                 self.stats.sessions_completed += 1;
-                s.state = State::Closed;
-                self.stats.sessions_active -= 1;
-                s.closed_at = Some(now);
-                s.rtx_at = None;
-                if let Some(next) = s.successor.take() {
-                    self.start(now, next);
+                let key = (s.client, s.online, s.copy);
+                let closed = Closed {
+                    local: s.local,
+                    target: s.target,
+                    isn: s.isn,
+                    ack: s.repr(s.next_seq(), Flags::ACK, None, cfg.ttl),
+                    at: now,
+                };
+                // A session waiting for these endpoints takes them over now.
+                let successor = s.successor.take();
+                self.remove(now, id);
+                self.closed.insert(key, closed);
+                self.closed_order.push_back((now, key));
+                match successor {
+                    Some(next) => self.start(now, next),
+                    None => {
+                        self.closed_by_target
+                            .insert((closed.local, closed.target), key);
+                    }
                 }
+                return;
             }
         }
         self.schedule(id);
@@ -743,9 +878,6 @@ impl Replicator {
 
     /// When `s` next needs attention: its earliest timer.
     fn deadline(config: &Config, s: &Session) -> Option<Instant> {
-        if s.state == State::Closed {
-            return s.closed_at.map(|c| c + LINGER);
-        }
         let mut at = s.last_activity + config.session_timeout;
         if let Some(r) = s.rtx_at {
             at = at.min(r);
@@ -767,7 +899,7 @@ impl Replicator {
         // Most packets move a deadline later (the idle timeout, the retransmission timer): the
         // wakeup already queued for the earlier time then stays, and when it comes the session
         // is looked at and queued again for its real deadline. Only an earlier deadline needs a
-        // new heap entry, so a busy session costs a heap push per timer it actually waits on,
+        // new wheel entry, so a busy session costs a wheel entry per timer it actually waits on,
         // not one per packet.
         let earlier = match (at, s.queued_at) {
             (Some(at), Some(queued)) => at < queued,
@@ -777,15 +909,15 @@ impl Replicator {
         if earlier {
             s.queued_at = at;
             if let Some(at) = at {
-                self.timers.push(Reverse((at, id)));
-                // An earlier deadline leaves the later entry behind: rebuild the heap from the
+                self.timers.push(at, id);
+                // An earlier deadline leaves the later entry behind: rebuild the wheel from the
                 // live deadlines once stale ones dominate, so it stays O(sessions).
                 if self.timers.len() > 2 * self.sessions.len() + 1024 {
-                    self.timers = self
-                        .sessions
-                        .iter()
-                        .filter_map(|(&id, s)| s.queued_at.map(|at| Reverse((at, id))))
-                        .collect();
+                    self.timers.rebuild(
+                        self.sessions
+                            .iter()
+                            .filter_map(|(&id, s)| s.queued_at.map(|at| (at, id))),
+                    );
                 }
             }
         }
@@ -831,9 +963,7 @@ impl Replicator {
                 }
                 self.start(now, next);
             }
-            if s.state != State::Closed {
-                self.stats.sessions_active -= 1;
-            }
+            self.stats.sessions_active -= 1;
             if self.by_online.get(&(s.client, s.online, s.copy)) == Some(&id) {
                 self.by_online.remove(&(s.client, s.online, s.copy));
             }
@@ -1107,10 +1237,16 @@ impl Session {
                 self.t_next = end;
             }
             // New bytes get acknowledged, every second segment at once and a single one after
-            // a delay unless a segment of ours carries the acknowledgment first; a FIN at once;
-            // a repeated segment at once too (our acknowledgment was lost).
+            // a delay unless a segment of ours carries the acknowledgment first; a repeated
+            // segment at once (our acknowledgment was lost). A new FIN before the client closed
+            // waits for the delay too, without hurrying one already due: a server that closes
+            // first (HTTP with `Connection: close`) sees the client's FIN follow within a round
+            // trip, and our FIN then carries the acknowledgment, one packet instead of two.
             match delayed_ack {
-                Some(delay) if new && !flags.fin() && self.ack_due.is_none() => {
+                Some(delay) if new && flags.fin() && self.client_fin.is_none() => {
+                    self.ack_due.get_or_insert(now + delay);
+                }
+                Some(delay) if new && self.ack_due.is_none() => {
                     self.ack_due = Some(now + delay);
                 }
                 _ => self.ack_pending = true,
@@ -1244,7 +1380,7 @@ impl Session {
 
     /// Whether client bytes are still to be delivered to (or acknowledged by) the target.
     fn owes_target(&self) -> bool {
-        self.state != State::Closed && self.snd_una < self.rcv_nxt
+        self.snd_una < self.rcv_nxt
     }
 
     /// Whether the client ended the connection (FIN or reset) and the target has not seen the end

@@ -488,6 +488,8 @@ fn run_worker(
                 _ => {}
             }
         }
+        // Everything this wake brought is one batch: each session answers once, at its end.
+        core.begin_batch();
         // Client packets first: the ring holds what the kernel captured, whether or not this
         // wake was for it.
         if let Some(r) = ring.as_mut() {
@@ -555,6 +557,7 @@ fn run_worker(
         for ev in events.drain(..) {
             handle_event(ev, &mut core, &poll, &mut links, &conn_addrs, &mut ctx)?;
         }
+        core.end_batch();
         core.handle_timeout(Instant::now());
         let mut failed = |n: u64, e: &dyn std::fmt::Display| {
             for _ in 0..n {

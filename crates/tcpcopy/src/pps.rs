@@ -258,12 +258,14 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
     let end = started + Duration::from_secs(seconds);
     while Instant::now() < end && !stop_signal.load(Ordering::Relaxed) {
         let mut now = Instant::now();
+        core.begin_batch();
         let got = ring.poll_batch(Duration::from_millis(100), |p| {
             if p.pkttype != libc::PACKET_OUTGOING {
                 core.handle_capture(now, p.data);
             }
-        })?;
-        if got == 0 {
+        });
+        core.end_batch();
+        if got? == 0 {
             continue;
         }
         now = Instant::now();
