@@ -248,7 +248,9 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
         let cli = cli.clone();
         thread::spawn(move || lab::run_in_ns(&cli, || generate(&stop)))
     };
-    // As in tcpcopy: one thread waits on the ring, handles what it holds in place, sends.
+    // As in tcpcopy: one thread waits on the ring, handles what it holds in place, sends. Unlike
+    // tcpcopy, without batches (`Replicator::begin_batch`): a batch would merge a session's
+    // back-to-back small segments into fewer, larger ones, and this measures the cost per packet.
     crate::plumbing::raise_capture_priority();
     let mut core = Replicator::new(cfg);
     let mut target = FakeTarget::default();
@@ -258,14 +260,12 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
     let end = started + Duration::from_secs(seconds);
     while Instant::now() < end && !stop_signal.load(Ordering::Relaxed) {
         let mut now = Instant::now();
-        core.begin_batch();
         let got = ring.poll_batch(Duration::from_millis(100), |p| {
             if p.pkttype != libc::PACKET_OUTGOING {
                 core.handle_capture(now, p.data);
             }
-        });
-        core.end_batch();
-        if got? == 0 {
+        })?;
+        if got == 0 {
             continue;
         }
         now = Instant::now();
