@@ -198,15 +198,21 @@ fn acknowledgments_are_translated_to_the_target_sequence_space() {
     assert_eq!(r.stats().target_bytes, 7);
 }
 
-#[test]
-fn a_delayed_acknowledgment_rides_on_the_next_request_or_goes_at_the_second_segment() {
-    let base = Instant::now();
+/// An established session with delayed ACKs that sent its first request (`req1\n`) at 2 ms.
+fn delayed_ack_with_first_request(base: Instant) -> Replicator {
     let mut r = established_with(base, config_delayed_ack());
     r.handle_capture(
         ms(base, 2),
         &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
     );
     assert_eq!(sent(&mut r).len(), 1);
+    r
+}
+
+#[test]
+fn a_delayed_acknowledgment_rides_on_the_next_request_or_goes_at_the_second_segment() {
+    let base = Instant::now();
+    let mut r = delayed_ack_with_first_request(base);
     r.handle_response(
         ms(base, 3),
         &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK | Flags::PSH, 100),
@@ -260,12 +266,7 @@ fn a_delayed_acknowledgment_rides_on_the_next_request_or_goes_at_the_second_segm
 #[test]
 fn a_target_fin_is_acknowledged_by_our_fin_when_the_client_closes_within_the_delay() {
     let base = Instant::now();
-    let mut r = established_with(base, config_delayed_ack());
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
-    );
-    assert_eq!(sent(&mut r).len(), 1);
+    let mut r = delayed_ack_with_first_request(base);
     // The server answers and closes (`Connection: close`), answer and FIN in two segments.
     r.handle_response(
         ms(base, 3),
@@ -293,12 +294,7 @@ fn a_target_fin_is_acknowledged_by_our_fin_when_the_client_closes_within_the_del
     assert!(sent(&mut r).is_empty());
 
     // A client that does not close: the FIN is acknowledged when the delay is over.
-    let mut r = established_with(base, config_delayed_ack());
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
-    );
-    sent(&mut r);
+    let mut r = delayed_ack_with_first_request(base);
     r.handle_response(
         ms(base, 3),
         &target_pkt(
