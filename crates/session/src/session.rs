@@ -229,7 +229,9 @@ impl Replicator {
     /// Client endpoints (as the target sees them) of every live session, for an intercept that
     /// (re)connected.
     pub fn routes(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.sessions.values().map(|s| s.local)
+        // Closed ones too: the target may still repeat its FIN.
+        let closed = self.closed.values().map(|c| c.local);
+        self.sessions.values().map(|s| s.local).chain(closed)
     }
 
     /// Hands over the client endpoints of sessions created since the last call.
@@ -602,6 +604,7 @@ impl Replicator {
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.born.get_or_insert(now);
+        self.timers.advance(now);
         while let Some(&(at, key)) = self.closed_order.front() {
             if now < at + LINGER {
                 break;
@@ -861,6 +864,9 @@ impl Replicator {
                 // A session waiting for these endpoints takes them over now.
                 let successor = s.successor.take();
                 self.remove(now, id);
+                // An earlier connection of this client port may still linger (on another fake
+                // endpoint): its record goes, with its entry by target endpoints.
+                self.forget_closed(&key);
                 self.closed.insert(key, closed);
                 self.closed_order.push_back((now, key));
                 match successor {
@@ -1246,7 +1252,7 @@ impl Session {
                 Some(delay) if new && flags.fin() && self.client_fin.is_none() => {
                     self.ack_due.get_or_insert(now + delay);
                 }
-                Some(delay) if new && self.ack_due.is_none() => {
+                Some(delay) if new && !flags.fin() && self.ack_due.is_none() => {
                     self.ack_due = Some(now + delay);
                 }
                 _ => self.ack_pending = true,

@@ -12,7 +12,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Slots in the wheel; with [`TICK_SHIFT`] this covers about 4.3 s ahead.
 const SLOTS: usize = 4096;
@@ -20,9 +20,12 @@ const SLOTS: usize = 4096;
 const TICK_SHIFT: u32 = 20;
 
 pub(crate) struct TimerWheel<T> {
-    /// Tick 0; set by the first deadline queued.
+    /// Tick 0: half the wheel before the first deadline queued (or the first `advance`), so
+    /// that the deadlines that follow, earlier ones too, get ticks of their own.
     origin: Option<Instant>,
-    /// Every tick before this one is empty. Deadlines from the past are filed under it.
+    /// Every tick before this one is empty. Deadlines from the past are filed under it. It
+    /// follows the clock ([`TimerWheel::advance`]), never ahead of it, so that deadlines queued
+    /// later spread over their own ticks.
     cursor: u64,
     /// `slots[t % SLOTS]` holds the deadlines of tick `t`, for `cursor <= t < cursor + SLOTS`.
     slots: Vec<Vec<(Instant, T)>>,
@@ -49,10 +52,27 @@ impl<T: Copy + Ord> TimerWheel<T> {
         self.len
     }
 
+    fn tick(&mut self, at: Instant) -> u64 {
+        let half = Duration::from_nanos((SLOTS as u64 / 2) << TICK_SHIFT);
+        let origin = *self
+            .origin
+            .get_or_insert_with(|| at.checked_sub(half).unwrap_or(at));
+        (at.saturating_duration_since(origin).as_nanos() >> TICK_SHIFT) as u64
+    }
+
+    /// Time has come to `now`: the cursor moves up to its tick over empty slots (every deadline
+    /// before `now` was popped, or is waiting in the slot the cursor stops at).
+    pub(crate) fn advance(&mut self, now: Instant) {
+        let target = self.tick(now);
+        if target <= self.cursor {
+            return;
+        }
+        let ahead = self.first_slot().map_or(u64::MAX, |(_, ahead)| ahead);
+        self.cursor += ahead.min(target - self.cursor);
+    }
+
     pub(crate) fn push(&mut self, at: Instant, item: T) {
-        let origin = *self.origin.get_or_insert(at);
-        let tick = (at.saturating_duration_since(origin).as_nanos() >> TICK_SHIFT) as u64;
-        let tick = tick.max(self.cursor);
+        let tick = self.tick(at).max(self.cursor);
         self.len += 1;
         if tick - self.cursor >= SLOTS as u64 {
             self.far.push(Reverse((at, item)));
@@ -64,10 +84,10 @@ impl<T: Copy + Ord> TimerWheel<T> {
     }
 
     /// The earliest deadline queued, and its item.
-    pub(crate) fn peek(&mut self) -> Option<(Instant, T)> {
+    pub(crate) fn peek(&self) -> Option<(Instant, T)> {
         let near = self
             .first_slot()
-            .map(|slot| self.slots[slot][Self::min_index(&self.slots[slot])]);
+            .map(|(slot, _)| self.slots[slot][Self::min_index(&self.slots[slot])]);
         let far = self.far.peek().map(|e| e.0);
         match (near, far) {
             (Some(n), Some(f)) => Some(n.min(f)),
@@ -79,7 +99,7 @@ impl<T: Copy + Ord> TimerWheel<T> {
     pub(crate) fn pop(&mut self) -> Option<(Instant, T)> {
         let near = self
             .first_slot()
-            .map(|slot| (slot, Self::min_index(&self.slots[slot])));
+            .map(|(slot, _)| (slot, Self::min_index(&self.slots[slot])));
         let near_entry = near.map(|(slot, i)| self.slots[slot][i]);
         let far_entry = self.far.peek().map(|e| e.0);
         let entry = match (near, near_entry, far_entry) {
@@ -110,9 +130,8 @@ impl<T: Copy + Ord> TimerWheel<T> {
         }
     }
 
-    /// The first occupied slot from the cursor on; moves the cursor up to its tick, since every
-    /// tick before it is empty.
-    fn first_slot(&mut self) -> Option<usize> {
+    /// The first occupied slot from the cursor on, and how many ticks ahead of the cursor it is.
+    fn first_slot(&self) -> Option<(usize, u64)> {
         let start = (self.cursor % SLOTS as u64) as usize;
         let words = SLOTS / 64;
         // The cursor's own word, from the cursor's bit up; then the following words, wrapping
@@ -128,8 +147,7 @@ impl<T: Copy + Ord> TimerWheel<T> {
             if bits != 0 {
                 let slot = w * 64 + bits.trailing_zeros() as usize;
                 let ahead = (slot + SLOTS - start) % SLOTS;
-                self.cursor += ahead as u64;
-                return Some(slot);
+                return Some((slot, ahead as u64));
             }
         }
         None
@@ -149,7 +167,6 @@ impl<T: Copy + Ord> TimerWheel<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// A tiny deterministic generator, so that the model check needs no dependency.
     struct Lcg(u64);
@@ -195,6 +212,7 @@ mod tests {
                         while heap.peek().is_some_and(|e| e.0 .0 <= now) {
                             assert_eq!(wheel.pop(), heap.pop().map(|e| e.0));
                         }
+                        wheel.advance(now);
                     }
                 }
                 assert_eq!(wheel.len(), heap.len());
@@ -223,6 +241,31 @@ mod tests {
         }
         assert_eq!(wheel.pop(), Some((base + Duration::from_secs(600), 1)));
         assert_eq!(wheel.len(), 0);
+    }
+
+    #[test]
+    fn the_cursor_follows_the_clock_not_the_next_deadline() {
+        let base = Instant::now();
+        let mut wheel = TimerWheel::new();
+        wheel.advance(base);
+        wheel.push(base + Duration::from_secs(3), 0u32);
+        assert!(wheel.peek().is_some());
+        wheel.advance(base + Duration::from_millis(10));
+        // Deadlines queued now land on their own ticks, not in the slot of the one 3 s ahead.
+        for i in 0..100u32 {
+            wheel.push(base + Duration::from_millis(20 + u64::from(i)), 1 + i);
+        }
+        let occupied: u32 = wheel.occupied.iter().map(|w| w.count_ones()).sum();
+        assert!(occupied > 90, "{occupied} slots for 101 deadlines");
+        // After a quiet spell longer than the wheel's horizon, near deadlines are near again.
+        let mut wheel = TimerWheel::new();
+        wheel.push(base, 0u32);
+        wheel.pop();
+        wheel.push(base + Duration::from_secs(600), 1);
+        wheel.advance(base + Duration::from_secs(10));
+        wheel.push(base + Duration::from_millis(10_005), 2);
+        assert_eq!(wheel.far.len(), 1);
+        assert_eq!(wheel.pop(), Some((base + Duration::from_millis(10_005), 2)));
     }
 
     #[test]
