@@ -318,10 +318,7 @@ impl Replicator {
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let linger = self.closed_order.front().map(|&(at, _)| at + LINGER);
-        match (self.poll_session_timeout(), linger) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.poll_session_timeout().into_iter().chain(linger).min()
     }
 
     /// The earliest deadline of a live session.
@@ -591,6 +588,20 @@ impl Replicator {
         }
     }
 
+    /// Drops the records of sessions closed for [`LINGER`] by `now`.
+    fn expire_closed(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.closed_order.front() {
+            if now < at + LINGER {
+                break;
+            }
+            self.closed_order.pop_front();
+            // A record replaced by a later close of the same connection stays.
+            if self.closed.get(&key).is_some_and(|c| c.at == at) {
+                self.forget_closed(&key);
+            }
+        }
+    }
+
     /// Drops the record of a closed session.
     fn forget_closed(&mut self, key: &OnlineKey) {
         if let Some(c) = self.closed.remove(key) {
@@ -605,16 +616,7 @@ impl Replicator {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.born.get_or_insert(now);
         self.timers.advance(now);
-        while let Some(&(at, key)) = self.closed_order.front() {
-            if now < at + LINGER {
-                break;
-            }
-            self.closed_order.pop_front();
-            // A record replaced by a later close of the same connection stays.
-            if self.closed.get(&key).is_some_and(|c| c.at == at) {
-                self.forget_closed(&key);
-            }
-        }
+        self.expire_closed(now);
         while let Some(at) = self.poll_session_timeout() {
             if at > now {
                 break;
@@ -721,8 +723,8 @@ impl Replicator {
         };
         self.by_online.insert((s.client, s.online, copy), id);
         // A closed connection on these endpoints at the target is over: the new one takes them.
-        if let Some(key) = self.closed_by_target.remove(&(local, target)) {
-            self.closed.remove(&key);
+        if let Some(key) = self.closed_by_target.get(&(local, target)).copied() {
+            self.forget_closed(&key);
         }
         let predecessor = self.by_target.get(&(local, target)).copied();
         self.sessions.insert(id, s);
@@ -819,9 +821,7 @@ impl Replicator {
             s.send_data(now, cfg, &mut self.out);
         }
         if s.ack_pending || s.ack_due.is_some_and(|t| now >= t) {
-            s.acknowledged();
-            let ack = s.repr(s.next_seq(), Flags::ACK, None, cfg.ttl);
-            self.out.emit(&ack, &[]);
+            s.send_ack(cfg.ttl, &mut self.out);
         }
         if s.state == State::Established {
             // A client that reset its connection still had its requests served online: the target
@@ -847,9 +847,7 @@ impl Replicator {
             }
             if fin_acked && s.target_fin {
                 if s.ack_pending || s.ack_due.is_some() {
-                    s.acknowledged();
-                    let ack = s.repr(s.next_seq(), Flags::ACK, None, cfg.ttl);
-                    self.out.emit(&ack, &[]);
+                    s.send_ack(cfg.ttl, &mut self.out);
                 }
                 s.finish_requests(&mut self.stats);
                 self.stats.sessions_completed += 1;
@@ -858,7 +856,7 @@ impl Replicator {
                     local: s.local,
                     target: s.target,
                     isn: s.isn,
-                    ack: s.repr(s.next_seq(), Flags::ACK, None, cfg.ttl),
+                    ack: s.bare_ack(cfg.ttl),
                     at: now,
                 };
                 // A session waiting for these endpoints takes them over now.
@@ -1376,6 +1374,17 @@ impl Session {
                 self.rtx_at = Some(now + self.rto);
             }
         }
+    }
+
+    /// A bare ACK of everything the target sent so far.
+    fn bare_ack(&self, ttl: u8) -> SegmentRepr {
+        self.repr(self.next_seq(), Flags::ACK, None, ttl)
+    }
+
+    /// Sends a bare ACK now (a delayed one is due, or cannot wait).
+    fn send_ack(&mut self, ttl: u8, out: &mut Outbox) {
+        self.acknowledged();
+        out.emit(&self.bare_ack(ttl), &[]);
     }
 
     /// A segment carrying our acknowledgment of everything the target sent went out.

@@ -85,36 +85,33 @@ impl<T: Copy + Ord> TimerWheel<T> {
 
     /// The earliest deadline queued, and its item.
     pub(crate) fn peek(&self) -> Option<(Instant, T)> {
-        let near = self
-            .first_slot()
-            .map(|(slot, _)| self.slots[slot][Self::min_index(&self.slots[slot])]);
-        let far = self.far.peek().map(|e| e.0);
-        match (near, far) {
-            (Some(n), Some(f)) => Some(n.min(f)),
-            (n, f) => n.or(f),
-        }
+        let near = self.nearest().map(|(_, _, entry)| entry);
+        near.into_iter().chain(self.far.peek().map(|e| e.0)).min()
     }
 
     /// Removes the earliest deadline queued and returns it.
     pub(crate) fn pop(&mut self) -> Option<(Instant, T)> {
-        let near = self
-            .first_slot()
-            .map(|(slot, _)| (slot, Self::min_index(&self.slots[slot])));
-        let near_entry = near.map(|(slot, i)| self.slots[slot][i]);
-        let far_entry = self.far.peek().map(|e| e.0);
-        let entry = match (near, near_entry, far_entry) {
-            (Some((slot, i)), Some(n), f) if f.is_none_or(|f| n <= f) => {
+        let far = self.far.peek().map(|e| e.0);
+        let entry = match self.nearest() {
+            Some((slot, i, near)) if far.is_none_or(|f| near <= f) => {
                 self.slots[slot].swap_remove(i);
                 if self.slots[slot].is_empty() {
                     self.occupied[slot / 64] &= !(1 << (slot % 64));
                 }
-                n
+                near
             }
-            (_, _, Some(_)) => self.far.pop()?.0,
-            _ => return None,
+            _ => self.far.pop()?.0,
         };
         self.len -= 1;
         Some(entry)
+    }
+
+    /// The earliest deadline in the wheel (not the far heap): its slot, index and entry.
+    fn nearest(&self) -> Option<(usize, usize, (Instant, T))> {
+        let (slot, _) = self.first_slot()?;
+        let entries = &self.slots[slot];
+        let (i, &entry) = entries.iter().enumerate().min_by_key(|&(_, e)| *e)?;
+        Some((slot, i, entry))
     }
 
     /// Forgets every deadline and queues `entries` instead.
@@ -151,16 +148,6 @@ impl<T: Copy + Ord> TimerWheel<T> {
             }
         }
         None
-    }
-
-    fn min_index(entries: &[(Instant, T)]) -> usize {
-        let mut best = 0;
-        for (i, e) in entries.iter().enumerate().skip(1) {
-            if *e < entries[best] {
-                best = i;
-            }
-        }
-        best
     }
 }
 
