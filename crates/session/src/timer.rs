@@ -11,7 +11,7 @@
 //! reproduces to the nanosecond.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Slots in the wheel; with [`TICK_SHIFT`] this covers about 4.3 s ahead.
@@ -28,7 +28,11 @@ pub(crate) struct TimerWheel<T> {
     /// later spread over their own ticks.
     cursor: u64,
     /// `slots[t % SLOTS]` holds the deadlines of tick `t`, for `cursor <= t < cursor + SLOTS`.
-    slots: Vec<Vec<(Instant, T)>>,
+    slots: Vec<VecDeque<(Instant, T)>>,
+    /// A slot whose deadlines are in order, earliest first: the first occupied slot once it was
+    /// looked at. The sessions of one batch share their deadlines, so a tick can hold hundreds;
+    /// sorted once, its earliest is at the front for every peek and pop that follows.
+    sorted: Option<usize>,
     /// One bit per slot: set when the slot is not empty.
     occupied: [u64; SLOTS / 64],
     /// Deadlines at or beyond `cursor + SLOTS` when they were queued.
@@ -41,7 +45,8 @@ impl<T: Copy + Ord> TimerWheel<T> {
         TimerWheel {
             origin: None,
             cursor: 0,
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            slots: (0..SLOTS).map(|_| VecDeque::new()).collect(),
+            sorted: None,
             occupied: [0; SLOTS / 64],
             far: BinaryHeap::new(),
             len: 0,
@@ -79,13 +84,19 @@ impl<T: Copy + Ord> TimerWheel<T> {
             return;
         }
         let slot = (tick % SLOTS as u64) as usize;
-        self.slots[slot].push((at, item));
+        let entries = &mut self.slots[slot];
+        if self.sorted == Some(slot) {
+            let i = entries.partition_point(|e| *e <= (at, item));
+            entries.insert(i, (at, item));
+        } else {
+            entries.push_back((at, item));
+        }
         self.occupied[slot / 64] |= 1 << (slot % 64);
     }
 
     /// The earliest deadline queued, and its item.
-    pub(crate) fn peek(&self) -> Option<(Instant, T)> {
-        let near = self.nearest().map(|(_, _, entry)| entry);
+    pub(crate) fn peek(&mut self) -> Option<(Instant, T)> {
+        let near = self.nearest().map(|(_, entry)| entry);
         near.into_iter().chain(self.far.peek().map(|e| e.0)).min()
     }
 
@@ -93,8 +104,8 @@ impl<T: Copy + Ord> TimerWheel<T> {
     pub(crate) fn pop(&mut self) -> Option<(Instant, T)> {
         let far = self.far.peek().map(|e| e.0);
         let entry = match self.nearest() {
-            Some((slot, i, near)) if far.is_none_or(|f| near <= f) => {
-                self.slots[slot].swap_remove(i);
+            Some((slot, near)) if far.is_none_or(|f| near <= f) => {
+                self.slots[slot].pop_front();
                 if self.slots[slot].is_empty() {
                     self.occupied[slot / 64] &= !(1 << (slot % 64));
                 }
@@ -106,12 +117,15 @@ impl<T: Copy + Ord> TimerWheel<T> {
         Some(entry)
     }
 
-    /// The earliest deadline in the wheel (not the far heap): its slot, index and entry.
-    fn nearest(&self) -> Option<(usize, usize, (Instant, T))> {
+    /// The earliest deadline in the wheel (not the far heap): its slot and entry, at the front
+    /// of that slot.
+    fn nearest(&mut self) -> Option<(usize, (Instant, T))> {
         let (slot, _) = self.first_slot()?;
-        let entries = &self.slots[slot];
-        let (i, &entry) = entries.iter().enumerate().min_by_key(|&(_, e)| *e)?;
-        Some((slot, i, entry))
+        if self.sorted != Some(slot) {
+            self.slots[slot].make_contiguous().sort_unstable();
+            self.sorted = Some(slot);
+        }
+        Some((slot, *self.slots[slot].front()?))
     }
 
     /// Forgets every deadline and queues `entries` instead.
@@ -178,12 +192,16 @@ mod tests {
             for step in 0u64..20_000 {
                 match rng.next() % 10 {
                     0..=5 => {
-                        // Mostly near deadlines, some in the past, some far beyond the horizon.
+                        // Mostly near deadlines, some in the past, some far beyond the horizon,
+                        // many the same.
                         let at = match rng.next() % 10 {
                             0 => now
                                 .checked_sub(Duration::from_micros(rng.next() % 5000))
                                 .unwrap_or(base),
                             1 => now + Duration::from_secs(5 + rng.next() % 600),
+                            // The sessions of one batch share a deadline: many equal entries
+                            // in one tick, pushed before and after it is sorted.
+                            2 | 3 => now + Duration::from_millis(200),
                             _ => now + Duration::from_micros(rng.next() % 3_000_000),
                         };
                         wheel.push(at, step);
