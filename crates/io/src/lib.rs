@@ -6,6 +6,7 @@
 //! - [`bpf`]: the in-kernel prefilter for the capture socket.
 //! - [`capture`]: `AF_PACKET` receive ring.
 //! - [`raw`]: raw-socket packet sending, behind the [`raw::PacketSink`] trait.
+//! - [`link`]: link-layer (`AF_PACKET`) sending of IPv4 packets, with the raw sockets as fallback.
 //! - [`nfqueue`]: NFQUEUE reader that drops the target's responses.
 //! - [`netdev`]: device settings (GRO) without the ethtool program.
 //! - [`netns`]: moving a thread into a network namespace.
@@ -14,6 +15,7 @@
 
 pub mod bpf;
 pub mod capture;
+pub mod link;
 pub mod netdev;
 pub mod netns;
 pub mod nfqueue;
@@ -24,5 +26,6 @@ mod sys;
 
 pub use bpf::{Insn, TcpFilter};
 pub use capture::{CaptureStats, CapturedPacket, RingCapture, RingConfig};
+pub use link::{LinkSender, SendCounts};
 pub use nfqueue::ResponseQueue;
 pub use raw::{MemorySink, PacketSink, RawSender};

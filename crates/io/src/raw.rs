@@ -8,7 +8,7 @@
 use std::io;
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::thread;
 use std::time::Duration;
 
@@ -208,7 +208,6 @@ impl V4Out {
     fn send(&mut self, packets: &[&[u8]], dsts: &[libc::in_addr_t]) {
         debug_assert!(packets.len() <= BATCH && packets.len() == dsts.len());
         let mut done = 0;
-        let mut attempt = 0;
         while done < packets.len() {
             let dst = dsts[done];
             let run = dsts[done..].iter().take_while(|&&d| d == dst).count();
@@ -239,46 +238,60 @@ impl V4Out {
                 msgs[i].msg_hdr.msg_iov = &mut iovs[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
             }
-            // SAFETY: `fd` is one of our open sockets; `msgs[..run]` point at `iovs`, `addr` and
-            // the caller's packets, all alive and unchanged for the call; the kernel only reads
-            // the packets and the address and writes `msg_len` into `msgs`.
-            let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), run as libc::c_uint, 0) };
-            if rc > 0 {
-                done += rc as usize;
-                attempt = 0;
-                continue;
-            }
-            if rc == 0 {
-                // Not expected for a non-empty batch; never spin on it.
-                self.fail(io::Error::other("sendmmsg sent nothing"));
-                done += 1;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if is_queue_full(&e) && attempt < RETRIES {
-                if attempt < 2 {
-                    thread::yield_now();
-                } else {
-                    thread::sleep(RETRY_PAUSE);
-                }
-                attempt += 1;
-                continue;
-            }
+            let (sent, error) = send_batch(fd, &mut msgs[..run]);
+            done += sent;
+            let Some(e) = error else { continue };
             if connected {
                 // Try again unconnected: the error may be the connection's, not the packet's.
                 self.disconnect(dst);
-                attempt = 0;
                 continue;
             }
             // This packet cannot go; the rest still may.
             self.fail(e);
             done += 1;
-            attempt = 0;
         }
     }
+}
+
+/// Hands `msgs` to the kernel with as few `sendmmsg` calls as it takes, retrying an interrupted
+/// call and, a few times, a full queue. Returns how many went, and the error that stopped the
+/// next one (`msgs[sent]`) if any did.
+///
+/// Every message must point at memory that stays alive and unchanged for the call.
+pub(crate) fn send_batch(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> (usize, Option<io::Error>) {
+    let mut done = 0;
+    let mut attempt = 0;
+    while done < msgs.len() {
+        let rest = &mut msgs[done..];
+        // SAFETY: `fd` is an open socket of the caller's; every message in `rest` points at
+        // buffers the caller keeps alive and unchanged for the call (see above); the kernel only
+        // reads them and writes `msg_len` into `rest`.
+        let rc = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+        if rc > 0 {
+            done += rc as usize;
+            attempt = 0;
+            continue;
+        }
+        if rc == 0 {
+            // Not expected for a non-empty batch; never spin on it.
+            return (done, Some(io::Error::other("sendmmsg sent nothing")));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if is_queue_full(&e) && attempt < RETRIES {
+            if attempt < 2 {
+                thread::yield_now();
+            } else {
+                thread::sleep(RETRY_PAUSE);
+            }
+            attempt += 1;
+            continue;
+        }
+        return (done, Some(e));
+    }
+    (done, None)
 }
 
 impl PacketSink for RawSender {

@@ -52,7 +52,29 @@ pub enum TcpcopyCommand {
         /// Capture threads of tcpcopy and of intercept (their --threads).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         threads: u16,
+        /// tcpcopy's --send-layer.
+        #[arg(long, value_enum, default_value_t = SendLayer::Link)]
+        send_layer: SendLayer,
     },
+}
+
+/// How tcpcopy's packets reach the target (`--send-layer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendLayer {
+    /// `AF_PACKET` to the next hop, routed where that cannot be done.
+    Link,
+    /// Raw IP socket: the kernel routes every packet.
+    Ip,
+}
+
+impl SendLayer {
+    /// The option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            SendLayer::Link => "link",
+            SendLayer::Ip => "ip",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +143,15 @@ pub struct TcpcopyOpts {
     pub memory: u64,
     #[command(flatten)]
     pub common: CommonOpts,
+    /// How packets reach the target: `link` hands them to the device with the next hop's hardware
+    /// address (looked up once per destination and checked every second; anything else is routed),
+    /// `ip` lets the kernel route every packet (raw socket, through the host's netfilter OUTPUT)
+    #[arg(long = "send-layer", value_enum, default_value_t = SendLayer::Link)]
+    pub send_layer: SendLayer,
+    /// Send at the link layer only through this device; packets routed out of another are
+    /// routed by the kernel
+    #[arg(short = 'o', long = "output-device", value_name = "DEV")]
+    pub output_device: Option<String>,
     /// Seconds between statistics lines in the log (0: only at exit)
     #[arg(long = "stats-interval", default_value_t = 10)]
     pub stats_interval: u64,

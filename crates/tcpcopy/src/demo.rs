@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lab::{LoadReport, LoadSpec};
 
+use crate::cli::SendLayer;
 use crate::scenario::{proc_usage, Mode, Scenario, ScenarioSpec, Servers};
 
 fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -340,6 +341,7 @@ pub fn run_bench(
     which: &[u8],
     threaded_receive: bool,
     threads: u16,
+    send_layer: SendLayer,
 ) -> anyhow::Result<()> {
     preflight()?;
     anyhow::ensure!(
@@ -354,12 +356,20 @@ pub fn run_bench(
     let spec = ScenarioSpec {
         start_tcpcopy: false,
         threaded_receive,
-        extra_tcpcopy_args: vec!["--threads".into(), threads.to_string()],
+        extra_tcpcopy_args: vec![
+            "--threads".into(),
+            threads.to_string(),
+            "--send-layer".into(),
+            send_layer.name().into(),
+        ],
         extra_intercept_args: vec!["--threads".into(), threads.to_string()],
         ..ScenarioSpec::new("tcbench", Mode::Assistant, Servers::Nginx, bin_dir()?)
     };
     println!("tcpcopy bench: nginx (1 KB answers) online and at the target, intercept on the assistant, wrk -t2 from the client, {seconds} s per row");
-    println!("capture threads: {threads} in tcpcopy, {threads} in intercept");
+    println!(
+        "capture threads: {threads} in tcpcopy, {threads} in intercept; tcpcopy --send-layer {}",
+        send_layer.name()
+    );
     println!(
         "lab receive path: {}",
         if threaded_receive {

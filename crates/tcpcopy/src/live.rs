@@ -23,10 +23,11 @@ use protocol::{Decoder, Message};
 use session::{Config, Replicator, Stats};
 use tcio::bpf::TcpFilter;
 use tcio::capture::{RingCapture, RingConfig};
+use tcio::link::LinkSender;
 use tcio::pcap::{PcapNgRecorder, PcapSource, SourceStats};
 use tcio::raw::RawSender;
 
-use crate::cli::TcpcopyOpts;
+use crate::cli::{SendLayer, TcpcopyOpts};
 use crate::plumbing::{read_first_message, sleep_unless_stopped, Mailbox, PacketBatch};
 
 /// What the other threads hand the main thread.
@@ -74,6 +75,9 @@ pub struct LiveConfig {
     pub record: Option<PathBuf>,
     pub stats_interval: Duration,
     pub duration: Option<Duration>,
+    /// `None`: the kernel routes every packet; else link-layer sending, only through this device
+    /// when one is named.
+    pub link_layer: Option<Option<String>>,
 }
 
 impl LiveConfig {
@@ -166,6 +170,16 @@ impl LiveConfig {
             record: o.record.clone(),
             stats_interval: Duration::from_secs(o.stats_interval),
             duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
+            link_layer: match (o.send_layer, &o.output_device) {
+                (SendLayer::Ip, Some(_)) => {
+                    return Err(
+                        "-o/--output-device sends at the link layer: not with --send-layer ip"
+                            .into(),
+                    )
+                }
+                (SendLayer::Ip, None) => None,
+                (SendLayer::Link, device) => Some(device.clone()),
+            },
         })
     }
 }
@@ -342,8 +356,7 @@ fn run_worker(
         Input::File { path, .. } => Some(PcapSource::open(path)?),
         Input::Capture { .. } => None,
     };
-    let mut sender = RawSender::open()
-        .context("cannot open a raw socket to send to the target (run as root)")?;
+    let mut sender = Sender::open(cfg.link_layer.as_ref())?;
     let mut poll = Poll::new().context("cannot create a poll")?;
     let waker = mio::Waker::new(poll.registry(), WAKE).context("cannot create a poll waker")?;
     let tx: Events = Arc::new(Mailbox::with_waker(waker));
@@ -570,6 +583,17 @@ fn run_worker(
         if let Err(f) = core.drain_transmits_all(|packets| sender.send_all(packets)) {
             failed(f.count, &f.last);
         }
+        if let Sender::Link(link) = &mut sender {
+            // Every capture thread has a sender of its own; they find the same ways out.
+            if link.take_change() && worker.index == 0 {
+                for (dst, hop) in link.next_hops() {
+                    match hop {
+                        Some(hop) => info!("to {dst}: at the link layer, via {hop}"),
+                        None => info!("to {dst}: routed by the kernel"),
+                    }
+                }
+            }
+        }
         core.drain_routes(|routes| {
             announce(
                 &poll,
@@ -623,10 +647,52 @@ fn run_worker(
             st.requests_target
         );
     }
+    if let Sender::Link(link) = &sender {
+        let counts = link.counts();
+        info!(
+            "packets to the target{}: {} at the link layer, {} routed",
+            if worker.count > 1 {
+                format!(" (capture thread {})", worker.index)
+            } else {
+                String::new()
+            },
+            counts.link,
+            counts.routed
+        );
+    }
     Ok(RunReport {
         stats: stats(&core, capture_drops),
         input_error: input_done.and_then(|r| r.err()),
     })
+}
+
+/// Where the packets for the target go out: at the link layer, or routed by the kernel.
+pub(crate) enum Sender {
+    Link(LinkSender),
+    Ip(RawSender),
+}
+
+impl Sender {
+    pub(crate) fn open(link_layer: Option<&Option<String>>) -> anyhow::Result<Sender> {
+        Ok(match link_layer {
+            Some(device) => Sender::Link(LinkSender::open(device.as_deref()).context(
+                "cannot open the sockets to send to the target (run as root, or with CAP_NET_RAW)",
+            )?),
+            None => Sender::Ip(RawSender::open().context(
+                "cannot open a raw socket to send to the target (run as root, or with CAP_NET_RAW)",
+            )?),
+        })
+    }
+
+    pub(crate) fn send_all<'a>(
+        &mut self,
+        packets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), tcio::raw::SendFailures> {
+        match self {
+            Sender::Link(s) => s.send_all(packets),
+            Sender::Ip(s) => s.send_all(packets),
+        }
+    }
 }
 
 /// Reads everything an intercept connection has and hands each response to the core; an error

@@ -29,6 +29,9 @@ use tcio::capture::{RingCapture, RingConfig};
 use tcio::raw::{PacketSink, RawSender};
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
+use crate::cli::SendLayer;
+use crate::live::Sender;
+
 const SESSIONS: u16 = 256;
 const PAYLOAD: usize = 64;
 /// Address on the lab segment that no host owns (frames go to the online host's MAC).
@@ -154,7 +157,7 @@ impl FakeTarget {
     }
 }
 
-pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
+pub fn run_pps(seconds: u64, threaded_receive: bool, send_layer: SendLayer) -> anyhow::Result<()> {
     anyhow::ensure!(
         lab::netlab::is_root(),
         "the benchmark builds network namespaces: run it as root"
@@ -240,9 +243,10 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
             ..RingConfig::default()
         })
     })?;
-    let mut sender = lab.run_in(&onl, RawSender::open)?;
+    let link_layer = (send_layer == SendLayer::Link).then_some(None);
+    let mut sender = lab.run_in(&onl, || Sender::open(link_layer.as_ref()))?;
     let stop = Arc::new(AtomicBool::new(false));
-    println!("tcpcopy bench --pps: {SESSIONS} sessions of {PAYLOAD}-byte segments from the client, captured on the online host, rewritten, sent to a link that drops them; {seconds} s");
+    println!("tcpcopy bench --pps: {SESSIONS} sessions of {PAYLOAD}-byte segments from the client, captured on the online host, rewritten, sent to a link that drops them (--send-layer {}); {seconds} s", send_layer.name());
     let generator = {
         let stop = stop.clone();
         let cli = cli.clone();
@@ -299,8 +303,16 @@ pub fn run_pps(seconds: u64, threaded_receive: bool) -> anyhow::Result<()> {
         ring.stats().map(|s| s.drops).unwrap_or(0)
     );
     println!(
-        "sent        {:>10.0} packets/s  (send failures {send_failures})",
-        st.packets_sent as f64 / secs
+        "sent        {:>10.0} packets/s  (send failures {send_failures}{})",
+        st.packets_sent as f64 / secs,
+        match &sender {
+            Sender::Link(s) => format!(
+                "; {} at the link layer, {} routed",
+                s.counts().link,
+                s.counts().routed
+            ),
+            Sender::Ip(_) => String::new(),
+        }
     );
     println!(
         "pipeline CPU: {:.0}% of a core (capture, core and send on one thread); {:.2} us per captured packet, so one core would carry {:.0} packets/s",

@@ -58,6 +58,32 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
     );
     assert_usage_error(
         t,
+        &[
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+            "--send-layer",
+            "ip",
+            "-o",
+            "eth0",
+        ],
+        "--output-device",
+    );
+    assert_usage_error(
+        t,
+        &[
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+            "--send-layer",
+            "mac",
+        ],
+        "--send-layer",
+    );
+    assert_usage_error(
+        t,
         &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-n", "0"],
         "--copies",
     );

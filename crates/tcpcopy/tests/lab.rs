@@ -78,6 +78,14 @@ fn full_replication_with(scenario: ScenarioSpec, loss_percent: Option<f64>) -> S
     }
     let log = sc.stop_tcpcopy().expect("tcpcopy stops cleanly");
     let final_line = final_line(&log);
+    // By default packets go to the target at the link layer; a few are routed (while the kernel
+    // resolves the next hop, then one per second to keep it confirmed).
+    let (link, routed) = send_paths(&log);
+    assert!(
+        link >= 25_000 && link > 50 * routed,
+        "sent at the link layer {link}, routed {routed}"
+    );
+    eprintln!("to the target: {link} packets at the link layer, {routed} routed");
     let (expected_keepalive, _) = loadgen::expected_uris(&spec);
     let missing = missing_uris(&spec, &target);
     assert!(

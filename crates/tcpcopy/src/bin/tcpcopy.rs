@@ -11,15 +11,17 @@ fn main() {
             seconds,
             pps: true,
             threaded_receive,
+            send_layer,
             ..
-        }) => tcpcopy::pps::run_pps(seconds, threaded_receive),
+        }) => tcpcopy::pps::run_pps(seconds, threaded_receive, send_layer),
         Some(TcpcopyCommand::Bench {
             seconds,
             rows,
             threaded_receive,
             threads,
+            send_layer,
             ..
-        }) => demo::run_bench(seconds, &rows, threaded_receive, threads),
+        }) => demo::run_bench(seconds, &rows, threaded_receive, threads, send_layer),
         None => run_live(&args),
     };
     if let Err(e) = result {

@@ -28,6 +28,27 @@ pub fn final_line(log: &str) -> String {
         .to_string()
 }
 
+/// Packets tcpcopy sent to the target at the link layer and routed, summed over its capture
+/// threads (the lines it logs at exit).
+pub fn send_paths(log: &str) -> (u64, u64) {
+    let mut sum = (0, 0);
+    for line in log.lines().filter(|l| l.contains("packets to the target")) {
+        let (_, counts) = line.rsplit_once(": ").expect("counts after a colon");
+        let mut words = counts.split_whitespace();
+        let link: u64 = words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .expect("link count");
+        let routed: u64 = words
+            .nth(4)
+            .and_then(|w| w.parse().ok())
+            .expect("routed count");
+        sum.0 += link;
+        sum.1 += routed;
+    }
+    sum
+}
+
 /// A counter from tcpcopy's final statistics line, e.g. `"super-segments"`.
 pub fn final_counter(log: &str, name: &str) -> Option<u64> {
     let line = final_line(log);
