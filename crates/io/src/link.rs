@@ -1,4 +1,4 @@
-//! Sending IPv4 packets at the link layer.
+//! Sending IPv4 packets at the link layer (`--send-layer link`, `-o DEV`).
 //!
 //! A raw IP socket ([`RawSender`]) makes the kernel route every packet on its own: a raw socket
 //! that writes its own IP header gets no cached route, so each packet pays a route lookup, a
@@ -9,20 +9,28 @@
 //!
 //! Whatever cannot go that way goes through a [`RawSender`], as before:
 //! - IPv6, and anything that is not a complete IPv4 header;
-//! - destinations whose route is not a unicast route out of an Ethernet device that is up
-//!   (local addresses, loopback, tunnels, blackholes), or not out of the device the caller named;
+//! - destinations whose route is not a unicast route out of an Ethernet-type device that is up
+//!   (local addresses, loopback, blackholes, layer-3 tunnels, lightweight encapsulations), or
+//!   not out of the device the caller named, or whose next hop needs no ARP (NOARP);
 //! - destinations whose next hop the kernel has not resolved yet: the routed packet makes the
-//!   kernel resolve it, and the next check finds it;
+//!   kernel resolve it, and the next check (after 2 ms, doubling) finds it;
 //! - packets larger than the device's MTU (the kernel refuses them with the same error either way);
-//! - one packet per destination at every check, so that the kernel keeps verifying the neighbour
-//!   entry as it does for any flow it routes itself;
-//! - a packet the device refused; the destination is then checked again at once.
+//! - a packet the device refused; the destination is then checked again on its next packet.
 //!
-//! Packets keep their order: a run of link-layer packets is sent before a routed packet that
-//! follows it, and the other way round.
+//! The kernel sees none of the link-layer packets, so it would let the neighbour entry go stale
+//! and stay so. A check that finds it stale tells the kernel it is in use (`NTF_USE`, as a routed
+//! packet would), and the kernel confirms it with a probe; where that is not allowed, the packet
+//! of the check is routed instead.
 //!
-//! What the link layer skips: the host's netfilter OUTPUT and POSTROUTING chains, and IP
-//! fragmentation (our packets carry DF and fit the MTU anyway).
+//! Order is kept up to the system calls: a run of link-layer packets is handed to the kernel
+//! before a routed packet that follows it, and the other way round. (On a multi-queue device the
+//! two paths may pick different transmit queues.)
+//!
+//! What the link layer skips, which is why it is not the default: the host's netfilter OUTPUT
+//! and POSTROUTING chains, IPsec (xfrm) policies, routing by firewall mark, IP fragmentation
+//! (our packets carry DF and fit the MTU anyway), and the IP ID the kernel fills in for routed
+//! packets (ours carry 0, allowed for DF packets by RFC 6864). A changed route or next-hop
+//! address is seen at the next check, up to [`CHECK_EVERY`] later.
 
 use std::io;
 use std::mem::size_of;
@@ -30,10 +38,12 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -51,8 +61,9 @@ const CHECK_UNRESOLVED: Duration = Duration::from_millis(2);
 const MAX_HOPS: usize = 64;
 /// Packets per `sendmmsg` call.
 const BATCH: usize = 64;
-/// How long a netlink answer may take before the destination is routed until the next check.
-const NETLINK_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long one netlink answer may take (the kernel answers in microseconds); a destination whose
+/// lookup timed out is routed until the next check.
+const NETLINK_TIMEOUT: Duration = Duration::from_millis(50);
 /// Send buffer requested for the packet socket, as for the raw sockets.
 const SEND_BUFFER: libc::c_int = 8 << 20;
 const ETH_P_IP: u16 = 0x0800;
@@ -310,22 +321,31 @@ impl LinkSender {
         };
         let hop = &mut self.hops[i];
         if now >= hop.check_at {
-            let (via, again) = self.resolver.next_hop(
+            let (found, again) = self.resolver.check(
                 Ipv4Addr::from(u32::from_be(dst)),
                 self.device.as_deref(),
                 &mut hop.misses,
             );
-            let key = |v: &Option<Via>| v.map(|v| (v.addr.sll_ifindex, v.addr.sll_addr));
-            if key(&hop.via) != key(&via.as_ref().map(|(v, _)| *v)) {
+            hop.check_at = now + again;
+            let (via, route_this) = match found {
+                Found::Link {
+                    via,
+                    device,
+                    confirmed,
+                } => {
+                    hop.device = device;
+                    (Some(via), !confirmed)
+                }
+                Found::Routed | Found::Unresolved => (None, true),
+            };
+            let key = |v: Option<Via>| v.map(|v| (v.addr.sll_ifindex, v.addr.sll_addr));
+            if key(hop.via) != key(via) {
                 self.changed = true;
             }
-            hop.via = via.as_ref().map(|(v, _)| *v);
-            if let Some((_, device)) = via {
-                hop.device = device;
+            hop.via = via;
+            if route_this {
+                return None;
             }
-            hop.check_at = now + again;
-            // This packet is routed: the kernel confirms (or resolves again) the neighbour entry.
-            return None;
         }
         let via = hop.via?;
         (packet.len() <= via.mtu).then_some((i, via.addr))
@@ -424,6 +444,34 @@ impl Drop for LinkSender {
     }
 }
 
+/// What a check found for one destination.
+enum Found {
+    /// Send at the link layer. `confirmed` is false when the neighbour entry is stale and the
+    /// kernel could not be told it is in use: a routed packet then tells it.
+    Link {
+        via: Via,
+        device: String,
+        confirmed: bool,
+    },
+    /// Not a destination for the link layer, until the next check.
+    Routed,
+    /// The kernel has not resolved the next hop (yet): a routed packet makes it.
+    Unresolved,
+}
+
+/// A neighbour message naming the entry of `addr` on device `ifindex`.
+fn neighbour(ifindex: u32, addr: Ipv4Addr) -> NeighbourMessage {
+    let mut neigh = NeighbourMessage::default();
+    neigh.header.family = AddressFamily::Inet;
+    neigh.header.ifindex = ifindex;
+    neigh
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            addr,
+        )));
+    neigh
+}
+
 /// Route, device and neighbour lookups over one netlink socket.
 #[derive(Debug)]
 struct Resolver {
@@ -451,45 +499,40 @@ impl Resolver {
         })
     }
 
-    /// Where packets to `dst` go at the link layer (`None`: routed), and when to look again.
-    /// `misses` counts the lookups in a row that found the next hop unresolved.
-    fn next_hop(
+    /// What a check of `dst` finds, and when to check again. `misses` counts the checks in a
+    /// row that found the next hop unresolved: they come sooner, doubling from 2 ms.
+    fn check(
         &mut self,
         dst: Ipv4Addr,
         device: Option<&str>,
         misses: &mut u32,
-    ) -> (Option<(Via, String)>, Duration) {
-        match self.lookup(dst, device) {
-            Err(_) => {
-                // Mostly "no neighbour entry yet" (ENOENT): the routed packet asks the kernel
-                // for it, and the answer usually takes well under a millisecond.
-                let wait = CHECK_UNRESOLVED.saturating_mul(1 << (*misses).min(16));
-                *misses += 1;
-                (None, wait.min(CHECK_EVERY))
-            }
-            Ok(found) => {
-                *misses = 0;
-                (found, CHECK_EVERY)
-            }
+    ) -> (Found, Duration) {
+        let found = self.lookup(dst, device);
+        if let Found::Unresolved = found {
+            let wait = CHECK_UNRESOLVED.saturating_mul(1 << (*misses).min(16));
+            *misses += 1;
+            (found, wait.min(CHECK_EVERY))
+        } else {
+            *misses = 0;
+            (found, CHECK_EVERY)
         }
     }
 
-    /// `Ok(None)`: this destination is routed, not sent at the link layer, until the next check.
-    fn lookup(&mut self, dst: Ipv4Addr, device: Option<&str>) -> io::Result<Option<(Via, String)>> {
+    fn lookup(&mut self, dst: Ipv4Addr, device: Option<&str>) -> Found {
         let mut route = RouteMessage::default();
         route.header.address_family = AddressFamily::Inet;
         route.header.destination_prefix_length = 32;
         route
             .attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
-        let route = match self.request(RouteNetlinkMessage::GetRoute(route)) {
-            Ok(RouteNetlinkMessage::NewRoute(route)) => route,
-            Ok(_) => return Ok(None),
-            // No route: the kernel's own send reports it.
-            Err(_) => return Ok(None),
+        // No route: the kernel's own send reports it.
+        let Ok(Some(RouteNetlinkMessage::NewRoute(route))) =
+            self.request(RouteNetlinkMessage::GetRoute(route), 0)
+        else {
+            return Found::Routed;
         };
         if route.header.kind != RouteType::Unicast {
-            return Ok(None);
+            return Found::Routed;
         }
         let mut oif = None;
         let mut gateway = None;
@@ -501,22 +544,25 @@ impl Resolver {
                 RouteAttribute::Gateway(_)
                 | RouteAttribute::Via(_)
                 | RouteAttribute::Encap(_)
-                | RouteAttribute::EncapType(_) => return Ok(None),
+                | RouteAttribute::EncapType(_) => return Found::Routed,
                 _ => {}
             }
         }
-        let Some(oif) = oif else { return Ok(None) };
+        let Some(oif) = oif else {
+            return Found::Routed;
+        };
 
         let mut link = LinkMessage::default();
         link.header.index = oif;
-        let link = match self.request(RouteNetlinkMessage::GetLink(link))? {
-            RouteNetlinkMessage::NewLink(link) => link,
-            _ => return Ok(None),
+        let Ok(Some(RouteNetlinkMessage::NewLink(link))) =
+            self.request(RouteNetlinkMessage::GetLink(link), 0)
+        else {
+            return Found::Routed;
         };
         if link.header.link_layer_type != LinkLayerType::Ether
             || !link.header.flags.contains(LinkFlags::Up)
         {
-            return Ok(None);
+            return Found::Routed;
         }
         let mut mtu = None;
         let mut name = None;
@@ -528,24 +574,26 @@ impl Resolver {
             }
         }
         if device.is_some_and(|d| name.as_deref() != Some(d)) {
-            return Ok(None);
+            return Found::Routed;
         }
-        let Some(mtu) = mtu else { return Ok(None) };
-
-        let mut neigh = NeighbourMessage::default();
-        neigh.header.family = AddressFamily::Inet;
-        neigh.header.ifindex = oif;
-        neigh
-            .attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-                gateway.unwrap_or(dst),
-            )));
-        let neigh = match self.request(RouteNetlinkMessage::GetNeighbour(neigh))? {
-            RouteNetlinkMessage::NewNeighbour(neigh) => neigh,
-            _ => return Err(io::Error::other("unexpected neighbour answer")),
+        let Some(mtu) = mtu else {
+            return Found::Routed;
         };
+
+        let next_hop = gateway.unwrap_or(dst);
+        let neigh = match self.request(
+            RouteNetlinkMessage::GetNeighbour(neighbour(oif, next_hop)),
+            0,
+        ) {
+            Ok(Some(RouteNetlinkMessage::NewNeighbour(neigh))) => neigh,
+            // No entry yet: the routed packet makes the kernel resolve it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Found::Unresolved,
+            // Kernels before 4.18 cannot look one entry up (EOPNOTSUPP), or no answer came.
+            _ => return Found::Routed,
+        };
+        let state = neigh.header.state;
         let usable = matches!(
-            neigh.header.state,
+            state,
             NeighbourState::Reachable
                 | NeighbourState::Stale
                 | NeighbourState::Delay
@@ -557,7 +605,12 @@ impl Resolver {
             _ => None,
         });
         let (true, Some(mac)) = (usable, mac) else {
-            return Err(io::Error::other("next hop not resolved yet"));
+            // Incomplete, failed, or a device without ARP (NOARP, no address).
+            return if state == NeighbourState::Noarp {
+                Found::Routed
+            } else {
+                Found::Unresolved
+            };
         };
         // SAFETY: an all-zero sockaddr_ll is valid plain data.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -566,15 +619,32 @@ impl Resolver {
         addr.sll_ifindex = oif as libc::c_int;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(mac);
-        Ok(Some((Via { addr, mtu }, name.unwrap_or_default())))
+        // The kernel sees none of our packets, so it would leave a stale entry stale for good
+        // (and not notice the next hop's address changing): tell it the entry is in use, as a
+        // routed packet would, and it confirms the entry with a unicast probe.
+        let confirmed = state != NeighbourState::Stale || {
+            let mut use_it = neighbour(oif, next_hop);
+            use_it.header.flags = NeighbourFlags::Use;
+            self.request(RouteNetlinkMessage::NewNeighbour(use_it), NLM_F_ACK)
+                .is_ok()
+        };
+        Found::Link {
+            via: Via { addr, mtu },
+            device: name.unwrap_or_default(),
+            confirmed,
+        }
     }
 
-    /// Sends one request and returns its answer; a netlink error answer becomes the `io::Error`
-    /// it names.
-    fn request(&mut self, message: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
+    /// Sends one request (with `flags` besides `NLM_F_REQUEST`) and returns its answer, `None`
+    /// for an acknowledgement; a netlink error answer becomes the `io::Error` it names.
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Option<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST;
+        header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = self.seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
         packet.finalize();
@@ -587,22 +657,18 @@ impl Resolver {
             while at < len {
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[at..len])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let step = reply.header.length as usize;
-                // An answer to an earlier request that timed out: skip it.
                 if reply.header.sequence_number == self.seq {
                     return match reply.payload {
-                        NetlinkPayload::InnerMessage(m) => Ok(m),
-                        NetlinkPayload::Error(e) => Err(match e.code {
-                            Some(code) => io::Error::from_raw_os_error(-code.get()),
-                            None => io::Error::other("netlink acknowledged without an answer"),
-                        }),
+                        NetlinkPayload::InnerMessage(m) => Ok(Some(m)),
+                        NetlinkPayload::Error(e) => match e.code {
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                            None => Ok(None),
+                        },
                         _ => Err(io::Error::other("unexpected netlink answer")),
                     };
                 }
-                if step == 0 {
-                    break;
-                }
-                at += (step + 3) & !3;
+                // An answer to an earlier request that timed out: skip it.
+                at += (reply.header.length as usize + 3) & !3;
             }
         }
     }

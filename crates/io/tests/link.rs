@@ -151,8 +151,8 @@ fn packets_go_at_the_link_layer_once_the_next_hop_is_known_and_arrive_whole_and_
     let received = pair.exchange(|| {
         let mut tx = LinkSender::open(None).unwrap();
         expected.extend(until_link_layer(&mut tx, B));
-        // The gateway's address is resolved already: the first packet is routed (the check),
-        // the rest go at the link layer with B's hardware address.
+        // The gateway's address is resolved already: every packet goes at the link layer, with
+        // B's hardware address.
         let burst: Vec<Vec<u8>> = (0..300)
             .flat_map(|seq| {
                 [
@@ -173,11 +173,10 @@ fn packets_go_at_the_link_layer_once_the_next_hop_is_known_and_arrive_whole_and_
         "every packet arrived unchanged, in order"
     );
     assert_eq!(
-        after.link - before.link,
-        599,
-        "all but the gateway's first packet went at the link layer: {before:?} -> {after:?}"
+        (after.link - before.link, after.routed - before.routed),
+        (600, 0),
+        "every packet went at the link layer: {before:?} -> {after:?}"
     );
-    assert_eq!(after.routed - before.routed, 1);
     let b = NextHop {
         ifindex: hops[0]
             .1
@@ -192,6 +191,62 @@ fn packets_go_at_the_link_layer_once_the_next_hop_is_known_and_arrive_whole_and_
         [(B, Some(b.clone())), (BEYOND_B, Some(b))],
         "both destinations go to B's hardware address"
     );
+}
+
+#[test]
+fn a_stale_neighbour_entry_is_confirmed_without_a_routed_packet() {
+    let pair = Pair::new("ls");
+    let a = pair.a.name.clone();
+    let state = move || {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &a, "neigh", "show", "198.18.7.2", "dev", "lk0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut outcome = None;
+    let received = pair.exchange(|| {
+        let mut tx = LinkSender::open(None).unwrap();
+        let mut sent = until_link_layer(&mut tx, B);
+        run(
+            "ip",
+            &[
+                "-n",
+                &pair.a.name,
+                "neigh",
+                "change",
+                "198.18.7.2",
+                "dev",
+                "lk0",
+                "lladdr",
+                "02:00:00:00:07:02",
+                "nud",
+                "stale",
+            ],
+        );
+        let stale = state();
+        // The next check comes a second after the last.
+        thread::sleep(Duration::from_millis(1100));
+        let before = tx.counts();
+        let p = tcp_v4(A, B, 40006, 9, 0);
+        tx.send_all([p.as_slice()]).unwrap();
+        sent.push(p);
+        outcome = Some((stale, state(), before, tx.counts(), sent));
+    });
+    let (stale, after, before, counts, sent) = outcome.unwrap();
+    assert!(stale.contains("STALE"), "{stale}");
+    assert!(
+        ["DELAY", "PROBE", "REACHABLE"]
+            .iter()
+            .any(|s| after.contains(s)),
+        "the kernel was told the entry is in use: {after}"
+    );
+    assert_eq!(
+        (counts.link - before.link, counts.routed - before.routed),
+        (1, 0),
+        "the packet of the check went at the link layer"
+    );
+    assert_eq!(received, sent);
 }
 
 #[test]

@@ -29,9 +29,10 @@ pub(crate) struct TimerWheel<T> {
     cursor: u64,
     /// `slots[t % SLOTS]` holds the deadlines of tick `t`, for `cursor <= t < cursor + SLOTS`.
     slots: Vec<VecDeque<(Instant, T)>>,
-    /// A slot whose deadlines are in order, earliest first: the first occupied slot once it was
-    /// looked at. The sessions of one batch share their deadlines, so a tick can hold hundreds;
-    /// sorted once, its earliest is at the front for every peek and pop that follows.
+    /// A slot whose deadlines are in order, earliest first (pushes into it keep the order): the
+    /// first occupied slot, sorted when it was last looked at. The sessions of one batch share
+    /// their deadlines, so a tick can hold hundreds; sorted once, its earliest is at the front
+    /// for every peek and pop that follows.
     sorted: Option<usize>,
     /// One bit per slot: set when the slot is not empty.
     occupied: [u64; SLOTS / 64],
@@ -134,6 +135,7 @@ impl<T: Copy + Ord> TimerWheel<T> {
             slot.clear();
         }
         self.occupied = [0; SLOTS / 64];
+        self.sorted = None;
         self.far.clear();
         self.len = 0;
         for (at, item) in entries {

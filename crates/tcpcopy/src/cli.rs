@@ -53,7 +53,7 @@ pub enum TcpcopyCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         threads: u16,
         /// tcpcopy's --send-layer.
-        #[arg(long, value_enum, default_value_t = SendLayer::Link)]
+        #[arg(long, value_enum, default_value_t = SendLayer::Ip)]
         send_layer: SendLayer,
     },
 }
@@ -61,10 +61,10 @@ pub enum TcpcopyCommand {
 /// How tcpcopy's packets reach the target (`--send-layer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SendLayer {
-    /// `AF_PACKET` to the next hop, routed where that cannot be done.
-    Link,
     /// Raw IP socket: the kernel routes every packet.
     Ip,
+    /// `AF_PACKET` to the next hop, routed where that cannot be done.
+    Link,
 }
 
 impl SendLayer {
@@ -143,13 +143,14 @@ pub struct TcpcopyOpts {
     pub memory: u64,
     #[command(flatten)]
     pub common: CommonOpts,
-    /// How packets reach the target: `link` hands them to the device with the next hop's hardware
-    /// address (looked up once per destination and checked every second; anything else is routed),
-    /// `ip` lets the kernel route every packet (raw socket, through the host's netfilter OUTPUT)
-    #[arg(long = "send-layer", value_enum, default_value_t = SendLayer::Link)]
-    pub send_layer: SendLayer,
-    /// Send at the link layer only through this device; packets routed out of another are
-    /// routed by the kernel
+    /// How packets reach the target: `ip` (the default) lets the kernel route every packet (raw
+    /// socket: netfilter OUTPUT/POSTROUTING, IPsec policies and mark-based routing apply); `link`
+    /// hands IPv4 packets straight to the device with the next hop's hardware address (looked up
+    /// once per destination and checked every second), skipping all of those, for less CPU
+    #[arg(long = "send-layer", value_enum, value_name = "LAYER")]
+    pub send_layer: Option<SendLayer>,
+    /// Send at the link layer (as --send-layer link), only through this device; packets routed
+    /// out of another device are routed by the kernel
     #[arg(short = 'o', long = "output-device", value_name = "DEV")]
     pub output_device: Option<String>,
     /// Seconds between statistics lines in the log (0: only at exit)

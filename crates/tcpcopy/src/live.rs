@@ -171,14 +171,14 @@ impl LiveConfig {
             stats_interval: Duration::from_secs(o.stats_interval),
             duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
             link_layer: match (o.send_layer, &o.output_device) {
-                (SendLayer::Ip, Some(_)) => {
+                (Some(SendLayer::Ip), Some(_)) => {
                     return Err(
                         "-o/--output-device sends at the link layer: not with --send-layer ip"
                             .into(),
                     )
                 }
-                (SendLayer::Ip, None) => None,
-                (SendLayer::Link, device) => Some(device.clone()),
+                (Some(SendLayer::Ip), None) | (None, None) => None,
+                (Some(SendLayer::Link), device) | (None, device @ Some(_)) => Some(device.clone()),
             },
         })
     }
@@ -1087,4 +1087,31 @@ fn connect(server: SocketAddr, instance: u32) -> anyhow::Result<(TcpStream, Deco
     read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
     Ok((s, dec))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::TcpcopyCli;
+
+    fn link_layer(extra: &[&str]) -> Result<Option<Option<String>>, String> {
+        let args = ["tcpcopy", "-x", "80-198.18.0.30:80", "-s", "198.18.0.40"];
+        let cli = TcpcopyCli::try_parse_from(args.iter().chain(extra)).unwrap();
+        LiveConfig::from_opts(&cli.opts).map(|c| c.link_layer)
+    }
+
+    #[test]
+    fn the_kernel_routes_unless_told_to_send_at_the_link_layer() {
+        assert_eq!(link_layer(&[]), Ok(None));
+        assert_eq!(link_layer(&["--send-layer", "ip"]), Ok(None));
+        assert_eq!(link_layer(&["--send-layer", "link"]), Ok(Some(None)));
+        assert_eq!(link_layer(&["-o", "eth1"]), Ok(Some(Some("eth1".into()))));
+        assert_eq!(
+            link_layer(&["--send-layer", "link", "-o", "eth1"]),
+            Ok(Some(Some("eth1".into())))
+        );
+        assert!(link_layer(&["--send-layer", "ip", "-o", "eth1"]).is_err());
+    }
 }
