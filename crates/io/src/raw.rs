@@ -350,6 +350,14 @@ fn is_queue_full(e: &io::Error) -> bool {
 fn raw_socket(domain: Domain) -> io::Result<Socket> {
     // For IPv6 too, IPPROTO_RAW implies IPV6_HDRINCL.
     let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
+    // Without IP_RECVERR a raw socket reports success for a packet the device dropped (a full
+    // queue: ENOBUFS), and the session only finds out when it retransmits; with it, the send
+    // fails and is retried here. (An IPPROTO_RAW socket gets no ICMP errors to queue.)
+    let (level, name) = match domain {
+        Domain::IPV6 => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+        _ => (libc::IPPROTO_IP, libc::IP_RECVERR),
+    };
+    sys::setsockopt(socket.as_fd(), level, name, &1 as &libc::c_int)?;
     // SO_SNDBUFFORCE passes net.core.wmem_max but needs CAP_NET_ADMIN; fall back to the capped one.
     if sys::setsockopt(
         socket.as_fd(),

@@ -55,6 +55,10 @@ pub enum TcpcopyCommand {
         /// tcpcopy's --send-layer.
         #[arg(long, value_enum, default_value_t = SendLayer::Ip)]
         send_layer: SendLayer,
+        /// Runs of each row, each printed, then their median, lowest and highest CPU per
+        /// request (this kind of VM varies by 15-20% from run to run).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+        repeat: u16,
     },
 }
 

@@ -342,6 +342,7 @@ pub fn run_bench(
     threaded_receive: bool,
     threads: u16,
     send_layer: SendLayer,
+    repeat: u16,
 ) -> anyhow::Result<()> {
     preflight()?;
     anyhow::ensure!(
@@ -391,12 +392,24 @@ pub fn run_bench(
         if !which.contains(&(i as u8 + 1)) {
             continue;
         }
-        let row = bench_row(&sc, load, &format!("r{i}"), seconds, watched, &stop)?;
-        print_row(&row, rows.is_empty());
-        if i == 1 {
-            max_rate = Some(row.wrk.rate());
+        let mut runs = Vec::new();
+        for k in 0..repeat {
+            let tag = if k == 0 {
+                format!("r{i}")
+            } else {
+                format!("r{i}x{k}")
+            };
+            let row = bench_row(&sc, load, &tag, seconds, watched, &stop)?;
+            print_row(&row, rows.is_empty() && runs.is_empty());
+            runs.push(row);
         }
-        rows.push(row);
+        if repeat > 1 {
+            print_spread(&runs);
+        }
+        if i == 1 {
+            max_rate = Some(median(runs.iter().map(|r| r.wrk.rate())));
+        }
+        rows.extend(runs);
     }
     let log_tail = |log: &str| {
         log.lines()
@@ -456,6 +469,30 @@ pub fn run_bench(
     println!("The C TCPCopy 1.3 on this kind of machine: tcpcopy 12% at 9.6k keep-alive req/s (12.5 us/req), 37% at 8.7k short conn/s (42.5 us/req); intercept 4% (4.2 us/req) and 18% (20.7 us/req).");
     rows.push(with);
     check_rows(&rows)
+}
+
+/// The median of `values` (the upper one of the middle two).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// One line under the repeated runs of a row: median, lowest and highest CPU per request.
+fn print_spread(runs: &[Row]) {
+    let spread = |cpu: fn(&Row) -> f64| {
+        let us = || runs.iter().map(|r| r.per_request_us(cpu(r)));
+        let low = us().fold(f64::INFINITY, f64::min);
+        let high = us().fold(0.0, f64::max);
+        format!("{:.2} ({low:.2}-{high:.2})", median(us()))
+    };
+    println!(
+        "{:<20} median (lowest-highest) of {} runs: tcpcopy {} us/req, intercept {} us/req",
+        "",
+        runs.len(),
+        spread(|r| r.tcpcopy_cpu_s),
+        spread(|r| r.intercept_cpu_s)
+    );
 }
 
 fn check_rows(rows: &[Row]) -> anyhow::Result<()> {

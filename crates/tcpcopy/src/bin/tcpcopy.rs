@@ -20,8 +20,16 @@ fn main() {
             threaded_receive,
             threads,
             send_layer,
+            repeat,
             ..
-        }) => demo::run_bench(seconds, &rows, threaded_receive, threads, send_layer),
+        }) => demo::run_bench(
+            seconds,
+            &rows,
+            threaded_receive,
+            threads,
+            send_layer,
+            repeat,
+        ),
         None => run_live(&args),
     };
     if let Err(e) = result {
