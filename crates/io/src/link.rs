@@ -49,7 +49,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
-use crate::raw::{send_batch, PacketSink, RawSender, SendFailures};
+use crate::raw::{send_batch, PacketSink, RawSender, SendFailures, SEND_BUFFER};
 use crate::sys;
 
 /// How long a destination's route and next hop are trusted before they are looked up again.
@@ -64,8 +64,6 @@ const BATCH: usize = 64;
 /// How long one netlink answer may take (the kernel answers in microseconds); a destination whose
 /// lookup timed out is routed until the next check.
 const NETLINK_TIMEOUT: Duration = Duration::from_millis(50);
-/// Send buffer requested for the packet socket, as for the raw sockets.
-const SEND_BUFFER: libc::c_int = 8 << 20;
 const ETH_P_IP: u16 = 0x0800;
 
 /// Packets sent by each path since the sender opened.
@@ -169,21 +167,7 @@ impl LinkSender {
         .map_err(sys::context("packet socket"))?;
         // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        if sys::setsockopt(
-            socket.as_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            &SEND_BUFFER,
-        )
-        .is_err()
-        {
-            sys::setsockopt(
-                socket.as_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                &SEND_BUFFER,
-            )?;
-        }
+        sys::set_send_buffer(socket.as_fd(), SEND_BUFFER)?;
         Ok(Self {
             socket,
             resolver: Resolver::open().map_err(sys::context("netlink socket"))?,

@@ -43,8 +43,9 @@ pub struct SendFailures {
     pub last: io::Error,
 }
 
-/// Send buffer requested for the raw sockets: deep enough to absorb a burst of replayed traffic.
-const SEND_BUFFER: libc::c_int = 8 << 20;
+/// Send buffer requested for the raw sockets (and the packet socket of [`crate::link`]): deep
+/// enough to absorb a burst of replayed traffic.
+pub(crate) const SEND_BUFFER: libc::c_int = 8 << 20;
 /// How often a send that hit a full queue is retried before the error goes to the caller.
 const RETRIES: u32 = 6;
 const RETRY_PAUSE: Duration = Duration::from_micros(100);
@@ -358,17 +359,7 @@ fn raw_socket(domain: Domain) -> io::Result<Socket> {
         _ => (libc::IPPROTO_IP, libc::IP_RECVERR),
     };
     sys::setsockopt(socket.as_fd(), level, name, &1 as &libc::c_int)?;
-    // SO_SNDBUFFORCE passes net.core.wmem_max but needs CAP_NET_ADMIN; fall back to the capped one.
-    if sys::setsockopt(
-        socket.as_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUFFORCE,
-        &SEND_BUFFER,
-    )
-    .is_err()
-    {
-        socket.set_send_buffer_size(SEND_BUFFER as usize)?;
-    }
+    sys::set_send_buffer(socket.as_fd(), SEND_BUFFER)?;
     Ok(socket)
 }
 

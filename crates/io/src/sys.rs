@@ -65,6 +65,15 @@ pub(crate) fn getsockopt<T: Pod>(
     check(rc).map(drop)
 }
 
+/// Asks for a send buffer of `bytes`: `SO_SNDBUFFORCE` passes `net.core.wmem_max` but needs
+/// CAP_NET_ADMIN; without it, the capped `SO_SNDBUF`.
+pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: libc::c_int) -> io::Result<()> {
+    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &bytes).is_ok() {
+        return Ok(());
+    }
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &bytes)
+}
+
 /// Adds `what` in front of an error's message, keeping its kind.
 pub(crate) fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{run, tcp_v4, Netns};
+use common::{collect_until_quiet, run, tcp_v4, Netns};
 use tcpcopy_io::link::NextHop;
 use tcpcopy_io::{LinkSender, RawSender, RingCapture, RingConfig, SendCounts, TcpFilter};
 
@@ -79,7 +79,6 @@ impl Pair {
     /// Runs `send` in `a` and returns every packet to ports 9 and 10 that reached `b`'s lk1,
     /// whole, in arrival order, once nothing more came for a while after `send` returned.
     fn exchange(&self, send: impl FnOnce() + Send) -> Vec<Vec<u8>> {
-        const QUIET: Duration = Duration::from_millis(300);
         let sent = &AtomicBool::new(false);
         thread::scope(|s| {
             let (ready_tx, ready_rx) = mpsc::channel();
@@ -97,22 +96,9 @@ impl Pair {
                 let mut ring = RingCapture::open(&cfg).unwrap();
                 ready_tx.send(()).unwrap();
                 let mut seen = Vec::new();
-                let (start, mut last) = (Instant::now(), Instant::now());
-                let mut done_at = None;
-                while start.elapsed() < Duration::from_secs(20) {
-                    let got = ring
-                        .poll_batch(Duration::from_millis(10), |p| seen.push(p.data.to_vec()))
-                        .unwrap();
-                    if got > 0 {
-                        last = Instant::now();
-                    }
-                    if done_at.is_none() && sent.load(Ordering::Acquire) {
-                        done_at = Some(Instant::now());
-                    }
-                    if done_at.is_some_and(|t| t.elapsed() > QUIET) && last.elapsed() > QUIET {
-                        break;
-                    }
-                }
+                collect_until_quiet(std::slice::from_mut(&mut ring), sent, |_, p| {
+                    seen.push(p.data.to_vec())
+                });
                 seen
             });
             if ready_rx.recv().is_ok() {

@@ -6,9 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
 
-use common::{ports, tcp_v4, tcp_v6, Netns};
+use common::{collect_until_quiet, ports, tcp_v4, tcp_v6, Netns};
 use tcpcopy_io::{CaptureStats, PacketSink, RawSender, RingCapture, RingConfig, TcpFilter};
 
 const OUTGOING: u8 = libc::PACKET_OUTGOING;
@@ -43,7 +42,6 @@ fn capture(
     configs: &[RingConfig],
     send: impl FnOnce(&mut RawSender) + Send,
 ) -> Vec<Ring> {
-    const QUIET: Duration = Duration::from_millis(300);
     let sent = &AtomicBool::new(false);
     thread::scope(|s| {
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -61,32 +59,15 @@ fn capture(
             }
             ready_tx.send(()).unwrap();
             let mut seen = vec![Vec::new(); rings.len()];
-            let (start, mut last) = (Instant::now(), Instant::now());
-            let mut done_at = None;
-            while start.elapsed() < Duration::from_secs(20) {
-                for (ring, seen) in rings.iter_mut().zip(&mut seen) {
-                    let got = ring
-                        .poll_batch(Duration::from_millis(10), |p| {
-                            let (sport, dport) = ports(p.data);
-                            seen.push(Seen {
-                                pkttype: p.pkttype,
-                                protocol: p.protocol,
-                                sport,
-                                dport,
-                            });
-                        })
-                        .unwrap();
-                    if got > 0 {
-                        last = Instant::now();
-                    }
-                }
-                if done_at.is_none() && sent.load(Ordering::Acquire) {
-                    done_at = Some(Instant::now());
-                }
-                if done_at.is_some_and(|t| t.elapsed() > QUIET) && last.elapsed() > QUIET {
-                    break;
-                }
-            }
+            collect_until_quiet(&mut rings, sent, |i, p| {
+                let (sport, dport) = ports(p.data);
+                seen[i].push(Seen {
+                    pkttype: p.pkttype,
+                    protocol: p.protocol,
+                    sport,
+                    dport,
+                });
+            });
             let stats = rings.iter_mut().map(|r| r.stats().unwrap());
             seen.into_iter()
                 .zip(stats)

@@ -56,32 +56,14 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
         &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-t", "0"],
         "--session-timeout",
     );
+    let rule = ["-x", "80-198.18.0.30:80", "-s", "198.18.0.40"];
+    let with = |extra: &[&'static str]| [&rule[..], extra].concat();
     assert_usage_error(
         t,
-        &[
-            "-x",
-            "80-198.18.0.30:80",
-            "-s",
-            "198.18.0.40",
-            "--send-layer",
-            "ip",
-            "-o",
-            "eth0",
-        ],
+        &with(&["--send-layer", "ip", "-o", "eth0"]),
         "--output-device",
     );
-    assert_usage_error(
-        t,
-        &[
-            "-x",
-            "80-198.18.0.30:80",
-            "-s",
-            "198.18.0.40",
-            "--send-layer",
-            "mac",
-        ],
-        "--send-layer",
-    );
+    assert_usage_error(t, &with(&["--send-layer", "mac"]), "--send-layer");
     assert_usage_error(
         t,
         &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-n", "0"],

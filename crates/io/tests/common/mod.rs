@@ -3,6 +3,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tcpcopy_io::{CapturedPacket, RingCapture};
 
 /// Runs a command and fails the test with its stderr if it does not succeed.
 pub fn run(program: &str, args: &[&str]) {
@@ -16,6 +20,34 @@ pub fn run(program: &str, args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Polls `rings` until they have been quiet for a while after `sent` was set (20 s at most),
+/// handing every packet to `f` with the index of its ring.
+pub fn collect_until_quiet(
+    rings: &mut [RingCapture],
+    sent: &AtomicBool,
+    mut f: impl FnMut(usize, &CapturedPacket<'_>),
+) {
+    const QUIET: Duration = Duration::from_millis(300);
+    let (start, mut last) = (Instant::now(), Instant::now());
+    let mut done_at = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        for (i, ring) in rings.iter_mut().enumerate() {
+            let got = ring
+                .poll_batch(Duration::from_millis(10), |p| f(i, p))
+                .unwrap();
+            if got > 0 {
+                last = Instant::now();
+            }
+        }
+        if done_at.is_none() && sent.load(Ordering::Acquire) {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|t| t.elapsed() > QUIET) && last.elapsed() > QUIET {
+            break;
+        }
+    }
 }
 
 /// A network namespace with `lo` up, removed on drop (also when the test panics).
