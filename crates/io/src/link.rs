@@ -18,9 +18,10 @@
 //! - a packet the device refused; the destination is then checked again on its next packet.
 //!
 //! The kernel sees none of the link-layer packets, so it would let the neighbour entry go stale
-//! and stay so. A check that finds it stale tells the kernel it is in use (`NTF_USE`, as a routed
-//! packet would), and the kernel confirms it with a probe; where that is not allowed, the packet
-//! of the check is routed instead.
+//! and stay so. A check that finds it stale tells the kernel it is in use (`NTF_USE`), and the
+//! kernel confirms it with a probe. Where that is not allowed (no CAP_NET_ADMIN), or the entry is
+//! managed by another program (`extern_learn`, `managed`: the request would clear those flags),
+//! the packet of the check is routed instead, which makes the kernel confirm it.
 //!
 //! Order is kept up to the system calls: a run of link-layer packets is handed to the kernel
 //! before a routed packet that follows it, and the other way round. (On a multi-queue device the
@@ -61,8 +62,9 @@ const CHECK_UNRESOLVED: Duration = Duration::from_millis(2);
 const MAX_HOPS: usize = 64;
 /// Packets per `sendmmsg` call.
 const BATCH: usize = 64;
-/// How long one netlink answer may take (the kernel answers in microseconds); a destination whose
-/// lookup timed out is routed until the next check.
+/// How long a netlink answer may take to be read (the kernel answers within the send, so this is
+/// a guard, not a wait; the send itself may wait for the kernel's routing lock); a destination
+/// whose lookup timed out is routed until the next check.
 const NETLINK_TIMEOUT: Duration = Duration::from_millis(50);
 const ETH_P_IP: u16 = 0x0800;
 
@@ -604,14 +606,22 @@ impl Resolver {
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(mac);
         // The kernel sees none of our packets, so it would leave a stale entry stale for good
-        // (and not notice the next hop's address changing): tell it the entry is in use, as a
-        // routed packet would, and it confirms the entry with a unicast probe.
-        let confirmed = state != NeighbourState::Stale || {
-            let mut use_it = neighbour(oif, next_hop);
-            use_it.header.flags = NeighbourFlags::Use;
-            self.request(RouteNetlinkMessage::NewNeighbour(use_it), NLM_F_ACK)
-                .is_ok()
-        };
+        // (and not notice the next hop's address changing): tell it the entry is in use, and it
+        // confirms the entry with a unicast probe. Not for an entry that another program
+        // manages (extern_learn, managed): the request would clear those flags. A routed
+        // packet confirms it instead.
+        let managed = neigh.header.flags.contains(NeighbourFlags::ExtLearned)
+            || neigh
+                .attributes
+                .iter()
+                .any(|a| matches!(a, NeighbourAttribute::ExtFlags(f) if !f.is_empty()));
+        let confirmed = state != NeighbourState::Stale
+            || !managed && {
+                let mut use_it = neighbour(oif, next_hop);
+                use_it.header.flags = NeighbourFlags::Use;
+                self.request(RouteNetlinkMessage::NewNeighbour(use_it), NLM_F_ACK)
+                    .is_ok()
+            };
         Found::Link {
             via: Via { addr, mtu },
             device: name.unwrap_or_default(),

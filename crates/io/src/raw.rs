@@ -242,8 +242,11 @@ impl V4Out {
             let (sent, error) = send_batch(fd, &mut msgs[..run]);
             done += sent;
             let Some(e) = error else { continue };
-            if connected {
-                // Try again unconnected: the error may be the connection's, not the packet's.
+            // A full queue (after the retries) or an oversized packet is this packet's
+            // failure; anything else may be the connection's (its route went away, say).
+            let packets_own = is_queue_full(&e) || e.raw_os_error() == Some(libc::EMSGSIZE);
+            if connected && !packets_own {
+                // Try again unconnected.
                 self.disconnect(dst);
                 continue;
             }
@@ -353,7 +356,9 @@ fn raw_socket(domain: Domain) -> io::Result<Socket> {
     let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
     // Without IP_RECVERR a raw socket reports success for a packet the device dropped (a full
     // queue: ENOBUFS), and the session only finds out when it retransmits; with it, the send
-    // fails and is retried here. (An IPPROTO_RAW socket gets no ICMP errors to queue.)
+    // fails and is retried here. An IPPROTO_RAW socket gets no ICMP errors; a packet over the
+    // MTU also leaves an EMSGSIZE note on its error queue, which nobody reads and the receive
+    // buffer caps.
     let (level, name) = match domain {
         Domain::IPV6 => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
         _ => (libc::IPPROTO_IP, libc::IP_RECVERR),

@@ -190,36 +190,47 @@ fn a_stale_neighbour_entry_is_confirmed_without_a_routed_packet() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
+    // Makes B's entry stale (with `extra` flags), waits for the next check (a second after the
+    // last) and sends one packet: the entry's state before and after, and how the packet went.
+    let check_stale = |tx: &mut LinkSender, sent: &mut Vec<Vec<u8>>, extra: &[&str]| {
+        let mut args = vec![
+            "-n",
+            &pair.a.name,
+            "neigh",
+            "replace",
+            "198.18.7.2",
+            "dev",
+            "lk0",
+            "lladdr",
+            "02:00:00:00:07:02",
+            "nud",
+            "stale",
+        ];
+        args.extend_from_slice(extra);
+        run("ip", &args);
+        let stale = state();
+        thread::sleep(Duration::from_millis(1100));
+        let before = tx.counts();
+        let p = tcp_v4(A, B, 40006, 9, sent.len() as u32);
+        tx.send_all([p.as_slice()]).unwrap();
+        sent.push(p);
+        let after = tx.counts();
+        (
+            stale,
+            state(),
+            (after.link - before.link, after.routed - before.routed),
+        )
+    };
     let mut outcome = None;
     let received = pair.exchange(|| {
         let mut tx = LinkSender::open(None).unwrap();
         let mut sent = until_link_layer(&mut tx, B);
-        run(
-            "ip",
-            &[
-                "-n",
-                &pair.a.name,
-                "neigh",
-                "change",
-                "198.18.7.2",
-                "dev",
-                "lk0",
-                "lladdr",
-                "02:00:00:00:07:02",
-                "nud",
-                "stale",
-            ],
-        );
-        let stale = state();
-        // The next check comes a second after the last.
-        thread::sleep(Duration::from_millis(1100));
-        let before = tx.counts();
-        let p = tcp_v4(A, B, 40006, 9, 0);
-        tx.send_all([p.as_slice()]).unwrap();
-        sent.push(p);
-        outcome = Some((stale, state(), before, tx.counts(), sent));
+        let plain = check_stale(&mut tx, &mut sent, &[]);
+        // An entry another program manages keeps its flags: a routed packet confirms it.
+        let managed = check_stale(&mut tx, &mut sent, &["extern_learn"]);
+        outcome = Some((plain, managed, sent));
     });
-    let (stale, after, before, counts, sent) = outcome.unwrap();
+    let ((stale, after, how), managed, sent) = outcome.unwrap();
     assert!(stale.contains("STALE"), "{stale}");
     assert!(
         ["DELAY", "PROBE", "REACHABLE"]
@@ -228,10 +239,17 @@ fn a_stale_neighbour_entry_is_confirmed_without_a_routed_packet() {
         "the kernel was told the entry is in use: {after}"
     );
     assert_eq!(
-        (counts.link - before.link, counts.routed - before.routed),
+        how,
         (1, 0),
         "the packet of the check went at the link layer"
     );
+    let (stale, after, how) = managed;
+    assert!(
+        stale.contains("STALE") && stale.contains("extern_learn"),
+        "{stale}"
+    );
+    assert!(after.contains("extern_learn"), "the flag stays: {after}");
+    assert_eq!(how, (0, 1), "the packet of the check was routed");
     assert_eq!(received, sent);
 }
 

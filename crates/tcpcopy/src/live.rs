@@ -714,9 +714,6 @@ fn read_link(
     buf: &mut [u8],
 ) -> Result<bool, String> {
     let mut budget = LINK_READ_BUDGET;
-    // A read shorter than the buffer took everything the socket held: the poll (edge-triggered)
-    // reports data that comes later, so no second read has to find the socket empty.
-    let mut drained = false;
     loop {
         // Frames that arrived with the welcome are already in the decoder.
         loop {
@@ -730,9 +727,6 @@ fn read_link(
                 Err(e) => return Err(e.to_string()),
             }
         }
-        if drained {
-            return Ok(false);
-        }
         if budget == 0 {
             return Ok(true);
         }
@@ -742,7 +736,6 @@ fn read_link(
                 link.dec.feed(&buf[..n]);
                 link.last_heard = now;
                 budget = budget.saturating_sub(n);
-                drained = n < buf.len();
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
