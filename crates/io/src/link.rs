@@ -50,7 +50,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
-use crate::raw::{send_batch, PacketSink, RawSender, SendFailures, SEND_BUFFER};
+use crate::raw::{send_batch, PacketSink, Pauses, RawSender, SendFailures, SEND_BUFFER};
 use crate::sys;
 
 /// How long a destination's route and next hop are trusted before they are looked up again.
@@ -111,6 +111,7 @@ pub struct LinkSender {
     ends: Vec<usize>,
     failures: Option<SendFailures>,
     counts: SendCounts,
+    pauses: Pauses,
     /// A destination's way out changed since [`LinkSender::take_change`] was last asked.
     changed: bool,
 }
@@ -180,6 +181,7 @@ impl LinkSender {
             ends: Vec::with_capacity(BATCH),
             failures: None,
             counts: SendCounts::default(),
+            pauses: Pauses::new(),
             changed: false,
         })
     }
@@ -221,6 +223,7 @@ impl LinkSender {
         &mut self,
         packets: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), SendFailures> {
+        self.pauses = Pauses::new();
         let mut queued = std::mem::take(&mut self.queue);
         let mut ends = std::mem::take(&mut self.ends);
         if !ends.is_empty() {
@@ -364,7 +367,11 @@ impl LinkSender {
         while done < n {
             // `msgs[done..n]` point at `iovs`, `runs.addrs` and the caller's packets, which all
             // outlive the call.
-            let (sent, error) = send_batch(self.socket.as_raw_fd(), &mut msgs[done..n]);
+            let (sent, error) = send_batch(
+                self.socket.as_raw_fd(),
+                &mut msgs[done..n],
+                &mut self.pauses,
+            );
             self.counts.link += sent as u64;
             done += sent;
             if error.is_none() {

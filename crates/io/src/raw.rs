@@ -46,13 +46,18 @@ pub struct SendFailures {
 /// Send buffer requested for the raw sockets (and the packet socket of [`crate::link`]): deep
 /// enough to absorb a burst of replayed traffic.
 pub(crate) const SEND_BUFFER: libc::c_int = 8 << 20;
-/// How often a send that hit a full queue is retried before the error goes to the caller.
+/// How often a send that hit a full queue is retried before the packet counts as failed: after a
+/// yield twice (the queue's reader may be a kernel thread waiting for this CPU), then after
+/// pauses of [`RETRY_PAUSE`] (the kernel frees what it sent after an RCU grace period) while the
+/// caller's [`Pauses`] last.
 const RETRIES: u32 = 6;
 const RETRY_PAUSE: Duration = Duration::from_micros(100);
+/// Pausing for full queues, in all, per `send_all` or flush. The thread that sends also captures:
+/// a capture ring that overflows loses client packets for good, while a packet the target missed
+/// is retransmitted by its session. So a queue that stays full costs a packet, not the capture.
+const PAUSE_BUDGET: Duration = Duration::from_millis(1);
 /// IPv4 packets handed to the kernel per `sendmmsg` call.
 const BATCH: usize = 64;
-/// Destinations that get a connected socket of their own (a replication has a few targets).
-const CONNECTED: usize = 8;
 
 /// Raw `IPPROTO_RAW` sockets: the packet carries its own IP header (the kernel still fills in the
 /// IPv4 header checksum, total length, and a zero ID or source address).
@@ -74,20 +79,20 @@ pub struct RawSender {
 /// The IPv4 sending side: sockets and what failed since the last flush.
 #[derive(Debug)]
 struct V4Out {
-    shared: Socket,
-    /// Raw IPv4 sockets connected to the most used destinations (up to [`CONNECTED`]): the kernel
-    /// then looks their route up with the socket's source already known, which costs less.
-    connected: Vec<(libc::in_addr_t, Option<Socket>)>,
+    /// One unconnected socket: a raw socket connected to its destination hits ENOBUFS under load
+    /// (at about 170k packets/s on this kind of VM) where an unconnected one does not.
+    socket: Socket,
     failures: Option<SendFailures>,
+    pauses: Pauses,
 }
 
 impl RawSender {
     pub fn open() -> io::Result<Self> {
         Ok(Self {
             out: V4Out {
-                shared: raw_socket(Domain::IPV4).map_err(sys::context("raw IPv4 socket"))?,
-                connected: Vec::new(),
+                socket: raw_socket(Domain::IPV4).map_err(sys::context("raw IPv4 socket"))?,
                 failures: None,
+                pauses: Pauses::new(),
             },
             v6: None,
             queue: Vec::with_capacity(BATCH * 1600),
@@ -102,6 +107,7 @@ impl RawSender {
         &mut self,
         packets: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), SendFailures> {
+        self.out.pauses = Pauses::new();
         self.flush_v4();
         let mut batch: [&[u8]; BATCH] = [&[]; BATCH];
         let mut dsts = [0; BATCH];
@@ -136,7 +142,7 @@ impl RawSender {
             Some(socket) => socket,
             v6 => v6.insert(raw_socket(Domain::IPV6).map_err(sys::context("raw IPv6 socket"))?),
         };
-        send_one(socket, packet, &SockAddr::from(dst))
+        send_one(socket, packet, &SockAddr::from(dst), &mut self.out.pauses)
     }
 
     /// Hands every queued IPv4 packet to the kernel.
@@ -172,88 +178,80 @@ impl V4Out {
         }
     }
 
-    /// The socket for `dst`: a connected one when it has (or can get) one.
-    fn socket_for(&mut self, dst: libc::in_addr_t) -> (libc::c_int, bool) {
-        if let Some((_, sock)) = self.connected.iter().find(|(a, _)| *a == dst) {
-            return match sock {
-                Some(sock) => (sock.as_raw_fd(), true),
-                None => (self.shared.as_raw_fd(), false),
-            };
-        }
-        if self.connected.len() < CONNECTED {
-            let addr = SockAddr::from(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(dst)), 0));
-            let sock = raw_socket(Domain::IPV4)
-                .and_then(|sock| sock.connect(&addr).map(|()| sock))
-                .ok();
-            let fd = sock.as_ref().map(|s| s.as_raw_fd());
-            // A destination that cannot be connected stays on the shared socket for good.
-            self.connected.push((dst, sock));
-            if let Some(fd) = fd {
-                return (fd, true);
-            }
-        }
-        (self.shared.as_raw_fd(), false)
-    }
-
-    /// Gives up the connected socket of `dst` (its route went away, say): the shared socket
-    /// takes over.
-    fn disconnect(&mut self, dst: libc::in_addr_t) {
-        if let Some((_, sock)) = self.connected.iter_mut().find(|(a, _)| *a == dst) {
-            *sock = None;
-        }
-    }
-
-    /// Sends `packets` (at most [`BATCH`]) to `dsts` (network byte order, one each): a run of
-    /// packets to one destination per `sendmmsg` call, retrying a full queue a few times, and
-    /// counting the packets that cannot go.
+    /// Sends `packets` (at most [`BATCH`]) to `dsts` (network byte order, one each) in as few
+    /// `sendmmsg` calls as it takes, counting the packets that cannot go.
     fn send(&mut self, packets: &[&[u8]], dsts: &[libc::in_addr_t]) {
         debug_assert!(packets.len() <= BATCH && packets.len() == dsts.len());
-        let mut done = 0;
-        while done < packets.len() {
-            let dst = dsts[done];
-            let run = dsts[done..].iter().take_while(|&&d| d == dst).count();
-            let (fd, connected) = self.socket_for(dst);
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: 0,
-                sin_addr: libc::in_addr { s_addr: dst },
-                sin_zero: [0; 8],
+        let n = packets.len();
+        let mut addrs = [libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: 0 },
+            sin_zero: [0; 8],
+        }; BATCH];
+        let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
+        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            addrs[i].sin_addr.s_addr = dsts[i];
+            iovs[i] = libc::iovec {
+                iov_base: packets[i].as_ptr().cast_mut().cast(),
+                iov_len: packets[i].len(),
             };
-            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; BATCH];
-            // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
-            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for i in 0..run {
-                let packet = packets[done + i];
-                iovs[i] = libc::iovec {
-                    iov_base: packet.as_ptr().cast_mut().cast(),
-                    iov_len: packet.len(),
-                };
-                if !connected {
-                    msgs[i].msg_hdr.msg_name =
-                        (&addr as *const libc::sockaddr_in).cast_mut().cast();
-                    msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                }
-                msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-                msgs[i].msg_hdr.msg_iovlen = 1;
-            }
-            let (sent, error) = send_batch(fd, &mut msgs[..run]);
+            msgs[i].msg_hdr.msg_name = (&addrs[i] as *const libc::sockaddr_in).cast_mut().cast();
+            msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let mut done = 0;
+        while done < n {
+            // `msgs[done..n]` point at `addrs`, `iovs` and the caller's packets, which all
+            // outlive the call.
+            let (sent, error) = send_batch(
+                self.socket.as_raw_fd(),
+                &mut msgs[done..n],
+                &mut self.pauses,
+            );
             done += sent;
-            let Some(e) = error else { continue };
-            // A full queue (after the retries) or an oversized packet is this packet's
-            // failure; anything else may be the connection's (its route went away, say).
-            let packets_own = is_queue_full(&e) || e.raw_os_error() == Some(libc::EMSGSIZE);
-            if connected && !packets_own {
-                // Try again unconnected.
-                self.disconnect(dst);
-                continue;
-            }
+            let Some(e) = error else { break };
             // This packet cannot go; the rest still may.
             self.fail(e);
             done += 1;
         }
+    }
+}
+
+/// What is left of the pausing a sender may do for full queues (see [`PAUSE_BUDGET`]).
+#[derive(Debug)]
+pub(crate) struct Pauses {
+    left: Duration,
+}
+
+impl Pauses {
+    pub(crate) fn new() -> Self {
+        Pauses { left: PAUSE_BUDGET }
+    }
+
+    /// Waits before retry `attempt` of a send that hit a full queue; false when the send gives
+    /// up (the retries or the budget are spent).
+    fn before_retry(&mut self, attempt: &mut u32) -> bool {
+        if *attempt >= RETRIES {
+            return false;
+        }
+        *attempt += 1;
+        if *attempt <= 2 {
+            thread::yield_now();
+            return true;
+        }
+        if self.left < RETRY_PAUSE {
+            return false;
+        }
+        self.left -= RETRY_PAUSE;
+        thread::sleep(RETRY_PAUSE);
+        true
     }
 }
 
@@ -262,7 +260,11 @@ impl V4Out {
 /// next one (`msgs[sent]`) if any did.
 ///
 /// Every message must point at memory that stays alive and unchanged for the call.
-pub(crate) fn send_batch(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> (usize, Option<io::Error>) {
+pub(crate) fn send_batch(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+    pauses: &mut Pauses,
+) -> (usize, Option<io::Error>) {
     let mut done = 0;
     let mut attempt = 0;
     while done < msgs.len() {
@@ -284,13 +286,7 @@ pub(crate) fn send_batch(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> (usize, Optio
         if e.kind() == io::ErrorKind::Interrupted {
             continue;
         }
-        if is_queue_full(&e) && attempt < RETRIES {
-            if attempt < 2 {
-                thread::yield_now();
-            } else {
-                thread::sleep(RETRY_PAUSE);
-            }
-            attempt += 1;
+        if is_queue_full(&e) && pauses.before_retry(&mut attempt) {
             continue;
         }
         return (done, Some(e));
@@ -318,6 +314,7 @@ impl PacketSink for RawSender {
 
     fn flush(&mut self) -> Result<(), SendFailures> {
         self.flush_v4();
+        self.out.pauses = Pauses::new();
         self.out.take_failures()
     }
 }
@@ -328,20 +325,13 @@ impl Drop for RawSender {
     }
 }
 
-fn send_one(socket: &Socket, packet: &[u8], dst: &SockAddr) -> io::Result<()> {
+fn send_one(socket: &Socket, packet: &[u8], dst: &SockAddr, pauses: &mut Pauses) -> io::Result<()> {
     let mut attempt = 0;
     loop {
         match socket.send_to(packet, dst) {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_queue_full(&e) && attempt < RETRIES => {
-                if attempt < 2 {
-                    thread::yield_now();
-                } else {
-                    thread::sleep(RETRY_PAUSE);
-                }
-                attempt += 1;
-            }
+            Err(e) if is_queue_full(&e) && pauses.before_retry(&mut attempt) => {}
             Err(e) => return Err(e),
         }
     }

@@ -4,9 +4,11 @@
 //! segments round robin) at an address of the online host's segment that no host owns: the
 //! online host's kernel drops them right after its capture ring saw them, so nothing but the
 //! pipeline under test works on them. On the online host the real pieces run as `tcpcopy` runs
-//! them, on one thread: the capture ring read in place, the session core, and the batched raw
-//! sender, towards a target behind a veth whose far end drops every frame on arrival (the
-//! kernel's whole send path, and a receive path that ends at once). The target's answers are
+//! them, on one thread: the capture ring read in place, the session core, and the batched
+//! sender, towards a target behind a device whose queue discards every frame (a `blackhole`
+//! qdisc: the kernel's whole send path up to the device, as a NIC would take it; no receive
+//! path, whose softirq backlog would otherwise overflow and make the sink the limit). The
+//! target's answers are
 //! made up in process: a SYN-ACK for every SYN the core sends, and one cumulative ACK per session
 //! and round for the data it sends.
 //!
@@ -199,15 +201,16 @@ pub fn run_pps(seconds: u64, threaded_receive: bool, send_layer: SendLayer) -> a
             Lab::IFACE,
         ],
     )?;
-    // The target's link: a veth pair inside the online host whose far end drops every frame on
-    // arrival (addressed to another MAC). The kernel's dummy driver would be the cleaner sink,
-    // but not every kernel has it.
+    // The target's link: a veth inside the online host whose queue discards every frame (the
+    // `blackhole` qdisc comes with every kernel that has qdiscs; the dummy driver would be the
+    // other clean sink, but not every kernel has it).
     for cmd in [
         &[
             "ip", "link", "add", "tsink0", "type", "veth", "peer", "name", "tsink1",
         ][..],
         &["ip", "link", "set", "tsink0", "up"],
         &["ip", "link", "set", "tsink1", "up"],
+        &["tc", "qdisc", "add", "dev", "tsink0", "root", "blackhole"],
         &["ip", "route", "add", "198.18.7.0/24", "dev", "tsink0"],
         &[
             "ip",
@@ -246,7 +249,7 @@ pub fn run_pps(seconds: u64, threaded_receive: bool, send_layer: SendLayer) -> a
     let link_layer = (send_layer == SendLayer::Link).then_some(None);
     let mut sender = lab.run_in(&onl, || Sender::open(link_layer.as_ref()))?;
     let stop = Arc::new(AtomicBool::new(false));
-    println!("tcpcopy bench --pps: {SESSIONS} sessions of {PAYLOAD}-byte segments from the client, captured on the online host, rewritten, sent to a link that drops them (--send-layer {}); {seconds} s", send_layer.name());
+    println!("tcpcopy bench --pps: {SESSIONS} sessions of {PAYLOAD}-byte segments from the client, captured on the online host, rewritten, sent to a device whose queue discards them (--send-layer {}); {seconds} s", send_layer.name());
     let generator = {
         let stop = stop.clone();
         let cli = cli.clone();
