@@ -129,6 +129,21 @@ struct Hop {
     misses: u32,
 }
 
+impl Hop {
+    /// How long until the next check, after one that found `found`: a next hop the kernel is
+    /// still resolving is looked at again sooner, after 2 ms, doubling with every miss in a row.
+    fn next_check(&mut self, found: &Found) -> Duration {
+        if let Found::Unresolved = found {
+            let wait = CHECK_UNRESOLVED.saturating_mul(1 << self.misses.min(16));
+            self.misses += 1;
+            wait.min(CHECK_EVERY)
+        } else {
+            self.misses = 0;
+            CHECK_EVERY
+        }
+    }
+}
+
 /// Where a destination's packets go at the link layer.
 #[derive(Clone, Copy)]
 struct Via {
@@ -310,12 +325,10 @@ impl LinkSender {
         };
         let hop = &mut self.hops[i];
         if now >= hop.check_at {
-            let (found, again) = self.resolver.check(
-                Ipv4Addr::from(u32::from_be(dst)),
-                self.device.as_deref(),
-                &mut hop.misses,
-            );
-            hop.check_at = now + again;
+            let found = self
+                .resolver
+                .lookup(Ipv4Addr::from(u32::from_be(dst)), self.device.as_deref());
+            hop.check_at = now + hop.next_check(&found);
             let (via, route_this) = match found {
                 Found::Link {
                     via,
@@ -404,13 +417,7 @@ impl LinkSender {
     }
 
     fn fail(&mut self, f: SendFailures) {
-        match &mut self.failures {
-            Some(all) => {
-                all.count += f.count;
-                all.last = f.last;
-            }
-            None => self.failures = Some(f),
-        }
+        SendFailures::add(&mut self.failures, f.count, f.last);
     }
 }
 
@@ -482,9 +489,12 @@ impl Resolver {
             tv_sec: 0,
             tv_usec: NETLINK_TIMEOUT.as_micros() as libc::suseconds_t,
         };
-        // SAFETY: `socket` is an open socket; the fd is borrowed for the call only.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-        sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
+        sys::setsockopt(
+            socket.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &timeout,
+        )?;
         Ok(Self {
             socket,
             seq: 0,
@@ -492,25 +502,7 @@ impl Resolver {
         })
     }
 
-    /// What a check of `dst` finds, and when to check again. `misses` counts the checks in a
-    /// row that found the next hop unresolved: they come sooner, doubling from 2 ms.
-    fn check(
-        &mut self,
-        dst: Ipv4Addr,
-        device: Option<&str>,
-        misses: &mut u32,
-    ) -> (Found, Duration) {
-        let found = self.lookup(dst, device);
-        if let Found::Unresolved = found {
-            let wait = CHECK_UNRESOLVED.saturating_mul(1 << (*misses).min(16));
-            *misses += 1;
-            (found, wait.min(CHECK_EVERY))
-        } else {
-            *misses = 0;
-            (found, CHECK_EVERY)
-        }
-    }
-
+    /// What the kernel says of `dst`: its route, device and next hop.
     fn lookup(&mut self, dst: Ipv4Addr, device: Option<&str>) -> Found {
         let mut route = RouteMessage::default();
         route.header.address_family = AddressFamily::Inet;

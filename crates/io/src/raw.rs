@@ -43,6 +43,19 @@ pub struct SendFailures {
     pub last: io::Error,
 }
 
+impl SendFailures {
+    /// Adds `count` failures, the latest for `last`, to what `slot` holds.
+    pub(crate) fn add(slot: &mut Option<SendFailures>, count: u64, last: io::Error) {
+        match slot {
+            Some(f) => {
+                f.count += count;
+                f.last = last;
+            }
+            None => *slot = Some(SendFailures { count, last }),
+        }
+    }
+}
+
 /// Send buffer requested for the raw sockets (and the packet socket of [`crate::link`]): deep
 /// enough to absorb a burst of replayed traffic.
 pub(crate) const SEND_BUFFER: libc::c_int = 8 << 20;
@@ -171,13 +184,7 @@ impl RawSender {
 
 impl V4Out {
     fn fail(&mut self, e: io::Error) {
-        match &mut self.failures {
-            Some(f) => {
-                f.count += 1;
-                f.last = e;
-            }
-            None => self.failures = Some(SendFailures { count: 1, last: e }),
-        }
+        SendFailures::add(&mut self.failures, 1, e);
     }
 
     fn take_failures(&mut self) -> Result<(), SendFailures> {
@@ -188,9 +195,10 @@ impl V4Out {
     }
 
     /// The socket for `dst`: a connected one when it has (or can get) one that is not resting.
-    fn socket_for(&mut self, dst: libc::in_addr_t, now: Instant) -> (libc::c_int, bool) {
+    fn socket_for(&mut self, dst: libc::in_addr_t) -> (libc::c_int, bool) {
         if let Some(c) = self.connected.iter_mut().find(|c| c.dst == dst) {
-            if c.rest_until.is_some_and(|t| now >= t) {
+            // The clock is read only while a socket rests, not for every batch.
+            if c.rest_until.is_some_and(|t| Instant::now() >= t) {
                 c.rest_until = None;
             }
             return match (&c.socket, c.rest_until) {
@@ -222,12 +230,11 @@ impl V4Out {
     /// counting the packets that cannot go.
     fn send(&mut self, packets: &[&[u8]], dsts: &[libc::in_addr_t]) {
         debug_assert!(packets.len() <= BATCH && packets.len() == dsts.len());
-        let now = Instant::now();
         let mut done = 0;
         while done < packets.len() {
             let dst = dsts[done];
             let run = dsts[done..].iter().take_while(|&&d| d == dst).count();
-            let (fd, connected) = self.socket_for(dst, now);
+            let (fd, connected) = self.socket_for(dst);
             let addr = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: 0,
@@ -263,7 +270,7 @@ impl V4Out {
                 // A full queue or a route gone: the connected socket rests, and the rest of the
                 // run goes again through the shared one.
                 if let Some(c) = self.connected.iter_mut().find(|c| c.dst == dst) {
-                    c.rest_until = Some(now + CONNECTED_REST);
+                    c.rest_until = Some(Instant::now() + CONNECTED_REST);
                 }
                 continue;
             }

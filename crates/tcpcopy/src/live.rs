@@ -75,9 +75,16 @@ pub struct LiveConfig {
     pub record: Option<PathBuf>,
     pub stats_interval: Duration,
     pub duration: Option<Duration>,
-    /// `None`: the kernel routes every packet; else link-layer sending, only through this device
-    /// when one is named.
-    pub link_layer: Option<Option<String>>,
+    pub send: SendVia,
+}
+
+/// How packets reach the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendVia {
+    /// The kernel routes every packet (raw sockets).
+    Kernel,
+    /// At the link layer where possible (only through `device` when one is named).
+    LinkLayer { device: Option<String> },
 }
 
 impl LiveConfig {
@@ -170,15 +177,17 @@ impl LiveConfig {
             record: o.record.clone(),
             stats_interval: Duration::from_secs(o.stats_interval),
             duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
-            link_layer: match (o.send_layer, &o.output_device) {
+            send: match (o.send_layer, &o.output_device) {
                 (Some(SendLayer::Ip), Some(_)) => {
                     return Err(
                         "-o/--output-device sends at the link layer: not with --send-layer ip"
                             .into(),
                     )
                 }
-                (Some(SendLayer::Ip), None) | (None, None) => None,
-                (Some(SendLayer::Link), device) | (None, device @ Some(_)) => Some(device.clone()),
+                (Some(SendLayer::Ip), None) | (None, None) => SendVia::Kernel,
+                (Some(SendLayer::Link), device) | (None, device @ Some(_)) => SendVia::LinkLayer {
+                    device: device.clone(),
+                },
             },
         })
     }
@@ -356,7 +365,7 @@ fn run_worker(
         Input::File { path, .. } => Some(PcapSource::open(path)?),
         Input::Capture { .. } => None,
     };
-    let mut sender = Sender::open(cfg.link_layer.as_ref())?;
+    let mut sender = Sender::open(&cfg.send)?;
     let mut poll = Poll::new().context("cannot create a poll")?;
     let waker = mio::Waker::new(poll.registry(), WAKE).context("cannot create a poll waker")?;
     let tx: Events = Arc::new(Mailbox::with_waker(waker));
@@ -673,12 +682,12 @@ pub(crate) enum Sender {
 }
 
 impl Sender {
-    pub(crate) fn open(link_layer: Option<&Option<String>>) -> anyhow::Result<Sender> {
-        Ok(match link_layer {
-            Some(device) => Sender::Link(LinkSender::open(device.as_deref()).context(
+    pub(crate) fn open(via: &SendVia) -> anyhow::Result<Sender> {
+        Ok(match via {
+            SendVia::LinkLayer { device } => Sender::Link(LinkSender::open(device.as_deref()).context(
                 "cannot open the sockets to send to the target (run as root, or with CAP_NET_RAW)",
             )?),
-            None => Sender::Ip(RawSender::open().context(
+            SendVia::Kernel => Sender::Ip(RawSender::open().context(
                 "cannot open a raw socket to send to the target (run as root, or with CAP_NET_RAW)",
             )?),
         })
@@ -1099,7 +1108,10 @@ mod tests {
     fn link_layer(extra: &[&str]) -> Result<Option<Option<String>>, String> {
         let args = ["tcpcopy", "-x", "80-198.18.0.30:80", "-s", "198.18.0.40"];
         let cli = TcpcopyCli::try_parse_from(args.iter().chain(extra)).unwrap();
-        LiveConfig::from_opts(&cli.opts).map(|c| c.link_layer)
+        LiveConfig::from_opts(&cli.opts).map(|c| match c.send {
+            SendVia::Kernel => None,
+            SendVia::LinkLayer { device } => Some(device),
+        })
     }
 
     #[test]

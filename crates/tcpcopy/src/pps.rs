@@ -32,7 +32,7 @@ use tcio::raw::{PacketSink, RawSender};
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 use crate::cli::SendLayer;
-use crate::live::Sender;
+use crate::live::{SendVia, Sender};
 
 const SESSIONS: u16 = 256;
 const PAYLOAD: usize = 64;
@@ -246,8 +246,11 @@ pub fn run_pps(seconds: u64, threaded_receive: bool, send_layer: SendLayer) -> a
             ..RingConfig::default()
         })
     })?;
-    let link_layer = (send_layer == SendLayer::Link).then_some(None);
-    let mut sender = lab.run_in(&onl, || Sender::open(link_layer.as_ref()))?;
+    let via = match send_layer {
+        SendLayer::Ip => SendVia::Kernel,
+        SendLayer::Link => SendVia::LinkLayer { device: None },
+    };
+    let mut sender = lab.run_in(&onl, || Sender::open(&via))?;
     let stop = Arc::new(AtomicBool::new(false));
     println!("tcpcopy bench --pps: {SESSIONS} sessions of {PAYLOAD}-byte segments from the client, captured on the online host, rewritten, sent to a device whose queue discards them (--send-layer {}); {seconds} s", send_layer.name());
     let generator = {
