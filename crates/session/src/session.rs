@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use std::collections::HashMap;
 
+use slotmap::SlotMap;
+
 /// Session tables are keyed by endpoints remote clients choose: a seeded hasher (foldhash, per
 /// process), several times cheaper than SipHash per packet.
 type TableMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -28,10 +30,69 @@ use crate::config::Config;
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
 
-type SessionId = u64;
+slotmap::new_key_type! {
+    /// A live session: an index into [`Replicator::sessions`] with a version, so that an id kept
+    /// after its session ended (in the timer wheel, as a successor) finds nothing, not the next
+    /// session in its slot.
+    struct SessionId;
+}
 /// A captured connection as the online server sees it (client, online server), and which of the
 /// `Config::copies` replicated sessions made from it.
-type OnlineKey = (SocketAddr, SocketAddr, u16);
+type OnlineKey = Flow;
+
+/// Two endpoints, and which copy (0 for a connection at the target), as a table key. Hashed as
+/// two words (four for IPv6) instead of field by field: each packet probes a table with one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Flow {
+    from: SocketAddr,
+    to: SocketAddr,
+    copy: u16,
+}
+
+impl Flow {
+    /// Copy `copy` of the connection from `client` to `online`.
+    fn online(client: SocketAddr, online: SocketAddr, copy: u16) -> Flow {
+        Flow {
+            from: client,
+            to: online,
+            copy,
+        }
+    }
+
+    /// The connection from `local` to `target` at the target.
+    fn target(local: SocketAddr, target: SocketAddr) -> Flow {
+        Flow {
+            from: local,
+            to: target,
+            copy: 0,
+        }
+    }
+}
+
+impl std::hash::Hash for Flow {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let ports = u64::from(self.from.port()) << 32
+            | u64::from(self.to.port()) << 16
+            | u64::from(self.copy);
+        match (self.from.ip(), self.to.ip()) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                h.write_u64(u64::from(a.to_bits()) << 32 | u64::from(b.to_bits()));
+            }
+            (a, b) => {
+                h.write_u128(ip_bits(a));
+                h.write_u128(ip_bits(b));
+            }
+        }
+        h.write_u64(ports);
+    }
+}
+
+fn ip_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(a.to_bits()),
+        IpAddr::V6(a) => a.to_bits(),
+    }
+}
 
 /// Window we announce to the target (scaled by `Config::window_scale` once both sides offered it).
 /// Its size hardly matters: the target's bytes are acknowledged as soon as they are reported.
@@ -43,6 +104,10 @@ const DUPACK_THRESHOLD: u32 = 3;
 const MAX_OOO_SEGMENTS: usize = 1024;
 /// How far ahead of the next expected byte a captured segment may start and still be kept.
 const MAX_OOO_DISTANCE: u64 = 4 << 20;
+/// Buffers of ended sessions kept for new ones (see [`Buffers`]), and the largest client stream
+/// buffer kept.
+const MAX_SPARE: usize = 1024;
+const MAX_SPARE_DATA: usize = 16 << 10;
 /// How long a closed session lingers to re-acknowledge a retransmitted target FIN.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -160,10 +225,13 @@ pub struct Replicator {
     config: Config,
     /// When this replicator started, for the ISN clock.
     born: Option<Instant>,
-    next_id: SessionId,
-    sessions: TableMap<SessionId, Session>,
+    /// Live sessions, in slots reused as sessions end: a packet's session is one hash probe (by
+    /// endpoints) and then indexed, not hashed again at each step.
+    sessions: SlotMap<SessionId, Session>,
+    /// Buffers of ended sessions, cleared, for new ones: short connections allocate nothing.
+    spare: Vec<Buffers>,
     by_online: TableMap<OnlineKey, SessionId>,
-    by_target: TableMap<(SocketAddr, SocketAddr), SessionId>,
+    by_target: TableMap<Flow, SessionId>,
     /// Connections we aborted, so that their further segments are not joined as a new session
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
     aborted: TableMap<OnlineKey, Instant>,
@@ -174,7 +242,7 @@ pub struct Replicator {
     /// Sessions that closed in the last [`LINGER`], by online key and by target endpoints, and in
     /// the order they closed (so they expire from the front).
     closed: TableMap<OnlineKey, Closed>,
-    closed_by_target: TableMap<(SocketAddr, SocketAddr), OnlineKey>,
+    closed_by_target: TableMap<Flow, OnlineKey>,
     closed_order: VecDeque<(Instant, OnlineKey)>,
     /// Client bytes held for the target by all sessions together (bounded by
     /// `Config::max_buffered_bytes`).
@@ -194,8 +262,8 @@ impl Replicator {
         Replicator {
             config,
             born: None,
-            next_id: 1,
-            sessions: TableMap::default(),
+            sessions: SlotMap::with_key(),
+            spare: Vec::new(),
             by_online: TableMap::default(),
             by_target: TableMap::default(),
             aborted: TableMap::default(),
@@ -292,7 +360,7 @@ impl Replicator {
         };
         let mut dirty = std::mem::take(&mut self.dirty);
         for &id in &dirty {
-            if let Some(s) = self.sessions.get_mut(&id) {
+            if let Some(s) = self.sessions.get_mut(id) {
                 s.dirty = false;
                 self.progress(now, id);
             }
@@ -308,7 +376,7 @@ impl Replicator {
             return;
         }
         self.batch_now = Some(now);
-        if let Some(s) = self.sessions.get_mut(&id) {
+        if let Some(s) = self.sessions.get_mut(id) {
             if !std::mem::replace(&mut s.dirty, true) {
                 self.dirty.push(id);
             }
@@ -324,7 +392,7 @@ impl Replicator {
     /// The earliest deadline of a live session.
     fn poll_session_timeout(&mut self) -> Option<Instant> {
         while let Some((at, id)) = self.timers.peek() {
-            let Some(s) = self.sessions.get_mut(&id) else {
+            let Some(s) = self.sessions.get_mut(id) else {
                 self.timers.pop();
                 continue;
             };
@@ -368,7 +436,7 @@ impl Replicator {
             // so the client never sends them again). The session cannot be delivered intact.
             self.stats.truncated_packets += 1;
             for copy in 0..self.config.copies {
-                if let Some(&id) = self.by_online.get(&(p.src(), p.dst(), copy)) {
+                if let Some(&id) = self.by_online.get(&Flow::online(p.src(), p.dst(), copy)) {
                     self.abort(now, id);
                 }
             }
@@ -385,7 +453,7 @@ impl Replicator {
 
     /// One replicated session's share of a captured packet.
     fn capture_copy(&mut self, now: Instant, p: &TcpPacket<'_>, target: SocketAddr, copy: u16) {
-        let key = (p.src(), p.dst(), copy);
+        let key = Flow::online(p.src(), p.dst(), copy);
         let flags = p.flags();
         let existing = self.by_online.get(&key).copied();
         if existing.is_none() {
@@ -406,7 +474,7 @@ impl Replicator {
 
         if flags.syn() && !flags.ack() {
             if let Some(id) = existing {
-                let s = &self.sessions[&id];
+                let s = &self.sessions[id];
                 if s.isn == p.seq() {
                     self.stats.duplicate_segments += 1;
                     return;
@@ -448,7 +516,7 @@ impl Replicator {
                 self.create(now, p, target, copy, p.seq() - 1, true)
             }
         };
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         s.last_activity = now;
@@ -485,11 +553,11 @@ impl Replicator {
             self.stats.malformed_packets += 1;
             return;
         };
-        let Some(&id) = self.by_target.get(&(p.dst(), p.src())) else {
+        let Some(&id) = self.by_target.get(&Flow::target(p.dst(), p.src())) else {
             self.closed_response(&p);
             return;
         };
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         s.last_activity = now;
@@ -574,7 +642,11 @@ impl Replicator {
 
     /// A target packet for no live session: a closed one acknowledges a repeated FIN again.
     fn closed_response(&mut self, p: &TcpPacket<'_>) {
-        let Some(key) = self.closed_by_target.get(&(p.dst(), p.src())).copied() else {
+        let Some(key) = self
+            .closed_by_target
+            .get(&Flow::target(p.dst(), p.src()))
+            .copied()
+        else {
             self.stats.responses_unknown += 1;
             return;
         };
@@ -605,7 +677,7 @@ impl Replicator {
     /// Drops the record of a closed session.
     fn forget_closed(&mut self, key: &OnlineKey) {
         if let Some(c) = self.closed.remove(key) {
-            let by_target = (c.local, c.target);
+            let by_target = Flow::target(c.local, c.target);
             if self.closed_by_target.get(&by_target) == Some(key) {
                 self.closed_by_target.remove(&by_target);
             }
@@ -624,7 +696,7 @@ impl Replicator {
             let Some((_, id)) = self.timers.pop() else {
                 break;
             };
-            let Some(s) = self.sessions.get_mut(&id) else {
+            let Some(s) = self.sessions.get_mut(id) else {
                 continue;
             };
             s.queued_at = None;
@@ -669,9 +741,12 @@ impl Replicator {
         isn: Seq,
         joined: bool,
     ) -> SessionId {
-        let id = self.next_id;
-        self.next_id += 1;
         let local = self.local_endpoint(p.src(), target, copy);
+        let Buffers {
+            data,
+            pending_bounds,
+            unacked_bounds,
+        } = self.spare.pop().unwrap_or_default();
         let s = Session {
             copy,
             client: p.src(),
@@ -682,7 +757,7 @@ impl Replicator {
             isn,
             out_isn: isn + self.isn_clock(now),
             data_start: 0,
-            data: Vec::new(),
+            data,
             data_skip: 0,
             rcv_nxt: 0,
             rcv_nxt_seq: isn + 1,
@@ -690,8 +765,8 @@ impl Replicator {
             ooo_bytes: 0,
             last_ack_tag: None,
             open_request: false,
-            pending_bounds: VecDeque::new(),
-            unacked_bounds: VecDeque::new(),
+            pending_bounds,
+            unacked_bounds,
             client_fin: None,
             client_rst: false,
             snd_una: 0,
@@ -721,23 +796,28 @@ impl Replicator {
             queued_at: None,
             dirty: false,
         };
-        self.by_online.insert((s.client, s.online, copy), id);
+        let id = self.sessions.insert(s);
+        self.by_online
+            .insert(Flow::online(p.src(), p.dst(), copy), id);
         // A closed connection on these endpoints at the target is over: the new one takes them.
-        if let Some(key) = self.closed_by_target.get(&(local, target)).copied() {
+        if let Some(key) = self
+            .closed_by_target
+            .get(&Flow::target(local, target))
+            .copied()
+        {
             self.forget_closed(&key);
         }
-        let predecessor = self.by_target.get(&(local, target)).copied();
-        self.sessions.insert(id, s);
+        let predecessor = self.by_target.get(&Flow::target(local, target)).copied();
         self.stats.sessions_created += 1;
         self.stats.sessions_active += 1;
         if joined {
             self.stats.sessions_joined += 1;
         }
-        match predecessor.and_then(|p| self.sessions.get_mut(&p)) {
+        match predecessor.and_then(|p| self.sessions.get_mut(p)) {
             // Only the real client endpoint can be taken (fake ones are probed for a free one).
             Some(prev) => {
                 let waiting = prev.successor.replace(id);
-                if let Some(w) = self.sessions.get_mut(&id) {
+                if let Some(w) = self.sessions.get_mut(id) {
                     w.state = State::Waiting;
                     w.rtx_at = None;
                     w.rtt_probe = None;
@@ -774,7 +854,7 @@ impl Replicator {
 
     /// Opens the session at the target: SYN, route announcement, retransmission timer.
     fn start(&mut self, now: Instant, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         s.state = State::SynSent;
@@ -782,7 +862,7 @@ impl Replicator {
         s.rtt_probe = Some((0, now));
         let syn = s.syn(&self.config);
         self.out.emit(&syn, &[]);
-        self.by_target.insert((s.local, s.target), id);
+        self.by_target.insert(s.target_key(), id);
         self.routes.push(s.local);
         self.schedule(id);
     }
@@ -801,8 +881,10 @@ impl Replicator {
         for i in 0..fakes.len() {
             let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], port);
             first.get_or_insert(cand);
-            if !self.by_target.contains_key(&(cand, target))
-                && !self.closed_by_target.contains_key(&(cand, target))
+            if !self.by_target.contains_key(&Flow::target(cand, target))
+                && !self
+                    .closed_by_target
+                    .contains_key(&Flow::target(cand, target))
             {
                 return cand;
             }
@@ -813,7 +895,7 @@ impl Replicator {
 
     /// Sends whatever the session may send now, closes it when done, and re-arms its timer.
     fn progress(&mut self, now: Instant, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         let cfg = &self.config;
@@ -851,7 +933,7 @@ impl Replicator {
                 }
                 s.finish_requests(&mut self.stats);
                 self.stats.sessions_completed += 1;
-                let key = (s.client, s.online, s.copy);
+                let key = s.online_key();
                 let closed = Closed {
                     local: s.local,
                     target: s.target,
@@ -871,7 +953,7 @@ impl Replicator {
                     Some(next) => self.start(now, next),
                     None => {
                         self.closed_by_target
-                            .insert((closed.local, closed.target), key);
+                            .insert(Flow::target(closed.local, closed.target), key);
                     }
                 }
                 return;
@@ -896,7 +978,7 @@ impl Replicator {
     }
 
     fn schedule(&mut self, id: SessionId) {
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         let at = Self::deadline(&self.config, s);
@@ -920,7 +1002,7 @@ impl Replicator {
                     self.timers.rebuild(
                         self.sessions
                             .iter()
-                            .filter_map(|(&id, s)| s.queued_at.map(|at| (at, id))),
+                            .filter_map(|(id, s)| s.queued_at.map(|at| (at, id))),
                     );
                 }
             }
@@ -930,7 +1012,7 @@ impl Replicator {
     /// Resets the session at the target (when it got that far) and forgets it.
     fn abort(&mut self, now: Instant, id: SessionId) {
         self.remember_abort(now, id);
-        if let Some(s) = self.sessions.get_mut(&id) {
+        if let Some(s) = self.sessions.get_mut(id) {
             if s.state == State::Established {
                 s.finish_requests(&mut self.stats);
                 let rst = s.repr(s.next_seq(), Flags::RST | Flags::ACK, None, self.config.ttl);
@@ -943,7 +1025,7 @@ impl Replicator {
     /// Remembers a connection that ends while its client is still sending, so that its further
     /// segments are not joined as a new session in the middle of its stream.
     fn remember_abort(&mut self, now: Instant, id: SessionId) {
-        let Some(s) = self.sessions.get(&id) else {
+        let Some(s) = self.sessions.get(id) else {
             return;
         };
         if s.client_rst || s.client_fin.is_some() {
@@ -953,28 +1035,58 @@ impl Replicator {
             let timeout = self.config.session_timeout;
             self.aborted.retain(|_, t| now < *t + timeout);
         }
-        self.aborted.insert((s.client, s.online, s.copy), now);
+        self.aborted.insert(s.online_key(), now);
     }
 
     /// Forgets a session; one waiting for it starts now.
     fn remove(&mut self, now: Instant, id: SessionId) {
-        if let Some(s) = self.sessions.remove(&id) {
+        if let Some(mut s) = self.sessions.remove(id) {
             self.buffered -= s.held();
+            if self.spare.len() < MAX_SPARE {
+                self.spare.extend(Buffers::take(&mut s));
+            }
             if let Some(next) = s.successor {
                 // Its by_target entry must go first: the successor takes the same key.
-                if self.by_target.get(&(s.local, s.target)) == Some(&id) {
-                    self.by_target.remove(&(s.local, s.target));
+                if self.by_target.get(&s.target_key()) == Some(&id) {
+                    self.by_target.remove(&s.target_key());
                 }
                 self.start(now, next);
             }
             self.stats.sessions_active -= 1;
-            if self.by_online.get(&(s.client, s.online, s.copy)) == Some(&id) {
-                self.by_online.remove(&(s.client, s.online, s.copy));
+            if self.by_online.get(&s.online_key()) == Some(&id) {
+                self.by_online.remove(&s.online_key());
             }
-            if self.by_target.get(&(s.local, s.target)) == Some(&id) {
-                self.by_target.remove(&(s.local, s.target));
+            if self.by_target.get(&s.target_key()) == Some(&id) {
+                self.by_target.remove(&s.target_key());
             }
         }
+    }
+}
+
+/// A session's heap buffers, kept when it ends for a later session: most sessions of short
+/// connections then allocate nothing.
+#[derive(Debug, Default)]
+struct Buffers {
+    data: Vec<u8>,
+    pending_bounds: VecDeque<u64>,
+    unacked_bounds: VecDeque<u64>,
+}
+
+impl Buffers {
+    /// Takes `s`'s buffers, emptied, unless they grew too large to keep.
+    fn take(s: &mut Session) -> Option<Buffers> {
+        if s.data.capacity() > MAX_SPARE_DATA {
+            return None;
+        }
+        let mut b = Buffers {
+            data: std::mem::take(&mut s.data),
+            pending_bounds: std::mem::take(&mut s.pending_bounds),
+            unacked_bounds: std::mem::take(&mut s.unacked_bounds),
+        };
+        b.data.clear();
+        b.pending_bounds.clear();
+        b.unacked_bounds.clear();
+        Some(b)
     }
 }
 
@@ -1023,6 +1135,14 @@ fn addr_hash(ip: IpAddr) -> u64 {
 }
 
 impl Session {
+    fn online_key(&self) -> OnlineKey {
+        Flow::online(self.client, self.online, self.copy)
+    }
+
+    fn target_key(&self) -> Flow {
+        Flow::target(self.local, self.target)
+    }
+
     /// Sequence number for a bare ACK or RST: after the bytes sent, and after our FIN once sent.
     fn next_seq(&self) -> Seq {
         self.seq_at(self.snd_nxt) + u32::from(self.fin_sent)

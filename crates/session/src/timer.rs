@@ -36,6 +36,10 @@ pub(crate) struct TimerWheel<T> {
     sorted: Option<usize>,
     /// One bit per slot: set when the slot is not empty.
     occupied: [u64; SLOTS / 64],
+    /// One bit per word of `occupied`: set when the word is not zero. The earliest occupied
+    /// slot is then two bit scans away, even in a wheel that holds a few deadlines far apart
+    /// (idle keep-alive sessions) or none.
+    summary: u64,
     /// Deadlines at or beyond `cursor + SLOTS` when they were queued.
     far: BinaryHeap<Reverse<(Instant, T)>>,
     len: usize,
@@ -49,6 +53,7 @@ impl<T: Copy + Ord> TimerWheel<T> {
             slots: (0..SLOTS).map(|_| VecDeque::new()).collect(),
             sorted: None,
             occupied: [0; SLOTS / 64],
+            summary: 0,
             far: BinaryHeap::new(),
             len: 0,
         }
@@ -93,6 +98,7 @@ impl<T: Copy + Ord> TimerWheel<T> {
             entries.push_back((at, item));
         }
         self.occupied[slot / 64] |= 1 << (slot % 64);
+        self.summary |= 1 << (slot / 64);
     }
 
     /// The earliest deadline queued, and its item.
@@ -109,6 +115,9 @@ impl<T: Copy + Ord> TimerWheel<T> {
                 self.slots[slot].pop_front();
                 if self.slots[slot].is_empty() {
                     self.occupied[slot / 64] &= !(1 << (slot % 64));
+                    if self.occupied[slot / 64] == 0 {
+                        self.summary &= !(1 << (slot / 64));
+                    }
                 }
                 near
             }
@@ -135,6 +144,7 @@ impl<T: Copy + Ord> TimerWheel<T> {
             slot.clear();
         }
         self.occupied = [0; SLOTS / 64];
+        self.summary = 0;
         self.sorted = None;
         self.far.clear();
         self.len = 0;
@@ -146,24 +156,22 @@ impl<T: Copy + Ord> TimerWheel<T> {
     /// The first occupied slot from the cursor on, and how many ticks ahead of the cursor it is.
     fn first_slot(&self) -> Option<(usize, u64)> {
         let start = (self.cursor % SLOTS as u64) as usize;
-        let words = SLOTS / 64;
-        // The cursor's own word, from the cursor's bit up; then the following words, wrapping
-        // round to the bits below the cursor in its own word.
-        for step in 0..=words {
-            let w = (start / 64 + step) % words;
-            let mut bits = self.occupied[w];
-            if step == 0 {
-                bits &= !0 << (start % 64);
-            } else if step == words {
-                bits &= !(!0 << (start % 64));
-            }
-            if bits != 0 {
-                let slot = w * 64 + bits.trailing_zeros() as usize;
-                let ahead = (slot + SLOTS - start) % SLOTS;
-                return Some((slot, ahead as u64));
-            }
-        }
-        None
+        let (word, bit) = (start / 64, start % 64);
+        let at = |w: usize| Some(w * 64 + self.occupied[w].trailing_zeros() as usize);
+        // The cursor's own word from the cursor's bit up; then the words after it; then,
+        // wrapping round, the words before it; last the bits below the cursor in its own word.
+        let slot = if self.occupied[word] >> bit != 0 {
+            Some(start + (self.occupied[word] >> bit).trailing_zeros() as usize)
+        } else if let after @ 1.. = self.summary & (!1u64).checked_shl(word as u32).unwrap_or(0) {
+            at(after.trailing_zeros() as usize)
+        } else if let before @ 1.. = self.summary & ((1u64 << word) - 1) {
+            at(before.trailing_zeros() as usize)
+        } else if self.occupied[word] != 0 {
+            at(word)
+        } else {
+            None
+        }?;
+        Some((slot, ((slot + SLOTS - start) % SLOTS) as u64))
     }
 }
 
