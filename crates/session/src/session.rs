@@ -29,6 +29,9 @@ use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 use crate::config::Config;
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
+use closed::{Closed, ClosedSessions};
+
+mod closed;
 
 slotmap::new_key_type! {
     /// A live session: an index into [`Replicator::sessions`] with a version, so that an id kept
@@ -119,21 +122,6 @@ enum State {
     /// SYN sent to the target, waiting for its SYN-ACK.
     SynSent,
     Established,
-}
-
-/// What is left of a session once both directions closed: enough to acknowledge the target's
-/// retransmitted FIN and to recognise the client's late segments, for [`LINGER`]. Kept apart from
-/// the live sessions, so that thousands of short connections a second leave a few hundred live
-/// sessions (hot in the cache) and a small record each, not thousands of full sessions.
-#[derive(Clone, Copy, Debug)]
-struct Closed {
-    local: SocketAddr,
-    target: SocketAddr,
-    /// The client's ISN: a repeated SYN is a duplicate, another one a new connection.
-    isn: Seq,
-    /// The acknowledgment we send again when the target repeats its FIN.
-    ack: SegmentRepr,
-    at: Instant,
 }
 
 #[derive(Debug)]
@@ -239,11 +227,8 @@ pub struct Replicator {
     /// once.
     greeting_servers: TableMap<SocketAddr, ()>,
     timers: TimerWheel<SessionId>,
-    /// Sessions that closed in the last [`LINGER`], by online key and by target endpoints, and in
-    /// the order they closed (so they expire from the front).
-    closed: TableMap<OnlineKey, Closed>,
-    closed_by_target: TableMap<Flow, OnlineKey>,
-    closed_order: VecDeque<(Instant, OnlineKey)>,
+    /// Sessions that closed in the last [`LINGER`].
+    closed: ClosedSessions,
     /// Client bytes held for the target by all sessions together (bounded by
     /// `Config::max_buffered_bytes`).
     buffered: usize,
@@ -269,9 +254,7 @@ impl Replicator {
             aborted: TableMap::default(),
             greeting_servers: TableMap::default(),
             timers: TimerWheel::new(),
-            closed: TableMap::default(),
-            closed_by_target: TableMap::default(),
-            closed_order: VecDeque::new(),
+            closed: ClosedSessions::default(),
             buffered: 0,
             out: Outbox::default(),
             routes: Vec::new(),
@@ -298,7 +281,7 @@ impl Replicator {
     /// (re)connected.
     pub fn routes(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         // Closed ones too: the target may still repeat its FIN.
-        let closed = self.closed.values().map(|c| c.local);
+        let closed = self.closed.locals();
         self.sessions.values().map(|s| s.local).chain(closed)
     }
 
@@ -385,7 +368,7 @@ impl Replicator {
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let linger = self.closed_order.front().map(|&(at, _)| at + LINGER);
+        let linger = self.closed.next_expiry();
         self.poll_session_timeout().into_iter().chain(linger).min()
     }
 
@@ -468,7 +451,7 @@ impl Replicator {
                     return;
                 }
                 // The client opens a new connection from the same port.
-                self.forget_closed(&key);
+                self.closed.forget(&key);
             }
         }
 
@@ -642,45 +625,16 @@ impl Replicator {
 
     /// A target packet for no live session: a closed one acknowledges a repeated FIN again.
     fn closed_response(&mut self, p: &TcpPacket<'_>) {
-        let Some(key) = self
-            .closed_by_target
-            .get(&Flow::target(p.dst(), p.src()))
-            .copied()
-        else {
+        let Some(c) = self.closed.by_target(&Flow::target(p.dst(), p.src())) else {
             self.stats.responses_unknown += 1;
             return;
         };
         let flags = p.flags();
         if flags.rst() {
-            self.forget_closed(&key);
+            let key = c.key;
+            self.closed.forget(&key);
         } else if flags.fin() {
-            if let Some(c) = self.closed.get(&key) {
-                self.out.emit(&c.ack, &[]);
-            }
-        }
-    }
-
-    /// Drops the records of sessions closed for [`LINGER`] by `now`.
-    fn expire_closed(&mut self, now: Instant) {
-        while let Some(&(at, key)) = self.closed_order.front() {
-            if now < at + LINGER {
-                break;
-            }
-            self.closed_order.pop_front();
-            // A record replaced by a later close of the same connection stays.
-            if self.closed.get(&key).is_some_and(|c| c.at == at) {
-                self.forget_closed(&key);
-            }
-        }
-    }
-
-    /// Drops the record of a closed session.
-    fn forget_closed(&mut self, key: &OnlineKey) {
-        if let Some(c) = self.closed.remove(key) {
-            let by_target = Flow::target(c.local, c.target);
-            if self.closed_by_target.get(&by_target) == Some(key) {
-                self.closed_by_target.remove(&by_target);
-            }
+            self.out.emit(&c.ack, &[]);
         }
     }
 
@@ -688,7 +642,7 @@ impl Replicator {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.born.get_or_insert(now);
         self.timers.advance(now);
-        self.expire_closed(now);
+        self.closed.expire(now);
         while let Some(at) = self.poll_session_timeout() {
             if at > now {
                 break;
@@ -801,11 +755,11 @@ impl Replicator {
             .insert(Flow::online(p.src(), p.dst(), copy), id);
         // A closed connection on these endpoints at the target is over: the new one takes them.
         if let Some(key) = self
-            .closed_by_target
-            .get(&Flow::target(local, target))
-            .copied()
+            .closed
+            .by_target(&Flow::target(local, target))
+            .map(|c| c.key)
         {
-            self.forget_closed(&key);
+            self.closed.forget(&key);
         }
         let predecessor = self.by_target.get(&Flow::target(local, target)).copied();
         self.stats.sessions_created += 1;
@@ -882,9 +836,7 @@ impl Replicator {
             let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], port);
             first.get_or_insert(cand);
             if !self.by_target.contains_key(&Flow::target(cand, target))
-                && !self
-                    .closed_by_target
-                    .contains_key(&Flow::target(cand, target))
+                && !self.closed.holds_target(&Flow::target(cand, target))
             {
                 return cand;
             }
@@ -933,10 +885,8 @@ impl Replicator {
                 }
                 s.finish_requests(&mut self.stats);
                 self.stats.sessions_completed += 1;
-                let key = s.online_key();
                 let closed = Closed {
-                    local: s.local,
-                    target: s.target,
+                    key: s.online_key(),
                     isn: s.isn,
                     ack: s.bare_ack(cfg.ttl),
                     at: now,
@@ -946,15 +896,9 @@ impl Replicator {
                 self.remove(now, id);
                 // An earlier connection of this client port may still linger (on another fake
                 // endpoint): its record goes, with its entry by target endpoints.
-                self.forget_closed(&key);
-                self.closed.insert(key, closed);
-                self.closed_order.push_back((now, key));
-                match successor {
-                    Some(next) => self.start(now, next),
-                    None => {
-                        self.closed_by_target
-                            .insert(Flow::target(closed.local, closed.target), key);
-                    }
+                self.closed.insert(closed, successor.is_none());
+                if let Some(next) = successor {
+                    self.start(now, next);
                 }
                 return;
             }

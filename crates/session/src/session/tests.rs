@@ -480,7 +480,7 @@ fn close_completes_after_both_fins() {
     assert_eq!(r.stats().ignored_packets, ignored + 1);
     assert!(sent(&mut r).is_empty() && r.sessions.is_empty());
     r.handle_timeout(ms(base, 5 + 2_000));
-    assert!(r.closed.is_empty() && r.closed_by_target.is_empty());
+    assert!(r.closed.is_empty());
     assert_eq!(r.poll_timeout(), None);
     r.handle_response(ms(base, 2_100), &fin_again);
     assert!(sent(&mut r).is_empty());
@@ -1725,7 +1725,7 @@ fn a_port_closed_twice_on_two_fake_endpoints_leaves_one_closed_record() {
         &to(first, T_ISN + 12, C_ISN + 6, Flags::ACK, 0),
     );
     out(&mut r);
-    assert_eq!(r.closed_by_target.len(), 1);
+    assert_eq!(r.closed.holding_endpoints(), 1);
 
     // The second one opens and closes.
     r.handle_response(
@@ -1753,7 +1753,7 @@ fn a_port_closed_twice_on_two_fake_endpoints_leaves_one_closed_record() {
     // Only the second endpoint lingers: a repeated FIN on the first is unknown.
     assert_eq!(r.closed.len(), 1);
     assert_eq!(
-        r.closed_by_target.len(),
+        r.closed.holding_endpoints(),
         1,
         "the first endpoint's entry went with its record"
     );
@@ -1769,7 +1769,7 @@ fn a_port_closed_twice_on_two_fake_endpoints_leaves_one_closed_record() {
     );
     assert_eq!(out(&mut r), vec![(second, C2 + 2, T2 + 2, Flags::ACK)]);
     r.handle_timeout(ms(base, 9 + 2_000));
-    assert!(r.closed.is_empty() && r.closed_by_target.is_empty() && r.closed_order.is_empty());
+    assert!(r.closed.is_empty());
 }
 
 #[test]
