@@ -449,7 +449,7 @@ fn run_worker(
         .collect();
     let mut core = Replicator::new(core_cfg);
     let mut links: Vec<Option<Link>> = (0..conn_addrs.len()).map(|_| None).collect();
-    let mut frame = Vec::new();
+    let mut announcing = AnnounceScratch::default();
     let mut send_errors = 0u64;
     let mut last_stats = Instant::now();
     let mut last_drops_read = Instant::now();
@@ -609,7 +609,7 @@ fn run_worker(
                 &mut links,
                 usize::from(cfg.connections),
                 routes,
-                &mut frame,
+                &mut announcing,
             )
         });
         if !cfg.stats_interval.is_zero() && last_stats.elapsed() >= cfg.stats_interval {
@@ -903,6 +903,14 @@ fn handle_event(
     Ok(())
 }
 
+/// Buffers [`announce`] reuses from batch to batch.
+#[derive(Default)]
+struct AnnounceScratch {
+    frame: Vec<u8>,
+    live: Vec<usize>,
+    mine: Vec<SocketAddr>,
+}
+
 /// Tells every intercept about new sessions, each route on one of its live connections (chosen by
 /// client port, so the responses spread over them); `links` holds `per_server` connections for
 /// each intercept, in order.
@@ -911,21 +919,24 @@ fn announce(
     links: &mut [Option<Link>],
     per_server: usize,
     routes: &[SocketAddr],
-    frame: &mut Vec<u8>,
+    scratch: &mut AnnounceScratch,
 ) {
+    let AnnounceScratch { frame, live, mine } = scratch;
     for server in links.chunks_mut(per_server) {
-        let live: Vec<usize> = (0..server.len()).filter(|&i| server[i].is_some()).collect();
+        live.clear();
+        live.extend((0..server.len()).filter(|&i| server[i].is_some()));
         for (k, &i) in live.iter().enumerate() {
-            let mine: Vec<SocketAddr> = routes
-                .iter()
-                .filter(|r| usize::from(r.port()) % live.len() == k)
-                .copied()
-                .collect();
+            mine.clear();
+            mine.extend(
+                routes
+                    .iter()
+                    .filter(|r| usize::from(r.port()) % live.len() == k),
+            );
             if mine.is_empty() {
                 continue;
             }
             frame.clear();
-            protocol::encode_routes(frame, &mine);
+            protocol::encode_routes(frame, mine);
             if !server[i].as_mut().is_some_and(|l| l.write(frame)) {
                 // Its thread reconnects, and every route is announced again then.
                 warn!("intercept connection stopped taking routes; reconnecting");
