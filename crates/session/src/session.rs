@@ -41,35 +41,40 @@ slotmap::new_key_type! {
 }
 /// A captured connection as the online server sees it (client, online server), and which of the
 /// `Config::copies` replicated sessions made from it.
-type OnlineKey = Flow;
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct OnlineKey(Flow);
 
-/// Two endpoints, and which copy (0 for a connection at the target), as a table key. Hashed as
-/// two words (four for IPv6) instead of field by field: each packet probes a table with one.
+impl OnlineKey {
+    fn new(client: SocketAddr, online: SocketAddr, copy: u16) -> OnlineKey {
+        OnlineKey(Flow {
+            from: client,
+            to: online,
+            copy,
+        })
+    }
+}
+
+/// A replicated session's connection at the target (our client endpoint, the target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TargetKey(Flow);
+
+impl TargetKey {
+    fn new(local: SocketAddr, target: SocketAddr) -> TargetKey {
+        TargetKey(Flow {
+            from: local,
+            to: target,
+            copy: 0,
+        })
+    }
+}
+
+/// Two endpoints and a copy number, as a table key: hashed as two words (an IPv4 pair) or five
+/// (IPv6) instead of field by field, since each packet probes a table with one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Flow {
     from: SocketAddr,
     to: SocketAddr,
     copy: u16,
-}
-
-impl Flow {
-    /// Copy `copy` of the connection from `client` to `online`.
-    fn online(client: SocketAddr, online: SocketAddr, copy: u16) -> Flow {
-        Flow {
-            from: client,
-            to: online,
-            copy,
-        }
-    }
-
-    /// The connection from `local` to `target` at the target.
-    fn target(local: SocketAddr, target: SocketAddr) -> Flow {
-        Flow {
-            from: local,
-            to: target,
-            copy: 0,
-        }
-    }
 }
 
 impl std::hash::Hash for Flow {
@@ -107,10 +112,12 @@ const DUPACK_THRESHOLD: u32 = 3;
 const MAX_OOO_SEGMENTS: usize = 1024;
 /// How far ahead of the next expected byte a captured segment may start and still be kept.
 const MAX_OOO_DISTANCE: u64 = 4 << 20;
-/// Buffers of ended sessions kept for new ones (see [`Buffers`]), and the largest client stream
-/// buffer kept.
+/// Buffers of ended sessions kept for new ones (see [`Buffers`]).
 const MAX_SPARE: usize = 1024;
+/// The largest client stream buffer kept for a new session, in bytes.
 const MAX_SPARE_DATA: usize = 16 << 10;
+/// The most request boundaries a kept queue has room for; larger ones shrink to this.
+const MAX_SPARE_BOUNDS: usize = 64;
 /// How long a closed session lingers to re-acknowledge a retransmitted target FIN.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -219,7 +226,7 @@ pub struct Replicator {
     /// Buffers of ended sessions, cleared, for new ones: short connections allocate nothing.
     spare: Vec<Buffers>,
     by_online: TableMap<OnlineKey, SessionId>,
-    by_target: TableMap<Flow, SessionId>,
+    by_target: TableMap<TargetKey, SessionId>,
     /// Connections we aborted, so that their further segments are not joined as a new session
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
     aborted: TableMap<OnlineKey, Instant>,
@@ -419,7 +426,7 @@ impl Replicator {
             // so the client never sends them again). The session cannot be delivered intact.
             self.stats.truncated_packets += 1;
             for copy in 0..self.config.copies {
-                if let Some(&id) = self.by_online.get(&Flow::online(p.src(), p.dst(), copy)) {
+                if let Some(&id) = self.by_online.get(&OnlineKey::new(p.src(), p.dst(), copy)) {
                     self.abort(now, id);
                 }
             }
@@ -436,7 +443,7 @@ impl Replicator {
 
     /// One replicated session's share of a captured packet.
     fn capture_copy(&mut self, now: Instant, p: &TcpPacket<'_>, target: SocketAddr, copy: u16) {
-        let key = Flow::online(p.src(), p.dst(), copy);
+        let key = OnlineKey::new(p.src(), p.dst(), copy);
         let flags = p.flags();
         let existing = self.by_online.get(&key).copied();
         if existing.is_none() {
@@ -457,6 +464,7 @@ impl Replicator {
 
         if flags.syn() && !flags.ack() {
             if let Some(id) = existing {
+                // `by_online` names live sessions only: `remove` takes the entry with the session.
                 let s = &self.sessions[id];
                 if s.isn == p.seq() {
                     self.stats.duplicate_segments += 1;
@@ -536,7 +544,7 @@ impl Replicator {
             self.stats.malformed_packets += 1;
             return;
         };
-        let Some(&id) = self.by_target.get(&Flow::target(p.dst(), p.src())) else {
+        let Some(&id) = self.by_target.get(&TargetKey::new(p.dst(), p.src())) else {
             self.closed_response(&p);
             return;
         };
@@ -625,7 +633,7 @@ impl Replicator {
 
     /// A target packet for no live session: a closed one acknowledges a repeated FIN again.
     fn closed_response(&mut self, p: &TcpPacket<'_>) {
-        let Some(c) = self.closed.by_target(&Flow::target(p.dst(), p.src())) else {
+        let Some(c) = self.closed.at_target(&TargetKey::new(p.dst(), p.src())) else {
             self.stats.responses_unknown += 1;
             return;
         };
@@ -752,16 +760,16 @@ impl Replicator {
         };
         let id = self.sessions.insert(s);
         self.by_online
-            .insert(Flow::online(p.src(), p.dst(), copy), id);
+            .insert(OnlineKey::new(p.src(), p.dst(), copy), id);
         // A closed connection on these endpoints at the target is over: the new one takes them.
         if let Some(key) = self
             .closed
-            .by_target(&Flow::target(local, target))
+            .at_target(&TargetKey::new(local, target))
             .map(|c| c.key)
         {
             self.closed.forget(&key);
         }
-        let predecessor = self.by_target.get(&Flow::target(local, target)).copied();
+        let predecessor = self.by_target.get(&TargetKey::new(local, target)).copied();
         self.stats.sessions_created += 1;
         self.stats.sessions_active += 1;
         if joined {
@@ -835,8 +843,8 @@ impl Replicator {
         for i in 0..fakes.len() {
             let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], port);
             first.get_or_insert(cand);
-            if !self.by_target.contains_key(&Flow::target(cand, target))
-                && !self.closed.holds_target(&Flow::target(cand, target))
+            if !self.by_target.contains_key(&TargetKey::new(cand, target))
+                && !self.closed.holds_target(&TargetKey::new(cand, target))
             {
                 return cand;
             }
@@ -1017,7 +1025,8 @@ struct Buffers {
 }
 
 impl Buffers {
-    /// Takes `s`'s buffers, emptied, unless they grew too large to keep.
+    /// Takes `s`'s buffers, emptied; none when its stream buffer grew too large to keep, and
+    /// its boundary queues shrunk to [`MAX_SPARE_BOUNDS`].
     fn take(s: &mut Session) -> Option<Buffers> {
         if s.data.capacity() > MAX_SPARE_DATA {
             return None;
@@ -1028,8 +1037,10 @@ impl Buffers {
             unacked_bounds: std::mem::take(&mut s.unacked_bounds),
         };
         b.data.clear();
-        b.pending_bounds.clear();
-        b.unacked_bounds.clear();
+        for q in [&mut b.pending_bounds, &mut b.unacked_bounds] {
+            q.clear();
+            q.shrink_to(MAX_SPARE_BOUNDS);
+        }
         Some(b)
     }
 }
@@ -1080,11 +1091,11 @@ fn addr_hash(ip: IpAddr) -> u64 {
 
 impl Session {
     fn online_key(&self) -> OnlineKey {
-        Flow::online(self.client, self.online, self.copy)
+        OnlineKey::new(self.client, self.online, self.copy)
     }
 
-    fn target_key(&self) -> Flow {
-        Flow::target(self.local, self.target)
+    fn target_key(&self) -> TargetKey {
+        TargetKey::new(self.local, self.target)
     }
 
     /// Sequence number for a bare ACK or RST: after the bytes sent, and after our FIN once sent.

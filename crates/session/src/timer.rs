@@ -157,20 +157,23 @@ impl<T: Copy + Ord> TimerWheel<T> {
     fn first_slot(&self) -> Option<(usize, u64)> {
         let start = (self.cursor % SLOTS as u64) as usize;
         let (word, bit) = (start / 64, start % 64);
-        let at = |w: usize| Some(w * 64 + self.occupied[w].trailing_zeros() as usize);
+        let first_in = |w: usize| w * 64 + self.occupied[w].trailing_zeros() as usize;
         // The cursor's own word from the cursor's bit up; then the words after it; then,
         // wrapping round, the words before it; last the bits below the cursor in its own word.
-        let slot = if self.occupied[word] >> bit != 0 {
-            Some(start + (self.occupied[word] >> bit).trailing_zeros() as usize)
-        } else if let after @ 1.. = self.summary & (!1u64).checked_shl(word as u32).unwrap_or(0) {
-            at(after.trailing_zeros() as usize)
-        } else if let before @ 1.. = self.summary & ((1u64 << word) - 1) {
-            at(before.trailing_zeros() as usize)
+        let from_cursor = self.occupied[word] >> bit;
+        let after = self.summary & !1u64 << word;
+        let before = self.summary & ((1u64 << word) - 1);
+        let slot = if from_cursor != 0 {
+            start + from_cursor.trailing_zeros() as usize
+        } else if after != 0 {
+            first_in(after.trailing_zeros() as usize)
+        } else if before != 0 {
+            first_in(before.trailing_zeros() as usize)
         } else if self.occupied[word] != 0 {
-            at(word)
+            first_in(word)
         } else {
-            None
-        }?;
+            return None;
+        };
         Some((slot, ((slot + SLOTS - start) % SLOTS) as u64))
     }
 }
@@ -188,6 +191,43 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             self.0 >> 33
+        }
+    }
+
+    /// `first_slot` against a scan of every slot from the cursor on, with the cursor and the
+    /// occupied slots at word edges (bits 0 and 63, words 0 and 63) and wrapped round.
+    #[test]
+    fn first_slot_finds_the_nearest_occupied_slot_ahead_of_the_cursor() {
+        let edges = [
+            0, 1, 62, 63, 64, 65, 127, 2048, 4031, 4032, 4033, 4094, 4095,
+        ];
+        let mut sets: Vec<Vec<usize>> = vec![Vec::new()];
+        sets.extend(edges.iter().map(|&a| vec![a]));
+        for &a in &edges {
+            sets.extend(edges.iter().filter(|&&b| b > a).map(|&b| vec![a, b]));
+        }
+        for cursor in edges
+            .iter()
+            .map(|&c| c as u64)
+            .chain([4096, 4096 + 63, 9 * 4096 + 4095])
+        {
+            for set in &sets {
+                let mut wheel: TimerWheel<u32> = TimerWheel::new();
+                wheel.cursor = cursor;
+                for &slot in set {
+                    wheel.occupied[slot / 64] |= 1 << (slot % 64);
+                    wheel.summary |= 1 << (slot / 64);
+                }
+                let start = (cursor % SLOTS as u64) as usize;
+                let expected = (0..SLOTS)
+                    .map(|ahead| ((start + ahead) % SLOTS, ahead as u64))
+                    .find(|(slot, _)| set.contains(slot));
+                assert_eq!(
+                    wheel.first_slot(),
+                    expected,
+                    "cursor {cursor}, slots {set:?}"
+                );
+            }
         }
     }
 

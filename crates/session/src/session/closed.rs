@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use wire::{SegmentRepr, Seq};
 
-use super::{Flow, OnlineKey, TableMap, LINGER};
+use super::{OnlineKey, TableMap, TargetKey, LINGER};
 
 /// What is left of a session once both directions closed: enough to acknowledge the target's
 /// retransmitted FIN and to recognise the client's late segments.
@@ -28,8 +28,8 @@ pub(super) struct Closed {
 
 impl Closed {
     /// The session's endpoints at the target.
-    fn target_key(&self) -> Flow {
-        Flow::target(self.ack.src, self.ack.dst)
+    fn target_key(&self) -> TargetKey {
+        TargetKey::new(self.ack.src, self.ack.dst)
     }
 }
 
@@ -41,7 +41,7 @@ pub(super) struct ClosedSessions {
     /// Records popped from the front of `ring` so far: record `n` is `ring[n - popped]`.
     popped: u64,
     by_online: TableMap<OnlineKey, u64>,
-    by_target: TableMap<Flow, u64>,
+    by_target: TableMap<TargetKey, u64>,
 }
 
 impl ClosedSessions {
@@ -57,11 +57,11 @@ impl ClosedSessions {
 
     /// The record of the session that had endpoints `flow` at the target (unless a new session
     /// took them over).
-    pub(super) fn by_target(&self, flow: &Flow) -> Option<&Closed> {
+    pub(super) fn at_target(&self, flow: &TargetKey) -> Option<&Closed> {
         self.record(*self.by_target.get(flow)?)
     }
 
-    pub(super) fn holds_target(&self, flow: &Flow) -> bool {
+    pub(super) fn holds_target(&self, flow: &TargetKey) -> bool {
         self.by_target.contains_key(flow)
     }
 
@@ -106,6 +106,8 @@ impl ClosedSessions {
 
     /// Drops the records of sessions closed for [`LINGER`] by `now`.
     pub(super) fn expire(&mut self, now: Instant) {
+        // The front is a live record (every forget trims); trimmed again in case it is not.
+        self.trim();
         while let Some(&Some(c)) = self.ring.front() {
             if now < c.at + LINGER {
                 break;
