@@ -691,6 +691,17 @@ impl Replicator {
                 }
             }
             self.progress(now, id);
+            // A session that moved on must not be due again at once: this loop would never end.
+            if let Some(s) = self.sessions.get_mut(id) {
+                if let Some(at) = s.queued_at.filter(|&at| at <= now) {
+                    debug_assert!(
+                        false,
+                        "session due again at once ({at:?} <= {now:?}): {s:?}"
+                    );
+                    s.queued_at = Some(now + Duration::from_millis(1));
+                    self.timers.push(now + Duration::from_millis(1), id);
+                }
+            }
         }
     }
 
@@ -994,6 +1005,22 @@ impl Replicator {
     fn remove(&mut self, now: Instant, id: SessionId) {
         if let Some(mut s) = self.sessions.remove(id) {
             self.buffered -= s.held();
+            if s.state == State::Waiting {
+                // Its predecessor, which holds the endpoints at the target, no longer has
+                // anyone waiting for it (and need not be cut short for one).
+                if let Some(&p) = self.by_target.get(&s.target_key()) {
+                    if let Some(pred) = self.sessions.get_mut(p) {
+                        if pred.successor == Some(id) {
+                            pred.successor = None;
+                            // The wait it timed for the successor is over too (with no request
+                            // pending, nothing else uses it).
+                            if pred.pending_bounds.is_empty() {
+                                pred.waiting_since = None;
+                            }
+                        }
+                    }
+                }
+            }
             if self.spare.len() < MAX_SPARE {
                 self.spare.extend(Buffers::take(&mut s));
             }

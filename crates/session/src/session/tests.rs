@@ -1800,6 +1800,51 @@ fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
 }
 
 #[test]
+fn a_half_open_session_whose_waiting_successor_ended_is_not_reset() {
+    let base = Instant::now();
+    let mut r = client_closed_after_one_request(base);
+    r.handle_response(
+        ms(base, 4),
+        &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 10),
+    );
+    r.handle_response(
+        ms(base, 5),
+        &target_pkt(T_ISN + 11, C_ISN + 6, Flags::ACK, 0),
+    );
+    sent(&mut r);
+    const C2: u32 = 777_000;
+    r.handle_capture(ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
+    // The new connection's next segment was cut short by the capture: it cannot be replicated
+    // intact and ends before it started.
+    let mut cut = client_pkt(
+        C2 + 1,
+        O_ISN + 1,
+        Flags::ACK,
+        b"new request
+",
+    );
+    cut.truncate(cut.len() - 4);
+    r.handle_capture(ms(base, 7), &cut);
+    assert_eq!(r.stats().truncated_packets, 1);
+    assert!(sent(&mut r).is_empty(), "{:?}", r.stats());
+    // Nothing waits for the half-open session any more: no reset after the response wait.
+    r.handle_timeout(ms(base, 6) + r.config().response_wait);
+    assert!(sent(&mut r).is_empty());
+    // It closes when the target does.
+    r.handle_response(
+        ms(base, 900),
+        &target_pkt(T_ISN + 11, C_ISN + 6, Flags::ACK | Flags::FIN, 0),
+    );
+    let out = sent(&mut r);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        !out[0].2.rst() && !out[0].2.fin(),
+        "the ACK of its FIN: {out:?}"
+    );
+    assert_eq!(r.stats().sessions_completed, 1);
+}
+
+#[test]
 fn merged_small_segments_continue_the_stream() {
     // GRO merges consecutive small segments into one packet below the MSS.
     let base = Instant::now();
