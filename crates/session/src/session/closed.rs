@@ -153,3 +153,164 @@ impl ClosedSessions {
         self.by_target.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::time::Duration;
+    use wire::Flags;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A session of connection `conn` closed, with endpoints `at_target` at the target,
+        /// keeping them unless a waiting session takes them over.
+        Close {
+            conn: u8,
+            at_target: u8,
+            keep: bool,
+        },
+        Forget {
+            conn: u8,
+        },
+        /// Time passes (ms), and expired records go.
+        Pass {
+            ms: u16,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..8u8, 0..4u8, any::<bool>())
+                .prop_map(|(conn, at_target, keep)| Op::Close { conn, at_target, keep }),
+            1 => (0..8u8).prop_map(|conn| Op::Forget { conn }),
+            2 => (0..1500u16).prop_map(|ms| Op::Pass { ms }),
+        ]
+    }
+
+    fn online_key(conn: u8) -> OnlineKey {
+        let client = SocketAddr::from(([198, 18, 0, 10], 40_000 + u16::from(conn)));
+        OnlineKey::new(client, SocketAddr::from(([198, 18, 0, 20], 80)), 0)
+    }
+
+    fn target_key(t: u8) -> (SocketAddr, SocketAddr) {
+        let local = SocketAddr::from(([198, 19, 0, 7], 50_000 + u16::from(t)));
+        (local, SocketAddr::from(([198, 18, 0, 30], 80)))
+    }
+
+    /// A record of the model: connection, target endpoint, when it closed, its ISN, and whether
+    /// it is still there.
+    struct Record {
+        conn: u8,
+        at_target: u8,
+        at: Instant,
+        isn: u32,
+        live: bool,
+    }
+
+    /// The plain model: every record ever made, and which one each key names.
+    #[derive(Default)]
+    struct Model {
+        records: Vec<Record>,
+        by_online: HashMap<u8, usize>,
+        by_target: HashMap<u8, usize>,
+    }
+
+    impl Model {
+        fn forget(&mut self, conn: u8) {
+            if let Some(n) = self.by_online.remove(&conn) {
+                self.records[n].live = false;
+                let t = self.records[n].at_target;
+                if self.by_target.get(&t) == Some(&n) {
+                    self.by_target.remove(&t);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// The ring and its two tables answer every lookup as the plain model does.
+        #[test]
+        fn closed_sessions_match_a_plain_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let base = Instant::now();
+            let mut now = base;
+            let mut closed = ClosedSessions::default();
+            let mut model = Model::default();
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Close { conn, at_target, keep } => {
+                        let (local, target) = target_key(at_target);
+                        let ack = SegmentRepr {
+                            src: local,
+                            dst: target,
+                            seq: Seq(i as u32),
+                            ack: Seq(0),
+                            flags: Flags::ACK,
+                            window: 0,
+                            mss: None,
+                            window_scale: None,
+                            ttl: 64,
+                        };
+                        let key = online_key(conn);
+                        closed.insert(Closed { key, isn: Seq(i as u32), ack, at: now }, keep);
+                        model.forget(conn);
+                        let n = model.records.len();
+                        model.records.push(Record {
+                            conn,
+                            at_target,
+                            at: now,
+                            isn: i as u32,
+                            live: true,
+                        });
+                        model.by_online.insert(conn, n);
+                        if keep {
+                            model.by_target.insert(at_target, n);
+                        }
+                    }
+                    Op::Forget { conn } => {
+                        closed.forget(&online_key(conn));
+                        model.forget(conn);
+                    }
+                    Op::Pass { ms } => {
+                        now += Duration::from_millis(u64::from(ms));
+                        closed.expire(now);
+                        let expired: Vec<u8> = model
+                            .records
+                            .iter()
+                            .filter(|r| r.live && now >= r.at + LINGER)
+                            .map(|r| r.conn)
+                            .collect();
+                        for conn in expired {
+                            model.forget(conn);
+                        }
+                    }
+                }
+                for conn in 0..8 {
+                    let got = closed.get(&online_key(conn)).map(|c| c.isn);
+                    let want = model.by_online.get(&conn).map(|&n| Seq(model.records[n].isn));
+                    prop_assert_eq!(got, want, "conn {}", conn);
+                }
+                for t in 0..4 {
+                    let (local, target) = target_key(t);
+                    let flow = TargetKey::new(local, target);
+                    let got = closed.at_target(&flow).map(|c| c.key);
+                    let want = model.by_target.get(&t).map(|&n| online_key(model.records[n].conn));
+                    prop_assert_eq!(got, want, "target endpoint {}", t);
+                    prop_assert_eq!(closed.holds_target(&flow), want.is_some());
+                }
+                let oldest = model.records.iter().filter(|r| r.live).map(|r| r.at + LINGER).min();
+                prop_assert_eq!(closed.next_expiry(), oldest);
+                let mut locals: Vec<SocketAddr> = closed.locals().collect();
+                let mut want: Vec<SocketAddr> =
+                    model.records.iter().filter(|r| r.live).map(|r| target_key(r.at_target).0).collect();
+                locals.sort();
+                want.sort();
+                prop_assert_eq!(locals, want);
+            }
+            now += LINGER;
+            closed.expire(now);
+            prop_assert!(closed.is_empty());
+        }
+    }
+}
