@@ -41,18 +41,23 @@ impl Flags {
     pub const PSH: Flags = Flags(0x08);
     pub const ACK: Flags = Flags(0x10);
 
+    #[inline]
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }
+    #[inline]
     pub fn fin(self) -> bool {
         self.contains(Flags::FIN)
     }
+    #[inline]
     pub fn syn(self) -> bool {
         self.contains(Flags::SYN)
     }
+    #[inline]
     pub fn rst(self) -> bool {
         self.contains(Flags::RST)
     }
+    #[inline]
     pub fn ack(self) -> bool {
         self.contains(Flags::ACK)
     }
@@ -60,6 +65,7 @@ impl Flags {
 
 impl std::ops::BitOr for Flags {
     type Output = Flags;
+    #[inline]
     fn bitor(self, rhs: Flags) -> Flags {
         Flags(self.0 | rhs.0)
     }
@@ -97,6 +103,7 @@ pub struct TcpPacket<'a> {
 impl<'a> TcpPacket<'a> {
     /// Checks the IP and TCP headers of `buf` (IP header first). IPv6 extension headers are not
     /// followed: such packets are reported as [`WireError::NotTcp`].
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let first = *buf.first().ok_or(WireError::Truncated)?;
         let (ip_len, total_from_ip) = match first >> 4 {
@@ -157,14 +164,17 @@ impl<'a> TcpPacket<'a> {
         })
     }
 
+    #[inline]
     fn tcp(&self) -> &'a [u8] {
         &self.buf[self.ip_len..self.ip_len + self.tcp_len]
     }
 
+    #[inline]
     pub fn is_ipv6(&self) -> bool {
         self.buf[0] >> 4 == 6
     }
 
+    #[inline]
     pub fn src_addr(&self) -> IpAddr {
         if self.is_ipv6() {
             IpAddr::V6(Ipv6Addr::from(
@@ -180,6 +190,7 @@ impl<'a> TcpPacket<'a> {
         }
     }
 
+    #[inline]
     pub fn dst_addr(&self) -> IpAddr {
         if self.is_ipv6() {
             IpAddr::V6(Ipv6Addr::from(
@@ -195,39 +206,49 @@ impl<'a> TcpPacket<'a> {
         }
     }
 
+    #[inline]
     pub fn src_port(&self) -> u16 {
         u16::from_be_bytes([self.tcp()[0], self.tcp()[1]])
     }
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         u16::from_be_bytes([self.tcp()[2], self.tcp()[3]])
     }
+    #[inline]
     pub fn src(&self) -> SocketAddr {
         SocketAddr::new(self.src_addr(), self.src_port())
     }
+    #[inline]
     pub fn dst(&self) -> SocketAddr {
         SocketAddr::new(self.dst_addr(), self.dst_port())
     }
+    #[inline]
     pub fn seq(&self) -> Seq {
         let t = self.tcp();
         Seq(u32::from_be_bytes([t[4], t[5], t[6], t[7]]))
     }
+    #[inline]
     pub fn ack(&self) -> Seq {
         let t = self.tcp();
         Seq(u32::from_be_bytes([t[8], t[9], t[10], t[11]]))
     }
+    #[inline]
     pub fn flags(&self) -> Flags {
         Flags(self.tcp()[13] & 0x3f)
     }
+    #[inline]
     pub fn window(&self) -> u16 {
         u16::from_be_bytes([self.tcp()[14], self.tcp()[15]])
     }
 
     /// Payload bytes carried on the wire, which may exceed [`Self::payload`] for a truncated packet.
+    #[inline]
     pub fn payload_len(&self) -> usize {
         self.wire_payload
     }
 
     /// Payload bytes present in the buffer (at most [`Self::payload_len`]).
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         let start = self.ip_len + self.tcp_len;
         let end = (start + self.wire_payload).min(self.buf.len());
@@ -235,12 +256,14 @@ impl<'a> TcpPacket<'a> {
     }
 
     /// Sequence space the segment occupies: payload plus one for SYN and for FIN.
+    #[inline]
     pub fn seq_len(&self) -> u32 {
         let f = self.flags();
         self.wire_payload as u32 + u32::from(f.syn()) + u32::from(f.fin())
     }
 
     /// IP and TCP headers, without payload: what an intercept forwards by default.
+    #[inline]
     pub fn headers(&self) -> &'a [u8] {
         &self.buf[..self.ip_len + self.tcp_len]
     }

@@ -12,11 +12,13 @@ pub struct Seq(pub u32);
 impl Seq {
     /// Distance from `earlier` to `self`, assuming `self` is not before `earlier` by more than 2^31.
     /// Negative when `self` is before `earlier`.
+    #[inline]
     pub fn diff(self, earlier: Seq) -> i64 {
         i64::from(self.0.wrapping_sub(earlier.0) as i32)
     }
 
     /// The later of the two sequence numbers.
+    #[inline]
     pub fn max(self, other: Seq) -> Seq {
         if self >= other {
             self
@@ -27,12 +29,14 @@ impl Seq {
 }
 
 impl PartialOrd for Seq {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
 impl Ord for Seq {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         (self.0.wrapping_sub(other.0) as i32).cmp(&0)
     }
@@ -40,12 +44,14 @@ impl Ord for Seq {
 
 impl Add<u32> for Seq {
     type Output = Seq;
+    #[inline]
     fn add(self, rhs: u32) -> Seq {
         Seq(self.0.wrapping_add(rhs))
     }
 }
 
 impl AddAssign<u32> for Seq {
+    #[inline]
     fn add_assign(&mut self, rhs: u32) {
         self.0 = self.0.wrapping_add(rhs);
     }
@@ -53,6 +59,7 @@ impl AddAssign<u32> for Seq {
 
 impl Sub<u32> for Seq {
     type Output = Seq;
+    #[inline]
     fn sub(self, rhs: u32) -> Seq {
         Seq(self.0.wrapping_sub(rhs))
     }
