@@ -123,26 +123,39 @@ fn tick(r: &mut Replicator, now: &mut Instant, step: Duration) {
     }
 }
 
+/// One wake of the live loop: the clock moves on by `step`, then `feed` hands the batch's
+/// packets to the core. Returns the packets it sent.
+fn wake(
+    r: &mut Replicator,
+    now: &mut Instant,
+    step: Duration,
+    feed: impl FnOnce(&mut Replicator, Instant),
+) -> usize {
+    tick(r, now, step);
+    r.begin_batch();
+    feed(r, *now);
+    r.end_batch();
+    let mut sent = 0;
+    r.drain_transmits(|p| {
+        black_box(p);
+        sent += 1;
+    });
+    sent
+}
+
 /// Runs `sessions` through their four round trips, [`BATCH`] at a time. Returns the packets sent.
 fn run_short(r: &mut Replicator, now: &mut Instant, sessions: &[Short]) -> usize {
     let mut sent = 0;
     for chunk in sessions.chunks(BATCH) {
         for phase in 0..4 {
-            tick(r, now, SHORT_STEP);
-            r.begin_batch();
-            for s in chunk {
-                for p in &s.phases[phase] {
+            sent += wake(r, now, SHORT_STEP, |r, now| {
+                for p in chunk.iter().flat_map(|s| &s.phases[phase]) {
                     if p[12..16] == [198, 18, 0, 30] {
-                        r.handle_response(*now, p);
+                        r.handle_response(now, p);
                     } else {
-                        r.handle_capture(*now, p);
+                        r.handle_capture(now, p);
                     }
                 }
-            }
-            r.end_batch();
-            r.drain_transmits(|p| {
-                black_box(p);
-                sent += 1;
             });
         }
     }
@@ -232,25 +245,17 @@ fn keep_alive_requests(c: &mut Criterion) {
             },
             |round| {
                 let mut sent = 0;
+                let step = Duration::from_millis(1);
                 for chunk in round.chunks(BATCH) {
-                    tick(&mut r, &mut now, Duration::from_millis(1));
-                    r.begin_batch();
-                    for (request, _) in chunk {
-                        r.handle_capture(now, request);
-                    }
-                    r.end_batch();
-                    r.drain_transmits(|p| {
-                        black_box(p);
-                        sent += 1;
+                    sent += wake(&mut r, &mut now, step, |r, now| {
+                        chunk
+                            .iter()
+                            .for_each(|(request, _)| r.handle_capture(now, request))
                     });
-                    tick(&mut r, &mut now, Duration::from_millis(1));
-                    r.begin_batch();
-                    for (_, answer) in chunk {
-                        r.handle_response(now, answer);
-                    }
-                    r.end_batch();
-                    r.drain_transmits(|p| {
-                        black_box(p);
+                    wake(&mut r, &mut now, step, |r, now| {
+                        chunk
+                            .iter()
+                            .for_each(|(_, answer)| r.handle_response(now, answer))
                     });
                 }
                 assert_eq!(sent, SESSIONS, "one segment per request");

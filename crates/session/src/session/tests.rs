@@ -1772,11 +1772,10 @@ fn a_port_closed_twice_on_two_fake_endpoints_leaves_one_closed_record() {
     assert!(r.closed.is_empty());
 }
 
-#[test]
-fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
-    let base = Instant::now();
+/// [`client_closed_after_one_request`], and then the target answers and acknowledges our FIN
+/// but does not close its side (yet): half open.
+fn half_open_at_the_target(base: Instant) -> Replicator {
     let mut r = client_closed_after_one_request(base);
-    // The target answers, acknowledges our FIN, and never closes its side.
     r.handle_response(
         ms(base, 4),
         &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 10),
@@ -1787,6 +1786,13 @@ fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
     );
     let out = sent(&mut r);
     assert!(out.iter().any(|p| p.2.fin()), "{out:?}");
+    r
+}
+
+#[test]
+fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
+    let base = Instant::now();
+    let mut r = half_open_at_the_target(base);
     const C2: u32 = 777_000;
     r.handle_capture(ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
     assert!(sent(&mut r).is_empty(), "the new session waits");
@@ -1802,16 +1808,7 @@ fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
 #[test]
 fn a_half_open_session_whose_waiting_successor_ended_is_not_reset() {
     let base = Instant::now();
-    let mut r = client_closed_after_one_request(base);
-    r.handle_response(
-        ms(base, 4),
-        &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 10),
-    );
-    r.handle_response(
-        ms(base, 5),
-        &target_pkt(T_ISN + 11, C_ISN + 6, Flags::ACK, 0),
-    );
-    sent(&mut r);
+    let mut r = half_open_at_the_target(base);
     const C2: u32 = 777_000;
     r.handle_capture(ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
     // The new connection's next segment was cut short by the capture: it cannot be replicated
