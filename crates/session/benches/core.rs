@@ -1,9 +1,10 @@
 //! The replication core's hot paths on simulated time, without sockets: what one short connection
 //! and one keep-alive request cost in `Replicator` alone (`cargo bench -p tcpcopy-session`).
 //!
-//! The core is driven as the live driver drives it: before each batch the clock moves on and the
-//! timers due fire; packets of [`BATCH`] sessions go in between `begin_batch` and `end_batch`,
-//! then `drain_transmits`. Target reports are headers only, as an intercept sends them.
+//! The core is driven as the live driver drives it: on each wake the clock moves on, packets of
+//! [`BATCH`] sessions go in between `begin_batch` and `end_batch`, the timers due fire, and
+//! `drain_transmits` takes what was sent. Target reports are headers only, as an intercept sends
+//! them.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -115,26 +116,20 @@ impl Short {
 /// steps is about 9,100 a second, the bench's short rows' rate.
 const SHORT_STEP: Duration = Duration::from_micros(1_750);
 
-/// Moves the clock on by `step` and fires the timers due, as the live loop does before a batch.
-fn tick(r: &mut Replicator, now: &mut Instant, step: Duration) {
-    *now += step;
-    if r.poll_timeout().is_some_and(|t| t <= *now) {
-        r.handle_timeout(*now);
-    }
-}
-
-/// One wake of the live loop: the clock moves on by `step`, then `feed` hands the batch's
-/// packets to the core. Returns the packets it sent.
+/// One wake of the live loop: the clock moves on by `step`, `feed` hands the batch's packets to
+/// the core, the batch ends and the timers due fire (live.rs calls `handle_timeout` on every
+/// wake), and what the core sent is drained. Returns the packets it sent.
 fn wake(
     r: &mut Replicator,
     now: &mut Instant,
     step: Duration,
     feed: impl FnOnce(&mut Replicator, Instant),
 ) -> usize {
-    tick(r, now, step);
+    *now += step;
     r.begin_batch();
     feed(r, *now);
     r.end_batch();
+    r.handle_timeout(*now);
     let mut sent = 0;
     r.drain_transmits(|p| {
         black_box(p);

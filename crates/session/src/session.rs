@@ -361,6 +361,10 @@ impl Replicator {
 
     /// A session got a packet: it moves on now, or at the end of the batch.
     fn touch(&mut self, now: Instant, id: SessionId) {
+        // The wheel follows the clock here too, not only in `handle_timeout`: a driver that calls
+        // that only when a deadline is due would otherwise leave the cursor behind, and after
+        // the wheel's span every deadline would go to the far heap.
+        self.timers.advance(now);
         if !self.batching {
             self.progress(now, id);
             return;

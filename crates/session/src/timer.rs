@@ -63,6 +63,12 @@ impl<T: Copy + Ord> TimerWheel<T> {
         self.len
     }
 
+    /// Deadlines waiting beyond the wheel's span.
+    #[cfg(test)]
+    pub(crate) fn far_len(&self) -> usize {
+        self.far.len()
+    }
+
     fn tick(&mut self, at: Instant) -> u64 {
         let half = Duration::from_nanos((SLOTS as u64 / 2) << TICK_SHIFT);
         let origin = *self

@@ -1842,6 +1842,46 @@ fn a_half_open_session_whose_waiting_successor_ended_is_not_reset() {
 }
 
 #[test]
+fn the_timer_wheel_follows_the_clock_for_a_driver_that_wakes_only_when_due() {
+    // Keep-alive requests answered in time: no timer ever comes due, so this driver never calls
+    // handle_timeout. The wheel must still follow the clock, or after its 4.3 s span every new
+    // retransmission deadline would go to the far heap (a log-time push and pop per request).
+    let base = Instant::now();
+    let mut r = established(base);
+    sent(&mut r);
+    let request = |r: &mut Replicator, k: u32| {
+        let t = 10 + 10 * u64::from(k);
+        r.handle_capture(
+            ms(base, t),
+            &client_pkt(C_ISN + 1 + 2 * k, O_ISN + 1 + 10 * k, Flags::ACK, b"r\n"),
+        );
+    };
+    for k in 0..700 {
+        request(&mut r, k);
+        r.handle_response(
+            ms(base, 11 + 10 * u64::from(k)),
+            &target_pkt(T_ISN + 1 + 10 * k, C_ISN + 3 + 2 * k, Flags::ACK, 10),
+        );
+        sent(&mut r);
+        if let Some(at) = r
+            .poll_timeout()
+            .filter(|&at| at <= ms(base, 12 + 10 * u64::from(k)))
+        {
+            r.handle_timeout(at);
+        }
+    }
+    assert_eq!(r.stats().requests_target, 699, "{:?}", r.stats());
+    let far = r.timers.far_len();
+    request(&mut r, 700);
+    assert_eq!(sent(&mut r).len(), 1);
+    assert_eq!(
+        r.timers.far_len(),
+        far,
+        "the new deadline went to the wheel"
+    );
+}
+
+#[test]
 fn merged_small_segments_continue_the_stream() {
     // GRO merges consecutive small segments into one packet below the MSS.
     let base = Instant::now();
