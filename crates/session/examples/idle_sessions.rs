@@ -75,6 +75,9 @@ fn main() {
         target,
     }]);
     cfg.fake_clients = (1..=250).map(|i| IpAddr::from([198, 19, 0, i])).collect();
+    // The target sees the client's ISN, so that the made-up answers below acknowledge the SYN
+    // (with the ISN clock on they did not, and every session ended retransmitting its SYN).
+    cfg.clock_isn = false;
     let mut r = Replicator::new(cfg);
     // 100,000 clients: 200 addresses x 500 ports.
     let client = |i: usize| {
