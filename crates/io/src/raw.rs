@@ -159,6 +159,17 @@ impl RawSender {
         self.out.take_failures()
     }
 
+    /// Destinations whose connected socket rests after a failed send (their packets take the
+    /// shared socket until it is over).
+    pub fn resting(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let now = Instant::now();
+        self.out
+            .connected
+            .iter()
+            .filter(move |c| c.rest_until.is_some_and(|t| now < t))
+            .map(|c| Ipv4Addr::from(u32::from_be(c.dst)))
+    }
+
     fn send_v6(&mut self, packet: &[u8], dst: SocketAddr) -> io::Result<()> {
         let socket = match &mut self.v6 {
             Some(socket) => socket,

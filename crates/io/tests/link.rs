@@ -336,7 +336,8 @@ fn ip_checksum(header: &[u8]) -> u16 {
 fn a_full_device_queue_is_retried_or_reported_never_silent() {
     // A token bucket of 1 Mbit/s holding 3000 bytes on lk0: a burst of 2000 packets overflows it.
     // The queue refuses the excess (ENOBUFS), and the sender retries or reports it. A raw socket
-    // tells only with IP_RECVERR: without it, 1906 of these 2000 were lost in silence.
+    // tells only with IP_RECVERR: without it, 1906 of these 2000 were lost in silence. The raw
+    // sender's socket connected to B then rests on the shared socket for a second.
     for link_layer in [false, true] {
         let pair = Pair::new(if link_layer { "lq" } else { "rq" });
         let a = pair.a.name.clone();
@@ -344,11 +345,14 @@ fn a_full_device_queue_is_retried_or_reported_never_silent() {
         let mut outcome = None;
         let received = pair.exchange(|| {
             let mut sent = Vec::new();
+            let drops;
             let failed = if link_layer {
                 let mut tx = LinkSender::open(None).unwrap();
                 sent = until_link_layer(&mut tx, B);
                 shape(&a);
-                tx.send_all(burst.iter().map(Vec::as_slice))
+                let result = tx.send_all(burst.iter().map(Vec::as_slice));
+                drops = qdisc_drops(&a);
+                result
             } else {
                 let mut tx = RawSender::open().unwrap();
                 // Resolved first: packets for an unresolved neighbour wait in its queue, which
@@ -358,14 +362,27 @@ fn a_full_device_queue_is_retried_or_reported_never_silent() {
                 sent.push(first);
                 thread::sleep(Duration::from_millis(50));
                 shape(&a);
-                tx.send_all(burst.iter().map(Vec::as_slice))
+                let result = tx.send_all(burst.iter().map(Vec::as_slice));
+                drops = qdisc_drops(&a);
+                // The socket connected to B hit the full queue: it rests, and B's packets take
+                // the shared socket for a second; then the connected one serves B again.
+                assert_eq!(tx.resting().collect::<Vec<_>>(), [B]);
+                // The bucket's queue drains (3000 bytes at 1 Mbit/s) before it goes: removing
+                // it drops what it holds.
+                thread::sleep(Duration::from_millis(200));
+                unshape(&a);
+                thread::sleep(Duration::from_millis(900));
+                let last = tcp_v4(A, B, 40007, 9, 6000);
+                tx.send_all([last.as_slice()]).unwrap();
+                assert_eq!(tx.resting().count(), 0);
+                sent.push(last);
+                result
             }
             .err()
             .map_or(0, |f| f.count);
-            outcome = Some((sent.len(), failed));
+            outcome = Some((sent.len(), failed, drops));
         });
-        let (before, failed) = outcome.unwrap();
-        let drops = qdisc_drops(&pair.a.name);
+        let (before, failed, drops) = outcome.unwrap();
         assert!(drops > 0, "the queue overflowed (link layer: {link_layer})");
         assert_eq!(
             received.len() - before + failed as usize,
@@ -390,6 +407,16 @@ fn qdisc_drops(ns: &str) -> u64 {
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no drop count in: {text}"))
+}
+
+/// Takes [`shape`]'s token bucket off `ns`'s lk0 again.
+fn unshape(ns: &str) {
+    run(
+        "ip",
+        &[
+            "netns", "exec", ns, "tc", "qdisc", "del", "dev", "lk0", "root",
+        ],
+    );
 }
 
 /// A small token bucket on `ns`'s lk0.
