@@ -254,10 +254,7 @@ impl LinkSender {
         self.queue = queued;
         self.ends = ends;
         self.send_in_order(packets.into_iter());
-        match self.failures.take() {
-            Some(f) => Err(f),
-            None => Ok(()),
-        }
+        self.failures.take().map_or(Ok(()), Err)
     }
 
     /// Sends `packets` in order; what fails is added to `self.failures`.

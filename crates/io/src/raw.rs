@@ -199,10 +199,7 @@ impl V4Out {
     }
 
     fn take_failures(&mut self) -> Result<(), SendFailures> {
-        match self.failures.take() {
-            Some(f) => Err(f),
-            None => Ok(()),
-        }
+        self.failures.take().map_or(Ok(()), Err)
     }
 
     /// The socket for `dst`: a connected one when it has (or can get) one that is not resting.

@@ -21,6 +21,13 @@ use slotmap::SlotMap;
 /// Session tables are keyed by endpoints remote clients choose: a seeded hasher (foldhash, per
 /// process), several times cheaper than SipHash per packet.
 type TableMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Removes `key` from `map` if it still maps to `value` (a later owner keeps its entry).
+fn unlink<K: std::hash::Hash + Eq, V: PartialEq>(map: &mut TableMap<K, V>, key: &K, value: V) {
+    if map.get(key) == Some(&value) {
+        map.remove(key);
+    }
+}
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -348,6 +355,11 @@ impl Replicator {
         let Some(now) = self.batch_now.take() else {
             return;
         };
+        // The wheel follows the clock here too (once a batch, or once a packet without batches),
+        // not only in `handle_timeout`: a driver that calls that only when a deadline is due
+        // would otherwise leave the cursor behind, and after the wheel's span every deadline
+        // would go to the far heap.
+        self.timers.advance(now);
         let mut dirty = std::mem::take(&mut self.dirty);
         for &id in &dirty {
             if let Some(s) = self.sessions.get_mut(id) {
@@ -361,11 +373,8 @@ impl Replicator {
 
     /// A session got a packet: it moves on now, or at the end of the batch.
     fn touch(&mut self, now: Instant, id: SessionId) {
-        // The wheel follows the clock here too, not only in `handle_timeout`: a driver that calls
-        // that only when a deadline is due would otherwise leave the cursor behind, and after
-        // the wheel's span every deadline would go to the far heap.
-        self.timers.advance(now);
         if !self.batching {
+            self.timers.advance(now);
             self.progress(now, id);
             return;
         }
@@ -1028,19 +1037,12 @@ impl Replicator {
             if self.spare.len() < MAX_SPARE {
                 self.spare.extend(Buffers::take(&mut s));
             }
-            if let Some(next) = s.successor {
-                // Its by_target entry must go first: the successor takes the same key.
-                if self.by_target.get(&s.target_key()) == Some(&id) {
-                    self.by_target.remove(&s.target_key());
-                }
-                self.start(now, next);
-            }
             self.stats.sessions_active -= 1;
-            if self.by_online.get(&s.online_key()) == Some(&id) {
-                self.by_online.remove(&s.online_key());
-            }
-            if self.by_target.get(&s.target_key()) == Some(&id) {
-                self.by_target.remove(&s.target_key());
+            unlink(&mut self.by_online, &s.online_key(), id);
+            // Before a successor starts: it takes the same key.
+            unlink(&mut self.by_target, &s.target_key(), id);
+            if let Some(next) = s.successor {
+                self.start(now, next);
             }
         }
     }

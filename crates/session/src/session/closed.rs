@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use wire::{SegmentRepr, Seq};
 
-use super::{OnlineKey, TableMap, TargetKey, LINGER};
+use super::{unlink, OnlineKey, TableMap, TargetKey, LINGER};
 
 /// What is left of a session once both directions closed: enough to acknowledge the target's
 /// retransmitted FIN and to recognise the client's late segments.
@@ -45,9 +45,13 @@ pub(super) struct ClosedSessions {
 }
 
 impl ClosedSessions {
+    /// Where record `n` is in `ring`, if it is still there.
+    fn index(&self, n: u64) -> Option<usize> {
+        usize::try_from(n.checked_sub(self.popped)?).ok()
+    }
+
     fn record(&self, n: u64) -> Option<&Closed> {
-        let i = usize::try_from(n.checked_sub(self.popped)?).ok()?;
-        self.ring.get(i)?.as_ref()
+        self.ring.get(self.index(n)?)?.as_ref()
     }
 
     /// The record of the connection `key`.
@@ -80,49 +84,32 @@ impl ClosedSessions {
 
     /// Drops the record of the connection `key`.
     pub(super) fn forget(&mut self, key: &OnlineKey) {
-        let Some(n) = self.by_online.remove(key) else {
-            return;
-        };
-        let slot = n
-            .checked_sub(self.popped)
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| self.ring.get_mut(i));
-        if let Some(c) = slot.and_then(Option::take) {
-            let flow = c.target_key();
-            if self.by_target.get(&flow) == Some(&n) {
-                self.by_target.remove(&flow);
-            }
-        }
-        self.trim();
-    }
-
-    /// Pops forgotten records off the front, so that the front is the oldest live one.
-    fn trim(&mut self) {
-        while self.ring.front().is_some_and(Option::is_none) {
-            self.ring.pop_front();
-            self.popped += 1;
+        if let Some(&n) = self.by_online.get(key) {
+            self.drop_record(n);
         }
     }
 
     /// Drops the records of sessions closed for [`LINGER`] by `now`.
     pub(super) fn expire(&mut self, now: Instant) {
-        // The front is a live record (every forget trims); trimmed again in case it is not.
-        self.trim();
-        while let Some(&Some(c)) = self.ring.front() {
-            if now < c.at + LINGER {
+        while let Some(c) = self.ring.front() {
+            if c.is_some_and(|c| now < c.at + LINGER) {
                 break;
             }
-            let n = self.popped;
+            self.drop_record(self.popped);
+        }
+    }
+
+    /// Drops record `n` and its table entries (those that are still its own), then pops
+    /// forgotten records off the front, so that the front is the oldest live one.
+    fn drop_record(&mut self, n: u64) {
+        let slot = self.index(n).and_then(|i| self.ring.get_mut(i));
+        if let Some(c) = slot.and_then(Option::take) {
+            unlink(&mut self.by_online, &c.key, n);
+            unlink(&mut self.by_target, &c.target_key(), n);
+        }
+        while self.ring.front().is_some_and(Option::is_none) {
             self.ring.pop_front();
             self.popped += 1;
-            if self.by_online.get(&c.key) == Some(&n) {
-                self.by_online.remove(&c.key);
-            }
-            let flow = c.target_key();
-            if self.by_target.get(&flow) == Some(&n) {
-                self.by_target.remove(&flow);
-            }
-            self.trim();
         }
     }
 
