@@ -21,6 +21,10 @@ pub const MAX_INSNS: usize = 4096;
 pub const ACCEPT: u32 = u32::MAX;
 /// Return value that drops the packet.
 pub const REJECT: u32 = 0;
+/// The longest IP header plus the longest TCP header the filter accepts (IPv4 with options, 60
+/// bytes, and TCP with options, 60 bytes; IPv6 without extension headers is shorter): as a
+/// [`TcpFilter::snap_len`], it keeps every header whole and leaves the payload behind.
+pub const HEADERS_MAX: u32 = 120;
 
 const fn op(code: u32) -> u16 {
     code as u16
@@ -74,6 +78,10 @@ pub struct TcpFilter {
     pub exclude_port: Option<u16>,
     /// Reject packets the host itself sent (`PACKET_OUTGOING`).
     pub drop_outgoing: bool,
+    /// Keep at most this many bytes of each packet (from its IP header); `None` keeps it whole.
+    /// The kernel copies only these into the ring, and still reports the packet's length on the
+    /// wire. [`HEADERS_MAX`] keeps the headers, for a reader that needs no payload.
+    pub snap_len: Option<u32>,
 }
 
 impl TcpFilter {
@@ -130,7 +138,7 @@ impl TcpFilter {
                 asm.require_one_of(ports.iter().map(|&p| p.into()));
             }
         }
-        asm.stmt(RET_K, ACCEPT);
+        asm.stmt(RET_K, self.snap_len.unwrap_or(ACCEPT).max(1));
         asm.code
     }
 }
@@ -275,7 +283,7 @@ mod tests {
     }
 
     fn accepts(filter: &TcpFilter, pkt: &[u8]) -> bool {
-        run(&filter.compile(), pkt, HOST) == ACCEPT
+        run(&filter.compile(), pkt, HOST) != REJECT
     }
 
     fn ipv4(protocol: u8, dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
@@ -381,6 +389,29 @@ mod tests {
     }
 
     #[test]
+    fn an_accepted_packet_is_kept_whole_or_cut_to_the_snap_length() {
+        let whole = TcpFilter {
+            dst_ports: vec![80],
+            ..Default::default()
+        };
+        let headers = TcpFilter {
+            snap_len: Some(HEADERS_MAX),
+            ..whole.clone()
+        };
+        for build in [tcp4, tcp6] {
+            assert_eq!(run(&whole.compile(), &build(9, 80), HOST), ACCEPT);
+            assert_eq!(run(&headers.compile(), &build(9, 80), HOST), HEADERS_MAX);
+            assert_eq!(run(&headers.compile(), &build(9, 81), HOST), REJECT);
+        }
+        // Zero would drop everything: the least kept is one byte.
+        let zero = TcpFilter {
+            snap_len: Some(0),
+            ..whole
+        };
+        assert_eq!(run(&zero.compile(), &tcp4(9, 80), HOST), 1);
+    }
+
+    #[test]
     fn port_lists() {
         let dst = TcpFilter {
             dst_ports: vec![80, 443],
@@ -478,6 +509,7 @@ mod tests {
             dst_addrs_v6: (0..100u128).map(Ipv6Addr::from).collect(),
             exclude_port: Some(1),
             drop_outgoing: true,
+            snap_len: Some(HEADERS_MAX),
         };
         let prog = filter.compile();
         assert!(prog.len() <= MAX_INSNS, "{} instructions", prog.len());

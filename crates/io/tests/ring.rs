@@ -20,6 +20,9 @@ struct Seen {
     protocol: u16,
     sport: u16,
     dport: u16,
+    /// Bytes in the ring, and the packet's length on the wire.
+    len: usize,
+    wire_len: u32,
 }
 
 struct Ring {
@@ -66,6 +69,8 @@ fn capture(
                     protocol: p.protocol,
                     sport,
                     dport,
+                    len: p.data.len(),
+                    wire_len: p.wire_len,
                 });
             });
             let stats = rings.iter_mut().map(|r| r.stats().unwrap());
@@ -147,6 +152,40 @@ fn drop_outgoing_keeps_exactly_the_host_copies() {
 }
 
 #[test]
+fn a_snap_length_keeps_the_headers_and_reports_the_length_on_the_wire() {
+    let ns = Netns::new("snap");
+    let filter = TcpFilter {
+        dst_ports: vec![8080],
+        drop_outgoing: true,
+        snap_len: Some(tcpcopy_io::bpf::HEADERS_MAX),
+        ..Default::default()
+    };
+    let send = |tx: &mut RawSender| {
+        for seq in 0..100u32 {
+            // The kernel fills in the IP length and checksum of a raw send.
+            let mut p = tcp_v4(LO, LO, 40000, 8080, seq);
+            p.extend(std::iter::repeat_n(b'x', 1000));
+            tx.send(&p).unwrap();
+            tx.send(&tcp_v4(LO, LO, 40000, 8080, seq)).unwrap();
+        }
+    };
+    let [ring] = &capture(&ns, &[lo_ring(filter)], send)[..] else {
+        unreachable!()
+    };
+    let sizes = |wire: u32| ring.seen.iter().filter(|s| s.wire_len == wire).count();
+    assert_eq!(ring.seen.len(), 200);
+    assert_eq!(sizes(1040), 100, "the long ones report their whole length");
+    assert_eq!(sizes(40), 100);
+    for s in &ring.seen {
+        assert_eq!(
+            s.len,
+            (s.wire_len as usize).min(120),
+            "cut at 120 bytes, never longer than the packet"
+        );
+    }
+}
+
+#[test]
 fn ipv6_is_sent_and_filtered() {
     let ns = Netns::new("v6");
     let lo6 = Ipv6Addr::LOCALHOST;
@@ -167,19 +206,12 @@ fn ipv6_is_sent_and_filtered() {
         unreachable!()
     };
 
-    let v6 = Seen {
-        pkttype: HOST,
-        protocol: 0x86dd,
-        sport: 40000,
-        dport: 8080,
+    let is = |s: &Seen, protocol: u16| {
+        (s.pkttype, s.protocol, s.sport, s.dport) == (HOST, protocol, 40000, 8080)
     };
-    let v4 = Seen {
-        protocol: 0x0800,
-        ..v6
-    };
-    assert_eq!(ring.seen.iter().filter(|&&s| s == v6).count(), 200);
+    assert_eq!(ring.seen.iter().filter(|s| is(s, 0x86dd)).count(), 200);
     assert_eq!(
-        ring.seen.iter().filter(|&&s| s == v4).count(),
+        ring.seen.iter().filter(|s| is(s, 0x0800)).count(),
         200,
         "the v6 list ignores IPv4"
     );

@@ -649,17 +649,23 @@ fn serve(
 /// already keeps it out, and excluding the listen port as well would also drop the target's answers
 /// to a client whose ephemeral port happens to equal it (a session then never completes its
 /// handshake). Without service ports, the listen port is excluded in both directions.
+///
+/// Only the headers are streamed to tcpcopy, so the kernel copies only those into the ring (the
+/// IP header still says how long the payload was).
 fn assistant_filter(service_ports: Option<&[u16]>, listen_port: u16) -> TcpFilter {
+    let headers_only = TcpFilter {
+        drop_outgoing: true,
+        snap_len: Some(tcio::bpf::HEADERS_MAX),
+        ..TcpFilter::default()
+    };
     match service_ports {
         Some(ports) => TcpFilter {
             src_ports: ports.to_vec(),
-            drop_outgoing: true,
-            ..TcpFilter::default()
+            ..headers_only
         },
         None => TcpFilter {
             exclude_port: Some(listen_port),
-            drop_outgoing: true,
-            ..TcpFilter::default()
+            ..headers_only
         },
     }
 }
