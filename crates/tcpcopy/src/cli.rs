@@ -59,6 +59,11 @@ pub enum TcpcopyCommand {
         /// request (this kind of VM varies by 15-20% from run to run).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
         repeat: u16,
+        /// Directory holding the C TCPCopy's `tcpcopy` and `intercept` binaries (1.x, built
+        /// separately; not part of this project): every row runs again with them, right after
+        /// ours in the same lab, and a last table compares CPU per request row by row.
+        #[arg(long, value_name = "DIR")]
+        c_tool: Option<std::path::PathBuf>,
     },
 }
 

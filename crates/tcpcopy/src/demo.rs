@@ -4,6 +4,7 @@
 //! `intercept` on the assistant and `tcpcopy` on the online host, drive HTTP load from the client,
 //! and remove everything they created, also on Ctrl-C (the lab is dropped on the way out).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -245,6 +246,14 @@ struct Watched {
 }
 
 impl Watched {
+    /// Our tcpcopy and intercept, as the scenario runs them.
+    fn ours(sc: &Scenario) -> anyhow::Result<Watched> {
+        Ok(Watched {
+            tcpcopy: Some(sc.tcpcopy.as_ref().context("tcpcopy")?.pid()),
+            intercept: Some(sc.intercept.as_ref().context("intercept")?.pid()),
+        })
+    }
+
     fn read(self) -> ((f64, u64), (f64, u64)) {
         let get = |pid: Option<u32>| pid.and_then(proc_usage).unwrap_or_default();
         (get(self.tcpcopy), get(self.intercept))
@@ -336,15 +345,30 @@ fn bench_row(
     })
 }
 
-pub fn run_bench(
-    seconds: u64,
-    which: &[u8],
-    threaded_receive: bool,
-    threads: u16,
-    send_layer: SendLayer,
-    repeat: u16,
-) -> anyhow::Result<()> {
+/// What `tcpcopy bench` runs (see its options).
+pub struct BenchOpts {
+    pub seconds: u64,
+    pub rows: Vec<u8>,
+    pub threaded_receive: bool,
+    pub threads: u16,
+    pub send_layer: SendLayer,
+    pub repeat: u16,
+    /// The C TCPCopy's binaries, to run every row again with them.
+    pub c_tool: Option<PathBuf>,
+}
+
+pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
+    let BenchOpts {
+        seconds,
+        rows: ref which,
+        threaded_receive,
+        threads,
+        send_layer,
+        repeat,
+        ref c_tool,
+    } = *opts;
     preflight()?;
+    let mut c_tool = c_tool.as_deref().map(CTool::new).transpose()?;
     anyhow::ensure!(
         lab::wrk::wrk_binary().is_some(),
         "the bench drives wrk: apt install wrk"
@@ -379,20 +403,25 @@ pub fn run_bench(
             "plain veth: the switch's and the receiving host's stack run in the sender's send call"
         }
     );
+    if let Some(c) = &c_tool {
+        println!(
+            "each row again with the C TCPCopy from {} (lines \"C ...\"), right after ours, in the same lab",
+            c.dir.display()
+        );
+    }
     let mut sc = Scenario::start(&spec)?;
     sc.start_tcpcopy()?;
     sc.wait_connected(Duration::from_secs(15))?;
-    let watched = Watched {
-        tcpcopy: Some(sc.tcpcopy.as_ref().context("tcpcopy")?.pid()),
-        intercept: Some(sc.intercept.as_ref().context("intercept")?.pid()),
-    };
+    let mut watched = Watched::ours(&sc)?;
     let mut rows = Vec::new();
+    let mut c_rows = Vec::new();
     let mut max_rate = None;
     for (i, load) in LOADS.iter().enumerate() {
         if !which.contains(&(i as u8 + 1)) {
             continue;
         }
         let mut runs = Vec::new();
+        let mut c_runs = Vec::new();
         for k in 0..repeat {
             let tag = if k == 0 {
                 format!("r{i}")
@@ -402,26 +431,41 @@ pub fn run_bench(
             let row = bench_row(&sc, load, &tag, seconds, watched, &stop)?;
             print_row(&row, rows.is_empty() && runs.is_empty());
             runs.push(row);
+            if let Some(c) = c_tool.as_mut() {
+                let theirs = c.swap_in(&mut sc, load.name)?;
+                let mut row = bench_row(&sc, load, &format!("c{tag}"), seconds, theirs, &stop)?;
+                row.name = format!("C {}", load.name);
+                if row.target == 0 {
+                    c.show_logs(&sc);
+                }
+                watched = c.swap_out(&mut sc)?;
+                print_row(&row, false);
+                c_runs.push(row);
+            }
         }
         if repeat > 1 {
             print_spread(&runs);
+            if !c_runs.is_empty() {
+                print_spread(&c_runs);
+            }
         }
+        c_rows.extend(c_runs);
         if i == 1 {
             max_rate = Some(median(runs.iter().map(|r| r.wrk.rate())));
         }
         rows.extend(runs);
     }
-    let log_tail = |log: &str| {
-        log.lines()
-            .rev()
-            .find(|l| l.contains("tcpcopy final:"))
-            .unwrap_or("(no final line)")
-            .trim_start_matches(|c| c != 's')
-            .to_string()
-    };
+    if let Some(c) = &c_tool {
+        // Ours restarted after each of the C tool's rows: each run's own counters.
+        println!();
+        for (row, line) in &c.our_finals {
+            println!("tcpcopy final, {row}: {line}");
+        }
+    }
     let Some(max_rate) = max_rate else {
         let log = sc.stop_tcpcopy()?;
-        println!("\ntcpcopy final: {}", log_tail(&log));
+        println!("\ntcpcopy final: {}", final_line(&log));
+        print_comparison(&rows, &c_rows);
         return check_rows(&rows);
     };
     // Latency at half the unthrottled keep-alive rate: delay 2 ms, so one connection per
@@ -448,14 +492,7 @@ pub fn run_bench(
     )?;
     sc.stop_intercept()?;
     println!();
-    println!(
-        "tcpcopy final: {}",
-        log.lines()
-            .rev()
-            .find(|l| l.contains("tcpcopy final:"))
-            .unwrap_or("(no final line)")
-            .trim_start_matches(|c| c != 's')
-    );
+    println!("tcpcopy final: {}", final_line(&log));
     println!(
         "online latency at {:.0} req/s (half of {:.0}): without tcpcopy p50 {} us, p99 {} us; with tcpcopy p50 {} us, p99 {} us",
         with.wrk.rate(),
@@ -468,7 +505,17 @@ pub fn run_bench(
     println!("CPU% is of one core over the row (the target's catch-up included); us/req is CPU time per request the target received; RSS is the peak so far.");
     println!("The C TCPCopy 1.3 on this kind of machine: tcpcopy 12% at 9.6k keep-alive req/s (12.5 us/req), 37% at 8.7k short conn/s (42.5 us/req); intercept 4% (4.2 us/req) and 18% (20.7 us/req).");
     rows.push(with);
+    print_comparison(&rows, &c_rows);
     check_rows(&rows)
+}
+
+/// The counters tcpcopy printed as it ended.
+fn final_line(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("tcpcopy final:"))
+        .unwrap_or("(no final line)")
+        .trim_start_matches(|c| c != 's')
 }
 
 /// The median of `values` (the upper one of the middle two).
@@ -493,6 +540,220 @@ fn print_spread(runs: &[Row]) {
         spread(|r| r.tcpcopy_cpu_s),
         spread(|r| r.intercept_cpu_s)
     );
+}
+
+/// The C TCPCopy (`tcpcopy` 1.x and `intercept` 1.x from session-replay-tools, built by the user;
+/// not part of this project), run in our programs' place for a row: the same lab, load and
+/// accounting, so both are measured side by side rather than against figures from elsewhere.
+struct CTool {
+    dir: PathBuf,
+    tcpcopy: Option<lab::Child>,
+    intercept: Option<lab::Child>,
+    /// Our tcpcopy's final counters of each run, which ended when the C tool took over.
+    our_finals: Vec<(String, String)>,
+}
+
+impl CTool {
+    fn new(dir: &std::path::Path) -> anyhow::Result<CTool> {
+        for name in ["tcpcopy", "intercept"] {
+            anyhow::ensure!(
+                dir.join(name).is_file(),
+                "--c-tool {}: no {name} binary there",
+                dir.display()
+            );
+        }
+        Ok(CTool {
+            dir: dir.to_path_buf(),
+            tcpcopy: None,
+            intercept: None,
+            our_finals: Vec::new(),
+        })
+    }
+
+    /// Stops our programs and starts the C ones in their places, with the options their
+    /// documentation gives for this setup: intercept on the assistant capturing the service's
+    /// answers, tcpcopy on the online host with the same rule, intercept and fake client range.
+    fn swap_in(&mut self, sc: &mut Scenario, row: &str) -> anyhow::Result<Watched> {
+        let ours = sc.stop_tcpcopy()?;
+        self.our_finals
+            .push((row.to_string(), final_line(&ours).to_string()));
+        sc.stop_intercept()?;
+        let port = crate::scenario::SERVICE_PORT;
+        let log = |name: &str| sc.scratch.path().join(name);
+        let arg = |s: &str| s.to_string();
+        // Its default ("advanced") build captures on a packet socket what comes from `-o`.
+        let icept_args = vec![
+            arg("-o"),
+            format!("{}:{port}", lab::Lab::TARGET_IP),
+            arg("-l"),
+            log("c-intercept.log").display().to_string(),
+        ];
+        let mut icept = sc.lab.spawn(
+            sc.lab.ns_assistant(),
+            &self.dir.join("intercept"),
+            &icept_args,
+            &log("c-intercept.out"),
+        )?;
+        let listen = SocketAddr::new(lab::Lab::ASSISTANT_IP.into(), protocol::DEFAULT_PORT);
+        icept.wait_serving(sc.lab.ns_assistant(), Duration::from_secs(10), || {
+            std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+        })?;
+        self.intercept = Some(icept);
+        // "198.19.0.x": the C tool's way of naming the fake client /24.
+        let fakes = lab::Lab::FAKE_CLIENT_NET
+            .trim_end_matches("0/24")
+            .to_string()
+            + "x";
+        let tc_args = vec![
+            arg("-x"),
+            format!("{port}-{}:{port}", lab::Lab::TARGET_IP),
+            arg("-s"),
+            lab::Lab::ASSISTANT_IP.to_string(),
+            arg("-c"),
+            fakes,
+            arg("-l"),
+            log("c-tcpcopy.log").display().to_string(),
+        ];
+        let mut tc = sc.lab.spawn(
+            sc.lab.ns_online(),
+            &self.dir.join("tcpcopy"),
+            &tc_args,
+            &log("c-tcpcopy.out"),
+        )?;
+        // Connected once intercept holds its default two connections from tcpcopy.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ss = sc.lab.sh(
+                sc.lab.ns_assistant(),
+                &[
+                    "ss",
+                    "-Htn",
+                    "state",
+                    "established",
+                    &format!("( sport = :{} )", protocol::DEFAULT_PORT),
+                ],
+            )?;
+            if ss.lines().filter(|l| !l.trim().is_empty()).count() >= 2 {
+                break;
+            }
+            anyhow::ensure!(
+                tc.is_running() && Instant::now() < deadline,
+                "the C tcpcopy did not connect to its intercept: {}",
+                std::fs::read_to_string(log("c-tcpcopy.log")).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        let watched = Watched {
+            tcpcopy: Some(tc.pid()),
+            intercept: self.intercept.as_ref().map(|c| c.pid()),
+        };
+        self.tcpcopy = Some(tc);
+        Ok(watched)
+    }
+
+    /// The ends of the C programs' logs, for a row in which nothing reached the target.
+    fn show_logs(&self, sc: &Scenario) {
+        for name in [
+            "c-tcpcopy.log",
+            "c-tcpcopy.out",
+            "c-intercept.log",
+            "c-intercept.out",
+        ] {
+            let text = std::fs::read_to_string(sc.scratch.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            println!("--- {name}, {} lines, the last ones:", lines.len());
+            for l in &lines[lines.len().saturating_sub(12)..] {
+                println!("    {l}");
+            }
+        }
+    }
+
+    /// Stops the C programs and starts ours again.
+    fn swap_out(&mut self, sc: &mut Scenario) -> anyhow::Result<Watched> {
+        for child in [self.tcpcopy.take(), self.intercept.take()]
+            .iter_mut()
+            .flatten()
+        {
+            // Its exit status is its own business; it must be gone before ours start.
+            let _ = child.stop();
+        }
+        sc.start_intercept()?;
+        sc.start_tcpcopy()?;
+        sc.wait_connected(Duration::from_secs(15))?;
+        Watched::ours(sc)
+    }
+}
+
+/// One row of ours against the C tool: medians of CPU microseconds per request.
+#[derive(Debug, PartialEq)]
+struct Comparison {
+    name: String,
+    tcpcopy: (f64, f64),
+    intercept: (f64, f64),
+    /// Percent of the C tool's online requests its target never got.
+    c_lost_pct: f64,
+}
+
+/// Pairs each C row ("C name") with our rows of the same name, in the order the rows ran.
+fn compare(ours: &[Row], theirs: &[Row]) -> Vec<Comparison> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in theirs {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|c| {
+            let name = c.trim_start_matches("C ");
+            let a: Vec<&Row> = ours.iter().filter(|r| r.name == name).collect();
+            let b: Vec<&Row> = theirs.iter().filter(|r| r.name == c).collect();
+            let med = |rows: &[&Row], cpu: fn(&Row) -> f64| {
+                median(rows.iter().map(|r| r.per_request_us(cpu(r))))
+            };
+            let lost: usize = b.iter().map(|r| r.lost).sum();
+            let online: usize = b.iter().map(|r| r.online).sum();
+            Comparison {
+                name: name.to_string(),
+                tcpcopy: (med(&a, |r| r.tcpcopy_cpu_s), med(&b, |r| r.tcpcopy_cpu_s)),
+                intercept: (
+                    med(&a, |r| r.intercept_cpu_s),
+                    med(&b, |r| r.intercept_cpu_s),
+                ),
+                c_lost_pct: lost as f64 * 100.0 / online.max(1) as f64,
+            }
+        })
+        .collect()
+}
+
+/// Ours against the C tool, row by row: medians of CPU per request and their ratio.
+fn print_comparison(ours: &[Row], theirs: &[Row]) {
+    if theirs.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<20} {:>16} {:>16} {:>7} {:>16} {:>16} {:>7} {:>10}",
+        "same run, medians",
+        "tcpcopy us/req",
+        "C tcpcopy",
+        "ratio",
+        "intercept us/req",
+        "C intercept",
+        "ratio",
+        "C lost"
+    );
+    for c in compare(ours, theirs) {
+        let ((t0, t1), (i0, i1)) = (c.tcpcopy, c.intercept);
+        println!(
+            "{:<20} {t0:>16.2} {t1:>16.2} {:>7.2} {i0:>16.2} {i1:>16.2} {:>7.2} {:>9.1}%",
+            c.name,
+            t0 / t1.max(1e-9),
+            i0 / i1.max(1e-9),
+            c.c_lost_pct
+        );
+    }
+    println!("ratio: ours / the C tool's CPU per request the target received (where the C tool lost requests, per request it delivered).");
 }
 
 fn check_rows(rows: &[Row]) -> anyhow::Result<()> {
@@ -548,6 +809,44 @@ fn print_row(r: &Row, header: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_c_row_is_compared_with_our_rows_of_its_name_in_run_order() {
+        let row = |name: &str, target: usize, tcpcopy_cpu_s: f64, lost: usize| Row {
+            name: name.into(),
+            online: target + lost,
+            target,
+            lost,
+            tcpcopy_cpu_s,
+            intercept_cpu_s: tcpcopy_cpu_s / 10.0,
+            ..Row::default()
+        };
+        let ours = [
+            row("short", 1000, 0.020, 0),
+            row("keep", 1000, 0.005, 0),
+            row("keep", 1000, 0.007, 0),
+            row("keep", 1000, 0.006, 0),
+        ];
+        let theirs = [
+            row("C short", 900, 0.045, 100),
+            row("C keep", 1000, 0.016, 0),
+            row("C keep", 1000, 0.017, 0),
+        ];
+        let c = compare(&ours, &theirs);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name, "short");
+        assert!((c[0].tcpcopy.0 - 20.0).abs() < 1e-9);
+        assert!(
+            (c[0].tcpcopy.1 - 50.0).abs() < 1e-9,
+            "per delivered request"
+        );
+        assert!((c[0].c_lost_pct - 10.0).abs() < 1e-9);
+        assert_eq!(c[1].name, "keep");
+        assert!((c[1].tcpcopy.0 - 6.0).abs() < 1e-9, "median of ours");
+        assert!((c[1].tcpcopy.1 - 17.0).abs() < 1e-9, "upper middle of two");
+        assert!((c[1].intercept.0 - 0.6).abs() < 1e-9);
+        assert_eq!(c[1].c_lost_pct, 0.0);
+    }
 
     #[test]
     fn tally_counts_loss_and_duplicates_of_one_tag() {

@@ -21,15 +21,17 @@ fn main() {
             threads,
             send_layer,
             repeat,
+            c_tool,
             ..
-        }) => demo::run_bench(
+        }) => demo::run_bench(&demo::BenchOpts {
             seconds,
-            &rows,
+            rows,
             threaded_receive,
             threads,
             send_layer,
             repeat,
-        ),
+            c_tool,
+        }),
         None => run_live(&args),
     };
     if let Err(e) = result {
