@@ -405,8 +405,9 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
     );
     if let Some(c) = &c_tool {
         println!(
-            "each row again with the C TCPCopy from {} (lines \"C ...\"), right after ours, in the same lab",
-            c.dir.display()
+            "each row again with the C TCPCopy from {} ({}; lines \"C ...\"), right after ours, in the same lab",
+            c.dir.display(),
+            c.versions()
         );
     }
     let mut sc = Scenario::start(&spec)?;
@@ -568,6 +569,25 @@ impl CTool {
             intercept: None,
             our_finals: Vec::new(),
         })
+    }
+
+    /// What the two binaries say of their versions (`-v`), on one line.
+    fn versions(&self) -> String {
+        ["tcpcopy", "intercept"]
+            .iter()
+            .map(|name| {
+                let out = std::process::Command::new(self.dir.join(name))
+                    .arg("-v")
+                    .output();
+                let text = out
+                    .map(|o| [o.stdout, o.stderr].concat())
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(&text);
+                let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+                format!("{name}: {}", first.unwrap_or("no version printed"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Stops our programs and starts the C ones in their places, with the options their
