@@ -31,7 +31,8 @@ pub struct Config {
     pub mtu: u16,
     /// Retransmission timeout before any RTT was measured (`-R`).
     pub initial_rto: Duration,
-    /// Floor of the retransmission timeout.
+    /// Floor of the retransmission timeout: 200 ms, as a client's TCP (Linux `TCP_RTO_MIN`).
+    /// A lower floor resends requests an overloaded target has only not taken yet.
     pub min_rto: Duration,
     /// Retransmissions of one segment before the session is given up.
     pub max_retries: u32,
@@ -77,7 +78,7 @@ impl Config {
             mss: 1460,
             mtu: 1500,
             initial_rto: Duration::from_millis(200),
-            min_rto: Duration::from_millis(20),
+            min_rto: Duration::from_millis(200),
             max_retries: 8,
             response_wait: Duration::from_millis(500),
             no_wait: false,

@@ -517,6 +517,36 @@ fn syn_is_retransmitted_then_the_session_fails() {
 }
 
 #[test]
+fn a_fast_target_still_gets_200_ms_before_a_retransmission() {
+    // The handshake measured a 1 ms round trip. A target that is slow to take a request (its
+    // accept queue full, its server busy) must not be sent the request again 20 ms later:
+    // spurious retransmissions piled onto an overloaded target and made it fall further behind
+    // (lab: 30k-100k per 12 s unthrottled short-connection row, and requests lost). A client's
+    // TCP waits at least 200 ms.
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    assert_eq!(sent(&mut r).len(), 1);
+    let mut resent = None;
+    while let Some(at) = r.poll_timeout() {
+        r.handle_timeout(at);
+        if sent(&mut r).iter().any(|p| p.3 == b"req1\n") {
+            resent = Some(at);
+            break;
+        }
+    }
+    let resent = resent.expect("the request is retransmitted");
+    assert_eq!(
+        resent,
+        ms(base, 202),
+        "the floor of the retransmission timeout"
+    );
+}
+
+#[test]
 fn target_reset_ends_the_session() {
     let base = Instant::now();
     let mut r = established(base);
