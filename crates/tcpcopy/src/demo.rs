@@ -436,18 +436,28 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
                 let theirs = c.swap_in(&mut sc, load.name)?;
                 let mut row = bench_row(&sc, load, &format!("c{tag}"), seconds, theirs, &stop)?;
                 row.name = format!("C {}", load.name);
-                if row.target == 0 {
+                // A program that died mid-row has no CPU reading left: no figures from it.
+                let died = c.died();
+                if row.target == 0 || !died.is_empty() {
                     c.show_logs(&sc);
                 }
+                if died.is_empty() {
+                    print_row(&row, false);
+                    c_runs.push(row);
+                } else {
+                    println!(
+                        "{:<20} the C {} exited during the row: no figures",
+                        row.name,
+                        died.join(" and ")
+                    );
+                }
                 watched = c.swap_out(&mut sc)?;
-                print_row(&row, false);
-                c_runs.push(row);
             }
         }
         if repeat > 1 {
-            print_spread(&runs);
+            print_spread("", &runs);
             if !c_runs.is_empty() {
-                print_spread(&c_runs);
+                print_spread("C", &c_runs);
             }
         }
         c_rows.extend(c_runs);
@@ -463,9 +473,15 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
             println!("tcpcopy final, {row}: {line}");
         }
     }
+    // With the C tool, ours restarted after its last row: the counters since then.
+    let since = if c_tool.is_some() {
+        " (since its last restart)"
+    } else {
+        ""
+    };
     let Some(max_rate) = max_rate else {
         let log = sc.stop_tcpcopy()?;
-        println!("\ntcpcopy final: {}", final_line(&log));
+        println!("\ntcpcopy final{since}: {}", final_line(&log));
         print_comparison(&rows, &c_rows);
         return check_rows(&rows);
     };
@@ -493,7 +509,7 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
     )?;
     sc.stop_intercept()?;
     println!();
-    println!("tcpcopy final: {}", final_line(&log));
+    println!("tcpcopy final{since}: {}", final_line(&log));
     println!(
         "online latency at {:.0} req/s (half of {:.0}): without tcpcopy p50 {} us, p99 {} us; with tcpcopy p50 {} us, p99 {} us",
         with.wrk.rate(),
@@ -504,7 +520,7 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
         with.wrk.p99_us
     );
     println!("CPU% is of one core over the row (the target's catch-up included); us/req is CPU time per request the target received; RSS is the peak so far.");
-    println!("The C TCPCopy 1.3 on this kind of machine: tcpcopy 12% at 9.6k keep-alive req/s (12.5 us/req), 37% at 8.7k short conn/s (42.5 us/req); intercept 4% (4.2 us/req) and 18% (20.7 us/req).");
+    println!("Issue 6's figures for the C TCPCopy 1.3 on this kind of machine: tcpcopy 12% at 9.6k keep-alive req/s (12.5 us/req), 37% at 8.7k short conn/s (42.5 us/req); intercept 4% (4.2 us/req) and 18% (20.7 us/req).");
     rows.push(with);
     print_comparison(&rows, &c_rows);
     check_rows(&rows)
@@ -527,7 +543,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// One line under the repeated runs of a row: median, lowest and highest CPU per request.
-fn print_spread(runs: &[Row]) {
+fn print_spread(label: &str, runs: &[Row]) {
     let spread = |cpu: fn(&Row) -> f64| {
         let us = || runs.iter().map(|r| r.per_request_us(cpu(r)));
         let low = us().fold(f64::INFINITY, f64::min);
@@ -536,7 +552,7 @@ fn print_spread(runs: &[Row]) {
     };
     println!(
         "{:<20} median (lowest-highest) of {} runs: tcpcopy {} us/req, intercept {} us/req",
-        "",
+        label,
         runs.len(),
         spread(|r| r.tcpcopy_cpu_s),
         spread(|r| r.intercept_cpu_s)
@@ -556,6 +572,10 @@ struct CTool {
 
 impl CTool {
     fn new(dir: &std::path::Path) -> anyhow::Result<CTool> {
+        // Absolute, so that no program of that name is looked up on PATH instead.
+        let dir = &dir
+            .canonicalize()
+            .with_context(|| format!("--c-tool {}", dir.display()))?;
         for name in ["tcpcopy", "intercept"] {
             anyhow::ensure!(
                 dir.join(name).is_file(),
@@ -621,7 +641,8 @@ impl CTool {
         self.intercept = Some(icept);
         // "198.19.0.x": the C tool's way of naming the fake client /24.
         let fakes = lab::Lab::FAKE_CLIENT_NET
-            .trim_end_matches("0/24")
+            .strip_suffix("0/24")
+            .context("the fake client range is not a /24 ending in .0")?
             .to_string()
             + "x";
         let tc_args = vec![
@@ -656,11 +677,19 @@ impl CTool {
             if ss.lines().filter(|l| !l.trim().is_empty()).count() >= 2 {
                 break;
             }
-            anyhow::ensure!(
-                tc.is_running() && Instant::now() < deadline,
-                "the C tcpcopy did not connect to its intercept: {}",
-                std::fs::read_to_string(log("c-tcpcopy.log")).unwrap_or_default()
-            );
+            if !tc.is_running() || Instant::now() >= deadline {
+                self.tcpcopy = Some(tc);
+                self.show_logs(sc);
+                let died = self.died();
+                anyhow::bail!(
+                    "the C tcpcopy did not connect to its intercept ({}; their logs above)",
+                    if died.is_empty() {
+                        "both still running after 15 s".to_string()
+                    } else {
+                        format!("{} exited", died.join(" and "))
+                    }
+                );
+            }
             thread::sleep(Duration::from_millis(100));
         }
         let watched = Watched {
@@ -669,6 +698,20 @@ impl CTool {
         };
         self.tcpcopy = Some(tc);
         Ok(watched)
+    }
+
+    /// Which of the C programs started have exited since.
+    fn died(&mut self) -> Vec<&'static str> {
+        let mut gone = Vec::new();
+        for (name, child) in [
+            ("tcpcopy", &mut self.tcpcopy),
+            ("intercept", &mut self.intercept),
+        ] {
+            if child.as_mut().is_some_and(|c| !c.is_running()) {
+                gone.push(name);
+            }
+        }
+        gone
     }
 
     /// The ends of the C programs' logs, for a row in which nothing reached the target.
@@ -725,7 +768,7 @@ fn compare(ours: &[Row], theirs: &[Row]) -> Vec<Comparison> {
     names
         .into_iter()
         .map(|c| {
-            let name = c.trim_start_matches("C ");
+            let name = c.strip_prefix("C ").unwrap_or(c);
             let a: Vec<&Row> = ours.iter().filter(|r| r.name == name).collect();
             let b: Vec<&Row> = theirs.iter().filter(|r| r.name == c).collect();
             let med = |rows: &[&Row], cpu: fn(&Row) -> f64| {
@@ -765,11 +808,19 @@ fn print_comparison(ours: &[Row], theirs: &[Row]) {
     );
     for c in compare(ours, theirs) {
         let ((t0, t1), (i0, i1)) = (c.tcpcopy, c.intercept);
+        // A C row that delivered nothing has no figure per request.
+        let ratio = |ours: f64, theirs: f64| {
+            if c.c_lost_pct >= 100.0 {
+                "n/a".to_string()
+            } else {
+                format!("{:.2}", ours / theirs.max(1e-9))
+            }
+        };
         println!(
-            "{:<20} {t0:>16.2} {t1:>16.2} {:>7.2} {i0:>16.2} {i1:>16.2} {:>7.2} {:>9.1}%",
+            "{:<20} {t0:>16.2} {t1:>16.2} {:>7} {i0:>16.2} {i1:>16.2} {:>7} {:>9.1}%",
             c.name,
-            t0 / t1.max(1e-9),
-            i0 / i1.max(1e-9),
+            ratio(t0, t1),
+            ratio(i0, i1),
             c.c_lost_pct
         );
     }

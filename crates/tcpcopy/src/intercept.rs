@@ -709,5 +709,9 @@ mod tests {
         assert!(f.drop_outgoing);
         let any = assistant_filter(None, protocol::DEFAULT_PORT);
         assert_eq!(any.exclude_port, Some(protocol::DEFAULT_PORT));
+        // Only headers are streamed, so only headers are captured.
+        for filter in [f, any] {
+            assert_eq!(filter.snap_len, Some(tcio::bpf::HEADERS_MAX));
+        }
     }
 }
