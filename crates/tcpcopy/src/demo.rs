@@ -230,6 +230,8 @@ struct Row {
     intercept_cpu_s: f64,
     tcpcopy_rss: u64,
     intercept_rss: u64,
+    /// The target's listen queue overflowed this often during the row.
+    target_listen_overflows: u64,
 }
 
 impl Row {
@@ -304,6 +306,8 @@ fn bench_row(
         close: load.close,
     };
     let ((tc0, _), (ic0, _)) = watched.read();
+    let overflows = || target_listen_overflows(sc).unwrap_or(0);
+    let overflows0 = overflows();
     let wrk = lab::wrk::run(&sc.lab, sc.lab.ns_client(), &spec, sc.scratch.path())?;
     let online = sc.online_uris()?;
     let count = |uris: &[String]| {
@@ -331,6 +335,7 @@ fn bench_row(
     }
     let ((tc1, trss), (ic1, irss)) = watched.read();
     let (online_n, target_n, lost, duplicated) = tally(&online, &target, tag);
+    let target_listen_overflows = overflows().saturating_sub(overflows0);
     Ok(Row {
         name: load.name.into(),
         wrk,
@@ -342,7 +347,29 @@ fn bench_row(
         intercept_cpu_s: ic1 - ic0,
         tcpcopy_rss: trss,
         intercept_rss: irss,
+        target_listen_overflows,
     })
+}
+
+/// How often the target host's kernel found a listening socket's accept queue full (TcpExt
+/// ListenOverflows): each time a handshake's last ACK, with the request riding on it, was dropped,
+/// and the sender had to retransmit. It tells a busy target from a replication fault.
+fn target_listen_overflows(sc: &Scenario) -> Option<u64> {
+    let netstat = sc
+        .lab
+        .sh(sc.lab.ns_target(), &["cat", "/proc/net/netstat"])
+        .ok()?;
+    netstat_counter(&netstat, "TcpExt", "ListenOverflows")
+}
+
+/// One counter of `/proc/net/netstat`: a line of names, then a line of values, per group.
+fn netstat_counter(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 /// What `tcpcopy bench` runs (see its options).
@@ -875,6 +902,13 @@ fn print_row(r: &Row, header: bool) {
         r.wrk.p50_us,
         r.wrk.p99_us
     );
+    if r.target_listen_overflows > 0 {
+        println!(
+            "{:<20} the target's accept queue was full {} times (the server fell behind; the sender retransmits)",
+            "",
+            r.target_listen_overflows
+        );
+    }
 }
 
 #[cfg(test)]
@@ -917,6 +951,22 @@ mod tests {
         assert!((c[1].tcpcopy.1 - 17.0).abs() < 1e-9, "upper middle of two");
         assert!((c[1].intercept.0 - 0.6).abs() < 1e-9);
         assert_eq!(c[1].c_lost_pct, 0.0);
+    }
+
+    #[test]
+    fn a_netstat_counter_is_read_by_its_name() {
+        let text = "TcpExt: SyncookiesSent TW ListenOverflows ListenDrops\n\
+                    TcpExt: 4 87899 865 866\n\
+                    IpExt: InNoRoutes ListenOverflows\n\
+                    IpExt: 1 2\n";
+        assert_eq!(
+            netstat_counter(text, "TcpExt", "ListenOverflows"),
+            Some(865)
+        );
+        assert_eq!(netstat_counter(text, "TcpExt", "SyncookiesSent"), Some(4));
+        assert_eq!(netstat_counter(text, "IpExt", "ListenOverflows"), Some(2));
+        assert_eq!(netstat_counter(text, "TcpExt", "Nothing"), None);
+        assert_eq!(netstat_counter("TcpExt: A\n", "TcpExt", "A"), None);
     }
 
     #[test]
