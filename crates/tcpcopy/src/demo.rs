@@ -460,24 +460,7 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
             print_row(&row, rows.is_empty() && runs.is_empty());
             runs.push(row);
             if let Some(c) = c_tool.as_mut() {
-                let theirs = c.swap_in(&mut sc, load.name)?;
-                let mut row = bench_row(&sc, load, &format!("c{tag}"), seconds, theirs, &stop)?;
-                row.name = format!("C {}", load.name);
-                // A program that died mid-row has no CPU reading left: no figures from it.
-                let died = c.died();
-                if row.target == 0 || !died.is_empty() {
-                    c.show_logs(&sc);
-                }
-                if died.is_empty() {
-                    print_row(&row, false);
-                    c_runs.push(row);
-                } else {
-                    println!(
-                        "{:<20} the C {} exited during the row: no figures",
-                        row.name,
-                        died.join(" and ")
-                    );
-                }
+                c_runs.extend(c.run_row(&mut sc, load, &tag, seconds, &stop)?);
                 watched = c.swap_out(&mut sc)?;
             }
         }
@@ -597,13 +580,16 @@ struct CTool {
     our_finals: Vec<(String, String)>,
 }
 
+/// The C tool's two programs, by their binaries' names.
+const C_PROGRAMS: [&str; 2] = ["tcpcopy", "intercept"];
+
 impl CTool {
     fn new(dir: &std::path::Path) -> anyhow::Result<CTool> {
         // Absolute, so that no program of that name is looked up on PATH instead.
         let dir = &dir
             .canonicalize()
             .with_context(|| format!("--c-tool {}", dir.display()))?;
-        for name in ["tcpcopy", "intercept"] {
+        for name in C_PROGRAMS {
             anyhow::ensure!(
                 dir.join(name).is_file(),
                 "--c-tool {}: no {name} binary there",
@@ -620,7 +606,7 @@ impl CTool {
 
     /// What the two binaries say of their versions (`-v`), on one line.
     fn versions(&self) -> String {
-        ["tcpcopy", "intercept"]
+        C_PROGRAMS
             .iter()
             .map(|name| {
                 let out = std::process::Command::new(self.dir.join(name))
@@ -646,21 +632,9 @@ impl CTool {
             .push((row.to_string(), final_line(&ours).to_string()));
         sc.stop_intercept()?;
         let port = crate::scenario::SERVICE_PORT;
-        let log = |name: &str| sc.scratch.path().join(name);
-        let arg = |s: &str| s.to_string();
         // Its default ("advanced") build captures on a packet socket what comes from `-o`.
-        let icept_args = vec![
-            arg("-o"),
-            format!("{}:{port}", lab::Lab::TARGET_IP),
-            arg("-l"),
-            log("c-intercept.log").display().to_string(),
-        ];
-        let mut icept = sc.lab.spawn(
-            sc.lab.ns_assistant(),
-            &self.dir.join("intercept"),
-            &icept_args,
-            &log("c-intercept.out"),
-        )?;
+        let target = format!("{}:{port}", lab::Lab::TARGET_IP);
+        let mut icept = self.spawn(sc, sc.lab.ns_assistant(), "intercept", &["-o", &target])?;
         let listen = SocketAddr::new(lab::Lab::ASSISTANT_IP.into(), protocol::DEFAULT_PORT);
         icept.wait_serving(sc.lab.ns_assistant(), Duration::from_secs(10), || {
             std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
@@ -672,22 +646,10 @@ impl CTool {
             .context("the fake client range is not a /24 ending in .0")?
             .to_string()
             + "x";
-        let tc_args = vec![
-            arg("-x"),
-            format!("{port}-{}:{port}", lab::Lab::TARGET_IP),
-            arg("-s"),
-            lab::Lab::ASSISTANT_IP.to_string(),
-            arg("-c"),
-            fakes,
-            arg("-l"),
-            log("c-tcpcopy.log").display().to_string(),
-        ];
-        let mut tc = sc.lab.spawn(
-            sc.lab.ns_online(),
-            &self.dir.join("tcpcopy"),
-            &tc_args,
-            &log("c-tcpcopy.out"),
-        )?;
+        let rule = format!("{port}-{target}");
+        let assistant = lab::Lab::ASSISTANT_IP.to_string();
+        let args = ["-x", &rule, "-s", &assistant, "-c", &fakes];
+        let mut tc = self.spawn(sc, sc.lab.ns_online(), "tcpcopy", &args)?;
         // Connected once intercept holds its default two connections from tcpcopy.
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -727,6 +689,63 @@ impl CTool {
         Ok(watched)
     }
 
+    /// Where the C program `name` logs (`-l`, `log`) and prints (`out`).
+    fn log_path(sc: &Scenario, name: &str, kind: &str) -> PathBuf {
+        sc.scratch.path().join(format!("c-{name}.{kind}"))
+    }
+
+    /// Starts the C program `name` in `ns` with `args` and its log in the scratch directory.
+    fn spawn(
+        &self,
+        sc: &Scenario,
+        ns: &str,
+        name: &str,
+        args: &[&str],
+    ) -> anyhow::Result<lab::Child> {
+        let log = Self::log_path(sc, name, "log").display().to_string();
+        let args: Vec<String> = args
+            .iter()
+            .copied()
+            .chain(["-l", &log])
+            .map(String::from)
+            .collect();
+        sc.lab.spawn(
+            ns,
+            &self.dir.join(name),
+            &args,
+            &Self::log_path(sc, name, "out"),
+        )
+    }
+
+    /// Runs `load` with the C programs in place of ours (see [`CTool::swap_in`]; the caller
+    /// swaps ours back). No row when one of them died during it: its CPU can no longer be read.
+    fn run_row(
+        &mut self,
+        sc: &mut Scenario,
+        load: &Load,
+        tag: &str,
+        seconds: u64,
+        stop: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Option<Row>> {
+        let theirs = self.swap_in(sc, load.name)?;
+        let mut row = bench_row(sc, load, &format!("c{tag}"), seconds, theirs, stop)?;
+        row.name = format!("C {}", load.name);
+        let died = self.died();
+        if row.target == 0 || !died.is_empty() {
+            self.show_logs(sc);
+        }
+        if !died.is_empty() {
+            println!(
+                "{:<20} the C {} exited during the row: no figures",
+                row.name,
+                died.join(" and ")
+            );
+            return Ok(None);
+        }
+        print_row(&row, false);
+        Ok(Some(row))
+    }
+
     /// Which of the C programs started have exited since.
     fn died(&mut self) -> Vec<&'static str> {
         let mut gone = Vec::new();
@@ -743,15 +762,13 @@ impl CTool {
 
     /// The ends of the C programs' logs, for a row in which nothing reached the target.
     fn show_logs(&self, sc: &Scenario) {
-        for name in [
-            "c-tcpcopy.log",
-            "c-tcpcopy.out",
-            "c-intercept.log",
-            "c-intercept.out",
-        ] {
-            let text = std::fs::read_to_string(sc.scratch.path().join(name)).unwrap_or_default();
+        for (name, kind) in C_PROGRAMS
+            .iter()
+            .flat_map(|n| ["log", "out"].map(|k| (n, k)))
+        {
+            let text = std::fs::read_to_string(Self::log_path(sc, name, kind)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            println!("--- {name}, {} lines, the last ones:", lines.len());
+            println!("--- c-{name}.{kind}, {} lines, the last ones:", lines.len());
             for l in &lines[lines.len().saturating_sub(12)..] {
                 println!("    {l}");
             }
