@@ -227,6 +227,17 @@ fn intercept_unreachable_then_restarted_mid_run() {
     old.wait_timeout(Duration::from_secs(5)).unwrap();
     sc.wait_tcpcopy_log("lost intercept", 1, Duration::from_secs(10))
         .expect("tcpcopy notices");
+    // From the end of the stream, not from 5 s of silence: a short read ends a wake's reads
+    // without waiting for `WouldBlock`, and a hang-up must still be read to its end.
+    let log = sc.tcpcopy_log();
+    let lost: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lost intercept"))
+        .collect();
+    assert!(
+        lost.iter().all(|l| !l.contains("silent")),
+        "the closed connection was noticed only by its silence: {lost:?}"
+    );
     sc.start_intercept().expect("intercept restarts");
     sc.wait_tcpcopy_log("connected to intercept", 4, Duration::from_secs(15))
         .expect("tcpcopy reconnects");
