@@ -29,3 +29,4 @@ pub use capture::{CaptureStats, CapturedPacket, RingCapture, RingConfig};
 pub use link::{LinkSender, SendCounts};
 pub use nfqueue::ResponseQueue;
 pub use raw::{MemorySink, PacketSink, RawSender};
+pub use sys::set_recv_lowat;

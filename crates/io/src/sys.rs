@@ -74,6 +74,13 @@ pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: libc::c_int) -> io::Res
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &bytes)
 }
 
+/// Sets a stream socket's `SO_RCVLOWAT`: the poll reports it readable only once `bytes` are
+/// waiting (or at its end, or on an error). Reads still return whatever is there. On TCP the
+/// kernel re-checks readiness at once, so a lower mark wakes a poller for data already queued.
+pub fn set_recv_lowat(fd: BorrowedFd<'_>, bytes: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, &bytes).map_err(context("SO_RCVLOWAT"))
+}
+
 /// Adds `what` in front of an error's message, keeping its kind.
 pub(crate) fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))

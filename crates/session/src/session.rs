@@ -220,6 +220,9 @@ struct Session {
     queued_at: Option<Instant>,
     /// Waiting in `Replicator::dirty` for the end of the batch.
     dirty: bool,
+    /// Counted in `Replicator::stalled`, as of the session's last move (see
+    /// [`Session::stalled`]).
+    counted_stalled: bool,
 }
 
 /// The replication core: all sessions of one tcpcopy instance. See the crate docs for the call order.
@@ -254,6 +257,8 @@ pub struct Replicator {
     batching: bool,
     dirty: Vec<SessionId>,
     batch_now: Option<Instant>,
+    /// Sessions that were stalled after their last move (see [`Replicator::stalled_sessions`]).
+    stalled: usize,
 }
 
 impl Replicator {
@@ -276,6 +281,7 @@ impl Replicator {
             batching: false,
             dirty: Vec::new(),
             batch_now: None,
+            stalled: 0,
         }
     }
 
@@ -333,6 +339,22 @@ impl Replicator {
                     || s.waiting_since.is_some()
             })
             .count()
+    }
+
+    /// Sessions holding client bytes (or a FIN) they could not send for want of something from
+    /// the target: its SYN-ACK, its answer to the previous request, room in its window, or the
+    /// end of an earlier connection on the same endpoints. While there are any, the target's
+    /// reports are worth reading as soon as they come; with none, they can wait for the next
+    /// wake. As of the end of the last batch (or call); O(1).
+    pub fn stalled_sessions(&self) -> usize {
+        self.stalled
+    }
+
+    /// Checks [`Self::stalled_sessions`] against every session, between batches.
+    #[cfg(test)]
+    fn assert_stalled_count(&self) {
+        let stalled = self.sessions.values().filter(|s| s.stalled()).count();
+        assert_eq!(self.stalled, stalled, "stalled sessions counted / found");
     }
 
     /// Number of packets waiting in [`Self::drain_transmits`].
@@ -781,6 +803,7 @@ impl Replicator {
             successor: None,
             queued_at: None,
             dirty: false,
+            counted_stalled: false,
         };
         let id = self.sessions.insert(s);
         self.by_online
@@ -957,6 +980,15 @@ impl Replicator {
         let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
+        let stalled = s.stalled();
+        if stalled != s.counted_stalled {
+            s.counted_stalled = stalled;
+            if stalled {
+                self.stalled += 1;
+            } else {
+                self.stalled -= 1;
+            }
+        }
         let at = Self::deadline(&self.config, s);
         // Most packets move a deadline later (the idle timeout, the retransmission timer): the
         // wakeup already queued for the earlier time then stays, and when it comes the session
@@ -1018,6 +1050,9 @@ impl Replicator {
     fn remove(&mut self, now: Instant, id: SessionId) {
         if let Some(mut s) = self.sessions.remove(id) {
             self.buffered -= s.held();
+            if s.counted_stalled {
+                self.stalled -= 1;
+            }
             if s.state == State::Waiting {
                 // Its predecessor, which holds the endpoints at the target, no longer has
                 // anyone waiting for it (and need not be cut short for one).
@@ -1162,6 +1197,15 @@ impl Session {
             window_scale: cfg.window_scale,
             ..self.repr(self.out_isn, Flags::SYN, Some(cfg.mss), cfg.ttl)
         }
+    }
+
+    /// Whether the session holds something from its client it has not sent, for want of
+    /// something from the target: its SYN-ACK, its answer to the previous request, room in its
+    /// window, or the end of a predecessor on the same endpoints.
+    fn stalled(&self) -> bool {
+        self.state == State::Waiting
+            || self.snd_nxt < self.rcv_nxt
+            || (self.client_fin.is_some() && !self.fin_sent)
     }
 
     /// Client bytes this session holds for the target.

@@ -162,6 +162,11 @@ pub struct TcpcopyOpts {
     /// out of another device are routed by the kernel
     #[arg(short = 'o', long = "output-device", value_name = "DEV")]
     pub output_device: Option<String>,
+    /// Longest a captured packet waits before it is replicated, in ms (1-50): the kernel hands
+    /// the capture over in blocks at least this often. Longer waits make larger batches and
+    /// cost less CPU per request
+    #[arg(long = "capture-wait", value_name = "MS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub capture_wait: u32,
     /// Seconds between statistics lines in the log (0: only at exit)
     #[arg(long = "stats-interval", default_value_t = 10)]
     pub stats_interval: u64,

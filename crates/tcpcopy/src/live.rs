@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,10 @@ pub struct LiveConfig {
     pub stats_interval: Duration,
     pub duration: Option<Duration>,
     pub send: SendVia,
+    /// How long the kernel keeps a partly filled capture block (`--capture-wait`): the longest a
+    /// captured packet waits before it is replicated, and (under light load) the wake-up period
+    /// of the replicating thread.
+    pub capture_wait: Duration,
 }
 
 /// How packets reach the target.
@@ -176,6 +180,7 @@ impl LiveConfig {
             input,
             record: o.record.clone(),
             stats_interval: Duration::from_secs(o.stats_interval),
+            capture_wait: Duration::from_millis(u64::from(o.capture_wait)),
             duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
             send: match (o.send_layer, &o.output_device) {
                 (Some(SendLayer::Ip), Some(_)) => {
@@ -193,9 +198,33 @@ impl LiveConfig {
     }
 }
 
-/// How long the kernel keeps a partly filled capture block: the longest a captured packet waits
-/// before it is replicated, and (under light load) the wake-up period of the replicating thread.
-const CAPTURE_BLOCK_MS: u32 = 2;
+/// While the capture keeps the loop awake and no session waits on the target (see
+/// `Replicator::stalled_sessions`), the intercept connections wake the loop only once this many
+/// bytes wait (`SO_RCVLOWAT`): their reports are read on the capture's wakes instead, one wake
+/// for both, not one each. A report then waits at most for the next capture block; it matters
+/// at once only to a session that holds a request until the target answered, and while one does,
+/// the connections wake the loop for every byte again.
+const LAZY_LOWAT: libc::c_int = 16 << 10;
+
+/// Whether the intercept connections wake the loop for every byte (`false`) or read on the
+/// capture's wakes (`true`, see [`LAZY_LOWAT`]), given when the capture last brought packets.
+fn lazy_links(
+    capture_busy_at: Option<Instant>,
+    now: Instant,
+    stalled: usize,
+    capture_wait: Duration,
+) -> bool {
+    stalled == 0
+        && capture_busy_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= lazy_wait(capture_wait))
+}
+
+/// The longest the loop sleeps while the links are lazy: a capture block, and a millisecond of
+/// slack. If the capture went quiet, the loop finds out within this, and reads the links again
+/// as they come.
+fn lazy_wait(capture_wait: Duration) -> Duration {
+    capture_wait + Duration::from_millis(1)
+}
 
 /// mio tokens: the capture ring, the mailbox waker, and intercept connection `i` as `LINK + i`.
 const RING: Token = Token(0);
@@ -218,6 +247,8 @@ struct Link {
     /// The poll saw the peer close (or an error): read on to the end of the stream, as no
     /// further readiness will come to say so.
     hung_up: bool,
+    /// Its `SO_RCVLOWAT` is [`LAZY_LOWAT`], not 1: read it on every wake.
+    lazy: bool,
 }
 
 impl Link {
@@ -230,6 +261,14 @@ impl Link {
     /// Takes note of what the poll said about the connection.
     fn note(&mut self, ev: &mio::event::Event) {
         self.hung_up |= ev.is_read_closed() || ev.is_error();
+    }
+
+    /// Sets how the connection wakes the loop (see [`LAZY_LOWAT`]).
+    fn set_lazy(&mut self, lazy: bool) -> std::io::Result<()> {
+        let lowat = if lazy { LAZY_LOWAT } else { 1 };
+        tcio::set_recv_lowat(self.stream.as_fd(), lowat)?;
+        self.lazy = lazy;
+        Ok(())
     }
 
     fn flush(&mut self) -> bool {
@@ -470,6 +509,8 @@ fn run_worker(
     let mut again: Vec<usize> = Vec::new();
     let mut readable: Vec<usize> = Vec::new();
     let mut last_silence_check = Instant::now();
+    // When the capture ring last brought packets (see `lazy_links`).
+    let mut capture_busy_at: Option<Instant> = None;
     let mut ctx = EventCtx {
         recorder: recorder.as_mut(),
         queued: &queued,
@@ -494,6 +535,12 @@ fn run_worker(
             .poll_timeout()
             .map_or(Duration::MAX, |t| t.saturating_duration_since(top))
             .min(Duration::from_millis(100));
+        // Lazy links wake nobody for a report: a sleep no longer than a capture block reads them.
+        let wait = if links.iter().flatten().any(|l| l.lazy) {
+            wait.min(lazy_wait(cfg.capture_wait))
+        } else {
+            wait
+        };
         let wait = if again.is_empty() {
             wait
         } else {
@@ -527,12 +574,19 @@ fn run_worker(
                 _ => {}
             }
         }
+        for (idx, link) in links.iter().enumerate() {
+            if link.as_ref().is_some_and(|l| l.lazy) && !readable.contains(&idx) {
+                readable.push(idx);
+            }
+        }
         // Everything this wake brought is one batch: each session answers once, at its end.
         core.begin_batch();
         // Client packets first: the ring holds what the kernel captured, whether or not this
         // wake was for it.
         if let Some(r) = ring.as_mut() {
+            let mut captured = false;
             r.drain_ready(|p| {
+                captured = true;
                 // The kernel leaves our own sends out already (PACKET_IGNORE_OUTGOING and the
                 // filter); this is a third guard.
                 if p.pkttype == libc::PACKET_OUTGOING {
@@ -547,6 +601,9 @@ fn run_worker(
                     }
                 }
             });
+            if captured {
+                capture_busy_at = Some(now);
+            }
             if now.saturating_duration_since(last_drops_read) >= Duration::from_secs(1) {
                 last_drops_read = now;
                 if let Ok(st) = r.stats() {
@@ -629,6 +686,22 @@ fn run_worker(
                 &mut announcing,
             )
         });
+        let lazy = lazy_links(
+            capture_busy_at,
+            now,
+            core.stalled_sessions(),
+            cfg.capture_wait,
+        );
+        for (idx, slot) in links.iter_mut().enumerate() {
+            let Some(link) = slot.as_mut().filter(|l| l.lazy != lazy) else {
+                continue;
+            };
+            if let Err(e) = link.set_lazy(lazy) {
+                // A connection left lazy would hold reports below the mark unread.
+                warn!("lost intercept {} ({e}); reconnecting", conn_addrs[idx]);
+                drop_link(&poll, slot);
+            }
+        }
         if !cfg.stats_interval.is_zero()
             && now.saturating_duration_since(last_stats) >= cfg.stats_interval
         {
@@ -829,7 +902,7 @@ fn open_ring(
         filter: filter.clone(),
         ignore_outgoing: true,
         fanout,
-        block_timeout_ms: CAPTURE_BLOCK_MS,
+        block_timeout_ms: cfg.capture_wait.as_millis().try_into().unwrap_or(u32::MAX),
         ..RingConfig::default()
     };
     let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
@@ -895,6 +968,7 @@ fn handle_event(
                 down,
                 last_heard: now,
                 hung_up: false,
+                lazy: false,
             };
             let registered = link.stream.set_nonblocking(true).is_ok()
                 && poll
@@ -1176,31 +1250,12 @@ mod tests {
     /// [`LINK_SILENCE`] to find.
     #[test]
     fn a_close_that_came_with_the_last_bytes_is_read_at_once() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_nonblocking(true).unwrap();
-        let mut poll = Poll::new().unwrap();
-        poll.registry()
-            .register(
-                &mut SourceFd(&stream.as_raw_fd()),
-                Token(LINK),
-                Interest::READABLE,
-            )
-            .unwrap();
+        let (mut poll, mut link, mut peer) = polled_pair();
         let mut ping = Vec::new();
         protocol::encode_ping(&mut ping);
         peer.write_all(&ping).unwrap();
         drop(peer);
 
-        let mut link = Link {
-            stream,
-            dec: Decoder::new(),
-            pending: Vec::new(),
-            down: Arc::new(AtomicBool::new(false)),
-            last_heard: Instant::now(),
-            hung_up: false,
-        };
         let mut events = mio::Events::with_capacity(4);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !link.hung_up && Instant::now() < deadline {
@@ -1214,6 +1269,99 @@ mod tests {
         assert_eq!(
             read_link(&mut link, &mut core, Instant::now(), &mut buf),
             Err("closed by intercept".to_string())
+        );
+    }
+
+    /// A connected pair: our end registered with a poll, and the intercept's end.
+    fn polled_pair() -> (Poll, Link, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let poll = Poll::new().unwrap();
+        poll.registry()
+            .register(
+                &mut SourceFd(&stream.as_raw_fd()),
+                Token(LINK),
+                Interest::READABLE,
+            )
+            .unwrap();
+        let link = Link {
+            stream,
+            dec: Decoder::new(),
+            pending: Vec::new(),
+            down: Arc::new(AtomicBool::new(false)),
+            last_heard: Instant::now(),
+            hung_up: false,
+            lazy: false,
+        };
+        (poll, link, peer)
+    }
+
+    /// Whether the poll reports anything within `ms`.
+    fn woken(poll: &mut Poll, ms: u64) -> bool {
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_millis(ms)))
+            .unwrap();
+        !events.is_empty()
+    }
+
+    /// What the lazy links rely on: below the mark a report wakes nobody, a read still gets
+    /// it, and going back to eager wakes the loop for what is already queued.
+    #[test]
+    fn a_lazy_connection_wakes_nobody_for_a_report_yet_a_read_gets_it() {
+        let (mut poll, mut link, mut peer) = polled_pair();
+        let mut ping = Vec::new();
+        protocol::encode_ping(&mut ping);
+        link.set_lazy(true).unwrap();
+        peer.write_all(&ping).unwrap();
+        assert!(!woken(&mut poll, 200), "a ping below the mark wakes nobody");
+        let mut core = Replicator::new(Config::new(Vec::new()));
+        let mut buf = vec![0u8; 4096];
+        let before = link.last_heard;
+        assert_eq!(
+            read_link(&mut link, &mut core, Instant::now(), &mut buf),
+            Ok(false)
+        );
+        assert!(link.last_heard > before, "the read got the ping");
+
+        peer.write_all(&ping).unwrap();
+        assert!(!woken(&mut poll, 100));
+        link.set_lazy(false).unwrap();
+        assert!(
+            woken(&mut poll, 1000),
+            "eager again: the queued ping wakes the loop"
+        );
+        // Enough for the mark wakes the loop even when lazy.
+        link.set_lazy(true).unwrap();
+        assert_eq!(
+            read_link(&mut link, &mut core, Instant::now(), &mut buf),
+            Ok(false)
+        );
+        while woken(&mut poll, 50) {}
+        let pings: Vec<u8> = ping.repeat(LAZY_LOWAT as usize / ping.len() + 1);
+        peer.write_all(&pings).unwrap();
+        assert!(woken(&mut poll, 1000), "a full mark wakes the loop");
+    }
+
+    #[test]
+    fn links_are_lazy_only_while_the_capture_is_busy_and_no_session_waits_on_the_target() {
+        let t0 = Instant::now();
+        let wait = Duration::from_millis(4);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(!lazy_links(None, at(0), 0, wait), "no capture yet");
+        assert!(lazy_links(Some(t0), at(0), 0, wait));
+        assert!(
+            lazy_links(Some(t0), at(5), 0, wait),
+            "within a block and a millisecond"
+        );
+        assert!(
+            !lazy_links(Some(t0), at(6), 0, wait),
+            "the capture went quiet"
+        );
+        assert!(
+            !lazy_links(Some(t0), at(1), 1, wait),
+            "a session waits on the target"
         );
     }
 }

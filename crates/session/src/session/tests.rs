@@ -388,6 +388,82 @@ fn next_request_waits_for_the_answer_to_the_previous_one() {
 }
 
 #[test]
+fn a_session_is_stalled_while_it_holds_what_only_the_target_can_release() {
+    let base = Instant::now();
+    let mut r = established(base);
+    assert_eq!(r.stalled_sessions(), 0, "established, nothing held");
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    assert_eq!(sent(&mut r).len(), 1);
+    assert_eq!(r.stalled_sessions(), 0, "request 1 went out: nothing held");
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 6, O_ISN + 51, Flags::ACK | Flags::PSH, b"req2\n"),
+    );
+    assert!(sent(&mut r).is_empty());
+    assert_eq!(
+        r.stalled_sessions(),
+        1,
+        "request 2 waits for the answer to 1"
+    );
+    r.handle_response(
+        ms(base, 4),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK | Flags::PSH, 70),
+    );
+    assert_eq!(sent(&mut r).len(), 1);
+    assert_eq!(r.stalled_sessions(), 0, "the answer released request 2");
+
+    // A second connection: its request waits for the target's SYN-ACK.
+    let client2 = addr("198.18.0.10:40001");
+    let count = |r: &mut Replicator| {
+        let mut n = 0;
+        r.drain_transmits(|_| n += 1);
+        n
+    };
+    r.handle_capture(
+        ms(base, 5),
+        &pkt(client2, addr(ONLINE), C_ISN, 0, Flags::SYN, b""),
+    );
+    assert_eq!(count(&mut r), 1, "the SYN");
+    assert_eq!(r.stalled_sessions(), 0, "a SYN in flight holds nothing");
+    r.handle_capture(
+        ms(base, 6),
+        &pkt(
+            client2,
+            addr(ONLINE),
+            C_ISN + 1,
+            O_ISN + 1,
+            Flags::ACK | Flags::PSH,
+            b"req\n",
+        ),
+    );
+    assert_eq!(count(&mut r), 0);
+    assert_eq!(r.stalled_sessions(), 1, "its request waits for the SYN-ACK");
+    // The target refuses it: the session ends, and with it what it held.
+    let local2 = SocketAddr::new(FAKE.parse().unwrap(), 40001);
+    r.handle_response(
+        ms(base, 7),
+        &pkt(
+            addr(TARGET),
+            local2,
+            0,
+            C_ISN + 1,
+            Flags::RST | Flags::ACK,
+            b"",
+        ),
+    );
+    assert_eq!(r.stats().sessions_active, 1);
+    assert_eq!(
+        r.stalled_sessions(),
+        0,
+        "an ended session is no longer counted"
+    );
+    r.assert_stalled_count();
+}
+
+#[test]
 fn unanswered_request_releases_the_next_after_response_wait() {
     let base = Instant::now();
     let mut r = established(base);
@@ -997,6 +1073,7 @@ fn simulate(seed: u64, sessions: usize, faults: Faults) -> Stats {
                 }
             }
         }
+        r.assert_stalled_count();
         if capture.peek().is_none() && net.is_empty() && r.stats().sessions_active == 0 {
             break;
         }
