@@ -223,6 +223,9 @@ struct Session {
     /// Counted in `Replicator::stalled`, as of the session's last move (see
     /// [`Session::stalled`]).
     counted_stalled: bool,
+    /// The target's last new data came without PSH or FIN: more of its answer follows, sent as
+    /// our acknowledgments come back.
+    answer_open: bool,
 }
 
 /// The replication core: all sessions of one tcpcopy instance. See the crate docs for the call order.
@@ -341,11 +344,13 @@ impl Replicator {
             .count()
     }
 
-    /// Sessions holding client bytes (or a FIN) they could not send for want of something from
-    /// the target: its SYN-ACK, its answer to the previous request, room in its window, or the
-    /// end of an earlier connection on the same endpoints. While there are any, the target's
-    /// reports are worth reading as soon as they come; with none, they can wait for the next
-    /// wake. As of the end of the last batch (or call); O(1).
+    /// Sessions waiting on the target for their next step: their handshake (or the end of an
+    /// earlier connection on the same endpoints); client bytes, a FIN or a reset they hold until
+    /// the target answered the previous request or opened its window; or the rest of an answer
+    /// still coming (its last segment had no PSH), which the target sends as our
+    /// acknowledgments come back. While there are any, the target's reports are worth reading
+    /// as soon as they come; with none, they can wait for the next wake. As of the end of the
+    /// last batch (or call); O(1).
     pub fn stalled_sessions(&self) -> usize {
         self.stalled
     }
@@ -804,6 +809,7 @@ impl Replicator {
             queued_at: None,
             dirty: false,
             counted_stalled: false,
+            answer_open: false,
         };
         let id = self.sessions.insert(s);
         self.by_online
@@ -1199,13 +1205,16 @@ impl Session {
         }
     }
 
-    /// Whether the session holds something from its client it has not sent, for want of
-    /// something from the target: its SYN-ACK, its answer to the previous request, room in its
-    /// window, or the end of a predecessor on the same endpoints.
+    /// Whether the session waits on the target for its next step: its handshake (or the end of
+    /// a predecessor on the same endpoints); client bytes, a FIN or a reset it holds until the
+    /// target answered the previous request or opened its window; or the rest of an answer,
+    /// which the target sends as our acknowledgments come back.
     fn stalled(&self) -> bool {
-        self.state == State::Waiting
+        self.state != State::Established
             || self.snd_nxt < self.rcv_nxt
             || (self.client_fin.is_some() && !self.fin_sent)
+            || self.client_rst
+            || self.answer_open
     }
 
     /// Client bytes this session holds for the target.
@@ -1391,6 +1400,9 @@ impl Session {
             let new = end > self.t_next;
             if new {
                 self.t_next = end;
+                // A sender marks the end of what it had to send with PSH (or FIN); without
+                // them, more of the answer is on its way.
+                self.answer_open = p.payload_len() > 0 && !flags.psh() && !flags.fin();
             }
             // New bytes get acknowledged, every second segment at once and a single one after
             // a delay unless a segment of ours carries the acknowledgment first; a repeated

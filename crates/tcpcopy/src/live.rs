@@ -207,23 +207,25 @@ impl LiveConfig {
 const LAZY_LOWAT: libc::c_int = 16 << 10;
 
 /// Whether the intercept connections wake the loop for every byte (`false`) or read on the
-/// capture's wakes (`true`, see [`LAZY_LOWAT`]), given when the capture last brought packets.
+/// capture's wakes (`true`, see [`LAZY_LOWAT`]), given when the capture last brought packets
+/// and how long the loop may sleep meanwhile ([`lazy_wait`]).
 fn lazy_links(
     capture_busy_at: Option<Instant>,
     now: Instant,
     stalled: usize,
-    capture_wait: Duration,
+    lazy_wait: Duration,
 ) -> bool {
-    stalled == 0
-        && capture_busy_at
-            .is_some_and(|t| now.saturating_duration_since(t) <= lazy_wait(capture_wait))
+    stalled == 0 && capture_busy_at.is_some_and(|t| now.saturating_duration_since(t) <= lazy_wait)
 }
 
-/// The longest the loop sleeps while the links are lazy: a capture block, and a millisecond of
+/// The longest the loop sleeps while the links are lazy: a capture block and a millisecond of
 /// slack. If the capture went quiet, the loop finds out within this, and reads the links again
-/// as they come.
-fn lazy_wait(capture_wait: Duration) -> Duration {
-    capture_wait + Duration::from_millis(1)
+/// as they come. A block lasts `capture_wait`, or longer where the kernel's block timer counts
+/// in clock ticks (4 ms at HZ=250, 10 ms at HZ=100): `gap`, the time between the last two wakes
+/// that brought packets, tells, up to 10 ms beyond `capture_wait`.
+fn lazy_wait(capture_wait: Duration, gap: Duration) -> Duration {
+    let block = capture_wait.max(gap.min(capture_wait + Duration::from_millis(10)));
+    block + Duration::from_millis(1)
 }
 
 /// mio tokens: the capture ring, the mailbox waker, and intercept connection `i` as `LINK + i`.
@@ -509,8 +511,10 @@ fn run_worker(
     let mut again: Vec<usize> = Vec::new();
     let mut readable: Vec<usize> = Vec::new();
     let mut last_silence_check = Instant::now();
-    // When the capture ring last brought packets (see `lazy_links`).
+    // When the capture ring last brought packets, and the time between the last two such wakes
+    // (see `lazy_links`).
     let mut capture_busy_at: Option<Instant> = None;
+    let mut capture_gap = Duration::ZERO;
     let mut ctx = EventCtx {
         recorder: recorder.as_mut(),
         queued: &queued,
@@ -537,7 +541,7 @@ fn run_worker(
             .min(Duration::from_millis(100));
         // Lazy links wake nobody for a report: a sleep no longer than a capture block reads them.
         let wait = if links.iter().flatten().any(|l| l.lazy) {
-            wait.min(lazy_wait(cfg.capture_wait))
+            wait.min(lazy_wait(cfg.capture_wait, capture_gap))
         } else {
             wait
         };
@@ -602,6 +606,9 @@ fn run_worker(
                 }
             });
             if captured {
+                if let Some(last) = capture_busy_at {
+                    capture_gap = now.saturating_duration_since(last);
+                }
                 capture_busy_at = Some(now);
             }
             if now.saturating_duration_since(last_drops_read) >= Duration::from_secs(1) {
@@ -690,7 +697,7 @@ fn run_worker(
             capture_busy_at,
             now,
             core.stalled_sessions(),
-            cfg.capture_wait,
+            lazy_wait(cfg.capture_wait, capture_gap),
         );
         for (idx, slot) in links.iter_mut().enumerate() {
             let Some(link) = slot.as_mut().filter(|l| l.lazy != lazy) else {
@@ -796,8 +803,6 @@ impl Sender {
     }
 }
 
-/// Reads everything an intercept connection has and hands each response to the core; an error
-/// (or the end of the stream) is the reason the connection is over.
 /// Bytes read from one intercept connection per wake, so that a busy one cannot keep the loop
 /// from the capture ring; the rest is read on the next pass.
 const LINK_READ_BUDGET: usize = 1 << 20;
@@ -1347,14 +1352,13 @@ mod tests {
     #[test]
     fn links_are_lazy_only_while_the_capture_is_busy_and_no_session_waits_on_the_target() {
         let t0 = Instant::now();
-        let wait = Duration::from_millis(4);
-        let at = |ms| t0 + Duration::from_millis(ms);
+        let ms = Duration::from_millis;
+        let at = |n| t0 + ms(n);
+        let wait = lazy_wait(ms(4), ms(3));
+        assert_eq!(wait, ms(5), "a block of 4 ms and a millisecond");
         assert!(!lazy_links(None, at(0), 0, wait), "no capture yet");
         assert!(lazy_links(Some(t0), at(0), 0, wait));
-        assert!(
-            lazy_links(Some(t0), at(5), 0, wait),
-            "within a block and a millisecond"
-        );
+        assert!(lazy_links(Some(t0), at(5), 0, wait));
         assert!(
             !lazy_links(Some(t0), at(6), 0, wait),
             "the capture went quiet"
@@ -1363,5 +1367,9 @@ mod tests {
             !lazy_links(Some(t0), at(1), 1, wait),
             "a session waits on the target"
         );
+        // A kernel that rounds blocks up to clock ticks: 1 ms asked, 10 ms seen.
+        assert_eq!(lazy_wait(ms(1), ms(10)), ms(11));
+        // Light load: a long gap is no block, and the sleep stays short.
+        assert_eq!(lazy_wait(ms(4), ms(2000)), ms(15));
     }
 }

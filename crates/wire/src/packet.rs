@@ -54,6 +54,10 @@ impl Flags {
         self.contains(Flags::SYN)
     }
     #[inline]
+    pub fn psh(self) -> bool {
+        self.contains(Flags::PSH)
+    }
+    #[inline]
     pub fn rst(self) -> bool {
         self.contains(Flags::RST)
     }

@@ -388,7 +388,7 @@ fn next_request_waits_for_the_answer_to_the_previous_one() {
 }
 
 #[test]
-fn a_session_is_stalled_while_it_holds_what_only_the_target_can_release() {
+fn a_session_is_stalled_while_its_next_step_waits_on_the_target() {
     let base = Instant::now();
     let mut r = established(base);
     assert_eq!(r.stalled_sessions(), 0, "established, nothing held");
@@ -414,6 +414,18 @@ fn a_session_is_stalled_while_it_holds_what_only_the_target_can_release() {
     );
     assert_eq!(sent(&mut r).len(), 1);
     assert_eq!(r.stalled_sessions(), 0, "the answer released request 2");
+    // A long answer: without PSH, more follows as our acknowledgments come back.
+    r.handle_response(
+        ms(base, 5),
+        &target_pkt(T_ISN + 71, C_ISN + 11, Flags::ACK, 1000),
+    );
+    assert_eq!(r.stalled_sessions(), 1, "an answer under way");
+    r.handle_response(
+        ms(base, 6),
+        &target_pkt(T_ISN + 1071, C_ISN + 11, Flags::ACK | Flags::PSH, 500),
+    );
+    assert_eq!(r.stalled_sessions(), 0, "the answer is complete");
+    sent(&mut r);
 
     // A second connection: its request waits for the target's SYN-ACK.
     let client2 = addr("198.18.0.10:40001");
@@ -427,7 +439,7 @@ fn a_session_is_stalled_while_it_holds_what_only_the_target_can_release() {
         &pkt(client2, addr(ONLINE), C_ISN, 0, Flags::SYN, b""),
     );
     assert_eq!(count(&mut r), 1, "the SYN");
-    assert_eq!(r.stalled_sessions(), 0, "a SYN in flight holds nothing");
+    assert_eq!(r.stalled_sessions(), 1, "its handshake waits on the target");
     r.handle_capture(
         ms(base, 6),
         &pkt(
@@ -440,7 +452,7 @@ fn a_session_is_stalled_while_it_holds_what_only_the_target_can_release() {
         ),
     );
     assert_eq!(count(&mut r), 0);
-    assert_eq!(r.stalled_sessions(), 1, "its request waits for the SYN-ACK");
+    assert_eq!(r.stalled_sessions(), 1, "and its request too");
     // The target refuses it: the session ends, and with it what it held.
     let local2 = SocketAddr::new(FAKE.parse().unwrap(), 40001);
     r.handle_response(
