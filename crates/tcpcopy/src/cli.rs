@@ -55,6 +55,9 @@ pub enum TcpcopyCommand {
         /// tcpcopy's --send-layer.
         #[arg(long, value_enum, default_value_t = SendLayer::Ip)]
         send_layer: SendLayer,
+        /// tcpcopy's --capture-wait (ms).
+        #[arg(long, value_name = "MS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+        capture_wait: u32,
         /// Runs of each row, each printed, then their median, lowest and highest CPU per
         /// request (this kind of VM varies by 15-20% from run to run).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]

@@ -379,6 +379,8 @@ pub struct BenchOpts {
     pub threaded_receive: bool,
     pub threads: u16,
     pub send_layer: SendLayer,
+    /// tcpcopy's --capture-wait, in ms.
+    pub capture_wait: u32,
     pub repeat: u16,
     /// The C TCPCopy's binaries, to run every row again with them.
     pub c_tool: Option<PathBuf>,
@@ -391,6 +393,7 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
         threaded_receive,
         threads,
         send_layer,
+        capture_wait,
         repeat,
         ref c_tool,
     } = *opts;
@@ -413,13 +416,15 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
             threads.to_string(),
             "--send-layer".into(),
             send_layer.name().into(),
+            "--capture-wait".into(),
+            capture_wait.to_string(),
         ],
         extra_intercept_args: vec!["--threads".into(), threads.to_string()],
         ..ScenarioSpec::new("tcbench", Mode::Assistant, Servers::Nginx, bin_dir()?)
     };
     println!("tcpcopy bench: nginx (1 KB answers) online and at the target, intercept on the assistant, wrk -t2 from the client, {seconds} s per row");
     println!(
-        "capture threads: {threads} in tcpcopy, {threads} in intercept; tcpcopy --send-layer {}",
+        "capture threads: {threads} in tcpcopy, {threads} in intercept; tcpcopy --send-layer {} --capture-wait {capture_wait}",
         send_layer.name()
     );
     println!(

@@ -110,6 +110,20 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
         ],
         "--threads",
     );
+    for wait in ["0", "51"] {
+        assert_usage_error(
+            t,
+            &[
+                "-x",
+                "80-198.18.0.30:80",
+                "-s",
+                "198.18.0.40",
+                "--capture-wait",
+                wait,
+            ],
+            "--capture-wait",
+        );
+    }
     assert_usage_error(t, &["-s", "198.18.0.40"], "-x/--transfer");
     assert_usage_error(t, &["-x", "80-198.18.0.30:80"], "-s/--intercept");
     assert_usage_error(

@@ -20,6 +20,7 @@ fn main() {
             threaded_receive,
             threads,
             send_layer,
+            capture_wait,
             repeat,
             c_tool,
             ..
@@ -29,6 +30,7 @@ fn main() {
             threaded_receive,
             threads,
             send_layer,
+            capture_wait,
             repeat,
             c_tool,
         }),
