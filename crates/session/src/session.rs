@@ -982,6 +982,8 @@ impl Replicator {
         Some(at)
     }
 
+    /// After a session moved: keeps its place among the stalled sessions and its wheel entry
+    /// up to date.
     fn schedule(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get_mut(id) else {
             return;

@@ -254,6 +254,20 @@ struct Link {
 }
 
 impl Link {
+    /// A connection just welcomed by its intercept: nothing pending, waking the loop for every
+    /// byte.
+    fn new(stream: TcpStream, dec: Decoder, down: Arc<AtomicBool>, now: Instant) -> Link {
+        Link {
+            stream,
+            dec,
+            pending: Vec::new(),
+            down,
+            last_heard: now,
+            hung_up: false,
+            lazy: false,
+        }
+    }
+
     /// Writes `frame` after whatever is pending; false when the connection is broken.
     fn write(&mut self, frame: &[u8]) -> bool {
         self.pending.extend_from_slice(frame);
@@ -966,15 +980,7 @@ fn handle_event(
         } => {
             info!("connected to intercept {}", addrs[idx]);
             ctx.replay_go.store(true, Ordering::Relaxed);
-            let link = Link {
-                stream,
-                dec,
-                pending: Vec::new(),
-                down,
-                last_heard: now,
-                hung_up: false,
-                lazy: false,
-            };
+            let link = Link::new(stream, dec, down, now);
             let registered = link.stream.set_nonblocking(true).is_ok()
                 && poll
                     .registry()
@@ -1291,15 +1297,12 @@ mod tests {
                 Interest::READABLE,
             )
             .unwrap();
-        let link = Link {
+        let link = Link::new(
             stream,
-            dec: Decoder::new(),
-            pending: Vec::new(),
-            down: Arc::new(AtomicBool::new(false)),
-            last_heard: Instant::now(),
-            hung_up: false,
-            lazy: false,
-        };
+            Decoder::new(),
+            Arc::new(AtomicBool::new(false)),
+            Instant::now(),
+        );
         (poll, link, peer)
     }
 

@@ -103,6 +103,17 @@ const C_ISN: u32 = 1000;
 const O_ISN: u32 = 5_000_000;
 const T_ISN: u32 = 900_000;
 
+/// [`established`], then the client's first request, sent to the target as one segment.
+fn first_request_sent(base: Instant) -> Replicator {
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    assert_eq!(sent(&mut r).len(), 1);
+    r
+}
+
 /// Runs the handshake: client SYN captured, target SYN-ACK reported.
 fn established(base: Instant) -> Replicator {
     established_with(base, config())
@@ -349,12 +360,7 @@ fn a_target_fin_is_acknowledged_by_our_fin_when_the_client_closes_within_the_del
 #[test]
 fn next_request_waits_for_the_answer_to_the_previous_one() {
     let base = Instant::now();
-    let mut r = established(base);
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
-    );
-    assert_eq!(sent(&mut r).len(), 1);
+    let mut r = first_request_sent(base);
     // Online answered 50 bytes; the client's next request acknowledges them.
     r.handle_capture(
         ms(base, 3),
@@ -612,12 +618,7 @@ fn a_fast_target_still_gets_200_ms_before_a_retransmission() {
     // (lab: 30k-100k per 12 s unthrottled short-connection row, and requests lost). A client's
     // TCP waits at least 200 ms.
     let base = Instant::now();
-    let mut r = established(base);
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
-    );
-    assert_eq!(sent(&mut r).len(), 1);
+    let mut r = first_request_sent(base);
     let mut resent = None;
     while let Some(at) = r.poll_timeout() {
         r.handle_timeout(at);
@@ -1657,12 +1658,7 @@ fn busy_sessions_counts_only_work_towards_the_target() {
 #[test]
 fn a_client_reset_waits_until_the_target_answered_every_request() {
     let base = Instant::now();
-    let mut r = established(base);
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
-    );
-    assert_eq!(sent(&mut r).len(), 1);
+    let mut r = first_request_sent(base);
     // Online answered 50 bytes, the client sent its next request and then reset (the way wrk
     // ends, or a browser tab closing), all before the target answered request 1.
     r.handle_capture(
