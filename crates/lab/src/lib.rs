@@ -4,7 +4,7 @@
 //! Used by `tcpcopy demo` (which must work on a bare Debian host: `iproute2` only, embedded servers
 //! only) and by the end-to-end tests (which may also use nginx). Everything here runs in namespaces the
 //! caller created through [`netlab::Lab`] or on loopback; nothing touches the root namespace's network
-//! configuration. This crate owns no `unsafe`: namespace switching is `tcio::netns::enter`.
+//! configuration. This crate owns no `unsafe`: namespace switching is `netio::netns::enter`.
 
 #![forbid(unsafe_code)]
 

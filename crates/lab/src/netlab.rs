@@ -255,8 +255,8 @@ impl Lab {
     fn thread_receive(&mut self, ns: &str, dev: &str) -> anyhow::Result<()> {
         // A veth passes a packet to its peer's NAPI only when the sending end has TSO off.
         run_in_ns(ns, || {
-            tcio::netdev::set_tso(dev, false)?;
-            tcio::netdev::set_gro(dev, true)
+            netio::netdev::set_tso(dev, false)?;
+            netio::netdev::set_gro(dev, true)
         })
         .with_context(|| format!("{ns}/{dev}: TSO off, GRO (veth NAPI) on"))?;
         if !self.offload {
@@ -445,7 +445,7 @@ impl Drop for Lab {
 pub fn run_in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
-            if let Err(e) = tcio::netns::enter(ns) {
+            if let Err(e) = netio::netns::enter(ns) {
                 panic!("cannot enter network namespace {ns:?}: {e}");
             }
             f()

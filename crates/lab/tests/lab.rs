@@ -2,16 +2,16 @@
 //! nginx, all inside namespaces this test creates. Needs root; skipped (with a note) otherwise. Each
 //! test has its own prefix, so they may run concurrently.
 
+use lab::loadgen::{self, expected_uris, LoadSpec};
+use lab::netlab::{cleanup_orphans, cleanup_stale, is_root, run_in_ns};
+use lab::nginx::nginx_binary;
+use lab::{HttpServer, Lab, LabSpec, Nginx, ScratchDir};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tcpcopy_lab::loadgen::{self, expected_uris, LoadSpec};
-use tcpcopy_lab::netlab::{cleanup_orphans, cleanup_stale, is_root, run_in_ns};
-use tcpcopy_lab::nginx::nginx_binary;
-use tcpcopy_lab::{HttpServer, Lab, LabSpec, Nginx, ScratchDir};
 
 fn lab(tag: &str, offload: bool) -> Option<Lab> {
     if !is_root() {

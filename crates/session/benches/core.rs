@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tcpcopy_session::{Config, Replicator, Rule};
+use session::{Config, Replicator, Rule};
 use wire::{Flags, SegmentRepr, Seq};
 
 /// Sessions that get their packets between one `begin_batch` and `end_batch`.

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tcpcopy_session::{Config, Replicator, Rule};
+use session::{Config, Replicator, Rule};
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 fn packet(

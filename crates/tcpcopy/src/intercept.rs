@@ -23,10 +23,10 @@ use tracing::{debug, info, warn};
 use protocol::{Decoder, Message, ResponseBatch};
 
 use crate::plumbing::{read_first_message, PacketBatch};
+use netio::bpf::TcpFilter;
+use netio::capture::{RingCapture, RingConfig};
+use netio::nfqueue::ResponseQueue;
 use socket2::SockRef;
-use tcio::bpf::TcpFilter;
-use tcio::capture::{RingCapture, RingConfig};
-use tcio::nfqueue::ResponseQueue;
 use wire::TcpPacket;
 
 use crate::cli::InterceptCli;
@@ -655,7 +655,7 @@ fn serve(
 fn assistant_filter(service_ports: Option<&[u16]>, listen_port: u16) -> TcpFilter {
     let headers_only = TcpFilter {
         drop_outgoing: true,
-        snap_len: Some(tcio::bpf::HEADERS_MAX),
+        snap_len: Some(netio::bpf::HEADERS_MAX),
         ..TcpFilter::default()
     };
     match service_ports {
@@ -711,7 +711,7 @@ mod tests {
         assert_eq!(any.exclude_port, Some(protocol::DEFAULT_PORT));
         // Only headers are streamed, so only headers are captured.
         for filter in [f, any] {
-            assert_eq!(filter.snap_len, Some(tcio::bpf::HEADERS_MAX));
+            assert_eq!(filter.snap_len, Some(netio::bpf::HEADERS_MAX));
         }
     }
 }

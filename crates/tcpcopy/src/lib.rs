@@ -1,5 +1,5 @@
 //! The two programs' drivers: option parsing, validation, and the loops that move packets between
-//! the I/O backends (`tcpcopy-io`) and the sans-IO cores (`tcpcopy-session`, `tcpcopy-protocol`).
+//! the I/O backends (`tcpcopy-netio`) and the sans-IO cores (`tcpcopy-session`, `tcpcopy-protocol`).
 //! No protocol logic lives here.
 
 pub mod cli;

@@ -19,13 +19,13 @@ use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token};
 use tracing::{debug, info, warn};
 
+use netio::bpf::TcpFilter;
+use netio::capture::{RingCapture, RingConfig};
+use netio::link::LinkSender;
+use netio::raw::RawSender;
+use pcap::{PcapNgRecorder, PcapSource, SourceStats};
 use protocol::{Decoder, Message};
 use session::{Config, Replicator, Stats};
-use tcio::bpf::TcpFilter;
-use tcio::capture::{RingCapture, RingConfig};
-use tcio::link::LinkSender;
-use tcio::pcap::{PcapNgRecorder, PcapSource, SourceStats};
-use tcio::raw::RawSender;
 
 use crate::cli::{SendLayer, TcpcopyOpts};
 use crate::plumbing::{read_first_message, sleep_unless_stopped, Mailbox, PacketBatch};
@@ -282,7 +282,7 @@ impl Link {
     /// Sets how the connection wakes the loop (see [`LAZY_LOWAT`]).
     fn set_lazy(&mut self, lazy: bool) -> std::io::Result<()> {
         let lowat = if lazy { LAZY_LOWAT } else { 1 };
-        tcio::set_recv_lowat(self.stream.as_fd(), lowat)?;
+        netio::set_recv_lowat(self.stream.as_fd(), lowat)?;
         self.lazy = lazy;
         Ok(())
     }
@@ -809,7 +809,7 @@ impl Sender {
     pub(crate) fn send_all<'a>(
         &mut self,
         packets: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), tcio::raw::SendFailures> {
+    ) -> Result<(), netio::raw::SendFailures> {
         match self {
             Sender::Link(s) => s.send_all(packets),
             Sender::Ip(s) => s.send_all(packets),
@@ -907,7 +907,7 @@ fn open_ring(
     cfg: &LiveConfig,
     interface: Option<&str>,
     fanout: Option<u16>,
-) -> anyhow::Result<(RingCapture, Vec<tcio::Insn>)> {
+) -> anyhow::Result<(RingCapture, Vec<netio::Insn>)> {
     let filter = TcpFilter {
         dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
         dst_addrs: online_v4_addrs(cfg),

@@ -65,7 +65,7 @@ const CAPTURE_NICE: i32 = -10;
 /// Puts the calling thread, which empties a capture ring, ahead of ordinary work (best effort:
 /// without privilege it keeps the default priority).
 pub fn raise_capture_priority() {
-    if let Err(e) = tcio::sched::set_thread_nice(CAPTURE_NICE) {
+    if let Err(e) = netio::sched::set_thread_nice(CAPTURE_NICE) {
         tracing::debug!("capture thread priority unchanged: {e}");
     }
 }

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lab::{Lab, LabSpec};
+use netio::bpf::TcpFilter;
+use netio::capture::{RingCapture, RingConfig};
+use netio::raw::{PacketSink, RawSender};
 use session::{Config, Replicator, Rule};
-use tcio::bpf::TcpFilter;
-use tcio::capture::{RingCapture, RingConfig};
-use tcio::raw::{PacketSink, RawSender};
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 use crate::cli::SendLayer;

@@ -14,7 +14,7 @@ use lab::memcache::Memcached;
 use lab::redis::RedisServer;
 use lab::stream::{Answer, StreamServer};
 use lab::{loadgen, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
-use tcio::capture::{RingCapture, RingConfig};
+use netio::capture::{RingCapture, RingConfig};
 
 /// Where the target's responses are caught.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -625,7 +625,7 @@ impl Sniffer {
         let ns = ns.to_string();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = thread::spawn(move || -> anyhow::Result<()> {
-            tcio::netns::enter(&ns)?;
+            netio::netns::enter(&ns)?;
             // Every packet, any protocol, incoming: a response could also be an ICMP or UDP packet.
             let cfg = RingConfig {
                 filter: Vec::new(),

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tcpcopy_io::{CapturedPacket, RingCapture};
+use netio::{CapturedPacket, RingCapture};
 
 /// Runs a command and fails the test with its stderr if it does not succeed.
 pub fn run(program: &str, args: &[&str]) {
@@ -57,7 +57,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Self {
-        let name = format!("tcio-t{}-{tag}", std::process::id());
+        let name = format!("netio-t{}-{tag}", std::process::id());
         run("ip", &["netns", "add", &name]);
         let ns = Self { name };
         run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -66,7 +66,7 @@ impl Netns {
 
     /// Moves the calling thread into the namespace.
     pub fn enter(&self) {
-        tcpcopy_io::netns::enter(&self.name).expect("enter namespace");
+        netio::netns::enter(&self.name).expect("enter namespace");
     }
 
     pub fn exec(&self, program: &str, args: &[&str]) {

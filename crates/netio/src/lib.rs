@@ -10,7 +10,6 @@
 //! - [`nfqueue`]: NFQUEUE reader that drops the target's responses.
 //! - [`netdev`]: device settings (GRO) without the ethtool program.
 //! - [`netns`]: moving a thread into a network namespace.
-//! - [`pcap`]: reading pcap/pcapng files for offline replay, recording pcapng.
 //! - [`sched`]: thread priority for capture threads.
 
 pub mod bpf;
@@ -19,7 +18,6 @@ pub mod link;
 pub mod netdev;
 pub mod netns;
 pub mod nfqueue;
-pub mod pcap;
 pub mod raw;
 pub mod sched;
 mod sys;

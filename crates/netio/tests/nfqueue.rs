@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{tcp_v4, Netns};
-use tcpcopy_io::{PacketSink, RawSender, ResponseQueue, RingCapture, RingConfig, TcpFilter};
+use netio::{PacketSink, RawSender, ResponseQueue, RingCapture, RingConfig, TcpFilter};
 
 const RULE: [&str; 9] = [
     "OUTPUT",
@@ -60,7 +60,7 @@ fn run_queue(ns: &Netns, packets: Vec<Vec<u8>>) -> Outcome {
     let (tx, rx) = mpsc::channel();
     let (name, expected) = (ns.name.clone(), packets.len());
     thread::spawn(move || {
-        tcpcopy_io::netns::enter(&name).unwrap();
+        netio::netns::enter(&name).unwrap();
         let mut queue = ResponseQueue::open(7, 128).unwrap();
         let filter = TcpFilter {
             dst_ports: vec![9],
@@ -98,7 +98,7 @@ fn run_queue(ns: &Netns, packets: Vec<Vec<u8>>) -> Outcome {
 
     let name = ns.name.clone();
     thread::spawn(move || {
-        tcpcopy_io::netns::enter(&name).unwrap();
+        netio::netns::enter(&name).unwrap();
         let mut raw = RawSender::open().unwrap();
         packets.iter().for_each(|p| raw.send(p).unwrap());
     })

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{collect_until_quiet, run, tcp_v4, Netns};
-use tcpcopy_io::link::NextHop;
-use tcpcopy_io::{LinkSender, RawSender, RingCapture, RingConfig, SendCounts, TcpFilter};
+use netio::link::NextHop;
+use netio::{LinkSender, RawSender, RingCapture, RingConfig, SendCounts, TcpFilter};
 
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 1);
 const B: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 2);

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use common::{collect_until_quiet, ports, tcp_v4, tcp_v6, Netns};
-use tcpcopy_io::{CaptureStats, PacketSink, RawSender, RingCapture, RingConfig, TcpFilter};
+use netio::{CaptureStats, PacketSink, RawSender, RingCapture, RingConfig, TcpFilter};
 
 const OUTGOING: u8 = libc::PACKET_OUTGOING;
 const HOST: u8 = libc::PACKET_HOST;
@@ -157,7 +157,7 @@ fn a_snap_length_keeps_the_headers_and_reports_the_length_on_the_wire() {
     let filter = TcpFilter {
         dst_ports: vec![8080],
         drop_outgoing: true,
-        snap_len: Some(tcpcopy_io::bpf::HEADERS_MAX),
+        snap_len: Some(netio::bpf::HEADERS_MAX),
         ..Default::default()
     };
     let send = |tx: &mut RawSender| {

@@ -121,8 +121,8 @@ pub enum PcapFileError {
 /// Reads the IP packets of a pcap or pcapng file, in file order.
 ///
 /// ```no_run
-/// # fn main() -> Result<(), tcpcopy_io::pcap::PcapFileError> {
-/// let mut source = tcpcopy_io::pcap::PcapSource::open("client.pcapng".as_ref())?;
+/// # fn main() -> Result<(), pcap::PcapFileError> {
+/// let mut source = pcap::PcapSource::open("client.pcapng".as_ref())?;
 /// while let Some(packet) = source.next_packet() {
 ///     let packet = packet?;
 ///     println!("{:?}: {} bytes", packet.timestamp, packet.data.len());
