@@ -18,4 +18,4 @@ mod timer;
 
 pub use config::{Config, Rule};
 pub use session::Replicator;
-pub use stats::Stats;
+pub use stats::{ParseStatsError, Stats};

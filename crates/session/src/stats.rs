@@ -148,3 +148,176 @@ impl fmt::Display for Stats {
         )
     }
 }
+
+/// Why a line is not a statistics line as [`Stats`]'s `Display` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseStatsError {
+    #[error("no statistics in the line (it has no \"sessions \")")]
+    Missing,
+    #[error("the statistics have {0} numbers where {FIELDS} were expected")]
+    Count(usize),
+    #[error("the statistics' words differ from what tcpcopy writes")]
+    Words,
+}
+
+/// The counters `Display` writes, in its order (the loss rate, derived, is left out).
+const FIELDS: usize = 29;
+
+/// Where the loss rate stands among the numbers `Display` writes.
+const LOSS_AT: usize = 11;
+
+/// Splits a statistics line into its words (numbers replaced by `#`) and its numbers, so that
+/// the words can be checked against `Display`'s and the numbers read in its order.
+fn split_numbers(line: &str) -> (String, Vec<&str>) {
+    let mut words = String::with_capacity(line.len());
+    let mut numbers = Vec::with_capacity(FIELDS + 1);
+    let mut rest = line;
+    while let Some(at) = rest.find(|c: char| c.is_ascii_digit()) {
+        // A digit inside a word ("tcpcopy2") is not a number; the statistics have none.
+        words.push_str(&rest[..at]);
+        let len = rest[at..]
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len() - at);
+        numbers.push(&rest[at..at + len]);
+        words.push('#');
+        rest = &rest[at + len..];
+    }
+    words.push_str(rest);
+    (words, numbers)
+}
+
+impl std::str::FromStr for Stats {
+    type Err = ParseStatsError;
+
+    /// Reads the statistics back from a line `Display` wrote, from its first `"sessions "` on
+    /// (so a log line's prefix, such as `tcpcopy final: `, may stay). The one parser of the
+    /// statistics line: the demo, the harness and the tests read counters through it.
+    fn from_str(line: &str) -> Result<Stats, ParseStatsError> {
+        let at = line.find("sessions ").ok_or(ParseStatsError::Missing)?;
+        let (words, numbers) = split_numbers(line[at..].trim_end());
+        if numbers.len() != FIELDS + 1 {
+            return Err(ParseStatsError::Count(numbers.len().saturating_sub(1)));
+        }
+        let template = Stats::default().to_string();
+        if split_numbers(&template).0 != words {
+            return Err(ParseStatsError::Words);
+        }
+        // The twelfth number is the loss rate ("0.2500"), derived from two others: not read.
+        let mut v = [0u64; FIELDS];
+        for (slot, word) in v.iter_mut().zip(
+            numbers
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != LOSS_AT)
+                .map(|(_, w)| w),
+        ) {
+            *slot = word.parse().map_err(|_| ParseStatsError::Words)?;
+        }
+        let [sessions_created, sessions_active, sessions_joined, sessions_completed, sessions_timed_out, sessions_reset_by_client, sessions_reset_by_target, sessions_failed, sessions_overflowed, requests_online, requests_target, client_bytes, target_bytes, bytes_buffered, packets_sent, retransmits, fast_retransmits, responses, responses_unknown, captured_packets, ignored_packets, sampled_out_packets, malformed_packets, duplicate_segments, truncated_packets, super_segments, capture_drops, sessions_port_reused, stale_target_connections] =
+            v;
+        Ok(Stats {
+            captured_packets,
+            ignored_packets,
+            sampled_out_packets,
+            malformed_packets,
+            duplicate_segments,
+            client_bytes,
+            target_bytes,
+            sessions_created,
+            sessions_joined,
+            sessions_completed,
+            sessions_reset_by_client,
+            sessions_reset_by_target,
+            sessions_timed_out,
+            sessions_failed,
+            sessions_overflowed,
+            sessions_active,
+            sessions_port_reused,
+            stale_target_connections,
+            requests_online,
+            requests_target,
+            responses,
+            responses_unknown,
+            packets_sent,
+            retransmits,
+            fast_retransmits,
+            truncated_packets,
+            super_segments,
+            bytes_buffered,
+            capture_drops,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter a distinct value, so a field read into the wrong place shows.
+    fn numbered() -> Stats {
+        let mut next = 0u64;
+        let mut n = || {
+            next += 7;
+            next
+        };
+        Stats {
+            captured_packets: n(),
+            ignored_packets: n(),
+            sampled_out_packets: n(),
+            malformed_packets: n(),
+            duplicate_segments: n(),
+            client_bytes: n(),
+            target_bytes: n(),
+            sessions_created: n(),
+            sessions_joined: n(),
+            sessions_completed: n(),
+            sessions_reset_by_client: n(),
+            sessions_reset_by_target: n(),
+            sessions_timed_out: n(),
+            sessions_failed: n(),
+            sessions_overflowed: n(),
+            sessions_active: n(),
+            sessions_port_reused: n(),
+            stale_target_connections: n(),
+            requests_online: 1_000,
+            requests_target: 997,
+            responses: n(),
+            responses_unknown: n(),
+            packets_sent: n(),
+            retransmits: n(),
+            fast_retransmits: n(),
+            truncated_packets: n(),
+            super_segments: n(),
+            bytes_buffered: n(),
+            capture_drops: n(),
+        }
+    }
+
+    #[test]
+    fn the_statistics_line_reads_back_as_written() {
+        let stats = numbered();
+        let line = format!("2026-12-06 INFO tcpcopy final: {stats}\n");
+        assert_eq!(line.parse::<Stats>(), Ok(stats));
+        assert_eq!(
+            Stats::default().to_string().parse::<Stats>(),
+            Ok(Stats::default())
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_the_statistics_is_refused() {
+        let line = numbered().to_string();
+        assert_eq!(
+            "no numbers here".parse::<Stats>(),
+            Err(ParseStatsError::Missing)
+        );
+        let cut = &line[..line.find(" responses").unwrap()];
+        assert!(matches!(
+            cut.parse::<Stats>(),
+            Err(ParseStatsError::Count(_))
+        ));
+        let renamed = line.replace("retransmits", "resends");
+        assert_eq!(renamed.parse::<Stats>(), Err(ParseStatsError::Words));
+    }
+}
