@@ -2,11 +2,11 @@
 //! session core ([`session::Replicator`]) over them and the target's responses that intercept
 //! reports, sends the core's packets to the target and announces its routes to intercept.
 //!
-//! One thread does the work of each capture thread ([`worker`]): it waits in one epoll (mio) for
-//! its capture ring, every intercept connection and a waker, and on each wake reads what is
-//! ready, runs the core as one batch, drives its timers, sends and reports. Helper threads only
-//! connect to intercepts ([`peers`]) and read a replayed file ([`replay`]), handing results over
-//! in a [`Mailbox`] that wakes the poll. The core stays single-threaded and deterministic.
+//! One thread does all of that (`worker`): it waits in one epoll (mio) for its capture ring,
+//! every intercept connection and a waker, and on each wake reads what is ready, runs the core
+//! as one batch, drives its timers, sends and reports. Helper threads only connect to intercepts
+//! (`peers`) and read a replayed file (`replay`), handing results over in a [`Mailbox`] that
+//! wakes the poll. The core stays single-threaded and deterministic.
 //!
 //! With `--threads N`, N such threads each own a ring of one PACKET_FANOUT group (the kernel
 //! spreads client connections over them by flow hash), with their own sessions, sender, fake
@@ -33,7 +33,7 @@ use session::Stats;
 use crate::plumbing::{Mailbox, PacketBatch};
 
 mod capture;
-pub mod peers;
+mod peers;
 mod replay;
 pub mod send;
 mod worker;

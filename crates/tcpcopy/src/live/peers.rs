@@ -3,7 +3,7 @@
 //! writes the route announcements itself, without blocking, on readiness from its poll.
 //!
 //! Also here: when the connections wake the poll for every byte and when they wait to be read
-//! on the capture's wakes ([`LAZY_LOWAT`]), and when a silent one counts as dead. What the
+//! on the capture's wakes (`LAZY_LOWAT`), and when a silent one counts as dead. What the
 //! responses and routes mean is the session core's and the protocol crate's business.
 
 use std::io::{Read, Write};
