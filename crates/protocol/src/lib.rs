@@ -7,8 +7,12 @@
 //! endpoints of its sessions, so that intercept knows where each response belongs) and intercept sends
 //! [`Message::Responses`] batches (the target's IP+TCP headers, payload only when asked for).
 //!
+//! Which connection gets which response is [`routing`]'s business.
+//!
 //! All integers are big-endian. Addresses are `family: u8 (4|6) | octets | port: u16`.
 #![forbid(unsafe_code)]
+
+pub mod routing;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -1,9 +1,10 @@
-//! Command-line options of both programs, with the names users know from the C TCPCopy, and their
-//! validation into real values. Parsing does no syscalls, so every rule here is unit-tested.
+//! Command-line options of both programs, with the names users know from the C TCPCopy, as clap
+//! parses them; [`crate::config`] checks them (its value parsers run while clap parses) and turns
+//! them into the validated configurations the drivers take.
 //!
 //! Every rejected option produces one line naming the option and the expected form, and exit status 2.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -92,13 +93,13 @@ impl SendLayer {
 #[derive(Debug, Args)]
 pub struct TcpcopyOpts {
     /// Transfer rules: [online_ip:]online_port-target_ip:target_port[,...]
-    #[arg(short = 'x', long = "transfer", value_name = "RULES", value_parser = parse_rules)]
+    #[arg(short = 'x', long = "transfer", value_name = "RULES", value_parser = crate::config::parse_rules)]
     pub transfer: Option<std::vec::Vec<Rule>>,
     /// Intercept servers: ip[:port][,...] (port defaults to -p)
-    #[arg(short = 's', long = "intercept", value_name = "SERVERS", value_parser = parse_servers)]
+    #[arg(short = 's', long = "intercept", value_name = "SERVERS", value_parser = crate::config::parse_servers)]
     pub intercept: Option<std::vec::Vec<(IpAddr, Option<u16>)>>,
     /// Fake client addresses: ip[,ip...], a.b.c.x for the /24, or a CIDR (IPv4 /16-/32, IPv6 /112-/128)
-    #[arg(short = 'c', long = "fake-client", value_name = "ADDRS", value_parser = parse_fake_clients)]
+    #[arg(short = 'c', long = "fake-client", value_name = "ADDRS", value_parser = crate::config::parse_fake_clients)]
     pub fake_client: Option<std::vec::Vec<IpAddr>>,
     /// Capture interface (default: all interfaces)
     #[arg(long = "interface", value_name = "DEV")]
@@ -107,7 +108,7 @@ pub struct TcpcopyOpts {
     #[arg(short = 'i', value_name = "DEV|FILE")]
     pub input: Option<String>,
     /// Offline replay: play the file this many times faster than it was recorded
-    #[arg(short = 'a', long = "accelerate", value_name = "X", default_value_t = 1.0, value_parser = parse_accel)]
+    #[arg(short = 'a', long = "accelerate", value_name = "X", default_value_t = 1.0, value_parser = crate::config::parse_accel)]
     pub accelerate: f64,
     /// Live: also write every captured client packet to this pcapng file (replayable with -i)
     #[arg(long = "record", value_name = "FILE")]
@@ -193,7 +194,7 @@ pub struct InterceptCli {
     pub queue: bool,
     /// Service port(s) whose responses to catch: port[,port] (required with -q; recommended in
     /// assistant mode, which otherwise ignores all TCP to or from the listen port)
-    #[arg(long = "port", value_name = "PORTS", value_parser = parse_ports)]
+    #[arg(long = "port", value_name = "PORTS", value_parser = crate::config::parse_ports)]
     pub service_ports: Option<std::vec::Vec<u16>>,
     /// NFQUEUE number for queue mode
     #[arg(long = "queue-num", default_value_t = 0)]
@@ -205,7 +206,7 @@ pub struct InterceptCli {
     #[arg(short = 'b', long = "bind", default_value = "0.0.0.0")]
     pub bind: IpAddr,
     /// Allowed tcpcopy hosts: ip[,ip] (default: any)
-    #[arg(short = 'x', long = "allow", value_name = "IPS", value_parser = parse_ip_list)]
+    #[arg(short = 'x', long = "allow", value_name = "IPS", value_parser = crate::config::parse_ip_list)]
     pub allow: Option<std::vec::Vec<IpAddr>>,
     /// Capture threads per interface (assistant mode): the kernel spreads flows over them
     /// (PACKET_FANOUT)
@@ -272,222 +273,9 @@ pub fn usage_error(program: &str, msg: &str) -> ! {
     std::process::exit(crate::EXIT_USAGE)
 }
 
-fn parse_endpoint(s: &str) -> Result<(Option<IpAddr>, u16), String> {
-    let bad_port = |p: &str| format!("'{p}' is not a port number (1-65535)");
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| bad_port(p))
-    };
-    if let Some(rest) = s.strip_prefix('[') {
-        let (ip, tail) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("'{s}': missing ']' after an IPv6 address"))?;
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("'{ip}' is not an IPv6 address"))?;
-        let p = tail
-            .strip_prefix(':')
-            .ok_or_else(|| format!("'{s}': expected [ipv6]:port"))?;
-        return Ok((Some(ip), port(p)?));
-    }
-    match s.rsplit_once(':') {
-        Some((ip, p)) => {
-            let ip: IpAddr = ip
-                .parse()
-                .map_err(|_| format!("'{ip}' is not an IP address"))?;
-            Ok((Some(ip), port(p)?))
-        }
-        None => Ok((None, port(s)?)),
-    }
-}
-
-/// `[online_ip:]online_port-target_ip:target_port[,...]`
-pub fn parse_rules(s: &str) -> Result<Vec<Rule>, String> {
-    const FORM: &str = "expected [online_ip:]online_port-target_ip:target_port[,...]";
-    s.split(',')
-        .map(|part| {
-            let (online, target) = part
-                .split_once('-')
-                .ok_or_else(|| format!("'{part}': {FORM}"))?;
-            let (online_addr, online_port) =
-                parse_endpoint(online.trim()).map_err(|e| format!("{e}; {FORM}"))?;
-            let (tip, tport) = parse_endpoint(target.trim()).map_err(|e| format!("{e}; {FORM}"))?;
-            let tip =
-                tip.ok_or_else(|| format!("'{target}': the target needs an address; {FORM}"))?;
-            Ok(Rule {
-                online_addr,
-                online_port,
-                target: SocketAddr::new(tip, tport),
-            })
-        })
-        .collect()
-}
-
-/// `ip[:port][,...]`
-pub fn parse_servers(s: &str) -> Result<Vec<(IpAddr, Option<u16>)>, String> {
-    s.split(',')
-        .map(|part| {
-            let part = part.trim();
-            if let Ok(ip) = part.parse::<IpAddr>() {
-                return Ok((ip, None));
-            }
-            match parse_endpoint(part) {
-                Ok((Some(ip), port)) => Ok((ip, Some(port))),
-                _ => Err(format!(
-                    "'{part}': expected ip[:port] (IPv6 as [addr]:port)"
-                )),
-            }
-        })
-        .collect()
-}
-
-/// `ip[,ip]`, `a.b.c.x` (the /24: .1 to .254) or a CIDR (at most 65,536 addresses).
-pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim) {
-        if let Some(prefix) = part.strip_suffix(".x") {
-            let base: Ipv4Addr = format!("{prefix}.0")
-                .parse()
-                .map_err(|_| format!("'{part}': expected a.b.c.x"))?;
-            let o = base.octets();
-            out.extend((1..=254).map(|i| IpAddr::from([o[0], o[1], o[2], i])));
-        } else if let Some((Ok(ip), bits)) = part
-            .split_once('/')
-            .map(|(ip, bits)| (ip.parse::<Ipv6Addr>(), bits))
-        {
-            let bits: u32 = bits
-                .parse()
-                .ok()
-                .filter(|b| (112..=128).contains(b))
-                .ok_or_else(|| format!("'{part}': an IPv6 prefix length must be 112 to 128"))?;
-            let size = 1u128 << (128 - bits);
-            let net = u128::from(ip) & !(size - 1);
-            // Skip the all-zero address of the range (the subnet-router anycast address).
-            let first = if size >= 4 { net + 1 } else { net };
-            out.extend((first..net + size).map(|h| IpAddr::V6(Ipv6Addr::from(h))));
-        } else if let Some((ip, bits)) = part.split_once('/') {
-            let ip: Ipv4Addr = ip
-                .parse()
-                .map_err(|_| format!("'{part}': expected an IPv4 CIDR like 198.19.0.0/24"))?;
-            let bits: u32 = bits
-                .parse()
-                .ok()
-                .filter(|b| (16..=32).contains(b))
-                .ok_or_else(|| format!("'{part}': prefix length must be 16 to 32"))?;
-            let size = 1u64 << (32 - bits);
-            let net = u64::from(u32::from(ip)) & !(size - 1);
-            let hosts = if size >= 4 {
-                net + 1..net + size - 1
-            } else {
-                net..net + size
-            };
-            // In range by construction: `net + size` is at most 2^32.
-            out.extend(hosts.map(|h| IpAddr::V4(Ipv4Addr::from(h as u32))));
-        } else {
-            out.push(
-                part.parse()
-                    .map_err(|_| format!("'{part}': expected ip[,ip], a.b.c.x or a CIDR"))?,
-            );
-        }
-    }
-    Ok(out)
-}
-
-pub fn parse_accel(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && (0.001..=1_000_000.0).contains(&x) => Ok(x),
-        _ => Err(format!("{s}: a factor between 0.001 and 1000000 expected")),
-    }
-}
-
-fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
-    s.split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| format!("'{p}' is not a port number"))
-        })
-        .collect()
-}
-
-pub fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
-    s.split(',')
-        .map(|p| {
-            p.trim()
-                .parse()
-                .map_err(|_| format!("'{p}' is not an IP address"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rules_in_every_form() {
-        let r =
-            parse_rules("80-198.18.0.30:8080,198.18.0.20:443-198.18.0.30:443,80-[2001:2::30]:80")
-                .unwrap();
-        assert_eq!(
-            r[0],
-            Rule {
-                online_addr: None,
-                online_port: 80,
-                target: "198.18.0.30:8080".parse().unwrap()
-            }
-        );
-        assert_eq!(r[1].online_addr, Some("198.18.0.20".parse().unwrap()));
-        assert_eq!(r[2].target, "[2001:2::30]:80".parse().unwrap());
-    }
-
-    #[test]
-    fn bad_rules_say_what_is_expected() {
-        for bad in [
-            "80",
-            "80-198.18.0.30",
-            "x-198.18.0.30:80",
-            "80-1.2.3:80",
-            "80-198.18.0.30:0",
-            "0-1.1.1.1:80",
-        ] {
-            let e = parse_rules(bad).unwrap_err();
-            assert!(e.contains("expected") || e.contains("port"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn fake_client_forms() {
-        assert_eq!(parse_fake_clients("62.135.200.x").unwrap().len(), 254);
-        let cidr = parse_fake_clients("198.19.0.0/24").unwrap();
-        assert_eq!(cidr.len(), 254);
-        assert_eq!(cidr[0], IpAddr::from([198, 19, 0, 1]));
-        assert_eq!(
-            parse_fake_clients("198.19.0.5,198.19.0.6").unwrap().len(),
-            2
-        );
-        assert!(parse_fake_clients("198.19.0.0/8").is_err());
-        assert_eq!(
-            parse_fake_clients("255.255.255.254/31").unwrap().len(),
-            2,
-            "no overflow at the top"
-        );
-        assert_eq!(parse_fake_clients("255.255.255.0/24").unwrap().len(), 254);
-        assert!(parse_fake_clients("nonsense").is_err());
-    }
-
-    #[test]
-    fn servers_default_their_port() {
-        let s = parse_servers("198.18.0.40,198.18.0.41:9000,[2001:2::40]:36524").unwrap();
-        assert_eq!(s[0], ("198.18.0.40".parse().unwrap(), None));
-        assert_eq!(s[1], ("198.18.0.41".parse().unwrap(), Some(9000)));
-        assert_eq!(s[2].1, Some(36524));
-        assert!(parse_servers("host.example").is_err());
-    }
 
     #[test]
     fn full_command_lines_parse() {

@@ -3,6 +3,7 @@
 //! No protocol logic lives here.
 
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod intercept;
 pub mod live;

@@ -1,5 +1,6 @@
-//! Plumbing both drivers share: packet batches passed between threads, the capture thread, socket
-//! reads that wake up for shutdown, and the SIGINT/SIGTERM flag. No protocol logic lives here.
+//! Plumbing both drivers share: packet batches and a mailbox passed between threads, the capture
+//! threads' priority, socket reads that wake up for shutdown, the opening exchange's read, and
+//! the SIGINT/SIGTERM flag. No protocol logic lives here.
 
 use std::collections::VecDeque;
 use std::io::Read;

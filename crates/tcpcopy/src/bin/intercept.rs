@@ -1,25 +1,25 @@
 //! `intercept`: parse options, then catch the target's responses and serve them to tcpcopy.
 
 use tcpcopy::cli::{self, InterceptCli};
+use tcpcopy::config::InterceptConfig;
 use tcpcopy::{intercept, logging, plumbing};
 
 fn main() {
     let args: InterceptCli = cli::parse_or_exit();
-    if let Err(e) = intercept::validate(&args) {
-        cli::usage_error("intercept", &e);
-    }
-    if let Err(e) = run(&args) {
+    let cfg =
+        InterceptConfig::from_cli(&args).unwrap_or_else(|e| cli::usage_error("intercept", &e));
+    if let Err(e) = run(&args, &cfg) {
         eprintln!("intercept: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: &InterceptCli) -> anyhow::Result<()> {
+fn run(args: &InterceptCli, cfg: &InterceptConfig) -> anyhow::Result<()> {
     logging::init(args.common.debug, args.common.log.as_deref())?;
     logging::write_pid(args.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     // Returns once a signal arrived; the queue-mode iptables rule is removed on the way out.
-    intercept::run(args, stop)?;
+    intercept::run(cfg, stop)?;
     // Source threads may be blocked in the kernel: leave without joining them.
     std::process::exit(0)
 }

@@ -1,0 +1,559 @@
+//! Every option check of both programs, in one place: the value parsers clap calls while it
+//! parses `argv`, and the rules across options that turn the parsed arguments ([`TcpcopyOpts`],
+//! [`InterceptCli`]) into validated configurations ([`LiveConfig`], [`InterceptConfig`]). The
+//! drivers take only those.
+//!
+//! Every rejected option gets one line naming the option and the expected form (the binaries
+//! print it and exit with status 2). Nothing here opens a socket or a capture: apart from asking
+//! whether a `-i` argument is an existing file, and reading the wall clock for the ISN base, it
+//! is plain computation, unit-tested below.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use session::{Config, Rule};
+
+use crate::cli::{InterceptCli, SendLayer, TcpcopyOpts};
+
+/// Where client packets come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Live capture on one interface, or all of them.
+    Capture { interface: Option<String> },
+    /// Offline replay of a pcap/pcapng file, `accelerate` times faster than recorded.
+    File { path: PathBuf, accelerate: f64 },
+}
+
+/// How packets reach the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendVia {
+    /// The kernel routes every packet (raw sockets).
+    Kernel,
+    /// At the link layer where possible (only through `device` when one is named).
+    LinkLayer { device: Option<String> },
+}
+
+/// Everything the `tcpcopy` driver needs, validated.
+pub struct LiveConfig {
+    pub core: Config,
+    pub intercepts: Vec<SocketAddr>,
+    pub connections: u16,
+    /// Capture threads (live capture only), each a replicator of its own.
+    pub threads: u16,
+    pub input: Input,
+    /// Write captured client packets to this pcapng file.
+    pub record: Option<PathBuf>,
+    pub stats_interval: Duration,
+    pub duration: Option<Duration>,
+    pub send: SendVia,
+    /// How long the kernel keeps a partly filled capture block (`--capture-wait`): the longest a
+    /// captured packet waits before it is replicated, and (under light load) the wake-up period
+    /// of the replicating thread.
+    pub capture_wait: Duration,
+}
+
+impl LiveConfig {
+    /// Turns parsed options into a validated configuration; errors are one-line usage errors.
+    pub fn from_opts(o: &TcpcopyOpts) -> Result<LiveConfig, String> {
+        let rules = o
+            .transfer
+            .clone()
+            .ok_or("the option -x/--transfer is required (e.g. -x 80-198.18.0.30:80)")?;
+        let servers = o
+            .intercept
+            .clone()
+            .ok_or("the option -s/--intercept is required (e.g. -s 198.18.0.40)")?;
+        let input = input(o)?;
+        if o.record.is_some() && matches!(input, Input::File { .. }) {
+            return Err("--record: only a live capture can be recorded, not a replay".into());
+        }
+        let core = core_config(o, rules)?;
+        check_threads(o, &input, &core)?;
+        Ok(LiveConfig {
+            core,
+            intercepts: servers
+                .into_iter()
+                .map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port)))
+                .collect(),
+            connections: o.connections,
+            threads: o.threads,
+            input,
+            record: o.record.clone(),
+            stats_interval: Duration::from_secs(o.stats_interval),
+            capture_wait: Duration::from_millis(u64::from(o.capture_wait)),
+            duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
+            send: send_via(o)?,
+        })
+    }
+}
+
+/// `-i`: an existing file is replayed, anything else names one capture interface.
+fn input(o: &TcpcopyOpts) -> Result<Input, String> {
+    let Some(arg) = &o.input else {
+        return Ok(Input::Capture {
+            interface: o.interface.clone(),
+        });
+    };
+    let path = Path::new(arg);
+    if path.is_file() {
+        Ok(Input::File {
+            path: path.to_path_buf(),
+            accelerate: o.accelerate,
+        })
+    } else if arg.contains('/') || arg.contains('.') {
+        Err(format!(
+            "-i {arg}: no such file (nor a network interface name)"
+        ))
+    } else if arg.contains(',') {
+        Err(format!("-i {arg}: capturing on several named interfaces is not supported yet; omit -i to capture on all"))
+    } else {
+        Ok(Input::Capture {
+            interface: Some(arg.clone()),
+        })
+    }
+}
+
+/// The session core's configuration.
+fn core_config(o: &TcpcopyOpts, rules: Vec<Rule>) -> Result<Config, String> {
+    let mut core = Config::new(rules);
+    core.fake_clients = o.fake_client.clone().unwrap_or_default();
+    if let Some(r) = core.rules.iter().find(|r| {
+        core.fake_clients
+            .iter()
+            .any(|f| f.is_ipv4() != r.target.is_ipv4())
+    }) {
+        return Err(format!(
+            "-c: fake client addresses must be of the same IP version as the target {}",
+            r.target
+        ));
+    }
+    core.session_timeout = Duration::from_secs(o.session_timeout);
+    core.mss = o.mss;
+    core.mtu = o.mtu;
+    core.initial_rto = Duration::from_millis(o.rtt);
+    core.no_wait = o.no_wait;
+    core.response_wait = Duration::from_millis(o.response_wait);
+    // The ISN clock starts from the wall clock, so a later run starts further on (4 µs ticks).
+    core.isn_base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| (d.as_micros() / 4) as u32);
+    core.copies = o.copies;
+    core.port_shift = o.port_shift;
+    core.sample_percent = o.percent;
+    core.max_buffered_bytes = (o.memory as usize).saturating_mul(1 << 20);
+    core.max_session_bytes = core.max_buffered_bytes / 4;
+    Ok(core)
+}
+
+/// `--threads N`: only for a live capture, and with fake client addresses enough for each.
+fn check_threads(o: &TcpcopyOpts, input: &Input, core: &Config) -> Result<(), String> {
+    if o.threads <= 1 {
+        return Ok(());
+    }
+    if !matches!(input, Input::Capture { .. }) || o.record.is_some() {
+        return Err(
+            "--threads: several capture threads only for a live capture without --record".into(),
+        );
+    }
+    if !core.fake_clients.is_empty() && core.fake_clients.len() < usize::from(o.threads) {
+        return Err(format!(
+            "--threads {}: each capture thread needs fake client addresses of its own, and -c gives {}",
+            o.threads,
+            core.fake_clients.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `--send-layer` and `-o`.
+fn send_via(o: &TcpcopyOpts) -> Result<SendVia, String> {
+    Ok(match (o.send_layer, &o.output_device) {
+        (Some(SendLayer::Ip), Some(_)) => {
+            return Err(
+                "-o/--output-device sends at the link layer: not with --send-layer ip".into(),
+            )
+        }
+        (Some(SendLayer::Ip), None) | (None, None) => SendVia::Kernel,
+        (Some(SendLayer::Link), device) | (None, device @ Some(_)) => SendVia::LinkLayer {
+            device: device.clone(),
+        },
+    })
+}
+
+/// Everything the `intercept` driver needs, validated.
+pub struct InterceptConfig {
+    pub source: ResponseSource,
+    /// Where tcpcopy connects.
+    pub listen: SocketAddr,
+    /// The tcpcopy hosts let in (`None`: any).
+    pub allow: Option<Vec<IpAddr>>,
+    /// Responses batched per message at most.
+    pub batch: usize,
+    /// How long a session route is kept without traffic.
+    pub route_timeout: Duration,
+}
+
+/// Where intercept catches the target's responses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseSource {
+    /// Queue mode: an iptables rule diverts the responses from `ports` to NFQUEUE `queue_num`.
+    Queue { ports: Vec<u16>, queue_num: u16 },
+    /// Assistant mode: capture rings on each interface (`None`: all of them), `threads` per
+    /// interface; `service_ports` narrows the capture when known.
+    Capture {
+        interfaces: Vec<Option<String>>,
+        service_ports: Option<Vec<u16>>,
+        threads: u16,
+    },
+}
+
+impl InterceptConfig {
+    /// Turns parsed options into a validated configuration; errors are one-line usage errors.
+    pub fn from_cli(cli: &InterceptCli) -> Result<InterceptConfig, String> {
+        let source = if cli.queue {
+            let Some(ports) = cli.service_ports.clone() else {
+                return Err(
+                    "-q/--queue needs --port PORT[,PORT]: the service port(s) whose responses to divert"
+                        .into(),
+                );
+            };
+            if cli.interface.is_some() {
+                return Err(
+                    "-i/--interface is for assistant mode and cannot be combined with -q/--queue"
+                        .into(),
+                );
+            }
+            if cli.threads > 1 {
+                return Err("--threads is for assistant mode: queue mode reads one NFQUEUE".into());
+            }
+            ResponseSource::Queue {
+                ports,
+                queue_num: cli.queue_num,
+            }
+        } else {
+            ResponseSource::Capture {
+                interfaces: match &cli.interface {
+                    Some(list) => list
+                        .split(',')
+                        .map(|s| Some(s.trim().to_string()))
+                        .collect(),
+                    None => vec![None],
+                },
+                service_ports: cli.service_ports.clone(),
+                threads: cli.threads.max(1),
+            }
+        };
+        Ok(InterceptConfig {
+            source,
+            listen: SocketAddr::new(cli.bind, cli.listen_port),
+            allow: cli.allow.clone(),
+            batch: usize::from(cli.batch),
+            route_timeout: Duration::from_secs(cli.route_timeout),
+        })
+    }
+}
+
+// Option values: the parsers clap calls for one option's text.
+
+fn parse_endpoint(s: &str) -> Result<(Option<IpAddr>, u16), String> {
+    let bad_port = |p: &str| format!("'{p}' is not a port number (1-65535)");
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| bad_port(p))
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("'{s}': missing ']' after an IPv6 address"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("'{ip}' is not an IPv6 address"))?;
+        let p = tail
+            .strip_prefix(':')
+            .ok_or_else(|| format!("'{s}': expected [ipv6]:port"))?;
+        return Ok((Some(ip), port(p)?));
+    }
+    match s.rsplit_once(':') {
+        Some((ip, p)) => {
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("'{ip}' is not an IP address"))?;
+            Ok((Some(ip), port(p)?))
+        }
+        None => Ok((None, port(s)?)),
+    }
+}
+
+/// `[online_ip:]online_port-target_ip:target_port[,...]`
+pub fn parse_rules(s: &str) -> Result<Vec<Rule>, String> {
+    const FORM: &str = "expected [online_ip:]online_port-target_ip:target_port[,...]";
+    s.split(',')
+        .map(|part| {
+            let (online, target) = part
+                .split_once('-')
+                .ok_or_else(|| format!("'{part}': {FORM}"))?;
+            let (online_addr, online_port) =
+                parse_endpoint(online.trim()).map_err(|e| format!("{e}; {FORM}"))?;
+            let (tip, tport) = parse_endpoint(target.trim()).map_err(|e| format!("{e}; {FORM}"))?;
+            let tip =
+                tip.ok_or_else(|| format!("'{target}': the target needs an address; {FORM}"))?;
+            Ok(Rule {
+                online_addr,
+                online_port,
+                target: SocketAddr::new(tip, tport),
+            })
+        })
+        .collect()
+}
+
+/// `ip[:port][,...]`
+pub fn parse_servers(s: &str) -> Result<Vec<(IpAddr, Option<u16>)>, String> {
+    s.split(',')
+        .map(|part| {
+            let part = part.trim();
+            if let Ok(ip) = part.parse::<IpAddr>() {
+                return Ok((ip, None));
+            }
+            match parse_endpoint(part) {
+                Ok((Some(ip), port)) => Ok((ip, Some(port))),
+                _ => Err(format!(
+                    "'{part}': expected ip[:port] (IPv6 as [addr]:port)"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `ip[,ip]`, `a.b.c.x` (the /24: .1 to .254) or a CIDR (at most 65,536 addresses).
+pub fn parse_fake_clients(s: &str) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if let Some(prefix) = part.strip_suffix(".x") {
+            let base: Ipv4Addr = format!("{prefix}.0")
+                .parse()
+                .map_err(|_| format!("'{part}': expected a.b.c.x"))?;
+            let o = base.octets();
+            out.extend((1..=254).map(|i| IpAddr::from([o[0], o[1], o[2], i])));
+        } else if let Some((Ok(ip), bits)) = part
+            .split_once('/')
+            .map(|(ip, bits)| (ip.parse::<Ipv6Addr>(), bits))
+        {
+            let bits: u32 = bits
+                .parse()
+                .ok()
+                .filter(|b| (112..=128).contains(b))
+                .ok_or_else(|| format!("'{part}': an IPv6 prefix length must be 112 to 128"))?;
+            let size = 1u128 << (128 - bits);
+            let net = u128::from(ip) & !(size - 1);
+            // Skip the all-zero address of the range (the subnet-router anycast address).
+            let first = if size >= 4 { net + 1 } else { net };
+            out.extend((first..net + size).map(|h| IpAddr::V6(Ipv6Addr::from(h))));
+        } else if let Some((ip, bits)) = part.split_once('/') {
+            let ip: Ipv4Addr = ip
+                .parse()
+                .map_err(|_| format!("'{part}': expected an IPv4 CIDR like 198.19.0.0/24"))?;
+            let bits: u32 = bits
+                .parse()
+                .ok()
+                .filter(|b| (16..=32).contains(b))
+                .ok_or_else(|| format!("'{part}': prefix length must be 16 to 32"))?;
+            let size = 1u64 << (32 - bits);
+            let net = u64::from(u32::from(ip)) & !(size - 1);
+            let hosts = if size >= 4 {
+                net + 1..net + size - 1
+            } else {
+                net..net + size
+            };
+            // In range by construction: `net + size` is at most 2^32.
+            out.extend(hosts.map(|h| IpAddr::V4(Ipv4Addr::from(h as u32))));
+        } else {
+            out.push(
+                part.parse()
+                    .map_err(|_| format!("'{part}': expected ip[,ip], a.b.c.x or a CIDR"))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_accel(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.001..=1_000_000.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s}: a factor between 0.001 and 1000000 expected")),
+    }
+}
+
+pub fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("'{p}' is not a port number"))
+        })
+        .collect()
+}
+
+pub fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|_| format!("'{p}' is not an IP address"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::TcpcopyCli;
+
+    #[test]
+    fn rules_in_every_form() {
+        let r =
+            parse_rules("80-198.18.0.30:8080,198.18.0.20:443-198.18.0.30:443,80-[2001:2::30]:80")
+                .unwrap();
+        assert_eq!(
+            r[0],
+            Rule {
+                online_addr: None,
+                online_port: 80,
+                target: "198.18.0.30:8080".parse().unwrap()
+            }
+        );
+        assert_eq!(r[1].online_addr, Some("198.18.0.20".parse().unwrap()));
+        assert_eq!(r[2].target, "[2001:2::30]:80".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_rules_say_what_is_expected() {
+        for bad in [
+            "80",
+            "80-198.18.0.30",
+            "x-198.18.0.30:80",
+            "80-1.2.3:80",
+            "80-198.18.0.30:0",
+            "0-1.1.1.1:80",
+        ] {
+            let e = parse_rules(bad).unwrap_err();
+            assert!(e.contains("expected") || e.contains("port"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn fake_client_forms() {
+        assert_eq!(parse_fake_clients("62.135.200.x").unwrap().len(), 254);
+        let cidr = parse_fake_clients("198.19.0.0/24").unwrap();
+        assert_eq!(cidr.len(), 254);
+        assert_eq!(cidr[0], IpAddr::from([198, 19, 0, 1]));
+        assert_eq!(
+            parse_fake_clients("198.19.0.5,198.19.0.6").unwrap().len(),
+            2
+        );
+        assert!(parse_fake_clients("198.19.0.0/8").is_err());
+        assert_eq!(
+            parse_fake_clients("255.255.255.254/31").unwrap().len(),
+            2,
+            "no overflow at the top"
+        );
+        assert_eq!(parse_fake_clients("255.255.255.0/24").unwrap().len(), 254);
+        assert!(parse_fake_clients("nonsense").is_err());
+    }
+
+    #[test]
+    fn servers_default_their_port() {
+        let s = parse_servers("198.18.0.40,198.18.0.41:9000,[2001:2::40]:36524").unwrap();
+        assert_eq!(s[0], ("198.18.0.40".parse().unwrap(), None));
+        assert_eq!(s[1], ("198.18.0.41".parse().unwrap(), Some(9000)));
+        assert_eq!(s[2].1, Some(36524));
+        assert!(parse_servers("host.example").is_err());
+    }
+
+    fn tcpcopy(extra: &[&str]) -> Result<LiveConfig, String> {
+        let args = ["tcpcopy", "-x", "80-198.18.0.30:80", "-s", "198.18.0.40"];
+        let cli = TcpcopyCli::try_parse_from(args.iter().chain(extra)).unwrap();
+        LiveConfig::from_opts(&cli.opts)
+    }
+
+    fn link_layer(extra: &[&str]) -> Result<Option<Option<String>>, String> {
+        tcpcopy(extra).map(|c| match c.send {
+            SendVia::Kernel => None,
+            SendVia::LinkLayer { device } => Some(device),
+        })
+    }
+
+    #[test]
+    fn the_kernel_routes_unless_told_to_send_at_the_link_layer() {
+        assert_eq!(link_layer(&[]), Ok(None));
+        assert_eq!(link_layer(&["--send-layer", "ip"]), Ok(None));
+        assert_eq!(link_layer(&["--send-layer", "link"]), Ok(Some(None)));
+        assert_eq!(link_layer(&["-o", "eth1"]), Ok(Some(Some("eth1".into()))));
+        assert_eq!(
+            link_layer(&["--send-layer", "link", "-o", "eth1"]),
+            Ok(Some(Some("eth1".into())))
+        );
+        assert!(link_layer(&["--send-layer", "ip", "-o", "eth1"]).is_err());
+    }
+
+    #[test]
+    fn options_across_each_other_are_checked_with_one_line_naming_the_option() {
+        let err = |extra: &[&str]| tcpcopy(extra).err().unwrap_or_default();
+        assert!(err(&["-c", "2001:2::5"]).starts_with("-c: "));
+        assert!(err(&["--threads", "2", "-c", "198.19.0.5"]).starts_with("--threads 2: "));
+        assert!(err(&["-i", "./no-such-file.pcap"]).starts_with("-i ./no-such-file.pcap: "));
+        assert!(err(&["-i", "eth0,eth1"]).starts_with("-i eth0,eth1: "));
+        let ok = tcpcopy(&["-i", "eth0", "--threads", "2", "-p", "9000"]).unwrap();
+        assert_eq!(
+            ok.input,
+            Input::Capture {
+                interface: Some("eth0".into())
+            }
+        );
+        assert_eq!(ok.intercepts, ["198.18.0.40:9000".parse().unwrap()]);
+        let cli = TcpcopyCli::try_parse_from(["tcpcopy", "-s", "198.18.0.40"]).unwrap();
+        assert!(LiveConfig::from_opts(&cli.opts)
+            .err()
+            .is_some_and(|e| e.contains("-x/--transfer")));
+    }
+
+    fn intercept(args: &[&str]) -> Result<InterceptConfig, String> {
+        let cli = InterceptCli::try_parse_from(["intercept"].iter().chain(args)).unwrap();
+        InterceptConfig::from_cli(&cli)
+    }
+
+    #[test]
+    fn intercept_modes_and_their_options() {
+        let q = intercept(&["-q", "--port", "80,8080", "--queue-num", "3"]).unwrap();
+        assert_eq!(
+            q.source,
+            ResponseSource::Queue {
+                ports: vec![80, 8080],
+                queue_num: 3
+            }
+        );
+        let a = intercept(&["-i", "eth0, eth1", "--threads", "2"]).unwrap();
+        assert_eq!(
+            a.source,
+            ResponseSource::Capture {
+                interfaces: vec![Some("eth0".into()), Some("eth1".into())],
+                service_ports: None,
+                threads: 2
+            }
+        );
+        assert_eq!(
+            a.listen,
+            SocketAddr::from(([0, 0, 0, 0], protocol::DEFAULT_PORT))
+        );
+        let err = |args: &[&str]| intercept(args).err().unwrap_or_default();
+        assert!(err(&["-q"]).starts_with("-q/--queue needs --port"));
+        assert!(err(&["-q", "--port", "80", "-i", "eth0"]).starts_with("-i/--interface"));
+        assert!(err(&["-q", "--port", "80", "--threads", "2"]).starts_with("--threads"));
+    }
+}

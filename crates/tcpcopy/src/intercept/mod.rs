@@ -1,0 +1,127 @@
+//! The `intercept` driver: catches the target's responses (assistant-mode capture or queue-mode
+//! NFQUEUE), and streams their headers to the tcpcopy instance that owns each session.
+//!
+//! Threads: one per response source (`sources`: a capture ring per interface and thread, or the
+//! NFQUEUE reader), the acceptor ([`run`], which also expires routes and logs statistics), and a
+//! reader plus a writer per tcpcopy connection (`conn`). A shared [`Hub`] holds the
+//! connections' writers and the route table; sources lock it once per batch. Which connection
+//! gets which response (the route announcements, their timeout, the fallback to every tcpcopy
+//! for a response whose route is unknown) is decided by `protocol::routing`, without sockets.
+//!
+//! This module drives: no protocol logic lives here.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::config::InterceptConfig;
+
+mod conn;
+mod hub;
+mod queue_rule;
+mod sources;
+
+pub use hub::Hub;
+pub use queue_rule::QueueRule;
+
+/// Runs the intercept until `stop` is set.
+pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let hub = Arc::new(Hub::new(cfg.route_timeout));
+    let (ip, port) = (cfg.listen.ip(), cfg.listen.port());
+    let listener =
+        TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on {ip}:{port}"))?;
+    listener.set_nonblocking(true)?;
+    // Sources first, so that no response is missed once tcpcopy connects. In queue mode, the
+    // iptables rule is removed when this returns.
+    let _rule = sources::start(cfg, &hub, &stop)?;
+    info!("listening for tcpcopy on {ip}:{port}");
+    accept_loop(&listener, cfg, &hub, &stop)?;
+    info!("{}", summary(&hub));
+    if let Some(why) = hub.take_failure() {
+        anyhow::bail!(why);
+    }
+    Ok(())
+}
+
+/// Takes tcpcopy connections (a thread each) until `stop` is set, expiring routes every second
+/// and logging statistics every 10 s.
+fn accept_loop(
+    listener: &TcpListener,
+    cfg: &InterceptConfig,
+    hub: &Arc<Hub>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut last_expiry = Instant::now();
+    let mut last_stats = Instant::now();
+    // Wait for connections in a poll (woken at least every 200 ms for stop, expiry and stats).
+    let mut poll = mio::Poll::new().context("cannot create a poll")?;
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&listener.as_raw_fd()),
+            mio::Token(0),
+            mio::Interest::READABLE,
+        )
+        .context("cannot poll the listening socket")?;
+    let mut events = mio::Events::with_capacity(8);
+    while !stop.load(Ordering::Relaxed) {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(200))) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).context("poll failed");
+            }
+        }
+        // Edge-triggered: take every pending connection.
+        while let Some(accepted) = accept_one(listener) {
+            let Ok((stream, peer)) = accepted else {
+                break;
+            };
+            let hub = hub.clone();
+            let allowed = cfg.allow.as_ref().is_none_or(|a| a.contains(&peer.ip()));
+            let stop = stop.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("conn-{peer}"))
+                .spawn(move || conn::serve(stream, peer, allowed, hub, stop));
+            if let Err(e) = spawned {
+                warn!("refusing tcpcopy {peer}: cannot start a thread: {e}");
+            }
+        }
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            hub.expire_routes();
+            last_expiry = Instant::now();
+        }
+        if last_stats.elapsed() >= Duration::from_secs(10) {
+            last_stats = Instant::now();
+            info!("{}", summary(hub));
+        }
+    }
+    Ok(())
+}
+
+/// The next pending connection: `None` when there is none; an error is logged (e.g. out of file
+/// descriptors: the next poll tries again).
+fn accept_one(listener: &TcpListener) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
+    loop {
+        match listener.accept() {
+            Ok(conn) => return Some(Ok(conn)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+            // A connection reset before it was accepted: take the next one.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+            Err(e) => {
+                warn!("accept: {e}");
+                thread::sleep(Duration::from_millis(100));
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// The statistics line.
+pub fn summary(hub: &Hub) -> String {
+    hub.summary()
+}

@@ -1,0 +1,206 @@
+//! Where intercept catches the target's responses: capture rings on the interfaces (assistant
+//! mode) or the NFQUEUE its iptables rule diverts them to (queue mode), a thread each, handing
+//! every batch to the [`Hub`]. The rings and the queue, and their `unsafe`, are `netio`'s.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use netio::bpf::TcpFilter;
+use netio::capture::{RingCapture, RingConfig};
+use netio::nfqueue::ResponseQueue;
+
+use super::hub::{Hub, Scratch};
+use super::queue_rule::QueueRule;
+use crate::config::{InterceptConfig, ResponseSource};
+use crate::plumbing::PacketBatch;
+
+/// NFQUEUE copy range: the largest IPv4 + TCP header pair is 120 bytes.
+const QUEUE_COPY: u16 = 128;
+
+/// Starts the response sources; in queue mode, returns the iptables rule to remove at the end.
+pub(super) fn start(
+    cfg: &InterceptConfig,
+    hub: &Arc<Hub>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<QueueRule>> {
+    match &cfg.source {
+        ResponseSource::Queue { ports, queue_num } => {
+            let queue = ResponseQueue::open(*queue_num, QUEUE_COPY)
+                .context("cannot open NFQUEUE (run as root)")?;
+            let rule = QueueRule::install(ports, *queue_num)?;
+            spawn_queue_source(queue, hub.clone(), cfg.batch)?;
+            info!(
+                "queue mode: responses from port(s) {ports:?} are read from NFQUEUE {queue_num} and dropped"
+            );
+            Ok(Some(rule))
+        }
+        ResponseSource::Capture {
+            interfaces,
+            service_ports,
+            threads,
+        } => {
+            let filter = assistant_filter(service_ports.as_deref(), cfg.listen.port());
+            for (i, iface) in interfaces.iter().enumerate() {
+                start_rings(i, iface, &filter, *threads, cfg.batch, hub, stop)?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Assistant mode on one interface (`None`: all): `threads` rings. Several threads per
+/// interface share its packets by flow hash, so one session's responses stay on one thread, in
+/// order.
+fn start_rings(
+    i: usize,
+    iface: &Option<String>,
+    filter: &TcpFilter,
+    threads: u16,
+    batch: usize,
+    hub: &Arc<Hub>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let fanout = (threads > 1).then(|| (std::process::id() as u16).wrapping_add(i as u16));
+    let cfg = RingConfig {
+        interface: iface.clone(),
+        filter: filter.compile(),
+        fanout,
+        ..RingConfig::default()
+    };
+    let mut rings = Vec::new();
+    for _ in 0..threads {
+        rings.push(RingCapture::open(&cfg).context("cannot start capturing (run as root)")?);
+    }
+    // Members of a fanout group take packets only once all of them joined.
+    for mut ring in rings {
+        if fanout.is_some() {
+            ring.start(&cfg.filter)
+                .context("cannot start capturing (run as root)")?;
+        }
+        spawn_ring_source(ring, hub.clone(), batch, stop.clone())?;
+    }
+    info!(
+        "assistant mode: capturing responses on {} ({threads} thread(s))",
+        iface.as_deref().unwrap_or("all interfaces")
+    );
+    Ok(())
+}
+
+fn spawn_ring_source(
+    mut ring: RingCapture,
+    hub: Arc<Hub>,
+    batch: usize,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            crate::plumbing::raise_capture_priority();
+            let mut scratch = Scratch::default();
+            let mut packets = PacketBatch::default();
+            let mut checked = Instant::now();
+            // Several rings add to one counter: each adds what it newly counted.
+            let mut counted = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if checked.elapsed() >= Duration::from_secs(1) {
+                    checked = Instant::now();
+                    if let Ok(st) = ring.stats() {
+                        hub.capture_drops
+                            .fetch_add(st.drops - counted, Ordering::Relaxed);
+                        counted = st.drops;
+                    }
+                }
+                packets.clear();
+                let r = ring.poll_batch(Duration::from_millis(100), |p| {
+                    // The filter drops outgoing packets in the kernel already; a second guard.
+                    if p.pkttype != libc::PACKET_OUTGOING {
+                        packets.push(p.data)
+                    }
+                });
+                match r {
+                    Ok(_) if packets.is_empty() => {}
+                    Ok(_) => hub.dispatch(packets.iter(), batch, &mut scratch),
+                    Err(e) => {
+                        // Without its capture an intercept reports nothing: end the run.
+                        hub.fail(format!("capture failed: {e}"));
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        })
+        .context("cannot start a capture thread")?;
+    Ok(())
+}
+
+fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("nfqueue".into())
+        .spawn(move || {
+            let mut scratch = Scratch::default();
+            let mut buf = PacketBatch::default();
+            loop {
+                buf.clear();
+                match queue.recv_drop(|p| buf.push(p)) {
+                    Ok(_) => hub.dispatch(buf.iter(), batch, &mut scratch),
+                    Err(e) => {
+                        warn!("NFQUEUE read failed: {e}");
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        })
+        .context("cannot start the NFQUEUE thread")?;
+    Ok(())
+}
+
+/// What assistant mode captures: TCP the host received (never our own sends), from the service
+/// ports when known. Our control channel must stay out: with service ports, the source-port test
+/// already keeps it out, and excluding the listen port as well would also drop the target's answers
+/// to a client whose ephemeral port happens to equal it (a session then never completes its
+/// handshake). Without service ports, the listen port is excluded in both directions.
+///
+/// Only the headers are streamed to tcpcopy, so the kernel copies only those into the ring (the
+/// IP header still says how long the payload was).
+fn assistant_filter(service_ports: Option<&[u16]>, listen_port: u16) -> TcpFilter {
+    let headers_only = TcpFilter {
+        drop_outgoing: true,
+        snap_len: Some(netio::bpf::HEADERS_MAX),
+        ..TcpFilter::default()
+    };
+    match service_ports {
+        Some(ports) => TcpFilter {
+            src_ports: ports.to_vec(),
+            ..headers_only
+        },
+        None => TcpFilter {
+            exclude_port: Some(listen_port),
+            ..headers_only
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_to_a_client_port_equal_to_the_listen_port_are_captured() {
+        // Regression: a lab session whose client port was 36524 never got its SYN-ACK reported.
+        let f = assistant_filter(Some(&[80]), protocol::DEFAULT_PORT);
+        assert_eq!(f.src_ports, vec![80]);
+        assert_eq!(f.exclude_port, None);
+        assert!(f.drop_outgoing);
+        let any = assistant_filter(None, protocol::DEFAULT_PORT);
+        assert_eq!(any.exclude_port, Some(protocol::DEFAULT_PORT));
+        // Only headers are streamed, so only headers are captured.
+        for filter in [f, any] {
+            assert_eq!(filter.snap_len, Some(netio::bpf::HEADERS_MAX));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The live `tcpcopy` driver: reads client packets (a capture ring, or a replayed file), runs the
+//! session core ([`session::Replicator`]) over them and the target's responses that intercept
+//! reports, sends the core's packets to the target and announces its routes to intercept.
+//!
+//! One thread does all of that (`worker`): it waits in one epoll (mio) for its capture ring,
+//! every intercept connection and a waker, and on each wake reads what is ready, runs the core
+//! as one batch, drives its timers, sends and reports. Helper threads only connect to intercepts
+//! (`peers`) and read a replayed file (`replay`), handing results over in a [`Mailbox`] that
+//! wakes the poll. The core stays single-threaded and deterministic.
+//!
+//! With `--threads N`, N such threads each own a ring of one PACKET_FANOUT group (the kernel
+//! spreads client connections over them by flow hash), with their own sessions, sender, fake
+//! client addresses and intercept connections; [`run`] starts and joins them.
+//!
+//! Intercept connections reconnect with backoff forever: replication resumes by itself when an
+//! intercept comes back, and the routes of every live session are announced again.
+//!
+//! This module drives: it holds no protocol logic (that is in `session` and `protocol`) and makes
+//! no syscall of its own beyond sockets and threads (`netio` has the capture and sending).
+
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use anyhow::Context;
+use mio::Token;
+
+use pcap::SourceStats;
+use protocol::Decoder;
+use session::Stats;
+
+use crate::plumbing::{Mailbox, PacketBatch};
+
+mod capture;
+mod peers;
+mod replay;
+pub mod send;
+mod worker;
+
+pub use crate::config::{Input, LiveConfig, SendVia};
+pub use send::Sender;
+
+/// mio tokens of a worker's poll: the capture ring, the mailbox waker, and intercept connection
+/// `i` as `peers::PEER + i`.
+const RING: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// What the helper threads hand the worker.
+type Events = Arc<Mailbox<Event>>;
+
+enum Event {
+    /// Replayed packets (live capture is read by the worker itself).
+    Captured(PacketBatch),
+    /// The replayed file ended (or broke: the one-line reason).
+    InputDone(Result<SourceStats, String>),
+    /// A connected intercept, after its hello/welcome exchange.
+    InterceptUp {
+        idx: usize,
+        stream: TcpStream,
+        dec: Decoder,
+        down: Arc<AtomicBool>,
+    },
+}
+
+/// What a run ended with: the statistics, and for a replayed file that broke, why (everything
+/// readable before the damage was replayed).
+pub struct RunReport {
+    pub stats: Stats,
+    pub input_error: Option<String>,
+}
+
+/// Runs until `stop` is set (or `--duration` passes, or a replayed file is done); returns the final
+/// statistics.
+pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
+    let count = usize::from(cfg.threads.max(1));
+    if count == 1 {
+        return worker::run(&cfg, stop, &Member::single());
+    }
+    // Each thread replicates the client connections the kernel's flow hash gives its ring: its
+    // own sessions, fake client addresses (every count-th), sender and intercept connections.
+    let shared = Arc::new(Mutex::new(vec![Stats::default(); count]));
+    let group = (std::process::id() & 0xffff) as u16;
+    let cfg = Arc::new(cfg);
+    let joined = Arc::new(std::sync::Barrier::new(count));
+    let member = |index| Member {
+        index,
+        count,
+        fanout: Some(group),
+        shared: shared.clone(),
+        joined: joined.clone(),
+    };
+    let mut handles = Vec::new();
+    for index in 1..count {
+        let (cfg, stop, member) = (cfg.clone(), stop.clone(), member(index));
+        handles.push(
+            thread::Builder::new()
+                .name(format!("replicate-{index}"))
+                .spawn(move || {
+                    // One thread ending (an error, even a panic) ends the run.
+                    let _end = StopOnDrop(stop.clone());
+                    worker::run(&cfg, stop.clone(), &member)
+                })
+                .context("cannot start a capture thread")?,
+        );
+    }
+    let first = worker::run(&cfg, stop.clone(), &member(0));
+    stop.store(true, Ordering::Relaxed);
+    // Every thread is joined before an error is returned, so that none outlives the run.
+    let mut report = first;
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a capture thread panicked"))
+            .and_then(|r| r);
+        report = match (report, r) {
+            (Ok(mut a), Ok(b)) => {
+                a.stats += b.stats;
+                Ok(a)
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+    }
+    report
+}
+
+/// Sets the stop flag when dropped, also while unwinding from a panic.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Which of the capture threads this is, and what the threads share.
+struct Member {
+    index: usize,
+    count: usize,
+    /// The PACKET_FANOUT group the rings share.
+    fanout: Option<u16>,
+    /// Each thread's latest counters, for one statistics line over all of them.
+    shared: Arc<Mutex<Vec<Stats>>>,
+    /// Every thread's ring joins the fanout group before any takes a packet.
+    joined: Arc<std::sync::Barrier>,
+}
+
+impl Member {
+    fn single() -> Member {
+        Member {
+            index: 0,
+            count: 1,
+            fanout: None,
+            shared: Arc::new(Mutex::new(vec![Stats::default()])),
+            joined: Arc::new(std::sync::Barrier::new(1)),
+        }
+    }
+
+    /// Publishes this thread's counters and returns the sum over all threads.
+    fn publish(&self, st: Stats) -> Stats {
+        let mut all = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        all[self.index] = st;
+        let mut sum = Stats::default();
+        for s in all.iter() {
+            sum += *s;
+        }
+        sum
+    }
+}

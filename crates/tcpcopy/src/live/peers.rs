@@ -1,0 +1,610 @@
+//! The worker's intercept connections ([`Peer`]s): a thread per connection slot connects (hello,
+//! welcome) and reconnects with backoff; once connected, the worker reads the responses and
+//! writes the route announcements itself, without blocking, on readiness from its poll.
+//!
+//! Also here: when the connections wake the poll for every byte and when they wait to be read
+//! on the capture's wakes (`LAZY_LOWAT`), and when a silent one counts as dead. What the
+//! responses and routes mean is the session core's and the protocol crate's business.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use tracing::{debug, info, warn};
+
+use protocol::{Decoder, Message};
+use session::Replicator;
+
+use super::{Event, Events, LiveConfig};
+use crate::plumbing::{read_first_message, sleep_unless_stopped};
+
+/// mio token of connection slot `i`: `PEER + i` (below are the capture ring and the waker).
+pub(super) const PEER: usize = 2;
+
+/// While the capture keeps the loop awake and no session waits on the target (see
+/// `Replicator::stalled_sessions`), the intercept connections wake the loop only once this many
+/// bytes wait (`SO_RCVLOWAT`): their reports are read on the capture's wakes instead, one wake
+/// for both, not one each. A report then waits at most for the next capture block; it matters
+/// at once only to a session that holds a request until the target answered, and while one does,
+/// the connections wake the loop for every byte again.
+const LAZY_LOWAT: libc::c_int = 16 << 10;
+/// Route frames an intercept connection may leave unread before it counts as broken.
+const MAX_PENDING_ROUTES: usize = 4 << 20;
+/// Bytes read from one intercept connection per wake, so that a busy one cannot keep the loop
+/// from the capture ring; the rest is read on the next pass.
+const PEER_READ_BUDGET: usize = 1 << 20;
+/// An intercept pings every 500 ms when it has nothing else to send: a connection silent this
+/// long is dead (a peer that vanished without a reset), and is dropped and opened again.
+const PEER_SILENCE: Duration = Duration::from_secs(5);
+
+/// Whether the intercept connections wake the loop for every byte (`false`) or read on the
+/// capture's wakes (`true`, see [`LAZY_LOWAT`]), given when the capture last brought packets
+/// and how long the loop may sleep meanwhile ([`lazy_wait`]).
+#[inline]
+pub(super) fn lazy_peers(
+    capture_busy_at: Option<Instant>,
+    now: Instant,
+    stalled: usize,
+    lazy_wait: Duration,
+) -> bool {
+    stalled == 0 && capture_busy_at.is_some_and(|t| now.saturating_duration_since(t) <= lazy_wait)
+}
+
+/// The longest the loop sleeps while the connections are lazy: a capture block and a
+/// millisecond of slack. If the capture went quiet, the loop finds out within this, and reads
+/// the connections again as they come. A block lasts `capture_wait`, or longer where the
+/// kernel's block timer counts in clock ticks (4 ms at HZ=250, 10 ms at HZ=100): `gap`, the time
+/// between the last two wakes that brought packets, tells, up to 10 ms beyond `capture_wait`.
+#[inline]
+pub(super) fn lazy_wait(capture_wait: Duration, gap: Duration) -> Duration {
+    let block = capture_wait.max(gap.min(capture_wait + Duration::from_millis(10)));
+    block + Duration::from_millis(1)
+}
+
+/// One connected intercept, as the worker drives it: responses are read and route frames
+/// written without blocking, on readiness from the poll.
+pub struct Peer {
+    stream: TcpStream,
+    dec: Decoder,
+    /// Route frames the socket did not take yet.
+    pending: Vec<u8>,
+    /// Tells the connecting thread to connect again.
+    down: Arc<AtomicBool>,
+    /// When it last sent anything (a ping at least every 500 ms).
+    last_heard: Instant,
+    /// The poll saw the peer close (or an error): read on to the end of the stream, as no
+    /// further readiness will come to say so.
+    hung_up: bool,
+    /// Its `SO_RCVLOWAT` is [`LAZY_LOWAT`], not 1: read it on every wake.
+    lazy: bool,
+}
+
+impl Peer {
+    /// A connection just welcomed by its intercept: nothing pending, waking the loop for every
+    /// byte.
+    fn new(stream: TcpStream, dec: Decoder, down: Arc<AtomicBool>, now: Instant) -> Peer {
+        Peer {
+            stream,
+            dec,
+            pending: Vec::new(),
+            down,
+            last_heard: now,
+            hung_up: false,
+            lazy: false,
+        }
+    }
+
+    /// Writes `frame` after whatever is pending; false when the connection is broken.
+    fn write(&mut self, frame: &[u8]) -> bool {
+        self.pending.extend_from_slice(frame);
+        self.flush()
+    }
+
+    /// Takes note of what the poll said about the connection.
+    #[inline]
+    fn note(&mut self, ev: &mio::event::Event) {
+        self.hung_up |= ev.is_read_closed() || ev.is_error();
+    }
+
+    /// Sets how the connection wakes the loop (see [`LAZY_LOWAT`]).
+    fn set_lazy(&mut self, lazy: bool) -> std::io::Result<()> {
+        let lowat = if lazy { LAZY_LOWAT } else { 1 };
+        netio::set_recv_lowat(self.stream.as_fd(), lowat)?;
+        self.lazy = lazy;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> bool {
+        while !self.pending.is_empty() {
+            match self.stream.write(&self.pending) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("route write failed: {e}");
+                    return false;
+                }
+            }
+        }
+        self.pending.len() <= MAX_PENDING_ROUTES
+    }
+
+    /// Reads what the connection has (up to [`PEER_READ_BUDGET`]) and hands each response to
+    /// the core: `Ok(true)` when it may have more. An error (or the end of the stream) is the
+    /// reason the connection is over.
+    ///
+    /// A read that leaves `buf` part empty took all the socket held, and data arriving after it
+    /// raises a new edge on the (edge-triggered) poll, so the read that would only say
+    /// `WouldBlock` is skipped: one system call less per connection per wake. Once the poll
+    /// reported a hang-up, no edge will come for the end of the stream, so such a connection is
+    /// read on until it.
+    fn read(
+        &mut self,
+        core: &mut Replicator,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<bool, String> {
+        let mut budget = PEER_READ_BUDGET;
+        let mut drained = false;
+        loop {
+            // Frames that arrived with the welcome are already in the decoder.
+            loop {
+                match self.dec.next_message() {
+                    Ok(Some(Message::Responses(r))) => {
+                        r.iter().for_each(|p| core.handle_response(now, p))
+                    }
+                    Ok(Some(Message::Ping)) => {}
+                    Ok(Some(other)) => return Err(format!("unexpected message {other:?}")),
+                    Ok(None) => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            if drained {
+                return Ok(false);
+            }
+            if budget == 0 {
+                return Ok(true);
+            }
+            match self.stream.read(buf) {
+                Ok(0) => return Err("closed by intercept".into()),
+                Ok(n) => {
+                    self.dec.feed(&buf[..n]);
+                    self.last_heard = now;
+                    budget = budget.saturating_sub(n);
+                    if n < buf.len() && !self.hung_up {
+                        drained = true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Forgets a broken intercept connection and lets its thread connect again.
+fn drop_peer(registry: &Registry, slot: &mut Option<Peer>) {
+    if let Some(peer) = slot.take() {
+        let _ = registry.deregister(&mut SourceFd(&peer.stream.as_raw_fd()));
+        let _ = peer.stream.shutdown(std::net::Shutdown::Both);
+        peer.down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Buffers [`Peers::announce`] reuses from batch to batch.
+#[derive(Default)]
+struct AnnounceScratch {
+    frame: Vec<u8>,
+    live: Vec<usize>,
+    mine: Vec<SocketAddr>,
+}
+
+/// Every intercept connection of one worker: slot `i` is connection `i % connections` to
+/// intercept `i / connections`, connected or not.
+pub(super) struct Peers {
+    slots: Vec<Option<Peer>>,
+    /// The intercept of each slot.
+    addrs: Vec<SocketAddr>,
+    /// Slots per intercept (`-C`).
+    per_server: usize,
+    announcing: AnnounceScratch,
+    /// Slots to read on this wake, and those that had more than one wake's worth.
+    readable: Vec<usize>,
+    again: Vec<usize>,
+    buf: Vec<u8>,
+    last_silence_check: Instant,
+}
+
+impl Peers {
+    /// Starts a connecting thread for every slot; `instance` tells this worker's connections
+    /// apart from other workers' (intercept sends a response it cannot route once per instance).
+    pub fn start(
+        cfg: &LiveConfig,
+        instance: u32,
+        tx: &Events,
+        stop: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Peers> {
+        let mut addrs = Vec::new();
+        for &server in &cfg.intercepts {
+            for _ in 0..cfg.connections {
+                let idx = addrs.len();
+                addrs.push(server);
+                spawn_connector(idx, server, instance, tx.clone(), stop.clone())?;
+            }
+        }
+        Ok(Peers {
+            slots: (0..addrs.len()).map(|_| None).collect(),
+            addrs,
+            per_server: usize::from(cfg.connections),
+            announcing: AnnounceScratch::default(),
+            readable: Vec::new(),
+            again: Vec::new(),
+            buf: vec![0u8; 256 * 1024],
+            last_silence_check: Instant::now(),
+        })
+    }
+
+    /// Whether a connection waits to be read on the capture's wakes.
+    #[inline]
+    pub fn any_lazy(&self) -> bool {
+        self.slots.iter().flatten().any(|p| p.lazy)
+    }
+
+    /// Whether a connection had more than a wake's worth: the poll should not sleep.
+    #[inline]
+    pub fn have_more(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// Starts a wake: the connections that had more are read again first.
+    #[inline]
+    pub fn begin_wake(&mut self) {
+        self.readable.clear();
+        self.readable.append(&mut self.again);
+    }
+
+    /// The poll reported slot `idx` (its token is `PEER + idx`).
+    #[inline]
+    pub fn note_ready(&mut self, idx: usize, ev: &mio::event::Event) {
+        if let Some(Some(peer)) = self.slots.get_mut(idx) {
+            peer.note(ev);
+        }
+        if !self.readable.contains(&idx) {
+            self.readable.push(idx);
+        }
+    }
+
+    /// Lazy connections are read on every wake, reported or not.
+    #[inline]
+    pub fn add_lazy(&mut self) {
+        for (idx, peer) in self.slots.iter().enumerate() {
+            if peer.as_ref().is_some_and(|p| p.lazy) && !self.readable.contains(&idx) {
+                self.readable.push(idx);
+            }
+        }
+    }
+
+    /// Reads the target's responses from every connection that has something, into the core.
+    pub fn read(&mut self, registry: &Registry, core: &mut Replicator, now: Instant) {
+        for &idx in &self.readable {
+            let Some(peer) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            let alive = peer.read(core, now, &mut self.buf).and_then(|more| {
+                peer.flush()
+                    .then_some(more)
+                    .ok_or_else(|| "route frames not taken".to_string())
+            });
+            match alive {
+                Ok(true) => self.again.push(idx),
+                Ok(false) => {}
+                Err(why) => {
+                    warn!("lost intercept {} ({why}); reconnecting", self.addrs[idx]);
+                    drop_peer(registry, &mut self.slots[idx]);
+                }
+            }
+        }
+    }
+
+    /// Once a second: drops the connections silent for [`PEER_SILENCE`].
+    pub fn check_silence(&mut self, registry: &Registry, now: Instant) {
+        if now.saturating_duration_since(self.last_silence_check) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_silence_check = now;
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
+            if slot
+                .as_ref()
+                .is_some_and(|p| now.saturating_duration_since(p.last_heard) > PEER_SILENCE)
+            {
+                warn!(
+                    "lost intercept {} (silent for {PEER_SILENCE:?}); reconnecting",
+                    self.addrs[idx]
+                );
+                drop_peer(registry, slot);
+            }
+        }
+    }
+
+    /// A connecting thread got a welcome on slot `idx`: the worker takes the connection over,
+    /// announces every live session on it (so that replication resumes after an intercept
+    /// restart) and reads the responses that came with the welcome.
+    pub fn welcome(
+        &mut self,
+        registry: &Registry,
+        (idx, stream, dec, down): (usize, TcpStream, Decoder, Arc<AtomicBool>),
+        core: &mut Replicator,
+        now: Instant,
+    ) {
+        let addr = self.addrs[idx];
+        info!("connected to intercept {addr}");
+        let peer = Peer::new(stream, dec, down, now);
+        let registered = peer.stream.set_nonblocking(true).is_ok()
+            && registry
+                .register(
+                    &mut SourceFd(&peer.stream.as_raw_fd()),
+                    Token(PEER + idx),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_ok();
+        if !registered {
+            warn!("intercept {addr}: cannot poll the connection; reconnecting");
+            peer.down.store(true, Ordering::Relaxed);
+            return;
+        }
+        let routes: Vec<SocketAddr> = core.routes().collect();
+        let mut frame = Vec::new();
+        protocol::encode_routes(&mut frame, &routes);
+        let slot = &mut self.slots[idx];
+        let peer = slot.insert(peer);
+        let ok = peer.write(&frame);
+        // Responses that came with the welcome are in the decoder already.
+        let read = peer.read(core, now, &mut vec![0u8; 64 * 1024]);
+        if !ok || read.is_err() {
+            warn!("lost intercept {addr} (it ended at once); reconnecting");
+            drop_peer(registry, slot);
+        }
+    }
+
+    /// Tells every intercept about new sessions, each route on one of its live connections
+    /// (chosen by client port, so the responses spread over them).
+    pub fn announce(&mut self, registry: &Registry, routes: &[SocketAddr]) {
+        let AnnounceScratch { frame, live, mine } = &mut self.announcing;
+        for server in self.slots.chunks_mut(self.per_server) {
+            live.clear();
+            live.extend((0..server.len()).filter(|&i| server[i].is_some()));
+            for (k, &i) in live.iter().enumerate() {
+                mine.clear();
+                mine.extend(
+                    routes
+                        .iter()
+                        .filter(|r| usize::from(r.port()) % live.len() == k),
+                );
+                if mine.is_empty() {
+                    continue;
+                }
+                frame.clear();
+                protocol::encode_routes(frame, mine);
+                if !server[i].as_mut().is_some_and(|p| p.write(frame)) {
+                    // Its thread reconnects, and every route is announced again then.
+                    warn!("intercept connection stopped taking routes; reconnecting");
+                    drop_peer(registry, &mut server[i]);
+                }
+            }
+        }
+    }
+
+    /// Makes every connection wake the loop for every byte, or only at [`LAZY_LOWAT`].
+    pub fn set_lazy(&mut self, registry: &Registry, lazy: bool) {
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
+            let Some(peer) = slot.as_mut().filter(|p| p.lazy != lazy) else {
+                continue;
+            };
+            if let Err(e) = peer.set_lazy(lazy) {
+                // A connection left lazy would hold reports below the mark unread.
+                warn!("lost intercept {} ({e}); reconnecting", self.addrs[idx]);
+                drop_peer(registry, slot);
+            }
+        }
+    }
+}
+
+/// The thread that keeps slot `idx` connected: connects with backoff, hands the welcomed
+/// connection to the worker, and waits until the worker says it broke.
+fn spawn_connector(
+    idx: usize,
+    server: SocketAddr,
+    instance: u32,
+    tx: Events,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name(format!("intercept-{idx}"))
+        .spawn(move || {
+            let mut backoff = Duration::from_millis(100);
+            let mut failures = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                match connect(server, instance) {
+                    Ok((stream, dec)) => {
+                        failures = 0;
+                        backoff = Duration::from_millis(100);
+                        // The worker reads and writes it from here on, and sets `down` when it
+                        // breaks.
+                        let down = Arc::new(AtomicBool::new(false));
+                        tx.push(Event::InterceptUp {
+                            idx,
+                            stream,
+                            dec,
+                            down: down.clone(),
+                        });
+                        while !down.load(Ordering::Relaxed) {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        // Log the first failure and then about every 30 s, not every attempt.
+                        if failures == 1 || failures.is_multiple_of(10) {
+                            warn!("cannot reach intercept {server}: {e:#}; retrying");
+                        }
+                    }
+                }
+                sleep_unless_stopped(backoff, &stop);
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+            }
+        })
+        .context("cannot start an intercept thread")?;
+    Ok(())
+}
+
+/// Connects and performs the hello/welcome exchange.
+fn connect(server: SocketAddr, instance: u32) -> anyhow::Result<(TcpStream, Decoder)> {
+    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut hello = Vec::new();
+    protocol::encode_hello(&mut hello, 0, instance);
+    s.write_all(&hello)?;
+    let mut dec = Decoder::new();
+    read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    Ok((s, dec))
+}
+
+#[cfg(test)]
+mod tests {
+    use mio::Poll;
+    use session::Config;
+
+    use super::*;
+
+    /// A read that leaves the buffer part empty ends the wake's reads of a connection; but when
+    /// the intercept's last bytes and its close arrived together, the poll reports that once,
+    /// and the read goes on to the end of the stream instead of leaving the connection for
+    /// [`PEER_SILENCE`] to find.
+    #[test]
+    fn a_close_that_came_with_the_last_bytes_is_read_at_once() {
+        let (mut poll, mut link, mut peer) = polled_pair();
+        let mut ping = Vec::new();
+        protocol::encode_ping(&mut ping);
+        peer.write_all(&ping).unwrap();
+        drop(peer);
+
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !link.hung_up && Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            events.iter().for_each(|ev| link.note(ev));
+        }
+        assert!(link.hung_up, "the poll reports the close");
+        let mut core = Replicator::new(Config::new(Vec::new()));
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(
+            link.read(&mut core, Instant::now(), &mut buf),
+            Err("closed by intercept".to_string())
+        );
+    }
+
+    /// A connected pair: our end registered with a poll, and the intercept's end.
+    fn polled_pair() -> (Poll, Peer, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let poll = Poll::new().unwrap();
+        poll.registry()
+            .register(
+                &mut SourceFd(&stream.as_raw_fd()),
+                Token(PEER),
+                Interest::READABLE,
+            )
+            .unwrap();
+        let link = Peer::new(
+            stream,
+            Decoder::new(),
+            Arc::new(AtomicBool::new(false)),
+            Instant::now(),
+        );
+        (poll, link, peer)
+    }
+
+    /// Whether the poll reports anything within `ms`.
+    fn woken(poll: &mut Poll, ms: u64) -> bool {
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_millis(ms)))
+            .unwrap();
+        !events.is_empty()
+    }
+
+    /// What the lazy links rely on: below the mark a report wakes nobody, a read still gets
+    /// it, and going back to eager wakes the loop for what is already queued.
+    #[test]
+    fn a_lazy_connection_wakes_nobody_for_a_report_yet_a_read_gets_it() {
+        let (mut poll, mut link, mut peer) = polled_pair();
+        let mut ping = Vec::new();
+        protocol::encode_ping(&mut ping);
+        link.set_lazy(true).unwrap();
+        peer.write_all(&ping).unwrap();
+        assert!(!woken(&mut poll, 200), "a ping below the mark wakes nobody");
+        let mut core = Replicator::new(Config::new(Vec::new()));
+        let mut buf = vec![0u8; 4096];
+        let before = link.last_heard;
+        assert_eq!(link.read(&mut core, Instant::now(), &mut buf), Ok(false));
+        assert!(link.last_heard > before, "the read got the ping");
+
+        peer.write_all(&ping).unwrap();
+        assert!(!woken(&mut poll, 100));
+        link.set_lazy(false).unwrap();
+        assert!(
+            woken(&mut poll, 1000),
+            "eager again: the queued ping wakes the loop"
+        );
+        // Enough for the mark wakes the loop even when lazy.
+        link.set_lazy(true).unwrap();
+        assert_eq!(link.read(&mut core, Instant::now(), &mut buf), Ok(false));
+        while woken(&mut poll, 50) {}
+        let pings: Vec<u8> = ping.repeat(LAZY_LOWAT as usize / ping.len() + 1);
+        peer.write_all(&pings).unwrap();
+        assert!(woken(&mut poll, 1000), "a full mark wakes the loop");
+    }
+
+    #[test]
+    fn peers_are_lazy_only_while_the_capture_is_busy_and_no_session_waits_on_the_target() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let at = |n| t0 + ms(n);
+        let wait = lazy_wait(ms(4), ms(3));
+        assert_eq!(wait, ms(5), "a block of 4 ms and a millisecond");
+        assert!(!lazy_peers(None, at(0), 0, wait), "no capture yet");
+        assert!(lazy_peers(Some(t0), at(0), 0, wait));
+        assert!(lazy_peers(Some(t0), at(5), 0, wait));
+        assert!(
+            !lazy_peers(Some(t0), at(6), 0, wait),
+            "the capture went quiet"
+        );
+        assert!(
+            !lazy_peers(Some(t0), at(1), 1, wait),
+            "a session waits on the target"
+        );
+        // A kernel that rounds blocks up to clock ticks: 1 ms asked, 10 ms seen.
+        assert_eq!(lazy_wait(ms(1), ms(10)), ms(11));
+        // Light load: a long gap is no block, and the sleep stays short.
+        assert_eq!(lazy_wait(ms(4), ms(2000)), ms(15));
+    }
+}
