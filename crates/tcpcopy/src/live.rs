@@ -789,13 +789,13 @@ fn run_worker(
 }
 
 /// Where the packets for the target go out: at the link layer, or routed by the kernel.
-pub(crate) enum Sender {
+pub enum Sender {
     Link(LinkSender),
     Ip(RawSender),
 }
 
 impl Sender {
-    pub(crate) fn open(via: &SendVia) -> anyhow::Result<Sender> {
+    pub fn open(via: &SendVia) -> anyhow::Result<Sender> {
         Ok(match via {
             SendVia::LinkLayer { device } => Sender::Link(LinkSender::open(device.as_deref()).context(
                 "cannot open the sockets to send to the target (run as root, or with CAP_NET_RAW)",
@@ -806,7 +806,7 @@ impl Sender {
         })
     }
 
-    pub(crate) fn send_all<'a>(
+    pub fn send_all<'a>(
         &mut self,
         packets: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), netio::raw::SendFailures> {

@@ -8,8 +8,8 @@ use common::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 use lab::stream::{self, Answer, ConnRecord};
-use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 
 /// Issue 4: a 100 MB POST body reaches the target byte-identical, with the veth offloads left on,
 /// so tcpcopy captures TSO super-segments (up to 64 KB) and must cut them to the target's MSS.
@@ -41,6 +41,7 @@ fn upload_arrives_byte_identical(offload: bool, tag: &str) {
         )
     };
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let online = sc.online_service();
     let mib: u64 = std::env::var("TCPCOPY_UPLOAD_MB")
         .ok()
@@ -74,7 +75,7 @@ fn upload_arrives_byte_identical(offload: bool, tag: &str) {
         final_line(&log)
     );
     assert_eq!(target_rec[0].answered, 1, "the target answered the upload");
-    let supers = final_counter(&log, "super-segments").expect("counter in the final line");
+    let supers = final_stats(&log).super_segments;
     assert_eq!(
         supers > 0,
         offload,
@@ -85,6 +86,7 @@ fn upload_arrives_byte_identical(offload: bool, tag: &str) {
         "{mib} MiB upload: online {online_took:?}, target done after {target_took:?}; {}",
         final_line(&log)
     );
+    assert_client_isolated(sniffer);
 }
 
 /// Issue 4: a protocol where the server greets first replicates byte-exact, each session's lines
@@ -99,6 +101,7 @@ fn server_speaks_first_sessions_replicate_byte_exact() {
         bin_dir(),
     );
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let online = sc.online_service();
     let sessions = 30;
     let sent: Vec<stream::Sent> = sc.lab.run_in(sc.lab.ns_client(), || {
@@ -146,6 +149,7 @@ fn server_speaks_first_sessions_replicate_byte_exact() {
         m
     });
     eprintln!("{} greeted sessions, sizes {by_bytes:?}", target_recs.len());
+    assert_client_isolated(sniffer);
 }
 
 /// Polls `read` on the target until it equals `want` or `timeout` passes; returns the last reading.
@@ -171,6 +175,7 @@ fn redis_pipelining_keyspace_matches() {
     let _guard = common::sequential();
     let spec = ScenarioSpec::new("tcK", Mode::Assistant, Servers::Redis, bin_dir());
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let (online, target) = (sc.online_service(), sc.target_service());
     let load = PipelineSpec {
         connections: 20,
@@ -210,6 +215,7 @@ fn redis_pipelining_keyspace_matches() {
         want.len(),
         final_line(&log)
     );
+    assert_client_isolated(sniffer);
 }
 
 /// Issue 4: memcached hot backup. 20 connections are open before tcpcopy starts (so every session
@@ -224,6 +230,7 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
         ..ScenarioSpec::new("tcM", Mode::Assistant, Servers::Memcached, bin_dir())
     };
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let (online, target) = (sc.online_service(), sc.target_service());
     let client = sc.lab.ns_client().to_string();
     let conns: Vec<MemcacheConn> = sc.lab.run_in(&client, || {
@@ -270,8 +277,8 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
         final_line(&log)
     );
     assert_eq!(
-        final_counter(&log, "joined"),
-        Some(20),
+        final_stats(&log).sessions_joined,
+        20,
         "all 20 sessions were joined mid-connection\n{}",
         final_line(&log)
     );
@@ -326,4 +333,5 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
         total as f64 / 1e6,
         final_line(&log)
     );
+    assert_client_isolated(sniffer);
 }
