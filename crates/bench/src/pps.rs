@@ -344,7 +344,12 @@ pub fn run_pps(seconds: u64, threaded_receive: bool, send_layer: SendLayer) -> a
     };
     let sink0 = sink_count(&lab)?;
     let mut core = Replicator::new(cfg);
-    let run = pipeline(&mut ring, &mut sender, &mut core, seconds, &stop_signal);
+    // On a thread in the online host's namespace, like the ring and the sender: the sender opens
+    // a socket per destination when it first sends there, in the namespace of the thread that
+    // sends (from this thread's, the root namespace, its packets would leave the lab).
+    let run = lab.run_in(&onl, || {
+        pipeline(&mut ring, &mut sender, &mut core, seconds, &stop_signal)
+    });
     stop.store(true, Ordering::Relaxed);
     let run = run?;
     let at_target = sink_count(&lab)? - sink0;
