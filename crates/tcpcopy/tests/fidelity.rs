@@ -152,6 +152,23 @@ fn server_speaks_first_sessions_replicate_byte_exact() {
     assert_client_isolated(sniffer);
 }
 
+/// Where a test reads a server's state from: the target from its own namespace, the online
+/// server from the client's.
+fn reader_namespaces(sc: &Scenario) -> impl Fn(std::net::SocketAddr) -> String {
+    let target = sc.target_service();
+    let (target_ns, client_ns) = (
+        sc.lab.ns_target().to_string(),
+        sc.lab.ns_client().to_string(),
+    );
+    move |addr| {
+        if addr == target {
+            target_ns.clone()
+        } else {
+            client_ns.clone()
+        }
+    }
+}
+
 /// Polls `read` on the target until it equals `want` or `timeout` passes; returns the last reading.
 fn wait_equal<T: PartialEq>(
     want: &T,
@@ -189,9 +206,12 @@ fn redis_pipelining_keyspace_matches() {
         .run_in(&client, || pipelined_load(online, &load))
         .expect("pipelined load on the online server");
     assert_eq!(sent, 20 * 500 * 16);
+    // Each server is read from its own side (the target from its own host), so that the client
+    // namespace never hears from the target.
+    let ns = reader_namespaces(&sc);
     let keyspace = |addr| {
         sc.lab
-            .run_in(&client, || RedisConn::connect(addr)?.keyspace())
+            .run_in(&ns(addr), || RedisConn::connect(addr)?.keyspace())
     };
     let want = keyspace(online).expect("online keyspace");
     let got = wait_equal(&want, Duration::from_secs(60), || keyspace(target));
@@ -261,8 +281,11 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
     let online_took = started.elapsed();
     let (min, max, total) = value_len_stats(&expected);
 
+    // Each server is read from its own side (the target from its own host), so that the client
+    // namespace never hears from the target.
+    let ns = reader_namespaces(&sc);
     let stat = |lab: &lab::Lab, addr, name: &'static str| {
-        lab.run_in(&client, || MemcacheConn::connect(addr)?.stat(name))
+        lab.run_in(&ns(addr), || MemcacheConn::connect(addr)?.stat(name))
             .map(|v| v.unwrap_or(0))
     };
     let target_sets = wait_equal(&100_000, Duration::from_secs(120), || {
@@ -296,7 +319,7 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
     for addr in [online, target] {
         let mut held = sc
             .lab
-            .run_in(&client, || MemcacheConn::connect(addr)?.keys())
+            .run_in(&ns(addr), || MemcacheConn::connect(addr)?.keys())
             .expect("key dump");
         held.sort();
         assert!(
@@ -306,9 +329,12 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
             keys.len()
         );
     }
+    let mut tg = sc
+        .lab
+        .run_in(&ns(target), || MemcacheConn::connect(target))
+        .expect("connect target");
     let mismatched: Vec<String> = sc.lab.run_in(&client, || {
         let mut on = MemcacheConn::connect(online).expect("connect online");
-        let mut tg = MemcacheConn::connect(target).expect("connect target");
         let mut bad = Vec::new();
         for batch in keys.chunks(500) {
             let a = on.get_many(batch).expect("online values");
