@@ -1,10 +1,12 @@
 //! Test network and traffic for tcpcopy: the four-host namespace lab, an embedded HTTP server, an HTTP
-//! load generator and a real nginx wrapper.
+//! load generator, real nginx, redis and memcached wrappers, wrk, and the replication
+//! [`scenario`] that runs the `tcpcopy` and `intercept` binaries in that lab.
 //!
 //! Used by `tcpcopy demo` (which must work on a bare Debian host: `iproute2` only, embedded servers
-//! only) and by the end-to-end tests (which may also use nginx). Everything here runs in namespaces the
-//! caller created through [`netlab::Lab`] or on loopback; nothing touches the root namespace's network
-//! configuration. This crate owns no `unsafe`: namespace switching is `netio::netns::enter`.
+//! only), by the load harness (`tcpcopy-bench`) and by the end-to-end tests (which may also use
+//! nginx). Never a dependency of a production build: `tcpcopy` links it only for its `demo`
+//! feature. Everything here runs in namespaces the caller created through [`netlab::Lab`] or on
+//! loopback; nothing touches the root namespace's network configuration. This crate owns no `unsafe`: namespace switching is `netio::netns::enter`.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod netlab;
 pub mod nginx;
 pub mod redis;
 pub mod rng;
+pub mod scenario;
 pub mod scratch;
 pub mod stream;
 pub mod wrk;

@@ -7,68 +7,104 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 
 use session::Rule;
 
+/// `tcpcopy`'s options for live replication and replay. `tcpcopy demo` is read apart, and only
+/// when `demo` is the first word (see [`TcpcopyCommand::parse_from`]).
 #[derive(Debug, Parser)]
 #[command(
     name = "tcpcopy",
     version,
-    about = "Copy live TCP traffic from this (online) host to a target server",
-    after_help = "Run `tcpcopy demo` as root for a self-contained demonstration in network namespaces."
+    about = "Copy live TCP traffic from this (online) host to a target server"
+)]
+#[cfg_attr(
+    feature = "demo",
+    command(
+        after_help = "Run `tcpcopy demo [--seconds N]` as root for a self-contained demonstration in network namespaces."
+    )
 )]
 pub struct TcpcopyCli {
-    #[command(subcommand)]
-    pub command: Option<TcpcopyCommand>,
     #[command(flatten)]
     pub opts: TcpcopyOpts,
 }
 
-#[derive(Debug, Subcommand)]
+/// `tcpcopy demo [--seconds N]`.
+#[cfg(feature = "demo")]
+#[derive(Debug, Parser)]
+#[command(
+    name = "demo",
+    bin_name = "tcpcopy demo",
+    about = "Build a lab in network namespaces, replicate for a while, report, clean up (needs root)"
+)]
+pub struct DemoCli {
+    /// Seconds of replication.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+/// What `tcpcopy` was asked to do.
+#[derive(Debug)]
 pub enum TcpcopyCommand {
-    /// Build a lab in network namespaces, replicate for a while, report, clean up (needs root).
-    Demo {
-        /// Seconds of replication.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-    },
-    /// Load harness (wrk, nginx): online and target requests, loss, duplicates, CPU and RSS of
-    /// tcpcopy and intercept at four loads, then the online latency with and without tcpcopy.
-    Bench {
-        /// Seconds per row.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Rows to run (1: keep-alive ~10k/s, 2: keep-alive max, 3: short ~9k/s, 4: short max);
-        /// the latency rows need row 2.
-        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4], value_parser = clap::value_parser!(u8).range(1..=4))]
-        rows: Vec<u8>,
-        /// Instead: the packets/s microbenchmark of capture -> rewrite -> send.
-        #[arg(long)]
-        pps: bool,
-        /// Lab hosts receive on kernel threads (threaded NAPI on every veth), as separate machines
-        /// would, instead of inside the sender's send call: CPU figures are then each program's own.
-        #[arg(long)]
-        threaded_receive: bool,
-        /// Capture threads of tcpcopy and of intercept (their --threads).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-        threads: u16,
-        /// tcpcopy's --send-layer.
-        #[arg(long, value_enum, default_value_t = SendLayer::Ip)]
-        send_layer: SendLayer,
-        /// tcpcopy's --capture-wait (ms).
-        #[arg(long, value_name = "MS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
-        capture_wait: u32,
-        /// Runs of each row, each printed, then their median, lowest and highest CPU per
-        /// request (this kind of VM varies by 15-20% from run to run).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
-        repeat: u16,
-        /// Directory holding the C TCPCopy's `tcpcopy` and `intercept` binaries (1.x, built
-        /// separately; not part of this project): every row runs again with them, right after
-        /// ours in the same lab, and a last table compares CPU per request row by row.
-        #[arg(long, value_name = "DIR")]
-        c_tool: Option<std::path::PathBuf>,
-    },
+    /// Replicate live traffic, or replay a file (boxed: the options are large, the demo's not).
+    Live(Box<TcpcopyCli>),
+    #[cfg(feature = "demo")]
+    Demo(DemoCli),
+}
+
+/// Why `tcpcopy`'s command line was refused (or, for help and version, answered).
+#[derive(Debug)]
+pub enum CommandLineError {
+    Clap(clap::Error),
+    /// A one-line usage error that clap does not write.
+    Usage(String),
+}
+
+impl TcpcopyCommand {
+    /// Reads `tcpcopy`'s command line: `demo` as the first word selects the demo, with its own
+    /// options; anything else is live options, among which a word `demo` is an error (so that a
+    /// stray `demo` never starts a lab).
+    pub fn parse_from<I, T>(args: I) -> Result<TcpcopyCommand, CommandLineError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        if args.get(1).is_some_and(|a| a == "demo") {
+            #[cfg(feature = "demo")]
+            return DemoCli::try_parse_from(&args[1..])
+                .map(TcpcopyCommand::Demo)
+                .map_err(CommandLineError::Clap);
+            #[cfg(not(feature = "demo"))]
+            return Err(CommandLineError::Usage(
+                "this build has no demo (tcpcopy was built without its `demo` feature)".into(),
+            ));
+        }
+        TcpcopyCli::try_parse_from(&args)
+            .map(|cli| TcpcopyCommand::Live(Box::new(cli)))
+            .map_err(|e| {
+                let word = e.get(clap::error::ContextKind::InvalidArg);
+                if matches!(word, Some(clap::error::ContextValue::String(w)) if w == "demo") {
+                    CommandLineError::Usage(
+                        "'demo' must be the first word (tcpcopy demo [--seconds N]), not follow options"
+                            .into(),
+                    )
+                } else {
+                    CommandLineError::Clap(e)
+                }
+            })
+    }
+
+    /// [`TcpcopyCommand::parse_from`] on `argv`; a refused command line prints one line and
+    /// exits with status 2 (help and version print as usual).
+    pub fn parse_or_exit() -> TcpcopyCommand {
+        match TcpcopyCommand::parse_from(std::env::args_os()) {
+            Ok(command) => command,
+            Err(CommandLineError::Clap(e)) => exit_with("tcpcopy", e),
+            Err(CommandLineError::Usage(msg)) => usage_error("tcpcopy", &msg),
+        }
+    }
 }
 
 /// How tcpcopy's packets reach the target (`--send-layer`).

@@ -152,6 +152,41 @@ fn intercept_rejects_bad_options_in_one_line() {
     assert_usage_error(i, &["--threads", "0"], "--threads");
 }
 
+/// `demo` counts only as the first word: after options it is a one-line usage error (a stray word
+/// never starts a lab), and as the first word it takes the demo's own options.
+#[test]
+fn demo_is_a_command_only_as_the_first_word() {
+    let t = env!("CARGO_BIN_EXE_tcpcopy");
+    assert_usage_error(
+        t,
+        &["-x", "80-1.2.3.4:80", "demo"],
+        "'demo' must be the first word",
+    );
+    assert_usage_error(
+        t,
+        &[
+            "-x",
+            "80-1.2.3.4:80",
+            "-s",
+            "1.2.3.5",
+            "demo",
+            "--seconds",
+            "5",
+        ],
+        "'demo' must be the first word",
+    );
+    #[cfg(feature = "demo")]
+    {
+        assert_usage_error(t, &["demo", "--seconds", "soon"], "--seconds");
+        assert_usage_error(t, &["demo", "-x", "80-1.2.3.4:80"], "-x");
+        let out = Command::new(t).args(["demo", "--help"]).output().unwrap();
+        assert!(out.status.success(), "tcpcopy demo --help");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--seconds"));
+    }
+    #[cfg(not(feature = "demo"))]
+    assert_usage_error(t, &["demo", "--seconds", "5"], "this build has no demo");
+}
+
 #[test]
 fn help_and_version_exit_zero() {
     for bin in [

@@ -8,8 +8,8 @@ use common::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 use lab::stream::{self, Answer, ConnRecord};
-use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 
 /// Issue 4: a 100 MB POST body reaches the target byte-identical, with the veth offloads left on,
 /// so tcpcopy captures TSO super-segments (up to 64 KB) and must cut them to the target's MSS.
@@ -41,6 +41,7 @@ fn upload_arrives_byte_identical(offload: bool, tag: &str) {
         )
     };
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let online = sc.online_service();
     let mib: u64 = std::env::var("TCPCOPY_UPLOAD_MB")
         .ok()
@@ -74,7 +75,7 @@ fn upload_arrives_byte_identical(offload: bool, tag: &str) {
         final_line(&log)
     );
     assert_eq!(target_rec[0].answered, 1, "the target answered the upload");
-    let supers = final_counter(&log, "super-segments").expect("counter in the final line");
+    let supers = final_stats(&log).super_segments;
     assert_eq!(
         supers > 0,
         offload,
@@ -85,6 +86,7 @@ fn upload_arrives_byte_identical(offload: bool, tag: &str) {
         "{mib} MiB upload: online {online_took:?}, target done after {target_took:?}; {}",
         final_line(&log)
     );
+    assert_client_isolated(sniffer);
 }
 
 /// Issue 4: a protocol where the server greets first replicates byte-exact, each session's lines
@@ -99,6 +101,7 @@ fn server_speaks_first_sessions_replicate_byte_exact() {
         bin_dir(),
     );
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let online = sc.online_service();
     let sessions = 30;
     let sent: Vec<stream::Sent> = sc.lab.run_in(sc.lab.ns_client(), || {
@@ -146,6 +149,24 @@ fn server_speaks_first_sessions_replicate_byte_exact() {
         m
     });
     eprintln!("{} greeted sessions, sizes {by_bytes:?}", target_recs.len());
+    assert_client_isolated(sniffer);
+}
+
+/// Where a test reads a server's state from: the target from its own namespace, the online
+/// server from the client's.
+fn reader_namespaces(sc: &Scenario) -> impl Fn(std::net::SocketAddr) -> String {
+    let target = sc.target_service();
+    let (target_ns, client_ns) = (
+        sc.lab.ns_target().to_string(),
+        sc.lab.ns_client().to_string(),
+    );
+    move |addr| {
+        if addr == target {
+            target_ns.clone()
+        } else {
+            client_ns.clone()
+        }
+    }
 }
 
 /// Polls `read` on the target until it equals `want` or `timeout` passes; returns the last reading.
@@ -171,6 +192,7 @@ fn redis_pipelining_keyspace_matches() {
     let _guard = common::sequential();
     let spec = ScenarioSpec::new("tcK", Mode::Assistant, Servers::Redis, bin_dir());
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let (online, target) = (sc.online_service(), sc.target_service());
     let load = PipelineSpec {
         connections: 20,
@@ -184,9 +206,12 @@ fn redis_pipelining_keyspace_matches() {
         .run_in(&client, || pipelined_load(online, &load))
         .expect("pipelined load on the online server");
     assert_eq!(sent, 20 * 500 * 16);
+    // Each server is read from its own side (the target from its own host), so that the client
+    // namespace never hears from the target.
+    let ns = reader_namespaces(&sc);
     let keyspace = |addr| {
         sc.lab
-            .run_in(&client, || RedisConn::connect(addr)?.keyspace())
+            .run_in(&ns(addr), || RedisConn::connect(addr)?.keyspace())
     };
     let want = keyspace(online).expect("online keyspace");
     let got = wait_equal(&want, Duration::from_secs(60), || keyspace(target));
@@ -210,6 +235,7 @@ fn redis_pipelining_keyspace_matches() {
         want.len(),
         final_line(&log)
     );
+    assert_client_isolated(sniffer);
 }
 
 /// Issue 4: memcached hot backup. 20 connections are open before tcpcopy starts (so every session
@@ -224,6 +250,7 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
         ..ScenarioSpec::new("tcM", Mode::Assistant, Servers::Memcached, bin_dir())
     };
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let (online, target) = (sc.online_service(), sc.target_service());
     let client = sc.lab.ns_client().to_string();
     let conns: Vec<MemcacheConn> = sc.lab.run_in(&client, || {
@@ -254,8 +281,11 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
     let online_took = started.elapsed();
     let (min, max, total) = value_len_stats(&expected);
 
+    // Each server is read from its own side (the target from its own host), so that the client
+    // namespace never hears from the target.
+    let ns = reader_namespaces(&sc);
     let stat = |lab: &lab::Lab, addr, name: &'static str| {
-        lab.run_in(&client, || MemcacheConn::connect(addr)?.stat(name))
+        lab.run_in(&ns(addr), || MemcacheConn::connect(addr)?.stat(name))
             .map(|v| v.unwrap_or(0))
     };
     let target_sets = wait_equal(&100_000, Duration::from_secs(120), || {
@@ -270,8 +300,8 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
         final_line(&log)
     );
     assert_eq!(
-        final_counter(&log, "joined"),
-        Some(20),
+        final_stats(&log).sessions_joined,
+        20,
         "all 20 sessions were joined mid-connection\n{}",
         final_line(&log)
     );
@@ -289,7 +319,7 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
     for addr in [online, target] {
         let mut held = sc
             .lab
-            .run_in(&client, || MemcacheConn::connect(addr)?.keys())
+            .run_in(&ns(addr), || MemcacheConn::connect(addr)?.keys())
             .expect("key dump");
         held.sort();
         assert!(
@@ -299,9 +329,12 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
             keys.len()
         );
     }
+    let mut tg = sc
+        .lab
+        .run_in(&ns(target), || MemcacheConn::connect(target))
+        .expect("connect target");
     let mismatched: Vec<String> = sc.lab.run_in(&client, || {
         let mut on = MemcacheConn::connect(online).expect("connect online");
-        let mut tg = MemcacheConn::connect(target).expect("connect target");
         let mut bad = Vec::new();
         for batch in keys.chunks(500) {
             let a = on.get_many(batch).expect("online values");
@@ -326,4 +359,5 @@ fn memcached_hot_backup_joined_after_connect_matches_exactly() {
         total as f64 / 1e6,
         final_line(&log)
     );
+    assert_client_isolated(sniffer);
 }

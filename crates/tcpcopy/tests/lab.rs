@@ -7,8 +7,8 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 use lab::{loadgen, LoadSpec};
-use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 
 /// The URIs of `spec` that `target` lacks, sorted.
 fn missing_uris(spec: &LoadSpec, target: &[String]) -> Vec<String> {
@@ -205,6 +205,7 @@ fn intercept_unreachable_then_restarted_mid_run() {
     let mut s = spec("tcR", Mode::Assistant);
     s.start_intercept = false;
     let mut sc = Scenario::start(&s).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     sc.wait_tcpcopy_log("cannot reach intercept", 1, Duration::from_secs(10))
         .expect("tcpcopy reports the failure");
     std::thread::sleep(Duration::from_millis(1500));
@@ -256,6 +257,7 @@ fn intercept_unreachable_then_restarted_mid_run() {
         "tcpcopy was never restarted"
     );
     sc.stop_tcpcopy().unwrap();
+    assert_client_isolated(sniffer);
 }
 
 /// Polls the target's log until it has not grown for 3 s (or `timeout` passed).
@@ -282,6 +284,7 @@ fn three_copies_of_every_session_reach_the_target() {
     let mut s = spec("tcN", Mode::Assistant);
     s.extra_tcpcopy_args = vec!["-n".into(), "3".into()];
     let mut sc = Scenario::start(&s).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let spec = load("n3", 20, 100, 1_000);
     assert_eq!(sc.load(&spec).unwrap().ok, 3_000);
     let target = sc.wait_target(9_000, Duration::from_secs(60)).unwrap();
@@ -306,6 +309,7 @@ fn three_copies_of_every_session_reach_the_target() {
         wrong.first()
     );
     assert_eq!(target.len(), 9_000, "nothing else arrived\n{final_line}");
+    assert_client_isolated(sniffer);
 }
 
 /// Issue 5: `-r 30` replicates 30% ± 3% of the connections, each one complete.
@@ -315,6 +319,7 @@ fn thirty_percent_of_sessions_arrive_each_complete() {
     let mut s = spec("tcP", Mode::Assistant);
     s.extra_tcpcopy_args = vec!["-r".into(), "30".into()];
     let mut sc = Scenario::start(&s).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let spec = load("r30", 100, 20, 5_000);
     assert_eq!(sc.load(&spec).unwrap().ok, 7_000);
     let target = settled_target(&sc, Duration::from_secs(60));
@@ -342,6 +347,7 @@ fn thirty_percent_of_sessions_arrive_each_complete() {
         (27.0..=33.0).contains(&share),
         "{share:.1}% of connections arrived, 30 ± 3 expected\n{final_line}"
     );
+    assert_client_isolated(sniffer);
 }
 
 /// Issue 5: two online hosts, each with its own tcpcopy, into one target and one intercept; the
@@ -350,6 +356,7 @@ fn thirty_percent_of_sessions_arrive_each_complete() {
 fn two_online_hosts_feed_one_target_and_one_intercept() {
     let _guard = common::sequential();
     let mut sc = Scenario::start(&spec("tc2", Mode::Assistant)).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let second = sc
         .add_online_host(
             "onl2",
@@ -384,6 +391,7 @@ fn two_online_hosts_feed_one_target_and_one_intercept() {
         );
     }
     assert_eq!(target.len(), 6_000, "the sum, each request once");
+    assert_client_isolated(sniffer);
 }
 
 /// Issue 5: IPv6 end to end. Clients reach the online server at its IPv6 address, tcpcopy sends
@@ -443,4 +451,30 @@ fn ipv6_assistant_mode_replicates_every_request() {
 #[test]
 fn ipv6_queue_mode_replicates_every_request() {
     ipv6_replication(Mode::Queue, "tc6Q");
+}
+
+/// `tcpcopy demo --seconds 5`, the user's first command, builds its lab, replicates without loss
+/// or leak, reports and removes the lab.
+#[cfg(feature = "demo")]
+#[test]
+fn demo_replicates_cleanly_and_reports() {
+    let _guard = common::sequential();
+    let out = std::process::Command::new(bin_dir().join("tcpcopy"))
+        .args(["demo", "--seconds", "5"])
+        .output()
+        .expect("tcpcopy demo runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the demo failed:\n{text}");
+    for line in [
+        "== tcpcopy demo report ==",
+        "(0 lost)",
+        "client isolation    0 target packets reached the client",
+        "lab removed.",
+    ] {
+        assert!(text.contains(line), "{line:?} in the report:\n{text}");
+    }
 }

@@ -9,8 +9,8 @@ use common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 use lab::{loadgen, LoadSpec};
-use tcpcopy::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 
 /// 10,000 requests: 40 keep-alive connections x 200, and 2,000 short ones, at 2,500 req/s so
 /// the recording spans about 4 s.
@@ -69,7 +69,8 @@ fn assert_all(sc: &Scenario, spec: &LoadSpec, times: usize, context: &str) {
     );
 }
 
-/// A tcpdump recording replays every request; `-a 5` replays it about five times faster.
+/// A tcpdump recording replays every request; `-a 5` replays it faster, but no faster than five
+/// times the recorded pace.
 #[test]
 fn tcpdump_recording_replays_every_request_and_accelerates() {
     let _guard = common::sequential();
@@ -78,6 +79,7 @@ fn tcpdump_recording_replays_every_request_and_accelerates() {
         ..ScenarioSpec::new("tcY", Mode::Assistant, Servers::Nginx, bin_dir())
     };
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let file = sc.scratch.path().join("online.pcap");
     let mut tcpdump = sc.start_tcpdump(&file).expect("tcpdump");
     let l = load("y");
@@ -128,11 +130,20 @@ fn tcpdump_recording_replays_every_request_and_accelerates() {
         r1 / r5
     );
     assert!(r1 > 2.0, "the 1x replay kept the recorded pace: {r1} s");
+    // A busy machine can only slow a replay down, never speed it up: so -a 5 must not read the
+    // file faster than a fifth of the recorded time (with a margin for where the recording's
+    // first and last packets fall), and must be clearly faster than the 1x replay, which the
+    // same load slows as much.
+    let recorded = report.elapsed.as_secs_f64();
     assert!(
-        (3.5..=6.5).contains(&(r1 / r5)),
-        "-a 5 ran {:.2}x faster",
-        r1 / r5
+        r5 >= 0.8 * recorded / 5.0,
+        "-a 5 read the file in {r5:.2} s: faster than the {recorded:.2} s recording allows"
     );
+    assert!(
+        r5 <= r1 / 2.0,
+        "-a 5 read the file in {r5:.2} s, not clearly faster than the 1x replay's {r1:.2} s"
+    );
+    assert_client_isolated(sniffer);
 }
 
 /// `tcpcopy --record` writes pcapng that replays the same way; a damaged copy replays what
@@ -145,6 +156,7 @@ fn recorded_pcapng_replays_and_a_truncated_file_replays_its_readable_part() {
         ..ScenarioSpec::new("tcZ", Mode::Assistant, Servers::Nginx, bin_dir())
     };
     let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sniffer = sniff_client(&sc);
     let file = sc.scratch.path().join("recorded.pcapng");
     sc.start_tcpcopy_with(&["--record".into(), file.display().to_string()])
         .unwrap();
@@ -181,4 +193,5 @@ fn recorded_pcapng_replays_and_a_truncated_file_replays_its_readable_part() {
         "the readable part was replayed: {replayed} requests\n{}",
         final_line(&log)
     );
+    assert_client_isolated(sniffer);
 }

@@ -1,40 +1,14 @@
-//! `tcpcopy`: parse options, then run live replication (or the demo / bench lab).
+//! `tcpcopy`: parse options, then run live replication or a replay (or, first word `demo`, the demo
+//! lab when built with the `demo` feature).
 
 use tcpcopy::cli::{self, TcpcopyCli, TcpcopyCommand};
-use tcpcopy::{demo, live, logging, plumbing};
+use tcpcopy::{config, live, logging, plumbing};
 
 fn main() {
-    let args: TcpcopyCli = cli::parse_or_exit();
-    let result = match args.command {
-        Some(TcpcopyCommand::Demo { seconds }) => demo::run_demo(seconds),
-        Some(TcpcopyCommand::Bench {
-            seconds,
-            pps: true,
-            threaded_receive,
-            send_layer,
-            ..
-        }) => tcpcopy::pps::run_pps(seconds, threaded_receive, send_layer),
-        Some(TcpcopyCommand::Bench {
-            seconds,
-            rows,
-            threaded_receive,
-            threads,
-            send_layer,
-            capture_wait,
-            repeat,
-            c_tool,
-            ..
-        }) => demo::run_bench(&demo::BenchOpts {
-            seconds,
-            rows,
-            threaded_receive,
-            threads,
-            send_layer,
-            capture_wait,
-            repeat,
-            c_tool,
-        }),
-        None => run_live(&args),
+    let result = match TcpcopyCommand::parse_or_exit() {
+        #[cfg(feature = "demo")]
+        TcpcopyCommand::Demo(demo) => tcpcopy::demo::run_demo(demo.seconds),
+        TcpcopyCommand::Live(args) => run_live(&args),
     };
     if let Err(e) = result {
         eprintln!("tcpcopy: {e:#}");
@@ -43,8 +17,8 @@ fn main() {
 }
 
 fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
-    let cfg =
-        live::LiveConfig::from_opts(&args.opts).unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
+    let cfg = config::LiveConfig::from_opts(&args.opts)
+        .unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
     logging::init(args.opts.common.debug, args.opts.common.log.as_deref())?;
     logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;

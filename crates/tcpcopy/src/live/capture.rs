@@ -19,7 +19,8 @@ use pcap::PcapNgRecorder;
 use session::Replicator;
 
 use super::peers::{lazy_peers, lazy_wait};
-use super::{LiveConfig, Member, RING};
+use super::{Member, RING};
+use crate::config::LiveConfig;
 
 /// Client packets as the worker reads them: the ring (none for a replay, whose packets come
 /// through the mailbox), the recording, and their bookkeeping.

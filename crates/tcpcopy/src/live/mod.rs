@@ -38,8 +38,9 @@ mod replay;
 pub mod send;
 mod worker;
 
-pub use crate::config::{Input, LiveConfig, SendVia};
 pub use send::Sender;
+
+use crate::config::LiveConfig;
 
 /// mio tokens of a worker's poll: the capture ring, the mailbox waker, and intercept connection
 /// `i` as `peers::PEER + i`.

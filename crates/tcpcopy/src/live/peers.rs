@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 use protocol::{Decoder, Message};
 use session::Replicator;
 
-use super::{Event, Events, LiveConfig};
+use super::{Event, Events};
+use crate::config::LiveConfig;
 use crate::plumbing::{read_first_message, sleep_unless_stopped};
 
 /// mio token of connection slot `i`: `PEER + i` (below are the capture ring and the waker).

@@ -21,7 +21,8 @@ use super::capture::Capture;
 use super::peers::{Peers, PEER};
 use super::replay::Replay;
 use super::send::Sender;
-use super::{Event, Events, Input, LiveConfig, Member, RunReport, RING, WAKE};
+use super::{Event, Events, Member, RunReport, RING, WAKE};
+use crate::config::{Input, LiveConfig};
 use crate::plumbing::Mailbox;
 
 /// Runs one capture thread until `stop` is set (or `--duration` passes, or a replayed file is

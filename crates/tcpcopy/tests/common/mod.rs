@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
+use lab::scenario::{Scenario, Sniffer};
+
 /// Lab tests of one binary run one at a time: they share the machine's CPUs and timing matters.
 static SEQUENTIAL: Mutex<()> = Mutex::new(());
 
@@ -49,13 +51,30 @@ pub fn send_paths(log: &str) -> (u64, u64) {
     sum
 }
 
-/// A counter from tcpcopy's final statistics line, e.g. `"super-segments"`.
-pub fn final_counter(log: &str, name: &str) -> Option<u64> {
+/// tcpcopy's final statistics, read back from its final line.
+pub fn final_stats(log: &str) -> session::Stats {
     let line = final_line(log);
-    let at = line.find(&format!("{name} "))? + name.len() + 1;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    line.parse()
+        .unwrap_or_else(|e| panic!("unreadable final statistics ({e}): {line}"))
+}
+
+/// Starts the capture in the client namespace that every replicating test ends with
+/// [`assert_client_isolated`].
+pub fn sniff_client(sc: &Scenario) -> Sniffer {
+    sc.sniff_client().expect("client capture")
+}
+
+/// What must never happen when tcpcopy replicates: a packet from the target reaching the client
+/// namespace. The capture must have seen the online server's packets, or it proved nothing.
+#[track_caller]
+pub fn assert_client_isolated(sniffer: Sniffer) {
+    let (from_target, from_online) = sniffer.finish().expect("sniffer");
+    assert!(
+        from_online > 0,
+        "the client-side capture saw the online server's packets"
+    );
+    assert_eq!(
+        from_target, 0,
+        "packets from the target reached the client namespace"
+    );
 }

@@ -1,6 +1,11 @@
 //! One replication setup in a lab: four namespaces, an online and a target server, `intercept` in
-//! assistant or queue mode, and `tcpcopy` on the online host. Shared by the demo, the load harness
-//! and the end-to-end tests, so that all three exercise the same deployment.
+//! assistant or queue mode, and `tcpcopy` on the online host, both run as processes from their
+//! binaries' directory. Shared by `tcpcopy demo`, the load harness (`tcpcopy-bench`) and the
+//! end-to-end tests, so that all three exercise the same deployment. Also the checks every
+//! replicating run makes: the [`Sniffer`] that counts target packets reaching the client, and
+//! [`proc_usage`] for the programs' CPU and memory.
+//!
+//! It drives the programs only through their command lines and logs: it links none of their code.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -9,11 +14,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::memcache::Memcached;
+use crate::redis::RedisServer;
+use crate::stream::{Answer, StreamServer};
+use crate::{loadgen, Child, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
 use anyhow::Context;
-use lab::memcache::Memcached;
-use lab::redis::RedisServer;
-use lab::stream::{Answer, StreamServer};
-use lab::{loadgen, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
 use netio::capture::{RingCapture, RingConfig};
 
 /// Where the target's responses are caught.
@@ -32,7 +37,7 @@ pub enum Servers {
     Embedded,
     /// nginx (package nginx-light).
     Nginx,
-    /// The lab's byte-recording stream server (see `lab::stream`).
+    /// The lab's byte-recording stream server (see [`crate::stream`]).
     Stream(Answer),
     /// redis-server (package redis-server), no persistence.
     Redis,
@@ -66,7 +71,7 @@ pub struct ScenarioSpec {
     pub start_tcpcopy: bool,
     /// Leave TSO/GSO/GRO on the lab's interfaces (the veth default): captures see super-segments.
     pub offload: bool,
-    /// Receive on kernel threads (see `lab::LabSpec::threaded_receive`), so that each program's
+    /// Receive on kernel threads (see [`LabSpec::threaded_receive`]), so that each program's
     /// CPU time is its own host's work only.
     pub threaded_receive: bool,
     /// Replicate over IPv6: clients reach the online server at its IPv6 address, tcpcopy sends
@@ -132,8 +137,8 @@ impl Server {
 pub struct Scenario {
     // Field order is drop order: processes and servers go before the lab that holds their namespaces.
     extra_online: Vec<ExtraOnline>,
-    pub tcpcopy: Option<lab::Child>,
-    pub intercept: Option<lab::Child>,
+    pub tcpcopy: Option<Child>,
+    pub intercept: Option<Child>,
     online: Server,
     target: Server,
     pub lab: Lab,
@@ -149,7 +154,7 @@ pub struct Scenario {
 
 /// A further online host: its own server and its own tcpcopy, feeding the same target and intercept.
 pub struct ExtraOnline {
-    pub tcpcopy: Option<lab::Child>,
+    pub tcpcopy: Option<Child>,
     _server: Server,
     pub addr: SocketAddr,
 }
@@ -194,7 +199,7 @@ impl Scenario {
     }
 
     pub fn start(spec: &ScenarioSpec) -> anyhow::Result<Scenario> {
-        lab::netlab::cleanup_orphans(&spec.tag);
+        crate::netlab::cleanup_orphans(&spec.tag);
         let lab = Lab::create(&LabSpec {
             offload: spec.offload,
             threaded_receive: spec.threaded_receive,
@@ -355,7 +360,7 @@ impl Scenario {
     }
 
     /// Starts tcpdump on the online host, writing the service's packets to `file`.
-    pub fn start_tcpdump(&self, file: &Path) -> anyhow::Result<lab::Child> {
+    pub fn start_tcpdump(&self, file: &Path) -> anyhow::Result<Child> {
         let log = self.scratch.path().join("tcpdump.log");
         let args: Vec<String> = [
             "-i",
@@ -575,9 +580,24 @@ impl Scenario {
     }
 }
 
+/// The directory of the running program, which must also hold the `tcpcopy` and `intercept`
+/// binaries that a [`Scenario`] runs (`cargo build --release` puts them side by side).
+pub fn programs_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the running program")?;
+    let dir = exe.parent().context("program without a directory")?;
+    for name in ["tcpcopy", "intercept"] {
+        anyhow::ensure!(
+            dir.join(name).is_file(),
+            "no {name} binary next to {} (build them with `cargo build --release`)",
+            exe.display()
+        );
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// Waits until `child`'s log holds `needle` at least `count` times.
 fn wait_log(
-    child: Option<&lab::Child>,
+    child: Option<&Child>,
     needle: &str,
     count: usize,
     timeout: Duration,
@@ -599,7 +619,7 @@ fn wait_log(
 }
 
 /// Stops a program with SIGTERM; it must exit successfully. Returns its log.
-fn stop_child(slot: &mut Option<lab::Child>, name: &str) -> anyhow::Result<String> {
+fn stop_child(slot: &mut Option<Child>, name: &str) -> anyhow::Result<String> {
     let mut c = slot.take().with_context(|| format!("{name} not running"))?;
     let status = c.stop()?;
     let log = c.log_text();
@@ -617,7 +637,9 @@ pub struct Sniffer {
 }
 
 impl Sniffer {
-    fn start(ns: &str, forbidden_src: IpAddr, control_src: IpAddr) -> anyhow::Result<Sniffer> {
+    /// Starts counting, in namespace `ns`, the packets arriving from `forbidden_src` and from
+    /// `control_src`.
+    pub fn start(ns: &str, forbidden_src: IpAddr, control_src: IpAddr) -> anyhow::Result<Sniffer> {
         let stop = Arc::new(AtomicBool::new(false));
         let forbidden = Arc::new(AtomicU64::new(0));
         let control = Arc::new(AtomicU64::new(0));
@@ -627,8 +649,10 @@ impl Sniffer {
         let handle = thread::spawn(move || -> anyhow::Result<()> {
             netio::netns::enter(&ns)?;
             // Every packet, any protocol, incoming: a response could also be an ICMP or UDP packet.
+            // What the namespace sends itself is left out in the kernel (it is skipped below too).
             let cfg = RingConfig {
                 filter: Vec::new(),
+                ignore_outgoing: true,
                 ..RingConfig::default()
             };
             let mut ring = RingCapture::open(&cfg)?;
