@@ -4,6 +4,8 @@
 //! benchmarks and the C-tool comparison are the `tcpcopy-bench` crate. The lab is linked only for
 //! `tcpcopy demo`, behind the default `demo` feature that a packager can turn off.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]

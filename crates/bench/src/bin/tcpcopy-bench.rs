@@ -2,6 +2,8 @@
 //! side), or with `--pps` the packets/s microbenchmark. Runs the `tcpcopy` and `intercept`
 //! binaries found next to itself.
 
+#![forbid(unsafe_code)]
+
 use bench::harness::{run_bench, BenchOpts};
 use clap::Parser;
 

@@ -1,5 +1,7 @@
 //! `intercept`: parse options, then catch the target's responses and serve them to tcpcopy.
 
+#![forbid(unsafe_code)]
+
 use tcpcopy::cli::{self, InterceptCli};
 use tcpcopy::config::InterceptConfig;
 use tcpcopy::{intercept, logging, plumbing};

@@ -1,6 +1,8 @@
 //! `tcpcopy`: parse options, then run live replication or a replay (or, first word `demo`, the demo
 //! lab when built with the `demo` feature).
 
+#![forbid(unsafe_code)]
+
 use tcpcopy::cli::{self, TcpcopyCli, TcpcopyCommand};
 use tcpcopy::{config, live, logging, plumbing};
 
