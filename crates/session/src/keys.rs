@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 pub(crate) type TableMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Removes `key` from `map` if it still maps to `value` (a later owner keeps its entry).
+#[inline]
 pub(crate) fn unlink<K: std::hash::Hash + Eq, V: PartialEq>(
     map: &mut TableMap<K, V>,
     key: &K,

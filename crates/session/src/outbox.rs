@@ -42,11 +42,13 @@ impl Outbox {
     }
 
     /// Packets waiting to be drained.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
     /// Packets emitted since the replicator started.
+    #[inline]
     pub(crate) fn emitted(&self) -> u64 {
         self.packets
     }

@@ -19,6 +19,7 @@ pub(crate) struct RttEstimator {
 
 impl RttEstimator {
     /// No sample yet: the RTO is `initial_rto`.
+    #[inline]
     pub(crate) fn new(initial_rto: Duration) -> RttEstimator {
         RttEstimator {
             rto: initial_rto,
@@ -34,6 +35,7 @@ impl RttEstimator {
     }
 
     /// A round trip measured on a segment sent once; the RTO follows, never below `min_rto`.
+    #[inline]
     pub(crate) fn sample(&mut self, rtt: Duration, min_rto: Duration) {
         match self.srtt {
             None => {
@@ -50,6 +52,7 @@ impl RttEstimator {
     }
 
     /// A retransmission timeout fired: the next one waits twice as long (up to [`MAX_RTO`]).
+    #[inline]
     pub(crate) fn back_off(&mut self) {
         self.rto = (self.rto * 2).min(MAX_RTO);
     }

@@ -119,15 +119,18 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    #[inline]
     pub(crate) fn online_key(&self) -> OnlineKey {
         OnlineKey::new(self.client, self.online, self.copy)
     }
 
+    #[inline]
     pub(crate) fn target_key(&self) -> TargetKey {
         TargetKey::new(self.local, self.target)
     }
 
     /// Sequence number for a bare ACK or RST: after the bytes sent, and after our FIN once sent.
+    #[inline]
     pub(crate) fn next_seq(&self) -> Seq {
         self.seq_at(self.snd_nxt) + u32::from(self.fin_sent)
     }
@@ -138,6 +141,7 @@ impl Session {
         self.out_isn + 1 + offset as u32
     }
 
+    #[inline]
     pub(crate) fn repr(&self, seq: Seq, flags: Flags, mss: Option<u16>, ttl: u8) -> SegmentRepr {
         let with_ack = !flags.syn() || flags.ack();
         SegmentRepr {
@@ -165,6 +169,7 @@ impl Session {
     /// a predecessor on the same endpoints); client bytes, a FIN or a reset it holds until the
     /// target answered the previous request or opened its window; or the rest of an answer,
     /// which the target sends as our acknowledgments come back.
+    #[inline]
     pub(crate) fn stalled(&self) -> bool {
         self.state != State::Established
             || self.snd_nxt < self.stream.rcv_nxt()
@@ -175,6 +180,7 @@ impl Session {
 
     /// Whether the session still works towards the target: opening, waiting for a predecessor,
     /// holding unacknowledged bytes (a retransmission pending) or waiting for an answer.
+    #[inline]
     pub(crate) fn busy(&self) -> bool {
         matches!(self.state, State::Waiting | State::SynSent)
             || self.rtx_at.is_some()
@@ -188,6 +194,7 @@ impl Session {
     }
 
     /// Takes a captured client segment into the stream.
+    #[inline]
     pub(crate) fn accept_client(
         &mut self,
         p: &TcpPacket<'_>,
@@ -213,6 +220,7 @@ impl Session {
 
     /// A packet from the target while our SYN is out. Returns whether the session moved on
     /// (established); a stale connection at the target is reset and the SYN sent again.
+    #[inline]
     pub(crate) fn on_syn_sent(
         &mut self,
         now: Instant,
@@ -273,6 +281,7 @@ impl Session {
     }
 
     /// An acknowledgment, data or FIN from the target, while established.
+    #[inline]
     pub(crate) fn on_target_segment(
         &mut self,
         now: Instant,
@@ -393,6 +402,7 @@ impl Session {
         true
     }
 
+    #[inline]
     pub(crate) fn send_data(&mut self, now: Instant, cfg: &Config, out: &mut Outbox) {
         let headers = if self.target.is_ipv6() { 60 } else { 40 };
         let mss = u64::from(
@@ -470,34 +480,40 @@ impl Session {
     }
 
     /// A bare ACK of everything the target sent so far.
+    #[inline]
     pub(crate) fn bare_ack(&self, ttl: u8) -> SegmentRepr {
         self.repr(self.next_seq(), Flags::ACK, None, ttl)
     }
 
     /// Sends a bare ACK now (a delayed one is due, or cannot wait).
+    #[inline]
     pub(crate) fn send_ack(&mut self, ttl: u8, out: &mut Outbox) {
         self.acknowledged();
         out.emit(&self.bare_ack(ttl), &[]);
     }
 
     /// A segment carrying our acknowledgment of everything the target sent went out.
+    #[inline]
     fn acknowledged(&mut self) {
         self.ack_pending = false;
         self.ack_due = None;
     }
 
     /// Whether client bytes are still to be delivered to (or acknowledged by) the target.
+    #[inline]
     pub(crate) fn owes_target(&self) -> bool {
         self.snd_una < self.stream.rcv_nxt()
     }
 
     /// Whether the client ended the connection (FIN or reset) and the target has not seen the end
     /// of it yet.
+    #[inline]
     pub(crate) fn closing(&self) -> bool {
         self.state == State::Established && (self.stream.fin().is_some() || self.client_rst)
     }
 
     /// Counts the last request as delivered when the target acknowledged all of it.
+    #[inline]
     pub(crate) fn finish_requests(&mut self, stats: &mut Stats) {
         if self.stream.finish_request(self.snd_una) {
             stats.requests_target += 1;

@@ -66,6 +66,7 @@ pub(crate) struct Accepted {
 impl ClientStream {
     /// An empty stream whose first byte has sequence number `isn + 1`, in `buffers` kept from an
     /// ended session.
+    #[inline]
     pub(crate) fn new(isn: Seq, buffers: Buffers) -> ClientStream {
         ClientStream {
             data_start: 0,
@@ -109,6 +110,7 @@ impl ClientStream {
     }
 
     /// Takes a captured client segment into the stream (reassembling out-of-order captures).
+    #[inline]
     pub(crate) fn accept(
         &mut self,
         p: &TcpPacket<'_>,
@@ -164,6 +166,7 @@ impl ClientStream {
         accepted
     }
 
+    #[inline]
     fn append(
         &mut self,
         off: u64,
@@ -211,6 +214,7 @@ impl ClientStream {
     }
 
     /// Adds a request boundary to release later.
+    #[inline]
     fn push_bound(&mut self, at: u64, accepted: &mut Accepted) {
         if self.pending_bounds.is_empty() {
             accepted.first_bound = true;
@@ -225,6 +229,7 @@ impl ClientStream {
     }
 
     /// Releases the next request boundary: the request after it may go to the target.
+    #[inline]
     pub(crate) fn release_bound(&mut self) {
         self.pending_bounds.pop_front();
     }
@@ -243,6 +248,7 @@ impl ClientStream {
 
     /// The target acknowledged every client byte before `acked` (at most what was sent): they
     /// leave the buffer.
+    #[inline]
     pub(crate) fn release(&mut self, acked: u64) {
         let n = (acked - self.data_start) as usize;
         self.data_skip += n;
@@ -255,6 +261,7 @@ impl ClientStream {
 
     /// The target acknowledged everything before `acked`: returns how many more requests it now
     /// has in full.
+    #[inline]
     pub(crate) fn requests_acked(&mut self, acked: u64) -> u64 {
         let mut requests = 0;
         while self.unacked_bounds.front().is_some_and(|&b| b <= acked) {
@@ -266,6 +273,7 @@ impl ClientStream {
 
     /// Closes the open request when the target acknowledged all of it (`acked` is the first byte
     /// it has not): returns whether it did.
+    #[inline]
     pub(crate) fn finish_request(&mut self, acked: u64) -> bool {
         if self.open_request && acked >= self.rcv_nxt {
             self.open_request = false;
