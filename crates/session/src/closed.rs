@@ -4,6 +4,9 @@
 //! each new connection probes them. They live in one ring in the order they closed, which is the
 //! order they expire in, and the two lookup tables hold only the record's number: adding,
 //! expiring and probing touch small entries, not a table of large records scattered over megabytes.
+//!
+//! It owns only the records; it sends nothing (the replicator sends a record's stored
+//! acknowledgment) and never walks its tables, whose order is seeded per process.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -305,7 +305,7 @@ impl Replicator {
             // gets each of them, paced as usual, and the reset only once the last one was
             // acknowledged and answered (or the answer is overdue). A reset at once would make the
             // target's kernel discard requests its server had not read yet.
-            if s.client_rst && s.snd_una >= s.stream.rcv_nxt() && s.stream.all_released() {
+            if s.stream.reset() && s.snd_una >= s.stream.rcv_nxt() && s.stream.all_released() {
                 let since = *s.waiting_since.get_or_insert(now);
                 if s.stream.rcv_nxt() == 0
                     || s.t_next > s.answer_mark

@@ -66,9 +66,8 @@ pub(crate) struct Session {
     pub(crate) isn: Seq,
     /// The ISN the target sees: the client's, advanced by a clock (see `Config::clock_isn`).
     pub(crate) out_isn: Seq,
-    /// The client's bytes, as captured.
+    /// The client's bytes, as captured, its FIN and its reset.
     pub(crate) stream: ClientStream,
-    pub(crate) client_rst: bool,
 
     // --- towards the target ---
     pub(crate) snd_una: u64,
@@ -89,8 +88,6 @@ pub(crate) struct Session {
     /// When the acknowledgment of the one segment it holds back is due (a second one is
     /// acknowledged at once).
     pub(crate) ack_due: Option<Instant>,
-    /// Set when the client's first data showed that the online server spoke first.
-    pub(crate) greeted: bool,
     /// Duplicate acknowledgments in a row, and the end of the data outstanding when fast recovery
     /// began (NewReno: a partial acknowledgment below it retransmits the next hole at once).
     pub(crate) dupacks: u32,
@@ -174,7 +171,7 @@ impl Session {
         self.state != State::Established
             || self.snd_nxt < self.stream.rcv_nxt()
             || (self.stream.fin().is_some() && !self.fin_sent)
-            || self.client_rst
+            || self.stream.reset()
             || self.answer_open
     }
 
@@ -193,14 +190,15 @@ impl Session {
         self.stream.held()
     }
 
-    /// Takes a captured client segment into the stream.
+    /// Takes a captured client segment into the stream. Returns whether the client's first
+    /// data showed that the online server spoke first.
     #[inline]
     pub(crate) fn accept_client(
         &mut self,
         p: &TcpPacket<'_>,
         ack_tag: Option<Seq>,
         stats: &mut Stats,
-    ) {
+    ) -> bool {
         let accepted = self.stream.accept(p, ack_tag, stats);
         if accepted.first_bound {
             // `waiting_since` times the wait at the first pending boundary; with none pending it
@@ -211,11 +209,11 @@ impl Session {
         if accepted.greeted {
             // The first request waits for the target's greeting, and a delayed handshake ACK
             // goes now (the target greets only after it).
-            self.greeted = true;
             if self.ack_due.is_some() {
                 self.ack_pending = true;
             }
         }
+        accepted.greeted
     }
 
     /// A packet from the target while our SYN is out. Returns whether the session moved on
@@ -509,7 +507,7 @@ impl Session {
     /// of it yet.
     #[inline]
     pub(crate) fn closing(&self) -> bool {
-        self.state == State::Established && (self.stream.fin().is_some() || self.client_rst)
+        self.state == State::Established && (self.stream.fin().is_some() || self.stream.reset())
     }
 
     /// Counts the last request as delivered when the target acknowledged all of it.

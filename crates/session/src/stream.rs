@@ -4,7 +4,7 @@
 //! Owns the stream (offsets counted from the client's ISN + 1 as `u64`, so streams longer than
 //! 4 GiB work), the out-of-order captures kept ahead of a hole and their bounds, the request
 //! boundaries (a *request* is a run of client bytes sent with the same acknowledgment number: when
-//! the acknowledgment moves, the online server answered in between) and the client's FIN. It does
+//! the acknowledgment moves, the online server answered in between), the client's FIN and reset. It does
 //! not send, read the target's packets or time anything: the session decides when a boundary is
 //! released and tells the stream what the target acknowledged.
 
@@ -50,6 +50,8 @@ pub(crate) struct ClientStream {
     unacked_bounds: VecDeque<u64>,
     /// Offset of the client's FIN, once captured.
     client_fin: Option<u64>,
+    /// The client reset its connection.
+    reset: bool,
 }
 
 /// What a captured segment changed beyond the stream itself, for the session to act on.
@@ -81,6 +83,7 @@ impl ClientStream {
             pending_bounds: buffers.pending_bounds,
             unacked_bounds: buffers.unacked_bounds,
             client_fin: None,
+            reset: false,
         }
     }
 
@@ -94,6 +97,18 @@ impl ClientStream {
     #[inline]
     pub(crate) fn fin(&self) -> Option<u64> {
         self.client_fin
+    }
+
+    /// Whether the client reset its connection.
+    #[inline]
+    pub(crate) fn reset(&self) -> bool {
+        self.reset
+    }
+
+    /// The client reset its connection: returns whether that is news.
+    #[inline]
+    pub(crate) fn mark_reset(&mut self) -> bool {
+        !std::mem::replace(&mut self.reset, true)
     }
 
     /// Client bytes held for the target.

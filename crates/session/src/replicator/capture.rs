@@ -121,15 +121,13 @@ impl Replicator {
         };
         s.last_activity = now;
         if flags.rst() {
-            if !s.client_rst {
-                s.client_rst = true;
+            if s.stream.mark_reset() {
                 self.stats.sessions_reset_by_client += 1;
             }
         } else {
             let ack_tag = flags.ack().then(|| p.ack());
             let before = s.held();
-            s.accept_client(p, ack_tag, &mut self.stats);
-            if std::mem::take(&mut s.greeted) {
+            if s.accept_client(p, ack_tag, &mut self.stats) {
                 self.greeting_servers.insert(s.online, ());
             }
             let held = s.held();

@@ -44,7 +44,6 @@ impl Replicator {
             isn,
             out_isn: isn + self.isn_clock(now),
             stream: ClientStream::new(isn, buffers),
-            client_rst: false,
             snd_una: 0,
             snd_nxt: 0,
             fin_sent: false,
@@ -57,7 +56,6 @@ impl Replicator {
             waiting_since: None,
             ack_pending: false,
             ack_due: None,
-            greeted: false,
             dupacks: 0,
             recover: None,
             fast_rtx: false,
@@ -186,7 +184,7 @@ impl Replicator {
         let Some(s) = self.sessions.get(id) else {
             return;
         };
-        if s.client_rst || s.stream.fin().is_some() {
+        if s.stream.reset() || s.stream.fin().is_some() {
             return;
         }
         if self.aborted.len() >= 100_000 {
