@@ -11,8 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use session::testing::PacketBuilder;
 use session::{Config, Replicator, Rule};
-use wire::{Flags, SegmentRepr, Seq};
+use wire::Flags;
 
 /// Sessions that get their packets between one `begin_batch` and `end_batch`.
 const BATCH: usize = 64;
@@ -35,6 +36,14 @@ fn config() -> Config {
     c
 }
 
+/// Packets as a Linux peer with window scaling sends them (window 502 scaled by 2^7).
+const PACKETS: PacketBuilder = PacketBuilder {
+    window: 502,
+    mss: 1460,
+    window_scale: Some(7),
+    ttl: 64,
+};
+
 /// A whole packet, IP header first.
 fn segment(
     src: SocketAddr,
@@ -44,27 +53,12 @@ fn segment(
     flags: Flags,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::new();
-    SegmentRepr {
-        src,
-        dst,
-        seq: Seq(seq),
-        ack: Seq(ack),
-        flags,
-        window: 502,
-        mss: flags.syn().then_some(1460),
-        window_scale: flags.syn().then_some(7),
-        ttl: 64,
-    }
-    .emit(payload, &mut out);
-    out
+    PACKETS.segment(src, dst, seq, ack, flags, payload)
 }
 
 /// A target segment to `client` with `len` payload bytes, as an intercept reports it: headers only.
 fn report(client: SocketAddr, seq: u32, ack: u32, flags: Flags, len: u32) -> Vec<u8> {
-    let mut p = segment(TARGET, client, seq, ack, flags, &vec![b'x'; len as usize]);
-    p.truncate(p.len() - len as usize);
-    p
+    PACKETS.headers_only(TARGET, client, seq, ack, flags, len as usize)
 }
 
 fn client_addr(i: usize) -> SocketAddr {

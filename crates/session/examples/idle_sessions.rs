@@ -1,4 +1,4 @@
-//! Memory and CPU of the session core holding many concurrent idle sessions (issue 4's note).
+//! Memory and CPU of the session core holding many concurrent idle sessions.
 //!
 //! `cargo run --release -p tcpcopy-session --example idle_sessions [SESSIONS]` opens SESSIONS
 //! (default 100,000) replicated sessions, each with a handshake and one answered request, then lets
@@ -10,32 +10,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use session::testing::segment as packet;
 use session::{Config, Replicator, Rule};
-use wire::{Flags, SegmentRepr, Seq, TcpPacket};
-
-fn packet(
-    src: SocketAddr,
-    dst: SocketAddr,
-    seq: u32,
-    ack: u32,
-    flags: Flags,
-    data: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    SegmentRepr {
-        src,
-        dst,
-        seq: Seq(seq),
-        ack: Seq(ack),
-        flags,
-        window: 65535,
-        mss: flags.syn().then_some(1460),
-        window_scale: None,
-        ttl: 64,
-    }
-    .emit(data, &mut out);
-    out
-}
+use wire::{Flags, TcpPacket};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -8,14 +8,31 @@
 //!    [`Replicator::drain_routes`] to tell the intercepts which client endpoints are ours.
 //!
 //! It reads no clock, opens no socket and spawns no thread: `now` is always an argument, so the
-//! whole state machine runs on simulated time in tests.
+//! whole state machine runs on simulated time in tests, and the same calls send the same packets.
+//!
+//! Layout, by job: `replicator` (the session table, routing packets to sessions, batches and
+//! timers; `capture`, `response` and `lifecycle` beneath it), `keys` (table keys and hashing),
+//! `session` (one session's state machine towards the target), `stream` (its client bytes and
+//! request boundaries), `rtt` (its RTT estimator), `outbox` (packets on their way out), `closed`
+//! (sessions that closed lately), `timer` (the timer wheel), `config` and `stats`. The `testing`
+//! module (feature `testing`) holds the seeded simulator, packet builder and PRNG that tests,
+//! benches and examples share.
 #![forbid(unsafe_code)]
 
+mod closed;
 mod config;
+mod keys;
+mod outbox;
+mod replicator;
+mod rtt;
 mod session;
 mod stats;
+mod stream;
 mod timer;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 pub use config::{Config, Rule};
-pub use session::Replicator;
+pub use replicator::Replicator;
 pub use stats::{ParseStatsError, Stats};

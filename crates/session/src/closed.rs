@@ -4,26 +4,32 @@
 //! each new connection probes them. They live in one ring in the order they closed, which is the
 //! order they expire in, and the two lookup tables hold only the record's number: adding,
 //! expiring and probing touch small entries, not a table of large records scattered over megabytes.
+//!
+//! It owns only the records; it sends nothing (the replicator sends a record's stored
+//! acknowledgment) and never walks its tables, whose order is seeded per process.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wire::{SegmentRepr, Seq};
 
-use super::{unlink, OnlineKey, TableMap, TargetKey, LINGER};
+use crate::keys::{unlink, OnlineKey, TableMap, TargetKey};
+
+/// How long a closed session lingers to re-acknowledge a retransmitted target FIN.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// What is left of a session once both directions closed: enough to acknowledge the target's
 /// retransmitted FIN and to recognise the client's late segments.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Closed {
-    pub(super) key: OnlineKey,
+pub(crate) struct Closed {
+    pub(crate) key: OnlineKey,
     /// The client's ISN: a repeated SYN is a duplicate, another one a new connection.
-    pub(super) isn: Seq,
+    pub(crate) isn: Seq,
     /// The acknowledgment we send again when the target repeats its FIN; its endpoints are the
     /// session's at the target.
-    pub(super) ack: SegmentRepr,
-    pub(super) at: Instant,
+    pub(crate) ack: SegmentRepr,
+    pub(crate) at: Instant,
 }
 
 impl Closed {
@@ -34,7 +40,7 @@ impl Closed {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct ClosedSessions {
+pub(crate) struct ClosedSessions {
     /// Records in the order they closed; forgotten ones stay until they reach the front, as
     /// `None`.
     ring: VecDeque<Option<Closed>>,
@@ -55,24 +61,24 @@ impl ClosedSessions {
     }
 
     /// The record of the connection `key`.
-    pub(super) fn get(&self, key: &OnlineKey) -> Option<&Closed> {
+    pub(crate) fn get(&self, key: &OnlineKey) -> Option<&Closed> {
         self.record(*self.by_online.get(key)?)
     }
 
     /// The record of the session that had endpoints `flow` at the target (unless a new session
     /// took them over).
-    pub(super) fn at_target(&self, flow: &TargetKey) -> Option<&Closed> {
+    pub(crate) fn at_target(&self, flow: &TargetKey) -> Option<&Closed> {
         self.record(*self.by_target.get(flow)?)
     }
 
-    pub(super) fn holds_target(&self, flow: &TargetKey) -> bool {
+    pub(crate) fn holds_target(&self, flow: &TargetKey) -> bool {
         self.by_target.contains_key(flow)
     }
 
     /// Adds the record of a session that closed; `keep_endpoints` is false when another session
     /// takes its endpoints at the target over at once. An earlier record of the same connection
     /// is forgotten.
-    pub(super) fn insert(&mut self, closed: Closed, keep_endpoints: bool) {
+    pub(crate) fn insert(&mut self, closed: Closed, keep_endpoints: bool) {
         self.forget(&closed.key);
         let n = self.popped + self.ring.len() as u64;
         self.ring.push_back(Some(closed));
@@ -83,14 +89,14 @@ impl ClosedSessions {
     }
 
     /// Drops the record of the connection `key`.
-    pub(super) fn forget(&mut self, key: &OnlineKey) {
+    pub(crate) fn forget(&mut self, key: &OnlineKey) {
         if let Some(&n) = self.by_online.get(key) {
             self.drop_record(n);
         }
     }
 
     /// Drops the records of sessions closed for [`LINGER`] by `now`.
-    pub(super) fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         while let Some(c) = self.ring.front() {
             if c.is_some_and(|c| now < c.at + LINGER) {
                 break;
@@ -114,29 +120,29 @@ impl ClosedSessions {
     }
 
     /// When the oldest record expires.
-    pub(super) fn next_expiry(&self) -> Option<Instant> {
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
         Some(self.ring.front()?.as_ref()?.at + LINGER)
     }
 
     /// The client endpoints (as the target sees them) of every record.
-    pub(super) fn locals(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+    pub(crate) fn locals(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.ring.iter().flatten().map(|c| c.ack.src)
     }
 
     /// No record, no table entry and nothing left in the ring.
     #[cfg(test)]
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_online.is_empty() && self.by_target.is_empty() && self.ring.is_empty()
     }
 
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_online.len()
     }
 
     /// Records that still hold their endpoints at the target.
     #[cfg(test)]
-    pub(super) fn holding_endpoints(&self) -> usize {
+    pub(crate) fn holding_endpoints(&self) -> usize {
         self.by_target.len()
     }
 }

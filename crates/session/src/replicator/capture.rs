@@ -1,0 +1,145 @@
+//! The client's side: a packet a client sent to the online server, captured.
+//!
+//! Owns the routing of a captured packet: its rule and sampling, a cut-short capture, the copies
+//! made of it, a SYN reusing a port (the old session finishes or is reset), a connection joined
+//! mid-stream, and the memory bounds on what sessions hold. It must not interpret the client's
+//! bytes (the session's stream does) nor send anything itself.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use wire::TcpPacket;
+
+use super::Replicator;
+use crate::keys::OnlineKey;
+
+impl Replicator {
+    /// A packet a client sent towards the online server (IP header first).
+    pub fn handle_capture(&mut self, now: Instant, packet: &[u8]) {
+        self.born.get_or_insert(now);
+        self.stats.captured_packets += 1;
+        let Ok(p) = TcpPacket::parse(packet) else {
+            self.stats.malformed_packets += 1;
+            return;
+        };
+        let Some(rule) = self.config.rule_for(p.dst()).copied() else {
+            self.stats.ignored_packets += 1;
+            return;
+        };
+        if !self.config.samples(p.src()) {
+            self.stats.sampled_out_packets += 1;
+            return;
+        }
+        if p.payload().len() < p.payload_len() {
+            // Cut short by the capture: those bytes are gone for good (the online server has them,
+            // so the client never sends them again). The session cannot be delivered intact.
+            self.stats.truncated_packets += 1;
+            for copy in 0..self.config.copies {
+                if let Some(&id) = self.by_online.get(&OnlineKey::new(p.src(), p.dst(), copy)) {
+                    self.abort(now, id);
+                }
+            }
+            return;
+        }
+        if p.payload_len() > usize::from(self.config.mss) {
+            // TSO/GSO/GRO on the capture side: sent on as several segments.
+            self.stats.super_segments += 1;
+        }
+        for copy in 0..self.config.copies {
+            self.capture_copy(now, &p, rule.target, copy);
+        }
+    }
+
+    /// One replicated session's share of a captured packet.
+    fn capture_copy(&mut self, now: Instant, p: &TcpPacket<'_>, target: SocketAddr, copy: u16) {
+        let key = OnlineKey::new(p.src(), p.dst(), copy);
+        let flags = p.flags();
+        let existing = self.by_online.get(&key).copied();
+        if existing.is_none() {
+            if let Some(c) = self.closed.get(&key) {
+                if !flags.syn() || flags.ack() {
+                    // A late segment of a connection that is over at the target too.
+                    self.stats.ignored_packets += 1;
+                    return;
+                }
+                if c.isn == p.seq() {
+                    self.stats.duplicate_segments += 1;
+                    return;
+                }
+                // The client opens a new connection from the same port.
+                self.closed.forget(&key);
+            }
+        }
+
+        if flags.syn() && !flags.ack() {
+            if let Some(id) = existing {
+                // `by_online` names live sessions only: `remove` takes the entry with the session.
+                let s = &self.sessions[id];
+                if s.isn == p.seq() {
+                    self.stats.duplicate_segments += 1;
+                    return;
+                }
+                // The client reuses the port for a new connection. A session with bytes still
+                // owed to the target, or whose close is still under way there, finishes first
+                // (a reset now could discard a request the target's server has not read yet);
+                // one that owes nothing is reset now.
+                if s.owes_target() || s.closing() {
+                    self.by_online.remove(&key);
+                    self.stats.sessions_port_reused += 1;
+                } else {
+                    self.abort(now, id);
+                }
+            }
+            self.aborted.remove(&key);
+            self.create(now, p, target, copy, p.seq(), false);
+            return;
+        }
+
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                // Open before we started: join it if it carries data, else it is an orphan packet.
+                // A connection we aborted is not joined again in the middle of its stream.
+                let was_aborted = self
+                    .aborted
+                    .get(&key)
+                    .is_some_and(|&t| now < t + self.config.session_timeout);
+                if !self.config.join_open_sessions
+                    || was_aborted
+                    || p.payload_len() == 0
+                    || flags.rst()
+                    || flags.syn()
+                {
+                    self.stats.ignored_packets += 1;
+                    return;
+                }
+                self.create(now, p, target, copy, p.seq() - 1, true)
+            }
+        };
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        s.last_activity = now;
+        if flags.rst() {
+            if s.stream.mark_reset() {
+                self.stats.sessions_reset_by_client += 1;
+            }
+        } else {
+            let ack_tag = flags.ack().then(|| p.ack());
+            let before = s.held();
+            if s.accept_client(p, ack_tag, &mut self.stats) {
+                self.greeting_servers.insert(s.online, ());
+            }
+            let held = s.held();
+            self.buffered = self.buffered + held - before;
+            if held > self.config.max_session_bytes
+                || self.buffered > self.config.max_buffered_bytes
+            {
+                self.stats.sessions_overflowed += 1;
+                self.abort(now, id);
+                return;
+            }
+        }
+        self.touch(now, id);
+    }
+}

@@ -1,0 +1,232 @@
+//! A session's life as the replicator sees it: created for a SYN (or joined mid-stream), started
+//! at the target or made to wait for a predecessor on the same endpoints, then aborted or removed,
+//! its buffers kept for the next one and a waiting successor started.
+//!
+//! Owns the choice of the session's endpoint at the target (a fake address probed for a free
+//! one), the ISN clock and the table entries of a session. It must not decide what a session
+//! sends beyond its SYN and a reset: that is the session's.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use wire::{Flags, Seq, TcpPacket};
+
+use super::Replicator;
+use crate::keys::{addr_hash, unlink, OnlineKey, TargetKey};
+use crate::rtt::RttEstimator;
+use crate::session::{Session, SessionId, State};
+use crate::stream::ClientStream;
+
+/// Buffers of ended sessions kept for new ones (see [`crate::stream::Buffers`]).
+const MAX_SPARE: usize = 1024;
+
+impl Replicator {
+    /// A new session for the connection `p` belongs to, towards `target`: started at once, or
+    /// waiting for a predecessor that holds its endpoints at the target.
+    pub(super) fn create(
+        &mut self,
+        now: Instant,
+        p: &TcpPacket<'_>,
+        target: SocketAddr,
+        copy: u16,
+        isn: Seq,
+        joined: bool,
+    ) -> SessionId {
+        let local = self.local_endpoint(p.src(), target, copy);
+        let buffers = self.spare.pop().unwrap_or_default();
+        let s = Session {
+            copy,
+            client: p.src(),
+            online: p.dst(),
+            local,
+            target,
+            state: State::SynSent,
+            isn,
+            out_isn: isn + self.isn_clock(now),
+            stream: ClientStream::new(isn, buffers),
+            snd_una: 0,
+            snd_nxt: 0,
+            fin_sent: false,
+            t_next: Seq(0),
+            t_window: 0,
+            t_wscale: 0,
+            t_mss: 536,
+            target_fin: false,
+            answer_mark: Seq(0),
+            waiting_since: None,
+            ack_pending: false,
+            ack_due: None,
+            dupacks: 0,
+            recover: None,
+            fast_rtx: false,
+            rtt: RttEstimator::new(self.config.initial_rto),
+            retries: 0,
+            rtx_at: Some(now + self.config.initial_rto),
+            rtt_probe: Some((0, now)),
+            last_activity: now,
+            successor: None,
+            queued_at: None,
+            dirty: false,
+            counted_stalled: false,
+            answer_open: false,
+        };
+        let id = self.sessions.insert(s);
+        self.by_online
+            .insert(OnlineKey::new(p.src(), p.dst(), copy), id);
+        // A closed connection on these endpoints at the target is over: the new one takes them.
+        if let Some(key) = self
+            .closed
+            .at_target(&TargetKey::new(local, target))
+            .map(|c| c.key)
+        {
+            self.closed.forget(&key);
+        }
+        let predecessor = self.by_target.get(&TargetKey::new(local, target)).copied();
+        self.stats.sessions_created += 1;
+        self.stats.sessions_active += 1;
+        if joined {
+            self.stats.sessions_joined += 1;
+        }
+        match predecessor.and_then(|p| self.sessions.get_mut(p)) {
+            // Only the real client endpoint can be taken (fake ones are probed for a free one).
+            Some(prev) => {
+                let waiting = prev.successor.replace(id);
+                if let Some(w) = self.sessions.get_mut(id) {
+                    w.state = State::Waiting;
+                    w.rtx_at = None;
+                    w.rtt_probe = None;
+                }
+                // A third connection on the port: the one that was waiting gives way.
+                if let Some(w) = waiting {
+                    self.abort(now, w);
+                }
+                self.schedule(id);
+                // The predecessor's deadlines may depend on having a successor.
+                if let Some(p) = predecessor {
+                    self.progress(now, p);
+                }
+            }
+            None => self.start(now, id),
+        }
+        id
+    }
+
+    /// What a new session adds to its client's ISN: `Config::isn_base` plus one per 4 µs since
+    /// the replicator's first call (RFC 6528's clock; the driver sets `isn_base` from the wall
+    /// clock when it creates the replicator and calls it at once). A replay of the same recording, or a
+    /// tcpcopy restarted against the same target, then opens its sessions with later sequence
+    /// numbers than the earlier run's, which the target accepts even while it still holds the
+    /// earlier connection in TIME-WAIT on the same endpoints.
+    fn isn_clock(&mut self, now: Instant) -> u32 {
+        if !self.config.clock_isn {
+            return 0;
+        }
+        let born = *self.born.get_or_insert(now);
+        let ticks = (now.saturating_duration_since(born).as_micros() / 4) as u32;
+        self.config.isn_base.wrapping_add(ticks)
+    }
+
+    /// Opens the session at the target: SYN, route announcement, retransmission timer.
+    pub(super) fn start(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        s.state = State::SynSent;
+        s.rtx_at = Some(now + s.rtt.rto());
+        s.rtt_probe = Some((0, now));
+        let syn = s.syn(&self.config);
+        self.out.emit(&syn, &[]);
+        self.by_target.insert(s.target_key(), id);
+        self.routes.push(s.local);
+        self.schedule(id);
+    }
+
+    /// The replicated session's client endpoint: the real one, or a fake address chosen by a hash of
+    /// the client's, probing further when that endpoint is already in use towards this target.
+    fn local_endpoint(&self, client: SocketAddr, target: SocketAddr, copy: u16) -> SocketAddr {
+        let port = self.config.copy_port(client.port(), copy);
+        let fakes = &self.config.fake_clients;
+        if fakes.is_empty() {
+            return SocketAddr::new(client.ip(), port);
+        }
+        // Copies of one client spread over the fake addresses too.
+        let start = (addr_hash(client.ip()) as usize).wrapping_add(usize::from(copy)) % fakes.len();
+        let mut first = None;
+        for i in 0..fakes.len() {
+            let cand = SocketAddr::new(fakes[(start + i) % fakes.len()], port);
+            first.get_or_insert(cand);
+            if !self.by_target.contains_key(&TargetKey::new(cand, target))
+                && !self.closed.holds_target(&TargetKey::new(cand, target))
+            {
+                return cand;
+            }
+        }
+        // Every fake address is busy on this port: reuse the first (the older session loses).
+        first.unwrap_or(client)
+    }
+
+    /// Resets the session at the target (when it got that far) and forgets it.
+    pub(super) fn abort(&mut self, now: Instant, id: SessionId) {
+        self.remember_abort(now, id);
+        if let Some(s) = self.sessions.get_mut(id) {
+            if s.state == State::Established {
+                s.finish_requests(&mut self.stats);
+                let rst = s.repr(s.next_seq(), Flags::RST | Flags::ACK, None, self.config.ttl);
+                self.out.emit(&rst, &[]);
+            }
+        }
+        self.remove(now, id);
+    }
+
+    /// Remembers a connection that ends while its client is still sending, so that its further
+    /// segments are not joined as a new session in the middle of its stream.
+    pub(super) fn remember_abort(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        if s.stream.reset() || s.stream.fin().is_some() {
+            return;
+        }
+        if self.aborted.len() >= 100_000 {
+            let timeout = self.config.session_timeout;
+            self.aborted.retain(|_, t| now < *t + timeout);
+        }
+        self.aborted.insert(s.online_key(), now);
+    }
+
+    /// Forgets a session; one waiting for it starts now.
+    pub(super) fn remove(&mut self, now: Instant, id: SessionId) {
+        if let Some(mut s) = self.sessions.remove(id) {
+            self.buffered -= s.held();
+            if s.counted_stalled {
+                self.stalled -= 1;
+            }
+            if s.state == State::Waiting {
+                // Its predecessor, which holds the endpoints at the target, no longer has
+                // anyone waiting for it (and need not be cut short for one).
+                if let Some(&p) = self.by_target.get(&s.target_key()) {
+                    if let Some(pred) = self.sessions.get_mut(p) {
+                        if pred.successor == Some(id) {
+                            pred.successor = None;
+                            // The wait it timed for the successor is over too (with no request
+                            // pending, nothing else uses it).
+                            if pred.stream.all_released() {
+                                pred.waiting_since = None;
+                            }
+                        }
+                    }
+                }
+            }
+            if self.spare.len() < MAX_SPARE {
+                self.spare.extend(s.stream.take_buffers());
+            }
+            self.stats.sessions_active -= 1;
+            unlink(&mut self.by_online, &s.online_key(), id);
+            // Before a successor starts: it takes the same key.
+            unlink(&mut self.by_target, &s.target_key(), id);
+            if let Some(next) = s.successor {
+                self.start(now, next);
+            }
+        }
+    }
+}

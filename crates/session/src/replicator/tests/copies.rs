@@ -1,0 +1,90 @@
+//! Copies and sampling: several sessions per connection on shifted ports, a stable share of connections.
+
+use super::*;
+
+#[test]
+fn copies_are_distinct_sessions_on_shifted_ports() {
+    let base = Instant::now();
+    let mut cfg = config();
+    cfg.copies = 3;
+    let mut r = Replicator::new(cfg);
+    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    let mut ports = Vec::new();
+    r.drain_transmits(|p| {
+        let t = TcpPacket::parse(p).unwrap();
+        assert!(t.flags().syn());
+        assert_eq!(t.seq(), Seq(C_ISN));
+        ports.push(t.src().port());
+    });
+    assert_eq!(ports, [40000, 41000, 42000]);
+    // Each copy completes its own handshake and gets the request.
+    for &port in &ports {
+        let local = SocketAddr::new(FAKE.parse().unwrap(), port);
+        r.handle_response(
+            ms(base, 1),
+            &segment(
+                addr(TARGET),
+                local,
+                T_ISN,
+                C_ISN + 1,
+                Flags::SYN | Flags::ACK,
+                b"",
+            ),
+        );
+    }
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"GET /\n"),
+    );
+    let mut got = Vec::new();
+    r.drain_transmits(|p| {
+        let t = TcpPacket::parse(p).unwrap();
+        if !t.payload().is_empty() {
+            got.push((t.src().port(), t.payload().to_vec()));
+        }
+    });
+    got.sort();
+    assert_eq!(
+        got,
+        ports
+            .iter()
+            .map(|&p| (p, b"GET /\n".to_vec()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(r.stats().sessions_created, 3);
+    assert_eq!(
+        r.config().copy_port(65000, 1),
+        1024 + (65000 - 1024 + 1000) % 64512
+    );
+}
+
+#[test]
+fn sampling_keeps_a_stable_share_of_connections() {
+    let mut cfg = config();
+    cfg.sample_percent = 30;
+    let kept = (0..20_000u32)
+        .filter(|i| {
+            let ip = IpAddr::from([198, 18, 0, 10 + (i / 10_000) as u8]);
+            cfg.samples(SocketAddr::new(ip, 30_000 + (i % 10_000) as u16))
+        })
+        .count();
+    assert!((5_600..=6_400).contains(&kept), "kept {kept} of 20000");
+    // The same connection is always decided the same way, so every packet of it follows.
+    let mut r = Replicator::new(cfg);
+    let base = Instant::now();
+    for port in 40_000..40_100u16 {
+        let c = SocketAddr::new(addr(CLIENT).ip(), port);
+        r.handle_capture(base, &segment(c, addr(ONLINE), 1, 0, Flags::SYN, b""));
+        r.handle_capture(
+            base,
+            &segment(c, addr(ONLINE), 2, 9, Flags::ACK | Flags::PSH, b"x\n"),
+        );
+    }
+    let st = r.stats();
+    assert_eq!(
+        st.sessions_created * 2 + st.sampled_out_packets,
+        200,
+        "{st}"
+    );
+    assert!((15..=45).contains(&st.sessions_created), "{st}");
+}

@@ -1,0 +1,327 @@
+//! One session's client bytes, as captured: reassembly, request boundaries and the buffer they
+//! wait in until the target acknowledges them.
+//!
+//! Owns the stream (offsets counted from the client's ISN + 1 as `u64`, so streams longer than
+//! 4 GiB work), the out-of-order captures kept ahead of a hole and their bounds, the request
+//! boundaries (a *request* is a run of client bytes sent with the same acknowledgment number: when
+//! the acknowledgment moves, the online server answered in between), the client's FIN and reset. It does
+//! not send, read the target's packets or time anything: the session decides when a boundary is
+//! released and tells the stream what the target acknowledged.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use wire::{Seq, TcpPacket};
+
+use crate::stats::Stats;
+
+/// Out-of-order captured segments kept per session before further ones are dropped (the client's
+/// own retransmission refills the hole).
+const MAX_OOO_SEGMENTS: usize = 1024;
+/// How far ahead of the next expected byte a captured segment may start and still be kept.
+const MAX_OOO_DISTANCE: u64 = 4 << 20;
+/// The largest client stream buffer kept for a new session, in bytes.
+const MAX_SPARE_DATA: usize = 16 << 10;
+/// The most request boundaries a kept queue has room for; larger ones shrink to this.
+const MAX_SPARE_BOUNDS: usize = 64;
+/// Acknowledged bytes at the front of the buffer are compacted away past this much.
+const COMPACT_AT: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct ClientStream {
+    /// Stream offset of the first byte in `data` (everything before it the target acknowledged).
+    data_start: u64,
+    data: Vec<u8>,
+    /// Bytes of `data` already acknowledged and waiting to be compacted away.
+    data_skip: usize,
+    /// Next stream offset expected from the client, and its sequence number.
+    rcv_nxt: u64,
+    rcv_nxt_seq: Seq,
+    ooo: BTreeMap<u64, (Vec<u8>, Option<Seq>, bool)>,
+    /// Payload bytes held in `ooo`.
+    ooo_bytes: usize,
+    /// Acknowledgment number of the client's last data segment: its change starts a new request.
+    last_ack_tag: Option<Seq>,
+    /// Whether bytes arrived since the last request boundary (an open request).
+    open_request: bool,
+    /// Request boundaries not yet released to the target (offsets where a new request starts, or
+    /// the client's FIN).
+    pending_bounds: VecDeque<u64>,
+    /// Request boundaries not yet fully acknowledged by the target.
+    unacked_bounds: VecDeque<u64>,
+    /// Offset of the client's FIN, once captured.
+    client_fin: Option<u64>,
+    /// The client reset its connection.
+    reset: bool,
+}
+
+/// What a captured segment changed beyond the stream itself, for the session to act on.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Accepted {
+    /// A request boundary was queued while none was pending: a wait timed before (for a closing
+    /// session's last answer) says nothing about this new request.
+    pub(crate) first_bound: bool,
+    /// The client's first data acknowledged more than the handshake: the online server spoke
+    /// first, and the first request waits for the target's greeting.
+    pub(crate) greeted: bool,
+}
+
+impl ClientStream {
+    /// An empty stream whose first byte has sequence number `isn + 1`, in `buffers` kept from an
+    /// ended session.
+    #[inline]
+    pub(crate) fn new(isn: Seq, buffers: Buffers) -> ClientStream {
+        ClientStream {
+            data_start: 0,
+            data: buffers.data,
+            data_skip: 0,
+            rcv_nxt: 0,
+            rcv_nxt_seq: isn + 1,
+            ooo: BTreeMap::new(),
+            ooo_bytes: 0,
+            last_ack_tag: None,
+            open_request: false,
+            pending_bounds: buffers.pending_bounds,
+            unacked_bounds: buffers.unacked_bounds,
+            client_fin: None,
+            reset: false,
+        }
+    }
+
+    /// Next stream offset expected from the client: every byte before it was captured.
+    #[inline]
+    pub(crate) fn rcv_nxt(&self) -> u64 {
+        self.rcv_nxt
+    }
+
+    /// Offset of the client's FIN, once captured.
+    #[inline]
+    pub(crate) fn fin(&self) -> Option<u64> {
+        self.client_fin
+    }
+
+    /// Whether the client reset its connection.
+    #[inline]
+    pub(crate) fn reset(&self) -> bool {
+        self.reset
+    }
+
+    /// The client reset its connection: returns whether that is news.
+    #[inline]
+    pub(crate) fn mark_reset(&mut self) -> bool {
+        !std::mem::replace(&mut self.reset, true)
+    }
+
+    /// Client bytes held for the target.
+    #[inline]
+    pub(crate) fn held(&self) -> usize {
+        self.data.len() - self.data_skip + self.ooo_bytes
+    }
+
+    /// The bytes at stream offsets `from..to` (not yet acknowledged, already captured).
+    #[inline]
+    pub(crate) fn bytes(&self, from: u64, to: u64) -> &[u8] {
+        let start = self.data_skip + (from - self.data_start) as usize;
+        &self.data[start..start + (to - from) as usize]
+    }
+
+    /// Takes a captured client segment into the stream (reassembling out-of-order captures).
+    #[inline]
+    pub(crate) fn accept(
+        &mut self,
+        p: &TcpPacket<'_>,
+        ack_tag: Option<Seq>,
+        stats: &mut Stats,
+    ) -> Accepted {
+        let mut accepted = Accepted::default();
+        let rel = p.seq().diff(self.rcv_nxt_seq);
+        let off = self.rcv_nxt as i64 + rel;
+        if off < 0 {
+            stats.duplicate_segments += 1;
+            return accepted;
+        }
+        let off = off as u64;
+        let payload = p.payload();
+        let fin = p.flags().fin();
+        if payload.is_empty() && !fin {
+            // A pure acknowledgment of the online server's bytes. The first one (the handshake's)
+            // is remembered: a first request acknowledging more answers a server's greeting.
+            if self.rcv_nxt == 0 && self.last_ack_tag.is_none() {
+                self.last_ack_tag = ack_tag;
+            }
+            return accepted;
+        }
+        if off > self.rcv_nxt {
+            // Keep a bounded window ahead of the hole; the client's retransmission fills the rest.
+            if self.ooo.len() < MAX_OOO_SEGMENTS
+                && off - self.rcv_nxt <= MAX_OOO_DISTANCE
+                && !self.ooo.contains_key(&off)
+            {
+                self.ooo_bytes += payload.len();
+                self.ooo.insert(off, (payload.to_vec(), ack_tag, fin));
+            }
+            return accepted;
+        }
+        let end = off + payload.len() as u64;
+        if end <= self.rcv_nxt && !(fin && end == self.rcv_nxt && self.client_fin.is_none()) {
+            stats.duplicate_segments += 1;
+            return accepted;
+        }
+        self.append(off, payload, ack_tag, fin, stats, &mut accepted);
+        while let Some(entry) = self.ooo.first_entry() {
+            let off = *entry.key();
+            if off > self.rcv_nxt {
+                break;
+            }
+            let (data, tag, fin) = entry.remove();
+            self.ooo_bytes -= data.len();
+            if off + data.len() as u64 > self.rcv_nxt || fin {
+                self.append(off, &data, tag, fin, stats, &mut accepted);
+            }
+        }
+        accepted
+    }
+
+    #[inline]
+    fn append(
+        &mut self,
+        off: u64,
+        payload: &[u8],
+        ack_tag: Option<Seq>,
+        fin: bool,
+        stats: &mut Stats,
+        accepted: &mut Accepted,
+    ) {
+        let skip = (self.rcv_nxt - off) as usize;
+        let new = payload.get(skip..).unwrap_or_default();
+        if !new.is_empty() {
+            if self.client_fin.is_some() {
+                return; // bytes after the FIN: a confused capture, never valid TCP
+            }
+            let advanced =
+                matches!((self.last_ack_tag, ack_tag), (Some(prev), Some(cur)) if cur > prev);
+            if advanced || !self.open_request {
+                if self.rcv_nxt > 0 {
+                    self.push_bound(self.rcv_nxt, accepted);
+                    self.unacked_bounds.push_back(self.rcv_nxt);
+                } else if advanced {
+                    // The online server spoke first: the first request waits for the target's
+                    // greeting like any request waits for the previous answer.
+                    self.push_bound(0, accepted);
+                    accepted.greeted = true;
+                }
+                stats.requests_online += 1;
+                self.open_request = true;
+            }
+            if ack_tag.is_some() {
+                self.last_ack_tag = ack_tag;
+            }
+            self.data.extend_from_slice(new);
+            self.rcv_nxt += new.len() as u64;
+            self.rcv_nxt_seq += new.len() as u32;
+            stats.client_bytes += new.len() as u64;
+        }
+        if fin && self.client_fin.is_none() {
+            self.client_fin = Some(self.rcv_nxt);
+            if self.rcv_nxt > 0 {
+                self.push_bound(self.rcv_nxt, accepted);
+            }
+        }
+    }
+
+    /// Adds a request boundary to release later.
+    #[inline]
+    fn push_bound(&mut self, at: u64, accepted: &mut Accepted) {
+        if self.pending_bounds.is_empty() {
+            accepted.first_bound = true;
+        }
+        self.pending_bounds.push_back(at);
+    }
+
+    /// The next request boundary not yet released to the target.
+    #[inline]
+    pub(crate) fn next_bound(&self) -> Option<u64> {
+        self.pending_bounds.front().copied()
+    }
+
+    /// Releases the next request boundary: the request after it may go to the target.
+    #[inline]
+    pub(crate) fn release_bound(&mut self) {
+        self.pending_bounds.pop_front();
+    }
+
+    /// Whether every request boundary captured was released.
+    #[inline]
+    pub(crate) fn all_released(&self) -> bool {
+        self.pending_bounds.is_empty()
+    }
+
+    /// Where sending must stop for now: the start of the next request not yet released.
+    #[inline]
+    pub(crate) fn send_limit(&self) -> u64 {
+        self.next_bound().unwrap_or(self.rcv_nxt).min(self.rcv_nxt)
+    }
+
+    /// The target acknowledged every client byte before `acked` (at most what was sent): they
+    /// leave the buffer.
+    #[inline]
+    pub(crate) fn release(&mut self, acked: u64) {
+        let n = (acked - self.data_start) as usize;
+        self.data_skip += n;
+        self.data_start = acked;
+        if self.data_skip > COMPACT_AT && self.data_skip * 2 > self.data.len() {
+            self.data.drain(..self.data_skip);
+            self.data_skip = 0;
+        }
+    }
+
+    /// The target acknowledged everything before `acked`: returns how many more requests it now
+    /// has in full.
+    #[inline]
+    pub(crate) fn requests_acked(&mut self, acked: u64) -> u64 {
+        let mut requests = 0;
+        while self.unacked_bounds.front().is_some_and(|&b| b <= acked) {
+            self.unacked_bounds.pop_front();
+            requests += 1;
+        }
+        requests
+    }
+
+    /// Closes the open request when the target acknowledged all of it (`acked` is the first byte
+    /// it has not): returns whether it did.
+    #[inline]
+    pub(crate) fn finish_request(&mut self, acked: u64) -> bool {
+        if self.open_request && acked >= self.rcv_nxt {
+            self.open_request = false;
+            return true;
+        }
+        false
+    }
+
+    /// The stream's buffers, emptied, for a later session; none when its buffer grew too large
+    /// to keep, and its boundary queues shrunk to [`MAX_SPARE_BOUNDS`].
+    pub(crate) fn take_buffers(&mut self) -> Option<Buffers> {
+        if self.data.capacity() > MAX_SPARE_DATA {
+            return None;
+        }
+        let mut b = Buffers {
+            data: std::mem::take(&mut self.data),
+            pending_bounds: std::mem::take(&mut self.pending_bounds),
+            unacked_bounds: std::mem::take(&mut self.unacked_bounds),
+        };
+        b.data.clear();
+        for q in [&mut b.pending_bounds, &mut b.unacked_bounds] {
+            q.clear();
+            q.shrink_to(MAX_SPARE_BOUNDS);
+        }
+        Some(b)
+    }
+}
+
+/// A stream's heap buffers, kept when its session ends for a later session: most sessions of
+/// short connections then allocate nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    data: Vec<u8>,
+    pending_bounds: VecDeque<u64>,
+    unacked_bounds: VecDeque<u64>,
+}
