@@ -30,8 +30,9 @@ use lab::{Lab, LabSpec};
 use netio::bpf::TcpFilter;
 use netio::capture::{RingCapture, RingConfig};
 use netio::raw::{PacketSink, RawSender};
+use session::testing::PacketBuilder;
 use session::{Config, Replicator, Rule};
-use wire::{Flags, SegmentRepr, Seq, TcpPacket};
+use wire::{Flags, Seq, TcpPacket};
 
 use tcpcopy::cli::SendLayer;
 use tcpcopy::config::SendVia;
@@ -64,19 +65,17 @@ fn cpu_of(path: &str) -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// A generated client segment of session `port` towards the address nobody owns.
 fn segment(port: u16, seq: u32, flags: Flags, payload: &[u8], out: &mut Vec<u8>) {
-    SegmentRepr {
-        src: SocketAddr::new(IpAddr::V4(Lab::CLIENT_IP), port),
-        dst: SocketAddr::new(IpAddr::V4(PHANTOM), 80),
-        seq: Seq(seq),
-        ack: Seq(if flags.syn() { 0 } else { 7_000_001 }),
+    PacketBuilder::default().emit(
+        SocketAddr::new(IpAddr::V4(Lab::CLIENT_IP), port),
+        SocketAddr::new(IpAddr::V4(PHANTOM), 80),
+        seq,
+        if flags.syn() { 0 } else { 7_000_001 },
         flags,
-        window: 65535,
-        mss: flags.syn().then_some(1460),
-        window_scale: None,
-        ttl: 64,
-    }
-    .emit(payload, out);
+        payload,
+        out,
+    );
 }
 
 /// Sends segments until `stop`; returns (packets sent, its thread's CPU seconds).
@@ -122,18 +121,20 @@ impl FakeTarget {
         let flags = t.flags();
         if flags.syn() {
             let mut out = Vec::new();
-            SegmentRepr {
-                src: t.dst(),
-                dst: t.src(),
-                seq: Seq(50_000),
-                ack: t.seq() + 1,
-                flags: Flags::SYN | Flags::ACK,
-                window: 65535,
-                mss: Some(1460),
+            let builder = PacketBuilder {
                 window_scale: t.window_scale().map(|_| 7),
-                ttl: 64,
-            }
-            .emit(&[], &mut out);
+                ..PacketBuilder::default()
+            };
+            let ack = t.seq() + 1;
+            builder.emit(
+                t.dst(),
+                t.src(),
+                50_000,
+                ack.0,
+                Flags::SYN | Flags::ACK,
+                &[],
+                &mut out,
+            );
             self.answers.push(out);
         } else if t.payload_len() > 0 {
             self.acked.insert(t.src(), t.seq() + t.payload_len() as u32);
@@ -147,18 +148,8 @@ impl FakeTarget {
         let mut out = Vec::with_capacity(64);
         for (&local, &ack) in &self.acked {
             out.clear();
-            SegmentRepr {
-                src: SocketAddr::new(IpAddr::V4(TARGET), 80),
-                dst: local,
-                seq: Seq(50_001),
-                ack,
-                flags: Flags::ACK,
-                window: 65535,
-                mss: None,
-                window_scale: None,
-                ttl: 64,
-            }
-            .emit(&[], &mut out);
+            let target = SocketAddr::new(IpAddr::V4(TARGET), 80);
+            PacketBuilder::default().emit(target, local, 50_001, ack.0, Flags::ACK, &[], &mut out);
             core.handle_response(now, &out);
         }
         self.acked.clear();

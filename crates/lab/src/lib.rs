@@ -18,7 +18,6 @@ pub mod memcache;
 pub mod netlab;
 pub mod nginx;
 pub mod redis;
-pub mod rng;
 pub mod scenario;
 pub mod scratch;
 pub mod stream;

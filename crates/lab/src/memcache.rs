@@ -8,8 +8,8 @@
 //! the server, the command and the answer; after an error the connection should be dropped.
 
 use crate::netlab::{Child, Lab};
-use crate::rng::Rng;
 use anyhow::{anyhow, bail, Context as _};
+use session::testing::Rng;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};

@@ -11,8 +11,8 @@
 //! server and should be dropped.
 
 use crate::netlab::{Child, Lab};
-use crate::rng::Rng;
 use anyhow::{anyhow, bail, Context as _};
+use session::testing::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};

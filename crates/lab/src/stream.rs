@@ -12,8 +12,8 @@
 
 use crate::acceptor::{lock, Acceptor};
 use crate::http::parse_head;
-use crate::rng::Rng;
 use anyhow::{bail, Context as _};
+use session::testing::Rng;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -40,6 +40,22 @@ impl PacketBuilder {
         payload: &[u8],
     ) -> Vec<u8> {
         let mut out = Vec::new();
+        self.emit(src, dst, seq, ack, flags, payload, &mut out);
+        out
+    }
+
+    /// Appends a whole segment to `out`, for a generator that reuses one buffer per packet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        seq: u32,
+        ack: u32,
+        flags: Flags,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         SegmentRepr {
             src,
             dst,
@@ -51,8 +67,7 @@ impl PacketBuilder {
             window_scale: self.window_scale.filter(|_| flags.syn()),
             ttl: self.ttl,
         }
-        .emit(payload, &mut out);
-        out
+        .emit(payload, out);
     }
 
     /// A segment with `len` payload bytes as an intercept reports it: its headers only (the IP
