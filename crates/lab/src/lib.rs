@@ -4,9 +4,12 @@
 //!
 //! Used by `tcpcopy demo` (which must work on a bare Debian host: `iproute2` only, embedded servers
 //! only), by the load harness (`tcpcopy-bench`) and by the end-to-end tests (which may also use
-//! nginx). Never a dependency of a production build: `tcpcopy` links it only for its `demo`
-//! feature. Everything here runs in namespaces the caller created through [`netlab::Lab`] or on
-//! loopback; nothing touches the root namespace's network configuration. This crate owns no `unsafe`: namespace switching is `netio::netns::enter`.
+//! nginx). Not for production hosts: `tcpcopy` links it (and through it `session`'s `testing`
+//! feature) into the `tcpcopy` and `intercept` binaries only for its default `demo` feature, so
+//! `cargo build --release -p tcpcopy --no-default-features` builds them without it. Everything
+//! here runs in namespaces the caller created through [`netlab::Lab`] or on loopback; nothing
+//! touches the root namespace's network configuration. This crate owns no `unsafe`: namespace
+//! switching is `netio::netns::enter`.
 
 #![forbid(unsafe_code)]
 

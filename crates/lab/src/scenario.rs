@@ -41,8 +41,8 @@ pub enum Servers {
     Stream(Answer),
     /// redis-server (package redis-server), no persistence.
     Redis,
-    /// memcached (package memcached) with 2 GB of cache, enough for issue 4's hot backup
-    /// without evictions.
+    /// memcached (package memcached) with 2 GB of cache, enough for the hot-backup test's
+    /// 100,000 sets of up to 100 KB without evictions.
     Memcached,
 }
 

@@ -111,8 +111,9 @@ impl Short {
 const SHORT_STEP: Duration = Duration::from_micros(1_750);
 
 /// One wake of the live loop: the clock moves on by `step`, `feed` hands the batch's packets to
-/// the core, the batch ends and the timers due fire (live.rs calls `handle_timeout` on every
-/// wake), and what the core sent is drained. Returns the packets it sent.
+/// the core, the batch ends and the timers due fire (the driver,
+/// `crates/tcpcopy/src/live/worker.rs`, calls `handle_timeout` on every wake), and what the core
+/// sent is drained. Returns the packets it sent.
 fn wake(
     r: &mut Replicator,
     now: &mut Instant,

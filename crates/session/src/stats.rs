@@ -192,7 +192,7 @@ impl std::str::FromStr for Stats {
 
     /// Reads the statistics back from a line `Display` wrote, from its first `"sessions "` on
     /// (so a log line's prefix, such as `tcpcopy final: `, may stay). The one parser of the
-    /// statistics line: the demo, the harness and the tests read counters through it.
+    /// statistics line: the demo and the tests read counters through it.
     fn from_str(line: &str) -> Result<Stats, ParseStatsError> {
         let at = line.find("sessions ").ok_or(ParseStatsError::Missing)?;
         let (words, numbers) = split_numbers(line[at..].trim_end());

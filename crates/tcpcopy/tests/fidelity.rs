@@ -1,4 +1,4 @@
-//! Session fidelity end to end (issue 4): a 100 MB upload through TSO super-segments, a protocol
+//! Session fidelity end to end: a 100 MB upload through TSO super-segments, a protocol
 //! where the server speaks first, memcached hot backup joined mid-connection, and redis pipelining.
 //! Each test builds and removes its own lab (needs root); a mutex keeps them sequential.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 use lab::stream::{self, Answer, ConnRecord};
 
-/// Issue 4: a 100 MB POST body reaches the target byte-identical, with the veth offloads left on,
+/// A 100 MB POST body reaches the target byte-identical, with the veth offloads left on,
 /// so tcpcopy captures TSO super-segments (up to 64 KB) and must cut them to the target's MSS.
 #[test]
 fn hundred_megabyte_upload_with_offloads_on_arrives_byte_identical() {
@@ -27,7 +27,7 @@ fn hundred_megabyte_upload_with_offloads_off_arrives_byte_identical() {
 fn upload_arrives_byte_identical(offload: bool, tag: &str) {
     let _guard = common::sequential();
     // TCPCOPY_UPLOAD_MB and TCPCOPY_UPLOAD_ARGS (e.g. "-m 8192") try other sizes by hand; CI runs
-    // the issue's 100 MB with the defaults.
+    // 100 MB with the defaults.
     let spec = ScenarioSpec {
         offload,
         extra_tcpcopy_args: std::env::var("TCPCOPY_UPLOAD_ARGS")
@@ -89,7 +89,7 @@ fn upload_arrives_byte_identical(offload: bool, tag: &str) {
     assert_client_isolated(sniffer);
 }
 
-/// Issue 4: a protocol where the server greets first replicates byte-exact, each session's lines
+/// A protocol where the server greets first replicates byte-exact, each session's lines
 /// sent only after the target's own greeting.
 #[test]
 fn server_speaks_first_sessions_replicate_byte_exact() {
@@ -185,7 +185,7 @@ fn wait_equal<T: PartialEq>(
     }
 }
 
-/// Issue 4: redis with 16 commands per round trip; the target's keyspace equals the online one.
+/// Redis with 16 commands per round trip; the target's keyspace equals the online one.
 #[test]
 fn redis_pipelining_keyspace_matches() {
     use lab::redis::{keyspace_diff, pipelined_load, PipelineSpec, RedisConn};
@@ -238,7 +238,7 @@ fn redis_pipelining_keyspace_matches() {
     assert_client_isolated(sniffer);
 }
 
-/// Issue 4: memcached hot backup. 20 connections are open before tcpcopy starts (so every session
+/// Memcached hot backup. 20 connections are open before tcpcopy starts (so every session
 /// is joined mid-connection with a synthesized handshake), then 100,000 sets of random keys with
 /// values of 10 B to 100 KB; the target's key→value map equals the online one exactly.
 #[test]

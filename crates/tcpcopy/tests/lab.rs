@@ -153,7 +153,7 @@ fn assistant_mode_replicates_every_request_in_order() {
     full_replication(Mode::Assistant, "tcA", None);
 }
 
-/// Issue 4: with 2% of the service's packets dropped at random on the target host, both ways,
+/// With 2% of the service's packets dropped at random on the target host, both ways,
 /// every request still arrives, exactly once and in order. tcpcopy sends at the link layer here.
 #[test]
 fn two_percent_loss_at_the_target_loses_no_request() {
@@ -162,7 +162,7 @@ fn two_percent_loss_at_the_target_loses_no_request() {
     full_replication_with(s, Some(2.0));
 }
 
-/// Issue 6: two capture threads in tcpcopy (PACKET_FANOUT, each with its own sessions, fake
+/// Two capture threads in tcpcopy (PACKET_FANOUT, each with its own sessions, fake
 /// addresses and intercept connections) and two in intercept replicate the same load exactly,
 /// sending at the link layer.
 #[test]
@@ -277,7 +277,7 @@ fn settled_target(sc: &Scenario, timeout: Duration) -> Vec<String> {
     }
 }
 
-/// Issue 5: `-n 3` makes three complete sessions at the target of every online session.
+/// `-n 3` makes three complete sessions at the target of every online session.
 #[test]
 fn three_copies_of_every_session_reach_the_target() {
     let _guard = common::sequential();
@@ -312,7 +312,7 @@ fn three_copies_of_every_session_reach_the_target() {
     assert_client_isolated(sniffer);
 }
 
-/// Issue 5: `-r 30` replicates 30% ± 3% of the connections, each one complete.
+/// `-r 30` replicates 30% ± 3% of the connections, each one complete.
 #[test]
 fn thirty_percent_of_sessions_arrive_each_complete() {
     let _guard = common::sequential();
@@ -350,7 +350,7 @@ fn thirty_percent_of_sessions_arrive_each_complete() {
     assert_client_isolated(sniffer);
 }
 
-/// Issue 5: two online hosts, each with its own tcpcopy, into one target and one intercept; the
+/// Two online hosts, each with its own tcpcopy, into one target and one intercept; the
 /// target sees the sum, none lost.
 #[test]
 fn two_online_hosts_feed_one_target_and_one_intercept() {
@@ -394,7 +394,7 @@ fn two_online_hosts_feed_one_target_and_one_intercept() {
     assert_client_isolated(sniffer);
 }
 
-/// Issue 5: IPv6 end to end. Clients reach the online server at its IPv6 address, tcpcopy sends
+/// IPv6 end to end. Clients reach the online server at its IPv6 address, tcpcopy sends
 /// to the target's IPv6 address (fake IPv6 clients in assistant mode, the real client's in queue
 /// mode); every request arrives once, and no target packet reaches the client.
 fn ipv6_replication(mode: Mode, tag: &str) {

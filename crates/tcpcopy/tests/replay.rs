@@ -1,4 +1,4 @@
-//! Offline replay end to end (issue 5): traffic recorded with tcpdump, and by `tcpcopy --record`,
+//! Offline replay end to end: traffic recorded with tcpdump, and by `tcpcopy --record`,
 //! replayed with `tcpcopy -i FILE` against a live target through intercept; `-a` speeds it up; a
 //! damaged file replays what came before the damage and ends with a one-line error.
 //! Needs root and tcpdump; each test builds and removes its own lab.

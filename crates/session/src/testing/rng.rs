@@ -1,7 +1,6 @@
-//! The one pseudo-random generator of the tests, benches and lab: xorshift64* seeded through a
-//! splitmix64 step, so that everything random is reproducible from a seed. A superset of the
-//! lab's generator (same constructor, same streams, same methods and signatures) plus
-//! [`Rng::chance`]. Not for anything secret.
+//! The one pseudo-random generator of the tests, benches, examples, the lab and the harness:
+//! xorshift64* seeded through a splitmix64 step, so that everything random is reproducible from a
+//! seed. Not for anything secret.
 
 /// xorshift64* with a splitmix64-mixed seed: similar seeds give unrelated streams.
 #[derive(Debug, Clone)]

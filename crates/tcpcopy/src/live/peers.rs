@@ -500,24 +500,24 @@ mod tests {
     /// [`PEER_SILENCE`] to find.
     #[test]
     fn a_close_that_came_with_the_last_bytes_is_read_at_once() {
-        let (mut poll, mut link, mut peer) = polled_pair();
+        let (mut poll, mut peer, mut intercept) = polled_pair();
         let mut ping = Vec::new();
         protocol::encode_ping(&mut ping);
-        peer.write_all(&ping).unwrap();
-        drop(peer);
+        intercept.write_all(&ping).unwrap();
+        drop(intercept);
 
         let mut events = mio::Events::with_capacity(4);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !link.hung_up && Instant::now() < deadline {
+        while !peer.hung_up && Instant::now() < deadline {
             poll.poll(&mut events, Some(Duration::from_millis(100)))
                 .unwrap();
-            events.iter().for_each(|ev| link.note(ev));
+            events.iter().for_each(|ev| peer.note(ev));
         }
-        assert!(link.hung_up, "the poll reports the close");
+        assert!(peer.hung_up, "the poll reports the close");
         let mut core = Replicator::new(Config::new(Vec::new()));
         let mut buf = vec![0u8; 4096];
         assert_eq!(
-            link.read(&mut core, Instant::now(), &mut buf),
+            peer.read(&mut core, Instant::now(), &mut buf),
             Err("closed by intercept".to_string())
         );
     }
@@ -525,7 +525,7 @@ mod tests {
     /// A connected pair: our end registered with a poll, and the intercept's end.
     fn polled_pair() -> (Poll, Peer, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let intercept = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
         stream.set_nonblocking(true).unwrap();
         let poll = Poll::new().unwrap();
@@ -536,13 +536,13 @@ mod tests {
                 Interest::READABLE,
             )
             .unwrap();
-        let link = Peer::new(
+        let peer = Peer::new(
             stream,
             Decoder::new(),
             Arc::new(AtomicBool::new(false)),
             Instant::now(),
         );
-        (poll, link, peer)
+        (poll, peer, intercept)
     }
 
     /// Whether the poll reports anything within `ms`.
@@ -553,35 +553,35 @@ mod tests {
         !events.is_empty()
     }
 
-    /// What the lazy links rely on: below the mark a report wakes nobody, a read still gets
+    /// What lazy peers rely on: below the mark a report wakes nobody, a read still gets
     /// it, and going back to eager wakes the loop for what is already queued.
     #[test]
     fn a_lazy_connection_wakes_nobody_for_a_report_yet_a_read_gets_it() {
-        let (mut poll, mut link, mut peer) = polled_pair();
+        let (mut poll, mut peer, mut intercept) = polled_pair();
         let mut ping = Vec::new();
         protocol::encode_ping(&mut ping);
-        link.set_lazy(true).unwrap();
-        peer.write_all(&ping).unwrap();
+        peer.set_lazy(true).unwrap();
+        intercept.write_all(&ping).unwrap();
         assert!(!woken(&mut poll, 200), "a ping below the mark wakes nobody");
         let mut core = Replicator::new(Config::new(Vec::new()));
         let mut buf = vec![0u8; 4096];
-        let before = link.last_heard;
-        assert_eq!(link.read(&mut core, Instant::now(), &mut buf), Ok(false));
-        assert!(link.last_heard > before, "the read got the ping");
+        let before = peer.last_heard;
+        assert_eq!(peer.read(&mut core, Instant::now(), &mut buf), Ok(false));
+        assert!(peer.last_heard > before, "the read got the ping");
 
-        peer.write_all(&ping).unwrap();
+        intercept.write_all(&ping).unwrap();
         assert!(!woken(&mut poll, 100));
-        link.set_lazy(false).unwrap();
+        peer.set_lazy(false).unwrap();
         assert!(
             woken(&mut poll, 1000),
             "eager again: the queued ping wakes the loop"
         );
         // Enough for the mark wakes the loop even when lazy.
-        link.set_lazy(true).unwrap();
-        assert_eq!(link.read(&mut core, Instant::now(), &mut buf), Ok(false));
+        peer.set_lazy(true).unwrap();
+        assert_eq!(peer.read(&mut core, Instant::now(), &mut buf), Ok(false));
         while woken(&mut poll, 50) {}
         let pings: Vec<u8> = ping.repeat(LAZY_LOWAT as usize / ping.len() + 1);
-        peer.write_all(&pings).unwrap();
+        intercept.write_all(&pings).unwrap();
         assert!(woken(&mut poll, 1000), "a full mark wakes the loop");
     }
 
