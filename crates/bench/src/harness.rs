@@ -27,8 +27,8 @@ pub(crate) struct Load {
     pub(crate) close: bool,
 }
 
-/// The rows issue 6 measures the C TCPCopy at: ~10k keep-alive req/s, keep-alive unthrottled,
-/// ~9k short connections/s, short connections unthrottled.
+/// The rows the C TCPCopy's published figures were taken at: ~10k keep-alive req/s, keep-alive
+/// unthrottled, ~9k short connections/s, short connections unthrottled.
 const LOADS: [Load; 4] = [
     Load {
         name: "keep-alive ~10k/s",
@@ -245,15 +245,6 @@ pub struct BenchOpts {
     pub c_tool: Option<PathBuf>,
 }
 
-/// Fails unless run as root: the harness builds network namespaces.
-pub(crate) fn preflight() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        lab::netlab::is_root(),
-        "the harness builds network namespaces: run it as root"
-    );
-    Ok(())
-}
-
 /// The lab setup of every row: nginx on both sides, intercept on the assistant, tcpcopy started
 /// once the lab is up, both with the harness's options.
 fn scenario_spec(opts: &BenchOpts) -> anyhow::Result<ScenarioSpec> {
@@ -386,7 +377,7 @@ fn latency_rows(
 /// Runs the harness (see [`BenchOpts`]); fails when a row lost or duplicated a request, or a
 /// target packet reached the client.
 pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
-    preflight()?;
+    lab::netlab::require_root("the harness")?;
     let mut c_tool = opts.c_tool.as_deref().map(CTool::new).transpose()?;
     anyhow::ensure!(
         lab::wrk::wrk_binary().is_some(),
@@ -438,7 +429,7 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
                 with.wrk.p99_us
             );
             println!("CPU% is of one core over the row (the target's catch-up included); us/req is CPU time per request the target received; RSS is the peak so far.");
-            println!("Issue 6's figures for the C TCPCopy 1.3 on this kind of machine: tcpcopy 12% at 9.6k keep-alive req/s (12.5 us/req), 37% at 8.7k short conn/s (42.5 us/req); intercept 4% (4.2 us/req) and 18% (20.7 us/req).");
+            println!("Figures given for the C TCPCopy 1.3 on a 2-core VM of this kind (lab settings unknown): tcpcopy 12% at 9.6k keep-alive req/s (12.5 us/req), 37% at 8.7k short conn/s (42.5 us/req); intercept 4% (4.2 us/req) and 18% (20.7 us/req).");
             rows.push(with);
         }
         None => {
@@ -456,11 +447,7 @@ pub fn run_bench(opts: &BenchOpts) -> anyhow::Result<()> {
 
 /// The counters tcpcopy printed as it ended.
 pub(crate) fn final_line(log: &str) -> &str {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("(no final line)")
-        .trim_start_matches(|c| c != 's')
+    lab::scenario::final_line(log).unwrap_or("(no final line)")
 }
 
 /// The median of `values` (the upper one of the middle two).

@@ -158,13 +158,9 @@ impl FakeTarget {
 
 /// Builds the lab: the client's frames for the phantom address go to the online host, and the
 /// target's link on the online host discards everything it is given.
-fn build_lab(threaded_receive: bool) -> anyhow::Result<Lab> {
+fn build_lab() -> anyhow::Result<Lab> {
     lab::netlab::cleanup_orphans("tcpps");
-    let lab = Lab::create(&LabSpec {
-        threaded_receive,
-        ..LabSpec::unique("tcpps")
-    })
-    .context("building the lab")?;
+    let lab = Lab::create(&LabSpec::unique("tcpps")).context("building the lab")?;
     let (cli, onl) = (lab.ns_client().to_string(), lab.ns_online().to_string());
     // The online host's MAC, for the client's neighbour entry of the phantom address.
     let link = lab.sh(&onl, &["ip", "-o", "link", "show", Lab::IFACE])?;
@@ -289,7 +285,7 @@ fn pipeline(
 
 /// Runs the microbenchmark for `seconds` and prints its figures.
 pub fn run_pps(seconds: u64, threaded_receive: bool, send_layer: SendLayer) -> anyhow::Result<()> {
-    crate::harness::preflight()?;
+    lab::netlab::require_root("the harness")?;
     // With NAPI on the veths the generator outruns the receive thread: the veth's receive ring
     // overflows and drops segments before any capture sees them (tcpdump shows the same holes),
     // and a generator never retransmits, so the sessions stall. Not a measurement of tcpcopy.
@@ -298,7 +294,7 @@ pub fn run_pps(seconds: u64, threaded_receive: bool, send_layer: SendLayer) -> a
         "--pps: --threaded-receive is not supported (the generator overruns the veth's receive ring)"
     );
     let stop_signal = stop_on_signals()?;
-    let lab = build_lab(threaded_receive)?;
+    let lab = build_lab()?;
     let (cli, onl) = (lab.ns_client().to_string(), lab.ns_online().to_string());
     let mut cfg = Config::new(vec![Rule {
         online_addr: Some(IpAddr::V4(PHANTOM)),

@@ -8,13 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
-/// The tests run one at a time: they share the machine's CPUs and the lab's names.
-fn sequential() -> MutexGuard<'static, ()> {
-    static SEQUENTIAL: Mutex<()> = Mutex::new(());
-    SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use lab::scenario::sequential;
 
 /// `tcpcopy-bench`, with `tcpcopy` and `intercept` freshly built beside it (same profile and
 /// target directory).

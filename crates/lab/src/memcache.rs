@@ -575,10 +575,8 @@ struct SetStream {
 
 impl SetStream {
     fn new(spec: &HotBackupSpec, conn: usize) -> SetStream {
-        // Distinct, unrelated streams per connection: Rng::new mixes the seed.
-        let seed = spec.seed ^ (conn as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         SetStream {
-            rng: Rng::new(seed),
+            rng: Rng::for_stream(spec.seed, conn),
             conn,
             keys: spec.keys_per_connection,
             min_len: spec.min_len,

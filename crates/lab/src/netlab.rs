@@ -523,6 +523,15 @@ pub fn is_root() -> bool {
     effective_uid() == Some(0)
 }
 
+/// Fails unless run as root, naming what needs it (`"the demo"`): the lab builds namespaces.
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        is_root(),
+        "{what} builds network namespaces: run it as root"
+    );
+    Ok(())
+}
+
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;

@@ -580,6 +580,20 @@ impl Scenario {
     }
 }
 
+/// tcpcopy's final statistics in its log: what follows `tcpcopy final: ` on the last line that
+/// has it (a `session::Stats` line, which `str::parse` reads back).
+pub fn final_line(log: &str) -> Option<&str> {
+    log.lines()
+        .rev()
+        .find_map(|l| Some(l.split_once("tcpcopy final: ")?.1))
+}
+
+/// Lab runs of one process, one at a time: they share the machine's CPUs, and timing matters.
+pub fn sequential() -> std::sync::MutexGuard<'static, ()> {
+    static SEQUENTIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The directory of the running program, which must also hold the `tcpcopy` and `intercept`
 /// binaries that a [`Scenario`] runs (`cargo build --release` puts them side by side).
 pub fn programs_dir() -> anyhow::Result<PathBuf> {

@@ -10,6 +10,7 @@ use super::*;
 use crate::classic::*;
 use crate::link::*;
 use crate::pcapng::*;
+use session::testing::Rng;
 
 /// A packet as read back, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -776,15 +777,8 @@ fn error_messages() {
         format!("{}: not a pcap or pcapng file", empty.0.display())
     );
 
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..100)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let mut noise = [0u8; 100];
+    Rng::new(1).fill(&mut noise);
     let noise = TempFile::with("noise.pcap", &noise);
     assert_eq!(
         noise.open_error(),

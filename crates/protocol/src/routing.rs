@@ -134,8 +134,8 @@ impl<S: BuildHasher + Default> Router<S> {
     }
 
     /// Whether `id` is connected.
-    #[inline]
-    pub fn is_connected(&self, id: ConnId) -> bool {
+    #[cfg(test)]
+    fn is_connected(&self, id: ConnId) -> bool {
         self.conns.contains_key(&id)
     }
 

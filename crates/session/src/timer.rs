@@ -187,18 +187,7 @@ impl<T: Copy + Ord> TimerWheel<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A tiny deterministic generator, so that the model check needs no dependency.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-    }
+    use crate::testing::Rng;
 
     /// `first_slot` against a scan of every slot from the cursor on, with the cursor and the
     /// occupied slots at word edges (bits 0 and 63, words 0 and 63) and wrapped round.
@@ -240,25 +229,25 @@ mod tests {
     #[test]
     fn pops_in_the_same_order_as_a_binary_heap() {
         for seed in 0..20 {
-            let mut rng = Lcg(seed);
+            let mut rng = Rng::new(seed);
             let base = Instant::now();
             let mut now = base;
             let mut wheel = TimerWheel::new();
             let mut heap = BinaryHeap::new();
             for step in 0u64..20_000 {
-                match rng.next() % 10 {
+                match rng.next_u64() % 10 {
                     0..=5 => {
                         // Mostly near deadlines, some in the past, some far beyond the horizon,
                         // many the same.
-                        let at = match rng.next() % 10 {
+                        let at = match rng.next_u64() % 10 {
                             0 => now
-                                .checked_sub(Duration::from_micros(rng.next() % 5000))
+                                .checked_sub(Duration::from_micros(rng.next_u64() % 5000))
                                 .unwrap_or(base),
-                            1 => now + Duration::from_secs(5 + rng.next() % 600),
+                            1 => now + Duration::from_secs(5 + rng.next_u64() % 600),
                             // The sessions of one batch share a deadline: many equal entries
                             // in one tick, pushed before and after it is sorted.
                             2 | 3 => now + Duration::from_millis(200),
-                            _ => now + Duration::from_micros(rng.next() % 3_000_000),
+                            _ => now + Duration::from_micros(rng.next_u64() % 3_000_000),
                         };
                         wheel.push(at, step);
                         heap.push(Reverse((at, step)));
@@ -269,7 +258,7 @@ mod tests {
                     }
                     _ => {
                         // Time passes; everything due is popped in order.
-                        now += Duration::from_micros(rng.next() % 50_000);
+                        now += Duration::from_micros(rng.next_u64() % 50_000);
                         while heap.peek().is_some_and(|e| e.0 .0 <= now) {
                             assert_eq!(wheel.pop(), heap.pop().map(|e| e.0));
                         }

@@ -241,7 +241,7 @@ impl InterceptConfig {
                     None => vec![None],
                 },
                 service_ports: cli.service_ports.clone(),
-                threads: cli.threads.max(1),
+                threads: cli.threads,
             }
         };
         Ok(InterceptConfig {

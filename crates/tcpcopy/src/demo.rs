@@ -14,14 +14,6 @@ use std::time::{Duration, Instant};
 use lab::scenario::{programs_dir, Mode, Scenario, ScenarioSpec, Servers};
 use lab::{LoadReport, LoadSpec};
 
-fn preflight() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        lab::netlab::is_root(),
-        "the demo builds network namespaces: run it as root"
-    );
-    Ok(())
-}
-
 /// Runs `f` on a thread while watching for SIGINT/SIGTERM; on a signal returns an error at once, so
 /// that the caller's lab is dropped (and cleaned up) while the worker is abandoned.
 fn interruptible<T: Send + 'static>(
@@ -57,7 +49,7 @@ fn load_spec(
 }
 
 pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
-    preflight()?;
+    lab::netlab::require_root("the demo")?;
     let stop = crate::plumbing::stop_on_signals()?;
     let bin_dir = programs_dir()?;
     println!(
@@ -100,11 +92,7 @@ pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
     }
     let log = sc.stop_tcpcopy()?;
     let (leaked, control) = sniffer.finish()?;
-    let final_line = log
-        .lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("")
-        .to_string();
+    let final_line = lab::scenario::final_line(&log).unwrap_or("");
     // Unreadable counters (no final line) show as zeros; the request counts above decide.
     let counters = final_line.parse::<session::Stats>().unwrap_or_default();
     let lost = online.saturating_sub(target);
@@ -140,10 +128,7 @@ pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
         report.percentile(99.0).unwrap_or(0)
     );
     println!("client isolation    {leaked} target packets reached the client ({control} online packets seen there)");
-    println!(
-        "tcpcopy counters    {}",
-        final_line.trim_start_matches(|c| c != 's')
-    );
+    println!("tcpcopy counters    {final_line}");
     sc.stop_intercept()?;
     drop(sc);
     println!("lab removed.");

@@ -106,12 +106,12 @@ fn tcpdump_recording_replays_every_request_and_accelerates() {
     let (t1, status, log) = replay(&mut sc, &file, &[]);
     assert!(status.success(), "replay at 1x failed:\n{log}");
     sc.wait_target(10_000, Duration::from_secs(30)).unwrap();
-    assert_all(&sc, &l, 1, &final_line(&log));
+    assert_all(&sc, &l, 1, final_line(&log));
 
     let (t5, status, log5) = replay(&mut sc, &file, &["-a", "5"]);
     assert!(status.success(), "replay at 5x failed:\n{log5}");
     sc.wait_target(20_000, Duration::from_secs(30)).unwrap();
-    assert_all(&sc, &l, 2, &final_line(&log5));
+    assert_all(&sc, &l, 2, final_line(&log5));
     // Both runs include ~3 s of idle wait after the file ends; compare the reading time.
     let read = |log: &str| -> f64 {
         let line = log
@@ -165,12 +165,12 @@ fn recorded_pcapng_replays_and_a_truncated_file_replays_its_readable_part() {
     assert_eq!(sc.load(&l).unwrap().ok, 10_000);
     sc.wait_target(10_000, Duration::from_secs(30)).unwrap();
     let log = sc.stop_tcpcopy().unwrap();
-    assert_all(&sc, &l, 1, &final_line(&log));
+    assert_all(&sc, &l, 1, final_line(&log));
 
     let (_, status, log) = replay(&mut sc, &file, &["-a", "4"]);
     assert!(status.success(), "replay of the recording failed:\n{log}");
     sc.wait_target(20_000, Duration::from_secs(30)).unwrap();
-    assert_all(&sc, &l, 2, &final_line(&log));
+    assert_all(&sc, &l, 2, final_line(&log));
 
     // Cut the file at 60%: the first part replays, then one line names the damage.
     let bytes = std::fs::read(&file).unwrap();

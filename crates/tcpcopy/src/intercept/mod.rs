@@ -27,8 +27,7 @@ mod hub;
 mod queue_rule;
 mod sources;
 
-pub use hub::Hub;
-pub use queue_rule::QueueRule;
+use hub::Hub;
 
 /// Runs the intercept until `stop` is set.
 pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -42,7 +41,7 @@ pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let _rule = sources::start(cfg, &hub, &stop)?;
     info!("listening for tcpcopy on {ip}:{port}");
     accept_loop(&listener, cfg, &hub, &stop)?;
-    info!("{}", summary(&hub));
+    info!("{}", hub.summary());
     if let Some(why) = hub.take_failure() {
         anyhow::bail!(why);
     }
@@ -96,7 +95,7 @@ fn accept_loop(
         }
         if last_stats.elapsed() >= Duration::from_secs(10) {
             last_stats = Instant::now();
-            info!("{}", summary(hub));
+            info!("{}", hub.summary());
         }
     }
     Ok(())
@@ -119,9 +118,4 @@ fn accept_one(listener: &TcpListener) -> Option<std::io::Result<(TcpStream, Sock
             }
         }
     }
-}
-
-/// The statistics line.
-pub fn summary(hub: &Hub) -> String {
-    hub.summary()
 }

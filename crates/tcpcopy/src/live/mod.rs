@@ -35,7 +35,7 @@ use crate::plumbing::{Mailbox, PacketBatch};
 mod capture;
 mod peers;
 mod replay;
-pub mod send;
+mod send;
 mod worker;
 
 pub use send::Sender;

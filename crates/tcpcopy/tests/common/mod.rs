@@ -3,16 +3,10 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 
 use lab::scenario::{Scenario, Sniffer};
 
-/// Lab tests of one binary run one at a time: they share the machine's CPUs and timing matters.
-static SEQUENTIAL: Mutex<()> = Mutex::new(());
-
-pub fn sequential() -> MutexGuard<'static, ()> {
-    SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use lab::scenario::sequential;
 
 /// Where cargo put the `tcpcopy` and `intercept` binaries.
 pub fn bin_dir() -> PathBuf {
@@ -23,11 +17,8 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// tcpcopy's final statistics line.
-pub fn final_line(log: &str) -> String {
-    log.lines()
-        .find(|l| l.contains("tcpcopy final:"))
-        .unwrap_or("(no final line)")
-        .to_string()
+pub fn final_line(log: &str) -> &str {
+    lab::scenario::final_line(log).unwrap_or("(no final line)")
 }
 
 /// Packets tcpcopy sent to the target at the link layer and routed, summed over its capture

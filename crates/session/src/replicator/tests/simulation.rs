@@ -52,18 +52,7 @@ fn simulation_with_loss_duplication_and_reordering_is_byte_exact() {
 #[test]
 fn simulation_of_ten_thousand_sessions_through_every_fault_is_byte_exact() {
     let started = std::time::Instant::now();
-    let s = simulate(
-        7,
-        10_000,
-        Faults {
-            loss: 0.02,
-            dup: 0.02,
-            reorder: 0.05,
-            delay_ms: 5,
-            capture_loss: 0.01,
-            batch: false,
-        },
-    );
+    let s = simulate(7, 10_000, EVERY_FAULT);
     assert_eq!(s.sessions_completed, 10_000, "{s}");
     assert_eq!(s.requests_online, s.requests_target, "{s}");
     assert!(
