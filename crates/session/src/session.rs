@@ -101,7 +101,8 @@ pub(crate) struct Session {
     pub(crate) rtx_at: Option<Instant>,
     pub(crate) rtt_probe: Option<(u64, Instant)>,
     pub(crate) last_activity: Instant,
-    /// A session waiting for this one to finish at the target (same endpoints there).
+    /// The next session waiting for this one to finish at the target (same endpoints there);
+    /// it may have a successor of its own: a line, in the client's order.
     pub(crate) successor: Option<SessionId>,
     /// The deadline this session is queued under in the timer wheel.
     pub(crate) queued_at: Option<Instant>,

@@ -87,19 +87,18 @@ impl Replicator {
         if joined {
             self.stats.sessions_joined += 1;
         }
-        match predecessor.and_then(|p| self.sessions.get_mut(p)) {
+        match predecessor.filter(|&p| self.sessions.contains_key(p)) {
             // Only the real client endpoint can be taken (fake ones are probed for a free one).
-            Some(prev) => {
-                let waiting = prev.successor.replace(id);
-                if let Some(w) = self.sessions.get_mut(id) {
-                    w.state = State::Waiting;
-                    w.rtx_at = None;
-                    w.rtt_probe = None;
-                }
-                // A third connection on the port: the one that was waiting gives way.
-                if let Some(w) = waiting {
-                    self.abort(now, w);
-                }
+            // Sessions waiting for it queue up behind the one that holds it, in the client's
+            // order, each started when the one before it is gone: a client that reuses its port
+            // again while the target lags still has every connection replayed.
+            Some(holder) => {
+                let last = self.last_in_line(holder);
+                self.sessions[last].successor = Some(id);
+                let w = &mut self.sessions[id];
+                w.state = State::Waiting;
+                w.rtx_at = None;
+                w.rtt_probe = None;
                 self.schedule(id);
                 // The predecessor's deadlines may depend on having a successor.
                 if let Some(p) = predecessor {
@@ -201,21 +200,21 @@ impl Replicator {
             if s.counted_stalled {
                 self.stalled -= 1;
             }
+            let mut next = s.successor;
             if s.state == State::Waiting {
-                // Its predecessor, which holds the endpoints at the target, no longer has
-                // anyone waiting for it (and need not be cut short for one).
-                if let Some(&p) = self.by_target.get(&s.target_key()) {
-                    if let Some(pred) = self.sessions.get_mut(p) {
-                        if pred.successor == Some(id) {
-                            pred.successor = None;
-                            // The wait it timed for the successor is over too (with no request
-                            // pending, nothing else uses it).
-                            if pred.stream.all_released() {
-                                pred.waiting_since = None;
-                            }
-                        }
+                // It leaves the line: the one before it is followed by the one after it. The
+                // endpoints stay with their holder, so nobody starts now.
+                let holder = self.by_target.get(&s.target_key()).copied();
+                if let Some(before) = holder.and_then(|h| self.before_in_line(h, id)) {
+                    let pred = &mut self.sessions[before];
+                    pred.successor = next;
+                    // With nobody waiting any more, the wait the holder timed for a successor is
+                    // over too (with no request pending, nothing else uses it).
+                    if pred.successor.is_none() && pred.stream.all_released() {
+                        pred.waiting_since = None;
                     }
                 }
+                next = None;
             }
             if self.spare.len() < MAX_SPARE {
                 self.spare.extend(s.stream.take_buffers());
@@ -224,9 +223,31 @@ impl Replicator {
             unlink(&mut self.by_online, &s.online_key(), id);
             // Before a successor starts: it takes the same key.
             unlink(&mut self.by_target, &s.target_key(), id);
-            if let Some(next) = s.successor {
+            if let Some(next) = next {
                 self.start(now, next);
             }
+        }
+    }
+
+    /// The last session in the line of those waiting for `holder`'s endpoints (`holder` itself
+    /// when nobody waits).
+    fn last_in_line(&self, holder: SessionId) -> SessionId {
+        let mut last = holder;
+        while let Some(next) = self.sessions.get(last).and_then(|s| s.successor) {
+            last = next;
+        }
+        last
+    }
+
+    /// The session just before `id` in the line that starts at `holder`.
+    fn before_in_line(&self, holder: SessionId, id: SessionId) -> Option<SessionId> {
+        let mut at = holder;
+        loop {
+            let next = self.sessions.get(at)?.successor?;
+            if next == id {
+                return Some(at);
+            }
+            at = next;
         }
     }
 }
