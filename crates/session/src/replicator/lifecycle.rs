@@ -93,6 +93,8 @@ impl Replicator {
             // order, each started when the one before it is gone: a client that reuses its port
             // again while the target lags still has every connection replayed.
             Some(holder) => {
+                // Both indexes are live: `last_in_line` returns only sessions it found in the
+                // table, and `id` was inserted above.
                 let last = self.last_in_line(holder);
                 self.sessions[last].successor = Some(id);
                 let w = &mut self.sessions[id];
@@ -100,10 +102,8 @@ impl Replicator {
                 w.rtx_at = None;
                 w.rtt_probe = None;
                 self.schedule(id);
-                // The predecessor's deadlines may depend on having a successor.
-                if let Some(p) = predecessor {
-                    self.progress(now, p);
-                }
+                // The holder's deadlines may depend on having a successor.
+                self.progress(now, holder);
             }
             None => self.start(now, id),
         }
@@ -206,6 +206,7 @@ impl Replicator {
                 // endpoints stay with their holder, so nobody starts now.
                 let holder = self.by_target.get(&s.target_key()).copied();
                 if let Some(before) = holder.and_then(|h| self.before_in_line(h, id)) {
+                    // Live: `before_in_line` found it in the table.
                     let pred = &mut self.sessions[before];
                     pred.successor = next;
                     // With nobody waiting any more, the wait the holder timed for a successor is
@@ -229,11 +230,14 @@ impl Replicator {
         }
     }
 
-    /// The last session in the line of those waiting for `holder`'s endpoints (`holder` itself
-    /// when nobody waits).
+    /// The last session in the line of those waiting for `holder`'s endpoints (`holder` itself,
+    /// which must be live, when nobody waits). Every session it returns is in the table.
     fn last_in_line(&self, holder: SessionId) -> SessionId {
         let mut last = holder;
         while let Some(next) = self.sessions.get(last).and_then(|s| s.successor) {
+            if !self.sessions.contains_key(next) {
+                break;
+            }
             last = next;
         }
         last
