@@ -4,6 +4,10 @@
 //!
 //! Every rejected option produces one line naming the option and the expected form, and exit status 2.
 
+// The field docs are also the `--help` text, written in the C tools' notation (`[,dev]`), which
+// rustdoc would read as links; escaping them would show the backslashes in `--help`.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 

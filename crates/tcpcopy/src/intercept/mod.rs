@@ -3,7 +3,7 @@
 //!
 //! Threads: one per response source (`sources`: a capture ring per interface and thread, or the
 //! NFQUEUE reader), the acceptor ([`run`], which also expires routes and logs statistics), and a
-//! reader plus a writer per tcpcopy connection (`conn`). A shared [`Hub`] holds the
+//! reader plus a writer per tcpcopy connection (`conn`). A shared `Hub` holds the
 //! connections' writers and the route table; sources lock it once per batch. Which connection
 //! gets which response (the route announcements, their timeout, the fallback to every tcpcopy
 //! for a response whose route is unknown) is decided by `protocol::routing`, without sockets.
