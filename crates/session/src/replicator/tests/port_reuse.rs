@@ -2,20 +2,22 @@
 
 use super::*;
 
+/// The client opens a new connection from the same port (ISN `isn`) at `at` and sends `request`
+/// 1 ms later, the online server's ISN being `online_isn`.
+fn reconnect(r: &mut Replicator, at: Instant, isn: u32, online_isn: u32, request: &[u8]) {
+    r.handle_capture(at, &client_pkt(isn, 0, Flags::SYN, b""));
+    r.handle_capture(
+        at + Duration::from_millis(1),
+        &client_pkt(isn + 1, online_isn, Flags::ACK, request),
+    );
+}
+
 #[test]
 fn reused_port_waits_for_the_previous_session_to_finish() {
     // Regression: a client reusing a port while the target still lagged behind on the previous
     // connection had that connection reset, losing its undelivered requests (queue-mode lab).
     let base = Instant::now();
-    let mut r = established(base);
-    r.handle_capture(
-        ms(base, 2),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"old\n"),
-    );
-    r.handle_capture(
-        ms(base, 3),
-        &client_pkt(C_ISN + 5, O_ISN + 50, Flags::ACK | Flags::FIN, b""),
-    );
+    let mut r = client_closed_after_one_request(base);
     assert_eq!(
         sent(&mut r).len(),
         1,
@@ -23,11 +25,7 @@ fn reused_port_waits_for_the_previous_session_to_finish() {
     );
 
     const C2: u32 = 777_000;
-    r.handle_capture(ms(base, 4), &client_pkt(C2, 0, Flags::SYN, b""));
-    r.handle_capture(
-        ms(base, 5),
-        &client_pkt(C2 + 1, O_ISN + 9_000, Flags::ACK, b"new\n"),
-    );
+    reconnect(&mut r, ms(base, 4), C2, O_ISN + 9_000, b"new\n");
     assert!(
         sent(&mut r).is_empty(),
         "neither a reset of the old session nor a SYN for the new one"
@@ -84,20 +82,12 @@ fn a_third_connection_on_a_kept_port_waits_its_turn_and_loses_no_request() {
     assert_eq!(sent(&mut r).len(), 1, "the first request");
     const C2: u32 = 777_000;
     const C3: u32 = 888_000;
-    r.handle_capture(ms(base, 4), &client_pkt(C2, 0, Flags::SYN, b""));
-    r.handle_capture(
-        ms(base, 5),
-        &client_pkt(C2 + 1, O_ISN + 9_000, Flags::ACK, b"second\n"),
-    );
+    reconnect(&mut r, ms(base, 4), C2, O_ISN + 9_000, b"second\n");
     r.handle_capture(
         ms(base, 6),
         &client_pkt(C2 + 8, O_ISN + 9_100, Flags::ACK | Flags::FIN, b""),
     );
-    r.handle_capture(ms(base, 7), &client_pkt(C3, 0, Flags::SYN, b""));
-    r.handle_capture(
-        ms(base, 8),
-        &client_pkt(C3 + 1, O_ISN + 19_000, Flags::ACK, b"third\n"),
-    );
+    reconnect(&mut r, ms(base, 7), C3, O_ISN + 19_000, b"third\n");
     assert!(
         sent(&mut r).is_empty(),
         "no reset, and no SYN while the first connection holds the endpoints"
