@@ -67,6 +67,11 @@ pub struct Config {
     pub clock_isn: bool,
     /// Where the ISN clock starts; the driver derives it from the wall clock (4 µs ticks).
     pub isn_base: u32,
+    /// A second target fed every session too (a comparison's baseline).
+    pub baseline: Option<SocketAddr>,
+    /// Record when each request went to the target in full ([`crate::Replicator::drain_sends`]),
+    /// and say whose session each target packet is (a comparison needs both).
+    pub trace_sends: bool,
 }
 
 impl Config {
@@ -93,6 +98,8 @@ impl Config {
             sample_percent: 100,
             clock_isn: true,
             isn_base: 0,
+            baseline: None,
+            trace_sends: false,
         }
     }
 

@@ -217,6 +217,45 @@ pub struct TcpcopyOpts {
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM)
     #[arg(long = "duration", default_value_t = 0)]
     pub duration: u64,
+    #[command(flatten)]
+    pub report: ReportOpts,
+}
+
+/// What the target answered, compared with production, and the reports of a run.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Comparison and reports")]
+pub struct ReportOpts {
+    /// Compare the target's answers with the online server's (captured too): HTTP/1.x by status,
+    /// headers and body, any other protocol by digest and first bytes
+    #[arg(long = "compare")]
+    pub compare: bool,
+    /// First bytes of each answer intercept forwards and the comparison keeps (16-65535)
+    #[arg(long = "compare-bytes", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(16..))]
+    pub compare_bytes: u16,
+    /// HTTP header left out of the comparison, added to the defaults (Date, Server, Age,
+    /// Expires, Last-Modified, ETag, Set-Cookie, X-Request-Id, Keep-Alive, Connection); `-NAME`
+    /// compares a default one again
+    #[arg(long = "ignore-header", value_name = "NAME")]
+    pub ignore_header: Vec<String>,
+    /// A second target running production's version, fed the same sessions: differences it shows
+    /// as well are reported as noise, not as regressions
+    #[arg(long = "baseline", value_name = "ADDR:PORT")]
+    pub baseline: Option<std::net::SocketAddr>,
+    /// Write the JSON report here at exit (schema: docs/report.schema.json)
+    #[arg(long = "report", value_name = "FILE.json")]
+    pub report_json: Option<PathBuf>,
+    /// Write a self-contained HTML report here at exit
+    #[arg(long = "report-html", value_name = "FILE.html")]
+    pub report_html: Option<PathBuf>,
+    /// Exit with status 3 when more than PCT % of the compared requests differ
+    #[arg(long = "fail-on-diff", value_name = "PCT")]
+    pub fail_on_diff: Option<f64>,
+    /// Exit with status 3 when more than PCT % of the online requests were lost
+    #[arg(long = "fail-on-loss", value_name = "PCT")]
+    pub fail_on_loss: Option<f64>,
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics)
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Parser)]

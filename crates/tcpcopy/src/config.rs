@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use session::{Config, Rule};
 
-use crate::cli::{InterceptCli, SendLayer, TcpcopyOpts};
+use crate::cli::{InterceptCli, ReportOpts, SendLayer, TcpcopyOpts};
 
 /// Where client packets come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +51,31 @@ pub struct LiveConfig {
     /// captured packet waits before it is replicated, and (under light load) the wake-up period
     /// of the replicating thread.
     pub capture_wait: Duration,
+    /// Answers compared with production's (`--compare`).
+    pub compare: Option<CompareSettings>,
+    /// Reports and exit criteria.
+    pub report: ReportSettings,
+}
+
+/// How answers are compared (`--compare` and its options).
+#[derive(Clone, Debug)]
+pub struct CompareSettings {
+    /// First bytes of each answer forwarded by intercept and kept.
+    pub head_bytes: u16,
+    /// HTTP header names (lower case) left out.
+    pub ignore_headers: Vec<String>,
+}
+
+/// What is written at exit, and when the exit status says failure.
+#[derive(Clone, Debug, Default)]
+pub struct ReportSettings {
+    pub json: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+    /// Percent of compared requests that may differ (exit 3 beyond).
+    pub fail_on_diff: Option<f64>,
+    /// Percent of online requests that may be lost (exit 3 beyond).
+    pub fail_on_loss: Option<f64>,
+    pub metrics: Option<SocketAddr>,
 }
 
 impl LiveConfig {
@@ -84,8 +109,59 @@ impl LiveConfig {
             capture_wait: Duration::from_millis(u64::from(o.capture_wait)),
             duration: (o.duration > 0).then(|| Duration::from_secs(o.duration)),
             send: send_via(o)?,
+            compare: compare_settings(&o.report)?,
+            report: report_settings(&o.report)?,
         })
     }
+}
+
+/// `--compare` and its options; they make no sense without it.
+fn compare_settings(r: &ReportOpts) -> Result<Option<CompareSettings>, String> {
+    if !r.compare {
+        if !r.ignore_header.is_empty() {
+            return Err("--ignore-header: only with --compare".into());
+        }
+        if r.fail_on_diff.is_some() {
+            return Err("--fail-on-diff: only with --compare".into());
+        }
+        return Ok(None);
+    }
+    let mut ignore: Vec<String> = compare::http::DEFAULT_IGNORED
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    for h in &r.ignore_header {
+        let name = h.to_ascii_lowercase();
+        if let Some(again) = name.strip_prefix('-') {
+            ignore.retain(|i| i != again);
+        } else if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(format!("--ignore-header {h}: not a header name"));
+        } else if !ignore.contains(&name) {
+            ignore.push(name);
+        }
+    }
+    Ok(Some(CompareSettings {
+        head_bytes: r.compare_bytes,
+        ignore_headers: ignore,
+    }))
+}
+
+fn report_settings(r: &ReportOpts) -> Result<ReportSettings, String> {
+    for (name, pct) in [
+        ("--fail-on-diff", r.fail_on_diff),
+        ("--fail-on-loss", r.fail_on_loss),
+    ] {
+        if pct.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+            return Err(format!("{name}: a percentage from 0 to 100"));
+        }
+    }
+    Ok(ReportSettings {
+        json: r.report_json.clone(),
+        html: r.report_html.clone(),
+        fail_on_diff: r.fail_on_diff,
+        fail_on_loss: r.fail_on_loss,
+        metrics: r.metrics,
+    })
 }
 
 /// `-i`: an existing file is replayed, anything else names one capture interface.
@@ -129,6 +205,18 @@ fn core_config(o: &TcpcopyOpts, rules: Vec<Rule>) -> Result<Config, String> {
         ));
     }
     core.session_timeout = Duration::from_secs(o.session_timeout);
+    if let Some(b) = o.report.baseline {
+        if core.rules.iter().any(|r| r.target.is_ipv4() != b.is_ipv4()) {
+            return Err(format!(
+                "--baseline {b}: must be of the same IP version as the target"
+            ));
+        }
+        if core.rules.iter().any(|r| r.target == b) {
+            return Err(format!("--baseline {b}: is the target itself"));
+        }
+    }
+    core.baseline = o.report.baseline;
+    core.trace_sends = o.report.compare;
     core.mss = o.mss;
     core.mtu = o.mtu;
     core.initial_rto = Duration::from_millis(o.rtt);
