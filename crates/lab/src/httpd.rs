@@ -2,22 +2,26 @@
 //! [`RequestLog`] tests can assert on exactly.
 //!
 //! Thread per connection, keep-alive, pipelining, `Connection: close`; every request is answered
-//! `200 ok\n` and its URI recorded with the connection it came on. Bind it inside a lab namespace with
+//! `200 ok\n` (or as its [`AnswerPlan`] says: another status or body, a random value, a delay) and
+//! its URI recorded with the connection it came on. Bind it inside a lab namespace with
 //! `lab.run_in(ns, || HttpServer::start(addr))`: a socket keeps the namespace it was created in, and
 //! the server's threads only use sockets it already has. Dropping the server stops every thread.
 
 use crate::acceptor::{lock, Acceptor};
 use crate::http::{ParseError, Request, RequestParser};
+use crate::plan::{self, AnswerPlan};
 use anyhow::Context as _;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-/// Body of every successful response.
-pub const BODY: &str = "ok\n";
+use session::testing::Rng;
+
+/// Body of every plain response.
+pub const BODY: &str = plan::PLAIN_BODY;
 
 /// How long a closing connection waits for the client's FIN, so unread request bytes do not turn our
 /// close into a RST that destroys the response in flight (nginx's "lingering close").
@@ -88,6 +92,9 @@ impl RequestLog {
 struct Shared {
     log: Arc<RequestLog>,
     requests: AtomicU64,
+    plan: AnswerPlan,
+    /// Draws the values of [`plan::Twist::Noise`] answers.
+    noise: Mutex<Rng>,
 }
 
 /// The embedded server. Stops (closing every connection) when dropped.
@@ -100,11 +107,26 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds `bind` (port 0 picks a free port, see [`HttpServer::local_addr`]) and starts serving.
     pub fn start(bind: SocketAddr) -> anyhow::Result<HttpServer> {
+        HttpServer::start_with(bind, AnswerPlan::plain())
+    }
+
+    /// Like [`HttpServer::start`], answering as `plan` says. Noise values are drawn from a
+    /// generator seeded by the clock and the address, so two servers never show the same ones.
+    pub fn start_with(bind: SocketAddr, plan: AnswerPlan) -> anyhow::Result<HttpServer> {
         let listener = TcpListener::bind(bind).with_context(|| format!("httpd: bind {bind}"))?;
         let addr = listener.local_addr().context("httpd: local_addr")?;
+        let clock = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let place = match addr.ip() {
+            std::net::IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => u128::from(v6) as u64,
+        };
         let shared = Arc::new(Shared {
             log: Arc::default(),
             requests: AtomicU64::new(0),
+            plan,
+            noise: Mutex::new(Rng::new(clock ^ place.rotate_left(32) ^ u64::from(addr.port()))),
         });
         let conn_shared = Arc::clone(&shared);
         let acceptor = Acceptor::start(listener, "httpd", move |stream, id, stop| {
@@ -132,20 +154,30 @@ impl HttpServer {
     }
 }
 
-fn respond(out: &mut Vec<u8>, request: &Request) {
+/// Appends the answer to `request` to `out`; returns how long to wait before sending it.
+fn respond(out: &mut Vec<u8>, request: &Request, shared: &Shared) -> Duration {
     let connection = if request.keep_alive {
         ""
     } else {
         "Connection: close\r\n"
     };
-    let body = if request.method == "HEAD" { "" } else { BODY };
+    let noise = lock(&shared.noise).next_u64();
+    let answer = shared.plan.answer(&request.uri, noise);
+    let body = if request.method == "HEAD" {
+        ""
+    } else {
+        answer.body.as_str()
+    };
     out.extend_from_slice(
         format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}\r\n{body}",
-            BODY.len()
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}\r\n{body}",
+            answer.status,
+            plan::reason(answer.status),
+            answer.body.len()
         )
         .as_bytes(),
     );
+    answer.delay
 }
 
 fn respond_error(out: &mut Vec<u8>, err: &ParseError) {
@@ -178,6 +210,7 @@ fn serve(mut stream: TcpStream, id: u64, shared: &Shared, stop: &AtomicBool) -> 
         }
         parser.feed(&buf[..n]);
         let mut close = false;
+        let mut delay = Duration::ZERO;
         // Answer every complete request in this read with one write: pipelined clients get their
         // responses in order, and nothing waits on a half-parsed request.
         loop {
@@ -185,7 +218,7 @@ fn serve(mut stream: TcpStream, id: u64, shared: &Shared, stop: &AtomicBool) -> 
                 Ok(Some(request)) => {
                     shared.log.record(id, &request.uri);
                     shared.requests.fetch_add(1, Ordering::Relaxed);
-                    respond(&mut out, &request);
+                    delay += respond(&mut out, &request, shared);
                     if !request.keep_alive {
                         close = true;
                         break;
@@ -200,6 +233,9 @@ fn serve(mut stream: TcpStream, id: u64, shared: &Shared, stop: &AtomicBool) -> 
             }
         }
         if !out.is_empty() {
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
             stream.write_all(&out)?;
             out.clear();
         }
@@ -287,6 +323,39 @@ mod tests {
         read_all(&mut a);
         assert_eq!(srv.log().uris(), ["/a1", "/b1", "/a2"]);
         assert_eq!(srv.log().by_connection(), [vec!["/a1", "/a2"], vec!["/b1"]]);
+    }
+
+    #[test]
+    fn answers_follow_the_plan() {
+        use crate::plan::Twist;
+        let mut plan = AnswerPlan::plain();
+        plan.set("/st", Twist::Status(503))
+            .set("/bo", Twist::Body("KO!\n".into()))
+            .set("/no", Twist::Noise)
+            .set("/de", Twist::Delay(Duration::from_millis(30)));
+        let srv = HttpServer::start_with((Ipv4Addr::LOCALHOST, 0).into(), plan).expect("bind");
+        let get = |uri: &str| {
+            let mut c = TcpStream::connect(srv.local_addr()).expect("connect");
+            let started = Instant::now();
+            c.write_all(format!("GET {uri} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+                .expect("write");
+            (read_all(&mut c), started.elapsed())
+        };
+        let plain_head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n";
+        let (plain, fast) = get("/plain");
+        assert!(plain.starts_with(plain_head) && plain.ends_with("\r\n\r\nok\n"), "{plain}");
+        let (st, _) = get("/st");
+        assert!(st.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{st}");
+        assert!(st.ends_with("\r\n\r\nok\n"), "{st}");
+        let (bo, _) = get("/bo");
+        assert!(bo.contains("Content-Length: 4\r\n") && bo.ends_with("\r\n\r\nKO!\n"), "{bo}");
+        let (n1, n2) = (get("/no").0, get("/no").0);
+        assert_ne!(n1, n2, "a new value per answer");
+        assert!(n1.contains("Content-Length: 20\r\n") && n1.ends_with("\n"), "{n1}");
+        let (de, slow) = get("/de");
+        assert!(de.starts_with(plain_head), "{de}");
+        assert!(slow >= Duration::from_millis(30), "{slow:?}");
+        assert!(fast < Duration::from_millis(30), "{fast:?}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Keep-alive connections send their requests one after the other on one connection; short
 //! connections each carry one `Connection: close` request. Every URI is distinct and derived from its
-//! position ([`keepalive_uri`], [`short_uri`]), so a test can check exactly what a server received.
+//! position ([`keepalive_uri`], [`short_uri`]), so a test can check exactly what a server received;
+//! or, with [`run_paths`], drawn in turn from a given set of paths, so each is requested many times.
 //! A run stops by itself when every request was tried or the deadline passed.
 //!
 //! Call [`run`] inside the client namespace (`lab.run_in(lab.ns_client(), || loadgen::run(&spec))`):
@@ -141,8 +142,74 @@ impl Pacer {
     }
 }
 
+/// Which URI each request asks for.
+#[derive(Clone, Copy)]
+enum Uris<'a> {
+    /// Distinct, from the position ([`keepalive_uri`], [`short_uri`]).
+    Distinct,
+    /// From this set, in turn ([`path_of_keepalive`], [`path_of_short`]).
+    Paths(&'a [String]),
+}
+
+impl Uris<'_> {
+    fn keepalive(self, spec: &LoadSpec, conn: usize, req: usize) -> String {
+        match self {
+            Uris::Distinct => keepalive_uri(&spec.uri_prefix, conn, req),
+            Uris::Paths(p) => p[path_of_keepalive(spec, p.len(), conn, req)].clone(),
+        }
+    }
+
+    fn short(self, spec: &LoadSpec, n: usize) -> String {
+        match self {
+            Uris::Distinct => short_uri(&spec.uri_prefix, n),
+            Uris::Paths(p) => p[path_of_short(spec, p.len(), n)].clone(),
+        }
+    }
+}
+
+/// Under [`run_paths`] with `paths` paths: the index of the path request `req` of keep-alive
+/// connection `conn` asks for. Round `req` of all connections takes the next
+/// `keepalive_connections` paths, so every path is asked for equally often when the request
+/// count is a multiple of `paths`.
+pub fn path_of_keepalive(spec: &LoadSpec, paths: usize, conn: usize, req: usize) -> usize {
+    (req * spec.keepalive_connections + conn) % paths.max(1)
+}
+
+/// Under [`run_paths`]: the index of the path short connection `n` asks for (they continue
+/// after the keep-alive requests).
+pub fn path_of_short(spec: &LoadSpec, paths: usize, n: usize) -> usize {
+    (spec.keepalive_connections * spec.requests_per_connection + n) % paths.max(1)
+}
+
+/// How many times a complete run of `spec` under [`run_paths`] asks for each of `paths` paths.
+pub fn path_counts(spec: &LoadSpec, paths: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; paths];
+    for conn in 0..spec.keepalive_connections {
+        for req in 0..spec.requests_per_connection {
+            counts[path_of_keepalive(spec, paths, conn, req)] += 1;
+        }
+    }
+    for n in 0..spec.short_connections {
+        counts[path_of_short(spec, paths, n)] += 1;
+    }
+    counts
+}
+
 /// Runs the load described by `spec` and returns when every request was tried or the deadline passed.
 pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+    run_uris(spec, Uris::Distinct)
+}
+
+/// Like [`run`], but every request asks for one of `paths` (see [`path_of_keepalive`]);
+/// `uri_prefix` is not used. Non-2xx answers count as errors, as in [`run`].
+pub fn run_paths(spec: &LoadSpec, paths: &[String]) -> anyhow::Result<LoadReport> {
+    if paths.is_empty() {
+        bail!("loadgen: run_paths needs at least one path");
+    }
+    run_uris(spec, Uris::Paths(paths))
+}
+
+fn run_uris(spec: &LoadSpec, uris: Uris<'_>) -> anyhow::Result<LoadReport> {
     if spec.rate_limit == Some(0) {
         bail!("loadgen: rate_limit must be at least 1 request/s (or None for unlimited)");
     }
@@ -164,7 +231,7 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
             let pacer = &pacer;
             let worker = std::thread::Builder::new()
                 .name(format!("loadgen-k{conn}"))
-                .spawn_scoped(s, move || keepalive_worker(spec, conn, pacer))
+                .spawn_scoped(s, move || keepalive_worker(spec, uris, conn, pacer))
                 .context("loadgen: spawn keep-alive worker")?;
             workers.push(worker);
         }
@@ -172,7 +239,7 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
             let (pacer, next_short) = (&pacer, &next_short);
             let worker = std::thread::Builder::new()
                 .name(format!("loadgen-s{i}"))
-                .spawn_scoped(s, move || short_worker(spec, next_short, pacer))
+                .spawn_scoped(s, move || short_worker(spec, uris, next_short, pacer))
                 .context("loadgen: spawn short-connection worker")?;
             workers.push(worker);
         }
@@ -333,7 +400,7 @@ fn micros(since: Instant) -> u32 {
     u32::try_from(since.elapsed().as_micros()).unwrap_or(u32::MAX)
 }
 
-fn keepalive_worker(spec: &LoadSpec, conn: usize, pacer: &Pacer) -> LoadReport {
+fn keepalive_worker(spec: &LoadSpec, uris: Uris<'_>, conn: usize, pacer: &Pacer) -> LoadReport {
     let mut report = LoadReport::default();
     let mut stream: Option<(TcpStream, Reader)> = None;
     for req in 0..spec.requests_per_connection {
@@ -353,7 +420,7 @@ fn keepalive_worker(spec: &LoadSpec, conn: usize, pacer: &Pacer) -> LoadReport {
                 }
             },
         };
-        let uri = keepalive_uri(&spec.uri_prefix, conn, req);
+        let uri = uris.keepalive(spec, conn, req);
         let started = Instant::now();
         match exchange(stream, reader, &request(spec.target, &uri, false), pacer) {
             Ok(response) => {
@@ -376,7 +443,12 @@ fn keepalive_worker(spec: &LoadSpec, conn: usize, pacer: &Pacer) -> LoadReport {
     report
 }
 
-fn short_worker(spec: &LoadSpec, next: &AtomicUsize, pacer: &Pacer) -> LoadReport {
+fn short_worker(
+    spec: &LoadSpec,
+    uris: Uris<'_>,
+    next: &AtomicUsize,
+    pacer: &Pacer,
+) -> LoadReport {
     let mut report = LoadReport::default();
     loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
@@ -386,7 +458,7 @@ fn short_worker(spec: &LoadSpec, next: &AtomicUsize, pacer: &Pacer) -> LoadRepor
         report.sent += 1;
         let started = Instant::now();
         let outcome = connect(spec.target, pacer).and_then(|mut stream| {
-            let uri = short_uri(&spec.uri_prefix, n);
+            let uri = uris.short(spec, n);
             let mut reader = Reader::new();
             let response = exchange(
                 &mut stream,
@@ -472,6 +544,25 @@ mod tests {
         got.sort();
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn paths_are_asked_for_as_counted() {
+        let srv = HttpServer::start((Ipv4Addr::LOCALHOST, 0).into()).expect("bind loopback");
+        let spec = spec(srv.local_addr());
+        let paths = crate::plan::paths("pp", 17);
+        let report = run_paths(&spec, &paths).expect("run");
+        assert_eq!((report.sent, report.ok), (170, 170));
+        let counts = path_counts(&spec, paths.len());
+        assert_eq!(counts.iter().sum::<u64>(), 170);
+        let mut got = vec![0u64; paths.len()];
+        for uri in srv.log().uris() {
+            let i = paths.iter().position(|p| *p == uri).expect("a planned path");
+            got[i] += 1;
+        }
+        assert_eq!(got, counts);
+        // 170 requests take the 17 paths in turn: 10 times each.
+        assert!(counts.iter().all(|&c| c == 10), "{counts:?}");
     }
 
     #[test]
