@@ -126,7 +126,9 @@ impl HttpServer {
             log: Arc::default(),
             requests: AtomicU64::new(0),
             plan,
-            noise: Mutex::new(Rng::new(clock ^ place.rotate_left(32) ^ u64::from(addr.port()))),
+            noise: Mutex::new(Rng::new(
+                clock ^ place.rotate_left(32) ^ u64::from(addr.port()),
+            )),
         });
         let conn_shared = Arc::clone(&shared);
         let acceptor = Acceptor::start(listener, "httpd", move |stream, id, stop| {
@@ -343,15 +345,27 @@ mod tests {
         };
         let plain_head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n";
         let (plain, fast) = get("/plain");
-        assert!(plain.starts_with(plain_head) && plain.ends_with("\r\n\r\nok\n"), "{plain}");
+        assert!(
+            plain.starts_with(plain_head) && plain.ends_with("\r\n\r\nok\n"),
+            "{plain}"
+        );
         let (st, _) = get("/st");
-        assert!(st.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{st}");
+        assert!(
+            st.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{st}"
+        );
         assert!(st.ends_with("\r\n\r\nok\n"), "{st}");
         let (bo, _) = get("/bo");
-        assert!(bo.contains("Content-Length: 4\r\n") && bo.ends_with("\r\n\r\nKO!\n"), "{bo}");
+        assert!(
+            bo.contains("Content-Length: 4\r\n") && bo.ends_with("\r\n\r\nKO!\n"),
+            "{bo}"
+        );
         let (n1, n2) = (get("/no").0, get("/no").0);
         assert_ne!(n1, n2, "a new value per answer");
-        assert!(n1.contains("Content-Length: 20\r\n") && n1.ends_with("\n"), "{n1}");
+        assert!(
+            n1.contains("Content-Length: 20\r\n") && n1.ends_with("\n"),
+            "{n1}"
+        );
         let (de, slow) = get("/de");
         assert!(de.starts_with(plain_head), "{de}");
         assert!(slow >= Duration::from_millis(30), "{slow:?}");

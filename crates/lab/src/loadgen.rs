@@ -443,12 +443,7 @@ fn keepalive_worker(spec: &LoadSpec, uris: Uris<'_>, conn: usize, pacer: &Pacer)
     report
 }
 
-fn short_worker(
-    spec: &LoadSpec,
-    uris: Uris<'_>,
-    next: &AtomicUsize,
-    pacer: &Pacer,
-) -> LoadReport {
+fn short_worker(spec: &LoadSpec, uris: Uris<'_>, next: &AtomicUsize, pacer: &Pacer) -> LoadReport {
     let mut report = LoadReport::default();
     loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
@@ -557,7 +552,10 @@ mod tests {
         assert_eq!(counts.iter().sum::<u64>(), 170);
         let mut got = vec![0u64; paths.len()];
         for uri in srv.log().uris() {
-            let i = paths.iter().position(|p| *p == uri).expect("a planned path");
+            let i = paths
+                .iter()
+                .position(|p| *p == uri)
+                .expect("a planned path");
             got[i] += 1;
         }
         assert_eq!(got, counts);

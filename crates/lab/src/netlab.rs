@@ -105,7 +105,8 @@ impl Lab {
     /// The lab interface inside each host namespace.
     pub const IFACE: &'static str = "eth0";
     const BRIDGE: &'static str = "br0";
-    const FAKE_ROUTE: &'static str = "198.19.0.0/16";
+    /// What a target host routes to its assistant: every fake client address (IPv4).
+    pub const FAKE_ROUTE: &'static str = "198.19.0.0/16";
 
     /// Builds the lab, first removing namespaces left by an earlier run with the same prefix.
     pub fn create(spec: &LabSpec) -> anyhow::Result<Lab> {

@@ -1,25 +1,36 @@
 //! One replication setup in a lab: four namespaces, an online and a target server, `intercept` in
 //! assistant or queue mode, and `tcpcopy` on the online host, both run as processes from their
-//! binaries' directory. Shared by `tcpcopy demo`, the load harness (`tcpcopy-bench`) and the
-//! end-to-end tests, so that all three exercise the same deployment. Also the checks every
-//! replicating run makes: the [`Sniffer`] that counts target packets reaching the client, and
+//! binaries' directory; optionally a baseline host with its own intercept ([`baseline`]), for
+//! comparisons. Shared by `tcpcopy demo`, the load harness (`tcpcopy-bench`) and the end-to-end
+//! tests, so that all three exercise the same deployment. Also the checks every replicating run
+//! makes ([`checks`]): the [`Sniffer`] that counts target packets reaching the client, and
 //! [`proc_usage`] for the programs' CPU and memory.
 //!
-//! It drives the programs only through their command lines and logs: it links none of their code.
+//! It drives the programs only through their command lines, logs and report files: it links none
+//! of their code.
+
+mod baseline;
+mod checks;
+
+pub use baseline::{read_report, ASSISTANT2_IP, BASELINE_IP};
+pub use checks::{proc_usage, Sniffer};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::memcache::Memcached;
+use crate::plan::AnswerPlan;
 use crate::redis::RedisServer;
 use crate::stream::{Answer, StreamServer};
 use crate::{loadgen, Child, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
 use anyhow::Context;
-use netio::capture::{RingCapture, RingConfig};
+use baseline::Baseline;
+
+/// In tcpcopy's arguments, replaced by the scenario's scratch directory (e.g.
+/// `--report {scratch}/report.json`, read back with [`Scenario::read_report`]).
+pub const SCRATCH: &str = "{scratch}";
 
 /// Where the target's responses are caught.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +88,23 @@ pub struct ScenarioSpec {
     /// Replicate over IPv6: clients reach the online server at its IPv6 address, tcpcopy sends
     /// to the target's IPv6 address (fake clients from an IPv6 range in assistant mode).
     pub ipv6: bool,
+    /// The target's servers, when not `servers` (e.g. nginx online, the embedded server at the
+    /// target); same service port.
+    pub target_servers: Option<Servers>,
+    /// A baseline host at [`BASELINE_IP`] with these servers and its own intercept (in assistant
+    /// mode on a second assistant host at [`ASSISTANT2_IP`]); tcpcopy gets `--baseline` and both
+    /// intercepts. IPv4 only.
+    pub baseline: Option<Servers>,
+    /// How the embedded servers answer (see [`crate::plan`]); plain by default.
+    pub plans: Plans,
+}
+
+/// The answer plans of the embedded servers, per host.
+#[derive(Clone, Debug, Default)]
+pub struct Plans {
+    pub online: AnswerPlan,
+    pub target: AnswerPlan,
+    pub baseline: AnswerPlan,
 }
 
 impl ScenarioSpec {
@@ -94,6 +122,9 @@ impl ScenarioSpec {
             offload: false,
             threaded_receive: false,
             ipv6: false,
+            target_servers: None,
+            baseline: None,
+            plans: Plans::default(),
         }
     }
 }
@@ -137,6 +168,7 @@ impl Server {
 pub struct Scenario {
     // Field order is drop order: processes and servers go before the lab that holds their namespaces.
     extra_online: Vec<ExtraOnline>,
+    baseline: Option<Baseline>,
     pub tcpcopy: Option<Child>,
     pub intercept: Option<Child>,
     online: Server,
@@ -166,6 +198,7 @@ fn start_server(
     ns: &str,
     ip: Ipv4Addr,
     name: &str,
+    plan: &AnswerPlan,
 ) -> anyhow::Result<Server> {
     let addr = SocketAddrV4::new(ip, servers.port());
     Ok(match servers {
@@ -186,7 +219,10 @@ fn start_server(
             2048,
             &scratch.path().join(format!("memcached-{name}.log")),
         )?),
-        Servers::Embedded => Server::Embedded(lab.run_in(ns, || HttpServer::start(addr.into()))?),
+        Servers::Embedded => {
+            let plan = plan.clone();
+            Server::Embedded(lab.run_in(ns, || HttpServer::start_with(addr.into(), plan))?)
+        }
         Servers::Nginx => Server::Nginx(Nginx::start(lab, ns, addr, &scratch.path().join(name))?),
     })
 }
@@ -200,7 +236,16 @@ impl Scenario {
 
     pub fn start(spec: &ScenarioSpec) -> anyhow::Result<Scenario> {
         crate::netlab::cleanup_orphans(&spec.tag);
-        let lab = Lab::create(&LabSpec {
+        let target_servers = spec.target_servers.unwrap_or(spec.servers);
+        anyhow::ensure!(
+            target_servers.port() == spec.servers.port(),
+            "the target's servers must listen on the online service port"
+        );
+        anyhow::ensure!(
+            !(spec.ipv6 && spec.baseline.is_some()),
+            "the baseline host is IPv4 only"
+        );
+        let mut lab = Lab::create(&LabSpec {
             offload: spec.offload,
             threaded_receive: spec.threaded_receive,
             ..LabSpec::unique(&spec.tag)
@@ -208,11 +253,32 @@ impl Scenario {
         .context("building the lab")?;
         let scratch = ScratchDir::new(&spec.tag)?;
         let port = spec.servers.port();
-        let start = |ns: &str, ip, name| start_server(&lab, &scratch, spec.servers, ns, ip, name);
-        let online = start(lab.ns_online(), Lab::ONLINE_IP, "online")?;
-        let target = start(lab.ns_target(), Lab::TARGET_IP, "target")?;
+        let baseline = match spec.baseline {
+            Some(servers) => Some(Baseline::start(&mut lab, &scratch, spec, servers)?),
+            None => None,
+        };
+        let plans = &spec.plans;
+        let online = start_server(
+            &lab,
+            &scratch,
+            spec.servers,
+            lab.ns_online(),
+            Lab::ONLINE_IP,
+            "online",
+            &plans.online,
+        )?;
+        let target = start_server(
+            &lab,
+            &scratch,
+            target_servers,
+            lab.ns_target(),
+            Lab::TARGET_IP,
+            "target",
+            &plans.target,
+        )?;
         let mut sc = Scenario {
             extra_online: Vec::new(),
+            baseline,
             servers: spec.servers,
             tcpcopy: None,
             intercept: None,
@@ -230,34 +296,9 @@ impl Scenario {
         if spec.start_intercept {
             sc.start_intercept()?;
         }
-        let intercept_ip = match spec.mode {
-            Mode::Assistant => Lab::ASSISTANT_IP,
-            Mode::Queue => Lab::TARGET_IP,
-        };
-        let target = if spec.ipv6 {
-            SocketAddr::new(Lab::ip6_of(Lab::TARGET_IP).into(), port)
-        } else {
-            SocketAddr::new(Lab::TARGET_IP.into(), port)
-        };
-        let mut args: Vec<String> = vec![
-            "-x".into(),
-            format!("{port}-{target}"),
-            "-s".into(),
-            intercept_ip.to_string(),
-            "--stats-interval".into(),
-            "2".into(),
-        ];
-        if spec.mode == Mode::Assistant {
-            // 254 fake clients either way (the lab routes all of the IPv6 /64 to the assistant).
-            let fakes = if spec.ipv6 {
-                "2001:2:0:1::/120"
-            } else {
-                Lab::FAKE_CLIENT_NET
-            };
-            args.extend(["-c".into(), fakes.into()]);
-        }
+        let mut args = base_tcpcopy_args(spec, sc.baseline.as_ref().map(Baseline::intercept_ip));
         args.extend(spec.extra_tcpcopy_args.iter().cloned());
-        sc.tcpcopy_args = args;
+        sc.tcpcopy_args = sc.with_scratch(&args);
         if spec.start_tcpcopy {
             sc.start_tcpcopy()?;
             if spec.start_intercept {
@@ -290,7 +331,8 @@ impl Scenario {
         fake_clients: &str,
     ) -> anyhow::Result<usize> {
         let ns = self.lab.add_host(role, ip)?;
-        let server = start_server(&self.lab, &self.scratch, self.servers, &ns, ip, role)?;
+        let plan = AnswerPlan::plain();
+        let server = start_server(&self.lab, &self.scratch, self.servers, &ns, ip, role, &plan)?;
         let mut args = Vec::new();
         let mut it = self.tcpcopy_args.iter();
         while let Some(a) = it.next() {
@@ -333,7 +375,7 @@ impl Scenario {
     /// Starts tcpcopy on the online host with the usual options plus `extra` (e.g. `-i FILE`).
     pub fn start_tcpcopy_with(&mut self, extra: &[String]) -> anyhow::Result<()> {
         let mut args = self.tcpcopy_args.clone();
-        args.extend(extra.iter().cloned());
+        args.extend(self.with_scratch(extra));
         let n = std::fs::read_dir(self.scratch.path())?.count();
         let log = self.scratch.path().join(format!("tcpcopy-{n}.log"));
         let exe = self.bin_dir.join("tcpcopy");
@@ -390,35 +432,18 @@ impl Scenario {
 
     /// Starts (or restarts) intercept in the namespace the mode calls for.
     pub fn start_intercept(&mut self) -> anyhow::Result<()> {
-        let (ns, args): (String, Vec<String>) = match self.spec_mode {
-            Mode::Assistant => (
-                self.lab.ns_assistant().to_string(),
-                vec![
-                    "-i".into(),
-                    Lab::IFACE.into(),
-                    "--port".into(),
-                    self.port.to_string(),
-                ],
-            ),
-            Mode::Queue => (
-                self.lab.ns_target().to_string(),
-                vec!["-q".into(), "--port".into(), self.port.to_string()],
-            ),
+        let ns = match self.spec_mode {
+            Mode::Assistant => self.lab.ns_assistant(),
+            Mode::Queue => self.lab.ns_target(),
         };
-        let args: Vec<String> = args
-            .into_iter()
-            .chain(self.intercept_args.iter().cloned())
-            .collect();
-        let n = std::fs::read_dir(self.scratch.path())?.count();
-        let log = self.scratch.path().join(format!("intercept-{n}.log"));
-        let exe = self.bin_dir.join("intercept");
-        let child = self.lab.spawn(&ns, &exe, &args, &log)?;
-        // Wait until it listens, so that tcpcopy's next attempt succeeds.
-        wait_log(
-            Some(&child),
-            "listening for tcpcopy",
-            1,
-            Duration::from_secs(10),
+        let child = spawn_intercept(
+            &self.lab,
+            &self.scratch,
+            &self.bin_dir,
+            ns,
+            self.spec_mode,
+            self.port,
+            &self.intercept_args,
         )?;
         self.intercept = Some(child);
         Ok(())
@@ -609,6 +634,75 @@ pub fn programs_dir() -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// tcpcopy's options in `spec`'s scenario, before the spec's own: the target, the intercepts
+/// (also the baseline's, at `baseline_intercept`, with `--baseline`), the fake clients.
+fn base_tcpcopy_args(spec: &ScenarioSpec, baseline_intercept: Option<Ipv4Addr>) -> Vec<String> {
+    let port = spec.servers.port();
+    let intercept_ip = match spec.mode {
+        Mode::Assistant => Lab::ASSISTANT_IP,
+        Mode::Queue => Lab::TARGET_IP,
+    };
+    let target = if spec.ipv6 {
+        SocketAddr::new(Lab::ip6_of(Lab::TARGET_IP).into(), port)
+    } else {
+        SocketAddr::new(Lab::TARGET_IP.into(), port)
+    };
+    let intercepts = match baseline_intercept {
+        Some(ip) => format!("{intercept_ip},{ip}"),
+        None => intercept_ip.to_string(),
+    };
+    let mut args: Vec<String> = vec![
+        "-x".into(),
+        format!("{port}-{target}"),
+        "-s".into(),
+        intercepts,
+        "--stats-interval".into(),
+        "2".into(),
+    ];
+    if baseline_intercept.is_some() {
+        args.extend(["--baseline".into(), format!("{BASELINE_IP}:{port}")]);
+    }
+    if spec.mode == Mode::Assistant {
+        // 254 fake clients either way (the lab routes all of the IPv6 /64 to the assistant).
+        let fakes = if spec.ipv6 {
+            "2001:2:0:1::/120"
+        } else {
+            Lab::FAKE_CLIENT_NET
+        };
+        args.extend(["-c".into(), fakes.into()]);
+    }
+    args
+}
+
+/// Starts intercept in `ns` (the assistant host in assistant mode, the target in queue mode)
+/// with `extra` options, and waits until it listens, so that tcpcopy's next attempt succeeds.
+fn spawn_intercept(
+    lab: &Lab,
+    scratch: &ScratchDir,
+    bin_dir: &Path,
+    ns: &str,
+    mode: Mode,
+    port: u16,
+    extra: &[String],
+) -> anyhow::Result<Child> {
+    let mut args: Vec<String> = match mode {
+        Mode::Assistant => vec!["-i".into(), Lab::IFACE.into()],
+        Mode::Queue => vec!["-q".into()],
+    };
+    args.extend(["--port".into(), port.to_string()]);
+    args.extend(extra.iter().cloned());
+    let n = std::fs::read_dir(scratch.path())?.count();
+    let log = scratch.path().join(format!("intercept-{n}.log"));
+    let child = lab.spawn(ns, &bin_dir.join("intercept"), &args, &log)?;
+    wait_log(
+        Some(&child),
+        "listening for tcpcopy",
+        1,
+        Duration::from_secs(10),
+    )?;
+    Ok(child)
+}
+
 /// Waits until `child`'s log holds `needle` at least `count` times.
 fn wait_log(
     child: Option<&Child>,
@@ -639,112 +733,4 @@ fn stop_child(slot: &mut Option<Child>, name: &str) -> anyhow::Result<String> {
     let log = c.log_text();
     anyhow::ensure!(status.success(), "{name} exited with {status}:\n{log}");
     Ok(log)
-}
-
-/// Counts packets arriving in a namespace from two sources: the one that must never be seen and a
-/// control that must be seen (proving the capture works).
-pub struct Sniffer {
-    stop: Arc<AtomicBool>,
-    forbidden: Arc<AtomicU64>,
-    control: Arc<AtomicU64>,
-    handle: Option<thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Sniffer {
-    /// Starts counting, in namespace `ns`, the packets arriving from `forbidden_src` and from
-    /// `control_src`.
-    pub fn start(ns: &str, forbidden_src: IpAddr, control_src: IpAddr) -> anyhow::Result<Sniffer> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let forbidden = Arc::new(AtomicU64::new(0));
-        let control = Arc::new(AtomicU64::new(0));
-        let (s, f, c) = (stop.clone(), forbidden.clone(), control.clone());
-        let ns = ns.to_string();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let handle = thread::spawn(move || -> anyhow::Result<()> {
-            netio::netns::enter(&ns)?;
-            // Every packet, any protocol, incoming: a response could also be an ICMP or UDP packet.
-            // What the namespace sends itself is left out in the kernel (it is skipped below too).
-            let cfg = RingConfig {
-                filter: Vec::new(),
-                ignore_outgoing: true,
-                ..RingConfig::default()
-            };
-            let mut ring = RingCapture::open(&cfg)?;
-            let _ = ready_tx.send(());
-            while !s.load(Ordering::Relaxed) {
-                ring.poll_batch(Duration::from_millis(50), |p| {
-                    if p.pkttype == libc::PACKET_OUTGOING {
-                        return;
-                    }
-                    let src = match (p.data.first().map(|b| b >> 4), p.data.len()) {
-                        (Some(4), n) if n >= 20 => {
-                            IpAddr::from(<[u8; 4]>::try_from(&p.data[12..16]).unwrap_or_default())
-                        }
-                        // Neighbour discovery (ICMPv6 133-137) is link housekeeping, not a response.
-                        (Some(6), n)
-                            if n > 40 && p.data[6] == 58 && (133..=137).contains(&p.data[40]) =>
-                        {
-                            return
-                        }
-                        (Some(6), n) if n >= 40 => {
-                            IpAddr::from(<[u8; 16]>::try_from(&p.data[8..24]).unwrap_or_default())
-                        }
-                        _ => return,
-                    };
-                    if src == forbidden_src {
-                        f.fetch_add(1, Ordering::Relaxed);
-                    } else if src == control_src {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                })?;
-            }
-            Ok(())
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .context("client-side capture did not start")?;
-        Ok(Sniffer {
-            stop,
-            forbidden,
-            control,
-            handle: Some(handle),
-        })
-    }
-
-    /// Stops and returns (packets from the forbidden source, packets from the control source).
-    pub fn finish(mut self) -> anyhow::Result<(u64, u64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("sniffer thread panicked"))??;
-        }
-        Ok((
-            self.forbidden.load(Ordering::Relaxed),
-            self.control.load(Ordering::Relaxed),
-        ))
-    }
-}
-
-impl Drop for Sniffer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// CPU seconds (user + system) and resident memory (KiB) of a process, from /proc.
-pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = 100.0; // USER_HZ is 100 on Linux
-    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((cpu, rss))
 }
