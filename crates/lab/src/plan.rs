@@ -48,6 +48,18 @@ pub fn paths(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("/{p}/p{i:04}")).collect()
 }
 
+/// `count` distinct items of `candidates` drawn at random from `rng`, sorted (all of them when
+/// there are fewer).
+pub fn pick(candidates: &[String], count: usize, rng: &mut Rng) -> Vec<String> {
+    let mut free: Vec<&String> = candidates.iter().collect();
+    let mut chosen = Vec::new();
+    while chosen.len() < count && !free.is_empty() {
+        chosen.push(free.swap_remove(rng.below(free.len())).clone());
+    }
+    chosen.sort();
+    chosen
+}
+
 /// The reason phrase of the statuses a plan uses.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -78,8 +90,8 @@ impl AnswerPlan {
         self
     }
 
-    /// Picks `count` of `candidates` that have no twist yet, at random from `rng`, gives each
-    /// `twist`, and returns them sorted. Fewer when fewer are left.
+    /// Picks `count` of `candidates` that have no twist yet ([`pick`]), gives each `twist`, and
+    /// returns them sorted.
     pub fn choose(
         &mut self,
         candidates: &[String],
@@ -87,17 +99,13 @@ impl AnswerPlan {
         rng: &mut Rng,
         twist: Twist,
     ) -> Vec<String> {
-        let mut free: Vec<&String> = candidates
+        let free: Vec<String> = candidates
             .iter()
             .filter(|p| !self.twists.contains_key(p.as_str()))
+            .cloned()
             .collect();
-        let mut chosen = Vec::new();
-        while chosen.len() < count && !free.is_empty() {
-            let path = free.swap_remove(rng.below(free.len())).clone();
-            self.twists.insert(path.clone(), twist.clone());
-            chosen.push(path);
-        }
-        chosen.sort();
+        let chosen = pick(&free, count, rng);
+        self.set_all(&chosen, twist);
         chosen
     }
 
