@@ -1,6 +1,7 @@
-//! Test network and traffic for tcpcopy: the four-host namespace lab, an embedded HTTP server, an HTTP
-//! load generator, real nginx, redis and memcached wrappers, wrk, and the replication
-//! [`scenario`] that runs the `tcpcopy` and `intercept` binaries in that lab.
+//! Test network and traffic for tcpcopy: the four-host namespace lab, an embedded HTTP server (with
+//! per-path [`plan`]s of differing answers), an HTTP load generator, real nginx, redis and memcached
+//! wrappers, wrk, and the replication [`scenario`] that runs the `tcpcopy` and `intercept` binaries
+//! in that lab (with a baseline host for comparisons).
 //!
 //! Used by `tcpcopy demo` (which must work on a bare Debian host: `iproute2` only, embedded servers
 //! only), by the load harness (`tcpcopy-bench`) and by the end-to-end tests (which may also use
