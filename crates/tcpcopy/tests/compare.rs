@@ -436,8 +436,7 @@ fn redis_target_missing_keys_lists_their_gets() {
     let mut s = spec("cmD", Servers::Redis, &[]);
     s.start_tcpcopy = false;
     let mut sc = Scenario::start(&s).expect("scenario starts");
-    let (online, target) = (Scenario::online_addr(), sc.target_service());
-    let online = std::net::SocketAddr::new(online.ip(), 6379);
+    let (online, target) = (sc.online_service(), sc.target_service());
     fill_redis(&sc, sc.lab.ns_online(), online, &keys, &[]);
     fill_redis(&sc, sc.lab.ns_target(), target, &keys, &missing);
     sc.start_tcpcopy().expect("tcpcopy starts");
