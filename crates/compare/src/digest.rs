@@ -175,7 +175,9 @@ mod tests {
 
     #[test]
     fn hashes_128_mb_fast() {
-        let mut data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 2_654_435_761) as u8).collect();
+        let mut data: Vec<u8> = (0..1u32 << 20)
+            .map(|i| i.wrapping_mul(2_654_435_761) as u8)
+            .collect();
         let start = std::time::Instant::now();
         let mut x = 0u64;
         for i in 0..128 {

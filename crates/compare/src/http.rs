@@ -60,11 +60,12 @@ pub fn request_line(head: &[u8]) -> Option<RequestLine<'_>> {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
+    // A complete line must carry the version; a cut one may end before it or inside it.
+    let cut = line_end.is_none();
     match version {
-        Some(v) if !v.starts_with(b"HTTP/1.") => return None,
-        // A complete line must carry the version; a cut one may not have reached it.
-        None if line_end.is_some() => return None,
-        _ => {}
+        Some(v) if v.starts_with(b"HTTP/1.") || (cut && b"HTTP/1.".starts_with(v)) => {}
+        None if cut => {}
+        _ => return None,
     }
     let target = std::str::from_utf8(target).ok()?;
     let path = origin_path(target)?;
@@ -320,7 +321,8 @@ mod tests {
 
     #[test]
     fn request_lines_give_method_and_path_without_query() {
-        let cases: &[(&[u8], Option<(&str, &str)>)] = &[
+        type Case<'a> = (&'a [u8], Option<(&'a str, &'a str)>);
+        let cases: &[Case<'_>] = &[
             (
                 b"GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n",
                 Some(("GET", "/a/b")),
@@ -337,6 +339,8 @@ mod tests {
                 Some(("GET", "/very/long/url/cut/by/the/he")),
             ),
             (b"GET /x FTP/1.0\r\n", None),
+            (b"GET /x?y HTTP/1", Some(("GET", "/x"))),
+            (b"GET /x HTTP/2", None),
             (b"GET /x\r\n", None),
             (b"get /x HTTP/1.1\r\n", None),
             (b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n", None),
