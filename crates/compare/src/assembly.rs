@@ -169,3 +169,107 @@ impl Assembly {
         self.first_at = at;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds `data`'s pieces `[cuts[i], cuts[i+1])` in `order`, each with its first `forward`
+    /// bytes, starting at sequence number `isn`.
+    fn assemble(
+        data: &[u8],
+        cuts: &[usize],
+        order: &[usize],
+        forward: usize,
+        isn: u32,
+    ) -> Assembly {
+        let mut asm: Option<Assembly> = None;
+        for &i in order {
+            let piece = &data[cuts[i]..cuts[i + 1]];
+            let seg = Seg {
+                at: i as u64,
+                seq: isn.wrapping_add(cuts[i] as u32),
+                len: piece.len() as u32,
+                digest: Digest::of(piece),
+                head: &piece[..piece.len().min(forward)],
+            };
+            match &mut asm {
+                Some(a) => a.add(seg),
+                None => asm = Some(Assembly::new(seg, 64)),
+            }
+        }
+        asm.expect("at least one piece")
+    }
+
+    fn pieces() -> impl Strategy<Value = (Vec<u8>, Vec<usize>, Vec<usize>)> {
+        (1usize..400, proptest::collection::vec(1usize..400, 0..12)).prop_flat_map(|(len, cuts)| {
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c < len).collect();
+            cuts.push(0);
+            cuts.push(len);
+            cuts.sort_unstable();
+            cuts.dedup();
+            let n = cuts.len() - 1;
+            // Every piece at least once, in any order, some twice.
+            let order = proptest::collection::vec(0..n, 0..4)
+                .prop_map(move |extra| (0..n).chain(extra).collect::<Vec<_>>())
+                .prop_shuffle();
+            (
+                proptest::collection::vec(any::<u8>(), len),
+                Just(cuts),
+                order,
+            )
+        })
+    }
+
+    proptest! {
+        /// However an answer is cut, reordered and repeated, its assembly is the whole answer,
+        /// and its head the answer's first bytes (all of the first 64 when each segment's
+        /// bytes came in full).
+        #[test]
+        fn any_order_and_repeats_give_the_whole_answer(
+            (data, cuts, order) in pieces(),
+            forward in prop_oneof![Just(usize::MAX), 1usize..50],
+            isn: u32,
+        ) {
+            let a = assemble(&data, &cuts, &order, forward, isn);
+            prop_assert!(a.complete());
+            prop_assert_eq!(a.digest, Digest::of(&data));
+            prop_assert!(data.starts_with(&a.head));
+            if forward == usize::MAX {
+                prop_assert_eq!(&a.head[..], &data[..data.len().min(64)]);
+            }
+            prop_assert_eq!(a.first_at, 0);
+        }
+    }
+
+    #[test]
+    fn overlapping_resegmentation_is_trimmed_with_the_bytes_at_hand() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let seg = |from: usize, to: usize, forward: usize| Seg {
+            at: from as u64,
+            seq: 1000 + from as u32,
+            len: (to - from) as u32,
+            digest: Digest::of(&data[from..to]),
+            head: &data[from..to.min(from + forward)],
+        };
+        // A retransmission covering the end of the run and more: its front is cut off with the
+        // bytes intercept forwarded.
+        let mut a = Assembly::new(seg(0, 100, 100), 64);
+        a.add(seg(50, 200, 60));
+        a.add(seg(200, 300, 10));
+        assert!(a.complete());
+        assert_eq!(a.digest, Digest::of(&data));
+        // Too few bytes forwarded to cut the overlap: a hole.
+        let mut b = Assembly::new(seg(0, 100, 100), 64);
+        b.add(seg(50, 300, 20));
+        assert!(!b.complete());
+        // A hole never filled.
+        let mut c = Assembly::new(seg(0, 100, 100), 64);
+        c.add(seg(150, 300, 150));
+        assert!(!c.complete());
+        c.add(seg(100, 150, 50));
+        assert!(c.complete());
+        assert_eq!(c.digest, Digest::of(&data));
+    }
+}

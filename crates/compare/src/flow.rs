@@ -104,6 +104,8 @@ pub(crate) struct FlowState {
     highs: Vec<(Option<Side>, u32)>,
     /// The comparator's time when something last arrived for this flow.
     pub news: Nanos,
+    /// The client sent FIN or RST.
+    pub ended: bool,
 }
 
 impl FlowState {
@@ -116,6 +118,7 @@ impl FlowState {
             judged_upto: None,
             highs: Vec::new(),
             news: now,
+            ended: false,
         }
     }
 
@@ -165,6 +168,17 @@ impl FlowState {
         b.req.last_at = at;
         self.client_next = Some(b.end);
         closed
+    }
+
+    /// Whether client bytes at `seq` start a new connection on the same endpoints: the client
+    /// ended this one, and they are no retransmission of its bytes.
+    pub fn is_new_connection(&self, seq: u32) -> bool {
+        const RETRANSMIT_WINDOW: i32 = 1 << 24;
+        self.ended
+            && self.client_next.is_some_and(|next| {
+                let rel = seq.wrapping_sub(next) as i32;
+                !(-RETRANSMIT_WINDOW..0).contains(&rel)
+            })
     }
 
     /// Ends the request being built (the client sent FIN or RST, or its exchange is judged).

@@ -18,10 +18,20 @@
 //!
 //! An answer is summarised, on each side, as its length, a [`Digest`] of all its bytes
 //! (composable: segment digests combine in sequence order) and its first bytes (bounded by
-//! `CompareConfig::head_bytes`). Exchanges are judged once complete ([`Comparator::tick`],
-//! [`Comparator::finish`]) and add to a [`Summary`]: equal or different (grouped), noise when a
-//! baseline differs the same way, latency distributions, requests per second over time.
-//! Summaries of several threads merge; [`report::Report`] is what gets written.
+//! `CompareConfig::head_bytes`). An exchange is judged when every side (online, each target
+//! copy, the baseline) has started answering a later request of the same connection, when
+//! nothing arrived for it for `settle` ([`Comparator::tick`]), when too many are open (the
+//! oldest), or at [`Comparator::finish`]. Judged exchanges add to a [`Summary`]: equal or
+//! different (grouped), noise when the baseline differs in the same fields, latency
+//! distributions, requests per second over time. Summaries of several threads merge;
+//! [`report::Report`] is what gets written.
+//!
+//! `settle` must outlast the replication's lag: a target answer arriving after its exchange was
+//! judged is counted as late (the exchange already counted it missing).
+//!
+//! Limits: sequence-number keys order correctly for the first 3 GiB a client sends on one
+//! connection; an answer is assembled from at most 32 out-of-order pieces; a chunked HTTP body
+//! is compared with its chunk framing.
 #![forbid(unsafe_code)]
 
 pub mod digest;
@@ -153,7 +163,8 @@ pub struct Comparator {
     summary: Summary,
 }
 
-/// Flows idle this many `settle` periods are forgotten (their exchanges judged long before).
+/// Flows idle this many `settle` periods are forgotten (their exchanges judged long before);
+/// flows the client ended, after one.
 const FORGET_AFTER_SETTLES: u64 = 10;
 
 impl Comparator {
@@ -190,6 +201,16 @@ impl Comparator {
         if payload.is_empty() && !fin && !rst {
             return;
         }
+        if !payload.is_empty()
+            && self
+                .flows
+                .get(&flow)
+                .is_some_and(|fs| fs.is_new_connection(seq))
+        {
+            // The client's port reused for a new connection: the old one is over.
+            self.judge_flow(flow);
+            self.flows.remove(&flow);
+        }
         let now = self.now;
         let fs = self
             .flows
@@ -200,7 +221,12 @@ impl Comparator {
         if !payload.is_empty() {
             closed = fs.client_bytes(at, seq, ack, payload, self.cfg.head_bytes);
         }
-        let ended = if fin || rst { fs.close() } else { None };
+        let ended = if fin || rst {
+            fs.ended = true;
+            fs.close()
+        } else {
+            None
+        };
         for (key, req) in closed.into_iter().chain(ended) {
             self.attach_request(flow, key, req);
         }
@@ -330,6 +356,20 @@ impl Comparator {
         self.summary.judge(&self.cfg, flow, &ex);
     }
 
+    /// Judges every exchange of `flow` (and the request being built), in stream order.
+    fn judge_flow(&mut self, flow: Flow) {
+        let Some(fs) = self.flows.get(&flow) else {
+            return;
+        };
+        let mut keys: Vec<u32> = fs.exchanges.keys().copied().collect();
+        keys.extend(fs.building_key());
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            self.judge(flow, key);
+        }
+    }
+
     /// Judges the oldest exchanges while more than `max_open` are open.
     fn evict(&mut self) {
         while self.open > self.cfg.max_open {
@@ -384,10 +424,9 @@ impl Comparator {
                     due.push((*flow, *k));
                 }
             }
-            let forget = fs
-                .news
-                .saturating_add(settle.saturating_mul(FORGET_AFTER_SETTLES));
-            if forget <= now && fs.exchanges.is_empty() {
+            let settles = if fs.ended { 1 } else { FORGET_AFTER_SETTLES };
+            let forget = fs.news.saturating_add(settle.saturating_mul(settles));
+            if forget <= now && fs.exchanges.is_empty() && fs.building_key().is_none() {
                 idle.push(*flow);
             }
         }
@@ -416,15 +455,10 @@ impl Comparator {
     /// Judges every exchange still open and returns everything counted (the comparator is empty
     /// afterwards).
     pub fn finish(&mut self) -> Summary {
-        let mut all: Vec<(Flow, u32)> = Vec::new();
-        for (flow, fs) in &self.flows {
-            all.extend(fs.building_key().map(|k| (*flow, k)));
-            all.extend(fs.exchanges.keys().map(|k| (*flow, *k)));
-        }
-        all.sort_unstable();
-        all.dedup();
-        for (flow, key) in all {
-            self.judge(flow, key);
+        let mut flows: Vec<Flow> = self.flows.keys().copied().collect();
+        flows.sort_unstable();
+        for flow in flows {
+            self.judge_flow(flow);
         }
         self.flows.clear();
         self.order.clear();

@@ -80,10 +80,13 @@ pub struct Sessions {
     pub overflowed: u64,
 }
 
-/// How the compared exchanges came out.
+/// How the compared exchanges came out. Counted per request and target copy (`-n 2` counts
+/// every request twice): each ends in exactly one of `equal`, `different`, `noise`,
+/// `unanswered_online` or `incomplete`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Comparison {
-    /// Exchanges judged (online answer and target answer both seen, or the target's missing).
+    /// Judged: the online answer seen in full, and the target's seen in full or missing
+    /// (`equal + different + noise`).
     pub compared: u64,
     pub equal: u64,
     /// Differences that are regressions (not seen at the baseline).
@@ -92,7 +95,8 @@ pub struct Comparison {
     pub noise: u64,
     /// Requests the online server did not answer (nothing to compare).
     pub unanswered_online: u64,
-    /// Online answered, the target did not.
+    /// Online answered, the target did not (counted in `different` or `noise` too, as a
+    /// difference in field `missing`).
     pub unanswered_target: u64,
     /// Answers with a hole in what was captured or reported: not judged.
     pub incomplete: u64,
@@ -115,7 +119,10 @@ pub struct Latencies {
     pub by_request: Vec<GroupLatency>,
 }
 
-/// A latency distribution in microseconds.
+/// A latency distribution in microseconds. `count`, `mean_us` and `max_us` are exact; a
+/// percentile is the upper bound of the bucket holding the sample of that rank (at most 6.25 %
+/// above the true value, never above `max_us`). Buckets: below 16 µs one per microsecond, then
+/// 16 per power of two.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dist {
     pub count: u64,

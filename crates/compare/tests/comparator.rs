@@ -696,3 +696,102 @@ fn the_text_summary_names_counts_latency_and_groups() {
     assert!(text.contains("  online "), "{text}");
     assert!(text.contains("GET /bad 200 -> 503  [status]"), "{text}");
 }
+
+#[test]
+fn a_reused_client_port_starts_a_new_connection() {
+    let mut c = Comparator::new(cfg());
+    let mut k = Conn::new(7);
+    exchange(
+        &mut c,
+        &mut k,
+        0,
+        "/old",
+        &ok(200, "d", "a"),
+        &ok(200, "d", "a"),
+    );
+    c.request(
+        T0 + 5 * MS,
+        k.flow,
+        k.client_seq,
+        k.online_seq,
+        b"",
+        true,
+        false,
+    );
+    // The same endpoints, a new connection: new sequence numbers everywhere.
+    let mut k2 = Conn::new(7);
+    k2.client_seq = 3_000_000_000;
+    k2.online_seq = 123;
+    k2.side_seq[0] = 77;
+    exchange(
+        &mut c,
+        &mut k2,
+        10,
+        "/new",
+        &ok(200, "d", "b"),
+        &ok(404, "d", "b"),
+    );
+    let s = c.finish();
+    let cmp = &s.comparison;
+    assert_eq!((cmp.compared, cmp.equal, cmp.different), (2, 1, 1));
+    assert!(s
+        .differences
+        .contains_key(&("GET /new".to_string(), Some(200), Some(404))));
+    assert_eq!(cmp.unanswered_online + cmp.incomplete, 0);
+}
+
+#[test]
+fn an_ended_connection_is_forgotten_after_settling() {
+    let mut c = Comparator::new(cfg());
+    let mut k = Conn::new(8);
+    c.tick(T0);
+    let end = k.request(&mut c, 0, &get("/f"));
+    k.answer(&mut c, ONLINE, 1, end, &ok(200, "d", "x"), &[]);
+    c.request(
+        T0 + 2 * MS,
+        k.flow,
+        k.client_seq,
+        k.online_seq,
+        b"",
+        true,
+        false,
+    );
+    c.tick(T0 + 100 * MS); // judged: the target has not answered
+    c.tick(T0 + 200 * MS); // forgotten
+    k.answer(&mut c, TARGET, 250, end, &ok(200, "d", "x"), &[]);
+    let s = c.finish();
+    assert_eq!(s.comparison.unanswered_target, 1);
+    assert_eq!(
+        s.unpaired, 1,
+        "a target answer with nothing to pair is not unanswered online"
+    );
+    assert_eq!(s.comparison.unanswered_online, 0);
+}
+
+/// Exchanges per second through the comparator (run with `--release -- --ignored`).
+#[test]
+#[ignore]
+fn throughput() {
+    let mut c = Comparator::new(cfg());
+    let mut conns: Vec<Conn> = (0..100).map(Conn::new).collect();
+    let online = ok(200, "Mon, 01 Jan", &"b".repeat(600));
+    let target = ok(200, "Tue, 02 Jan", &"b".repeat(600));
+    let n = 200_000u64;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        let k = &mut conns[(i % 100) as usize];
+        let ms = i / 10;
+        exchange(&mut c, k, ms, "/some/path", &online, &target);
+        if i % 10_000 == 0 {
+            c.tick(T0 + ms * MS);
+        }
+    }
+    let s = c.finish();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(s.comparison.equal, n);
+    eprintln!(
+        "{:.0} exchanges/s ({:.2} µs each, digests included)",
+        n as f64 / secs,
+        secs * 1e6 / n as f64
+    );
+}
