@@ -86,6 +86,8 @@ impl Conn {
         let mut bounds = vec![0];
         bounds.extend(cuts.iter().copied().filter(|&x| x > 0 && x < bytes.len()));
         bounds.push(bytes.len());
+        bounds.sort_unstable();
+        bounds.dedup();
         for w in bounds.windows(2) {
             let piece = &bytes[w[0]..w[1]];
             let seq = *self.seq(by);
@@ -794,4 +796,72 @@ fn throughput() {
         n as f64 / secs,
         secs * 1e6 / n as f64
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+    /// Whatever the segmentation on each side (and repeated client segments), exactly the
+    /// requests whose target answer was changed are reported, each under its own path.
+    #[test]
+    fn exactly_the_changed_answers_are_reported(
+        exchanges in proptest::collection::vec(
+            (1usize..3000, proptest::collection::vec(1usize..3000, 0..4),
+             proptest::collection::vec(1usize..3000, 0..4), proptest::bool::weighted(0.3)),
+            1..12),
+        forwarded in 1usize..2000,
+        http: bool,
+        lag in 0usize..4,
+    ) {
+        let mut c = Comparator::new(cfg());
+        c.tick(T0);
+        let mut k = Conn::new(9);
+        k.forwarded = forwarded;
+        let mut changed = Vec::new();
+        let mut behind = std::collections::VecDeque::new();
+        for (i, (body_len, online_cuts, target_cuts, change)) in exchanges.iter().enumerate() {
+            let ms = i as u64 * 10;
+            let path = format!("/p{i}");
+            let req = if http { get(&path) } else { format!("*2\r\n$3\r\nGET\r\n$3\r\nk{i:02}\r\n").into_bytes() };
+            let body: String = (0..*body_len).map(|j| (b'a' + (j * 7 + i) as u8 % 26) as char).collect();
+            let online = if http { ok(200, "d", &body) } else { body.clone().into_bytes() };
+            let mut target = online.clone();
+            if *change {
+                let last = target.len() - 1;
+                target[last] ^= 1;
+                changed.push(if http { format!("GET {path}") } else { format!("GET k{i:02}") });
+            }
+            let start = k.client_seq;
+            let end = k.request(&mut c, ms, &req);
+            // The request's first half captured again.
+            c.request(T0 + ms * MS, k.flow, start, k.online_seq, &req[..req.len() / 2], false, false);
+            k.answer(&mut c, ONLINE, ms + 1, end, &online, online_cuts);
+            // The target lags `lag` requests behind.
+            behind.push_back((ms, end, target, target_cuts.clone()));
+            while behind.len() > lag {
+                let (ms, end, target, cuts) = behind.pop_front().unwrap();
+                k.sent(&mut c, Side::Target(0), ms + 1, end);
+                k.answer(&mut c, TARGET, ms + 2, end, &target, &cuts);
+            }
+        }
+        for (ms, end, target, cuts) in behind {
+            k.sent(&mut c, Side::Target(0), ms + 1, end);
+            k.answer(&mut c, TARGET, ms + 2, end, &target, &cuts);
+        }
+        let s = c.finish();
+        let n = exchanges.len() as u64;
+        proptest::prop_assert_eq!(s.comparison.compared, n);
+        proptest::prop_assert_eq!(s.comparison.different, changed.len() as u64);
+        proptest::prop_assert_eq!(s.comparison.equal, n - changed.len() as u64);
+        let mut reported: Vec<String> = s.differences.keys().map(|k| k.0.clone()).collect();
+        reported.sort();
+        changed.sort();
+        proptest::prop_assert_eq!(reported, changed);
+        for g in s.differences.values() {
+            proptest::prop_assert_eq!(g.fields.keys().collect::<Vec<_>>(), vec!["body"]);
+        }
+    }
 }
