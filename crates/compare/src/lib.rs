@@ -154,13 +154,42 @@ pub struct Live {
 pub struct Comparator {
     cfg: CompareConfig,
     now: Nanos,
-    next_id: u64,
     flows: HashMap<Flow, FlowState>,
-    /// Exchanges in creation order, for eviction: `(id, flow, key)`; entries of exchanges
-    /// judged since are skipped (and compacted away).
+    ledger: Ledger,
+    summary: Summary,
+}
+
+/// The open exchanges, counted and in creation order.
+#[derive(Debug, Default)]
+struct Ledger {
+    next_id: u64,
+    /// `(id, flow, key)` in creation order, for eviction; entries of exchanges judged since are
+    /// skipped (and compacted away).
     order: VecDeque<(u64, Flow, u32)>,
     open: usize,
-    summary: Summary,
+}
+
+impl Ledger {
+    /// The exchange of `flow` under `key`, created if new (and counted open); its news stamped.
+    fn open<'a>(
+        &mut self,
+        fs: &'a mut FlowState,
+        flow: Flow,
+        key: u32,
+        now: Nanos,
+    ) -> &'a mut Exchange {
+        let ex = fs.exchanges.entry(key).or_insert_with(|| {
+            self.next_id += 1;
+            self.order.push_back((self.next_id, flow, key));
+            self.open += 1;
+            Exchange {
+                id: self.next_id,
+                ..Exchange::default()
+            }
+        });
+        ex.news = now;
+        ex
+    }
 }
 
 /// Flows idle this many `settle` periods are forgotten (their exchanges judged long before);
@@ -177,10 +206,8 @@ impl Comparator {
         Comparator {
             cfg,
             now: 0,
-            next_id: 0,
             flows: HashMap::new(),
-            order: VecDeque::new(),
-            open: 0,
+            ledger: Ledger::default(),
             summary,
         }
     }
@@ -249,15 +276,7 @@ impl Comparator {
         if fs.is_late(key) {
             return;
         }
-        let ex = open_exchange(
-            fs,
-            key,
-            now,
-            &mut self.next_id,
-            &mut self.order,
-            &mut self.open,
-            flow,
-        );
+        let ex = self.ledger.open(fs, flow, key, now);
         ex.side_mut(side).sent.get_or_insert(at);
         self.evict();
     }
@@ -286,15 +305,7 @@ impl Comparator {
         if fs.stale_or_record(side, seg.seq.wrapping_add(seg.len), first) {
             return; // a repeat of an earlier answer's bytes, acknowledging a later request
         }
-        let ex = open_exchange(
-            fs,
-            key,
-            now,
-            &mut self.next_id,
-            &mut self.order,
-            &mut self.open,
-            flow,
-        );
+        let ex = self.ledger.open(fs, flow, key, now);
         let part = Seg {
             at: seg.at,
             seq: seg.seq,
@@ -303,7 +314,9 @@ impl Comparator {
             head: seg.head,
         };
         FlowState::add_answer(ex, side, part, self.cfg.head_bytes);
-        if ex.answered_everywhere(self.cfg.copies, self.cfg.baseline) {
+        if ex.answered_everywhere(self.cfg.copies, self.cfg.baseline)
+            && fs.exchanges.range(..key).next().is_some()
+        {
             // Every side has moved on to this request: the earlier answers are all in.
             let earlier: Vec<u32> = fs.exchanges.range(..key).map(|(k, _)| *k).collect();
             for k in earlier {
@@ -322,15 +335,7 @@ impl Comparator {
         if fs.is_late(key) {
             return;
         }
-        let ex = open_exchange(
-            fs,
-            key,
-            now,
-            &mut self.next_id,
-            &mut self.order,
-            &mut self.open,
-            flow,
-        );
+        let ex = self.ledger.open(fs, flow, key, now);
         ex.request = Some(req);
     }
 
@@ -352,7 +357,7 @@ impl Comparator {
             return;
         };
         fs.judged_upto = Some(fs.judged_upto.map_or(key, |j| j.max(key)));
-        self.open -= 1;
+        self.ledger.open -= 1;
         self.summary.judge(&self.cfg, flow, &ex);
     }
 
@@ -372,8 +377,8 @@ impl Comparator {
 
     /// Judges the oldest exchanges while more than `max_open` are open.
     fn evict(&mut self) {
-        while self.open > self.cfg.max_open {
-            let Some((id, flow, key)) = self.order.pop_front() else {
+        while self.ledger.open > self.cfg.max_open {
+            let Some((id, flow, key)) = self.ledger.order.pop_front() else {
                 return;
             };
             let live = self
@@ -386,9 +391,9 @@ impl Comparator {
                 self.judge(flow, key);
             }
         }
-        if self.order.len() > 2 * self.open + 1024 {
+        if self.ledger.order.len() > 2 * self.ledger.open + 1024 {
             let flows = &self.flows;
-            self.order.retain(|(id, flow, key)| {
+            self.ledger.order.retain(|(id, flow, key)| {
                 flows
                     .get(flow)
                     .and_then(|fs| fs.exchanges.get(key))
@@ -448,7 +453,7 @@ impl Comparator {
             equal: c.equal,
             different: c.different,
             noise: c.noise,
-            open: self.open as u64,
+            open: self.ledger.open as u64,
         }
     }
 
@@ -461,8 +466,7 @@ impl Comparator {
             self.judge_flow(flow);
         }
         self.flows.clear();
-        self.order.clear();
-        self.open = 0;
+        self.ledger = Ledger::default();
         let mut out = std::mem::replace(&mut self.summary, Summary::new(&self.cfg));
         out.live = Live {
             compared: out.comparison.compared,
@@ -473,27 +477,4 @@ impl Comparator {
         };
         out
     }
-}
-
-/// The exchange of `flow` under `key`, created if new (and counted open); its news stamped.
-fn open_exchange<'a>(
-    fs: &'a mut FlowState,
-    key: u32,
-    now: Nanos,
-    next_id: &mut u64,
-    order: &mut VecDeque<(u64, Flow, u32)>,
-    open: &mut usize,
-    flow: Flow,
-) -> &'a mut Exchange {
-    let ex = fs.exchanges.entry(key).or_insert_with(|| {
-        *next_id += 1;
-        order.push_back((*next_id, flow, key));
-        *open += 1;
-        Exchange {
-            id: *next_id,
-            ..Exchange::default()
-        }
-    });
-    ex.news = now;
-    ex
 }
