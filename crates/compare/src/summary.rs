@@ -99,18 +99,7 @@ impl Summary {
         }
         let ignore = &cfg.ignore_headers;
         let on = Answer::new(online.digest, &online.head, ignore);
-        let baseline_fields = if !cfg.baseline {
-            None
-        } else {
-            match &ex.baseline.answer {
-                None => Some(vec!["missing".to_string()]),
-                Some(b) if b.complete() => Some(http::differences(
-                    &on,
-                    &Answer::new(b.digest, &b.head, ignore),
-                )),
-                Some(_) => None, // not known: every difference counts as a regression
-            }
-        };
+        let baseline_fields = baseline_fields(cfg, &on, ex);
         for n in 0..usize::from(cfg.copies) {
             let assembled = ex.targets.get(n).and_then(|s| s.answer.as_ref());
             let target = match assembled {
@@ -284,6 +273,22 @@ impl Summary {
         report.differences = crate::report::sorted_groups(self.differences.values().cloned());
         report.noise = crate::report::sorted_groups(self.noise.values().cloned());
         report.timeline = self.timeline.values().copied().collect();
+    }
+}
+
+/// How the baseline's answer differs from the online one, when a baseline ran and its answer
+/// is known (an incomplete one is not: every difference then counts as a regression).
+fn baseline_fields(cfg: &CompareConfig, online: &Answer<'_>, ex: &Exchange) -> Option<Vec<String>> {
+    if !cfg.baseline {
+        return None;
+    }
+    match &ex.baseline.answer {
+        None => Some(vec!["missing".to_string()]),
+        Some(b) if b.complete() => Some(http::differences(
+            online,
+            &Answer::new(b.digest, &b.head, &cfg.ignore_headers),
+        )),
+        Some(_) => None,
     }
 }
 
