@@ -13,6 +13,7 @@ pub mod demo;
 pub mod intercept;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod plumbing;
 
 /// Exit status for bad command-line options (as clap and the C tools use).
