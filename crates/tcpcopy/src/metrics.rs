@@ -24,7 +24,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use compare::report::{Dist, LostByCause};
+use compare::report::Dist;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -51,8 +51,6 @@ const LATENCY_BOUNDS_US: [u64; 16] = [
 pub struct Snapshot {
     /// The session core's counters, summed over the capture threads.
     pub stats: Option<session::Stats>,
-    /// Requests lost so far, by cause (as the report counts them).
-    pub lost: Option<LostByCause>,
     /// The comparison's live counters.
     pub compare: Option<compare::Live>,
     /// Latency distributions so far: online, and at the target.
@@ -258,9 +256,6 @@ impl Collector for SnapshotCollector {
         if let Some(st) = &s.stats {
             encode_stats(&mut enc, st)?;
         }
-        if let Some(lost) = &s.lost {
-            encode_lost(&mut enc, lost)?;
-        }
         if let Some(live) = &s.compare {
             encode_compare(&mut enc, live)?;
         }
@@ -325,6 +320,13 @@ fn encode_stats(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt::R
         "tcpcopy_requests_target",
         "Requests the target acknowledged completely",
         st.requests_target,
+    )?;
+    counters(
+        enc,
+        "tcpcopy_requests_lost",
+        "Requests that never reached the target in full, by cause",
+        "cause",
+        &lost_by_cause(st),
     )?;
     counter(
         enc,
@@ -427,22 +429,19 @@ fn encode_stats(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt::R
     )
 }
 
-fn encode_lost(enc: &mut DescriptorEncoder, l: &LostByCause) -> std::fmt::Result {
-    counters(
-        enc,
-        "tcpcopy_requests_lost",
-        "Requests that never reached the target in full, by cause",
-        "cause",
-        &[
-            ("never_captured", l.never_captured),
-            ("sampled_out", l.sampled_out),
-            ("overflow", l.overflow),
-            ("failed_at_target", l.failed_at_target),
-            ("reset_by_target", l.reset_by_target),
-            ("reset_by_client", l.reset_by_client),
-            ("not_answered", l.not_answered),
-        ],
-    )
+/// Requests of ended sessions the target never had in full, by cause (the report's causes);
+/// requests still in flight are in none.
+pub(crate) fn lost_by_cause(st: &session::Stats) -> [(&'static str, u64); 7] {
+    let l = &st.lost;
+    [
+        ("never_captured", l.never_captured),
+        ("sampled_out", st.requests_sampled_out),
+        ("overflow", l.overflow),
+        ("failed_at_target", l.failed_at_target),
+        ("reset_by_target", l.reset_by_target),
+        ("reset_by_client", l.reset_by_client),
+        ("not_answered", l.not_answered),
+    ]
 }
 
 fn encode_compare(enc: &mut DescriptorEncoder, live: &compare::Live) -> std::fmt::Result {

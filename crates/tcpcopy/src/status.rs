@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::metrics::{bucket_counts, Snapshot};
+use crate::metrics::{bucket_counts, lost_by_cause, Snapshot};
 
 /// How often the line is redrawn.
 const TICK: Duration = Duration::from_secs(1);
@@ -201,14 +201,8 @@ impl History {
                 rate(stats.requests_target, old.requests_target)
             ));
         }
-        if let Some(l) = &now.lost {
-            let lost = l.never_captured
-                + l.sampled_out
-                + l.overflow
-                + l.failed_at_target
-                + l.reset_by_target
-                + l.reset_by_client
-                + l.not_answered;
+        if now.stats.is_some() {
+            let lost: u64 = lost_by_cause(&stats).iter().map(|c| c.1).sum();
             parts.push(match stats.requests_online {
                 0 => format!("lost {lost}"),
                 online => format!("lost {lost} ({:.2}%)", 100.0 * lost as f64 / online as f64),

@@ -53,6 +53,12 @@ fn tcpcopy_snapshot(online: u64) -> Snapshot {
         stats: Some(session::Stats {
             requests_online: online,
             requests_target: 990,
+            requests_sampled_out: 1,
+            lost: session::LostRequests {
+                overflow: 6,
+                not_answered: 4,
+                ..session::LostRequests::default()
+            },
             sessions_completed: 40,
             sessions_reset_by_target: 2,
             sessions_active: 7,
@@ -61,11 +67,6 @@ fn tcpcopy_snapshot(online: u64) -> Snapshot {
             packets_sent: 5_000,
             capture_drops: 11,
             ..session::Stats::default()
-        }),
-        lost: Some(LostByCause {
-            overflow: 6,
-            not_answered: 4,
-            ..LostByCause::default()
         }),
         compare: Some(compare::Live {
             compared: 980,
@@ -87,7 +88,7 @@ fn tcpcopy_counters_parse_back_under_conventional_names() {
     assert_eq!(num(&s, "tcpcopy_requests_target_total", &[]), 990.0);
     let lost = |cause| num(&s, "tcpcopy_requests_lost_total", &[("cause", cause)]);
     assert_eq!((lost("overflow"), lost("not_answered")), (6.0, 4.0));
-    assert_eq!(lost("never_captured"), 0.0);
+    assert_eq!((lost("never_captured"), lost("sampled_out")), (0.0, 1.0));
     let ended = |end| num(&s, "tcpcopy_sessions_total", &[("end", end)]);
     assert_eq!((ended("completed"), ended("reset_by_target")), (40.0, 2.0));
     assert_eq!(value(&s, "tcpcopy_sessions_active", &[]), Value::Gauge(7.0));

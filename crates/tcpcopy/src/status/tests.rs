@@ -1,7 +1,7 @@
 //! The status text from known snapshots, and the status thread on a hidden terminal.
 
 use super::*;
-use compare::report::{Bucket, Dist, LostByCause};
+use compare::report::{Bucket, Dist};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 fn dist(buckets: &[(u64, u64)]) -> Dist {
@@ -20,12 +20,12 @@ fn snap(online: u64, target: u64, latency: &[(u64, u64)]) -> Snapshot {
         stats: Some(session::Stats {
             requests_online: online,
             requests_target: target,
+            lost: session::LostRequests {
+                overflow: 3,
+                not_answered: 2,
+                ..session::LostRequests::default()
+            },
             ..session::Stats::default()
-        }),
-        lost: Some(LostByCause {
-            overflow: 3,
-            not_answered: 2,
-            ..LostByCause::default()
         }),
         compare: Some(compare::Live {
             compared: 900,
