@@ -125,12 +125,13 @@ fn scrapes_during_a_run_parse_and_match_the_final_report() {
     sc.wait_target(expected as usize, Duration::from_secs(60))
         .expect("the target got every request");
     let ic = scrape(&assistant_ns, INTERCEPT_METRICS).expect("intercept scrape");
+    // tcpcopy's default: two connections to each intercept (-C).
     assert_eq!(
         num(&ic, "intercept_connections", &[]),
-        1,
-        "tcpcopy's connection"
+        2,
+        "tcpcopy's connections"
     );
-    assert!(num(&ic, "intercept_responses_total", &[]) > 0);
+    assert!(num(&ic, "intercept_responses_total", &[]) >= expected);
 
     // Settled: every request at the target, every session ended, every exchange judged.
     let started = Instant::now();
