@@ -2,8 +2,9 @@
 //! NFQUEUE), and streams their headers to the tcpcopy instance that owns each session.
 //!
 //! Threads: one per response source (`sources`: a capture ring per interface and thread, or the
-//! NFQUEUE reader), the acceptor ([`run`], which also expires routes and logs statistics), and a
-//! reader plus a writer per tcpcopy connection (`conn`). A shared `Hub` holds the
+//! NFQUEUE reader), the acceptor ([`run`], which also expires routes and logs statistics), a
+//! reader plus a writer per tcpcopy connection (`conn`), and with `--metrics` the endpoint's
+//! (which reads the hub's counters when scraped). A shared `Hub` holds the
 //! connections' writers and the route table; sources lock it once per batch. Which connection
 //! gets which response (the route announcements, their timeout, the fallback to every tcpcopy
 //! for a response whose route is unknown) is decided by `protocol::routing`, without sockets.
