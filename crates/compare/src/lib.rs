@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod digest;
+pub mod html;
 pub mod http;
 pub mod latency;
 pub mod report;
