@@ -15,7 +15,7 @@ mod text;
 
 use crate::report::{AnswerSummary, Comparison, Group, GroupLatency, Report, Sample};
 use plot::w;
-use text::{duration, int, pct, signed_us, us, utc, Esc};
+use text::{duration, int, pct, signed_us, us, utc, with_breaks, Esc};
 
 /// Colour of the online side in every plot.
 pub const ONLINE_COLOUR: &str = "#1f77b4";
@@ -490,11 +490,11 @@ fn samples(s: &mut String, samples: &[Sample]) {
                  online · {} bytes</div><pre>{}</pre></div><div><div class=\"label\">target · {} \
                  bytes</div><pre>{}</pre></div>",
                 Esc(&x.flow),
-                Esc(&x.request),
+                Esc(&with_breaks(&x.request)),
                 int(x.online_len),
-                Esc(&x.online),
+                Esc(&with_breaks(&x.online)),
                 int(x.target_len),
-                Esc(&x.target)
+                Esc(&with_breaks(&x.target))
             ),
         );
         if let Some(b) = &x.baseline {
@@ -502,7 +502,7 @@ fn samples(s: &mut String, samples: &[Sample]) {
                 s,
                 format_args!(
                     "<div><div class=\"label\">baseline</div><pre>{}</pre></div>",
-                    Esc(b)
+                    Esc(&with_breaks(b))
                 ),
             );
         }

@@ -30,6 +30,24 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
+/// A printable text (captured bytes with `\r`, `\n`, `\\` escapes) with a line break after
+/// each escaped `\n`, so that a sample reads line by line while its bytes stay visible.
+pub(super) fn with_breaks(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 16);
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push_str("n\n"),
+                Some(next) => out.push(next),
+                None => {}
+            }
+        }
+    }
+    out
+}
+
 /// An integer with thin spaces between thousands: `12 345 678`.
 pub(super) fn int(n: u64) -> String {
     let digits = n.to_string();
@@ -154,6 +172,12 @@ mod tests {
             s,
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;\u{2401}\u{2421}\u{fffd}\r\n"
         );
+    }
+
+    #[test]
+    fn escaped_line_feeds_break_lines_but_an_escaped_backslash_does_not() {
+        assert_eq!(with_breaks("a\\r\\nb\\\\nc\\n"), "a\\r\\n\nb\\\\nc\\n\n");
+        assert_eq!(with_breaks("plain\\"), "plain\\");
     }
 
     #[test]
