@@ -106,6 +106,7 @@ fn visit(page: &str, name: &str) -> Visit {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            "--disable-dev-shm-usage",
             "--hide-scrollbars",
             "--enable-logging=stderr",
             "--v=0",
@@ -245,9 +246,9 @@ fn full_report_opens_without_console_errors_and_shows_its_plots() {
     let s = &v.screenshot;
     assert_eq!((s.width, s.height), (WIDTH as usize, HEIGHT as usize));
     for (side, colour, min_pixels, min_columns) in [
-        ("online", ONLINE_COLOUR, 3000, 600),
-        ("target", TARGET_COLOUR, 3000, 600),
-        ("baseline", BASELINE_COLOUR, 800, 300),
+        ("online", ONLINE_COLOUR, 2000, 600),
+        ("target", TARGET_COLOUR, 2000, 600),
+        ("baseline", BASELINE_COLOUR, 600, 250),
     ] {
         let (pixels, columns) = s.count(colour);
         eprintln!("{side}: {pixels} pixels in {columns} columns");
