@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod digest;
+pub mod html;
 pub mod http;
 pub mod latency;
 pub mod report;
