@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod digest;
+pub mod html;
 pub mod http;
 pub mod latency;
 pub mod report;
@@ -443,6 +444,11 @@ impl Comparator {
         for flow in idle {
             self.flows.remove(&flow);
         }
+    }
+
+    /// Live counters.
+    pub fn latency(&self) -> (&Histogram, &Histogram) {
+        (&self.summary.online, &self.summary.target)
     }
 
     /// Live counters.
