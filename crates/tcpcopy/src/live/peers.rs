@@ -479,7 +479,7 @@ fn connect(server: SocketAddr, instance: u32) -> anyhow::Result<(TcpStream, Deco
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut hello = Vec::new();
-    protocol::encode_hello(&mut hello, 0, instance);
+    protocol::encode_hello(&mut hello, 0, instance, None);
     s.write_all(&hello)?;
     let mut dec = Decoder::new();
     read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
