@@ -243,9 +243,9 @@ fn keep_alive_requests(c: &mut Criterion) {
                             .for_each(|(request, _)| r.handle_capture(now, request))
                     });
                     wake(&mut r, &mut now, step, |r, now| {
-                        chunk
-                            .iter()
-                            .for_each(|(_, answer)| r.handle_response(now, answer))
+                        chunk.iter().for_each(|(_, answer)| {
+                            r.handle_response(now, answer);
+                        })
                     });
                 }
                 assert_eq!(sent, SESSIONS, "one segment per request");

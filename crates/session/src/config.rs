@@ -106,7 +106,8 @@ impl Config {
     /// The client port copy `copy` of a session uses: shifted by `copy * port_shift`, wrapping
     /// within 1024..=65535.
     pub fn copy_port(&self, port: u16, copy: u16) -> u16 {
-        if copy == 0 {
+        // The baseline's session (one past the copies) goes to another host: the client's port.
+        if copy == 0 || copy >= self.copies {
             return port;
         }
         const FIRST: u32 = 1024;
@@ -133,6 +134,11 @@ impl Config {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
         z % 100 < u64::from(self.sample_percent)
+    }
+
+    /// Replicated sessions made of each captured connection: the copies, and the baseline's.
+    pub fn sessions_per_connection(&self) -> u16 {
+        self.copies + u16::from(self.baseline.is_some())
     }
 
     pub(crate) fn rule_for(&self, dst: SocketAddr) -> Option<&Rule> {

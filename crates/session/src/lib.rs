@@ -34,5 +34,7 @@ mod timer;
 pub mod testing;
 
 pub use config::{Config, Rule};
+pub use outbox::SentMark;
 pub use replicator::Replicator;
-pub use stats::{ParseStatsError, Stats};
+pub use replicator::ResponseOwner;
+pub use stats::{LostRequests, ParseStatsError, Stats};

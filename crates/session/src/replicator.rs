@@ -23,15 +23,17 @@ use slotmap::SlotMap;
 use crate::closed::{Closed, ClosedSessions};
 use crate::config::Config;
 use crate::keys::{OnlineKey, TableMap, TargetKey};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, SentMark};
 use crate::session::{Session, SessionId, State};
-use crate::stats::Stats;
+use crate::stats::{End, Stats};
 use crate::stream::Buffers;
 use crate::timer::TimerWheel;
 
 mod capture;
 mod lifecycle;
 mod response;
+
+pub use response::ResponseOwner;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +55,9 @@ pub struct Replicator {
     /// Online servers seen speaking first: their sessions acknowledge the target's SYN-ACK at
     /// once.
     greeting_servers: TableMap<SocketAddr, ()>,
+    /// Connections `-r` leaves out: the acknowledgment of their last data, to count their
+    /// requests (bounded; a new one after a reset of the table counts once more).
+    sampled_acks: TableMap<OnlineKey, wire::Seq>,
     timers: TimerWheel<SessionId>,
     /// Sessions that closed in the last [`crate::closed::LINGER`].
     closed: ClosedSessions,
@@ -82,6 +87,7 @@ impl Replicator {
             by_target: TableMap::default(),
             aborted: TableMap::default(),
             greeting_servers: TableMap::default(),
+            sampled_acks: TableMap::default(),
             timers: TimerWheel::new(),
             closed: ClosedSessions::default(),
             buffered: 0,
@@ -121,6 +127,21 @@ impl Replicator {
             f(&self.routes);
             self.routes.clear();
         }
+    }
+
+    /// Hands over the requests that went to a target in full since the last call (recorded only
+    /// with `Config::trace_sends`).
+    pub fn drain_sends(&mut self, f: impl FnMut(&SentMark)) {
+        self.out.drain_sends(f);
+    }
+
+    /// Requests of live sessions the target has not acknowledged yet: at the end of a run, they
+    /// are lost as not answered ([`crate::LostRequests::not_answered`]).
+    pub fn requests_in_flight(&self) -> u64 {
+        self.sessions
+            .values()
+            .map(|s| u64::from(s.stream.requests.saturating_sub(s.delivered)))
+            .sum()
     }
 
     /// Hands over every packet to send to the target, in order, IP header first.
@@ -263,14 +284,20 @@ impl Replicator {
             s.queued_at = None;
             if now >= s.last_activity + self.config.session_timeout {
                 self.stats.sessions_timed_out += 1;
-                self.abort(now, id);
+                // Bytes behind a hole never reach the target: the capture missed the hole's.
+                let end = if s.stream.has_hole() {
+                    End::NeverCaptured
+                } else {
+                    End::NotAnswered
+                };
+                self.abort(now, id, end);
                 continue;
             }
             if s.rtx_at.is_some_and(|t| now >= t)
                 && !s.on_retransmission_timeout(now, &self.config, &mut self.out, &mut self.stats)
             {
                 self.stats.sessions_failed += 1;
-                self.abort(now, id);
+                self.abort(now, id, End::FailedAtTarget);
                 continue;
             }
             self.progress(now, id);
@@ -311,7 +338,7 @@ impl Replicator {
                     || s.t_next > s.answer_mark
                     || now >= since + cfg.response_wait
                 {
-                    self.abort(now, id);
+                    self.abort(now, id, End::ResetByClient);
                     return;
                 }
             }
@@ -321,7 +348,7 @@ impl Replicator {
                 // half open: give it the response wait to close, then reset it.
                 let since = *s.waiting_since.get_or_insert(now);
                 if now >= since + cfg.response_wait {
-                    self.abort(now, id);
+                    self.abort(now, id, End::NotAnswered);
                     return;
                 }
             }
@@ -339,7 +366,7 @@ impl Replicator {
                 };
                 // A session waiting for these endpoints takes them over now.
                 let successor = s.successor.take();
-                self.remove(now, id);
+                self.remove(now, id, End::NotAnswered);
                 // An earlier connection of this client port may still linger (on another fake
                 // endpoint): its record goes, with its entry by target endpoints.
                 self.closed.insert(closed, successor.is_none());

@@ -24,7 +24,7 @@ use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 use crate::config::Config;
 use crate::keys::{OnlineKey, TableMap, TargetKey};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, SentMark};
 use crate::rtt::RttEstimator;
 use crate::stats::Stats;
 use crate::stream::ClientStream;
@@ -114,6 +114,10 @@ pub(crate) struct Session {
     /// The target's last new data came without PSH or FIN: more of its answer follows, sent as
     /// our acknowledgments come back.
     pub(crate) answer_open: bool,
+    /// Requests of this session the target acknowledged in full.
+    pub(crate) delivered: u32,
+    /// The furthest client byte whose first sending was recorded for a comparison.
+    pub(crate) traced: u64,
 }
 
 impl Session {
@@ -332,7 +336,9 @@ impl Session {
                     }
                 }
                 self.rtx_at = (self.snd_una < limit).then(|| now + self.rtt.rto());
-                stats.requests_target += self.stream.requests_acked(self.snd_una);
+                let acked = self.stream.requests_acked(self.snd_una);
+                stats.requests_target += acked;
+                self.delivered += acked as u32;
             }
             self.t_window = window;
         }
@@ -441,6 +447,16 @@ impl Session {
                 if self.rtt_probe.is_none() && self.retries == 0 {
                     self.rtt_probe = Some((end, now));
                 }
+                if cfg.trace_sends && end == limit && end > self.traced {
+                    self.traced = end;
+                    out.sent(SentMark {
+                        client: self.client,
+                        online: self.online,
+                        copy: self.copy,
+                        end: self.isn + 1 + end as u32,
+                        at: now,
+                    });
+                }
                 self.snd_nxt = end;
                 self.answer_mark = self.t_next;
                 self.acknowledged();
@@ -516,6 +532,7 @@ impl Session {
     pub(crate) fn finish_requests(&mut self, stats: &mut Stats) {
         if self.stream.finish_request(self.snd_una) {
             stats.requests_target += 1;
+            self.delivered += 1;
         }
     }
 }

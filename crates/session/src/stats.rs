@@ -59,6 +59,72 @@ pub struct Stats {
     /// Packets the capture had no room for, as the kernel counted them (filled in by the driver).
     /// A dropped client segment leaves a hole its client never resends: the session stalls.
     pub capture_drops: u64,
+    /// Requests (as `requests_online` counts them) on connections `-r` leaves out.
+    pub requests_sampled_out: u64,
+    /// Requests of ended sessions that the target never acknowledged in full, by cause.
+    pub lost: LostRequests,
+}
+
+/// Why an ended session's requests that the target never had in full were lost. Together with
+/// the requests still in flight ([`crate::Replicator::requests_in_flight`]), they make up
+/// `requests_online - requests_target` exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostRequests {
+    /// The capture missed bytes before them (kernel drops, a segment cut short).
+    pub never_captured: u64,
+    /// Their session was dropped for memory.
+    pub overflow: u64,
+    /// The target stopped acknowledging (retries exhausted).
+    pub failed_at_target: u64,
+    pub reset_by_target: u64,
+    /// The client's reset ended the session before the target had them.
+    pub reset_by_client: u64,
+    /// The session timed out, or ended otherwise, with them unacknowledged.
+    pub not_answered: u64,
+}
+
+impl LostRequests {
+    pub fn total(&self) -> u64 {
+        self.never_captured
+            + self.overflow
+            + self.failed_at_target
+            + self.reset_by_target
+            + self.reset_by_client
+            + self.not_answered
+    }
+
+    pub(crate) fn add(&mut self, end: End, n: u64) {
+        *match end {
+            End::NeverCaptured => &mut self.never_captured,
+            End::Overflow => &mut self.overflow,
+            End::FailedAtTarget => &mut self.failed_at_target,
+            End::ResetByTarget => &mut self.reset_by_target,
+            End::ResetByClient => &mut self.reset_by_client,
+            End::NotAnswered => &mut self.not_answered,
+        } += n;
+    }
+}
+
+impl std::ops::AddAssign for LostRequests {
+    fn add_assign(&mut self, o: LostRequests) {
+        self.never_captured += o.never_captured;
+        self.overflow += o.overflow;
+        self.failed_at_target += o.failed_at_target;
+        self.reset_by_target += o.reset_by_target;
+        self.reset_by_client += o.reset_by_client;
+        self.not_answered += o.not_answered;
+    }
+}
+
+/// How a session ended, for the requests it still owed the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    NeverCaptured,
+    Overflow,
+    FailedAtTarget,
+    ResetByTarget,
+    ResetByClient,
+    NotAnswered,
 }
 
 /// Counters of several replicators (one per capture thread) added up.
@@ -93,6 +159,8 @@ impl std::ops::AddAssign for Stats {
         self.super_segments += o.super_segments;
         self.bytes_buffered += o.bytes_buffered;
         self.capture_drops += o.capture_drops;
+        self.requests_sampled_out += o.requests_sampled_out;
+        self.lost += o.lost;
     }
 }
 
@@ -114,7 +182,8 @@ impl fmt::Display for Stats {
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
              requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
              responses {} (unknown {}) captured {} (ignored {}, sampled out {}, malformed {}, duplicate {}, truncated {}, \
-             super-segments {}) capture drops {} port reuse {} stale at target {}",
+             super-segments {}) capture drops {} port reuse {} stale at target {} \
+             lost requests: never captured {} overflow {} failed {} reset target/client {}/{} not answered {} sampled out {}",
             self.sessions_created,
             self.sessions_active,
             self.sessions_joined,
@@ -145,6 +214,13 @@ impl fmt::Display for Stats {
             self.capture_drops,
             self.sessions_port_reused,
             self.stale_target_connections,
+            self.lost.never_captured,
+            self.lost.overflow,
+            self.lost.failed_at_target,
+            self.lost.reset_by_target,
+            self.lost.reset_by_client,
+            self.lost.not_answered,
+            self.requests_sampled_out,
         )
     }
 }
@@ -162,7 +238,7 @@ pub enum ParseStatsError {
 }
 
 /// The counters `Display` writes, in its order (the loss rate, derived, is left out).
-const FIELDS: usize = 29;
+const FIELDS: usize = 36;
 
 /// Where the loss rate stands among the numbers `Display` writes.
 const LOSS_AT: usize = 11;
@@ -214,7 +290,7 @@ impl std::str::FromStr for Stats {
         ) {
             *slot = word.parse().map_err(|_| ParseStatsError::Words)?;
         }
-        let [sessions_created, sessions_active, sessions_joined, sessions_completed, sessions_timed_out, sessions_reset_by_client, sessions_reset_by_target, sessions_failed, sessions_overflowed, requests_online, requests_target, client_bytes, target_bytes, bytes_buffered, packets_sent, retransmits, fast_retransmits, responses, responses_unknown, captured_packets, ignored_packets, sampled_out_packets, malformed_packets, duplicate_segments, truncated_packets, super_segments, capture_drops, sessions_port_reused, stale_target_connections] =
+        let [sessions_created, sessions_active, sessions_joined, sessions_completed, sessions_timed_out, sessions_reset_by_client, sessions_reset_by_target, sessions_failed, sessions_overflowed, requests_online, requests_target, client_bytes, target_bytes, bytes_buffered, packets_sent, retransmits, fast_retransmits, responses, responses_unknown, captured_packets, ignored_packets, sampled_out_packets, malformed_packets, duplicate_segments, truncated_packets, super_segments, capture_drops, sessions_port_reused, stale_target_connections, never_captured, overflow, failed_at_target, reset_by_target, reset_by_client, not_answered, requests_sampled_out] =
             v;
         Ok(Stats {
             captured_packets,
@@ -246,6 +322,15 @@ impl std::str::FromStr for Stats {
             super_segments,
             bytes_buffered,
             capture_drops,
+            requests_sampled_out,
+            lost: LostRequests {
+                never_captured,
+                overflow,
+                failed_at_target,
+                reset_by_target,
+                reset_by_client,
+                not_answered,
+            },
         })
     }
 }
@@ -291,6 +376,15 @@ mod tests {
             super_segments: n(),
             bytes_buffered: n(),
             capture_drops: n(),
+            requests_sampled_out: n(),
+            lost: LostRequests {
+                never_captured: n(),
+                overflow: n(),
+                failed_at_target: n(),
+                reset_by_target: n(),
+                reset_by_client: n(),
+                not_answered: n(),
+            },
         }
     }
 

@@ -52,6 +52,8 @@ pub(crate) struct ClientStream {
     client_fin: Option<u64>,
     /// The client reset its connection.
     reset: bool,
+    /// Requests counted online in this stream.
+    pub(crate) requests: u32,
 }
 
 /// What a captured segment changed beyond the stream itself, for the session to act on.
@@ -84,6 +86,7 @@ impl ClientStream {
             unacked_bounds: buffers.unacked_bounds,
             client_fin: None,
             reset: false,
+            requests: 0,
         }
     }
 
@@ -109,6 +112,12 @@ impl ClientStream {
     #[inline]
     pub(crate) fn mark_reset(&mut self) -> bool {
         !std::mem::replace(&mut self.reset, true)
+    }
+
+    /// Whether captured bytes wait behind a hole the capture missed.
+    #[inline]
+    pub(crate) fn has_hole(&self) -> bool {
+        !self.ooo.is_empty()
     }
 
     /// Client bytes held for the target.
@@ -210,6 +219,7 @@ impl ClientStream {
                     accepted.greeted = true;
                 }
                 stats.requests_online += 1;
+                self.requests += 1;
                 self.open_request = true;
             }
             if ack_tag.is_some() {

@@ -12,6 +12,7 @@ use wire::TcpPacket;
 
 use super::Replicator;
 use crate::keys::OnlineKey;
+use crate::stats::End;
 
 impl Replicator {
     /// A packet a client sent towards the online server (IP header first).
@@ -28,15 +29,16 @@ impl Replicator {
         };
         if !self.config.samples(p.src()) {
             self.stats.sampled_out_packets += 1;
+            self.count_sampled_out(&p);
             return;
         }
         if p.payload().len() < p.payload_len() {
             // Cut short by the capture: those bytes are gone for good (the online server has them,
             // so the client never sends them again). The session cannot be delivered intact.
             self.stats.truncated_packets += 1;
-            for copy in 0..self.config.copies {
+            for copy in 0..self.config.sessions_per_connection() {
                 if let Some(&id) = self.by_online.get(&OnlineKey::new(p.src(), p.dst(), copy)) {
-                    self.abort(now, id);
+                    self.abort(now, id, End::NeverCaptured);
                 }
             }
             return;
@@ -45,8 +47,31 @@ impl Replicator {
             // TSO/GSO/GRO on the capture side: sent on as several segments.
             self.stats.super_segments += 1;
         }
-        for copy in 0..self.config.copies {
-            self.capture_copy(now, &p, rule.target, copy);
+        for copy in 0..self.config.sessions_per_connection() {
+            let target = match self.config.baseline {
+                Some(baseline) if copy == self.config.copies => baseline,
+                _ => rule.target,
+            };
+            self.capture_copy(now, &p, target, copy);
+        }
+    }
+
+    /// Counts the requests of a connection `-r` leaves out, the way a stream counts them (a new
+    /// acknowledgment number starts a new request), so that they show among the losses.
+    fn count_sampled_out(&mut self, p: &TcpPacket<'_>) {
+        /// Connections remembered at most; then the table starts over.
+        const MAX_SAMPLED_OUT: usize = 100_000;
+        let key = OnlineKey::new(p.src(), p.dst(), 0);
+        let flags = p.flags();
+        if p.payload_len() > 0 && self.sampled_acks.get(&key) != Some(&p.ack()) {
+            if self.sampled_acks.len() >= MAX_SAMPLED_OUT {
+                self.sampled_acks.clear();
+            }
+            self.sampled_acks.insert(key, p.ack());
+            self.stats.requests_sampled_out += 1;
+        }
+        if flags.fin() || flags.rst() {
+            self.sampled_acks.remove(&key);
         }
     }
 
@@ -87,7 +112,7 @@ impl Replicator {
                     self.by_online.remove(&key);
                     self.stats.sessions_port_reused += 1;
                 } else {
-                    self.abort(now, id);
+                    self.abort(now, id, End::NotAnswered);
                 }
             }
             self.aborted.remove(&key);
@@ -136,7 +161,7 @@ impl Replicator {
                 || self.buffered > self.config.max_buffered_bytes
             {
                 self.stats.sessions_overflowed += 1;
-                self.abort(now, id);
+                self.abort(now, id, End::Overflow);
                 return;
             }
         }

@@ -15,6 +15,7 @@ use super::Replicator;
 use crate::keys::{addr_hash, unlink, OnlineKey, TargetKey};
 use crate::rtt::RttEstimator;
 use crate::session::{Session, SessionId, State};
+use crate::stats::End;
 use crate::stream::ClientStream;
 
 /// Buffers of ended sessions kept for new ones (see [`crate::stream::Buffers`]).
@@ -69,6 +70,8 @@ impl Replicator {
             dirty: false,
             counted_stalled: false,
             answer_open: false,
+            delivered: 0,
+            traced: 0,
         };
         let id = self.sessions.insert(s);
         self.by_online
@@ -165,7 +168,7 @@ impl Replicator {
     }
 
     /// Resets the session at the target (when it got that far) and forgets it.
-    pub(super) fn abort(&mut self, now: Instant, id: SessionId) {
+    pub(super) fn abort(&mut self, now: Instant, id: SessionId, end: End) {
         self.remember_abort(now, id);
         if let Some(s) = self.sessions.get_mut(id) {
             if s.state == State::Established {
@@ -174,7 +177,7 @@ impl Replicator {
                 self.out.emit(&rst, &[]);
             }
         }
-        self.remove(now, id);
+        self.remove(now, id, end);
     }
 
     /// Remembers a connection that ends while its client is still sending, so that its further
@@ -193,9 +196,12 @@ impl Replicator {
         self.aborted.insert(s.online_key(), now);
     }
 
-    /// Forgets a session; one waiting for it starts now.
-    pub(super) fn remove(&mut self, now: Instant, id: SessionId) {
+    /// Forgets a session, its requests the target never acknowledged lost for `end`; one
+    /// waiting for it starts now.
+    pub(super) fn remove(&mut self, now: Instant, id: SessionId, end: End) {
         if let Some(mut s) = self.sessions.remove(id) {
+            let lost = s.stream.requests.saturating_sub(s.delivered);
+            self.stats.lost.add(end, u64::from(lost));
             self.buffered -= s.held();
             if s.counted_stalled {
                 self.stalled -= 1;

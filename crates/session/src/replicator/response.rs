@@ -6,37 +6,61 @@
 //! for the session (handshake, acknowledgments, the answer's bytes) is the session's; this must
 //! not send anything but the closed session's stored acknowledgment.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use wire::TcpPacket;
+use wire::{Seq, TcpPacket};
 
 use super::Replicator;
 use crate::keys::TargetKey;
 use crate::session::State;
+use crate::stats::End;
+
+/// Whose answer a target packet is: the client connection (as online), which replicated
+/// session of it, and the acknowledgment in the client's sequence space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseOwner {
+    pub client: SocketAddr,
+    pub online: SocketAddr,
+    pub copy: u16,
+    /// The session went to the baseline (`Config::baseline`), not to the target.
+    pub baseline: bool,
+    pub client_ack: Seq,
+}
 
 impl Replicator {
     /// A target packet reported by an intercept (IP header first; payload may be cut off).
-    pub fn handle_response(&mut self, now: Instant, packet: &[u8]) {
+    ///
+    /// With `Config::trace_sends`, a packet with payload of a live session says whose it is, so
+    /// that its answer can be compared with the online server's.
+    pub fn handle_response(&mut self, now: Instant, packet: &[u8]) -> Option<ResponseOwner> {
         self.born.get_or_insert(now);
         self.stats.responses += 1;
         let Ok(p) = TcpPacket::parse(packet) else {
             self.stats.malformed_packets += 1;
-            return;
+            return None;
         };
         let Some(&id) = self.by_target.get(&TargetKey::new(p.dst(), p.src())) else {
             self.closed_response(&p);
-            return;
+            return None;
         };
-        let Some(s) = self.sessions.get_mut(id) else {
-            return;
-        };
+        let s = self.sessions.get_mut(id)?;
         s.last_activity = now;
         let flags = p.flags();
+        let owner = (self.config.trace_sends && p.payload_len() > 0).then(|| ResponseOwner {
+            client: s.client,
+            online: s.online,
+            copy: s.copy,
+            baseline: s.copy >= self.config.copies,
+            // The target acknowledges our sequence numbers: the client's, moved by the ISN
+            // clock.
+            client_ack: s.isn + (p.ack().0.wrapping_sub(s.out_isn.0)),
+        });
         if flags.rst() {
             self.stats.sessions_reset_by_target += 1;
             self.remember_abort(now, id);
-            self.remove(now, id);
-            return;
+            self.remove(now, id, End::ResetByTarget);
+            return None;
         }
         match s.state {
             // Not open at the target yet: by_target never leads here.
@@ -51,7 +75,7 @@ impl Replicator {
                     &mut self.stats,
                 );
                 if !established {
-                    return;
+                    return owner;
                 }
             }
             State::Established => {
@@ -72,6 +96,7 @@ impl Replicator {
             }
         }
         self.touch(now, id);
+        owner
     }
 
     /// A target packet for no live session: a closed one acknowledges a repeated FIN again.

@@ -459,8 +459,14 @@ pub fn simulate(seed: u64, sessions: usize, faults: Faults) -> Outcome {
             s.port
         );
     }
+    let stats = r.stats();
+    assert_eq!(
+        stats.requests_online - stats.requests_target,
+        stats.lost.total() + r.requests_in_flight(),
+        "seed {seed}: the lost requests' causes add up: {stats}"
+    );
     Outcome {
-        stats: r.stats(),
+        stats,
         packets,
         digest,
     }

@@ -161,9 +161,9 @@ impl Peer {
             // Frames that arrived with the welcome are already in the decoder.
             loop {
                 match self.dec.next_message() {
-                    Ok(Some(Message::Responses(r))) => {
-                        r.iter().for_each(|p| core.handle_response(now, p))
-                    }
+                    Ok(Some(Message::Responses(r))) => r.iter().for_each(|p| {
+                        core.handle_response(now, p);
+                    }),
                     Ok(Some(Message::Ping)) => {}
                     Ok(Some(other)) => return Err(format!("unexpected message {other:?}")),
                     Ok(None) => break,

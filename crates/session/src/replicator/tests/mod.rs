@@ -15,6 +15,7 @@ mod close;
 mod copies;
 mod handshake;
 mod joined;
+mod lost;
 mod port_reuse;
 mod requests;
 mod retransmission;
