@@ -1,6 +1,11 @@
 //! One tcpcopy connection, intercept's side: the opening exchange, then a thread reading the
-//! connection's route announcements into the [`Hub`], and a writer ([`ConnOut`]) through which
-//! the capture threads stream responses to it. The routing itself is `protocol::routing`'s.
+//! connection's route announcements into the [`Hub`] and answering its time asks, and a writer
+//! ([`ConnOut`]) through which the capture threads stream responses to it. The routing itself is
+//! `protocol::routing`'s.
+//!
+//! A tcpcopy that compares answers is welcomed only once the sources capture whole payloads (or
+//! after half a second, should one not switch), so that the answers to what it replicates are
+//! captured whole.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -15,11 +20,13 @@ use tracing::{debug, info, warn};
 use protocol::routing::Owner;
 use protocol::{Decoder, Hello, Message};
 
-use super::hub::Hub;
+use super::hub::{Hub, PayloadClaim};
 use crate::plumbing::read_first_message;
 
 /// Bytes waiting for one slow tcpcopy connection before further frames are dropped (and counted).
 const CONN_QUEUE_BYTES: usize = 32 << 20;
+/// How long a comparing tcpcopy's welcome waits for the sources to capture payloads.
+const SWITCH_WAIT: Duration = Duration::from_millis(500);
 
 /// The write side of one tcpcopy connection. The capture thread writes without blocking while
 /// nothing waits; what the socket does not take queues for the connection's writer thread, which
@@ -29,6 +36,8 @@ pub(super) struct ConnOut {
     sock: TcpStream,
     state: Mutex<OutState>,
     ready: Condvar,
+    /// The connection compares answers and wants this many first bytes of each.
+    pub(super) compare_bytes: Option<u16>,
 }
 
 #[derive(Default)]
@@ -39,11 +48,12 @@ struct OutState {
 }
 
 impl ConnOut {
-    fn new(sock: TcpStream) -> ConnOut {
+    pub(super) fn new(sock: TcpStream, compare_bytes: Option<u16>) -> ConnOut {
         ConnOut {
             sock,
             state: Mutex::default(),
             ready: Condvar::new(),
+            compare_bytes,
         }
     }
 
@@ -136,8 +146,8 @@ fn serve_conn(
     hub: &Hub,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let (hello, mut dec) = handshake(&mut stream, peer, allowed)?;
-    let out = Arc::new(ConnOut::new(stream.try_clone()?));
+    let (hello, mut dec, _claim) = handshake(&mut stream, peer, allowed, hub)?;
+    let out = Arc::new(ConnOut::new(stream.try_clone()?, hello.compare_bytes));
     let writer = out.clone();
     let wstop = stop.clone();
     thread::Builder::new()
@@ -149,9 +159,20 @@ fn serve_conn(
         host: peer.ip(),
         instance: hello.instance,
     };
-    let id = hub.connect(out, owner);
-    info!("tcpcopy {peer} connected (connection {id})");
-    let end = read_routes(&mut stream, &mut dec, peer, id, hub, stop);
+    let id = hub.connect(out.clone(), owner);
+    match hello.compare_bytes {
+        Some(n) => {
+            info!("tcpcopy {peer} connected (connection {id}), comparing answers ({n} first bytes)")
+        }
+        None => info!("tcpcopy {peer} connected (connection {id})"),
+    }
+    let conn = Conn {
+        peer,
+        id,
+        hub,
+        out: &out,
+    };
+    let end = conn.read(&mut stream, &mut dec, stop);
     hub.disconnect(id);
     let _ = stream.shutdown(std::net::Shutdown::Both);
     info!("tcpcopy {peer} disconnected (connection {id})");
@@ -159,12 +180,14 @@ fn serve_conn(
 }
 
 /// The opening exchange: refuses a host not allowed, or a hello it cannot answer; else
-/// welcomes. Bytes after the hello stay in the decoder.
-fn handshake(
+/// welcomes, a comparing tcpcopy once payloads are captured (its claim on them comes back).
+/// Bytes after the hello stay in the decoder.
+fn handshake<'h>(
     stream: &mut TcpStream,
     peer: SocketAddr,
     allowed: bool,
-) -> anyhow::Result<(Hello, Decoder)> {
+    hub: &'h Hub,
+) -> anyhow::Result<(Hello, Decoder, Option<PayloadClaim<'h>>)> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -182,41 +205,64 @@ fn handshake(
             anyhow::bail!("{reason}");
         }
     };
+    let claim = hello.compare_bytes.map(|_| hub.claim_payloads());
+    if claim.is_some() && !hub.await_payload_capture(SWITCH_WAIT) {
+        warn!("tcpcopy {peer}: a response source still captures headers only; the first answers may be cut short");
+    }
     let mut f = Vec::new();
     protocol::encode_welcome(&mut f);
     stream.write_all(&f)?;
-    Ok((hello, dec))
+    Ok((hello, dec, claim))
 }
 
-/// Reads connection `id`'s route announcements into the hub until it closes, breaks or the run
-/// stops.
-fn read_routes(
-    stream: &mut TcpStream,
-    dec: &mut Decoder,
+/// One welcomed connection, as its reading thread sees it.
+struct Conn<'a> {
     peer: SocketAddr,
     id: u64,
-    hub: &Hub,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    'conn: loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        loop {
-            match dec.next_message() {
-                Ok(Some(Message::Routes(routes))) => hub.announce(id, routes),
-                Ok(Some(Message::Ping)) => {}
-                Ok(Some(other)) => debug!("{peer}: ignoring {other:?}"),
-                Ok(None) => break,
-                Err(e) => break 'conn Err(e.into()),
+    hub: &'a Hub,
+    out: &'a ConnOut,
+}
+
+impl Conn<'_> {
+    /// Reads the connection's route announcements into the hub and answers its time asks,
+    /// until it closes, breaks or the run stops.
+    fn read(
+        &self,
+        stream: &mut TcpStream,
+        dec: &mut Decoder,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        'conn: loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            loop {
+                match dec.next_message() {
+                    Ok(Some(Message::Routes(routes))) => self.hub.announce(self.id, routes),
+                    Ok(Some(Message::TimeAsk { t1 })) => self.tell_time(t1),
+                    Ok(Some(Message::Ping)) => {}
+                    Ok(Some(other)) => debug!("{}: ignoring {other:?}", self.peer),
+                    Ok(None) => break,
+                    Err(e) => break 'conn Err(e.into()),
+                }
+            }
+            match crate::plumbing::read_or_timeout(stream, &mut buf) {
+                Ok(Some(0)) => return Ok(()),
+                Ok(Some(n)) => dec.feed(&buf[..n]),
+                Ok(None) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        match crate::plumbing::read_or_timeout(stream, &mut buf) {
-            Ok(Some(0)) => return Ok(()),
-            Ok(Some(n)) => dec.feed(&buf[..n]),
-            Ok(None) => {}
-            Err(e) => return Err(e.into()),
+    }
+
+    /// Answers a time ask: when it arrived (now: it was just read) and when the answer leaves.
+    fn tell_time(&self, t1: u64) {
+        let t2 = self.hub.now_ns();
+        let mut f = Vec::with_capacity(32);
+        protocol::encode_time_tell(&mut f, t1, t2, self.hub.now_ns());
+        if !self.out.send(&f) {
+            debug!("{}: time tell dropped", self.peer);
         }
     }
 }

@@ -32,6 +32,7 @@ use hub::Hub;
 /// Runs the intercept until `stop` is set.
 pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let hub = Arc::new(Hub::new(cfg.route_timeout));
+    hub.set_clock_offset(cfg.clock_offset_ns);
     let (ip, port) = (cfg.listen.ip(), cfg.listen.port());
     let listener =
         TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on {ip}:{port}"))?;
