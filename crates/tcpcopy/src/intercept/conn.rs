@@ -273,3 +273,63 @@ fn reject(stream: &mut TcpStream, reason: &str) {
     protocol::encode_reject(&mut f, reason);
     let _ = stream.write_all(&f);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::SystemTime;
+
+    use super::super::hub::unix_ns;
+    use super::*;
+
+    /// A comparing tcpcopy is welcomed, its claim on payload capture lasts as long as the
+    /// connection, and its time asks are answered on the (skewed) clock intercept reports.
+    #[test]
+    fn a_comparing_tcpcopy_is_told_the_skewed_time() {
+        const SKEW: i64 = -7_000_000_000;
+        let hub = Arc::new(Hub::new(Duration::from_secs(60)));
+        hub.set_clock_offset(SKEW);
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tcpcopy = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        let served = {
+            let (hub, stop) = (hub.clone(), stop.clone());
+            thread::spawn(move || serve(stream, peer, true, hub, stop))
+        };
+        let mut f = Vec::new();
+        protocol::encode_hello(&mut f, 0, 1, Some(64));
+        let t1 = unix_ns(SystemTime::now());
+        protocol::encode_time_ask(&mut f, t1);
+        tcpcopy.write_all(&f).unwrap();
+        tcpcopy
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+
+        let mut dec = Decoder::new();
+        let mut buf = [0u8; 1024];
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let n = tcpcopy.read(&mut buf).unwrap();
+            assert!(n > 0, "intercept closed: {seen:?}");
+            dec.feed(&buf[..n]);
+            while let Some(m) = dec.next_message().unwrap() {
+                seen.push(format!("{m:?}"));
+                if let Message::TimeTell { t1: echo, t2, t3 } = m {
+                    let t4 = unix_ns(SystemTime::now());
+                    assert_eq!(echo, t1);
+                    assert!(t2 <= t3);
+                    let ours = |t: u64| t.checked_add_signed(-SKEW).unwrap();
+                    assert!(t1 <= ours(t2) && ours(t3) <= t4, "{t1} {t2} {t3} {t4}");
+                }
+            }
+        }
+        assert!(seen[0].starts_with("Welcome"), "{seen:?}");
+        assert!(seen[1].starts_with("TimeTell"), "{seen:?}");
+        assert!(hub.wants_payloads(), "a comparing tcpcopy is connected");
+        drop(tcpcopy);
+        served.join().unwrap();
+        assert!(!hub.wants_payloads(), "its claim ended with it");
+    }
+}
