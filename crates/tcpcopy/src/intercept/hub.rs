@@ -574,4 +574,82 @@ mod tests {
         drop(claim);
         assert!(!hub.wants_payloads(), "the last comparing connection left");
     }
+
+    /// The cost of a batch through the hub, per packet: plain headers (as captured without
+    /// `--compare`) to a plain connection, and whole packets annotated for a comparing one. The
+    /// connection's far end is drained by a thread, so the socket writes are part of it.
+    #[test]
+    #[ignore = "a measurement: cargo test --release -p tcpcopy --lib dispatch_cost -- --ignored --nocapture"]
+    fn dispatch_cost() {
+        for (what, compare, payload) in [
+            ("plain, headers as captured", None, 0),
+            ("answers, 100-byte payloads", Some(1024), 100),
+            ("answers, 1400-byte payloads", Some(1024), 1400),
+        ] {
+            let hub = Hub::new(Duration::from_secs(600));
+            let (out, mut theirs) = conn(compare);
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer = {
+                let (out, stop) = (out.clone(), stop.clone());
+                std::thread::spawn(move || out.run_writer(&stop))
+            };
+            let id = hub.connect(
+                out,
+                Owner {
+                    host: "198.18.0.20".parse().unwrap(),
+                    instance: 1,
+                },
+            );
+            let clients: Vec<String> = (0..1000)
+                .map(|i| format!("198.19.{}.{}:{}", i / 200, i % 200 + 1, 1024 + i))
+                .collect();
+            hub.announce(id, clients.iter().map(|c| c.parse().unwrap()).collect());
+            let drain = std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut total = 0usize;
+                theirs
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                while let Ok(n) = theirs.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                }
+                total
+            });
+            let body = vec![b'x'; payload];
+            // 64-packet batches over 1000 flows; each flow's answers go on in sequence.
+            let batches: Vec<Vec<Vec<u8>>> = (0..64u32)
+                .map(|b| {
+                    (0..64u32)
+                        .map(|i| {
+                            let f = ((b * 64 + i) % 1000) as usize;
+                            response(&clients[f], 1 + b * payload as u32, 100 + (b / 4), &body)
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut scratch = Scratch::default();
+            let rounds = 3000;
+            let t0 = Instant::now();
+            for r in 0..rounds {
+                let batch = &batches[r % batches.len()];
+                hub.dispatch(
+                    batch
+                        .iter()
+                        .map(|p| (p.as_slice(), 1_700_000_000_000_000_000)),
+                    64,
+                    &mut scratch,
+                );
+            }
+            let per = t0.elapsed().as_nanos() as f64 / (rounds * 64) as f64;
+            hub.disconnect(id);
+            stop.store(true, Ordering::Relaxed);
+            writer.join().unwrap();
+            let dropped = hub.dropped.load(Ordering::Relaxed);
+            println!("{what}: {per:.0} ns per packet ({dropped} frames dropped)");
+            drop(drain);
+        }
+    }
 }
