@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Histogram;
+
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -78,10 +80,13 @@ pub struct Sessions {
     pub overflowed: u64,
 }
 
-/// How the compared exchanges came out.
+/// How the compared exchanges came out. Counted per request and target copy (`-n 2` counts
+/// every request twice): each ends in exactly one of `equal`, `different`, `noise`,
+/// `unanswered_online` or `incomplete`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Comparison {
-    /// Exchanges judged (online answer and target answer both seen, or the target's missing).
+    /// Judged: the online answer seen in full, and the target's seen in full or missing
+    /// (`equal + different + noise`).
     pub compared: u64,
     pub equal: u64,
     /// Differences that are regressions (not seen at the baseline).
@@ -90,7 +95,8 @@ pub struct Comparison {
     pub noise: u64,
     /// Requests the online server did not answer (nothing to compare).
     pub unanswered_online: u64,
-    /// Online answered, the target did not.
+    /// Online answered, the target did not (counted in `different` or `noise` too, as a
+    /// difference in field `missing`).
     pub unanswered_target: u64,
     /// Answers with a hole in what was captured or reported: not judged.
     pub incomplete: u64,
@@ -113,7 +119,10 @@ pub struct Latencies {
     pub by_request: Vec<GroupLatency>,
 }
 
-/// A latency distribution in microseconds.
+/// A latency distribution in microseconds. `count`, `mean_us` and `max_us` are exact; a
+/// percentile is the upper bound of the bucket holding the sample of that rank (at most 6.25 %
+/// above the true value, never above `max_us`). Buckets: below 16 µs one per microsecond, then
+/// 16 per power of two.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Dist {
     pub count: u64,
@@ -184,4 +193,230 @@ pub struct Tick {
     pub online: u64,
     /// Answers whose first byte the target sent in this second.
     pub target: u64,
+}
+
+/// Why reports could not be merged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MergeError {
+    #[error("no reports to merge")]
+    Empty,
+    #[error("report {index} has schema version {found}, expected {expected}")]
+    SchemaVersion {
+        index: usize,
+        expected: u32,
+        found: u32,
+    },
+}
+
+/// Adds `b`'s counts to `a`.
+pub(crate) fn add_comparison(a: &mut Comparison, b: &Comparison) {
+    a.compared += b.compared;
+    a.equal += b.equal;
+    a.different += b.different;
+    a.noise += b.noise;
+    a.unanswered_online += b.unanswered_online;
+    a.unanswered_target += b.unanswered_target;
+    a.incomplete += b.incomplete;
+    a.evicted += b.evicted;
+    a.ungrouped += b.ungrouped;
+}
+
+/// Adds group `g` to `groups` under `key`: counts and fields add, samples are kept up to the
+/// larger of the two sample counts.
+pub(crate) fn merge_group_into<K: Ord>(groups: &mut BTreeMap<K, Group>, key: K, g: Group) {
+    match groups.entry(key) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(g);
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            let into = o.get_mut();
+            into.count += g.count;
+            for (f, n) in g.fields {
+                *into.fields.entry(f).or_default() += n;
+            }
+            let keep = into.samples.len().max(g.samples.len());
+            into.samples.extend(g.samples);
+            into.samples.truncate(keep);
+        }
+    }
+}
+
+/// Groups, most frequent first (ties by request name).
+pub(crate) fn sorted_groups(groups: impl Iterator<Item = Group>) -> Vec<Group> {
+    let mut v: Vec<Group> = groups.collect();
+    v.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.request.cmp(&b.request))
+            .then_with(|| a.online.status.cmp(&b.online.status))
+            .then_with(|| a.target.status.cmp(&b.target.status))
+    });
+    v
+}
+
+/// The key groups merge under: request, protocol, statuses.
+type MergeKey = (String, String, Option<u16>, Option<u16>);
+
+fn merge_groups<'a>(lists: impl Iterator<Item = &'a Vec<Group>>) -> Vec<Group> {
+    let mut all: BTreeMap<MergeKey, Group> = BTreeMap::new();
+    for g in lists.flatten() {
+        let key = (
+            g.request.clone(),
+            g.protocol.clone(),
+            g.online.status,
+            g.target.status,
+        );
+        merge_group_into(&mut all, key, g.clone());
+    }
+    sorted_groups(all.into_values())
+}
+
+fn merge_dists<'a>(dists: impl Iterator<Item = &'a Dist>) -> Dist {
+    let mut h = Histogram::new();
+    for d in dists {
+        h.merge(&Histogram::from_dist(d));
+    }
+    h.to_dist()
+}
+
+fn add_requests(a: &mut Requests, b: &Requests) {
+    a.online += b.online;
+    a.target += b.target;
+    a.lost += b.lost;
+    let (x, y) = (&mut a.lost_by_cause, &b.lost_by_cause);
+    x.never_captured += y.never_captured;
+    x.sampled_out += y.sampled_out;
+    x.overflow += y.overflow;
+    x.failed_at_target += y.failed_at_target;
+    x.reset_by_target += y.reset_by_target;
+    x.reset_by_client += y.reset_by_client;
+    x.not_answered += y.not_answered;
+}
+
+fn add_sessions(a: &mut Sessions, b: &Sessions) {
+    a.created += b.created;
+    a.joined += b.joined;
+    a.completed += b.completed;
+    a.reset_by_client += b.reset_by_client;
+    a.reset_by_target += b.reset_by_target;
+    a.timed_out += b.timed_out;
+    a.failed += b.failed;
+    a.overflowed += b.overflowed;
+}
+
+impl Requests {
+    /// `lost` as a percentage of `online` (0 when nothing was seen).
+    pub fn loss_percent_of(online: u64, lost: u64) -> f64 {
+        if online == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / online as f64
+        }
+    }
+}
+
+impl Report {
+    /// An empty report of the current schema version written by `tool` on `host`.
+    pub fn new(tool: &str, host: &str) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool: tool.to_string(),
+            hosts: vec![host.to_string()],
+            ..Report::default()
+        }
+    }
+
+    /// Combines the reports of several online hosts: counts add, hosts are listed together,
+    /// latency distributions merge through their buckets (percentiles recomputed), difference
+    /// groups merge by request and statuses, the timeline adds per second, the run spans from
+    /// the earliest start to the latest end.
+    pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
+        let first = reports.first().ok_or(MergeError::Empty)?;
+        if let Some((index, r)) = reports
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.schema_version != SCHEMA_VERSION)
+        {
+            return Err(MergeError::SchemaVersion {
+                index,
+                expected: SCHEMA_VERSION,
+                found: r.schema_version,
+            });
+        }
+        let mut out = Report {
+            schema_version: SCHEMA_VERSION,
+            tool: first.tool.clone(),
+            ..Report::default()
+        };
+        let start = reports
+            .iter()
+            .map(|r| r.started_unix_s)
+            .fold(f64::INFINITY, f64::min);
+        let end = reports
+            .iter()
+            .map(|r| r.started_unix_s + r.duration_s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        out.started_unix_s = start;
+        out.duration_s = (end - start).max(0.0);
+        for r in reports {
+            out.hosts.extend(r.hosts.iter().cloned());
+            add_requests(&mut out.requests, &r.requests);
+            add_sessions(&mut out.sessions, &r.sessions);
+            if let Some(c) = &r.comparison {
+                add_comparison(out.comparison.get_or_insert_with(Comparison::default), c);
+            }
+        }
+        out.requests.loss_percent =
+            Requests::loss_percent_of(out.requests.online, out.requests.lost);
+        out.latency = merge_latencies(reports);
+        out.differences = merge_groups(reports.iter().map(|r| &r.differences));
+        out.noise = merge_groups(reports.iter().map(|r| &r.noise));
+        let mut ticks: BTreeMap<u64, Tick> = BTreeMap::new();
+        for t in reports.iter().flat_map(|r| &r.timeline) {
+            let e = ticks.entry(t.unix_s).or_default();
+            e.unix_s = t.unix_s;
+            e.online += t.online;
+            e.target += t.target;
+        }
+        out.timeline = ticks.into_values().collect();
+        Ok(out)
+    }
+}
+
+fn merge_latencies(reports: &[Report]) -> Latencies {
+    let baselines: Vec<&Dist> = reports
+        .iter()
+        .filter_map(|r| r.latency.baseline.as_ref())
+        .collect();
+    let mut by_request: BTreeMap<String, (Histogram, Histogram)> = BTreeMap::new();
+    for g in reports.iter().flat_map(|r| &r.latency.by_request) {
+        let e = by_request.entry(g.request.clone()).or_default();
+        e.0.merge(&Histogram::from_dist(&g.online));
+        e.1.merge(&Histogram::from_dist(&g.target));
+    }
+    let mut by_request: Vec<GroupLatency> = by_request
+        .into_iter()
+        .map(|(request, (o, t))| GroupLatency {
+            request,
+            online: o.to_dist(),
+            target: t.to_dist(),
+        })
+        .collect();
+    slowest_first(&mut by_request);
+    Latencies {
+        online: merge_dists(reports.iter().map(|r| &r.latency.online)),
+        target: merge_dists(reports.iter().map(|r| &r.latency.target)),
+        baseline: (!baselines.is_empty()).then(|| merge_dists(baselines.into_iter())),
+        by_request,
+    }
+}
+
+/// Request groups, the slowest at the target (p99, then p90) first.
+pub(crate) fn slowest_first(v: &mut [GroupLatency]) {
+    v.sort_by(|a, b| {
+        (b.target.p99_us, b.target.p90_us)
+            .cmp(&(a.target.p99_us, a.target.p90_us))
+            .then_with(|| a.request.cmp(&b.request))
+    });
 }

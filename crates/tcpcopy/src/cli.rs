@@ -309,6 +309,9 @@ pub struct InterceptCli {
     /// Session hash size (accepted for compatibility; the table grows as needed)
     #[arg(short = 's', long = "hash-size")]
     pub hash_size: Option<u32>,
+    /// Prometheus endpoint: serve GET /metrics on this address
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub common: CommonOpts,
 }

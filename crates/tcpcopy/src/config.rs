@@ -283,6 +283,8 @@ pub struct InterceptConfig {
     pub batch: usize,
     /// How long a session route is kept without traffic.
     pub route_timeout: Duration,
+    /// Where to serve Prometheus metrics (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where intercept catches the target's responses.
@@ -342,6 +344,7 @@ impl InterceptConfig {
             clock_offset_ns: cli.clock_offset_ms.saturating_mul(1_000_000),
             batch: usize::from(cli.batch),
             route_timeout: Duration::from_secs(cli.route_timeout),
+            metrics: cli.metrics,
         })
     }
 }
@@ -647,5 +650,8 @@ mod tests {
         assert!(err(&["-q"]).starts_with("-q/--queue needs --port"));
         assert!(err(&["-q", "--port", "80", "-i", "eth0"]).starts_with("-i/--interface"));
         assert!(err(&["-q", "--port", "80", "--threads", "2"]).starts_with("--threads"));
+        assert_eq!(a.metrics, None);
+        let m = intercept(&["--metrics", "127.0.0.1:9100"]).unwrap();
+        assert_eq!(m.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9100))));
     }
 }

@@ -13,7 +13,9 @@ pub mod demo;
 pub mod intercept;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod plumbing;
+pub mod status;
 
 /// Exit status for bad command-line options (as clap and the C tools use).
 pub const EXIT_USAGE: i32 = 2;

@@ -24,7 +24,8 @@ pub fn init(debug: bool, file: Option<&Path>) -> anyhow::Result<()> {
                 .with_writer(std::sync::Mutex::new(f))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Around tcpcopy's status line, when one is shown.
+        None => builder.with_writer(crate::status::log_writer).init(),
     }
     Ok(())
 }

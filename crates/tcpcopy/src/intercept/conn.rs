@@ -91,7 +91,7 @@ impl ConnOut {
 
     /// The writer thread: writes what queues up (blocking), and a ping every 500 ms so that
     /// tcpcopy can tell a quiet intercept from a dead one. Returns when the socket breaks.
-    fn run_writer(&self, stop: &AtomicBool) {
+    pub(super) fn run_writer(&self, stop: &AtomicBool) {
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             {

@@ -2,8 +2,9 @@
 //! NFQUEUE), and streams their headers to the tcpcopy instance that owns each session.
 //!
 //! Threads: one per response source (`sources`: a capture ring per interface and thread, or the
-//! NFQUEUE reader), the acceptor ([`run`], which also expires routes and logs statistics), and a
-//! reader plus a writer per tcpcopy connection (`conn`). A shared `Hub` holds the
+//! NFQUEUE reader), the acceptor ([`run`], which also expires routes and logs statistics), a
+//! reader plus a writer per tcpcopy connection (`conn`), and with `--metrics` the endpoint's
+//! (which reads the hub's counters when scraped). A shared `Hub` holds the
 //! connections' writers and the route table; sources lock it once per batch. Which connection
 //! gets which response (the route announcements, their timeout, the fallback to every tcpcopy
 //! for a response whose route is unknown) is decided by `protocol::routing`, without sockets.
@@ -12,7 +13,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::config::InterceptConfig;
+use crate::metrics::{InterceptCounters, MetricsServer, Snapshot};
 
 mod conn;
 mod hub;
@@ -33,6 +35,11 @@ use hub::Hub;
 pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let hub = Arc::new(Hub::new(cfg.route_timeout));
     hub.set_clock_offset(cfg.clock_offset_ns);
+    let connections = Arc::new(AtomicU64::new(0));
+    let _metrics = match cfg.metrics {
+        Some(addr) => Some(serve_metrics(addr, &hub, &connections)?),
+        None => None,
+    };
     let (ip, port) = (cfg.listen.ip(), cfg.listen.port());
     let listener =
         TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on {ip}:{port}"))?;
@@ -41,7 +48,7 @@ pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // iptables rule is removed when this returns.
     let _rule = sources::start(cfg, &hub, &stop)?;
     info!("listening for tcpcopy on {ip}:{port}");
-    accept_loop(&listener, cfg, &hub, &stop)?;
+    accept_loop(&listener, cfg, &hub, &connections, &stop)?;
     info!("{}", hub.summary());
     if let Some(why) = hub.take_failure() {
         anyhow::bail!(why);
@@ -55,6 +62,7 @@ fn accept_loop(
     listener: &TcpListener,
     cfg: &InterceptConfig,
     hub: &Arc<Hub>,
+    connections: &Arc<AtomicU64>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut last_expiry = Instant::now();
@@ -83,9 +91,13 @@ fn accept_loop(
             let hub = hub.clone();
             let allowed = cfg.allow.as_ref().is_none_or(|a| a.contains(&peer.ip()));
             let stop = stop.clone();
+            let open = OpenConnection::new(connections);
             let spawned = thread::Builder::new()
                 .name(format!("conn-{peer}"))
-                .spawn(move || conn::serve(stream, peer, allowed, hub, stop));
+                .spawn(move || {
+                    let _open = open;
+                    conn::serve(stream, peer, allowed, hub, stop)
+                });
             if let Err(e) = spawned {
                 warn!("refusing tcpcopy {peer}: cannot start a thread: {e}");
             }
@@ -100,6 +112,48 @@ fn accept_loop(
         }
     }
     Ok(())
+}
+
+/// Serves `--metrics` from the hub's counters, read at scrape time.
+fn serve_metrics(
+    addr: SocketAddr,
+    hub: &Arc<Hub>,
+    connections: &Arc<AtomicU64>,
+) -> anyhow::Result<MetricsServer> {
+    let (hub, connections) = (hub.clone(), connections.clone());
+    let server = MetricsServer::start(
+        addr,
+        Arc::new(move || Snapshot {
+            intercept: Some(InterceptCounters {
+                responses: hub.responses.load(Ordering::Relaxed),
+                routed: hub.routed.load(Ordering::Relaxed),
+                broadcast: hub.broadcast.load(Ordering::Relaxed),
+                malformed: hub.malformed.load(Ordering::Relaxed),
+                capture_drops: hub.capture_drops.load(Ordering::Relaxed),
+                frames_dropped: hub.dropped.load(Ordering::Relaxed),
+                connections: connections.load(Ordering::Relaxed),
+            }),
+            ..Snapshot::default()
+        }),
+    )?;
+    info!("metrics on http://{}/metrics", server.local_addr());
+    Ok(server)
+}
+
+/// Counts a tcpcopy connection open while its thread runs (whichever way the thread ends).
+struct OpenConnection(Arc<AtomicU64>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicU64>) -> OpenConnection {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(count.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The next pending connection: `None` when there is none; an error is logged (e.g. out of file
