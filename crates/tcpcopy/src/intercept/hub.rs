@@ -37,6 +37,8 @@ struct HubState {
 /// One connection's frames in the making: plain or annotated, as it asked.
 #[derive(Default)]
 struct ConnBatch {
+    /// The connection's `compare_bytes` (it never changes, and ids are not reused).
+    limit: Option<u16>,
     plain: ResponseBatch,
     answers: AnswerBatch,
     frames: Vec<u8>,
@@ -278,9 +280,11 @@ impl Hub {
             match router.route(p.dst(), now) {
                 Destination::Conn(c) => {
                     self.routed.fetch_add(1, Ordering::Relaxed);
-                    let limit = outs.get(&c).and_then(|o| o.compare_bytes);
-                    let b = scratch.per_conn.entry(c).or_default();
-                    b.push(&p, limit.zip(note.as_mut()), max_batch);
+                    let b = scratch.per_conn.entry(c).or_insert_with(|| ConnBatch {
+                        limit: outs.get(&c).and_then(|o| o.compare_bytes),
+                        ..ConnBatch::default()
+                    });
+                    b.push(&p, b.limit.zip(note.as_mut()), max_batch);
                 }
                 Destination::Everyone => {
                     self.broadcast.fetch_add(1, Ordering::Relaxed);
