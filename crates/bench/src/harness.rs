@@ -243,6 +243,10 @@ pub struct BenchOpts {
     /// ours in the same lab, and a last table compares CPU per request row by row.
     #[arg(long, value_name = "DIR")]
     pub c_tool: Option<PathBuf>,
+    /// Run our tcpcopy with `--compare` (the online server's answers captured and compared with
+    /// the target's): its cost per request shows against a run without
+    #[arg(long)]
+    pub compare: bool,
 }
 
 /// The lab setup of every row: nginx on both sides, intercept on the assistant, tcpcopy started
@@ -252,14 +256,18 @@ fn scenario_spec(opts: &BenchOpts) -> anyhow::Result<ScenarioSpec> {
     Ok(ScenarioSpec {
         start_tcpcopy: false,
         threaded_receive: opts.threaded_receive,
-        extra_tcpcopy_args: vec![
-            "--threads".into(),
-            threads.clone(),
-            "--send-layer".into(),
-            opts.send_layer.name().into(),
-            "--capture-wait".into(),
-            opts.capture_wait.to_string(),
-        ],
+        extra_tcpcopy_args: [
+            "--threads",
+            &threads,
+            "--send-layer",
+            opts.send_layer.name(),
+            "--capture-wait",
+            &opts.capture_wait.to_string(),
+        ]
+        .into_iter()
+        .chain(opts.compare.then_some("--compare"))
+        .map(String::from)
+        .collect(),
         extra_intercept_args: vec!["--threads".into(), threads],
         ..ScenarioSpec::new("tcbench", Mode::Assistant, Servers::Nginx, programs_dir()?)
     })
@@ -269,8 +277,9 @@ fn print_setup(opts: &BenchOpts, c_tool: Option<&CTool>) {
     let (seconds, threads, capture_wait) = (opts.seconds, opts.threads, opts.capture_wait);
     println!("tcpcopy-bench: nginx (1 KB answers) online and at the target, intercept on the assistant, wrk -t2 from the client, {seconds} s per row");
     println!(
-        "capture threads: {threads} in tcpcopy, {threads} in intercept; tcpcopy --send-layer {} --capture-wait {capture_wait}",
-        opts.send_layer.name()
+        "capture threads: {threads} in tcpcopy, {threads} in intercept; tcpcopy --send-layer {} --capture-wait {capture_wait}{}",
+        opts.send_layer.name(),
+        if opts.compare { " --compare" } else { "" }
     );
     println!(
         "lab receive path: {}",

@@ -447,6 +447,11 @@ impl Comparator {
     }
 
     /// Live counters.
+    pub fn latency(&self) -> (&Histogram, &Histogram) {
+        (&self.summary.online, &self.summary.target)
+    }
+
+    /// Live counters.
     pub fn live(&self) -> Live {
         let c = &self.summary.comparison;
         Live {

@@ -76,8 +76,12 @@ pub struct TcpFilter {
     pub dst_addrs_v6: Vec<Ipv6Addr>,
     /// Reject TCP that has this port as source or destination (hides our own control channel).
     pub exclude_port: Option<u16>,
-    /// Reject packets the host itself sent (`PACKET_OUTGOING`).
+    /// Reject packets the host itself sent (`PACKET_OUTGOING`), except those `answer_ports`
+    /// accepts.
     pub drop_outgoing: bool,
+    /// Also accept TCP whose source port is one of these, in either direction and whatever the
+    /// other lists say: a server's answers, captured beside its clients' packets.
+    pub answer_ports: Vec<u16>,
     /// Keep at most this many bytes of each packet (from its IP header); `None` keeps it whole.
     /// The kernel copies only these into the ring, and still reports the packet's length on the
     /// wire. [`HEADERS_MAX`] keeps the headers, for a reader that needs no payload.
@@ -89,7 +93,9 @@ impl TcpFilter {
     /// nine per IPv6 address; [`MAX_INSNS`] bounds what the kernel accepts.
     pub fn compile(&self) -> Vec<Insn> {
         let mut asm = Asm::default();
-        if self.drop_outgoing {
+        // With answers to take, outgoing packets are sorted out by port below.
+        let answers = !self.answer_ports.is_empty();
+        if self.drop_outgoing && !answers {
             asm.stmt(LD_W_ABS, PKTTYPE);
             asm.reject_if(JEQ, PACKET_OUTGOING);
         }
@@ -105,7 +111,7 @@ impl TcpFilter {
         asm.reject_unless(JEQ, TCP);
         asm.stmt(LD_H_ABS, IP4_FLAGS_FRAG);
         asm.reject_if(JSET, IP4_FRAG_OFFSET_MASK);
-        if !self.dst_addrs.is_empty() {
+        if !self.dst_addrs.is_empty() && !answers {
             asm.stmt(LD_W_ABS, IP4_DST);
             asm.require_one_of(self.dst_addrs.iter().map(|&a| u32::from(a)));
         }
@@ -117,12 +123,25 @@ impl TcpFilter {
         asm.bind(ipv6);
         asm.stmt(LD_B_ABS, IP6_NEXT_HEADER);
         asm.reject_unless(JEQ, TCP);
-        if !self.dst_addrs_v6.is_empty() {
+        if !self.dst_addrs_v6.is_empty() && !answers {
             asm.require_ipv6_dst(&self.dst_addrs_v6);
         }
         asm.stmt(LDX_IMM, IP6_HEADER);
 
         asm.bind(transport);
+        let keep = self.snap_len.unwrap_or(ACCEPT).max(1);
+        if answers {
+            asm.stmt(LD_H_IND, TCP_SRC_PORT);
+            for &port in &self.answer_ports {
+                // Not this port: on to the next one (or past the accept).
+                asm.push(JEQ, 0, 1, port.into());
+                asm.stmt(RET_K, keep);
+            }
+            if self.drop_outgoing {
+                asm.stmt(LD_W_ABS, PKTTYPE);
+                asm.reject_if(JEQ, PACKET_OUTGOING);
+            }
+        }
         if let Some(port) = self.exclude_port {
             for field in [TCP_SRC_PORT, TCP_DST_PORT] {
                 asm.stmt(LD_H_IND, field);
@@ -138,7 +157,7 @@ impl TcpFilter {
                 asm.require_one_of(ports.iter().map(|&p| p.into()));
             }
         }
-        asm.stmt(RET_K, self.snap_len.unwrap_or(ACCEPT).max(1));
+        asm.stmt(RET_K, keep);
         asm.code
     }
 }
@@ -501,6 +520,38 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_taken_in_both_directions_beside_incoming_client_packets() {
+        let outgoing = libc::PACKET_OUTGOING as u32;
+        let filter = TcpFilter {
+            dst_ports: vec![80, 443],
+            dst_addrs: vec![Ipv4Addr::new(10, 0, 0, 9)],
+            drop_outgoing: true,
+            answer_ports: vec![80, 443],
+            ..Default::default()
+        }
+        .compile();
+        // Client packets: incoming only, to the service ports.
+        assert_eq!(run(&filter, &tcp4(40000, 80), HOST), ACCEPT);
+        assert_eq!(run(&filter, &tcp6(40000, 443), HOST), ACCEPT);
+        assert_eq!(
+            run(&filter, &tcp4(40000, 80), outgoing),
+            REJECT,
+            "our own sends"
+        );
+        assert_eq!(run(&filter, &tcp4(40000, 8080), HOST), REJECT);
+        // The server's answers: from a service port, sent by this host or seen passing.
+        assert_eq!(run(&filter, &tcp4(80, 40000), outgoing), ACCEPT);
+        assert_eq!(run(&filter, &tcp4(443, 40000), HOST), ACCEPT);
+        assert_eq!(run(&filter, &tcp6(443, 40000), outgoing), ACCEPT);
+        assert_eq!(run(&filter, &tcp4(8080, 40000), outgoing), REJECT);
+        assert_eq!(
+            run(&filter, &ipv4(17, [10, 0, 0, 2], 80, 40000), outgoing),
+            REJECT,
+            "UDP"
+        );
+    }
+
+    #[test]
     fn long_lists_stay_within_kernel_limits() {
         let filter = TcpFilter {
             dst_ports: (1000..1600).collect(),
@@ -509,6 +560,7 @@ mod tests {
             dst_addrs_v6: (0..100u128).map(Ipv6Addr::from).collect(),
             exclude_port: Some(1),
             drop_outgoing: true,
+            answer_ports: Vec::new(),
             snap_len: Some(HEADERS_MAX),
         };
         let prog = filter.compile();

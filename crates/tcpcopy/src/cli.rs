@@ -48,11 +48,39 @@ pub struct DemoCli {
     pub seconds: u64,
 }
 
+/// `tcpcopy report merge A.json B.json ... -o OUT`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "report",
+    bin_name = "tcpcopy report",
+    about = "Work with tcpcopy's JSON reports"
+)]
+pub struct ReportCli {
+    #[command(subcommand)]
+    pub action: ReportAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReportAction {
+    /// Combine the reports of several online hosts into one (counts add up, latency
+    /// distributions and difference groups merge)
+    Merge {
+        /// The JSON reports (`--report` of each tcpcopy)
+        #[arg(required = true, num_args = 1.., value_name = "REPORT.json")]
+        inputs: Vec<PathBuf>,
+        /// Where to write the merged report: JSON, or HTML when it ends in .html
+        #[arg(short = 'o', long = "output", value_name = "OUT.json|OUT.html")]
+        output: PathBuf,
+    },
+}
+
 /// What `tcpcopy` was asked to do.
 #[derive(Debug)]
 pub enum TcpcopyCommand {
     /// Replicate live traffic, or replay a file (boxed: the options are large, the demo's not).
     Live(Box<TcpcopyCli>),
+    /// `tcpcopy report ...`.
+    Report(ReportCli),
     #[cfg(feature = "demo")]
     Demo(DemoCli),
 }
@@ -75,6 +103,11 @@ impl TcpcopyCommand {
         T: Into<std::ffi::OsString>,
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        if args.get(1).is_some_and(|a| a == "report") {
+            return ReportCli::try_parse_from(&args[1..])
+                .map(TcpcopyCommand::Report)
+                .map_err(CommandLineError::Clap);
+        }
         if args.get(1).is_some_and(|a| a == "demo") {
             #[cfg(feature = "demo")]
             return DemoCli::try_parse_from(&args[1..])

@@ -15,6 +15,7 @@ pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod plumbing;
+pub mod reporting;
 pub mod status;
 
 /// Exit status for bad command-line options (as clap and the C tools use).

@@ -18,6 +18,8 @@ use protocol::{Decoder, Message};
 pub struct PacketBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
+    /// Each packet's capture time (ns since the Unix epoch), when pushed with one.
+    stamps: Vec<u64>,
 }
 
 impl PacketBatch {
@@ -25,12 +27,25 @@ impl PacketBatch {
         self.data.extend_from_slice(p);
         self.ends.push(self.data.len());
     }
+    /// Adds a packet with its capture time (every packet of a batch has one, or none does).
+    pub fn push_stamped(&mut self, p: &[u8], at_ns: u64) {
+        self.push(p);
+        self.stamps.push(at_ns);
+    }
+    /// The packets with their capture times (0 for a batch pushed without).
+    pub fn iter_stamped(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let stamps = self.stamps.iter().copied().chain(std::iter::repeat(0));
+        stamps.zip(self.iter())
+    }
     /// Splits off the last packet: (all but the last, the last).
     pub fn split_last(mut self) -> (PacketBatch, PacketBatch) {
         let mut last = PacketBatch::default();
         if let Some(end) = self.ends.pop() {
             let start = self.ends.last().copied().unwrap_or(0);
-            last.push(&self.data[start..end]);
+            match self.stamps.pop() {
+                Some(at) => last.push_stamped(&self.data[start..end], at),
+                None => last.push(&self.data[start..end]),
+            }
             self.data.truncate(start);
         }
         (self, last)
@@ -42,6 +57,7 @@ impl PacketBatch {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
+        self.stamps.clear();
     }
     /// Packet bytes held.
     pub fn bytes(&self) -> usize {

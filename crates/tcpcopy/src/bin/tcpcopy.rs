@@ -3,14 +3,23 @@
 
 #![forbid(unsafe_code)]
 
-use tcpcopy::cli::{self, TcpcopyCli, TcpcopyCommand};
-use tcpcopy::{config, live, logging, plumbing};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tcpcopy::metrics::MetricsServer;
+use tcpcopy::status::{Status, StatusSnapshot};
+
+use tcpcopy::cli::{self, ReportAction, TcpcopyCli, TcpcopyCommand};
+use tcpcopy::{config, live, logging, plumbing, reporting};
 
 fn main() {
     let result = match TcpcopyCommand::parse_or_exit() {
         #[cfg(feature = "demo")]
         TcpcopyCommand::Demo(demo) => tcpcopy::demo::run_demo(demo.seconds),
         TcpcopyCommand::Live(args) => run_live(&args),
+        TcpcopyCommand::Report(r) => match r.action {
+            ReportAction::Merge { inputs, output } => reporting::merge_files(&inputs, &output),
+        },
     };
     if let Err(e) = result {
         eprintln!("tcpcopy: {e:#}");
@@ -24,13 +33,47 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     logging::init(args.opts.common.debug, args.opts.common.log.as_deref())?;
     logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
-    let report = live::run(cfg, stop)?;
-    let stats = report.stats;
+    let settings = cfg.report.clone();
+    let (started, clock) = (SystemTime::now(), Instant::now());
+    let board = Arc::new(live::Board::default());
+    let snapshot = {
+        let board = board.clone();
+        move || reporting::snapshot(&board)
+    };
+    let _metrics = match settings.metrics {
+        Some(addr) => Some(MetricsServer::start(addr, Arc::new(snapshot.clone()))?),
+        None => None,
+    };
+    let is_replay = matches!(cfg.input, config::Input::File { .. });
+    let status_board = board.clone();
+    let _status = Status::start(
+        is_replay,
+        Arc::new(move || StatusSnapshot {
+            counters: snapshot(),
+            progress: status_board.progress(),
+        }),
+    );
+    let run = live::run(cfg, stop, board.clone())?;
+    drop(_status);
+    let stats = run.stats;
     tracing::info!("final: {stats}");
     println!("tcpcopy final: {stats}");
+    let report = reporting::build(
+        &stats,
+        run.in_flight,
+        run.compare.as_ref(),
+        started,
+        clock.elapsed(),
+    );
+    println!("{report}");
+    reporting::write(&report, &settings)?;
     // A damaged replay file: what came before the damage was replayed (and counted above).
-    if let Some(e) = report.input_error {
+    if let Some(e) = run.input_error {
         anyhow::bail!("{e}");
+    }
+    if let Some(why) = reporting::failed_criteria(&report, &settings) {
+        eprintln!("tcpcopy: {why}");
+        std::process::exit(reporting::EXIT_CRITERIA);
     }
     Ok(())
 }

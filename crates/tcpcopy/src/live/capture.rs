@@ -18,6 +18,7 @@ use netio::capture::{RingCapture, RingConfig};
 use pcap::PcapNgRecorder;
 use session::Replicator;
 
+use super::comparing::{Comparing, Seen};
 use super::peers::{lazy_peers, lazy_wait};
 use super::{Member, RING};
 use crate::config::LiveConfig;
@@ -88,7 +89,12 @@ impl Capture {
 
     /// Hands the core every packet the ring holds, whether or not this wake was for it.
     #[inline]
-    pub fn read(&mut self, core: &mut Replicator, now: Instant) -> anyhow::Result<()> {
+    pub fn read(
+        &mut self,
+        core: &mut Replicator,
+        mut compare: Option<&mut Comparing>,
+        now: Instant,
+    ) -> anyhow::Result<()> {
         let Capture {
             ring,
             recorder,
@@ -99,12 +105,17 @@ impl Capture {
             let mut captured = false;
             r.drain_ready(|p| {
                 captured = true;
-                // The kernel leaves our own sends out already (PACKET_IGNORE_OUTGOING and the
-                // filter); this is a third guard.
-                if p.pkttype == libc::PACKET_OUTGOING {
+                if let Some(c) = compare.as_deref_mut() {
+                    // The online server's answers too (outgoing, when it runs here).
+                    let at = p.timestamp.as_nanos() as u64;
+                    c.captured(core, now, at, Seen::of_pkttype(p.pkttype), p.data);
+                } else if p.pkttype == libc::PACKET_OUTGOING {
+                    // The kernel leaves our own sends out already (PACKET_IGNORE_OUTGOING and
+                    // the filter); this is a third guard.
                     return;
+                } else {
+                    core.handle_capture(now, p.data);
                 }
-                core.handle_capture(now, p.data);
                 if let Some(rec) = recorder.as_mut() {
                     if record_error.is_none() {
                         if let Err(e) = rec.write(p.timestamp, p.data, p.data.len() as u32) {
@@ -164,18 +175,22 @@ fn open_ring(
     interface: Option<&str>,
     fanout: Option<u16>,
 ) -> anyhow::Result<(RingCapture, Vec<netio::Insn>)> {
+    let ports: Vec<u16> = cfg.core.rules.iter().map(|r| r.online_port).collect();
+    // A comparison needs the online server's answers too: sent by this host, from its ports.
+    let answers = cfg.compare.is_some();
     let filter = TcpFilter {
-        dst_ports: cfg.core.rules.iter().map(|r| r.online_port).collect(),
+        dst_ports: ports.clone(),
         dst_addrs: online_v4_addrs(cfg),
         // Our own sends to the target would otherwise be captured again (same port, other host).
         drop_outgoing: true,
+        answer_ports: if answers { ports } else { Vec::new() },
         ..TcpFilter::default()
     };
     let filter = filter.compile();
     let ring_cfg = RingConfig {
         interface: interface.map(String::from),
         filter: filter.clone(),
-        ignore_outgoing: true,
+        ignore_outgoing: !answers,
         fanout,
         block_timeout_ms: cfg.capture_wait.as_millis().try_into().unwrap_or(u32::MAX),
         ..RingConfig::default()

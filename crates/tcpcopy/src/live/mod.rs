@@ -33,6 +33,7 @@ use session::Stats;
 use crate::plumbing::{Mailbox, PacketBatch};
 
 mod capture;
+mod comparing;
 mod peers;
 mod replay;
 mod send;
@@ -68,19 +69,22 @@ enum Event {
 /// readable before the damage was replayed).
 pub struct RunReport {
     pub stats: Stats,
+    /// Requests of sessions still live at the end that the target had not acknowledged.
+    pub in_flight: u64,
+    /// What the comparison found (`--compare`).
+    pub compare: Option<compare::Summary>,
     pub input_error: Option<String>,
 }
 
 /// Runs until `stop` is set (or `--duration` passes, or a replayed file is done); returns the final
 /// statistics.
-pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
+pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>, board: Arc<Board>) -> anyhow::Result<RunReport> {
     let count = usize::from(cfg.threads.max(1));
     if count == 1 {
-        return worker::run(&cfg, stop, &Member::single());
+        return worker::run(&cfg, stop, &Member::single(board));
     }
     // Each thread replicates the client connections the kernel's flow hash gives its ring: its
     // own sessions, fake client addresses (every count-th), sender and intercept connections.
-    let shared = Arc::new(Mutex::new(vec![Stats::default(); count]));
     let group = (std::process::id() & 0xffff) as u16;
     let cfg = Arc::new(cfg);
     let joined = Arc::new(std::sync::Barrier::new(count));
@@ -88,7 +92,7 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         index,
         count,
         fanout: Some(group),
-        shared: shared.clone(),
+        board: board.clone(),
         joined: joined.clone(),
     };
     let mut handles = Vec::new();
@@ -117,6 +121,11 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>) -> anyhow::Result<RunReport> 
         report = match (report, r) {
             (Ok(mut a), Ok(b)) => {
                 a.stats += b.stats;
+                a.in_flight += b.in_flight;
+                match (&mut a.compare, b.compare) {
+                    (Some(s), Some(o)) => s.merge(o),
+                    (none, o) => *none = none.take().or(o),
+                }
                 Ok(a)
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
@@ -134,6 +143,77 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// What a capture thread last published: its counters, and its comparison's.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    pub stats: Stats,
+    /// Requests of its live sessions the target has not acknowledged yet.
+    pub in_flight: u64,
+    pub compare: Option<compare::Live>,
+    /// Latency so far, online and at the target (`--compare`).
+    pub latency: Option<(compare::report::Dist, compare::report::Dist)>,
+}
+
+/// Every capture thread's latest [`Published`] (each thread updates its own about once a
+/// second), and a replay's progress: what the statistics line, the metrics endpoint and the
+/// status line read while the run goes on.
+#[derive(Debug, Default)]
+pub struct Board {
+    threads: Mutex<Vec<Published>>,
+    /// A replay's progress: bytes of the file read, and its size.
+    progress: Mutex<Option<(u64, u64)>>,
+}
+
+impl Board {
+    /// Everything published so far, summed over the capture threads.
+    pub fn sum(&self) -> Published {
+        let all = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum = Published::default();
+        for p in all.iter() {
+            sum.stats += p.stats;
+            sum.in_flight += p.in_flight;
+            if let Some(live) = p.compare {
+                let s = sum.compare.get_or_insert_with(Default::default);
+                s.compared += live.compared;
+                s.equal += live.equal;
+                s.different += live.different;
+                s.noise += live.noise;
+                s.open += live.open;
+            }
+            if let Some((online, target)) = &p.latency {
+                sum.latency = Some(match sum.latency.take() {
+                    Some((o, t)) => (merge_dists(&o, online), merge_dists(&t, target)),
+                    None => (online.clone(), target.clone()),
+                });
+            }
+        }
+        sum
+    }
+
+    /// A replay's progress: bytes read of the file, and its size.
+    pub fn progress(&self) -> Option<(u64, u64)> {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_progress(&self, read: u64, size: u64) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some((read, size));
+    }
+
+    fn publish(&self, index: usize, p: Published) {
+        let mut all = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() <= index {
+            all.resize_with(index + 1, Default::default);
+        }
+        all[index] = p;
+    }
+}
+
+fn merge_dists(a: &compare::report::Dist, b: &compare::report::Dist) -> compare::report::Dist {
+    let mut h = compare::Histogram::from_dist(a);
+    h.merge(&compare::Histogram::from_dist(b));
+    h.to_dist()
+}
+
 /// Which of the capture threads this is, and what the threads share.
 struct Member {
     index: usize,
@@ -141,30 +221,24 @@ struct Member {
     /// The PACKET_FANOUT group the rings share.
     fanout: Option<u16>,
     /// Each thread's latest counters, for one statistics line over all of them.
-    shared: Arc<Mutex<Vec<Stats>>>,
+    board: Arc<Board>,
     /// Every thread's ring joins the fanout group before any takes a packet.
     joined: Arc<std::sync::Barrier>,
 }
 
 impl Member {
-    fn single() -> Member {
+    fn single(board: Arc<Board>) -> Member {
         Member {
             index: 0,
             count: 1,
             fanout: None,
-            shared: Arc::new(Mutex::new(vec![Stats::default()])),
+            board,
             joined: Arc::new(std::sync::Barrier::new(1)),
         }
     }
 
-    /// Publishes this thread's counters and returns the sum over all threads.
-    fn publish(&self, st: Stats) -> Stats {
-        let mut all = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        all[self.index] = st;
-        let mut sum = Stats::default();
-        for s in all.iter() {
-            sum += *s;
-        }
-        sum
+    /// Publishes what this thread counted.
+    fn publish(&self, p: Published) {
+        self.board.publish(self.index, p);
     }
 }

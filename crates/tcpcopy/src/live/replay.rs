@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use pcap::{PcapSource, SourceStats};
 use session::Replicator;
 
-use super::{Event, Events};
+use super::{Board, Event, Events};
 use crate::plumbing::{sleep_unless_stopped, PacketBatch};
 
 /// How long a replay waits for an intercept connection before it starts anyway.
@@ -55,12 +55,14 @@ impl Replay {
         tx: Events,
         stop: Arc<AtomicBool>,
         budget: usize,
+        board: Arc<Board>,
     ) -> anyhow::Result<()> {
         let reader = FileReader {
             tx,
             stop,
             queued: self.queued.clone(),
             budget,
+            board,
         };
         let go = self.go.clone();
         thread::Builder::new()
@@ -119,6 +121,8 @@ struct FileReader {
     stop: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
     budget: usize,
+    /// Where the replay's progress is shown.
+    board: Arc<Board>,
 }
 
 impl FileReader {
@@ -153,6 +157,7 @@ impl FileReader {
         let mut first: Option<Duration> = None;
         let mut batch = PacketBatch::default();
         let mut last_log = Instant::now();
+        let mut read = 0u64;
         let result = loop {
             let (due, at) = match source.next_packet() {
                 None => break Ok(source.stats()),
@@ -160,7 +165,7 @@ impl FileReader {
                 Some(Ok(p)) => {
                     let t0 = *first.get_or_insert(p.timestamp);
                     let offset = p.timestamp.saturating_sub(t0).div_f64(accelerate);
-                    batch.push(p.data);
+                    batch.push_stamped(p.data, p.timestamp.as_nanos() as u64);
                     (started + offset, p.timestamp)
                 }
             };
@@ -186,11 +191,18 @@ impl FileReader {
             } else if batch.len() >= 256 && !self.send(&mut batch) {
                 return;
             }
+            read += 1;
+            if read % 256 == 0 {
+                let st = source.stats();
+                self.board.set_progress(st.bytes_read, st.file_len);
+            }
             if last_log.elapsed() >= Duration::from_secs(2) {
                 last_log = Instant::now();
                 log_progress(&source, started, at.saturating_sub(first.unwrap_or(at)));
             }
         };
+        let st = source.stats();
+        self.board.set_progress(st.bytes_read, st.file_len);
         if self.send(&mut batch) {
             if let Ok(st) = &result {
                 info!(

@@ -18,10 +18,11 @@ use pcap::{PcapNgRecorder, PcapSource};
 use session::{Config, Replicator, Stats};
 
 use super::capture::Capture;
+use super::comparing::{Comparing, Seen};
 use super::peers::{Peers, PEER};
 use super::replay::Replay;
 use super::send::Sender;
-use super::{Event, Events, Member, RunReport, RING, WAKE};
+use super::{Event, Events, Member, Published, RunReport, RING, WAKE};
 use crate::config::{Input, LiveConfig};
 use crate::plumbing::Mailbox;
 
@@ -49,12 +50,18 @@ struct Worker<'a> {
     mailbox: Events,
     events: Vec<Event>,
     capture: Capture,
+    /// The comparison of the target's answers with the online server's (`--compare`).
+    compare: Option<Comparing>,
     replay: Replay,
     peers: Peers,
     send_errors: u64,
     started: Instant,
     last_stats: Instant,
+    last_published: Instant,
 }
+
+/// How often a thread publishes its counters (for the metrics endpoint and the status line).
+const PUBLISH: Duration = Duration::from_secs(1);
 
 impl<'a> Worker<'a> {
     /// Opens everything the thread reads and writes, and starts its helper threads.
@@ -90,7 +97,15 @@ impl<'a> Worker<'a> {
                     cfg.intercepts.len()
                 );
                 let budget = cfg.core.max_buffered_bytes / 4;
-                replay.start(source, *accelerate, mailbox.clone(), stop.clone(), budget)?;
+                let board = member.board.clone();
+                replay.start(
+                    source,
+                    *accelerate,
+                    mailbox.clone(),
+                    stop.clone(),
+                    budget,
+                    board,
+                )?;
                 None
             }
         };
@@ -116,11 +131,13 @@ impl<'a> Worker<'a> {
             mailbox,
             events: Vec::new(),
             capture: Capture::new(ring, recorder),
+            compare: Comparing::new(cfg),
             replay,
             peers,
             send_errors: 0,
             started: Instant::now(),
             last_stats: Instant::now(),
+            last_published: Instant::now(),
         })
     }
 
@@ -139,12 +156,16 @@ impl<'a> Worker<'a> {
             self.core.begin_batch();
             // Client packets first: the ring holds what the kernel captured, whether or not
             // this wake was for it.
-            self.capture.read(&mut self.core, now)?;
+            self.capture
+                .read(&mut self.core, self.compare.as_mut(), now)?;
             self.peers.read(self.poll.registry(), &mut self.core, now);
             self.peers.check_silence(self.poll.registry(), now);
             self.read_mailbox(now);
             self.core.end_batch();
             self.core.handle_timeout(Instant::now());
+            if let Some(c) = &mut self.compare {
+                c.after_batch(&mut self.core, now);
+            }
             self.send();
             self.announce(now);
             self.report(now);
@@ -217,7 +238,13 @@ impl<'a> Worker<'a> {
         for ev in self.events.drain(..) {
             match ev {
                 Event::Captured(batch) => {
-                    batch.iter().for_each(|p| self.core.handle_capture(now, p));
+                    match &mut self.compare {
+                        // A file may hold the server's answers too, at their recorded times.
+                        Some(c) => batch.iter_stamped().for_each(|(at, p)| {
+                            c.captured(&mut self.core, now, at, Seen::Passing, p)
+                        }),
+                        None => batch.iter().for_each(|p| self.core.handle_capture(now, p)),
+                    }
                     self.replay.took(&batch);
                 }
                 Event::InputDone(result) => self.replay.ended(result),
@@ -284,13 +311,23 @@ impl<'a> Worker<'a> {
     #[inline]
     fn report(&mut self, now: Instant) {
         let interval = self.cfg.stats_interval;
-        if interval.is_zero() || now.saturating_duration_since(self.last_stats) < interval {
+        let line_due =
+            !interval.is_zero() && now.saturating_duration_since(self.last_stats) >= interval;
+        if line_due || now.saturating_duration_since(self.last_published) >= PUBLISH {
+            self.last_published = now;
+            self.member.publish(Published {
+                stats: self.stats(),
+                in_flight: self.core.requests_in_flight(),
+                compare: self.compare.as_ref().map(Comparing::live),
+                latency: self.compare.as_ref().map(Comparing::latency),
+            });
+        }
+        if !line_due {
             return;
         }
         self.last_stats = now;
-        let all = self.member.publish(self.stats());
         if self.member.index == 0 {
-            info!("{all}");
+            info!("{}", self.member.board.sum().stats);
         }
     }
 
@@ -326,6 +363,8 @@ impl<'a> Worker<'a> {
         }
         Ok(RunReport {
             stats: self.stats(),
+            in_flight: self.core.requests_in_flight(),
+            compare: self.compare.as_mut().map(Comparing::finish),
             input_error: self.replay.done.take().and_then(|r| r.err()),
         })
     }
