@@ -281,6 +281,12 @@ impl RingCapture {
     /// For a ring in a fanout group: puts `filter` in place of the drop-all filter it was opened
     /// with, so that it starts taking packets. Call it once every member of the group is open.
     pub fn start(&mut self, filter: &[Insn]) -> io::Result<()> {
+        self.set_filter(filter)
+    }
+
+    /// Replaces the filter while the ring runs (the kernel swaps it at once), e.g. with another
+    /// snap length. Packets already in the ring stay as the old filter cut them. Empty = none.
+    pub fn set_filter(&mut self, filter: &[Insn]) -> io::Result<()> {
         if filter.is_empty() {
             let off: libc::c_int = 0;
             return sys::setsockopt(

@@ -8,7 +8,10 @@
 //! `nfq` keeps its netlink socket private, yet the default receive buffer (`net.core.rmem_default`,
 //! usually 208 KiB) loses about a quarter of a 20 000-packet burst. So `open` finds the socket the
 //! way `ss` would, as the one `NETLINK_NETFILTER` socket that `nfq::Queue::open` added to the
-//! calling thread's namespace (`/proc/thread-self/net/netlink`), and raises its buffer.
+//! calling thread's namespace (`/proc/thread-self/net/netlink`), and raises its buffer. Found,
+//! it also gets a receive timeout, so that `recv_drop` returns now and then without traffic and
+//! its caller can change the copy range ([`ResponseQueue::set_copy_range`]) without waiting for
+//! a packet.
 
 use std::fmt;
 use std::fs;
@@ -25,6 +28,11 @@ const QUEUE_MAX_LEN: u32 = 1 << 16;
 const BATCH: usize = 256;
 /// Netlink receive buffer: room for tens of thousands of queued packets between two reads.
 const RECEIVE_BUFFER: libc::c_int = 32 << 20;
+/// Longest `recv_drop` waits without a packet, when the socket was found.
+const RECEIVE_TIMEOUT: libc::timeval = libc::timeval {
+    tv_sec: 0,
+    tv_usec: 100_000,
+};
 
 pub struct ResponseQueue {
     queue: Queue,
@@ -57,6 +65,8 @@ impl ResponseQueue {
                     sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RECEIVE_BUFFER)
                 })
                 .map_err(ctx("raise receive buffer"))?;
+            sys::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &RECEIVE_TIMEOUT)
+                .map_err(ctx("set receive timeout"))?;
         }
         queue.bind(queue_num).map_err(ctx("bind"))?;
         queue
@@ -75,14 +85,35 @@ impl ResponseQueue {
         })
     }
 
+    /// Asks for the first `copy_range` bytes of each packet from now on (65535: whole packets).
+    ///
+    /// `nfq` discards the packets that arrive while it waits for the kernel's acknowledgment
+    /// without a verdict: the kernel keeps them queued (the target retransmits what they held).
+    /// So change it rarely, right after a `recv_drop`.
+    pub fn set_copy_range(&mut self, copy_range: u16) -> io::Result<()> {
+        let num = self.num;
+        self.queue
+            .set_copy_range(num, copy_range)
+            .map_err(sys::context(format!("NFQUEUE {num}: set copy range")))
+    }
+
     /// Blocks until at least one packet is queued, then hands each queued packet's bytes (IP header
     /// first, at most `copy_range` of them) to `f` and drops it. Returns how many packets it handled;
-    /// 0 if a signal interrupted the wait.
+    /// 0 if a signal interrupted the wait or the receive timeout passed (see the module doc).
     pub fn recv_drop(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
         self.queue.set_nonblocking(false);
         let first = match self.queue.recv() {
             Ok(msg) => msg,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(0)
+            }
             Err(e) => return Err(e),
         };
         self.drop_packet(first, &mut f)?;

@@ -7,12 +7,24 @@
 //! endpoints of its sessions, so that intercept knows where each response belongs) and intercept sends
 //! [`Message::Responses`] batches (the target's IP+TCP headers, payload only when asked for).
 //!
+//! A tcpcopy that compares answers says so in its hello ([`FLAG_COMPARE`], with how many first
+//! bytes of each answer it wants); intercept then sends it [`Message::Answers`] instead: each
+//! packet's headers with an [`Annotation`] (capture time, payload digest, the answer's first
+//! bytes; see [`heads`] for where an answer begins). Either side may be asked the time
+//! ([`Message::TimeAsk`], [`Message::TimeTell`]); [`clock`] turns the replies into an estimate of
+//! how far the two hosts' clocks differ.
+//!
 //! Which connection gets which response is [`routing`]'s business.
 //!
 //! All integers are big-endian. Addresses are `family: u8 (4|6) | octets | port: u16`.
 #![forbid(unsafe_code)]
 
+pub mod answers;
+pub mod clock;
+pub mod heads;
 pub mod routing;
+
+pub use answers::{Annotation, AnswerBatch, Answers};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -32,9 +44,15 @@ const KIND_REJECT: u8 = 3;
 const KIND_ROUTES: u8 = 4;
 const KIND_RESPONSES: u8 = 5;
 const KIND_PING: u8 = 6;
+const KIND_ANSWERS: u8 = 7;
+const KIND_TIME_ASK: u8 = 8;
+const KIND_TIME_TELL: u8 = 9;
 
 /// Hello flag: forward response payloads too, not only headers.
 pub const FLAG_WANT_PAYLOAD: u16 = 1;
+/// Hello flag: send [`Message::Answers`] (annotated headers) instead of [`Message::Responses`];
+/// the hello then carries how many first bytes of each answer to forward.
+pub const FLAG_COMPARE: u16 = 2;
 
 /// What can go wrong decoding a peer's bytes. Any of these ends the connection.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +79,8 @@ pub enum Message<'a> {
         version: u16,
         flags: u16,
         instance: u32,
+        /// Present exactly when `flags` has [`FLAG_COMPARE`].
+        compare_bytes: Option<u16>,
     },
     Welcome {
         version: u16,
@@ -71,6 +91,17 @@ pub enum Message<'a> {
     Routes(Vec<SocketAddr>),
     Responses(Responses<'a>),
     Ping,
+    Answers(Answers<'a>),
+    /// tcpcopy asks the time; `t1` is when it asked (its clock, ns since the Unix epoch).
+    TimeAsk {
+        t1: u64,
+    },
+    /// intercept's reply: `t2` when the ask arrived, `t3` when the reply left (its clock).
+    TimeTell {
+        t1: u64,
+        t2: u64,
+        t3: u64,
+    },
 }
 
 /// A tcpcopy's hello, as accepted by [`answer_hello`].
@@ -78,6 +109,8 @@ pub enum Message<'a> {
 pub struct Hello {
     pub flags: u16,
     pub instance: u32,
+    /// First bytes of each answer to forward: `Some` for a tcpcopy that compares answers.
+    pub compare_bytes: Option<u16>,
 }
 
 /// Why tcpcopy's side of the opening exchange failed.
@@ -100,7 +133,12 @@ pub fn answer_hello(msg: &Message<'_>) -> Result<Hello, String> {
             version,
             flags,
             instance,
-        } if version == VERSION => Ok(Hello { flags, instance }),
+            compare_bytes,
+        } if version == VERSION => Ok(Hello {
+            flags,
+            instance,
+            compare_bytes,
+        }),
         Message::Hello { version, .. } => Err(format!(
             "protocol version {version} unsupported (this intercept speaks {VERSION})"
         )),
@@ -147,7 +185,7 @@ impl<'a> Responses<'a> {
     }
 }
 
-fn frame(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn frame(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0, 0, 0, 0, kind]);
     body(out);
@@ -155,13 +193,37 @@ fn frame(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Appends a hello frame.
-pub fn encode_hello(out: &mut Vec<u8>, flags: u16, instance: u32) {
+/// Appends a hello frame. With `compare_bytes`, the hello asks for [`Message::Answers`]
+/// ([`FLAG_COMPARE`] is set whatever `flags` says).
+pub fn encode_hello(out: &mut Vec<u8>, flags: u16, instance: u32, compare_bytes: Option<u16>) {
+    let flags = match compare_bytes {
+        Some(_) => flags | FLAG_COMPARE,
+        None => flags & !FLAG_COMPARE,
+    };
     frame(out, KIND_HELLO, |b| {
         b.extend_from_slice(&HELLO_MAGIC);
         b.extend_from_slice(&VERSION.to_be_bytes());
         b.extend_from_slice(&flags.to_be_bytes());
         b.extend_from_slice(&instance.to_be_bytes());
+        if let Some(n) = compare_bytes {
+            b.extend_from_slice(&n.to_be_bytes());
+        }
+    });
+}
+
+/// Appends a time ask: `t1` is now on the asker's clock (ns since the Unix epoch).
+pub fn encode_time_ask(out: &mut Vec<u8>, t1: u64) {
+    frame(out, KIND_TIME_ASK, |b| {
+        b.extend_from_slice(&t1.to_be_bytes())
+    });
+}
+
+/// Appends the reply to a time ask: `t2` when it arrived, `t3` now (the replier's clock).
+pub fn encode_time_tell(out: &mut Vec<u8>, t1: u64, t2: u64, t3: u64) {
+    frame(out, KIND_TIME_TELL, |b| {
+        for t in [t1, t2, t3] {
+            b.extend_from_slice(&t.to_be_bytes());
+        }
     });
 }
 
@@ -320,19 +382,7 @@ impl Decoder {
 
 fn decode(kind: u8, body: &[u8]) -> Result<Message<'_>, ProtocolError> {
     match kind {
-        KIND_HELLO => {
-            let b: &[u8; 12] = body
-                .try_into()
-                .map_err(|_| magic_or(body, HELLO_MAGIC, "hello"))?;
-            if b[0..4] != HELLO_MAGIC {
-                return Err(ProtocolError::BadMagic);
-            }
-            Ok(Message::Hello {
-                version: u16::from_be_bytes([b[4], b[5]]),
-                flags: u16::from_be_bytes([b[6], b[7]]),
-                instance: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
-            })
-        }
+        KIND_HELLO => decode_hello(body),
         KIND_WELCOME => {
             let b: &[u8; 6] = body
                 .try_into()
@@ -350,6 +400,24 @@ fn decode(kind: u8, body: &[u8]) -> Result<Message<'_>, ProtocolError> {
         KIND_PING if body.is_empty() => Ok(Message::Ping),
         KIND_PING => Err(ProtocolError::Malformed("ping")),
         KIND_ROUTES => decode_routes(body).ok_or(ProtocolError::Malformed("routes")),
+        KIND_ANSWERS => answers::decode(body).map(Message::Answers),
+        KIND_TIME_ASK => {
+            let t: &[u8; 8] = body
+                .try_into()
+                .map_err(|_| ProtocolError::Malformed("time ask"))?;
+            Ok(Message::TimeAsk {
+                t1: u64::from_be_bytes(*t),
+            })
+        }
+        KIND_TIME_TELL => {
+            let t: &[u8; 24] = body
+                .try_into()
+                .map_err(|_| ProtocolError::Malformed("time tell"))?;
+            // Three 8-byte words: every chunk converts.
+            let [t1, t2, t3] = [0, 8, 16]
+                .map(|i| u64::from_be_bytes(t[i..i + 8].try_into().expect("an 8-byte chunk")));
+            Ok(Message::TimeTell { t1, t2, t3 })
+        }
         KIND_RESPONSES => {
             let (count, rest) = body
                 .split_first_chunk::<2>()
@@ -369,6 +437,28 @@ fn decode(kind: u8, body: &[u8]) -> Result<Message<'_>, ProtocolError> {
         }
         k => Err(ProtocolError::UnknownKind(k)),
     }
+}
+
+/// A hello: 12 bytes, or 14 with the trailing `compare_bytes` when [`FLAG_COMPARE`] is set.
+fn decode_hello(body: &[u8]) -> Result<Message<'_>, ProtocolError> {
+    let (b, tail) = body
+        .split_first_chunk::<12>()
+        .ok_or_else(|| magic_or(body, HELLO_MAGIC, "hello"))?;
+    if b[0..4] != HELLO_MAGIC {
+        return Err(ProtocolError::BadMagic);
+    }
+    let flags = u16::from_be_bytes([b[6], b[7]]);
+    let compare_bytes = match (flags & FLAG_COMPARE != 0, tail) {
+        (false, []) => None,
+        (true, [hi, lo]) => Some(u16::from_be_bytes([*hi, *lo])),
+        _ => return Err(ProtocolError::Malformed("hello")),
+    };
+    Ok(Message::Hello {
+        version: u16::from_be_bytes([b[4], b[5]]),
+        flags,
+        instance: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        compare_bytes,
+    })
 }
 
 fn magic_or(body: &[u8], magic: [u8; 4], what: &'static str) -> ProtocolError {
@@ -423,7 +513,7 @@ mod tests {
     #[test]
     fn every_message_roundtrips() {
         let mut b = Vec::new();
-        encode_hello(&mut b, FLAG_WANT_PAYLOAD, 7);
+        encode_hello(&mut b, FLAG_WANT_PAYLOAD, 7, None);
         encode_welcome(&mut b);
         encode_reject(&mut b, "host not allowed");
         encode_ping(&mut b);
@@ -441,7 +531,9 @@ mod tests {
         assert_eq!(
             decode_all(&b),
             vec![
-                format!("Hello {{ version: {VERSION}, flags: 1, instance: 7 }}"),
+                format!(
+                    "Hello {{ version: {VERSION}, flags: 1, instance: 7, compare_bytes: None }}"
+                ),
                 format!("Welcome {{ version: {VERSION} }}"),
                 "Reject { reason: \"host not allowed\" }".to_string(),
                 "Ping".to_string(),
@@ -457,18 +549,21 @@ mod tests {
             version: VERSION,
             flags: 1,
             instance: 9,
+            compare_bytes: None,
         };
         assert_eq!(
             answer_hello(&hello),
             Ok(Hello {
                 flags: 1,
-                instance: 9
+                instance: 9,
+                compare_bytes: None,
             })
         );
         let old = Message::Hello {
             version: VERSION + 1,
             flags: 0,
             instance: 0,
+            compare_bytes: None,
         };
         assert!(answer_hello(&old).unwrap_err().contains("unsupported"));
         assert!(answer_hello(&Message::Ping).is_err());
@@ -497,7 +592,7 @@ mod tests {
     #[test]
     fn byte_at_a_time_feeding_yields_the_same_frames() {
         let mut b = Vec::new();
-        encode_hello(&mut b, 0, 1);
+        encode_hello(&mut b, 0, 1, None);
         let mut batch = ResponseBatch::new();
         for i in 0..50u8 {
             batch.push(&[i; 60]);
@@ -551,6 +646,107 @@ mod tests {
         assert_eq!(d.next_message(), Err(ProtocolError::Malformed("responses")));
     }
 
+    #[test]
+    fn a_comparing_hello_carries_its_byte_count_and_an_old_hello_still_decodes() {
+        let mut b = Vec::new();
+        encode_hello(&mut b, 0, 3, Some(1024));
+        assert_eq!(b.len(), 4 + 1 + 14);
+        // An old tcpcopy's hello, byte for byte as it always was.
+        let old = [
+            0, 0, 0, 13, KIND_HELLO, b'T', b'C', b'P', b'Y', 0, 1, 0, 0, 0, 0, 0, 5,
+        ];
+        b.extend_from_slice(&old);
+        let mut d = Decoder::new();
+        d.feed(&b);
+        let first = d.next_message().unwrap().unwrap();
+        assert_eq!(
+            answer_hello(&first),
+            Ok(Hello {
+                flags: FLAG_COMPARE,
+                instance: 3,
+                compare_bytes: Some(1024)
+            })
+        );
+        let second = d.next_message().unwrap().unwrap();
+        assert_eq!(
+            answer_hello(&second),
+            Ok(Hello {
+                flags: 0,
+                instance: 5,
+                compare_bytes: None
+            })
+        );
+        // The flag follows the byte count, whatever the caller passed.
+        let mut b = Vec::new();
+        encode_hello(&mut b, FLAG_COMPARE | FLAG_WANT_PAYLOAD, 3, None);
+        assert_eq!(b.len(), 4 + 1 + 12);
+    }
+
+    #[test]
+    fn a_hello_whose_flag_and_length_disagree_is_malformed() {
+        let malformed = Err(ProtocolError::Malformed("hello"));
+        // The flag without the byte count.
+        let mut b = Vec::new();
+        encode_hello(&mut b, 0, 3, None);
+        b[4 + 1 + 7] |= FLAG_COMPARE as u8;
+        let mut d = Decoder::new();
+        d.feed(&b);
+        assert_eq!(d.next_message(), malformed);
+        // The byte count without the flag.
+        let mut b = Vec::new();
+        encode_hello(&mut b, 0, 3, Some(10));
+        b[4 + 1 + 7] &= !(FLAG_COMPARE as u8);
+        let mut d = Decoder::new();
+        d.feed(&b);
+        assert_eq!(d.next_message(), malformed);
+        // A byte count cut in half.
+        let mut b = Vec::new();
+        encode_hello(&mut b, 0, 3, Some(10));
+        b.pop();
+        b[3] -= 1;
+        let mut d = Decoder::new();
+        d.feed(&b);
+        assert_eq!(d.next_message(), malformed);
+    }
+
+    #[test]
+    fn time_frames_roundtrip_and_wrong_lengths_are_malformed() {
+        let mut b = Vec::new();
+        encode_time_ask(&mut b, 1_700_000_000_123_456_789);
+        encode_time_tell(&mut b, 1, u64::MAX, 3);
+        let mut d = Decoder::new();
+        d.feed(&b);
+        assert_eq!(
+            d.next_message(),
+            Ok(Some(Message::TimeAsk {
+                t1: 1_700_000_000_123_456_789
+            }))
+        );
+        assert_eq!(
+            d.next_message(),
+            Ok(Some(Message::TimeTell {
+                t1: 1,
+                t2: u64::MAX,
+                t3: 3
+            }))
+        );
+        for (kind, len, what) in [
+            (KIND_TIME_ASK, 7, "time ask"),
+            (KIND_TIME_ASK, 9, "time ask"),
+            (KIND_TIME_TELL, 16, "time tell"),
+            (KIND_TIME_TELL, 25, "time tell"),
+            (KIND_TIME_TELL, 0, "time tell"),
+        ] {
+            let mut b = Vec::new();
+            frame(&mut b, kind, |body| {
+                body.extend(std::iter::repeat_n(0, len))
+            });
+            let mut d = Decoder::new();
+            d.feed(&b);
+            assert_eq!(d.next_message(), Err(ProtocolError::Malformed(what)));
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn decoder_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8)) {
@@ -560,6 +756,7 @@ mod tests {
                 loop {
                     match d.next_message() {
                         Ok(Some(Message::Responses(r))) => { let _ = r.iter().count(); }
+                        Ok(Some(Message::Answers(a))) => { proptest::prop_assert_eq!(a.iter().count(), a.len()); }
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => break,
                     }

@@ -320,6 +320,15 @@ pub struct InterceptCli {
     /// Allowed tcpcopy hosts: ip[,ip] (default: any)
     #[arg(short = 'x', long = "allow", value_name = "IPS", value_parser = crate::config::parse_ip_list)]
     pub allow: Option<std::vec::Vec<IpAddr>>,
+    /// Testing: milliseconds added to every time this intercept reports (a host whose clock is off)
+    #[arg(
+        long = "clock-offset-ms",
+        value_name = "MS",
+        hide = true,
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub clock_offset_ms: i64,
     /// Capture threads per interface (assistant mode): the kernel spreads flows over them
     /// (PACKET_FANOUT)
     #[arg(long = "threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -423,6 +432,15 @@ mod tests {
         .unwrap();
         assert_eq!(i.service_ports.unwrap(), vec![80, 8080]);
         assert_eq!(i.allow.unwrap().len(), 1);
+        assert_eq!(i.clock_offset_ms, 0);
+        let skewed =
+            InterceptCli::try_parse_from(["intercept", "--clock-offset-ms", "-3002"]).unwrap();
+        assert_eq!(skewed.clock_offset_ms, -3002);
+        let help = InterceptCli::command().render_help().to_string();
+        assert!(
+            !help.contains("clock-offset"),
+            "a testing option stays out of --help"
+        );
     }
 
     #[test]

@@ -276,6 +276,9 @@ pub struct InterceptConfig {
     pub listen: SocketAddr,
     /// The tcpcopy hosts let in (`None`: any).
     pub allow: Option<Vec<IpAddr>>,
+    /// Added to every time intercept reports, in ns (hidden `--clock-offset-ms`: a host whose
+    /// clock is off, for tests).
+    pub clock_offset_ns: i64,
     /// Responses batched per message at most.
     pub batch: usize,
     /// How long a session route is kept without traffic.
@@ -338,6 +341,7 @@ impl InterceptConfig {
             source,
             listen: SocketAddr::new(cli.bind, cli.listen_port),
             allow: cli.allow.clone(),
+            clock_offset_ns: cli.clock_offset_ms.saturating_mul(1_000_000),
             batch: usize::from(cli.batch),
             route_timeout: Duration::from_secs(cli.route_timeout),
             metrics: cli.metrics,

@@ -34,6 +34,7 @@ use hub::Hub;
 /// Runs the intercept until `stop` is set.
 pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let hub = Arc::new(Hub::new(cfg.route_timeout));
+    hub.set_clock_offset(cfg.clock_offset_ns);
     let connections = Arc::new(AtomicU64::new(0));
     let _metrics = match cfg.metrics {
         Some(addr) => Some(serve_metrics(addr, &hub, &connections)?),

@@ -1,11 +1,16 @@
 //! Where intercept catches the target's responses: capture rings on the interfaces (assistant
 //! mode) or the NFQUEUE its iptables rule diverts them to (queue mode), a thread each, handing
 //! every batch to the [`Hub`]. The rings and the queue, and their `unsafe`, are `netio`'s.
+//!
+//! Sources capture headers only, unless a tcpcopy that compares answers is connected
+//! ([`Hub::wants_payloads`]): then whole packets (a ring's filter gets a full snap length, the
+//! queue a full copy range), with their capture times. Each source switches between its
+//! captures on its own, and tells the hub.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tracing::{info, warn};
@@ -14,13 +19,77 @@ use netio::bpf::TcpFilter;
 use netio::capture::{RingCapture, RingConfig};
 use netio::nfqueue::ResponseQueue;
 
-use super::hub::{Hub, Scratch};
+use super::hub::{unix_ns, Hub, Scratch};
 use super::queue_rule::QueueRule;
 use crate::config::{InterceptConfig, ResponseSource};
 use crate::plumbing::PacketBatch;
 
 /// NFQUEUE copy range: the largest IPv4 + TCP header pair is 120 bytes.
 const QUEUE_COPY: u16 = 128;
+/// NFQUEUE copy range while a tcpcopy compares answers: whole packets.
+const QUEUE_COPY_FULL: u16 = 65535;
+
+/// A thread's packets of one round, with their capture times (ns since the Unix epoch) while
+/// payloads are captured.
+#[derive(Default)]
+struct Round {
+    packets: PacketBatch,
+    stamps: Vec<u64>,
+}
+
+impl Round {
+    fn clear(&mut self) {
+        self.packets.clear();
+        self.stamps.clear();
+    }
+
+    /// Each packet with its capture time (0 when times were not kept).
+    fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        let stamps = self.stamps.iter().copied().chain(std::iter::repeat(0));
+        self.packets.iter().zip(stamps)
+    }
+}
+
+/// A source's capture mode: whether it keeps payloads now.
+struct Mode {
+    full: bool,
+    failed: bool,
+}
+
+impl Mode {
+    /// Switches with `set(full)` when the hub wants otherwise; true when payloads are kept.
+    fn follow(
+        &mut self,
+        hub: &Hub,
+        what: &str,
+        set: impl FnOnce(bool) -> std::io::Result<()>,
+    ) -> bool {
+        let want = hub.wants_payloads();
+        if want != self.full {
+            match set(want) {
+                Ok(()) => {
+                    self.full = want;
+                    self.failed = false;
+                    hub.source_switched(want);
+                    info!(
+                        "{what}: capturing {}",
+                        if want {
+                            "whole packets (a tcpcopy compares answers)"
+                        } else {
+                            "headers only"
+                        }
+                    );
+                }
+                Err(e) if !self.failed => {
+                    self.failed = true;
+                    warn!("{what}: cannot switch the capture: {e}");
+                }
+                Err(_) => {}
+            }
+        }
+        self.full
+    }
+}
 
 /// Starts the response sources; in queue mode, returns the iptables rule to remove at the end.
 pub(super) fn start(
@@ -44,7 +113,7 @@ pub(super) fn start(
             service_ports,
             threads,
         } => {
-            let filter = assistant_filter(service_ports.as_deref(), cfg.listen.port());
+            let filter = assistant_filter(service_ports.as_deref(), cfg.listen.port(), false);
             for (i, iface) in interfaces.iter().enumerate() {
                 start_rings(i, iface, &filter, *threads, cfg.batch, hub, stop)?;
             }
@@ -72,6 +141,11 @@ fn start_rings(
         fanout,
         ..RingConfig::default()
     };
+    let full = TcpFilter {
+        snap_len: None,
+        ..filter.clone()
+    }
+    .compile();
     let mut rings = Vec::new();
     for _ in 0..threads {
         rings.push(RingCapture::open(&cfg).context("cannot start capturing (run as root)")?);
@@ -82,7 +156,8 @@ fn start_rings(
             ring.start(&cfg.filter)
                 .context("cannot start capturing (run as root)")?;
         }
-        spawn_ring_source(ring, hub.clone(), batch, stop.clone())?;
+        let filters = [cfg.filter.clone(), full.clone()];
+        spawn_ring_source(ring, filters, hub.clone(), batch, stop.clone())?;
     }
     info!(
         "assistant mode: capturing responses on {} ({threads} thread(s))",
@@ -91,18 +166,25 @@ fn start_rings(
     Ok(())
 }
 
+/// A ring's thread. `filters` are its two programs: headers only, and whole packets.
 fn spawn_ring_source(
     mut ring: RingCapture,
+    filters: [Vec<netio::Insn>; 2],
     hub: Arc<Hub>,
     batch: usize,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    hub.add_source();
     thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
             crate::plumbing::raise_capture_priority();
             let mut scratch = Scratch::default();
-            let mut packets = PacketBatch::default();
+            let mut round = Round::default();
+            let mut mode = Mode {
+                full: false,
+                failed: false,
+            };
             let mut checked = Instant::now();
             // Several rings add to one counter: each adds what it newly counted.
             let mut counted = 0;
@@ -115,16 +197,23 @@ fn spawn_ring_source(
                         counted = st.drops;
                     }
                 }
-                packets.clear();
+                let full = mode.follow(&hub, "capture", |full| {
+                    ring.set_filter(&filters[usize::from(full)])
+                });
+                round.clear();
+                let Round { packets, stamps } = &mut round;
                 let r = ring.poll_batch(Duration::from_millis(100), |p| {
                     // The filter drops outgoing packets in the kernel already; a second guard.
                     if p.pkttype != libc::PACKET_OUTGOING {
-                        packets.push(p.data)
+                        packets.push(p.data);
+                        if full {
+                            stamps.push(p.timestamp.as_nanos() as u64);
+                        }
                     }
                 });
                 match r {
-                    Ok(_) if packets.is_empty() => {}
-                    Ok(_) => hub.dispatch(packets.iter(), batch, &mut scratch),
+                    Ok(_) if round.packets.is_empty() => {}
+                    Ok(_) => hub.dispatch(round.iter(), batch, &mut scratch),
                     Err(e) => {
                         // Without its capture an intercept reports nothing: end the run.
                         hub.fail(format!("capture failed: {e}"));
@@ -139,15 +228,30 @@ fn spawn_ring_source(
 }
 
 fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> anyhow::Result<()> {
+    hub.add_source();
     thread::Builder::new()
         .name("nfqueue".into())
         .spawn(move || {
             let mut scratch = Scratch::default();
-            let mut buf = PacketBatch::default();
+            let mut round = Round::default();
+            let mut mode = Mode {
+                full: false,
+                failed: false,
+            };
             loop {
-                buf.clear();
-                match queue.recv_drop(|p| buf.push(p)) {
-                    Ok(_) => hub.dispatch(buf.iter(), batch, &mut scratch),
+                let full = mode.follow(&hub, "NFQUEUE", |full| {
+                    queue.set_copy_range(if full { QUEUE_COPY_FULL } else { QUEUE_COPY })
+                });
+                round.clear();
+                let Round { packets, stamps } = &mut round;
+                match queue.recv_drop(|p| {
+                    packets.push(p);
+                    if full {
+                        stamps.push(unix_ns(SystemTime::now()));
+                    }
+                }) {
+                    Ok(0) => {}
+                    Ok(_) => hub.dispatch(round.iter(), batch, &mut scratch),
                     Err(e) => {
                         warn!("NFQUEUE read failed: {e}");
                         thread::sleep(Duration::from_millis(10));
@@ -165,12 +269,12 @@ fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> 
 /// to a client whose ephemeral port happens to equal it (a session then never completes its
 /// handshake). Without service ports, the listen port is excluded in both directions.
 ///
-/// Only the headers are streamed to tcpcopy, so the kernel copies only those into the ring (the
-/// IP header still says how long the payload was).
-fn assistant_filter(service_ports: Option<&[u16]>, listen_port: u16) -> TcpFilter {
+/// Unless `full`, only the headers are streamed to tcpcopy, so the kernel copies only those
+/// into the ring (the IP header still says how long the payload was).
+fn assistant_filter(service_ports: Option<&[u16]>, listen_port: u16, full: bool) -> TcpFilter {
     let headers_only = TcpFilter {
         drop_outgoing: true,
-        snap_len: Some(netio::bpf::HEADERS_MAX),
+        snap_len: (!full).then_some(netio::bpf::HEADERS_MAX),
         ..TcpFilter::default()
     };
     match service_ports {
@@ -192,15 +296,19 @@ mod tests {
     #[test]
     fn answers_to_a_client_port_equal_to_the_listen_port_are_captured() {
         // Regression: a lab session whose client port was 36524 never got its SYN-ACK reported.
-        let f = assistant_filter(Some(&[80]), protocol::DEFAULT_PORT);
+        let f = assistant_filter(Some(&[80]), protocol::DEFAULT_PORT, false);
         assert_eq!(f.src_ports, vec![80]);
         assert_eq!(f.exclude_port, None);
         assert!(f.drop_outgoing);
-        let any = assistant_filter(None, protocol::DEFAULT_PORT);
+        let any = assistant_filter(None, protocol::DEFAULT_PORT, false);
         assert_eq!(any.exclude_port, Some(protocol::DEFAULT_PORT));
         // Only headers are streamed, so only headers are captured.
         for filter in [f, any] {
             assert_eq!(filter.snap_len, Some(netio::bpf::HEADERS_MAX));
         }
+        // Whole packets while a tcpcopy compares answers, with the same selection.
+        let full = assistant_filter(Some(&[80]), protocol::DEFAULT_PORT, true);
+        assert_eq!(full.snap_len, None);
+        assert_eq!(full.src_ports, vec![80]);
     }
 }

@@ -5,6 +5,12 @@
 //! Also here: when the connections wake the poll for every byte and when they wait to be read
 //! on the capture's wakes (`LAZY_LOWAT`), and when a silent one counts as dead. What the
 //! responses and routes mean is the session core's and the protocol crate's business.
+//!
+//! With `--compare`, the hello asks for annotated answers, and each connection asks its
+//! intercept the time (at once, a few times quickly, then every second) to estimate how far the
+//! intercept's clock is from ours (`protocol::clock`): the capture times in the annotations are
+//! handed on ([`TargetNote`]) on our clock. Each response goes to a [`ResponseSink`]: the
+//! session core itself, or whatever the worker wraps around it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,14 +18,15 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 
-use protocol::{Decoder, Message};
+use protocol::clock::ClockSync;
+use protocol::{Answers, Decoder, Message};
 use session::Replicator;
 
 use super::{Event, Events};
@@ -44,6 +51,72 @@ const PEER_READ_BUDGET: usize = 1 << 20;
 /// An intercept pings every 500 ms when it has nothing else to send: a connection silent this
 /// long is dead (a peer that vanished without a reset), and is dropped and opened again.
 const PEER_SILENCE: Duration = Duration::from_secs(5);
+/// Time asks sent back to back (each on the previous one's reply) after connecting, so that the
+/// clock offset is known within the first round trips; then one a second.
+const QUICK_ASKS: u8 = 5;
+
+/// Where the worker takes the target's responses.
+pub(super) trait ResponseSink {
+    /// One response packet (IP header first), with its intercept's annotation when comparing.
+    fn response(&mut self, now: Instant, packet: &[u8], note: Option<TargetNote<'_>>);
+    /// The client endpoints to announce on a new connection (every live session's).
+    fn routes(&self) -> Vec<SocketAddr>;
+}
+
+/// What a comparing intercept says about a response packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetNote<'a> {
+    /// When the intercept captured it: ns since the Unix epoch, on our clock (the intercept's
+    /// time less its estimated offset; as reported while no estimate exists yet).
+    pub at_ns: u64,
+    /// Digest of the packet's payload (`compare::Digest::of(payload).hash`).
+    pub hash: u64,
+    /// The payload bytes within the first `--compare-bytes` of the answer.
+    pub head: &'a [u8],
+}
+
+impl ResponseSink for Replicator {
+    #[inline]
+    fn response(&mut self, now: Instant, packet: &[u8], _: Option<TargetNote<'_>>) {
+        self.handle_response(now, packet);
+    }
+
+    fn routes(&self) -> Vec<SocketAddr> {
+        Replicator::routes(self).collect()
+    }
+}
+
+/// `t` in ns since the Unix epoch (0 before it).
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// One connection's view of its intercept's clock (comparing connections only).
+struct PeerClock {
+    sync: ClockSync,
+    /// Quick asks still to send, each on the previous one's reply.
+    quick: u8,
+    /// The offset was logged (once per connection).
+    logged: bool,
+}
+
+impl PeerClock {
+    fn new() -> PeerClock {
+        PeerClock {
+            sync: ClockSync::default(),
+            quick: QUICK_ASKS,
+            logged: false,
+        }
+    }
+
+    /// `at_ns` of the intercept's clock on ours.
+    #[inline]
+    fn to_ours(&self, at_ns: u64) -> u64 {
+        let offset = self.sync.offset_ns().unwrap_or(0);
+        (i128::from(at_ns) - i128::from(offset)).clamp(0, i128::from(u64::MAX)) as u64
+    }
+}
 
 /// Whether the intercept connections wake the loop for every byte (`false`) or read on the
 /// capture's wakes (`true`, see [`LAZY_LOWAT`]), given when the capture last brought packets
@@ -85,12 +158,23 @@ pub struct Peer {
     hung_up: bool,
     /// Its `SO_RCVLOWAT` is [`LAZY_LOWAT`], not 1: read it on every wake.
     lazy: bool,
+    /// The intercept, for the log.
+    addr: SocketAddr,
+    /// First bytes of each answer kept, and the intercept's clock: comparing connections only.
+    head_bytes: Option<u16>,
+    clock: Option<PeerClock>,
 }
 
 impl Peer {
     /// A connection just welcomed by its intercept: nothing pending, waking the loop for every
     /// byte.
-    fn new(stream: TcpStream, dec: Decoder, down: Arc<AtomicBool>, now: Instant) -> Peer {
+    fn new(
+        stream: TcpStream,
+        dec: Decoder,
+        down: Arc<AtomicBool>,
+        now: Instant,
+        (addr, head_bytes): (SocketAddr, Option<u16>),
+    ) -> Peer {
         Peer {
             stream,
             dec,
@@ -99,7 +183,48 @@ impl Peer {
             last_heard: now,
             hung_up: false,
             lazy: false,
+            addr,
+            head_bytes,
+            clock: head_bytes.map(|_| PeerClock::new()),
         }
+    }
+
+    /// Asks the intercept the time (comparing connections only); false when the connection is
+    /// broken.
+    fn ask_time(&mut self) -> bool {
+        if self.clock.is_none() {
+            return true;
+        }
+        let mut f = Vec::with_capacity(16);
+        protocol::encode_time_ask(&mut f, unix_ns(SystemTime::now()));
+        self.write(&f)
+    }
+
+    /// The intercept's reply to a time ask, just read; false when the connection is broken.
+    fn time_told(&mut self, (t1, t2, t3): (u64, u64, u64)) -> bool {
+        let t4 = unix_ns(SystemTime::now());
+        let Some(clock) = self.clock.as_mut() else {
+            return true;
+        };
+        clock.sync.sample(t1, t2, t3, t4);
+        if let (false, Some(off), Some(rtt)) = (
+            clock.logged,
+            clock.sync.offset_ns(),
+            clock.sync.round_trip_ns(),
+        ) {
+            clock.logged = true;
+            info!(
+                "intercept {}: clock offset {:+.3} s (round trip {:.1} ms)",
+                self.addr,
+                off as f64 / 1e9,
+                rtt as f64 / 1e6
+            );
+        }
+        if clock.quick > 0 {
+            clock.quick -= 1;
+            return self.ask_time();
+        }
+        true
     }
 
     /// Writes `frame` after whatever is pending; false when the connection is broken.
@@ -151,7 +276,7 @@ impl Peer {
     /// read on until it.
     fn read(
         &mut self,
-        core: &mut Replicator,
+        sink: &mut impl ResponseSink,
         now: Instant,
         buf: &mut [u8],
     ) -> Result<bool, String> {
@@ -160,14 +285,26 @@ impl Peer {
         loop {
             // Frames that arrived with the welcome are already in the decoder.
             loop {
-                match self.dec.next_message() {
-                    Ok(Some(Message::Responses(r))) => r.iter().for_each(|p| {
-                        core.handle_response(now, p);
-                    }),
-                    Ok(Some(Message::Ping)) => {}
+                let told = match self.dec.next_message() {
+                    Ok(Some(Message::Responses(r))) => {
+                        r.iter().for_each(|p| sink.response(now, p, None));
+                        continue;
+                    }
+                    Ok(Some(Message::Answers(a))) => {
+                        let (Some(clock), Some(head_bytes)) = (&self.clock, self.head_bytes) else {
+                            return Err("answers we did not ask for".into());
+                        };
+                        hand_on(&a, clock, head_bytes, sink, now);
+                        continue;
+                    }
+                    Ok(Some(Message::TimeTell { t1, t2, t3 })) => (t1, t2, t3),
+                    Ok(Some(Message::Ping)) => continue,
                     Ok(Some(other)) => return Err(format!("unexpected message {other:?}")),
                     Ok(None) => break,
                     Err(e) => return Err(e.to_string()),
+                };
+                if !self.time_told(told) {
+                    return Err("time asks not taken".into());
                 }
             }
             if drained {
@@ -191,6 +328,26 @@ impl Peer {
                 Err(e) => return Err(e.to_string()),
             }
         }
+    }
+}
+
+/// Hands a batch of annotated responses to the sink, their times on our clock and their heads
+/// cut to what we keep.
+#[inline]
+fn hand_on(
+    answers: &Answers<'_>,
+    clock: &PeerClock,
+    head_bytes: u16,
+    sink: &mut impl ResponseSink,
+    now: Instant,
+) {
+    for (p, n) in answers.iter() {
+        let note = TargetNote {
+            at_ns: clock.to_ours(n.at_ns),
+            hash: n.hash,
+            head: &n.head[..n.head.len().min(usize::from(head_bytes))],
+        };
+        sink.response(now, p, Some(note));
     }
 }
 
@@ -225,6 +382,8 @@ pub(super) struct Peers {
     again: Vec<usize>,
     buf: Vec<u8>,
     last_silence_check: Instant,
+    /// First bytes of each answer kept (`--compare-bytes`): the hello asks for annotated answers.
+    head_bytes: Option<u16>,
 }
 
 impl Peers {
@@ -236,12 +395,17 @@ impl Peers {
         tx: &Events,
         stop: &Arc<AtomicBool>,
     ) -> anyhow::Result<Peers> {
+        let head_bytes = cfg.compare.as_ref().map(|c| c.head_bytes);
         let mut addrs = Vec::new();
         for &server in &cfg.intercepts {
             for _ in 0..cfg.connections {
                 let idx = addrs.len();
                 addrs.push(server);
-                spawn_connector(idx, server, instance, tx.clone(), stop.clone())?;
+                let hello = Hello {
+                    instance,
+                    compare_bytes: head_bytes,
+                };
+                spawn_connector(idx, server, hello, tx.clone(), stop.clone())?;
             }
         }
         Ok(Peers {
@@ -253,6 +417,7 @@ impl Peers {
             again: Vec::new(),
             buf: vec![0u8; 256 * 1024],
             last_silence_check: Instant::now(),
+            head_bytes,
         })
     }
 
@@ -296,13 +461,13 @@ impl Peers {
         }
     }
 
-    /// Reads the target's responses from every connection that has something, into the core.
-    pub fn read(&mut self, registry: &Registry, core: &mut Replicator, now: Instant) {
+    /// Reads the target's responses from every connection that has something, into the sink.
+    pub fn read(&mut self, registry: &Registry, sink: &mut impl ResponseSink, now: Instant) {
         for &idx in &self.readable {
             let Some(peer) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
-            let alive = peer.read(core, now, &mut self.buf).and_then(|more| {
+            let alive = peer.read(sink, now, &mut self.buf).and_then(|more| {
                 peer.flush()
                     .then_some(more)
                     .ok_or_else(|| "route frames not taken".to_string())
@@ -318,13 +483,21 @@ impl Peers {
         }
     }
 
-    /// Once a second: drops the connections silent for [`PEER_SILENCE`].
+    /// Once a second: drops the connections silent for [`PEER_SILENCE`], and asks the comparing
+    /// ones' intercepts the time.
     pub fn check_silence(&mut self, registry: &Registry, now: Instant) {
         if now.saturating_duration_since(self.last_silence_check) < Duration::from_secs(1) {
             return;
         }
         self.last_silence_check = now;
         for (idx, slot) in self.slots.iter_mut().enumerate() {
+            if slot.as_mut().is_some_and(|p| !p.ask_time()) {
+                warn!(
+                    "lost intercept {} (time asks not taken); reconnecting",
+                    self.addrs[idx]
+                );
+                drop_peer(registry, slot);
+            }
             if slot
                 .as_ref()
                 .is_some_and(|p| now.saturating_duration_since(p.last_heard) > PEER_SILENCE)
@@ -345,12 +518,12 @@ impl Peers {
         &mut self,
         registry: &Registry,
         (idx, stream, dec, down): (usize, TcpStream, Decoder, Arc<AtomicBool>),
-        core: &mut Replicator,
+        sink: &mut impl ResponseSink,
         now: Instant,
     ) {
         let addr = self.addrs[idx];
         info!("connected to intercept {addr}");
-        let peer = Peer::new(stream, dec, down, now);
+        let peer = Peer::new(stream, dec, down, now, (addr, self.head_bytes));
         let registered = peer.stream.set_nonblocking(true).is_ok()
             && registry
                 .register(
@@ -364,14 +537,14 @@ impl Peers {
             peer.down.store(true, Ordering::Relaxed);
             return;
         }
-        let routes: Vec<SocketAddr> = core.routes().collect();
+        let routes = sink.routes();
         let mut frame = Vec::new();
         protocol::encode_routes(&mut frame, &routes);
         let slot = &mut self.slots[idx];
         let peer = slot.insert(peer);
-        let ok = peer.write(&frame);
+        let ok = peer.write(&frame) && peer.ask_time();
         // Responses that came with the welcome are in the decoder already.
-        let read = peer.read(core, now, &mut vec![0u8; 64 * 1024]);
+        let read = peer.read(sink, now, &mut vec![0u8; 64 * 1024]);
         if !ok || read.is_err() {
             warn!("lost intercept {addr} (it ended at once); reconnecting");
             drop_peer(registry, slot);
@@ -406,6 +579,17 @@ impl Peers {
         }
     }
 
+    /// Each connected intercept's clock offset (its clock minus ours, ns) and the round trip it
+    /// is known within, where estimated (comparing connections only).
+    // For the worker's status and report (the comparison is wired there).
+    #[allow(dead_code)]
+    pub fn clock_offsets(&self) -> impl Iterator<Item = (SocketAddr, i64, u64)> + '_ {
+        self.slots.iter().flatten().filter_map(|p| {
+            let sync = &p.clock.as_ref()?.sync;
+            Some((p.addr, sync.offset_ns()?, sync.round_trip_ns()?))
+        })
+    }
+
     /// Makes every connection wake the loop for every byte, or only at [`LAZY_LOWAT`].
     pub fn set_lazy(&mut self, registry: &Registry, lazy: bool) {
         for (idx, slot) in self.slots.iter_mut().enumerate() {
@@ -426,7 +610,7 @@ impl Peers {
 fn spawn_connector(
     idx: usize,
     server: SocketAddr,
-    instance: u32,
+    hello: Hello,
     tx: Events,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -436,7 +620,7 @@ fn spawn_connector(
             let mut backoff = Duration::from_millis(100);
             let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                match connect(server, instance) {
+                match connect(server, hello) {
                     Ok((stream, dec)) => {
                         failures = 0;
                         backoff = Duration::from_millis(100);
@@ -472,15 +656,22 @@ fn spawn_connector(
     Ok(())
 }
 
+/// What a connection's hello says.
+#[derive(Clone, Copy, Debug)]
+struct Hello {
+    instance: u32,
+    compare_bytes: Option<u16>,
+}
+
 /// Connects and performs the hello/welcome exchange.
-fn connect(server: SocketAddr, instance: u32) -> anyhow::Result<(TcpStream, Decoder)> {
+fn connect(server: SocketAddr, hello: Hello) -> anyhow::Result<(TcpStream, Decoder)> {
     let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut hello = Vec::new();
-    protocol::encode_hello(&mut hello, 0, instance);
-    s.write_all(&hello)?;
+    let mut frame = Vec::new();
+    protocol::encode_hello(&mut frame, 0, hello.instance, hello.compare_bytes);
+    s.write_all(&frame)?;
     let mut dec = Decoder::new();
     read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
@@ -488,124 +679,4 @@ fn connect(server: SocketAddr, instance: u32) -> anyhow::Result<(TcpStream, Deco
 }
 
 #[cfg(test)]
-mod tests {
-    use mio::Poll;
-    use session::Config;
-
-    use super::*;
-
-    /// A read that leaves the buffer part empty ends the wake's reads of a connection; but when
-    /// the intercept's last bytes and its close arrived together, the poll reports that once,
-    /// and the read goes on to the end of the stream instead of leaving the connection for
-    /// [`PEER_SILENCE`] to find.
-    #[test]
-    fn a_close_that_came_with_the_last_bytes_is_read_at_once() {
-        let (mut poll, mut peer, mut intercept) = polled_pair();
-        let mut ping = Vec::new();
-        protocol::encode_ping(&mut ping);
-        intercept.write_all(&ping).unwrap();
-        drop(intercept);
-
-        let mut events = mio::Events::with_capacity(4);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !peer.hung_up && Instant::now() < deadline {
-            poll.poll(&mut events, Some(Duration::from_millis(100)))
-                .unwrap();
-            events.iter().for_each(|ev| peer.note(ev));
-        }
-        assert!(peer.hung_up, "the poll reports the close");
-        let mut core = Replicator::new(Config::new(Vec::new()));
-        let mut buf = vec![0u8; 4096];
-        assert_eq!(
-            peer.read(&mut core, Instant::now(), &mut buf),
-            Err("closed by intercept".to_string())
-        );
-    }
-
-    /// A connected pair: our end registered with a poll, and the intercept's end.
-    fn polled_pair() -> (Poll, Peer, TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let intercept = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_nonblocking(true).unwrap();
-        let poll = Poll::new().unwrap();
-        poll.registry()
-            .register(
-                &mut SourceFd(&stream.as_raw_fd()),
-                Token(PEER),
-                Interest::READABLE,
-            )
-            .unwrap();
-        let peer = Peer::new(
-            stream,
-            Decoder::new(),
-            Arc::new(AtomicBool::new(false)),
-            Instant::now(),
-        );
-        (poll, peer, intercept)
-    }
-
-    /// Whether the poll reports anything within `ms`.
-    fn woken(poll: &mut Poll, ms: u64) -> bool {
-        let mut events = mio::Events::with_capacity(4);
-        poll.poll(&mut events, Some(Duration::from_millis(ms)))
-            .unwrap();
-        !events.is_empty()
-    }
-
-    /// What lazy peers rely on: below the mark a report wakes nobody, a read still gets
-    /// it, and going back to eager wakes the loop for what is already queued.
-    #[test]
-    fn a_lazy_connection_wakes_nobody_for_a_report_yet_a_read_gets_it() {
-        let (mut poll, mut peer, mut intercept) = polled_pair();
-        let mut ping = Vec::new();
-        protocol::encode_ping(&mut ping);
-        peer.set_lazy(true).unwrap();
-        intercept.write_all(&ping).unwrap();
-        assert!(!woken(&mut poll, 200), "a ping below the mark wakes nobody");
-        let mut core = Replicator::new(Config::new(Vec::new()));
-        let mut buf = vec![0u8; 4096];
-        let before = peer.last_heard;
-        assert_eq!(peer.read(&mut core, Instant::now(), &mut buf), Ok(false));
-        assert!(peer.last_heard > before, "the read got the ping");
-
-        intercept.write_all(&ping).unwrap();
-        assert!(!woken(&mut poll, 100));
-        peer.set_lazy(false).unwrap();
-        assert!(
-            woken(&mut poll, 1000),
-            "eager again: the queued ping wakes the loop"
-        );
-        // Enough for the mark wakes the loop even when lazy.
-        peer.set_lazy(true).unwrap();
-        assert_eq!(peer.read(&mut core, Instant::now(), &mut buf), Ok(false));
-        while woken(&mut poll, 50) {}
-        let pings: Vec<u8> = ping.repeat(LAZY_LOWAT as usize / ping.len() + 1);
-        intercept.write_all(&pings).unwrap();
-        assert!(woken(&mut poll, 1000), "a full mark wakes the loop");
-    }
-
-    #[test]
-    fn peers_are_lazy_only_while_the_capture_is_busy_and_no_session_waits_on_the_target() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let at = |n| t0 + ms(n);
-        let wait = lazy_wait(ms(4), ms(3));
-        assert_eq!(wait, ms(5), "a block of 4 ms and a millisecond");
-        assert!(!lazy_peers(None, at(0), 0, wait), "no capture yet");
-        assert!(lazy_peers(Some(t0), at(0), 0, wait));
-        assert!(lazy_peers(Some(t0), at(5), 0, wait));
-        assert!(
-            !lazy_peers(Some(t0), at(6), 0, wait),
-            "the capture went quiet"
-        );
-        assert!(
-            !lazy_peers(Some(t0), at(1), 1, wait),
-            "a session waits on the target"
-        );
-        // A kernel that rounds blocks up to clock ticks: 1 ms asked, 10 ms seen.
-        assert_eq!(lazy_wait(ms(1), ms(10)), ms(11));
-        // Light load: a long gap is no block, and the sleep stays short.
-        assert_eq!(lazy_wait(ms(4), ms(2000)), ms(15));
-    }
-}
+mod tests;
