@@ -14,6 +14,7 @@ use compare::{AnswerSegment, Comparator, CompareConfig, Digest, Flow, Side, Summ
 use session::{Replicator, ResponseOwner};
 use wire::TcpPacket;
 
+use super::peers::{ResponseSink, TargetNote};
 use crate::config::LiveConfig;
 
 /// How long an exchange waits for its answers before it is judged with what it has.
@@ -43,15 +44,25 @@ impl Seen {
     }
 }
 
-/// What intercept said about a target's answer segment beyond its headers.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct TargetNote<'a> {
-    /// Its capture time, on tcpcopy's clock.
-    pub at_ns: u64,
-    /// `compare::Digest::of(payload).hash`.
-    pub hash: u64,
-    /// The answer's first bytes, when this segment carries some of them.
-    pub head: &'a [u8],
+/// Where the intercept connections hand the target's packets: the core, and with a comparison
+/// the comparator too (the packets the core names, with intercept's note).
+pub(super) struct Sink<'a> {
+    pub core: &'a mut Replicator,
+    pub compare: Option<&'a mut Comparing>,
+}
+
+impl ResponseSink for Sink<'_> {
+    #[inline]
+    fn response(&mut self, now: Instant, packet: &[u8], note: Option<TargetNote<'_>>) {
+        let owner = self.core.handle_response(now, packet);
+        if let (Some(owner), Some(note), Some(c)) = (owner, note, self.compare.as_deref_mut()) {
+            c.response(owner, packet, note);
+        }
+    }
+
+    fn routes(&self) -> Vec<SocketAddr> {
+        self.core.routes().collect()
+    }
 }
 
 pub(super) struct Comparing {

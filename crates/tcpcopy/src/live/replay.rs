@@ -192,7 +192,7 @@ impl FileReader {
                 return;
             }
             read += 1;
-            if read % 256 == 0 {
+            if read.is_multiple_of(256) {
                 let st = source.stats();
                 self.board.set_progress(st.bytes_read, st.file_len);
             }

@@ -18,7 +18,7 @@ use pcap::{PcapNgRecorder, PcapSource};
 use session::{Config, Replicator, Stats};
 
 use super::capture::Capture;
-use super::comparing::{Comparing, Seen};
+use super::comparing::{Comparing, Seen, Sink};
 use super::peers::{Peers, PEER};
 use super::replay::Replay;
 use super::send::Sender;
@@ -158,7 +158,11 @@ impl<'a> Worker<'a> {
             // this wake was for it.
             self.capture
                 .read(&mut self.core, self.compare.as_mut(), now)?;
-            self.peers.read(self.poll.registry(), &mut self.core, now);
+            let mut sink = Sink {
+                core: &mut self.core,
+                compare: self.compare.as_mut(),
+            };
+            self.peers.read(self.poll.registry(), &mut sink, now);
             self.peers.check_silence(self.poll.registry(), now);
             self.read_mailbox(now);
             self.core.end_batch();
@@ -256,8 +260,12 @@ impl<'a> Worker<'a> {
                 } => {
                     self.replay.go.store(true, Ordering::Relaxed);
                     let conn = (idx, stream, dec, down);
+                    let mut sink = Sink {
+                        core: &mut self.core,
+                        compare: self.compare.as_mut(),
+                    };
                     self.peers
-                        .welcome(self.poll.registry(), conn, &mut self.core, now);
+                        .welcome(self.poll.registry(), conn, &mut sink, now);
                 }
             }
         }
