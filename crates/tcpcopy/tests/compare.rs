@@ -165,15 +165,17 @@ fn assert_groups(
 fn assert_lossless(report: &Report, total: u64) {
     let r = &report.requests;
     assert_eq!((r.online, r.target, r.lost), (total, total, 0), "{r:?}");
-    let c = &r.lost_by_cause;
-    let causes = c.never_captured
+    assert_eq!(sum_causes(&r.lost_by_cause), 0, "{r:?}");
+}
+
+fn sum_causes(c: &compare::report::LostByCause) -> u64 {
+    c.never_captured
         + c.sampled_out
         + c.overflow
         + c.failed_at_target
         + c.reset_by_target
         + c.reset_by_client
-        + c.not_answered;
-    assert_eq!(causes, 0, "{c:?}");
+        + c.not_answered
 }
 
 /// Done-when 1 and 8 (diff gate): nginx online, at the target the embedded server answering
@@ -258,7 +260,6 @@ fn baseline_turns_random_answers_into_noise() {
     let report = &out.report;
     let baseline = sc.baseline_uris().expect("baseline log");
     assert_eq!(baseline.len(), 4_000, "the baseline got every request too");
-    assert_lossless(report, 4_000);
     assert_labels(&report.noise, &get_lines(&noisy), "noise");
     assert_groups(&report.noise, &noisy, &all, &load, "body", (200, 200));
     let expected: BTreeSet<String> = get_lines(&status)
@@ -279,6 +280,8 @@ fn baseline_turns_random_answers_into_noise() {
     assert_eq!((cmp.different, cmp.noise), (80, 80), "{cmp:?}");
     assert!(report.latency.baseline.is_some(), "the baseline's latency");
     assert!(out.status.success(), "no gate set:\n{}", out.log);
+    // The online requests, each once (the baseline's copies are not more of them).
+    assert_lossless(report, 4_000);
 }
 
 /// Done-when 3 and 8 (loss gate at 0): the target adds 5 ms to 11% of the paths (each path
@@ -508,20 +511,20 @@ fn a_resetting_target_fails_the_loss_gate() {
     assert_eq!(got.ok, 100);
     std::thread::sleep(Duration::from_secs(2));
     let out = finish(&mut sc);
+    assert_eq!(out.status.code(), Some(3), "loss > 0%:\n{}", out.log);
+    let cmp = out
+        .report
+        .comparison
+        .as_ref()
+        .expect("a comparison section");
+    assert_eq!(cmp.unanswered_target, 100, "{cmp:?}");
     let r = &out.report.requests;
-    assert_eq!(r.online, 100, "{r:?}");
     assert!(r.lost > 0, "{r:?}");
     let c = &r.lost_by_cause;
-    let causes = c.never_captured
-        + c.sampled_out
-        + c.overflow
-        + c.failed_at_target
-        + c.reset_by_target
-        + c.reset_by_client
-        + c.not_answered;
-    assert_eq!(causes, r.lost, "the causes add up: {c:?}");
+    assert_eq!(sum_causes(c), r.lost, "the causes add up: {c:?}");
     assert!(c.reset_by_target > 0, "{c:?}");
-    assert_eq!(out.status.code(), Some(3), "loss > 0%:\n{}", out.log);
+    // Every request the clients sent online counts, also those after the target's reset.
+    assert_eq!((r.online, r.lost), (100, 100), "{r:?}");
 }
 
 /// Done-when 7 (merge): two runs' reports, merged by `tcpcopy report merge`, add up.
