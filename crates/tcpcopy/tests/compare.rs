@@ -625,4 +625,22 @@ fn a_skewed_intercept_clock_is_corrected() {
         out.log
     );
     assert!(t.max_us < 1_000_000, "no answer 3 s off: {t:?}");
+    // The skew was there, and measured: tcpcopy logs each intercept's offset.
+    let offsets: Vec<f64> = out
+        .log
+        .lines()
+        .filter_map(|l| {
+            l.split_once("clock offset ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!offsets.is_empty(), "no offset logged:\n{}", out.log);
+    assert!(
+        offsets.iter().all(|o| (2.99..=3.01).contains(o)),
+        "offsets {offsets:?}"
+    );
 }
