@@ -3,7 +3,6 @@
 //! its connection and the responses it caught, and once the run has settled tcpcopy's counters
 //! are the numbers of its final JSON report.
 
-
 mod common;
 use common::*;
 
