@@ -2,10 +2,6 @@
 //! the load runs parse with a text-format parser, tcpcopy's counters only grow, intercept shows
 //! its connection and the responses it caught, and once the run has settled tcpcopy's counters
 //! are the numbers of its final JSON report.
-//!
-//! WRITTEN BEFORE TCPCOPY'S SIDE WAS WIRED (issue 17, done-when 6): it drives tcpcopy with
-//! `--compare --metrics ADDR:PORT --report FILE` as DESIGN17 specifies them. The test is ignored
-//! until tcpcopy serves `--metrics` and writes `--report`; then remove the `#[ignore]` line.
 
 mod common;
 use common::*;
@@ -70,7 +66,6 @@ fn load() -> LoadSpec {
 }
 
 #[test]
-#[ignore = "until tcpcopy serves --metrics and writes --report (issue 17): then remove this line"]
 fn scrapes_during_a_run_parse_and_match_the_final_report() {
     let _guard = sequential();
     let mut spec = ScenarioSpec::new("metrics", Mode::Assistant, Servers::Embedded, bin_dir());
