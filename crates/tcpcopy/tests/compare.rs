@@ -329,14 +329,12 @@ fn slow_paths_show_in_the_target_latency() {
             g.target
         );
     }
-    // Slowest first: the slow paths lead.
-    let leading: BTreeSet<String> = by
-        .iter()
-        .take(slow.len())
-        .map(|g| g.request.clone())
-        .collect();
-    assert!(leading.is_subset(&slow_lines), "{leading:?}");
-    assert_eq!(leading.len(), slow.len().min(by.len()));
+    // Every path has its group (400 < the group limit), so every slow one is named. (The order,
+    // slowest p99 first, is not asserted: with 10 samples a group's p99 is its maximum, and one
+    // fast request held up by the scheduler ranks its path with the slow ones.)
+    assert_eq!(by.len(), all.len(), "a group per path");
+    let named = by.iter().filter(|g| g.target.p50_us >= 5_000).count();
+    assert_eq!(named, slow.len(), "the slow paths, named");
     assert_eq!(
         out.status.code(),
         Some(0),
