@@ -37,6 +37,18 @@ pub use response::ResponseOwner;
 #[cfg(test)]
 mod tests;
 
+/// A connection whose session ended while its client still sent: when, why, and the
+/// acknowledgment of its last data (its further requests are counted online and lost for the
+/// same cause).
+#[derive(Clone, Copy, Debug)]
+struct Aborted {
+    at: Instant,
+    end: End,
+    ack: Option<wire::Seq>,
+    /// Its session counted in the statistics (not the baseline's).
+    counted: bool,
+}
+
 /// The replication core: all sessions of one tcpcopy instance. See the crate docs for the call order.
 pub struct Replicator {
     config: Config,
@@ -51,7 +63,7 @@ pub struct Replicator {
     by_target: TableMap<TargetKey, SessionId>,
     /// Connections we aborted, so that their further segments are not joined as a new session
     /// starting mid-request; forgotten at the next SYN or after the session timeout.
-    aborted: TableMap<OnlineKey, Instant>,
+    aborted: TableMap<OnlineKey, Aborted>,
     /// Online servers seen speaking first: their sessions acknowledge the target's SYN-ACK at
     /// once.
     greeting_servers: TableMap<SocketAddr, ()>,
@@ -140,6 +152,7 @@ impl Replicator {
     pub fn requests_in_flight(&self) -> u64 {
         self.sessions
             .values()
+            .filter(|s| !s.baseline)
             .map(|s| u64::from(s.stream.requests.saturating_sub(s.delivered)))
             .sum()
     }

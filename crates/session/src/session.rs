@@ -56,6 +56,9 @@ pub(crate) enum State {
 pub(crate) struct Session {
     /// Which of the `Config::copies` sessions of its client connection this is.
     pub(crate) copy: u16,
+    /// It goes to the baseline (`Config::baseline`): its requests and bytes are not counted
+    /// again.
+    pub(crate) baseline: bool,
     pub(crate) client: SocketAddr,
     pub(crate) online: SocketAddr,
     /// The replicated session's endpoints as the target sees them.
@@ -324,7 +327,9 @@ impl Session {
                 }
                 let acked = acked as u64;
                 let data_acked = acked.min(self.snd_nxt);
-                stats.target_bytes += data_acked - self.snd_una;
+                if !self.baseline {
+                    stats.target_bytes += data_acked - self.snd_una;
+                }
                 self.stream.release(data_acked);
                 self.snd_una = acked;
                 self.retries = 0;
@@ -337,7 +342,9 @@ impl Session {
                 }
                 self.rtx_at = (self.snd_una < limit).then(|| now + self.rtt.rto());
                 let acked = self.stream.requests_acked(self.snd_una);
-                stats.requests_target += acked;
+                if !self.baseline {
+                    stats.requests_target += acked;
+                }
                 self.delivered += acked as u32;
             }
             self.t_window = window;
@@ -531,7 +538,9 @@ impl Session {
     #[inline]
     pub(crate) fn finish_requests(&mut self, stats: &mut Stats) {
         if self.stream.finish_request(self.snd_una) {
-            stats.requests_target += 1;
+            if !self.baseline {
+                stats.requests_target += 1;
+            }
             self.delivered += 1;
         }
     }

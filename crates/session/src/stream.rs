@@ -54,6 +54,9 @@ pub(crate) struct ClientStream {
     reset: bool,
     /// Requests counted online in this stream.
     pub(crate) requests: u32,
+    /// Its requests and bytes count in the statistics (the baseline's do not: they are the
+    /// same requests once more).
+    pub(crate) counted: bool,
 }
 
 /// What a captured segment changed beyond the stream itself, for the session to act on.
@@ -87,6 +90,7 @@ impl ClientStream {
             client_fin: None,
             reset: false,
             requests: 0,
+            counted: true,
         }
     }
 
@@ -112,6 +116,12 @@ impl ClientStream {
     #[inline]
     pub(crate) fn mark_reset(&mut self) -> bool {
         !std::mem::replace(&mut self.reset, true)
+    }
+
+    /// The acknowledgment number of the client's last data.
+    #[inline]
+    pub(crate) fn last_ack(&self) -> Option<Seq> {
+        self.last_ack_tag
     }
 
     /// Whether captured bytes wait behind a hole the capture missed.
@@ -218,7 +228,9 @@ impl ClientStream {
                     self.push_bound(0, accepted);
                     accepted.greeted = true;
                 }
-                stats.requests_online += 1;
+                if self.counted {
+                    stats.requests_online += 1;
+                }
                 self.requests += 1;
                 self.open_request = true;
             }
@@ -228,7 +240,9 @@ impl ClientStream {
             self.data.extend_from_slice(new);
             self.rcv_nxt += new.len() as u64;
             self.rcv_nxt_seq += new.len() as u32;
-            stats.client_bytes += new.len() as u64;
+            if self.counted {
+                stats.client_bytes += new.len() as u64;
+            }
         }
         if fin && self.client_fin.is_none() {
             self.client_fin = Some(self.rcv_nxt);

@@ -125,10 +125,21 @@ impl Replicator {
             None => {
                 // Open before we started: join it if it carries data, else it is an orphan packet.
                 // A connection we aborted is not joined again in the middle of its stream.
-                let was_aborted = self
-                    .aborted
-                    .get(&key)
-                    .is_some_and(|&t| now < t + self.config.session_timeout);
+                let timeout = self.config.session_timeout;
+                let was_aborted = match self.aborted.get_mut(&key) {
+                    Some(a) if now < a.at + timeout => {
+                        // Its requests still count: online, and lost for the session's end.
+                        if p.payload_len() > 0 && a.ack != Some(p.ack()) {
+                            a.ack = Some(p.ack());
+                            if a.counted {
+                                self.stats.requests_online += 1;
+                                self.stats.lost.add(a.end, 1);
+                            }
+                        }
+                        true
+                    }
+                    _ => false,
+                };
                 if !self.config.join_open_sessions
                     || was_aborted
                     || p.payload_len() == 0

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use wire::{Flags, Seq, TcpPacket};
 
-use super::Replicator;
+use super::{Aborted, Replicator};
 use crate::keys::{addr_hash, unlink, OnlineKey, TargetKey};
 use crate::rtt::RttEstimator;
 use crate::session::{Session, SessionId, State};
@@ -35,8 +35,12 @@ impl Replicator {
     ) -> SessionId {
         let local = self.local_endpoint(p.src(), target, copy);
         let buffers = self.spare.pop().unwrap_or_default();
+        let baseline = copy >= self.config.copies;
+        let mut stream = ClientStream::new(isn, buffers);
+        stream.counted = !baseline;
         let s = Session {
             copy,
+            baseline,
             client: p.src(),
             online: p.dst(),
             local,
@@ -44,7 +48,7 @@ impl Replicator {
             state: State::SynSent,
             isn,
             out_isn: isn + self.isn_clock(now),
-            stream: ClientStream::new(isn, buffers),
+            stream,
             snd_una: 0,
             snd_nxt: 0,
             fin_sent: false,
@@ -169,7 +173,7 @@ impl Replicator {
 
     /// Resets the session at the target (when it got that far) and forgets it.
     pub(super) fn abort(&mut self, now: Instant, id: SessionId, end: End) {
-        self.remember_abort(now, id);
+        self.remember_abort(now, id, end);
         if let Some(s) = self.sessions.get_mut(id) {
             if s.state == State::Established {
                 s.finish_requests(&mut self.stats);
@@ -182,7 +186,7 @@ impl Replicator {
 
     /// Remembers a connection that ends while its client is still sending, so that its further
     /// segments are not joined as a new session in the middle of its stream.
-    pub(super) fn remember_abort(&mut self, now: Instant, id: SessionId) {
+    pub(super) fn remember_abort(&mut self, now: Instant, id: SessionId, end: End) {
         let Some(s) = self.sessions.get(id) else {
             return;
         };
@@ -191,17 +195,25 @@ impl Replicator {
         }
         if self.aborted.len() >= 100_000 {
             let timeout = self.config.session_timeout;
-            self.aborted.retain(|_, t| now < *t + timeout);
+            self.aborted.retain(|_, a| now < a.at + timeout);
         }
-        self.aborted.insert(s.online_key(), now);
+        let aborted = Aborted {
+            at: now,
+            end,
+            ack: s.stream.last_ack(),
+            counted: !s.baseline,
+        };
+        self.aborted.insert(s.online_key(), aborted);
     }
 
     /// Forgets a session, its requests the target never acknowledged lost for `end`; one
     /// waiting for it starts now.
     pub(super) fn remove(&mut self, now: Instant, id: SessionId, end: End) {
         if let Some(mut s) = self.sessions.remove(id) {
-            let lost = s.stream.requests.saturating_sub(s.delivered);
-            self.stats.lost.add(end, u64::from(lost));
+            if !s.baseline {
+                let lost = s.stream.requests.saturating_sub(s.delivered);
+                self.stats.lost.add(end, u64::from(lost));
+            }
             self.buffered -= s.held();
             if s.counted_stalled {
                 self.stalled -= 1;

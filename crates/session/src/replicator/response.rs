@@ -58,7 +58,7 @@ impl Replicator {
         });
         if flags.rst() {
             self.stats.sessions_reset_by_target += 1;
-            self.remember_abort(now, id);
+            self.remember_abort(now, id, End::ResetByTarget);
             self.remove(now, id, End::ResetByTarget);
             return None;
         }

@@ -258,3 +258,67 @@ fn the_baseline_gets_every_session_too_on_the_client_s_port() {
         "in the client's sequence space"
     );
 }
+
+#[test]
+fn requests_a_client_sends_after_the_target_reset_its_session_are_lost_to_that_reset() {
+    let base = Instant::now();
+    let mut r = first_request_sent(base);
+    r.handle_response(
+        ms(base, 3),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::RST, 0),
+    );
+    // The client goes on online: two more requests (one sent twice), then a bare ACK.
+    for (t, seq, ack, data) in [
+        (4, C_ISN + 6, O_ISN + 51, &b"req2\n"[..]),
+        (5, C_ISN + 6, O_ISN + 51, b"req2\n"),
+        (6, C_ISN + 11, O_ISN + 99, b"req3\n"),
+        (7, C_ISN + 16, O_ISN + 140, b""),
+    ] {
+        r.handle_capture(ms(base, t), &client_pkt(seq, ack, Flags::ACK, data));
+    }
+    assert!(
+        sent(&mut r).is_empty(),
+        "an aborted connection is not joined again"
+    );
+    let s = r.stats();
+    assert_eq!(s.requests_online, 3, "{s}");
+    assert_eq!(s.lost.reset_by_target, 3, "{s}");
+    assert_loss_adds_up(&r);
+}
+
+#[test]
+fn the_baseline_s_requests_are_not_counted_twice() {
+    let base = Instant::now();
+    let baseline = addr("198.18.0.31:8080");
+    let mut r = Replicator::new(Config {
+        baseline: Some(baseline),
+        ..config()
+    });
+    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    r.handle_capture(
+        ms(base, 1),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 6, O_ISN + 51, Flags::ACK | Flags::PSH, b"req2\n"),
+    );
+    let s = r.stats();
+    assert_eq!(
+        s.sessions_created, 2,
+        "the target's session and the baseline's"
+    );
+    assert_eq!((s.requests_online, s.client_bytes), (2, 10), "{s}");
+    assert_eq!(r.requests_in_flight(), 2);
+    // Neither answers: the baseline's losses are not the target's.
+    let mut t = 3;
+    while r.stats().sessions_failed < 2 {
+        t += 1000;
+        assert!(t < 600_000, "the sessions never gave up");
+        r.handle_timeout(ms(base, t));
+        r.drain_transmits(|_| {});
+    }
+    let s = r.stats();
+    assert_eq!(s.lost.failed_at_target, 2, "{s}");
+    assert_loss_adds_up(&r);
+}
