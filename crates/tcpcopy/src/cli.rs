@@ -46,6 +46,9 @@ pub struct DemoCli {
     /// Seconds of replication.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Also write tcpcopy's HTML report (answers compared, latency, loss) here
+    #[arg(long = "report-html", value_name = "FILE.html")]
+    pub report_html: Option<PathBuf>,
 }
 
 /// `tcpcopy report merge A.json B.json ... -o OUT`.

@@ -29,6 +29,21 @@ fn interruptible<T: Send + 'static>(
         .map_err(|_| anyhow::anyhow!("worker thread panicked"))
 }
 
+/// The comparison's lines of the demo's report: answers judged, latency online against target.
+fn print_comparison(r: &compare::Report) {
+    if let Some(c) = &r.comparison {
+        println!(
+            "answers compared    {} ({} equal, {} different, {} online answer missing)",
+            c.compared, c.equal, c.different, c.unanswered_online
+        );
+    }
+    let (o, t) = (&r.latency.online, &r.latency.target);
+    println!(
+        "answer latency      online p50/p99 {} / {} us, target p50/p99 {} / {} us",
+        o.p50_us, o.p99_us, t.p50_us, t.p99_us
+    );
+}
+
 fn load_spec(
     seconds: u64,
     conns: usize,
@@ -48,14 +63,23 @@ fn load_spec(
     }
 }
 
-pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
+pub fn run_demo(seconds: u64, report_html: Option<&std::path::Path>) -> anyhow::Result<()> {
     lab::netlab::require_root("the demo")?;
     let stop = crate::plumbing::stop_on_signals()?;
     let bin_dir = programs_dir()?;
     println!(
         "tcpcopy demo: building a lab in network namespaces (client, online, target, assistant)..."
     );
-    let spec = ScenarioSpec::new("tcdemo", Mode::Assistant, Servers::Embedded, bin_dir);
+    let mut spec = ScenarioSpec::new("tcdemo", Mode::Assistant, Servers::Embedded, bin_dir);
+    // The target's answers compared with the online server's, reported as JSON (read below).
+    spec.extra_tcpcopy_args = ["--compare", "--report", "{scratch}/report.json"]
+        .map(String::from)
+        .to_vec();
+    if let Some(path) = report_html {
+        let path = std::path::absolute(path)?;
+        spec.extra_tcpcopy_args.push("--report-html".into());
+        spec.extra_tcpcopy_args.push(path.display().to_string());
+    }
     let mut sc = Scenario::start(&spec)?;
     println!("  client    {}  (load generator)", lab::Lab::CLIENT_IP);
     println!(
@@ -128,6 +152,13 @@ pub fn run_demo(seconds: u64) -> anyhow::Result<()> {
         report.percentile(99.0).unwrap_or(0)
     );
     println!("client isolation    {leaked} target packets reached the client ({control} online packets seen there)");
+    match sc.read_report("report.json") {
+        Ok(r) => print_comparison(&r),
+        Err(e) => println!("comparison          no report ({e:#})"),
+    }
+    if let Some(path) = report_html {
+        println!("HTML report         {}", path.display());
+    }
     println!("tcpcopy counters    {final_line}");
     sc.stop_intercept()?;
     drop(sc);

@@ -575,6 +575,19 @@ fn merged_reports_add_up() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Real reports, and the merged one, are what the schema describes.
+    let schema = include_str!("../../../docs/report.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(schema).expect("the schema is JSON");
+    let validator = jsonschema::draft202012::new(&schema).expect("the schema compiles");
+    for file in ["a.json", "b.json", "m.json"] {
+        let text = std::fs::read_to_string(sc.scratch_file(file)).expect("report file");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{file} breaks the schema: {errors:?}");
+    }
     let m = lab::scenario::read_report(&merged_path).expect("merged report");
     let (a, b) = (&reports[0], &reports[1]);
     assert_eq!(m.requests.online, a.requests.online + b.requests.online);

@@ -15,7 +15,9 @@ use tcpcopy::{config, live, logging, plumbing, reporting};
 fn main() {
     let result = match TcpcopyCommand::parse_or_exit() {
         #[cfg(feature = "demo")]
-        TcpcopyCommand::Demo(demo) => tcpcopy::demo::run_demo(demo.seconds),
+        TcpcopyCommand::Demo(demo) => {
+            tcpcopy::demo::run_demo(demo.seconds, demo.report_html.as_deref())
+        }
         TcpcopyCommand::Live(args) => run_live(&args),
         TcpcopyCommand::Report(r) => match r.action {
             ReportAction::Merge { inputs, output } => reporting::merge_files(&inputs, &output),
