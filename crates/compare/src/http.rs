@@ -347,7 +347,10 @@ mod tests {
         assert_eq!(differences(&online, &cut_other), vec!["body"]);
         // A whole answer of a few bytes that is no HTTP is still another status.
         let short = Answer::new(Digest::of(b"HTTP"), b"HTTP", &ig);
-        assert_eq!(differences(&online, &short), vec!["status", "body", "length"]);
+        assert_eq!(
+            differences(&online, &short),
+            vec!["status", "body", "length"]
+        );
     }
 
     #[test]

@@ -195,3 +195,53 @@ fn recorded_pcapng_replays_and_a_truncated_file_replays_its_readable_part() {
     );
     assert_client_isolated(sniffer);
 }
+
+/// A recording that holds both directions (tcpdump's `port 80`) gives the online server's answers
+/// too: replayed with `--compare`, every request's target answer is compared with the recorded
+/// one (nginx on both sides answers alike), and the online latency comes from the file's times.
+#[test]
+fn a_recording_of_both_directions_compares_the_target_s_answers_with_the_recorded_ones() {
+    let _guard = common::sequential();
+    let spec = ScenarioSpec {
+        start_tcpcopy: false,
+        ..ScenarioSpec::new("tcW", Mode::Assistant, Servers::Nginx, bin_dir())
+    };
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let file = sc.scratch.path().join("both.pcap");
+    let mut tcpdump = sc.start_tcpdump(&file).expect("tcpdump");
+    let l = LoadSpec {
+        short_connections: 500,
+        ..load("w")
+    };
+    let total = l.keepalive_connections * l.requests_per_connection + l.short_connections;
+    let report = sc.load(&l).expect("load");
+    assert_eq!(report.ok, total as u64);
+    std::thread::sleep(Duration::from_millis(300));
+    tcpdump.stop().expect("tcpdump stops");
+    let json = sc.scratch.path().join("replay.json");
+    let (_, status, log) = replay(
+        &mut sc,
+        &file,
+        &[
+            "-a",
+            "4",
+            "--compare",
+            "--report",
+            &json.display().to_string(),
+        ],
+    );
+    assert!(status.success(), "replay failed:\n{log}");
+    let r = lab::scenario::read_report(&json).expect("the report");
+    let c = r.comparison.as_ref().expect("a comparison");
+    assert_eq!(r.requests.online, total as u64, "{}", final_line(&log));
+    assert_eq!(r.requests.lost, 0);
+    assert_eq!(c.compared, total as u64, "{c:?}");
+    assert_eq!(c.equal, total as u64, "{c:?}\n{:?}", r.differences);
+    assert_eq!(c.unanswered_online, 0, "the file's answers were read");
+    assert_eq!(r.latency.online.count, total as u64);
+    assert!(
+        r.latency.online.p50_us < 50_000,
+        "online latency from the file's times: {:?}",
+        r.latency.online
+    );
+}
