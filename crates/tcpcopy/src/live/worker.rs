@@ -335,7 +335,22 @@ impl<'a> Worker<'a> {
         }
         self.last_stats = now;
         if self.member.index == 0 {
-            info!("{}", self.member.board.sum().stats);
+            let all = self.member.board.sum();
+            info!("{}", all.stats);
+            if let (Some(c), Some((online, target))) = (all.compare, &all.latency) {
+                info!(
+                    "compared {} (equal {}, different {}, noise {}, open {}) latency p50/p99 online {}/{} us target {}/{} us",
+                    c.compared,
+                    c.equal,
+                    c.different,
+                    c.noise,
+                    c.open,
+                    online.p50_us,
+                    online.p99_us,
+                    target.p50_us,
+                    target.p99_us
+                );
+            }
         }
     }
 
