@@ -8,6 +8,10 @@
 //! no head. Within an answer, sequence numbers say where each segment lies, so retransmitted and
 //! reordered segments find their place.
 //!
+//! An HTTP/1.x answer whose first segment holds its whole head (status line and headers) is
+//! forwarded only that far and [`BODY_SAMPLE`] bytes into its body: the body is compared by
+//! digest, and its bytes would only make the channel carry most of every answer again.
+//!
 //! [`AnswerHeads`] keeps that per flow, sans-IO: a flow is forgotten at FIN or RST, and when the
 //! table reaches its capacity the least recently used half goes (a forgotten flow's next answer
 //! simply starts anew).
@@ -22,6 +26,21 @@ use wire::Seq;
 /// Flows remembered by default.
 pub const DEFAULT_CAPACITY: usize = 1 << 16;
 
+/// Body bytes forwarded after a whole HTTP head, for the report's samples.
+pub const BODY_SAMPLE: u64 = 64;
+
+/// Where the forwarded head of an answer whose first segment is `payload` may stop: past an
+/// HTTP/1.x head found whole within the first `limit` bytes, and [`BODY_SAMPLE`] bytes into its
+/// body; `None` (up to the limit) otherwise.
+pub fn http_cut(payload: &[u8], limit: u16) -> Option<u64> {
+    let first = &payload[..payload.len().min(usize::from(limit))];
+    if !first.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    let end = first.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    Some(end as u64 + BODY_SAMPLE)
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Flow {
     /// What the current answer's segments acknowledge.
@@ -30,6 +49,8 @@ struct Flow {
     start: Seq,
     /// When the flow was last seen, in segments counted by the table.
     used: u64,
+    /// Where the current answer's forwarded head stops ([`http_cut`] of its first segment).
+    cut: Option<u64>,
 }
 
 /// The current answer of every flow (keyed by the server's and the client's endpoints).
@@ -94,6 +115,7 @@ impl<S: BuildHasher + Default> AnswerHeads<S> {
             ack: s.ack,
             start: s.seq,
             used: self.clock,
+            cut: None,
         };
         let flow = self.flows.entry(key).or_insert(fresh);
         flow.used = self.clock;
@@ -119,6 +141,25 @@ impl<S: BuildHasher + Default> AnswerHeads<S> {
     }
 
     /// Forgets the least recently used half of the flows.
+    /// [`AnswerHeads::segment`], with `payload` the segment's: its offset in its answer, and
+    /// where the answer's forwarded head may stop (found in the answer's first segment).
+    pub fn place(&mut self, s: &Segment, payload: &[u8]) -> (Option<u64>, Option<u64>) {
+        let key = (s.src, s.dst);
+        let offset = self.segment(s);
+        let cut = match offset {
+            Some(0) => {
+                let cut = http_cut(payload, u16::MAX);
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    flow.cut = cut;
+                }
+                cut
+            }
+            Some(_) => self.flows.get(&key).and_then(|f| f.cut),
+            None => None,
+        };
+        (offset, cut)
+    }
+
     fn evict(&mut self) {
         let mut used: Vec<u64> = self.flows.values().map(|f| f.used).collect();
         let mid = used.len() / 2;
@@ -130,10 +171,11 @@ impl<S: BuildHasher + Default> AnswerHeads<S> {
 
 /// The part of `payload` that falls within an answer's first `limit` bytes, for a segment that
 /// starts `offset` bytes into its answer (`None`: not part of the current answer).
-pub fn head(payload: &[u8], offset: Option<u64>, limit: u16) -> &[u8] {
+pub fn head(payload: &[u8], offset: Option<u64>, limit: u16, cut: Option<u64>) -> &[u8] {
+    let limit = cut.map_or(u64::from(limit), |c| c.min(u64::from(limit)));
     match offset {
-        Some(off) if off < u64::from(limit) => {
-            let room = (u64::from(limit) - off) as usize;
+        Some(off) if off < limit => {
+            let room = (limit - off) as usize;
             &payload[..payload.len().min(room)]
         }
         _ => &[],
@@ -235,11 +277,39 @@ mod tests {
     #[test]
     fn the_head_is_what_falls_within_the_first_bytes() {
         let p = b"0123456789";
-        assert_eq!(head(p, Some(0), 4), b"0123");
-        assert_eq!(head(p, Some(0), 100), p);
-        assert_eq!(head(p, Some(2), 4), b"01");
-        assert_eq!(head(p, Some(4), 4), b"");
-        assert_eq!(head(p, None, 4), b"");
-        assert_eq!(head(p, Some(u64::MAX), u16::MAX), b"");
+        assert_eq!(head(p, Some(0), 4, None), b"0123");
+        assert_eq!(head(p, Some(0), 100, None), p);
+        assert_eq!(head(p, Some(2), 4, None), b"01");
+        assert_eq!(head(p, Some(4), 4, None), b"");
+        assert_eq!(head(p, None, 4, None), b"");
+        assert_eq!(head(p, Some(u64::MAX), u16::MAX, None), b"");
+        assert_eq!(head(p, Some(0), 100, Some(3)), b"012", "cut before the limit");
+        assert_eq!(head(p, Some(0), 2, Some(3)), b"01", "limit before the cut");
+    }
+
+    #[test]
+    fn an_http_answer_s_head_stops_a_sample_into_its_body() {
+        let mut t = AnswerHeads::<RandomState>::default();
+        let body = [b'b'; 1000];
+        let first = [&b"HTTP/1.1 200 OK\r\nContent-Length: 1400\r\n\r\n"[..], &body].concat();
+        let head_end = 41;
+        let s1 = seg(1000, 100, 7, first.len(), false);
+        let (offset, cut) = t.place(&s1, &first);
+        assert_eq!((offset, cut), (Some(0), Some(head_end + BODY_SAMPLE)));
+        let kept = head(&first, offset, 1024, cut);
+        assert_eq!(kept.len() as u64, head_end + BODY_SAMPLE);
+        assert!(kept.starts_with(b"HTTP/1.1 200 OK"));
+        // The answer's next segment carries nothing more, even under the limit.
+        let s2 = seg(1000, 100 + first.len() as u32, 7, 400, false);
+        let (offset, cut) = t.place(&s2, &[b'b'; 400]);
+        assert_eq!(head(&[b'b'; 400], offset, u16::MAX, cut), b"");
+        // The next answer (another acknowledgment), not HTTP-looking: up to the limit.
+        let s3 = seg(1000, 2000, 50, 300, false);
+        let (offset, cut) = t.place(&s3, &[b'x'; 300]);
+        assert_eq!((offset, cut), (Some(0), None));
+        assert_eq!(head(&[b'x'; 300], offset, 100, cut).len(), 100);
+        // An HTTP head longer than its first segment: no cut, the limit decides.
+        let s4 = seg(1001, 100, 7, 20, false);
+        assert_eq!(t.place(&s4, b"HTTP/1.1 200 OK\r\nX: "), (Some(0), None));
     }
 }

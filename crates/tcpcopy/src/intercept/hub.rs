@@ -62,8 +62,10 @@ pub(super) struct Scratch {
 struct Note {
     at_ns: u64,
     hash: Option<u64>,
-    /// Where the payload starts in its answer (see `protocol::heads`).
+    /// Where the payload starts in its answer, and where the answer's head may stop (see
+    /// `protocol::heads`).
     offset: Option<u64>,
+    cut: Option<u64>,
 }
 
 impl Note {
@@ -75,7 +77,7 @@ impl Note {
         Annotation {
             at_ns: self.at_ns,
             hash,
-            head: heads::head(payload, self.offset, limit),
+            head: heads::head(payload, self.offset, limit, self.cut),
         }
     }
 }
@@ -265,17 +267,22 @@ impl Hub {
                 self.malformed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let mut note = compare.then(|| Note {
-                at_ns: self.report_time(at),
-                hash: None,
-                offset: scratch.heads.segment(&Segment {
+            let mut note = compare.then(|| {
+                let segment = Segment {
                     src: p.src(),
                     dst: p.dst(),
                     seq: p.seq(),
                     ack: p.ack(),
                     payload_len: p.payload_len(),
                     end: p.flags().fin() || p.flags().rst(),
-                }),
+                };
+                let (offset, cut) = scratch.heads.place(&segment, p.payload());
+                Note {
+                    at_ns: self.report_time(at),
+                    hash: None,
+                    offset,
+                    cut,
+                }
             });
             match router.route(p.dst(), now) {
                 Destination::Conn(c) => {
