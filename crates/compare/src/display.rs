@@ -39,13 +39,14 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "comparison: {} compared, {} equal, {} different, {} noise; unanswered online {}, \
-                 unanswered target {}, incomplete {}, evicted {}",
+                 unanswered target {}, not sent {}, incomplete {}, evicted {}",
                 c.compared,
                 c.equal,
                 c.different,
                 c.noise,
                 c.unanswered_online,
                 c.unanswered_target,
+                c.not_sent,
                 c.incomplete,
                 c.evicted
             )?;

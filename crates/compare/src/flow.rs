@@ -81,6 +81,14 @@ impl Exchange {
     }
 
     /// Nothing but send times: a send that ended inside a request, not at its end.
+    /// Whether a side it expects has not answered and got the request only after `since` (or
+    /// not at all yet): a target behind production, or an answer still on its way.
+    pub fn awaits(&self, copies: u16, baseline: bool, since: Nanos) -> bool {
+        let pending = |s: &SideState| s.answer.is_none() && s.sent.is_none_or(|t| t > since);
+        (0..usize::from(copies)).any(|n| self.targets.get(n).is_none_or(pending))
+            || (baseline && pending(&self.baseline))
+    }
+
     pub fn is_ghost(&self) -> bool {
         self.request.is_none()
             && self.online.is_none()

@@ -379,6 +379,11 @@ fn comparison_section(s: &mut String, r: &Report) {
             "production answered, the target did not",
         ),
         (
+            "not sent",
+            c.not_sent,
+            "the target never got the request (lost or in flight at the end): not judged",
+        ),
+        (
             "incomplete",
             c.incomplete,
             "a hole in what was captured or reported: not judged",

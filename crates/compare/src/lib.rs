@@ -359,7 +359,9 @@ impl Comparator {
         };
         fs.judged_upto = Some(fs.judged_upto.map_or(key, |j| j.max(key)));
         self.ledger.open -= 1;
-        self.summary.judge(&self.cfg, flow, &ex);
+        // A side that got the request less than `settle` ago may still answer: not judged.
+        let pending_after = self.now.saturating_sub(self.cfg.settle);
+        self.summary.judge(&self.cfg, flow, &ex, pending_after);
     }
 
     /// Judges every exchange of `flow` (and the request being built), in stream order.
@@ -425,8 +427,14 @@ impl Comparator {
                     due.push((*flow, k));
                 }
             }
+            let (copies, baseline) = (self.cfg.copies, self.cfg.baseline);
             for (k, ex) in &fs.exchanges {
-                if ex.news.saturating_add(settle) <= now {
+                // A side the request reached less than `settle` ago (or not yet: the target
+                // lags behind production) still has time to answer, up to a long bound.
+                let quiet = ex.news.saturating_add(settle) <= now;
+                let waiting = ex.awaits(copies, baseline, now.saturating_sub(settle));
+                let abandoned = ex.news.saturating_add(settle.saturating_mul(FORGET_AFTER_SETTLES));
+                if quiet && (!waiting || abandoned <= now) {
                     due.push((*flow, *k));
                 }
             }
@@ -446,7 +454,7 @@ impl Comparator {
         }
     }
 
-    /// Live counters.
+    /// Latency so far: online, and at the targets.
     pub fn latency(&self) -> (&Histogram, &Histogram) {
         (&self.summary.online, &self.summary.target)
     }

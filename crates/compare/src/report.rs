@@ -98,6 +98,9 @@ pub struct Comparison {
     /// Online answered, the target did not (counted in `different` or `noise` too, as a
     /// difference in field `missing`).
     pub unanswered_target: u64,
+    /// Not judged: the target never got the request in full (lost, or still in flight at the
+    /// end: `requests` counts those), or got it too shortly before the end to answer.
+    pub not_sent: u64,
     /// Answers with a hole in what was captured or reported: not judged.
     pub incomplete: u64,
     /// Exchanges judged early because too many were open.
@@ -217,6 +220,7 @@ pub(crate) fn add_comparison(a: &mut Comparison, b: &Comparison) {
     a.noise += b.noise;
     a.unanswered_online += b.unanswered_online;
     a.unanswered_target += b.unanswered_target;
+    a.not_sent += b.not_sent;
     a.incomplete += b.incomplete;
     a.evicted += b.evicted;
     a.ungrouped += b.ungrouped;

@@ -75,7 +75,16 @@ impl Summary {
     }
 
     /// Judges an exchange whose answers are all in (or will never be).
-    pub(crate) fn judge(&mut self, cfg: &CompareConfig, flow: Flow, ex: &Exchange) {
+    /// Judges one exchange; a target side that got no answer and got the request after
+    /// `pending_after` (or never) is not judged (`not_sent`): its request is lost or in flight,
+    /// which the loss counts say, not a difference.
+    pub(crate) fn judge(
+        &mut self,
+        cfg: &CompareConfig,
+        flow: Flow,
+        ex: &Exchange,
+        pending_after: Nanos,
+    ) {
         if ex.is_ghost() {
             return;
         }
@@ -101,7 +110,13 @@ impl Summary {
         let on = Answer::new(online.digest, &online.head, ignore);
         let baseline_fields = baseline_fields(cfg, &on, ex);
         for n in 0..usize::from(cfg.copies) {
-            let assembled = ex.targets.get(n).and_then(|s| s.answer.as_ref());
+            let side = ex.targets.get(n);
+            let assembled = side.and_then(|s| s.answer.as_ref());
+            let sent = side.and_then(|s| s.sent);
+            if assembled.is_none() && sent.is_none_or(|t| t > pending_after) {
+                self.comparison.not_sent += 1;
+                continue;
+            }
             let target = match assembled {
                 None => None,
                 Some(a) if !a.complete() => {
@@ -283,7 +298,10 @@ fn baseline_fields(cfg: &CompareConfig, online: &Answer<'_>, ex: &Exchange) -> O
         return None;
     }
     match &ex.baseline.answer {
-        None => Some(vec!["missing".to_string()]),
+        // A baseline that got the request and did not answer shows "missing"; one that never got
+        // it shows nothing (a baseline unreachable must not turn the target's misses into noise).
+        None if ex.baseline.sent.is_some() => Some(vec!["missing".to_string()]),
+        None => None,
         Some(b) if b.complete() => Some(http::differences(
             online,
             &Answer::new(b.digest, &b.head, &cfg.ignore_headers),

@@ -261,11 +261,13 @@ fn a_missing_target_answer_is_a_difference_named_missing() {
     let mut k = Conn::new(1);
     let end = k.request(&mut c, 0, &get("/gone"));
     k.answer(&mut c, ONLINE, 1, end, &ok(200, "d", "x"), &[]);
+    k.sent(&mut c, Side::Target(0), 1, end);
     c.tick(T0);
     c.tick(T0 + 50 * MS);
     assert_eq!(c.live().compared, 0, "judged before settling");
     assert_eq!(c.live().open, 1);
-    c.tick(T0 + 100 * MS);
+    // Judged once the target had `settle` since it got the request.
+    c.tick(T0 + 150 * MS);
     let live = c.live();
     assert_eq!((live.compared, live.different, live.open), (1, 1, 0));
     let s = c.finish();
@@ -532,6 +534,7 @@ fn answers_after_their_exchange_was_judged_are_late_not_unanswered() {
     let mut k = Conn::new(4);
     let end = k.request(&mut c, 0, &get("/l"));
     k.answer(&mut c, ONLINE, 1, end, &ok(200, "d", "x"), &[]);
+    k.sent(&mut c, Side::Target(0), 1, end);
     c.tick(T0);
     c.tick(T0 + 200 * MS);
     assert_eq!(c.live().different, 1);
@@ -556,7 +559,48 @@ fn too_many_open_exchanges_are_judged_early_and_counted() {
     assert_eq!(c.live().open, 3);
     let s = c.finish();
     assert_eq!(s.comparison.evicted, 7);
-    assert_eq!(s.comparison.unanswered_target, 10);
+    // Never sent to the target: not judged, and no difference.
+    assert_eq!(s.comparison.not_sent, 10);
+    assert_eq!(s.comparison.compared, 0);
+}
+
+#[test]
+fn a_target_behind_production_is_waited_for_not_reported_missing() {
+    let mut c = Comparator::new(cfg());
+    let mut k = Conn::new(11);
+    c.tick(T0);
+    // Twenty requests answered online at once; the target gets each only 20 ms after the
+    // previous one's answer, far more than `settle` behind production by the end.
+    let mut ends = Vec::new();
+    for i in 0..20u64 {
+        let end = k.request(&mut c, i, &get(&format!("/slow{i}")));
+        k.answer(&mut c, ONLINE, i, end, &ok(200, "d", "x"), &[]);
+        ends.push(end);
+    }
+    for (i, end) in ends.into_iter().enumerate() {
+        let ms = 20 * i as u64;
+        c.tick(T0 + ms * MS);
+        k.sent(&mut c, Side::Target(0), ms, end);
+        k.answer(&mut c, TARGET, ms + 1, end, &ok(200, "d", "x"), &[]);
+    }
+    c.tick(T0 + 2_000 * MS);
+    let s = c.finish();
+    assert_eq!(s.comparison.equal, 20, "{:?}", s.comparison);
+    assert_eq!(s.comparison.different + s.comparison.not_sent, 0);
+}
+
+#[test]
+fn at_the_end_requests_still_on_their_way_are_not_judged() {
+    let mut c = Comparator::new(cfg());
+    let mut k = Conn::new(12);
+    c.tick(T0);
+    let end = k.request(&mut c, 0, &get("/late"));
+    k.answer(&mut c, ONLINE, 1, end, &ok(200, "d", "x"), &[]);
+    k.sent(&mut c, Side::Target(0), 2, end);
+    c.tick(T0 + 3 * MS);
+    let s = c.finish();
+    assert_eq!(s.comparison.not_sent, 1);
+    assert_eq!(s.comparison.compared + s.comparison.different, 0);
 }
 
 #[test]
@@ -749,6 +793,7 @@ fn an_ended_connection_is_forgotten_after_settling() {
     c.tick(T0);
     let end = k.request(&mut c, 0, &get("/f"));
     k.answer(&mut c, ONLINE, 1, end, &ok(200, "d", "x"), &[]);
+    k.sent(&mut c, Side::Target(0), 1, end);
     c.request(
         T0 + 2 * MS,
         k.flow,
@@ -758,7 +803,7 @@ fn an_ended_connection_is_forgotten_after_settling() {
         true,
         false,
     );
-    c.tick(T0 + 100 * MS); // judged: the target has not answered
+    c.tick(T0 + 150 * MS); // judged: the target has not answered
     c.tick(T0 + 200 * MS); // forgotten
     k.answer(&mut c, TARGET, 250, end, &ok(200, "d", "x"), &[]);
     let s = c.finish();
