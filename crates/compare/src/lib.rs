@@ -433,7 +433,9 @@ impl Comparator {
                 // lags behind production) still has time to answer, up to a long bound.
                 let quiet = ex.news.saturating_add(settle) <= now;
                 let waiting = ex.awaits(copies, baseline, now.saturating_sub(settle));
-                let abandoned = ex.news.saturating_add(settle.saturating_mul(FORGET_AFTER_SETTLES));
+                let abandoned = ex
+                    .news
+                    .saturating_add(settle.saturating_mul(FORGET_AFTER_SETTLES));
                 if quiet && (!waiting || abandoned <= now) {
                     due.push((*flow, *k));
                 }

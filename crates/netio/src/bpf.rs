@@ -47,6 +47,7 @@ const RET_K: u16 = op(libc::BPF_RET | libc::BPF_K);
 /// Ancillary load of `skb->pkt_type` (`SKF_AD_OFF + SKF_AD_PKTTYPE`).
 const PKTTYPE: u32 = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
 const PACKET_OUTGOING: u32 = libc::PACKET_OUTGOING as u32;
+const PACKET_HOST: u32 = libc::PACKET_HOST as u32;
 const TCP: u32 = libc::IPPROTO_TCP as u32;
 
 // IP header offsets, from the start of the IP header.
@@ -131,12 +132,18 @@ impl TcpFilter {
         asm.bind(transport);
         let keep = self.snap_len.unwrap_or(ACCEPT).max(1);
         if answers {
+            // A server's answers are sent by this host or seen passing (a mirror); one
+            // addressed to this host is some other conversation's.
+            let mut not_answer = Label::default();
+            asm.stmt(LD_W_ABS, PKTTYPE);
+            asm.goto_if(JEQ, PACKET_HOST, &mut not_answer);
             asm.stmt(LD_H_IND, TCP_SRC_PORT);
             for &port in &self.answer_ports {
                 // Not this port: on to the next one (or past the accept).
                 asm.push(JEQ, 0, 1, port.into());
                 asm.stmt(RET_K, keep);
             }
+            asm.bind(not_answer);
             if self.drop_outgoing {
                 asm.stmt(LD_W_ABS, PKTTYPE);
                 asm.reject_if(JEQ, PACKET_OUTGOING);
@@ -540,8 +547,14 @@ mod tests {
         );
         assert_eq!(run(&filter, &tcp4(40000, 8080), HOST), REJECT);
         // The server's answers: from a service port, sent by this host or seen passing.
+        let passing = libc::PACKET_OTHERHOST as u32;
         assert_eq!(run(&filter, &tcp4(80, 40000), outgoing), ACCEPT);
-        assert_eq!(run(&filter, &tcp4(443, 40000), HOST), ACCEPT);
+        assert_eq!(run(&filter, &tcp4(443, 40000), passing), ACCEPT);
+        assert_eq!(
+            run(&filter, &tcp4(80, 40000), HOST),
+            REJECT,
+            "addressed to this host: another conversation's (a proxy's upstream)"
+        );
         assert_eq!(run(&filter, &tcp6(443, 40000), outgoing), ACCEPT);
         assert_eq!(run(&filter, &tcp4(8080, 40000), outgoing), REJECT);
         assert_eq!(

@@ -283,7 +283,11 @@ mod tests {
         assert_eq!(head(p, Some(4), 4, None), b"");
         assert_eq!(head(p, None, 4, None), b"");
         assert_eq!(head(p, Some(u64::MAX), u16::MAX, None), b"");
-        assert_eq!(head(p, Some(0), 100, Some(3)), b"012", "cut before the limit");
+        assert_eq!(
+            head(p, Some(0), 100, Some(3)),
+            b"012",
+            "cut before the limit"
+        );
         assert_eq!(head(p, Some(0), 2, Some(3)), b"01", "limit before the cut");
     }
 
@@ -291,7 +295,11 @@ mod tests {
     fn an_http_answer_s_head_stops_a_sample_into_its_body() {
         let mut t = AnswerHeads::<RandomState>::default();
         let body = [b'b'; 1000];
-        let first = [&b"HTTP/1.1 200 OK\r\nContent-Length: 1400\r\n\r\n"[..], &body].concat();
+        let first = [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1400\r\n\r\n"[..],
+            &body,
+        ]
+        .concat();
         let head_end = 41;
         let s1 = seg(1000, 100, 7, first.len(), false);
         let (offset, cut) = t.place(&s1, &first);

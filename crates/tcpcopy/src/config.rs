@@ -124,6 +124,9 @@ fn compare_settings(r: &ReportOpts) -> Result<Option<CompareSettings>, String> {
         if r.fail_on_diff.is_some() {
             return Err("--fail-on-diff: only with --compare".into());
         }
+        if r.baseline.is_some() {
+            return Err("--baseline: only with --compare (it is the comparison's baseline)".into());
+        }
         return Ok(None);
     }
     let mut ignore: Vec<String> = compare::http::DEFAULT_IGNORED

@@ -312,8 +312,8 @@ fn encode_stats(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt::R
     counter(
         enc,
         "tcpcopy_requests_online",
-        "Requests (client bursts between two answers) seen online",
-        st.requests_online,
+        "Requests (client bursts between two answers) seen online, those -r left out included",
+        st.requests_online + st.requests_sampled_out,
     )?;
     counter(
         enc,

@@ -97,6 +97,20 @@ fn requests(stats: &Stats, in_flight: u64) -> Requests {
     }
 }
 
+/// Creates the report files asked for (empty) before the run, so that a path that cannot be
+/// written fails at once, not after an hour of replication.
+pub fn create_files(settings: &ReportSettings) -> anyhow::Result<()> {
+    for (option, path) in [
+        ("--report", &settings.json),
+        ("--report-html", &settings.html),
+    ] {
+        if let Some(path) = path {
+            std::fs::File::create(path).with_context(|| format!("{option} {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the report files asked for.
 pub fn write(report: &Report, settings: &ReportSettings) -> anyhow::Result<()> {
     if let Some(path) = &settings.json {
@@ -122,19 +136,29 @@ fn write_html(report: &Report, path: &Path) -> anyhow::Result<()> {
 /// Which exit criterion the report exceeded, as one line; `None` when it passes.
 pub fn failed_criteria(report: &Report, settings: &ReportSettings) -> Option<String> {
     if let Some(limit) = settings.fail_on_loss {
-        let loss = report.requests.loss_percent;
+        // Requests `-r` left out were left out by choice: the gate is about the others.
+        let r = &report.requests;
+        let sampled_out = r.lost_by_cause.sampled_out;
+        let replicated = r.online.saturating_sub(sampled_out);
+        let lost = r.lost.saturating_sub(sampled_out);
+        let loss = if replicated == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / replicated as f64
+        };
         if loss > limit {
             return Some(format!(
-                "{loss:.3}% of the online requests were lost, more than --fail-on-loss {limit}"
+                "{loss:.3}% of the replicated requests were lost, more than --fail-on-loss {limit}"
             ));
         }
     }
-    if let (Some(limit), Some(c)) = (settings.fail_on_diff, &report.comparison) {
-        let diff = if c.compared == 0 {
-            0.0
-        } else {
-            c.different as f64 * 100.0 / c.compared as f64
+    if let Some(limit) = settings.fail_on_diff {
+        let Some(c) = report.comparison.as_ref().filter(|c| c.compared > 0) else {
+            // A gate that judged nothing must not pass: no online answers captured, an
+            // intercept that does not compare, or every exchange incomplete.
+            return Some("no answer was compared, so --fail-on-diff cannot pass".into());
         };
+        let diff = c.different as f64 * 100.0 / c.compared as f64;
         if diff > limit {
             return Some(format!(
                 "{diff:.3}% of the compared requests differ, more than --fail-on-diff {limit}"
@@ -212,7 +236,8 @@ mod tests {
     #[test]
     fn the_exit_criteria_compare_percentages() {
         let mut report = Report::default();
-        report.requests.loss_percent = 0.5;
+        report.requests.online = 1000;
+        report.requests.lost = 5;
         report.comparison = Some(compare::report::Comparison {
             compared: 1000,
             different: 20,
@@ -229,5 +254,14 @@ mod tests {
             .is_some_and(|l| l.contains("--fail-on-loss")));
         assert!(failed_criteria(&report, &at(None, Some(1.9)))
             .is_some_and(|l| l.contains("--fail-on-diff")));
+        // Requests left out by -r are no loss for the gate.
+        report.requests.online = 2000;
+        report.requests.lost = 1005;
+        report.requests.lost_by_cause.sampled_out = 1000;
+        assert_eq!(failed_criteria(&report, &at(Some(1.0), None)), None);
+        // Nothing compared: the diff gate fails rather than pass unchecked.
+        report.comparison.as_mut().unwrap().compared = 0;
+        assert!(failed_criteria(&report, &at(None, Some(50.0)))
+            .is_some_and(|l| l.contains("no answer was compared")));
     }
 }

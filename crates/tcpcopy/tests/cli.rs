@@ -254,3 +254,60 @@ fn unreadable_replay_files_fail_with_one_exact_line() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn comparison_options_are_checked_before_anything_runs() {
+    let t = env!("CARGO_BIN_EXE_tcpcopy");
+    let base = ["-x", "80-198.18.0.30:80", "-s", "198.18.0.40"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra).copied().collect()
+    };
+    assert_usage_error(t, &with(&["--baseline", "198.18.0.31:80"]), "--baseline");
+    assert_usage_error(t, &with(&["--ignore-header", "Vary"]), "--ignore-header");
+    assert_usage_error(t, &with(&["--fail-on-diff", "1"]), "--fail-on-diff");
+    assert_usage_error(
+        t,
+        &with(&["--compare", "--fail-on-loss", "150"]),
+        "--fail-on-loss",
+    );
+    assert_usage_error(
+        t,
+        &with(&["--compare", "--compare-bytes", "8"]),
+        "--compare-bytes",
+    );
+    assert_usage_error(
+        t,
+        &with(&["--compare", "--baseline", "198.18.0.30:80"]),
+        "--baseline",
+    );
+    assert_usage_error(
+        t,
+        &with(&["--compare", "--ignore-header", "Bad:Name"]),
+        "--ignore-header",
+    );
+    // A report that cannot be written fails at once, in one line, before any capture.
+    let (code, err) = run(
+        t,
+        &with(&["--compare", "--report", "/nonexistent-dir/run.json"]),
+    );
+    assert_eq!(code, 1, "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tcpcopy: --report /nonexistent-dir/run.json: "),
+        "{err}"
+    );
+    // `report merge` refuses what is not a report, in one line.
+    let dir = std::env::temp_dir().join(format!("tcpcopy-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.json");
+    std::fs::write(&junk, b"{\"not\": \"a report\"}").unwrap();
+    let junk = junk.display().to_string();
+    let out = dir.join("out.json").display().to_string();
+    let (code, err) = run(t, &["report", "merge", &junk, "-o", &out]);
+    assert_eq!(code, 1, "stderr: {err}");
+    assert!(
+        err.starts_with(&format!("tcpcopy: {junk}: not a tcpcopy JSON report")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

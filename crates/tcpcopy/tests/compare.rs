@@ -343,13 +343,14 @@ fn slow_paths_show_in_the_target_latency() {
     );
 }
 
-/// The baseline host gets every session too, each request once, in order per connection (the
-/// replication under the comparison, without it).
+/// The baseline host gets every session too, each request once (the replication under the
+/// comparison's noise cancelling).
 #[test]
 fn the_baseline_host_gets_every_request() {
     let _guard = sequential();
     let mut s = ScenarioSpec::new("cmR", Mode::Assistant, Servers::Embedded, bin_dir());
     s.baseline = Some(Servers::Embedded);
+    s.extra_tcpcopy_args = args(&["--compare"]);
     let mut sc = Scenario::start(&s).expect("scenario starts");
     let sniffer = sniff_client(&sc);
     let all = plan::paths("cmpr", 50);

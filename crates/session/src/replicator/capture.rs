@@ -68,7 +68,8 @@ impl Replicator {
                 self.sampled_acks.clear();
             }
             self.sampled_acks.insert(key, p.ack());
-            self.stats.requests_sampled_out += 1;
+            // In the unit of `requests_online`: one per replicated copy it would have had.
+            self.stats.requests_sampled_out += u64::from(self.config.copies);
         }
         if flags.fin() || flags.rst() {
             self.sampled_acks.remove(&key);

@@ -36,6 +36,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     let settings = cfg.report.clone();
+    reporting::create_files(&settings)?;
     let (started, clock) = (SystemTime::now(), Instant::now());
     let board = Arc::new(live::Board::default());
     let snapshot = {
