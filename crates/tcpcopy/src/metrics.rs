@@ -378,6 +378,11 @@ fn encode_stats(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt::R
             ("truncated", st.truncated_packets),
         ],
     )?;
+    encode_traffic(enc, st)
+}
+
+/// The packets and bytes: captured, held, sent, reported by intercepts.
+fn encode_traffic(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt::Result {
     counter(
         enc,
         "tcpcopy_capture_drops",
