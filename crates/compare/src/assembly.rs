@@ -43,6 +43,9 @@ pub(crate) struct Assembly {
     /// A hole that cannot be filled: too many pieces held, or an overlap that could not be
     /// trimmed for want of its bytes.
     broken: bool,
+    /// Where the answer must begin: just after the previous answer's bytes on this side, when
+    /// known. An answer beginning later lost its first bytes (to the capture, or on the way).
+    expected_start: Option<u32>,
 }
 
 enum Placed {
@@ -52,9 +55,11 @@ enum Placed {
 }
 
 impl Assembly {
-    /// An answer whose first seen segment is `seg`; `cap`: first bytes kept.
-    pub fn new(seg: Seg<'_>, cap: usize) -> Assembly {
+    /// An answer whose first seen segment is `seg`; `cap`: first bytes kept; `expected_start`:
+    /// where the previous answer of this side ended, when known.
+    pub fn new(seg: Seg<'_>, cap: usize, expected_start: Option<u32>) -> Assembly {
         Assembly {
+            expected_start,
             first_at: seg.at,
             start: seg.seq,
             digest: seg.digest,
@@ -67,7 +72,10 @@ impl Assembly {
 
     /// No hole seen: the digest covers the whole answer as far as anyone can tell.
     pub fn complete(&self) -> bool {
-        !self.broken && self.pending.is_empty()
+        let begins_late = self
+            .expected_start
+            .is_some_and(|e| self.start.wrapping_sub(e) as i32 > 0);
+        !self.broken && self.pending.is_empty() && !begins_late
     }
 
     pub fn add(&mut self, seg: Seg<'_>) {
@@ -196,7 +204,7 @@ mod tests {
             };
             match &mut asm {
                 Some(a) => a.add(seg),
-                None => asm = Some(Assembly::new(seg, 64)),
+                None => asm = Some(Assembly::new(seg, 64, None)),
             }
         }
         asm.expect("at least one piece")
@@ -255,21 +263,41 @@ mod tests {
         };
         // A retransmission covering the end of the run and more: its front is cut off with the
         // bytes intercept forwarded.
-        let mut a = Assembly::new(seg(0, 100, 100), 64);
+        let mut a = Assembly::new(seg(0, 100, 100), 64, None);
         a.add(seg(50, 200, 60));
         a.add(seg(200, 300, 10));
         assert!(a.complete());
         assert_eq!(a.digest, Digest::of(&data));
         // Too few bytes forwarded to cut the overlap: a hole.
-        let mut b = Assembly::new(seg(0, 100, 100), 64);
+        let mut b = Assembly::new(seg(0, 100, 100), 64, None);
         b.add(seg(50, 300, 20));
         assert!(!b.complete());
         // A hole never filled.
-        let mut c = Assembly::new(seg(0, 100, 100), 64);
+        let mut c = Assembly::new(seg(0, 100, 100), 64, None);
         c.add(seg(150, 300, 150));
         assert!(!c.complete());
         c.add(seg(100, 150, 50));
         assert!(c.complete());
         assert_eq!(c.digest, Digest::of(&data));
+    }
+
+    #[test]
+    fn an_answer_beginning_after_where_the_last_one_ended_lost_its_first_bytes() {
+        let data = [7u8; 100];
+        let seg = |seq: u32| Seg {
+            at: 0,
+            seq,
+            len: 100,
+            digest: Digest::of(&data),
+            head: &data,
+        };
+        let from = |start| Assembly::new(seg(start), 64, Some(1000));
+        assert!(from(1000).complete(), "begins where the last answer ended");
+        assert!(!from(1100).complete(), "its first 100 bytes never seen");
+        // The missing first segment arriving late completes it.
+        let mut late = from(1100);
+        late.add(seg(1000));
+        assert!(late.complete());
+        assert!(Assembly::new(seg(5000), 64, None).complete(), "nothing known before");
     }
 }

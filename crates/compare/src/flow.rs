@@ -222,15 +222,27 @@ impl FlowState {
     }
 
     /// Adds an answer segment to the answer of `side` (online: `None`) in `ex`.
-    pub fn add_answer(ex: &mut Exchange, side: Option<Side>, seg: Seg<'_>, cap: usize) {
+    /// `expected_start`: where the previous answer of `side` ended, when known.
+    pub fn add_answer(
+        ex: &mut Exchange,
+        side: Option<Side>,
+        seg: Seg<'_>,
+        cap: usize,
+        expected_start: Option<u32>,
+    ) {
         let slot = match side {
             None => &mut ex.online,
             Some(s) => &mut ex.side_mut(s).answer,
         };
         match slot {
             Some(a) => a.add(seg),
-            None => *slot = Some(Assembly::new(seg, cap)),
+            None => *slot = Some(Assembly::new(seg, cap, expected_start)),
         }
+    }
+
+    /// The end of the furthest answer bytes `side` sent so far, when any.
+    pub fn high(&self, side: Option<Side>) -> Option<u32> {
+        self.highs.iter().find(|(s, _)| *s == side).map(|(_, h)| *h)
     }
 
     /// Whether the exchange of `key` has any answer for `side` yet.

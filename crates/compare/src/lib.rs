@@ -303,6 +303,7 @@ impl Comparator {
             return;
         }
         let first = !fs.has_answer(key, side);
+        let expected_start = fs.high(side).filter(|_| first);
         if fs.stale_or_record(side, seg.seq.wrapping_add(seg.len), first) {
             return; // a repeat of an earlier answer's bytes, acknowledging a later request
         }
@@ -314,7 +315,7 @@ impl Comparator {
             digest: seg.digest,
             head: seg.head,
         };
-        FlowState::add_answer(ex, side, part, self.cfg.head_bytes);
+        FlowState::add_answer(ex, side, part, self.cfg.head_bytes, expected_start);
         if ex.answered_everywhere(self.cfg.copies, self.cfg.baseline)
             && fs.exchanges.range(..key).next().is_some()
         {
