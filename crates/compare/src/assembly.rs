@@ -298,6 +298,9 @@ mod tests {
         let mut late = from(1100);
         late.add(seg(1000));
         assert!(late.complete());
-        assert!(Assembly::new(seg(5000), 64, None).complete(), "nothing known before");
+        assert!(
+            Assembly::new(seg(5000), 64, None).complete(),
+            "nothing known before"
+        );
     }
 }

@@ -70,6 +70,10 @@ pub(super) struct Comparing {
     /// The core's clock (`Instant`) and the wall clock at one moment.
     epoch: (Instant, u64),
     last_tick: Instant,
+    /// A replay's recorded times moved to now (the first packet's time becomes the moment it
+    /// was replayed): latency online keeps its recorded value, and the timeline lines up with
+    /// the target's.
+    replay_shift: Option<i128>,
 }
 
 impl Comparing {
@@ -90,6 +94,7 @@ impl Comparing {
             cmp,
             epoch: (Instant::now(), wall_ns()),
             last_tick: Instant::now(),
+            replay_shift: None,
         })
     }
 
@@ -168,6 +173,17 @@ impl Comparing {
         } else if seen != Seen::Outgoing {
             core.handle_capture(now, data);
         }
+    }
+
+    /// A packet of a replayed file, recorded at `recorded_ns`: as [`Comparing::captured`], its
+    /// time moved by the replay's shift.
+    #[inline]
+    pub fn replayed(&mut self, core: &mut Replicator, now: Instant, recorded_ns: u64, data: &[u8]) {
+        let shift = *self
+            .replay_shift
+            .get_or_insert_with(|| i128::from(ns_at(self.epoch, now)) - i128::from(recorded_ns));
+        let at = (i128::from(recorded_ns) + shift).clamp(0, i128::from(u64::MAX)) as u64;
+        self.captured(core, now, at, Seen::Passing, data);
     }
 
     /// A target's answer segment the core named (`owner`), with what intercept said of it.

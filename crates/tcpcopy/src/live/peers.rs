@@ -110,11 +110,18 @@ impl PeerClock {
         }
     }
 
-    /// `at_ns` of the intercept's clock on ours.
+    /// `at_ns` of the intercept's clock on ours. Before the first estimate of the offset (the
+    /// first answers of a connection), the time the report arrives stands in: later than the
+    /// capture by the channel's delay, where the intercept's own time could be off by the whole
+    /// difference between the hosts' clocks.
     #[inline]
     fn to_ours(&self, at_ns: u64) -> u64 {
-        let offset = self.sync.offset_ns().unwrap_or(0);
-        (i128::from(at_ns) - i128::from(offset)).clamp(0, i128::from(u64::MAX)) as u64
+        match self.sync.offset_ns() {
+            Some(offset) => {
+                (i128::from(at_ns) - i128::from(offset)).clamp(0, i128::from(u64::MAX)) as u64
+            }
+            None => unix_ns(SystemTime::now()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use pcap::{PcapNgRecorder, PcapSource};
 use session::{Config, Replicator, Stats};
 
 use super::capture::Capture;
-use super::comparing::{Comparing, Seen, Sink};
+use super::comparing::{Comparing, Sink};
 use super::peers::{Peers, PEER};
 use super::replay::Replay;
 use super::send::Sender;
@@ -244,9 +244,9 @@ impl<'a> Worker<'a> {
                 Event::Captured(batch) => {
                     match &mut self.compare {
                         // A file may hold the server's answers too, at their recorded times.
-                        Some(c) => batch.iter_stamped().for_each(|(at, p)| {
-                            c.captured(&mut self.core, now, at, Seen::Passing, p)
-                        }),
+                        Some(c) => batch
+                            .iter_stamped()
+                            .for_each(|(at, p)| c.replayed(&mut self.core, now, at, p)),
                         None => batch.iter().for_each(|p| self.core.handle_capture(now, p)),
                     }
                     self.replay.took(&batch);
