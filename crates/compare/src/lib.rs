@@ -155,7 +155,8 @@ pub struct Live {
 pub struct Comparator {
     cfg: CompareConfig,
     now: Nanos,
-    flows: HashMap<Flow, FlowState>,
+    // foldhash: the flow table is probed for every captured and reported segment.
+    flows: HashMap<Flow, FlowState, foldhash::fast::RandomState>,
     ledger: Ledger,
     summary: Summary,
 }
@@ -207,7 +208,7 @@ impl Comparator {
         Comparator {
             cfg,
             now: 0,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             ledger: Ledger::default(),
             summary,
         }
