@@ -76,6 +76,23 @@ impl Replicator {
         }
     }
 
+    /// Whether `p` belongs to a connection whose session we aborted (recently): its requests
+    /// still count, online and lost for the cause that ended the session.
+    fn after_abort(&mut self, now: Instant, key: &OnlineKey, p: &TcpPacket<'_>) -> bool {
+        let timeout = self.config.session_timeout;
+        let Some(a) = self.aborted.get_mut(key).filter(|a| now < a.at + timeout) else {
+            return false;
+        };
+        if p.payload_len() > 0 && a.ack != Some(p.ack()) {
+            a.ack = Some(p.ack());
+            if a.counted {
+                self.stats.requests_online += 1;
+                self.stats.lost.add(a.end, 1);
+            }
+        }
+        true
+    }
+
     /// One replicated session's share of a captured packet.
     fn capture_copy(&mut self, now: Instant, p: &TcpPacket<'_>, target: SocketAddr, copy: u16) {
         let key = OnlineKey::new(p.src(), p.dst(), copy);
@@ -126,21 +143,7 @@ impl Replicator {
             None => {
                 // Open before we started: join it if it carries data, else it is an orphan packet.
                 // A connection we aborted is not joined again in the middle of its stream.
-                let timeout = self.config.session_timeout;
-                let was_aborted = match self.aborted.get_mut(&key) {
-                    Some(a) if now < a.at + timeout => {
-                        // Its requests still count: online, and lost for the session's end.
-                        if p.payload_len() > 0 && a.ack != Some(p.ack()) {
-                            a.ack = Some(p.ack());
-                            if a.counted {
-                                self.stats.requests_online += 1;
-                                self.stats.lost.add(a.end, 1);
-                            }
-                        }
-                        true
-                    }
-                    _ => false,
-                };
+                let was_aborted = self.after_abort(now, &key, p);
                 if !self.config.join_open_sessions
                     || was_aborted
                     || p.payload_len() == 0
