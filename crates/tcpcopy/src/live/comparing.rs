@@ -88,6 +88,7 @@ impl Comparing {
             // Longer than the target's lag behind production: an answer judged missing too early
             // would be a false difference.
             settle: SETTLE.as_nanos() as u64,
+            max_open: max_open(cfg, usize::from(settings.head_bytes)),
             ..CompareConfig::default()
         });
         Some(Comparing {
@@ -254,6 +255,15 @@ impl Comparing {
     pub fn finish(&mut self) -> Summary {
         self.cmp.finish()
     }
+}
+
+/// Exchanges one thread's comparator keeps open: what a quarter of `-m`, shared by the capture
+/// threads, holds at the bytes an exchange may keep (a request's, the online and a target's
+/// first bytes, and some bookkeeping); older ones are judged early (and counted as evicted).
+fn max_open(cfg: &LiveConfig, head_bytes: usize) -> usize {
+    let per_exchange = 3 * head_bytes + 512;
+    let budget = cfg.core.max_buffered_bytes / 4 / usize::from(cfg.threads.max(1));
+    (budget / per_exchange).clamp(10_000, 1 << 20)
 }
 
 fn flow(client: SocketAddr, server: SocketAddr) -> Flow {
