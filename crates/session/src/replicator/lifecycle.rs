@@ -200,7 +200,9 @@ impl Replicator {
         let aborted = Aborted {
             at: now,
             end,
-            ack: s.stream.last_ack(),
+            // Before any data, the acknowledgment remembered is the handshake's, which the
+            // client's first request carries too: that request must still count.
+            ack: s.stream.last_ack().filter(|_| s.stream.requests > 0),
             counted: !s.baseline,
         };
         self.aborted.insert(s.online_key(), aborted);

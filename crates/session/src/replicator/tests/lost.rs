@@ -287,6 +287,29 @@ fn requests_a_client_sends_after_the_target_reset_its_session_are_lost_to_that_r
 }
 
 #[test]
+fn requests_after_a_reset_that_came_before_any_data_count_too() {
+    let base = Instant::now();
+    // The target refuses the connection before the client's first request.
+    let mut r = established(base);
+    r.handle_response(
+        ms(base, 2),
+        &target_pkt(T_ISN + 1, C_ISN + 1, Flags::RST, 0),
+    );
+    // The first request acknowledges what the handshake did.
+    r.handle_capture(
+        ms(base, 3),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    r.handle_capture(
+        ms(base, 4),
+        &client_pkt(C_ISN + 6, O_ISN + 51, Flags::ACK | Flags::PSH, b"req2\n"),
+    );
+    let s = r.stats();
+    assert_eq!((s.requests_online, s.lost.reset_by_target), (2, 2), "{s}");
+    assert_loss_adds_up(&r);
+}
+
+#[test]
 fn the_baseline_s_requests_are_not_counted_twice() {
     let base = Instant::now();
     let baseline = addr("198.18.0.31:8080");
