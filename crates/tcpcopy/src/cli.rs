@@ -215,7 +215,7 @@ pub struct TcpcopyOpts {
     #[arg(long = "threads", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
     /// Default intercept port
-    #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT)]
+    #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Replicate each session N times (each copy a distinct session at the target)
     #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -228,7 +228,7 @@ pub struct TcpcopyOpts {
     pub percent: u8,
     /// Memory cap in MB for client data held for the target, all sessions together; one session may
     /// hold a quarter. A session that would pass either is dropped and counted as overflow
-    #[arg(short = 'm', long = "memory", value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'm', long = "memory", value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub memory: u64,
     #[command(flatten)]
     pub common: CommonOpts,
@@ -315,7 +315,7 @@ pub struct InterceptCli {
     #[arg(long = "queue-num", default_value_t = 0)]
     pub queue_num: u16,
     /// Listen port for tcpcopy connections
-    #[arg(short = 'p', long = "listen-port", default_value_t = protocol::DEFAULT_PORT)]
+    #[arg(short = 'p', long = "listen-port", default_value_t = protocol::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub listen_port: u16,
     /// Listen address
     #[arg(short = 'b', long = "bind", default_value = "0.0.0.0")]
@@ -388,7 +388,15 @@ pub fn exit_with(name: &str, e: clap::Error) -> ! {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("invalid options")
                 .trim();
-            eprintln!("{name}: {}", line.trim_start_matches("error: "));
+            // clap's "tip: a similar argument exists" goes on the same line.
+            let tip = match e.get(clap::error::ContextKind::SuggestedArg) {
+                Some(clap::error::ContextValue::String(s)) => format!(" (did you mean {s}?)"),
+                Some(clap::error::ContextValue::Strings(s)) if !s.is_empty() => {
+                    format!(" (did you mean {}?)", s.join(" or "))
+                }
+                _ => String::new(),
+            };
+            eprintln!("{name}: {}{tip}", line.trim_start_matches("error: "));
             std::process::exit(crate::EXIT_USAGE)
         }
     }

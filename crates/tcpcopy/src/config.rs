@@ -169,6 +169,10 @@ fn report_settings(r: &ReportOpts) -> Result<ReportSettings, String> {
 
 /// `-i`: an existing file is replayed, anything else names one capture interface.
 fn input(o: &TcpcopyOpts) -> Result<Input, String> {
+    let replaying = o.input.as_deref().is_some_and(|a| Path::new(a).is_file());
+    if o.accelerate != 1.0 && !replaying {
+        return Err("-a/--accelerate: only with a replayed file (-i FILE)".into());
+    }
     let Some(arg) = &o.input else {
         return Ok(Input::Capture {
             interface: o.interface.clone(),

@@ -311,3 +311,88 @@ fn comparison_options_are_checked_before_anything_runs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn rough_edges_of_the_command_line_get_clear_lines() {
+    let t = env!("CARGO_BIN_EXE_tcpcopy");
+    let base = ["-x", "80-198.18.0.30:80", "-s", "198.18.0.40"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra).copied().collect()
+    };
+    assert_usage_error(t, &with(&["-m", "0"]), "0 is not in 1..=1048576");
+    assert_usage_error(t, &with(&["-p", "0"]), "--port");
+    assert_usage_error(
+        t,
+        &with(&["-a", "2"]),
+        "-a/--accelerate: only with a replayed file",
+    );
+    // clap's suggestion stays on the one line.
+    assert_usage_error(t, &with(&["--memry", "5"]), "(did you mean --memory?)");
+    let i = env!("CARGO_BIN_EXE_intercept");
+    assert_usage_error(i, &["-i", "lo", "-p", "0"], "--listen-port");
+}
+
+/// A run whose output nobody reads any more (`tcpcopy ... | head`) ends normally, writes no
+/// colour codes into a pipe, and removes its pid file. Needs root (the raw socket to the target).
+#[test]
+fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = env!("CARGO_BIN_EXE_tcpcopy");
+    let dir = std::env::temp_dir().join(format!("tcpcopy-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A pcap file with no packet: the replay has nothing to do and ends with --duration.
+    let file = dir.join("none.pcap");
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    std::fs::write(&file, &f).unwrap();
+    let pid = dir.join("tcpcopy.pid");
+    let mut child = std::process::Command::new(t)
+        .args([
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "127.0.0.1:9",
+            "--duration",
+            "1",
+        ])
+        .arg("-i")
+        .arg(&file)
+        .arg("-P")
+        .arg(&pid)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpcopy starts");
+    // Nobody reads stdout: its reader is gone before tcpcopy writes its final lines.
+    drop(child.stdout.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !pid.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(pid.exists(), "the pid file is written while running");
+    let out = child.wait_with_output().expect("tcpcopy ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no panic on a closed stdout:\n{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour codes into a pipe:\n{err}"
+    );
+    assert!(!pid.exists(), "the pid file is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}

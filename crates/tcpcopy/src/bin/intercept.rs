@@ -18,10 +18,11 @@ fn main() {
 
 fn run(args: &InterceptCli, cfg: &InterceptConfig) -> anyhow::Result<()> {
     logging::init(args.common.debug, args.common.log.as_deref())?;
-    logging::write_pid(args.common.pid_file.as_deref())?;
+    let pid_file = logging::write_pid(args.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     // Returns once a signal arrived; the queue-mode iptables rule is removed on the way out.
     intercept::run(cfg, stop)?;
+    drop(pid_file);
     // Source threads may be blocked in the kernel: leave without joining them.
     std::process::exit(0)
 }

@@ -33,7 +33,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     let cfg = config::LiveConfig::from_opts(&args.opts)
         .unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
     logging::init(args.opts.common.debug, args.opts.common.log.as_deref())?;
-    logging::write_pid(args.opts.common.pid_file.as_deref())?;
+    let pid_file = logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     let settings = cfg.report.clone();
     reporting::create_files(&settings)?;
@@ -60,7 +60,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     drop(_status);
     let stats = run.stats;
     tracing::info!("final: {stats}");
-    println!("tcpcopy final: {stats}");
+    logging::print_out(&format!("tcpcopy final: {stats}"));
     let report = reporting::build(
         &stats,
         run.in_flight,
@@ -68,7 +68,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
         started,
         clock.elapsed(),
     );
-    println!("{report}");
+    logging::print_out(report.to_string().trim_end());
     reporting::write(&report, &settings)?;
     // A damaged replay file: what came before the damage was replayed (and counted above).
     if let Some(e) = run.input_error {
@@ -76,6 +76,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     }
     if let Some(why) = reporting::failed_criteria(&report, &settings) {
         eprintln!("tcpcopy: {why}");
+        drop(pid_file);
         std::process::exit(reporting::EXIT_CRITERIA);
     }
     Ok(())
