@@ -67,7 +67,7 @@ pub(crate) fn read_pcap_record(
     }
     let (timestamp, orig_len) = match pcap.parser.next_raw_packet(input.available()) {
         Ok((_, raw)) => (
-            pcap_timestamp(raw.ts_sec, raw.ts_frac, pcap.nanos),
+            pcap_timestamp(raw.ts_sec, raw.ts_frac, pcap.nanos)?,
             raw.orig_len,
         ),
         Err(PcapError::IncompleteBuffer) => return Err(Fault::Truncated),
@@ -83,13 +83,19 @@ pub(crate) fn read_pcap_record(
     }))
 }
 
-/// Seconds plus a fraction in micro- or nanoseconds. A fraction of a second or more (written by
-/// some broken tools) carries into the seconds instead of failing.
-pub(crate) fn pcap_timestamp(seconds: u32, fraction: u32, nanos: bool) -> Duration {
-    let fraction = if nanos {
-        u64::from(fraction)
+/// Seconds plus a fraction in micro- or nanoseconds. A fraction of a second or more is damage: a
+/// replay would otherwise wait for it (tcpdump's timestamp_invalid_micro.pcap: an hour).
+pub(crate) fn pcap_timestamp(seconds: u32, fraction: u32, nanos: bool) -> Result<Duration, Fault> {
+    let (unit, per_second) = if nanos {
+        ("nanoseconds", 1_000_000_000)
     } else {
-        u64::from(fraction) * 1000
+        ("microseconds", 1_000_000)
     };
-    Duration::from_secs(u64::from(seconds)).saturating_add(Duration::from_nanos(fraction))
+    if fraction >= per_second {
+        return Err(damaged(format!(
+            "invalid timestamp ({fraction} {unit} in a second)"
+        )));
+    }
+    let nanos = u64::from(fraction) * u64::from(1_000_000_000 / per_second);
+    Ok(Duration::from_secs(u64::from(seconds)) + Duration::from_nanos(nanos))
 }

@@ -830,6 +830,26 @@ fn error_messages() {
     assert_eq!(huge.read_error(), (1, damaged));
 }
 
+/// tcpdump's timestamp_invalid_micro.pcap, in spirit: a record whose microseconds field is not a
+/// fraction of a second. What came before it is read; then the walk ends with one line.
+#[test]
+fn an_invalid_timestamp_is_damage_not_an_hour_s_wait() {
+    let v4 = ipv4(10, 8);
+    let records: [Record; 3] = [(5, 1, &v4, 30), (6, u32::MAX, &v4, 30), (7, 3, &v4, 30)];
+    let mut source = memory_source(&pcap_file(false, false, 101, 65535, &records)).unwrap();
+    let (packets, error) = drain(&mut source);
+    assert_eq!(packets, [got(ts(5, 1_000), &v4, 30)]);
+    let error = error.expect("an error");
+    assert!(
+        error.contains("after 1 packets") || error.contains("1 packet"),
+        "{error}"
+    );
+    assert!(
+        error.contains("invalid timestamp (4294967295 microseconds in a second)"),
+        "{error}"
+    );
+}
+
 #[test]
 fn timestamp_resolutions() {
     assert_eq!(timestamp_units(1_234_567, 6), Some(ts(1, 234_567_000)));
@@ -844,11 +864,17 @@ fn timestamp_resolutions() {
     );
     assert_eq!(timestamp_units(1, 20), None);
     assert_eq!(timestamp_units(1, 0x80 | 64), None);
-    assert_eq!(pcap_timestamp(1, 1_500_000, false), ts(2, 500_000_000));
     assert_eq!(
-        pcap_timestamp(u32::MAX, u32::MAX, true),
-        ts(u64::from(u32::MAX) + 4, 294_967_295)
+        pcap_timestamp(1, 999_999, false).ok(),
+        Some(ts(1, 999_999_000))
     );
+    assert_eq!(
+        pcap_timestamp(u32::MAX, 999_999_999, true).ok(),
+        Some(ts(u64::from(u32::MAX), 999_999_999))
+    );
+    // A fraction of a second or more is damage, not an hour's wait.
+    assert!(pcap_timestamp(1, 1_000_000, false).is_err());
+    assert!(pcap_timestamp(1, u32::MAX, true).is_err());
 }
 
 // ---- Fuzzing: never a panic, always an end ----

@@ -186,6 +186,10 @@ pub struct TcpcopyOpts {
     /// Offline replay: play the file this many times faster than it was recorded
     #[arg(short = 'a', long = "accelerate", value_name = "X", default_value_t = 1.0, value_parser = crate::config::parse_accel)]
     pub accelerate: f64,
+    /// Offline replay: pauses in the recording longer than S seconds are shortened to S (and
+    /// counted), as tcpreplay's --maxsleep
+    #[arg(long = "max-gap", value_name = "S")]
+    pub max_gap: Option<f64>,
     /// Live: also write every captured client packet to this pcapng file (replayable with -i)
     #[arg(long = "record", value_name = "FILE")]
     pub record: Option<std::path::PathBuf>,

@@ -15,14 +15,15 @@ use std::time::Duration;
 use session::{Config, Rule};
 
 use crate::cli::{InterceptCli, ReportOpts, SendLayer, TcpcopyOpts};
+pub use crate::live::Pace;
 
 /// Where client packets come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     /// Live capture on one interface, or all of them.
     Capture { interface: Option<String> },
-    /// Offline replay of a pcap/pcapng file, `accelerate` times faster than recorded.
-    File { path: PathBuf, accelerate: f64 },
+    /// Offline replay of a pcap/pcapng file, at its pace (faster, pauses shortened).
+    File { path: PathBuf, pace: Pace },
 }
 
 /// How packets reach the target.
@@ -173,6 +174,14 @@ fn input(o: &TcpcopyOpts) -> Result<Input, String> {
     if o.accelerate != 1.0 && !replaying {
         return Err("-a/--accelerate: only with a replayed file (-i FILE)".into());
     }
+    if let Some(gap) = o.max_gap {
+        if !replaying {
+            return Err("--max-gap: only with a replayed file (-i FILE)".into());
+        }
+        if !(gap.is_finite() && gap > 0.0) {
+            return Err(format!("--max-gap {gap}: a number of seconds above 0"));
+        }
+    }
     let Some(arg) = &o.input else {
         return Ok(Input::Capture {
             interface: o.interface.clone(),
@@ -182,7 +191,10 @@ fn input(o: &TcpcopyOpts) -> Result<Input, String> {
     if path.is_file() {
         Ok(Input::File {
             path: path.to_path_buf(),
-            accelerate: o.accelerate,
+            pace: Pace {
+                accelerate: o.accelerate,
+                max_gap: o.max_gap.map(Duration::from_secs_f64),
+            },
         })
     } else if arg.contains('/') || arg.contains('.') {
         Err(format!(

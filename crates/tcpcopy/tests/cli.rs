@@ -326,6 +326,11 @@ fn rough_edges_of_the_command_line_get_clear_lines() {
         &with(&["-a", "2"]),
         "-a/--accelerate: only with a replayed file",
     );
+    assert_usage_error(
+        t,
+        &with(&["--max-gap", "5"]),
+        "--max-gap: only with a replayed file",
+    );
     // clap's suggestion stays on the one line.
     assert_usage_error(t, &with(&["--memry", "5"]), "(did you mean --memory?)");
     let i = env!("CARGO_BIN_EXE_intercept");
@@ -347,8 +352,8 @@ fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
     let t = env!("CARGO_BIN_EXE_tcpcopy");
     let dir = std::env::temp_dir().join(format!("tcpcopy-exit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // A pcap file with no packet: the replay has nothing to do and ends with --duration.
-    let file = dir.join("none.pcap");
+    // One packet, which waits for the (unreachable) intercept: --duration ends the run first.
+    let file = dir.join("one.pcap");
     let mut f = Vec::new();
     f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     f.extend_from_slice(&2u16.to_le_bytes());
@@ -356,6 +361,16 @@ fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
     f.extend_from_slice(&[0; 8]);
     f.extend_from_slice(&65535u32.to_le_bytes());
     f.extend_from_slice(&101u32.to_le_bytes());
+    let mut packet = vec![0u8; 40];
+    packet[..4].copy_from_slice(&[0x45, 0, 0, 40]);
+    packet[8..10].copy_from_slice(&[64, 6]);
+    packet[12..20].copy_from_slice(&[198, 18, 0, 10, 198, 18, 0, 20]);
+    packet[22..24].copy_from_slice(&80u16.to_be_bytes());
+    packet[32] = 5 << 4;
+    for v in [1u32, 0, 40, 40] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(&packet);
     std::fs::write(&file, &f).unwrap();
     let pid = dir.join("tcpcopy.pid");
     let mut child = std::process::Command::new(t)
@@ -394,5 +409,53 @@ fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
         "no colour codes into a pipe:\n{err}"
     );
     assert!(!pid.exists(), "the pid file is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file damaged before its first packet says so at once, not after the wait for an intercept
+/// (unreachable here). Needs root (the raw socket to the target).
+#[test]
+fn a_file_damaged_from_its_start_fails_without_waiting_for_an_intercept() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = env!("CARGO_BIN_EXE_tcpcopy");
+    let dir = std::env::temp_dir().join(format!("tcpcopy-early-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cut.pcap");
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    // Half a record header.
+    f.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+    std::fs::write(&file, &f).unwrap();
+    let path = file.display().to_string();
+    let started = std::time::Instant::now();
+    let (code, err) = run(
+        t,
+        &["-x", "80-198.18.0.30:80", "-s", "127.0.0.1:9", "-i", &path],
+    );
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    // The one error line (the log's lines from other threads may come after it).
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("tcpcopy: ")).collect();
+    assert_eq!(
+        errors,
+        [format!("tcpcopy: {path}: truncated after 0 packets").as_str()],
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "said so after {took:?}, not at once"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -39,6 +39,7 @@ mod replay;
 mod send;
 mod worker;
 
+pub use replay::Pace;
 pub use send::Sender;
 
 use crate::config::LiveConfig;

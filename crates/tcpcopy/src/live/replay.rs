@@ -51,7 +51,7 @@ impl Replay {
     pub fn start(
         &self,
         source: PcapSource,
-        accelerate: f64,
+        pace: Pace,
         tx: Events,
         stop: Arc<AtomicBool>,
         budget: usize,
@@ -67,7 +67,7 @@ impl Replay {
         let go = self.go.clone();
         thread::Builder::new()
             .name("replay".into())
-            .spawn(move || reader.run(source, accelerate, &go))
+            .spawn(move || reader.run(source, pace, &go))
             .context("cannot start the replay thread")?;
         Ok(())
     }
@@ -144,9 +144,26 @@ impl FileReader {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Reads the file, handing packets over at their recorded pace (`accelerate` times faster),
-    /// once `go` is set; ends with [`Event::InputDone`].
-    fn run(self, mut source: PcapSource, accelerate: f64, go: &AtomicBool) {
+    /// Reads the file, handing packets over at their recorded pace (`accelerate` times faster,
+    /// gaps over `max_gap` shortened to it), once `go` is set; ends with [`Event::InputDone`].
+    /// The first packet is read before the wait: a file damaged (or empty) from its start says
+    /// so at once, not after the wait for an intercept.
+    fn run(self, mut source: PcapSource, pace: Pace, go: &AtomicBool) {
+        let mut pacer = Pacer::new(pace);
+        let mut batch = PacketBatch::default();
+        let first = match source.next_packet() {
+            None => Some(Ok(source.stats())),
+            Some(Err(e)) => Some(Err(e.to_string())),
+            Some(Ok(p)) => {
+                pacer.due(p.timestamp);
+                batch.push_stamped(p.data, p.timestamp.as_nanos() as u64);
+                None
+            }
+        };
+        if let Some(result) = first {
+            self.tx.push(Event::InputDone(result));
+            return;
+        }
         while !go.load(Ordering::Relaxed) {
             if self.stopped() {
                 return;
@@ -154,17 +171,14 @@ impl FileReader {
             thread::sleep(Duration::from_millis(10));
         }
         let started = Instant::now();
-        let mut first: Option<Duration> = None;
-        let mut batch = PacketBatch::default();
         let mut last_log = Instant::now();
-        let mut read = 0u64;
+        let mut read = 1u64;
         let result = loop {
             let (due, at) = match source.next_packet() {
                 None => break Ok(source.stats()),
                 Some(Err(e)) => break Err(e.to_string()),
                 Some(Ok(p)) => {
-                    let t0 = *first.get_or_insert(p.timestamp);
-                    let offset = p.timestamp.saturating_sub(t0).div_f64(accelerate);
+                    let offset = pacer.due(p.timestamp);
                     batch.push_stamped(p.data, p.timestamp.as_nanos() as u64);
                     (started + offset, p.timestamp)
                 }
@@ -198,11 +212,18 @@ impl FileReader {
             }
             if last_log.elapsed() >= Duration::from_secs(2) {
                 last_log = Instant::now();
-                log_progress(&source, started, at.saturating_sub(first.unwrap_or(at)));
+                log_progress(&source, started, pacer.played(at));
             }
         };
         let st = source.stats();
         self.board.set_progress(st.bytes_read, st.file_len);
+        if pacer.shortened > 0 {
+            info!(
+                "replay: {} pause(s) longer than --max-gap shortened to it ({:.1} s of recording skipped)",
+                pacer.shortened,
+                pacer.removed.as_secs_f64()
+            );
+        }
         if self.send(&mut batch) {
             if let Ok(st) = &result {
                 info!(
@@ -216,6 +237,59 @@ impl FileReader {
     }
 }
 
+/// How a recording is replayed: `accelerate` times faster, pauses longer than `max_gap` cut to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pace {
+    pub accelerate: f64,
+    pub max_gap: Option<Duration>,
+}
+
+/// When each recorded packet is due, from the replay's start: its time since the first packet,
+/// less what was cut from longer pauses, over `accelerate`.
+#[derive(Debug)]
+struct Pacer {
+    pace: Pace,
+    first: Option<Duration>,
+    prev: Duration,
+    /// Recording time cut from pauses so far, and how many pauses were cut.
+    removed: Duration,
+    shortened: u64,
+}
+
+impl Pacer {
+    fn new(pace: Pace) -> Pacer {
+        Pacer {
+            pace,
+            first: None,
+            prev: Duration::ZERO,
+            removed: Duration::ZERO,
+            shortened: 0,
+        }
+    }
+
+    /// The offset from the replay's start at which a packet recorded at `at` is due.
+    fn due(&mut self, at: Duration) -> Duration {
+        let first = *self.first.get_or_insert(at);
+        // A packet recorded before the previous one (clocks step) goes at once.
+        let at = at.max(self.prev);
+        if let Some(max) = self.pace.max_gap {
+            let gap = at.saturating_sub(self.prev);
+            if self.prev >= first && gap > max && at != first {
+                self.removed += gap - max;
+                self.shortened += 1;
+            }
+        }
+        self.prev = at;
+        self.played(at).div_f64(self.pace.accelerate)
+    }
+
+    /// How much of the recording up to `at` is played (pauses cut).
+    fn played(&self, at: Duration) -> Duration {
+        at.saturating_sub(self.first.unwrap_or(at))
+            .saturating_sub(self.removed)
+    }
+}
+
 /// The replay's progress line: `recorded` is how much of the recording was played.
 fn log_progress(source: &PcapSource, started: Instant, recorded: Duration) {
     let st = source.stats();
@@ -226,4 +300,45 @@ fn log_progress(source: &PcapSource, started: Instant, recorded: Duration) {
         recorded.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: f64) -> Duration {
+        Duration::from_secs_f64(secs)
+    }
+
+    #[test]
+    fn pauses_longer_than_the_limit_are_cut_to_it_and_counted() {
+        let mut p = Pacer::new(Pace {
+            accelerate: 1.0,
+            max_gap: Some(s(2.0)),
+        });
+        let recorded = [100.0, 101.0, 1900.0, 1900.5, 1904.5];
+        let due: Vec<f64> = recorded
+            .iter()
+            .map(|&t| p.due(s(t)).as_secs_f64())
+            .collect();
+        // The half hour after the second packet is played as 2 s; so is the 4 s pause.
+        assert_eq!(due, [0.0, 1.0, 3.0, 3.5, 5.5]);
+        assert_eq!(p.shortened, 2);
+        assert_eq!(p.removed, s(1797.0 + 2.0));
+    }
+
+    #[test]
+    fn without_a_limit_the_recorded_pace_holds_faster_by_the_acceleration() {
+        let mut p = Pacer::new(Pace {
+            accelerate: 4.0,
+            max_gap: None,
+        });
+        let due: Vec<f64> = [10.0, 14.0, 410.0, 409.0]
+            .iter()
+            .map(|&t| p.due(s(t)).as_secs_f64())
+            .collect();
+        // A packet recorded before the previous one goes at once, not back in time.
+        assert_eq!(due, [0.0, 1.0, 100.0, 100.0]);
+        assert_eq!(p.shortened, 0);
+    }
 }

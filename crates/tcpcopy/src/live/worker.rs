@@ -87,25 +87,19 @@ impl<'a> Worker<'a> {
                 member,
                 poll.registry(),
             )?),
-            Input::File { path, accelerate } => {
+            Input::File { path, pace } => {
                 let source = source.take().context("replay source")?;
                 info!(
-                    "replaying {} ({}) at {accelerate}x for {} rule(s), {} intercept(s)",
+                    "replaying {} ({}) at {}x for {} rule(s), {} intercept(s)",
                     path.display(),
                     source.format(),
+                    pace.accelerate,
                     cfg.core.rules.len(),
                     cfg.intercepts.len()
                 );
                 let budget = cfg.core.max_buffered_bytes / 4;
                 let board = member.board.clone();
-                replay.start(
-                    source,
-                    *accelerate,
-                    mailbox.clone(),
-                    stop.clone(),
-                    budget,
-                    board,
-                )?;
+                replay.start(source, *pace, mailbox.clone(), stop.clone(), budget, board)?;
                 None
             }
         };
