@@ -337,8 +337,9 @@ fn rough_edges_of_the_command_line_get_clear_lines() {
     assert_usage_error(i, &["-i", "lo", "-p", "0"], "--listen-port");
 }
 
-/// A run whose output nobody reads any more (`tcpcopy ... | head`) ends normally, writes no
-/// colour codes into a pipe, and removes its pid file. Needs root (the raw socket to the target).
+/// A run whose output nobody reads any more (`tcpcopy ... | head`) ends normally, honours
+/// RUST_LOG, writes no colour codes into a pipe, and removes its pid file. Needs root (the raw
+/// socket to the target).
 #[test]
 fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
     let root = std::process::Command::new("id")
@@ -386,6 +387,7 @@ fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
         .arg(&file)
         .arg("-P")
         .arg(&pid)
+        .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -407,6 +409,12 @@ fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
     assert!(
         !err.contains('\u{1b}'),
         "no colour codes into a pipe:\n{err}"
+    );
+    // RUST_LOG is the filter: warnings (the unreachable intercept) and nothing below them.
+    assert!(err.contains("WARN"), "{err}");
+    assert!(
+        !err.contains("INFO"),
+        "RUST_LOG=warn leaves info out:\n{err}"
     );
     assert!(!pid.exists(), "the pid file is removed at exit");
     let _ = std::fs::remove_dir_all(&dir);
