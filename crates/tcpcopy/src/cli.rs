@@ -21,12 +21,13 @@ use session::Rule;
 #[command(
     name = "tcpcopy",
     version,
-    about = "Copy live TCP traffic from this (online) host to a target server"
+    about = "Copy live TCP traffic from this (online) host to a target server",
+    after_help = "Run `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
 )]
 #[cfg_attr(
     feature = "demo",
     command(
-        after_help = "Run `tcpcopy demo [--seconds N]` as root for a self-contained demonstration in network namespaces."
+        after_help = "Run `tcpcopy demo [--seconds N]` as root for a self-contained demonstration in network namespaces.\nRun `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
     )
 )]
 pub struct TcpcopyCli {

@@ -1,0 +1,41 @@
+complete -c tcpcopy -s x -l transfer -d 'Transfer rules: [online_ip:]online_port-target_ip:target_port[,...]' -r
+complete -c tcpcopy -s s -l intercept -d 'Intercept servers: ip[:port][,...] (port defaults to -p)' -r
+complete -c tcpcopy -s c -l fake-client -d 'Fake client addresses: ip[,ip...], a.b.c.x for the /24, or a CIDR (IPv4 /16-/32, IPv6 /112-/128)' -r
+complete -c tcpcopy -l interface -d 'Capture interface (default: all interfaces)' -r
+complete -c tcpcopy -s i -d 'Capture interface, or a pcap/pcapng file to replay offline (an existing file)' -r
+complete -c tcpcopy -s a -l accelerate -d 'Offline replay: play the file this many times faster than it was recorded' -r
+complete -c tcpcopy -l max-gap -d 'Offline replay: pauses in the recording longer than S seconds are shortened to S (and counted), as tcpreplay\'s --maxsleep' -r
+complete -c tcpcopy -l record -d 'Live: also write every captured client packet to this pcapng file (replayable with -i)' -r -F
+complete -c tcpcopy -s t -l session-timeout -d 'Session timeout in seconds' -r
+complete -c tcpcopy -s D -l mss -d 'Largest TCP payload sent to the target' -r
+complete -c tcpcopy -s M -l mtu -d 'MTU of the path to the target' -r
+complete -c tcpcopy -s R -l rtt -d 'Initial retransmission timeout in milliseconds (before an RTT was measured)' -r
+complete -c tcpcopy -l response-wait -d 'Milliseconds to wait for the target\'s answer before sending the next request anyway' -r
+complete -c tcpcopy -s C -l connections -d 'Connections to each intercept (per capture thread)' -r
+complete -c tcpcopy -l threads -d 'Capture threads: the kernel spreads client connections over them by flow hash (PACKET_FANOUT), each with its own sessions, sender and intercept connections' -r
+complete -c tcpcopy -s p -l port -d 'Default intercept port' -r
+complete -c tcpcopy -s n -l copies -d 'Replicate each session N times (each copy a distinct session at the target)' -r
+complete -c tcpcopy -s f -l port-shift -d 'Copy k of a session uses the client port shifted by k times this' -r
+complete -c tcpcopy -s r -l percent -d 'Replicate this percentage of client connections (whole connections, the same ones every run)' -r
+complete -c tcpcopy -s m -l memory -d 'Memory cap in MB for client data held for the target, all sessions together; one session may hold a quarter. A session that would pass either is dropped and counted as overflow' -r
+complete -c tcpcopy -s l -l log -d 'Log file (default: stderr)' -r -F
+complete -c tcpcopy -s P -l pid-file -d 'Pid file' -r -F
+complete -c tcpcopy -l send-layer -d 'How packets reach the target: `ip` (the default) lets the kernel route every packet (raw socket: netfilter OUTPUT/POSTROUTING, IPsec policies and mark-based routing apply); `link` hands IPv4 packets straight to the device with the next hop\'s hardware address (looked up once per destination and checked every second), skipping all of those, for less CPU' -r -f -a "ip\t'Raw IP socket: the kernel routes every packet'
+link\t'`AF_PACKET` to the next hop, routed where that cannot be done'"
+complete -c tcpcopy -s o -l output-device -d 'Send at the link layer (as --send-layer link), only through this device; packets routed out of another device are routed by the kernel' -r
+complete -c tcpcopy -l capture-wait -d 'Longest a captured packet waits before it is replicated, in ms (1-50): the kernel hands the capture over in blocks at least this often. Longer waits make larger batches and cost less CPU per request' -r
+complete -c tcpcopy -l stats-interval -d 'Seconds between statistics lines in the log (0: only at exit)' -r
+complete -c tcpcopy -l duration -d 'Stop after this many seconds (0: run until SIGINT/SIGTERM)' -r
+complete -c tcpcopy -l compare-bytes -d 'First bytes of each answer intercept forwards and the comparison keeps (16-65535)' -r
+complete -c tcpcopy -l ignore-header -d 'HTTP header left out of the comparison, added to the defaults (Date, Server, Age, Expires, Last-Modified, ETag, Set-Cookie, X-Request-Id, Keep-Alive, Connection); `-NAME` compares a default one again' -r
+complete -c tcpcopy -l baseline -d 'A second target running production\'s version, fed the same sessions: differences it shows as well are reported as noise, not as regressions' -r
+complete -c tcpcopy -l report -d 'Write the JSON report here at exit (schema: docs/report.schema.json)' -r -F
+complete -c tcpcopy -l report-html -d 'Write a self-contained HTML report here at exit' -r -F
+complete -c tcpcopy -l fail-on-diff -d 'Exit with status 3 when more than PCT % of the compared requests differ' -r
+complete -c tcpcopy -l fail-on-loss -d 'Exit with status 3 when more than PCT % of the online requests were lost' -r
+complete -c tcpcopy -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (GET /metrics)' -r
+complete -c tcpcopy -s W -l no-wait -d 'Don\'t wait for the target\'s response before sending the next request'
+complete -c tcpcopy -s d -l debug -d 'Debug logging'
+complete -c tcpcopy -l compare -d 'Compare the target\'s answers with the online server\'s (captured too): HTTP/1.x by status, headers and body, any other protocol by digest and first bytes'
+complete -c tcpcopy -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcpcopy -s V -l version -d 'Print version'
