@@ -12,6 +12,8 @@ complete -c intercept -s s -l hash-size -d 'Session hash size (accepted for comp
 complete -c intercept -l metrics -d 'Prometheus endpoint: serve GET /metrics on this address' -r
 complete -c intercept -s l -l log -d 'Log file (default: stderr)' -r -F
 complete -c intercept -s P -l pid-file -d 'Pid file' -r -F
+complete -c intercept -l log-format -d 'Log lines as text, or as JSON objects (one per line; the statistics as fields)' -r -f -a "text\t''
+json\t''"
 complete -c intercept -s q -l queue -d 'Queue mode: run on the target, divert its responses with an iptables NFQUEUE rule and drop them'
 complete -c intercept -s d -l debug -d 'Debug logging'
 complete -c intercept -s h -l help -d 'Print help'

@@ -20,6 +20,8 @@ complete -c tcpcopy -s r -l percent -d 'Replicate this percentage of client conn
 complete -c tcpcopy -s m -l memory -d 'Memory cap in MB for client data held for the target, all sessions together; one session may hold a quarter. A session that would pass either is dropped and counted as overflow' -r
 complete -c tcpcopy -s l -l log -d 'Log file (default: stderr)' -r -F
 complete -c tcpcopy -s P -l pid-file -d 'Pid file' -r -F
+complete -c tcpcopy -l log-format -d 'Log lines as text, or as JSON objects (one per line; the statistics as fields)' -r -f -a "text\t''
+json\t''"
 complete -c tcpcopy -l send-layer -d 'How packets reach the target: `ip` (the default) lets the kernel route every packet (raw socket: netfilter OUTPUT/POSTROUTING, IPsec policies and mark-based routing apply); `link` hands IPv4 packets straight to the device with the next hop\'s hardware address (looked up once per destination and checked every second), skipping all of those, for less CPU' -r -f -a "ip\t'Raw IP socket: the kernel routes every packet'
 link\t'`AF_PACKET` to the next hop, routed where that cannot be done'"
 complete -c tcpcopy -s o -l output-device -d 'Send at the link layer (as --send-layer link), only through this device; packets routed out of another device are routed by the kernel' -r

@@ -369,6 +369,16 @@ pub struct CommonOpts {
     /// Debug logging
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
+    /// Log lines as text, or as JSON objects (one per line; the statistics as fields)
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Parses `argv`, printing a one-line error and exiting with status 2 on bad options.

@@ -4,26 +4,39 @@
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(debug: bool, file: Option<&Path>) -> anyhow::Result<()> {
+use crate::cli::LogFormat;
+
+pub fn init(debug: bool, file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    if format == LogFormat::Json {
+        let _ = JSON.set(true);
+        let builder = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_target(false);
+        match file {
+            Some(path) => builder
+                .with_writer(std::sync::Mutex::new(open_log(path)?))
+                .init(),
+            None => builder.with_writer(crate::status::log_writer).init(),
+        }
+        return Ok(());
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
     match file {
         Some(path) => {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
             builder
                 .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
+                .with_writer(std::sync::Mutex::new(open_log(path)?))
                 .init();
         }
         // Around tcpcopy's status line, when one is shown; no colour codes into pipes.
@@ -33,6 +46,61 @@ pub fn init(debug: bool, file: Option<&Path>) -> anyhow::Result<()> {
             .init(),
     }
     Ok(())
+}
+
+/// Whether log lines are JSON (`--log-format json`).
+static JSON: OnceLock<bool> = OnceLock::new();
+
+fn open_log(path: &Path) -> anyhow::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open log file {}", path.display()))
+}
+
+/// Logs the statistics: the usual line, or with `--log-format json` an event whose fields are
+/// the counters (`kind` is `stats`, or `final` at the end).
+pub fn log_stats(kind: &str, s: &session::Stats) {
+    if !JSON.get().copied().unwrap_or(false) {
+        if kind == "final" {
+            tracing::info!("final: {s}");
+        } else {
+            tracing::info!("{s}");
+        }
+        return;
+    }
+    let l = &s.lost;
+    tracing::info!(
+        kind,
+        sessions_created = s.sessions_created,
+        sessions_active = s.sessions_active,
+        sessions_joined = s.sessions_joined,
+        sessions_completed = s.sessions_completed,
+        sessions_timed_out = s.sessions_timed_out,
+        sessions_reset_by_client = s.sessions_reset_by_client,
+        sessions_reset_by_target = s.sessions_reset_by_target,
+        sessions_failed = s.sessions_failed,
+        sessions_overflowed = s.sessions_overflowed,
+        requests_online = s.requests_online,
+        requests_target = s.requests_target,
+        requests_sampled_out = s.requests_sampled_out,
+        lost_never_captured = l.never_captured,
+        lost_overflow = l.overflow,
+        lost_failed_at_target = l.failed_at_target,
+        lost_reset_by_target = l.reset_by_target,
+        lost_reset_by_client = l.reset_by_client,
+        lost_not_answered = l.not_answered,
+        client_bytes = s.client_bytes,
+        target_bytes = s.target_bytes,
+        packets_sent = s.packets_sent,
+        retransmits = s.retransmits,
+        fast_retransmits = s.fast_retransmits,
+        responses = s.responses,
+        captured_packets = s.captured_packets,
+        capture_drops = s.capture_drops,
+        "statistics"
+    );
 }
 
 /// Writes our pid to `-P FILE`; the file goes again when the returned guard is dropped (keep it

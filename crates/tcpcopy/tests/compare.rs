@@ -192,7 +192,11 @@ fn nginx_online_and_a_target_differing_on_known_paths() {
     let mut target = AnswerPlan::plain();
     let status = target.choose(&all, 4, &mut rng, Twist::Status(503));
     let body = target.choose(&all, 4, &mut rng, Twist::Body("KO\n".into()));
-    let mut s = spec("cmA", Servers::Nginx, &["--fail-on-diff", "0.1"]);
+    let mut s = spec(
+        "cmA",
+        Servers::Nginx,
+        &["--fail-on-diff", "0.1", "--log-format", "json"],
+    );
     s.target_servers = Some(Servers::Embedded);
     s.plans.target = target;
     let mut sc = Scenario::start(&s).expect("scenario starts");
@@ -233,7 +237,42 @@ fn nginx_online_and_a_target_differing_on_known_paths() {
     assert_eq!(cmp.equal, 3_920, "{cmp:?}");
     assert!(report.noise.is_empty(), "no baseline, no noise");
     assert_eq!(out.status.code(), Some(3), "2% differ > 0.1%:\n{log}");
+    assert_json_log_matches(log, report);
     assert_client_isolated(sniffer);
+}
+
+/// With `--log-format json` every log line is a JSON object, and the final statistics event's
+/// fields are the report's numbers.
+fn assert_json_log_matches(log: &str, report: &Report) {
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(events.len() > 3, "JSON log lines expected:\n{log}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["level"].is_string() && e["timestamp"].is_string()),
+        "{events:?}"
+    );
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "final")
+        .unwrap_or_else(|| panic!("a final statistics event:\n{log}"));
+    let n = |field: &str| {
+        last[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {last}"))
+    };
+    let r = &report.requests;
+    assert_eq!(n("requests_online") + n("requests_sampled_out"), r.online);
+    assert_eq!(n("requests_target"), r.target);
+    assert_eq!(n("sessions_created"), report.sessions.created);
+    assert_eq!(n("sessions_completed"), report.sessions.completed);
+    assert_eq!(n("lost_reset_by_target"), r.lost_by_cause.reset_by_target);
+    assert_eq!(n("lost_overflow"), r.lost_by_cause.overflow);
 }
 
 /// Done-when 2: a random value in the body of some paths' answers, at every server (the same

@@ -17,7 +17,11 @@ fn main() {
 }
 
 fn run(args: &InterceptCli, cfg: &InterceptConfig) -> anyhow::Result<()> {
-    logging::init(args.common.debug, args.common.log.as_deref())?;
+    logging::init(
+        args.common.debug,
+        args.common.log.as_deref(),
+        args.common.log_format,
+    )?;
     let pid_file = logging::write_pid(args.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     // Returns once a signal arrived; the queue-mode iptables rule is removed on the way out.

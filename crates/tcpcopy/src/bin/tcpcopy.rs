@@ -32,7 +32,8 @@ fn main() {
 fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     let cfg = config::LiveConfig::from_opts(&args.opts)
         .unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
-    logging::init(args.opts.common.debug, args.opts.common.log.as_deref())?;
+    let common = &args.opts.common;
+    logging::init(common.debug, common.log.as_deref(), common.log_format)?;
     let pid_file = logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     let settings = cfg.report.clone();
@@ -59,7 +60,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     let run = live::run(cfg, stop, board.clone())?;
     drop(_status);
     let stats = run.stats;
-    tracing::info!("final: {stats}");
+    logging::log_stats("final", &stats);
     logging::print_out(&format!("tcpcopy final: {stats}"));
     let report = reporting::build(
         &stats,

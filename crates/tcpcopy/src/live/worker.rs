@@ -330,7 +330,7 @@ impl<'a> Worker<'a> {
         self.last_stats = now;
         if self.member.index == 0 {
             let all = self.member.board.sum();
-            info!("{}", all.stats);
+            crate::logging::log_stats("stats", &all.stats);
             if let (Some(c), Some((online, target))) = (all.compare, &all.latency) {
                 info!(
                     "compared {} (equal {}, different {}, noise {}, open {}) latency p50/p99 online {}/{} us target {}/{} us",
