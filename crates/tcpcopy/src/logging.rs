@@ -4,7 +4,8 @@
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
@@ -22,9 +23,7 @@ pub fn init(debug: bool, file: Option<&Path>, format: LogFormat) -> anyhow::Resu
             .with_env_filter(filter)
             .with_target(false);
         match file {
-            Some(path) => builder
-                .with_writer(std::sync::Mutex::new(open_log(path)?))
-                .init(),
+            Some(path) => builder.with_writer(LogFile::open(path)?).init(),
             None => builder.with_writer(crate::status::log_writer).init(),
         }
         return Ok(());
@@ -36,7 +35,7 @@ pub fn init(debug: bool, file: Option<&Path>, format: LogFormat) -> anyhow::Resu
         Some(path) => {
             builder
                 .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(open_log(path)?))
+                .with_writer(LogFile::open(path)?)
                 .init();
         }
         // Around tcpcopy's status line, when one is shown; no colour codes into pipes.
@@ -57,6 +56,54 @@ fn open_log(path: &Path) -> anyhow::Result<std::fs::File> {
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open log file {}", path.display()))
+}
+
+/// `-l FILE`, opened again after a SIGHUP (logrotate moves the file away, then signals): the
+/// next line goes to a new file at the path. A file that cannot be opened again keeps the old.
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+    reopen: Arc<AtomicBool>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> anyhow::Result<LogFile> {
+        let reopen = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone())
+            .context("cannot install the SIGHUP handler")?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            file: Mutex::new(open_log(path)?),
+            reopen,
+        })
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = LogFileLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if self.reopen.swap(false, Ordering::Relaxed) {
+            if let Ok(new) = open_log(&self.path) {
+                *file = new;
+            }
+        }
+        LogFileLine(file)
+    }
+}
+
+/// One log line's hold on the log file.
+pub struct LogFileLine<'a>(MutexGuard<'a, std::fs::File>);
+
+impl std::io::Write for LogFileLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Logs the statistics: the usual line, or with `--log-format json` an event whose fields are

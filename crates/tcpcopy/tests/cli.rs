@@ -467,3 +467,82 @@ fn a_file_damaged_from_its_start_fails_without_waiting_for_an_intercept() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// logrotate's way: the log file is moved away, then SIGHUP; the next lines go to a new file at
+/// the path. Needs root (the raw socket to the target).
+#[test]
+fn sighup_reopens_the_log_file() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = env!("CARGO_BIN_EXE_tcpcopy");
+    let dir = std::env::temp_dir().join(format!("tcpcopy-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // One raw-IP packet, which waits for the (unreachable) intercept until --duration ends.
+    let file = dir.join("one.pcap");
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    let mut packet = vec![0u8; 40];
+    packet[..4].copy_from_slice(&[0x45, 0, 0, 40]);
+    packet[8..10].copy_from_slice(&[64, 6]);
+    packet[22..24].copy_from_slice(&80u16.to_be_bytes());
+    packet[32] = 5 << 4;
+    for v in [1u32, 0, 40, 40] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(&packet);
+    std::fs::write(&file, &f).unwrap();
+    let log = dir.join("tcpcopy.log");
+    let moved = dir.join("tcpcopy.log.1");
+    let child = std::process::Command::new(t)
+        .args([
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "127.0.0.1:9",
+            "--duration",
+            "2",
+        ])
+        .arg("-i")
+        .arg(&file)
+        .arg("-l")
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpcopy starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("replaying"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::rename(&log, &moved).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let out = child.wait_with_output().expect("tcpcopy ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let before = std::fs::read_to_string(&moved).unwrap();
+    let after = std::fs::read_to_string(&log).expect("a new log file after SIGHUP");
+    assert!(before.contains("replaying"), "{before}");
+    assert!(
+        after.contains("final:"),
+        "the end of the run in the new file:\n{after}"
+    );
+    assert!(!before.contains("final:"), "{before}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
