@@ -95,6 +95,30 @@ pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 }
 
 /// A flag that SIGINT and SIGTERM set.
+/// Tells systemd the service is up (`Type=notify`): `READY=1` to `$NOTIFY_SOCKET` when set (a
+/// path, or an abstract name after `@`). Without it, or when it cannot be reached, nothing
+/// happens (logged at debug).
+pub fn notify_ready() {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let bytes = target.as_bytes();
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(std::path::Path::new(&target))?,
+        };
+        UnixDatagram::unbound()?.send_to_addr(b"READY=1\n", &addr)?;
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::debug!("systemd notification not sent: {e}");
+    }
+}
+
 pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -546,3 +546,93 @@ fn sighup_reopens_the_log_file() {
     assert!(!before.contains("final:"), "{before}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Under systemd (`Type=notify`) both programs say `READY=1` on `$NOTIFY_SOCKET` once they are
+/// up. Needs root (capture, raw socket).
+#[test]
+fn both_programs_tell_systemd_they_are_ready() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tcpcopy-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(8)))
+        .unwrap();
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let intercept = std::process::Command::new(env!("CARGO_BIN_EXE_intercept"))
+        .args([
+            "-i",
+            "lo",
+            "--port",
+            "80",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &free_port,
+        ])
+        .env("NOTIFY_SOCKET", &socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("intercept starts");
+    let mut buf = [0u8; 64];
+    let got = listener.recv(&mut buf);
+    let _ = std::process::Command::new("kill")
+        .arg(intercept.id().to_string())
+        .status();
+    let status = { intercept }.wait().unwrap();
+    assert_eq!(
+        got.ok().map(|n| &buf[..n]),
+        Some(&b"READY=1\n"[..]),
+        "intercept"
+    );
+    assert!(
+        status.success(),
+        "intercept ends cleanly on SIGTERM: {status:?}"
+    );
+    // tcpcopy, replaying an empty file against an unreachable intercept, is up too.
+    let file = dir.join("empty.pcap");
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    std::fs::write(&file, &f).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcpcopy"))
+        .args([
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "127.0.0.1:9",
+            "--duration",
+            "1",
+        ])
+        .arg("-i")
+        .arg(&file)
+        .env("NOTIFY_SOCKET", &socket)
+        .output()
+        .expect("tcpcopy runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = listener.recv(&mut buf).expect("tcpcopy's notification");
+    assert_eq!(&buf[..n], b"READY=1\n", "tcpcopy");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -48,6 +48,7 @@ pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // iptables rule is removed when this returns.
     let _rule = sources::start(cfg, &hub, &stop)?;
     info!("listening for tcpcopy on {ip}:{port}");
+    crate::plumbing::notify_ready();
     accept_loop(&listener, cfg, &hub, &connections, &stop)?;
     info!("{}", hub.summary());
     if let Some(why) = hub.take_failure() {

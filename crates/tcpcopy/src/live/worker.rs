@@ -33,7 +33,12 @@ pub(super) fn run(
     stop: Arc<AtomicBool>,
     member: &Member,
 ) -> anyhow::Result<RunReport> {
-    Worker::start(cfg, stop, member)?.run()
+    let worker = Worker::start(cfg, stop, member)?;
+    if member.index == 0 {
+        // Capturing (every thread's ring joined its group before the first one starts).
+        crate::plumbing::notify_ready();
+    }
+    worker.run()
 }
 
 /// A capture thread's state between wakes.
