@@ -342,11 +342,7 @@ fn rough_edges_of_the_command_line_get_clear_lines() {
 /// socket to the target).
 #[test]
 fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !root {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
@@ -355,24 +351,7 @@ fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
     std::fs::create_dir_all(&dir).unwrap();
     // One packet, which waits for the (unreachable) intercept: --duration ends the run first.
     let file = dir.join("one.pcap");
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes());
-    let mut packet = vec![0u8; 40];
-    packet[..4].copy_from_slice(&[0x45, 0, 0, 40]);
-    packet[8..10].copy_from_slice(&[64, 6]);
-    packet[12..20].copy_from_slice(&[198, 18, 0, 10, 198, 18, 0, 20]);
-    packet[22..24].copy_from_slice(&80u16.to_be_bytes());
-    packet[32] = 5 << 4;
-    for v in [1u32, 0, 40, 40] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
-    f.extend_from_slice(&packet);
-    std::fs::write(&file, &f).unwrap();
+    std::fs::write(&file, raw_ip_pcap(&[&tcp_to_port_80()], &[])).unwrap();
     let pid = dir.join("tcpcopy.pid");
     let mut child = std::process::Command::new(t)
         .args([
@@ -424,11 +403,7 @@ fn a_closed_stdout_a_pipe_and_the_pid_file_are_handled_at_exit() {
 /// (unreachable here). Needs root (the raw socket to the target).
 #[test]
 fn a_file_damaged_from_its_start_fails_without_waiting_for_an_intercept() {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !root {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
@@ -436,16 +411,8 @@ fn a_file_damaged_from_its_start_fails_without_waiting_for_an_intercept() {
     let dir = std::env::temp_dir().join(format!("tcpcopy-early-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cut.pcap");
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes());
     // Half a record header.
-    f.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
-    std::fs::write(&file, &f).unwrap();
+    std::fs::write(&file, raw_ip_pcap(&[], &[1, 0, 0, 0, 0, 0, 0, 0])).unwrap();
     let path = file.display().to_string();
     let started = std::time::Instant::now();
     let (code, err) = run(
@@ -472,11 +439,7 @@ fn a_file_damaged_from_its_start_fails_without_waiting_for_an_intercept() {
 /// the path. Needs root (the raw socket to the target).
 #[test]
 fn sighup_reopens_the_log_file() {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !root {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
@@ -485,23 +448,7 @@ fn sighup_reopens_the_log_file() {
     std::fs::create_dir_all(&dir).unwrap();
     // One raw-IP packet, which waits for the (unreachable) intercept until --duration ends.
     let file = dir.join("one.pcap");
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes());
-    let mut packet = vec![0u8; 40];
-    packet[..4].copy_from_slice(&[0x45, 0, 0, 40]);
-    packet[8..10].copy_from_slice(&[64, 6]);
-    packet[22..24].copy_from_slice(&80u16.to_be_bytes());
-    packet[32] = 5 << 4;
-    for v in [1u32, 0, 40, 40] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
-    f.extend_from_slice(&packet);
-    std::fs::write(&file, &f).unwrap();
+    std::fs::write(&file, raw_ip_pcap(&[&tcp_to_port_80()], &[])).unwrap();
     let log = dir.join("tcpcopy.log");
     let moved = dir.join("tcpcopy.log.1");
     let child = std::process::Command::new(t)
@@ -551,11 +498,7 @@ fn sighup_reopens_the_log_file() {
 /// up. Needs root (capture, raw socket).
 #[test]
 fn both_programs_tell_systemd_they_are_ready() {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !root {
+    if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
@@ -605,14 +548,7 @@ fn both_programs_tell_systemd_they_are_ready() {
     );
     // tcpcopy, replaying an empty file against an unreachable intercept, is up too.
     let file = dir.join("empty.pcap");
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes());
-    std::fs::write(&file, &f).unwrap();
+    std::fs::write(&file, raw_ip_pcap(&[], &[])).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcpcopy"))
         .args([
             "-x",
@@ -635,4 +571,42 @@ fn both_programs_tell_systemd_they_are_ready() {
     let n = listener.recv(&mut buf).expect("tcpcopy's notification");
     assert_eq!(&buf[..n], b"READY=1\n", "tcpcopy");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A classic pcap file of raw IP packets (link type 101), each recorded at 1 s, then `tail`.
+fn raw_ip_pcap(packets: &[&[u8]], tail: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    for p in packets {
+        for v in [1u32, 0, p.len() as u32, p.len() as u32] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(p);
+    }
+    f.extend_from_slice(tail);
+    f
+}
+
+/// An IPv4 TCP header pair, 198.18.0.10 to 198.18.0.20 port 80 (never sent by these tests: the
+/// replay waits for an intercept that is not there).
+fn tcp_to_port_80() -> Vec<u8> {
+    let mut packet = vec![0u8; 40];
+    packet[..4].copy_from_slice(&[0x45, 0, 0, 40]);
+    packet[8..10].copy_from_slice(&[64, 6]);
+    packet[12..20].copy_from_slice(&[198, 18, 0, 10, 198, 18, 0, 20]);
+    packet[22..24].copy_from_slice(&80u16.to_be_bytes());
+    packet[32] = 5 << 4;
+    packet
 }
