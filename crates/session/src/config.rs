@@ -23,8 +23,12 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Source addresses to give the replicated sessions (`-c`); empty keeps the real client address.
     pub fake_clients: Vec<IpAddr>,
-    /// A session with no activity for this long is reset at the target and forgotten (`-t`).
+    /// A session with no activity for this long while it still works towards the target (bytes
+    /// unacknowledged, an answer awaited) is reset at the target and forgotten (`-t`).
     pub session_timeout: Duration,
+    /// The same for a session with nothing outstanding, idle between requests as a kept-alive
+    /// connection is (`-k`, C TCPCopy's keepalive timeout). `None`: `session_timeout`.
+    pub idle_timeout: Option<Duration>,
     /// Largest TCP payload we send in one segment (`-D`, further capped by `-M` and the target's MSS).
     pub mss: u16,
     /// Path MTU towards the target (`-M`).
@@ -55,12 +59,23 @@ pub struct Config {
     /// TTL of the packets sent to the target.
     pub ttl: u8,
     /// Replicated sessions made from each captured one (`-n`): copy 0 keeps the client's port,
-    /// copy k uses it shifted by k × `port_shift` (`-f`), so each is a distinct session at the target.
+    /// copy k uses it shifted by k × `port_shift` (`--port-shift`), so each is a distinct session at
+    /// the target.
     pub copies: u16,
     pub port_shift: u16,
+    /// Added to every copy's client port, copy 0 included (`-f F` gives F × 2048, as C TCPCopy):
+    /// several tcpcopy instances replicating the same clients to one target then use different
+    /// ports. 0: copy 0 keeps the client's port.
+    pub port_offset: u16,
+    /// Source address given to clients on the loopback network (`-H`): the target cannot answer
+    /// 127.0.0.1. Fake client addresses (`fake_clients`) take precedence.
+    pub localhost_as: Option<IpAddr>,
     /// Share of client connections replicated (`-r`), 1 to 100: whole connections, chosen by a hash
     /// of the client's address and port, so the same ones every run.
     pub sample_percent: u8,
+    /// Start with 1 % of the connections and take one point more each second, up to
+    /// `sample_percent` (`-g`, C TCPCopy's gradual replay).
+    pub sample_ramp: bool,
     /// Advance every session's ISN towards the target by a clock (`isn_base` + one per 4 µs), so a
     /// later run never reuses an earlier run's sequence numbers on the same endpoints. Off: the
     /// target sees the client's own ISN.
@@ -80,6 +95,7 @@ impl Config {
             rules,
             fake_clients: Vec::new(),
             session_timeout: Duration::from_secs(600),
+            idle_timeout: None,
             mss: 1460,
             mtu: 1500,
             initial_rto: Duration::from_millis(200),
@@ -95,7 +111,10 @@ impl Config {
             ttl: 64,
             copies: 1,
             port_shift: 1000,
+            port_offset: 0,
+            localhost_as: None,
             sample_percent: 100,
+            sample_ramp: false,
             clock_isn: true,
             isn_base: 0,
             baseline: None,
@@ -103,22 +122,39 @@ impl Config {
         }
     }
 
-    /// The client port copy `copy` of a session uses: shifted by `copy * port_shift`, wrapping
-    /// within 1024..=65535.
+    /// The client port copy `copy` of a session uses: shifted by `port_offset + copy *
+    /// port_shift`, wrapping within 1024..=65535.
     pub fn copy_port(&self, port: u16, copy: u16) -> u16 {
         // The baseline's session (one past the copies) goes to another host: the client's port.
-        if copy == 0 || copy >= self.copies {
+        if copy >= self.copies || (copy == 0 && self.port_offset == 0) {
             return port;
         }
         const FIRST: u32 = 1024;
         let span = 65536 - FIRST;
         let base = u32::from(port).max(FIRST) - FIRST;
-        (FIRST + (base + u32::from(copy) * u32::from(self.port_shift)) % span) as u16
+        let shift = u32::from(self.port_offset) + u32::from(copy) * u32::from(self.port_shift);
+        (FIRST + (base + shift) % span) as u16
+    }
+
+    /// The share of connections replicated `elapsed` after the first packet: `sample_percent`,
+    /// or with `sample_ramp` 1 % at first and one point more each second, up to it.
+    pub fn sample_percent_at(&self, elapsed: Duration) -> u8 {
+        if !self.sample_ramp {
+            return self.sample_percent;
+        }
+        let ramp = elapsed.as_secs().saturating_add(1).min(100) as u8;
+        ramp.min(self.sample_percent)
     }
 
     /// Whether a connection from `client` is replicated under `sample_percent`.
     pub fn samples(&self, client: SocketAddr) -> bool {
-        if self.sample_percent >= 100 {
+        self.samples_at(client, self.sample_percent)
+    }
+
+    /// Whether a connection from `client` is replicated when `percent` % are: a connection taken
+    /// at some share is taken at every larger one.
+    pub fn samples_at(&self, client: SocketAddr, percent: u8) -> bool {
+        if percent >= 100 {
             return true;
         }
         // splitmix64 over address and port: neighbouring ports land far apart.
@@ -133,7 +169,7 @@ impl Config {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
-        z % 100 < u64::from(self.sample_percent)
+        z % 100 < u64::from(percent)
     }
 
     /// Replicated sessions made of each captured connection: the copies, and the baseline's.

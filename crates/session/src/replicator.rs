@@ -295,7 +295,7 @@ impl Replicator {
                 continue;
             };
             s.queued_at = None;
-            if now >= s.last_activity + self.config.session_timeout {
+            if now >= s.last_activity + s.timeout(&self.config) {
                 self.stats.sessions_timed_out += 1;
                 // Bytes behind a hole never reach the target: the capture missed the hole's.
                 let end = if s.stream.has_hole() {
@@ -394,7 +394,7 @@ impl Replicator {
 
     /// When `s` next needs attention: its earliest timer.
     fn deadline(config: &Config, s: &Session) -> Option<Instant> {
-        let mut at = s.last_activity + config.session_timeout;
+        let mut at = s.last_activity + s.timeout(config);
         if let Some(r) = s.rtx_at {
             at = at.min(r);
         }

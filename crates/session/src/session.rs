@@ -192,6 +192,17 @@ impl Session {
             || self.waiting_since.is_some()
     }
 
+    /// How long this session may go without activity: `-t` while it works towards the target
+    /// or holds client bytes, `-k` when it is idle.
+    #[inline]
+    pub(crate) fn timeout(&self, config: &Config) -> Duration {
+        if self.busy() || self.held() > 0 {
+            config.session_timeout
+        } else {
+            config.idle_timeout.unwrap_or(config.session_timeout)
+        }
+    }
+
     /// Client bytes this session holds for the target.
     #[inline]
     pub(crate) fn held(&self) -> usize {

@@ -17,7 +17,6 @@ use crate::stats::End;
 impl Replicator {
     /// A packet a client sent towards the online server (IP header first).
     pub fn handle_capture(&mut self, now: Instant, packet: &[u8]) {
-        self.born.get_or_insert(now);
         self.stats.captured_packets += 1;
         let Ok(p) = TcpPacket::parse(packet) else {
             self.stats.malformed_packets += 1;
@@ -27,7 +26,9 @@ impl Replicator {
             self.stats.ignored_packets += 1;
             return;
         };
-        if !self.config.samples(p.src()) {
+        let born = *self.born.get_or_insert(now);
+        let percent = self.config.sample_percent_at(now.saturating_duration_since(born));
+        if !self.config.samples_at(p.src(), percent) {
             self.stats.sampled_out_packets += 1;
             self.count_sampled_out(&p);
             return;

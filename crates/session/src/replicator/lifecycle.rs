@@ -153,7 +153,11 @@ impl Replicator {
         let port = self.config.copy_port(client.port(), copy);
         let fakes = &self.config.fake_clients;
         if fakes.is_empty() {
-            return SocketAddr::new(client.ip(), port);
+            let ip = match self.config.localhost_as {
+                Some(ip) if client.ip().is_loopback() => ip,
+                _ => client.ip(),
+            };
+            return SocketAddr::new(ip, port);
         }
         // Copies of one client spread over the fake addresses too.
         let start = (addr_hash(client.ip()) as usize).wrapping_add(usize::from(copy)) % fakes.len();

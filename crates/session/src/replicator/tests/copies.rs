@@ -88,3 +88,66 @@ fn sampling_keeps_a_stable_share_of_connections() {
     );
     assert!((15..=45).contains(&st.sessions_created), "{st}");
 }
+
+#[test]
+fn port_offset_moves_every_copy_including_the_first() {
+    let mut cfg = config();
+    cfg.copies = 2;
+    cfg.port_offset = 3 * 2048;
+    let mut r = Replicator::new(cfg);
+    r.handle_capture(Instant::now(), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    let mut ports = Vec::new();
+    r.drain_transmits(|p| ports.push(TcpPacket::parse(p).unwrap().src().port()));
+    assert_eq!(ports, [40000 + 6144, 40000 + 6144 + 1000]);
+    // Wrapping stays within 1024..=65535.
+    assert_eq!(
+        u32::from(r.config().copy_port(65000, 0)),
+        1024 + (65000 - 1024 + 6144) % 64512
+    );
+}
+
+#[test]
+fn loopback_clients_get_the_localhost_address() {
+    let mut cfg = config();
+    cfg.fake_clients.clear();
+    cfg.localhost_as = Some("198.18.0.99".parse().unwrap());
+    let mut r = Replicator::new(cfg);
+    let now = Instant::now();
+    let lo: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    r.handle_capture(now, &segment(lo, addr(ONLINE), C_ISN, 0, Flags::SYN, b""));
+    r.handle_capture(now, &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    let mut sources = Vec::new();
+    r.drain_transmits(|p| sources.push(TcpPacket::parse(p).unwrap().src()));
+    assert_eq!(
+        sources,
+        [addr("198.18.0.99:40000"), addr(CLIENT)],
+        "a loopback client is renamed, another keeps its address"
+    );
+}
+
+#[test]
+fn gradual_sampling_starts_at_one_percent_and_grows_each_second() {
+    let mut cfg = config();
+    cfg.sample_ramp = true;
+    assert_eq!(cfg.sample_percent_at(Duration::ZERO), 1);
+    assert_eq!(cfg.sample_percent_at(Duration::from_millis(9_500)), 10);
+    assert_eq!(cfg.sample_percent_at(Duration::from_secs(500)), 100);
+    cfg.sample_percent = 40;
+    assert_eq!(cfg.sample_percent_at(Duration::from_secs(500)), 40, "up to -r");
+    // New connections in the first second: about 1 %; a minute later: about 61 %.
+    let mut r = Replicator::new(cfg);
+    let base = Instant::now();
+    let opened = |r: &mut Replicator, at: Instant, first_port: u16| {
+        let before = r.stats().sessions_created;
+        for port in first_port..first_port + 2000 {
+            let c = SocketAddr::new(addr(CLIENT).ip(), port);
+            r.handle_capture(at, &segment(c, addr(ONLINE), 1, 0, Flags::SYN, b""));
+        }
+        r.drain_transmits(|_| {});
+        r.stats().sessions_created - before
+    };
+    let early = opened(&mut r, base, 10_000);
+    let later = opened(&mut r, base + Duration::from_secs(30), 20_000);
+    assert!(early <= 60, "{early} of 2000 at 1 %");
+    assert!((600..=840).contains(&later), "{later} of 2000 at 31 %");
+}

@@ -188,3 +188,37 @@ fn the_timer_wheel_follows_the_clock_for_a_driver_that_wakes_only_when_due() {
         "the new deadline went to the wheel"
     );
 }
+
+#[test]
+fn an_idle_session_times_out_after_the_idle_timeout_a_busy_one_after_the_session_timeout() {
+    let base = Instant::now();
+    let idle = Config {
+        idle_timeout: Some(Duration::from_secs(5)),
+        ..config()
+    };
+    // Answered and acknowledged: nothing outstanding, so -k applies.
+    let mut r = established_with(base, idle.clone());
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    r.handle_response(
+        ms(base, 3),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK | Flags::PSH, 20),
+    );
+    sent(&mut r);
+    r.handle_timeout(ms(base, 4_000));
+    assert_eq!(r.stats().sessions_timed_out, 0);
+    r.handle_timeout(ms(base, 5_100));
+    assert_eq!(r.stats().sessions_timed_out, 1, "idle for 5 s");
+
+    // Its request never answered: busy, so -t (60 s) applies, not -k.
+    let mut r = established_with(base, idle);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    sent(&mut r);
+    r.handle_timeout(ms(base, 5_100));
+    assert_eq!(r.stats().sessions_timed_out, 0, "still waiting for an answer");
+}
