@@ -23,7 +23,7 @@ _intercept() {
 
     case "${cmd}" in
         intercept)
-            opts="-i -q -p -b -x -n -t -s -l -P -d -h -V --interface --queue --port --queue-num --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --log --pid-file --debug --log-format --help --version"
+            opts="-i -q -x -D -p -b -n -t -s -l -P -d -v -h --interface --queue --port --queue-num --queue-length --pass --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --log --pid-file --daemon --debug --log-format --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -45,6 +45,26 @@ _intercept() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --queue-length)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -q)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pass)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -x)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -D)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --listen-port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -62,10 +82,6 @@ _intercept() {
                     return 0
                     ;;
                 --allow)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -x)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

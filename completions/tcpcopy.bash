@@ -23,7 +23,7 @@ _tcpcopy() {
 
     case "${cmd}" in
         tcpcopy)
-            opts="-x -s -c -i -a -t -D -M -R -W -C -p -n -f -r -m -l -P -d -o -h -V --transfer --intercept --fake-client --interface --accelerate --max-gap --record --session-timeout --mss --mtu --rtt --no-wait --response-wait --connections --threads --port --copies --port-shift --percent --memory --log --pid-file --debug --log-format --send-layer --output-device --capture-wait --stats-interval --duration --compare --compare-bytes --ignore-header --baseline --report --report-html --fail-on-diff --fail-on-loss --metrics --help --version"
+            opts="-x -s -c -i -a -I -T -t -k -D -M -R -W -C -p -n -f -O -g -H -L -B -U -S -r -m -l -P -d -o -v -h --transfer --intercept --fake-client --interface --accelerate --max-gap --skip-gaps --loop --record --session-timeout --idle-timeout --mss --mtu --rtt --no-wait --response-wait --connections --threads --port --copies --port-shift --instance --only-full-sessions --gradual --localhost-as --lonely --capture-buffer --percent --memory --log --pid-file --daemon --debug --log-format --send-layer --output-device --capture-wait --stats-interval --duration --compare --compare-bytes --ignore-header --baseline --report --report-html --fail-on-diff --fail-on-loss --metrics --version --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -73,6 +73,22 @@ _tcpcopy() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --skip-gaps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -I)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --loop)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -T)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --record)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -82,6 +98,14 @@ _tcpcopy() {
                     return 0
                     ;;
                 -t)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -k)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -145,7 +169,35 @@ _tcpcopy() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --localhost-as)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --capture-buffer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -B)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -U)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -S)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

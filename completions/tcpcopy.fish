@@ -5,8 +5,11 @@ complete -c tcpcopy -l interface -d 'Capture interface (default: all interfaces)
 complete -c tcpcopy -s i -d 'Capture interface, or a pcap/pcapng file to replay offline (an existing file)' -r
 complete -c tcpcopy -s a -l accelerate -d 'Offline replay: play the file this many times faster than it was recorded' -r
 complete -c tcpcopy -l max-gap -d 'Offline replay: pauses in the recording longer than S seconds are shortened to S (and counted), as tcpreplay\'s --maxsleep' -r
+complete -c tcpcopy -s I -l skip-gaps -d 'Offline replay: pauses in the recording longer than MS milliseconds are skipped (and counted), as C TCPCopy\'s -I' -r
+complete -c tcpcopy -s T -l loop -d 'Offline replay: play the file N times, one pass after the other (C TCPCopy\'s -T)' -r
 complete -c tcpcopy -l record -d 'Live: also write every captured client packet to this pcapng file (replayable with -i)' -r -F
-complete -c tcpcopy -s t -l session-timeout -d 'Session timeout in seconds' -r
+complete -c tcpcopy -s t -l session-timeout -d 'Session timeout in seconds: a session whose target leaves a request unanswered (or that holds client bytes) this long is reset and forgotten' -r
+complete -c tcpcopy -s k -l idle-timeout -d 'Idle timeout in seconds: a session with nothing outstanding, idle between requests, is reset and forgotten after this long (C TCPCopy\'s -k; default: the session timeout)' -r
 complete -c tcpcopy -s D -l mss -d 'Largest TCP payload sent to the target' -r
 complete -c tcpcopy -s M -l mtu -d 'MTU of the path to the target' -r
 complete -c tcpcopy -s R -l rtt -d 'Initial retransmission timeout in milliseconds (before an RTT was measured)' -r
@@ -15,7 +18,12 @@ complete -c tcpcopy -s C -l connections -d 'Connections to each intercept (per c
 complete -c tcpcopy -l threads -d 'Capture threads: the kernel spreads client connections over them by flow hash (PACKET_FANOUT), each with its own sessions, sender and intercept connections' -r
 complete -c tcpcopy -s p -l port -d 'Default intercept port' -r
 complete -c tcpcopy -s n -l copies -d 'Replicate each session N times (each copy a distinct session at the target)' -r
-complete -c tcpcopy -s f -l port-shift -d 'Copy k of a session uses the client port shifted by k times this' -r
+complete -c tcpcopy -l port-shift -d 'Copy k of a session uses the client port shifted by k times this' -r
+complete -c tcpcopy -s f -l instance -d 'This instance\'s number (C TCPCopy\'s -f): every session\'s client port is shifted by F × 2048, so that tcpcopy instances with different numbers replicating the same clients to one target do not collide (0: no shift)' -r
+complete -c tcpcopy -s H -l localhost-as -d 'Source address for clients on the loopback network, which the target cannot answer (C TCPCopy\'s -H); -c takes precedence' -r
+complete -c tcpcopy -s B -l capture-buffer -d 'Capture buffer in MB (C TCPCopy\'s -B; default 64)' -r
+complete -c tcpcopy -s U -d 'C TCPCopy\'s session pool size: accepted and ignored (sessions are allocated as needed)' -r
+complete -c tcpcopy -s S -d 'C TCPCopy\'s snap length: refused (every byte must reach the target)' -r
 complete -c tcpcopy -s r -l percent -d 'Replicate this percentage of client connections (whole connections, the same ones every run)' -r
 complete -c tcpcopy -s m -l memory -d 'Memory cap in MB for client data held for the target, all sessions together; one session may hold a quarter. A session that would pass either is dropped and counted as overflow' -r
 complete -c tcpcopy -s l -l log -d 'Log file (default: stderr)' -r -F
@@ -37,7 +45,11 @@ complete -c tcpcopy -l fail-on-diff -d 'Exit with status 3 when more than PCT % 
 complete -c tcpcopy -l fail-on-loss -d 'Exit with status 3 when more than PCT % of the online requests were lost' -r
 complete -c tcpcopy -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (GET /metrics)' -r
 complete -c tcpcopy -s W -l no-wait -d 'Don\'t wait for the target\'s response before sending the next request'
-complete -c tcpcopy -s d -l debug -d 'Debug logging'
+complete -c tcpcopy -s O -l only-full-sessions -d 'Replicate only sessions whose handshake was captured, not those already open when tcpcopy started (C TCPCopy\'s -O)'
+complete -c tcpcopy -s g -l gradual -d 'Start with 1 % of the connections and take one point more each second, up to -r (C TCPCopy\'s -g)'
+complete -c tcpcopy -s L -l lonely -d 'Keep replicating while an intercept is unreachable (C TCPCopy\'s -L; always the case here: tcpcopy reconnects and goes on)'
+complete -c tcpcopy -s d -l daemon -d 'Run in the background, once started (as C TCPCopy\'s -d); without -l, the log goes to /var/log/PROGRAM.log'
+complete -c tcpcopy -l debug -d 'Debug logging'
 complete -c tcpcopy -l compare -d 'Compare the target\'s answers with the online server\'s (captured too): HTTP/1.x by status, headers and body, any other protocol by digest and first bytes'
+complete -c tcpcopy -s v -l version -d 'Print version'
 complete -c tcpcopy -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tcpcopy -s V -l version -d 'Print version'

@@ -8,12 +8,14 @@
 //! - [`raw`]: raw-socket packet sending, behind the [`raw::PacketSink`] trait.
 //! - [`link`]: link-layer (`AF_PACKET`) sending of IPv4 packets, with the raw sockets as fallback.
 //! - [`nfqueue`]: NFQUEUE reader that drops the target's responses.
+//! - [`daemon`]: running in the background (`-d`) without hiding a failed start.
 //! - [`netdev`]: device settings (GRO) without the ethtool program.
 //! - [`netns`]: moving a thread into a network namespace.
 //! - [`sched`]: thread priority for capture threads.
 
 pub mod bpf;
 pub mod capture;
+pub mod daemon;
 pub mod link;
 pub mod netdev;
 pub mod netns;
@@ -25,6 +27,6 @@ mod sys;
 pub use bpf::{Insn, TcpFilter};
 pub use capture::{CaptureStats, CapturedPacket, RingCapture, RingConfig};
 pub use link::{LinkSender, SendCounts};
-pub use nfqueue::ResponseQueue;
+pub use nfqueue::{Fate, ResponseQueue};
 pub use raw::{MemorySink, PacketSink, RawSender};
 pub use sys::set_recv_lowat;

@@ -1,9 +1,10 @@
 //! NFQUEUE reader for the intercept: takes the target's responses out of the kernel.
 //!
 //! Owns the netlink queue binding (through the `nfq` crate) and the verdicts. Every packet it sees
-//! gets a DROP verdict: the responses must never reach the client, so the queue is also configured
-//! to fail closed (a full queue drops instead of accepting). What the packets mean is the caller's
-//! business. `recv_drop` blocks, so the queue belongs on a thread of its own.
+//! gets a DROP verdict unless the caller says it may pass ([`Fate::Pass`]): the responses must never
+//! reach the client, so the queue is also configured to fail closed (a full queue drops instead of
+//! accepting). What the packets mean is the caller's business. `recv_drop` blocks, so the queue
+//! belongs on a thread of its own.
 //!
 //! `nfq` keeps its netlink socket private, yet the default receive buffer (`net.core.rmem_default`,
 //! usually 208 KiB) loses about a quarter of a 20 000-packet burst. So `open` finds the socket the
@@ -22,8 +23,14 @@ use nfq::{Queue, Verdict};
 
 use crate::sys;
 
-/// Kernel-side queue length before new packets are dropped.
-const QUEUE_MAX_LEN: u32 = 1 << 16;
+/// What becomes of a queued packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Dropped: it never leaves the host.
+    Drop,
+    /// Accepted: it goes on to its destination.
+    Pass,
+}
 /// Most packets handled per `recv_drop` call.
 const BATCH: usize = 256;
 /// Netlink receive buffer: room for tens of thousands of queued packets between two reads.
@@ -42,11 +49,12 @@ pub struct ResponseQueue {
 }
 
 impl ResponseQueue {
-    /// Binds queue `queue_num` and asks for the first `copy_range` bytes of each packet.
+    /// Binds queue `queue_num` and asks for the first `copy_range` bytes of each packet; the
+    /// kernel queues `max_len` packets at most (then drops new ones).
     ///
     /// Fails if another socket already holds the queue. Finding the netlink socket to raise its
     /// receive buffer is best effort: [`lost`](Self::lost) says whether it was found.
-    pub fn open(queue_num: u16, copy_range: u16) -> io::Result<Self> {
+    pub fn open(queue_num: u16, copy_range: u16, max_len: u32) -> io::Result<Self> {
         let ctx = |what| sys::context(format!("NFQUEUE {queue_num}: {what}"));
         let before = netfilter_sockets().unwrap_or_default();
         let mut queue = Queue::open().map_err(ctx("open netlink socket"))?;
@@ -73,7 +81,7 @@ impl ResponseQueue {
             .set_copy_range(queue_num, copy_range)
             .map_err(ctx("set copy range"))?;
         queue
-            .set_queue_max_len(queue_num, QUEUE_MAX_LEN)
+            .set_queue_max_len(queue_num, max_len)
             .map_err(ctx("set queue length"))?;
         queue
             .set_fail_open(queue_num, false)
@@ -98,9 +106,10 @@ impl ResponseQueue {
     }
 
     /// Blocks until at least one packet is queued, then hands each queued packet's bytes (IP header
-    /// first, at most `copy_range` of them) to `f` and drops it. Returns how many packets it handled;
-    /// 0 if a signal interrupted the wait or the receive timeout passed (see the module doc).
-    pub fn recv_drop(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
+    /// first, at most `copy_range` of them) to `f` and drops it, or lets it pass when `f` says so.
+    /// Returns how many packets it handled; 0 if a signal interrupted the wait or the receive
+    /// timeout passed (see the module doc).
+    pub fn recv_drop(&mut self, mut f: impl FnMut(&[u8]) -> Fate) -> io::Result<usize> {
         self.queue.set_nonblocking(false);
         let first = match self.queue.recv() {
             Ok(msg) => msg,
@@ -150,9 +159,16 @@ impl ResponseQueue {
             .map(|s| s.drops)
     }
 
-    fn drop_packet(&mut self, mut msg: nfq::Message, f: &mut impl FnMut(&[u8])) -> io::Result<()> {
-        f(msg.get_payload());
-        msg.set_verdict(Verdict::Drop);
+    fn drop_packet(
+        &mut self,
+        mut msg: nfq::Message,
+        f: &mut impl FnMut(&[u8]) -> Fate,
+    ) -> io::Result<()> {
+        let verdict = match f(msg.get_payload()) {
+            Fate::Drop => Verdict::Drop,
+            Fate::Pass => Verdict::Accept,
+        };
+        msg.set_verdict(verdict);
         self.queue.verdict(msg)
     }
 }

@@ -21,6 +21,7 @@ use session::Rule;
 #[command(
     name = "tcpcopy",
     version,
+    disable_version_flag = true,
     about = "Copy live TCP traffic from this (online) host to a target server",
     after_help = "Run `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
 )]
@@ -33,6 +34,9 @@ use session::Rule;
 pub struct TcpcopyCli {
     #[command(flatten)]
     pub opts: TcpcopyOpts,
+    /// Print version
+    #[arg(short = 'v', long = "version", short_alias = 'V', action = clap::ArgAction::Version)]
+    pub version: (),
 }
 
 /// `tcpcopy demo [--seconds N]`.
@@ -191,12 +195,24 @@ pub struct TcpcopyOpts {
     /// counted), as tcpreplay's --maxsleep
     #[arg(long = "max-gap", value_name = "S")]
     pub max_gap: Option<f64>,
+    /// Offline replay: pauses in the recording longer than MS milliseconds are skipped (and
+    /// counted), as C TCPCopy's -I
+    #[arg(short = 'I', long = "skip-gaps", value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub skip_gaps: Option<u64>,
+    /// Offline replay: play the file N times, one pass after the other (C TCPCopy's -T)
+    #[arg(short = 'T', long = "loop", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub loops: u32,
     /// Live: also write every captured client packet to this pcapng file (replayable with -i)
     #[arg(long = "record", value_name = "FILE")]
     pub record: Option<std::path::PathBuf>,
-    /// Session timeout in seconds
+    /// Session timeout in seconds: a session whose target leaves a request unanswered (or that
+    /// holds client bytes) this long is reset and forgotten
     #[arg(short = 't', long = "session-timeout", value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub session_timeout: u64,
+    /// Idle timeout in seconds: a session with nothing outstanding, idle between requests, is
+    /// reset and forgotten after this long (C TCPCopy's -k; default: the session timeout)
+    #[arg(short = 'k', long = "idle-timeout", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub idle_timeout: Option<u64>,
     /// Largest TCP payload sent to the target
     #[arg(short = 'D', long = "mss", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(64..))]
     pub mss: u16,
@@ -223,11 +239,41 @@ pub struct TcpcopyOpts {
     #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Replicate each session N times (each copy a distinct session at the target)
-    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1023))]
     pub copies: u16,
     /// Copy k of a session uses the client port shifted by k times this
-    #[arg(short = 'f', long = "port-shift", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long = "port-shift", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
     pub port_shift: u16,
+    /// This instance's number (C TCPCopy's -f): every session's client port is shifted by
+    /// F × 2048, so that tcpcopy instances with different numbers replicating the same clients to
+    /// one target do not collide (0: no shift)
+    #[arg(short = 'f', long = "instance", value_name = "F", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1023))]
+    pub instance: u16,
+    /// Replicate only sessions whose handshake was captured, not those already open when
+    /// tcpcopy started (C TCPCopy's -O)
+    #[arg(short = 'O', long = "only-full-sessions")]
+    pub only_full_sessions: bool,
+    /// Start with 1 % of the connections and take one point more each second, up to -r (C
+    /// TCPCopy's -g)
+    #[arg(short = 'g', long = "gradual")]
+    pub gradual: bool,
+    /// Source address for clients on the loopback network, which the target cannot answer (C
+    /// TCPCopy's -H); -c takes precedence
+    #[arg(short = 'H', long = "localhost-as", value_name = "IP")]
+    pub localhost_as: Option<IpAddr>,
+    /// Keep replicating while an intercept is unreachable (C TCPCopy's -L; always the case here:
+    /// tcpcopy reconnects and goes on)
+    #[arg(short = 'L', long = "lonely")]
+    pub lonely: bool,
+    /// Capture buffer in MB (C TCPCopy's -B; default 64)
+    #[arg(short = 'B', long = "capture-buffer", value_name = "MB", value_parser = clap::value_parser!(u32).range(1..=16_384))]
+    pub capture_buffer: Option<u32>,
+    /// C TCPCopy's session pool size: accepted and ignored (sessions are allocated as needed)
+    #[arg(short = 'U', value_name = "KB", hide = true)]
+    pub session_pool: Option<String>,
+    /// C TCPCopy's snap length: refused (every byte must reach the target)
+    #[arg(short = 'S', value_name = "SNAPLEN", hide = true)]
+    pub snaplen: Option<String>,
     /// Replicate this percentage of client connections (whole connections, the same ones every run)
     #[arg(short = 'r', long = "percent", value_name = "P", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub percent: u8,
@@ -303,22 +349,39 @@ pub struct ReportOpts {
 #[command(
     name = "intercept",
     version,
+    disable_version_flag = true,
     about = "Catch a target server's responses and stream them to tcpcopy"
 )]
 pub struct InterceptCli {
-    /// Assistant mode: capture interfaces dev[,dev] (default: all)
+    /// Assistant mode: capture on these interfaces, dev[,dev] (`any`: all of them). Without -i,
+    /// intercept runs in queue mode
     #[arg(short = 'i', long = "interface", value_name = "DEV[,DEV]")]
     pub interface: Option<String>,
-    /// Queue mode: run on the target, divert its responses with an iptables NFQUEUE rule and drop them
-    #[arg(short = 'q', long = "queue")]
+    /// Queue mode (the mode without -i): run on the target, read its responses from NFQUEUE and
+    /// drop them. With --port, intercept adds the iptables rule itself (and removes it at exit);
+    /// without, it reads the queue that the operator's rule fills (`iptables -I OUTPUT -p tcp
+    /// --sport PORT -j NFQUEUE`)
+    #[arg(long = "queue")]
     pub queue: bool,
-    /// Service port(s) whose responses to catch: port[,port] (required with -q; recommended in
-    /// assistant mode, which otherwise ignores all TCP to or from the listen port)
+    /// Service port(s) whose responses to catch: port[,port] (queue mode: intercept adds its
+    /// NFQUEUE rule for them; assistant mode: narrows the capture, which otherwise ignores only
+    /// TCP to or from the listen port)
     #[arg(long = "port", value_name = "PORTS", value_parser = crate::config::parse_ports)]
     pub service_ports: Option<std::vec::Vec<u16>>,
     /// NFQUEUE number for queue mode
     #[arg(long = "queue-num", default_value_t = 0)]
     pub queue_num: u16,
+    /// Queue mode: packets the kernel queues at most before it drops new ones (C intercept's -q)
+    #[arg(short = 'q', long = "queue-length", value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_length: u32,
+    /// Queue mode: responses to these addresses pass (are neither dropped nor reported), e.g.
+    /// a monitoring host's (C intercept's -x): ip[,ip]
+    #[arg(short = 'x', long = "pass", value_name = "IPS", value_parser = crate::config::parse_ip_list)]
+    pub pass: Option<std::vec::Vec<IpAddr>>,
+    /// C intercept's docker address pairs: refused (run intercept in the container's network
+    /// namespace instead)
+    #[arg(short = 'D', value_name = "PAIRS", hide = true)]
+    pub docker: Option<String>,
     /// Listen port for tcpcopy connections
     #[arg(short = 'p', long = "listen-port", default_value_t = protocol::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub listen_port: u16,
@@ -326,7 +389,7 @@ pub struct InterceptCli {
     #[arg(short = 'b', long = "bind", default_value = "0.0.0.0")]
     pub bind: IpAddr,
     /// Allowed tcpcopy hosts: ip[,ip] (default: any)
-    #[arg(short = 'x', long = "allow", value_name = "IPS", value_parser = crate::config::parse_ip_list)]
+    #[arg(long = "allow", value_name = "IPS", value_parser = crate::config::parse_ip_list)]
     pub allow: Option<std::vec::Vec<IpAddr>>,
     /// Testing: milliseconds added to every time this intercept reports (a host whose clock is off)
     #[arg(
@@ -355,6 +418,9 @@ pub struct InterceptCli {
     pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub common: CommonOpts,
+    /// Print version
+    #[arg(short = 'v', long = "version", short_alias = 'V', action = clap::ArgAction::Version)]
+    pub version: (),
 }
 
 /// Options both programs share.
@@ -366,8 +432,12 @@ pub struct CommonOpts {
     /// Pid file
     #[arg(short = 'P', long = "pid-file")]
     pub pid_file: Option<PathBuf>,
+    /// Run in the background, once started (as C TCPCopy's -d); without -l, the log goes to
+    /// /var/log/PROGRAM.log
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
     /// Debug logging
-    #[arg(short = 'd', long = "debug")]
+    #[arg(long = "debug")]
     pub debug: bool,
     /// Log lines as text, or as JSON objects (one per line; the statistics as fields)
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
@@ -449,10 +519,10 @@ mod tests {
         assert_eq!(t.opts.fake_client.unwrap().len(), 254);
         let i = InterceptCli::try_parse_from([
             "intercept",
-            "-q",
+            "--queue",
             "--port",
             "80,8080",
-            "-x",
+            "--allow",
             "198.18.0.20",
         ])
         .unwrap();

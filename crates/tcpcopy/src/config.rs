@@ -56,6 +56,10 @@ pub struct LiveConfig {
     pub compare: Option<CompareSettings>,
     /// Reports and exit criteria.
     pub report: ReportSettings,
+    /// Capture ring size in bytes (`-B`; `None`: the ring's default).
+    pub capture_buffer: Option<usize>,
+    /// Lines to log at start about options accepted for compatibility that change nothing.
+    pub notes: Vec<String>,
 }
 
 /// How answers are compared (`--compare` and its options).
@@ -86,10 +90,22 @@ impl LiveConfig {
             .transfer
             .clone()
             .ok_or("the option -x/--transfer is required (e.g. -x 80-198.18.0.30:80)")?;
-        let servers = o
-            .intercept
-            .clone()
-            .ok_or("the option -s/--intercept is required (e.g. -s 198.18.0.40)")?;
+        // Without -s, intercept runs on each target (queue mode), as with the first C TCPCopy.
+        let servers = o.intercept.clone().unwrap_or_else(|| {
+            let mut on_targets: Vec<(IpAddr, Option<u16>)> = Vec::new();
+            for r in &rules {
+                if !on_targets.iter().any(|(ip, _)| *ip == r.target.ip()) {
+                    on_targets.push((r.target.ip(), None));
+                }
+            }
+            on_targets
+        });
+        if o.snaplen.is_some() {
+            return Err(
+                "-S: not supported; tcpcopy always captures whole packets (every byte must reach the target), leave -S out"
+                    .into(),
+            );
+        }
         let input = input(o)?;
         if o.record.is_some() && matches!(input, Input::File { .. }) {
             return Err("--record: only a live capture can be recorded, not a replay".into());
@@ -112,8 +128,25 @@ impl LiveConfig {
             send: send_via(o)?,
             compare: compare_settings(&o.report)?,
             report: report_settings(&o.report)?,
+            capture_buffer: o.capture_buffer.map(|mb| mb as usize * (1 << 20)),
+            notes: compatibility_notes(o),
         })
     }
+}
+
+/// What the options kept for C TCPCopy's users that change nothing here do instead.
+fn compatibility_notes(o: &TcpcopyOpts) -> Vec<String> {
+    let mut notes = Vec::new();
+    if o.session_pool.is_some() {
+        notes.push("-U: ignored, sessions are allocated as needed".to_string());
+    }
+    if o.lonely {
+        notes.push(
+            "-L: tcpcopy always goes on while an intercept is unreachable, and reconnects"
+                .to_string(),
+        );
+    }
+    notes
 }
 
 /// `--compare` and its options; they make no sense without it.
@@ -182,6 +215,12 @@ fn input(o: &TcpcopyOpts) -> Result<Input, String> {
             return Err(format!("--max-gap {gap}: a number of seconds above 0"));
         }
     }
+    if o.skip_gaps.is_some() && !replaying {
+        return Err("-I/--skip-gaps: only with a replayed file (-i FILE)".into());
+    }
+    if o.loops > 1 && !replaying {
+        return Err("-T/--loop: only with a replayed file (-i FILE)".into());
+    }
     let Some(arg) = &o.input else {
         return Ok(Input::Capture {
             interface: o.interface.clone(),
@@ -194,6 +233,8 @@ fn input(o: &TcpcopyOpts) -> Result<Input, String> {
             pace: Pace {
                 accelerate: o.accelerate,
                 max_gap: o.max_gap.map(Duration::from_secs_f64),
+                skip_gaps: o.skip_gaps.map(Duration::from_millis),
+                loops: o.loops,
             },
         })
     } else if arg.contains('/') || arg.contains('.') {
@@ -224,6 +265,20 @@ fn core_config(o: &TcpcopyOpts, rules: Vec<Rule>) -> Result<Config, String> {
         ));
     }
     core.session_timeout = Duration::from_secs(o.session_timeout);
+    core.idle_timeout = o.idle_timeout.map(Duration::from_secs);
+    if let Some(ip) = o.localhost_as {
+        if core
+            .rules
+            .iter()
+            .any(|r| r.target.is_ipv4() != ip.is_ipv4())
+        {
+            return Err(format!(
+                "-H {ip}: must be of the same IP version as the target"
+            ));
+        }
+    }
+    core.localhost_as = o.localhost_as;
+    core.join_open_sessions = !o.only_full_sessions;
     if let Some(b) = o.report.baseline {
         if core.rules.iter().any(|r| r.target.is_ipv4() != b.is_ipv4()) {
             return Err(format!(
@@ -247,7 +302,10 @@ fn core_config(o: &TcpcopyOpts, rules: Vec<Rule>) -> Result<Config, String> {
         .map_or(0, |d| (d.as_micros() / 4) as u32);
     core.copies = o.copies;
     core.port_shift = o.port_shift;
+    // C TCPCopy shifts by F × 2048 too; the core wraps within 1024..=65535.
+    core.port_offset = ((u32::from(o.instance) * 2048) % (65536 - 1024)) as u16;
     core.sample_percent = o.percent;
+    core.sample_ramp = o.gradual;
     core.max_buffered_bytes = (o.memory as usize).saturating_mul(1 << 20);
     core.max_session_bytes = core.max_buffered_bytes / 4;
     Ok(core)
@@ -309,8 +367,15 @@ pub struct InterceptConfig {
 /// Where intercept catches the target's responses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResponseSource {
-    /// Queue mode: an iptables rule diverts the responses from `ports` to NFQUEUE `queue_num`.
-    Queue { ports: Vec<u16>, queue_num: u16 },
+    /// Queue mode: responses are read from NFQUEUE `queue_num`, which intercept's own iptables
+    /// rule fills with the responses from `ports`, or (`None`) the operator's rule. Responses to
+    /// `pass` go on to their destination. The kernel queues `max_len` packets at most.
+    Queue {
+        ports: Option<Vec<u16>>,
+        queue_num: u16,
+        max_len: u32,
+        pass: Vec<IpAddr>,
+    },
     /// Assistant mode: capture rings on each interface (`None`: all of them), `threads` per
     /// interface; `service_ports` narrows the capture when known.
     Capture {
@@ -323,38 +388,47 @@ pub enum ResponseSource {
 impl InterceptConfig {
     /// Turns parsed options into a validated configuration; errors are one-line usage errors.
     pub fn from_cli(cli: &InterceptCli) -> Result<InterceptConfig, String> {
-        let source = if cli.queue {
-            let Some(ports) = cli.service_ports.clone() else {
+        if cli.docker.is_some() {
+            return Err(
+                "-D: not supported; run intercept in the containers' network namespace (or on the host their answers are routed through)"
+                    .into(),
+            );
+        }
+        let source = match &cli.interface {
+            None => {
+                if cli.threads > 1 {
+                    return Err(
+                        "--threads is for assistant mode (-i): queue mode reads one NFQUEUE".into(),
+                    );
+                }
+                ResponseSource::Queue {
+                    ports: cli.service_ports.clone(),
+                    queue_num: cli.queue_num,
+                    max_len: cli.queue_length,
+                    pass: cli.pass.clone().unwrap_or_default(),
+                }
+            }
+            Some(_) if cli.queue => {
                 return Err(
-                    "-q/--queue needs --port PORT[,PORT]: the service port(s) whose responses to divert"
+                    "-i/--interface is for assistant mode and cannot be combined with --queue"
                         .into(),
                 );
-            };
-            if cli.interface.is_some() {
+            }
+            Some(_) if cli.pass.is_some() => {
                 return Err(
-                    "-i/--interface is for assistant mode and cannot be combined with -q/--queue"
+                    "-x/--pass is for queue mode: in assistant mode (-i) intercept drops nothing"
                         .into(),
                 );
             }
-            if cli.threads > 1 {
-                return Err("--threads is for assistant mode: queue mode reads one NFQUEUE".into());
-            }
-            ResponseSource::Queue {
-                ports,
-                queue_num: cli.queue_num,
-            }
-        } else {
-            ResponseSource::Capture {
-                interfaces: match &cli.interface {
-                    Some(list) => list
-                        .split(',')
-                        .map(|s| Some(s.trim().to_string()))
-                        .collect(),
-                    None => vec![None],
-                },
+            Some(list) => ResponseSource::Capture {
+                interfaces: list
+                    .split(',')
+                    .map(str::trim)
+                    .map(|dev| (dev != "any").then(|| dev.to_string()))
+                    .collect(),
                 service_ports: cli.service_ports.clone(),
                 threads: cli.threads,
-            }
+            },
         };
         Ok(InterceptConfig {
             source,
@@ -644,12 +718,34 @@ mod tests {
 
     #[test]
     fn intercept_modes_and_their_options() {
-        let q = intercept(&["-q", "--port", "80,8080", "--queue-num", "3"]).unwrap();
+        let q = intercept(&[
+            "--queue",
+            "--port",
+            "80,8080",
+            "--queue-num",
+            "3",
+            "-q",
+            "500",
+        ])
+        .unwrap();
         assert_eq!(
             q.source,
             ResponseSource::Queue {
-                ports: vec![80, 8080],
-                queue_num: 3
+                ports: Some(vec![80, 8080]),
+                queue_num: 3,
+                max_len: 500,
+                pass: Vec::new(),
+            }
+        );
+        // Without -i: queue mode, as C intercept, filled by the operator's own rule.
+        let bare = intercept(&["-x", "198.18.0.7,198.18.0.8"]).unwrap();
+        assert_eq!(
+            bare.source,
+            ResponseSource::Queue {
+                ports: None,
+                queue_num: 0,
+                max_len: 65_536,
+                pass: vec![IpAddr::from([198, 18, 0, 7]), IpAddr::from([198, 18, 0, 8])],
             }
         );
         let a = intercept(&["-i", "eth0, eth1", "--threads", "2"]).unwrap();
@@ -661,14 +757,19 @@ mod tests {
                 threads: 2
             }
         );
+        let any = intercept(&["-i", "any"]).unwrap();
+        assert!(
+            matches!(any.source, ResponseSource::Capture { interfaces, .. } if interfaces == [None])
+        );
         assert_eq!(
             a.listen,
             SocketAddr::from(([0, 0, 0, 0], protocol::DEFAULT_PORT))
         );
         let err = |args: &[&str]| intercept(args).err().unwrap_or_default();
-        assert!(err(&["-q"]).starts_with("-q/--queue needs --port"));
-        assert!(err(&["-q", "--port", "80", "-i", "eth0"]).starts_with("-i/--interface"));
-        assert!(err(&["-q", "--port", "80", "--threads", "2"]).starts_with("--threads"));
+        assert!(err(&["--queue", "--port", "80", "-i", "eth0"]).starts_with("-i/--interface"));
+        assert!(err(&["--port", "80", "--threads", "2"]).starts_with("--threads"));
+        assert!(err(&["-i", "eth0", "-x", "198.18.0.7"]).starts_with("-x/--pass"));
+        assert!(err(&["-D", "172.17.0.2-198.18.0.9"]).starts_with("-D: not supported"));
         assert_eq!(a.metrics, None);
         let m = intercept(&["--metrics", "127.0.0.1:9100"]).unwrap();
         assert_eq!(m.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9100))));

@@ -94,11 +94,39 @@ pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     }
 }
 
-/// A flag that SIGINT and SIGTERM set.
+/// The background process's link to its waiting parent, and the line it prints when ready.
+static DAEMON: std::sync::Mutex<Option<(netio::daemon::Daemon, String)>> =
+    std::sync::Mutex::new(None);
+
+/// `-d`: goes on in the background, as C TCPCopy's programs do. The parent waits until the
+/// program is ready ([`notify_ready`]) and exits 0, or shows the error of a start that failed and
+/// exits with its status. Without `-l`, the log goes to `/var/log/PROGRAM.log` (standard error
+/// is gone): `log` is set to it. Call before any thread starts.
+pub fn daemonize(program: &str, log: &mut Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let path = log.get_or_insert_with(|| format!("/var/log/{program}.log").into());
+    let line = format!(
+        "{program}: running in the background as pid {{pid}}, log in {}",
+        path.display()
+    );
+    let daemon = netio::daemon::daemonize().context("cannot go to the background")?;
+    let line = line.replace("{pid}", &std::process::id().to_string());
+    *DAEMON.lock().unwrap_or_else(|e| e.into_inner()) = Some((daemon, line));
+    Ok(())
+}
+
 /// Tells systemd the service is up (`Type=notify`): `READY=1` to `$NOTIFY_SOCKET` when set (a
 /// path, or an abstract name after `@`). Without it, or when it cannot be reached, nothing
 /// happens (logged at debug).
+///
+/// Under `-d`, also releases the waiting parent (see [`daemonize`]).
 pub fn notify_ready() {
+    let daemon = DAEMON.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((daemon, line)) = daemon {
+        eprintln!("{line}");
+        if let Err(e) = daemon.ready() {
+            tracing::warn!("could not tell the parent process that the start went well: {e}");
+        }
+    }
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -119,6 +147,7 @@ pub fn notify_ready() {
     }
 }
 
+/// A flag that SIGINT and SIGTERM set.
 pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -76,7 +76,14 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
     );
     assert_usage_error(
         t,
-        &["-x", "80-198.18.0.30:80", "-s", "198.18.0.40", "-f", "0"],
+        &[
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+            "--port-shift",
+            "0",
+        ],
         "--port-shift",
     );
     assert_usage_error(
@@ -125,7 +132,6 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
         );
     }
     assert_usage_error(t, &["-s", "198.18.0.40"], "-x/--transfer");
-    assert_usage_error(t, &["-x", "80-198.18.0.30:80"], "-s/--intercept");
     assert_usage_error(
         t,
         &[
@@ -143,12 +149,17 @@ fn tcpcopy_rejects_bad_options_in_one_line() {
 #[test]
 fn intercept_rejects_bad_options_in_one_line() {
     let i = env!("CARGO_BIN_EXE_intercept");
-    assert_usage_error(i, &["-q"], "--port");
-    assert_usage_error(i, &["-q", "--port", "http"], "--port");
-    assert_usage_error(i, &["-x", "1.2.3"], "--allow");
+    assert_usage_error(i, &["-q", "0"], "--queue-length");
+    assert_usage_error(i, &["--queue", "--port", "http"], "--port");
+    assert_usage_error(i, &["--allow", "1.2.3"], "--allow");
+    assert_usage_error(i, &["-x", "1.2.3"], "--pass");
     assert_usage_error(i, &["-n", "0"], "--batch");
-    assert_usage_error(i, &["-q", "--port", "80", "-i", "eth0"], "-i/--interface");
-    assert_usage_error(i, &["-q", "--port", "80", "--threads", "2"], "--threads");
+    assert_usage_error(
+        i,
+        &["--queue", "--port", "80", "-i", "eth0"],
+        "-i/--interface",
+    );
+    assert_usage_error(i, &["--port", "80", "--threads", "2"], "--threads");
     assert_usage_error(i, &["--threads", "0"], "--threads");
 }
 

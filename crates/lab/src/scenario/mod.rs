@@ -687,7 +687,7 @@ fn spawn_intercept(
 ) -> anyhow::Result<Child> {
     let mut args: Vec<String> = match mode {
         Mode::Assistant => vec!["-i".into(), Lab::IFACE.into()],
-        Mode::Queue => vec!["-q".into()],
+        Mode::Queue => vec!["--queue".into()],
     };
     args.extend(["--port".into(), port.to_string()]);
     args.extend(extra.iter().cloned());

@@ -27,7 +27,9 @@ impl Replicator {
             return;
         };
         let born = *self.born.get_or_insert(now);
-        let percent = self.config.sample_percent_at(now.saturating_duration_since(born));
+        let percent = self
+            .config
+            .sample_percent_at(now.saturating_duration_since(born));
         if !self.config.samples_at(p.src(), percent) {
             self.stats.sampled_out_packets += 1;
             self.count_sampled_out(&p);

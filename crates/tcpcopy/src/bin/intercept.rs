@@ -17,11 +17,11 @@ fn main() {
 }
 
 fn run(args: &InterceptCli, cfg: &InterceptConfig) -> anyhow::Result<()> {
-    logging::init(
-        args.common.debug,
-        args.common.log.as_deref(),
-        args.common.log_format,
-    )?;
+    let mut log = args.common.log.clone();
+    if args.common.daemon {
+        plumbing::daemonize("intercept", &mut log)?;
+    }
+    logging::init(args.common.debug, log.as_deref(), args.common.log_format)?;
     let pid_file = logging::write_pid(args.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     // Returns once a signal arrived; the queue-mode iptables rule is removed on the way out.

@@ -33,7 +33,14 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     let cfg = config::LiveConfig::from_opts(&args.opts)
         .unwrap_or_else(|e| cli::usage_error("tcpcopy", &e));
     let common = &args.opts.common;
-    logging::init(common.debug, common.log.as_deref(), common.log_format)?;
+    let mut log = common.log.clone();
+    if common.daemon {
+        plumbing::daemonize("tcpcopy", &mut log)?;
+    }
+    logging::init(common.debug, log.as_deref(), common.log_format)?;
+    for note in &cfg.notes {
+        tracing::info!("{note}");
+    }
     let pid_file = logging::write_pid(args.opts.common.pid_file.as_deref())?;
     let stop = plumbing::stop_on_signals()?;
     let settings = cfg.report.clone();

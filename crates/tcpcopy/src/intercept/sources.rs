@@ -7,6 +7,7 @@
 //! queue a full copy range), with their capture times. Each source switches between its
 //! captures on its own, and tells the hub.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -17,7 +18,7 @@ use tracing::{info, warn};
 
 use netio::bpf::TcpFilter;
 use netio::capture::{RingCapture, RingConfig};
-use netio::nfqueue::ResponseQueue;
+use netio::nfqueue::{Fate, ResponseQueue};
 
 use super::hub::{unix_ns, Hub, Scratch};
 use super::queue_rule::QueueRule;
@@ -98,15 +99,36 @@ pub(super) fn start(
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Option<QueueRule>> {
     match &cfg.source {
-        ResponseSource::Queue { ports, queue_num } => {
-            let queue = ResponseQueue::open(*queue_num, QUEUE_COPY)
+        ResponseSource::Queue {
+            ports,
+            queue_num,
+            max_len,
+            pass,
+        } => {
+            let queue = ResponseQueue::open(*queue_num, QUEUE_COPY, *max_len)
                 .context("cannot open NFQUEUE (run as root)")?;
-            let rule = QueueRule::install(ports, *queue_num)?;
-            spawn_queue_source(queue, hub.clone(), cfg.batch)?;
-            info!(
-                "queue mode: responses from port(s) {ports:?} are read from NFQUEUE {queue_num} and dropped"
-            );
-            Ok(Some(rule))
+            let rule = match ports {
+                Some(ports) => {
+                    let rule = QueueRule::install(ports, *queue_num)?;
+                    info!(
+                        "queue mode: responses from port(s) {ports:?} are read from NFQUEUE {queue_num} and dropped"
+                    );
+                    Some(rule)
+                }
+                None => {
+                    info!(
+                        "queue mode: responses are read from NFQUEUE {queue_num} and dropped; \
+                         the queue is filled by your rule (e.g. iptables -I OUTPUT -p tcp --sport 80 -j NFQUEUE --queue-num {queue_num}), \
+                         or give --port to let intercept add and remove it"
+                    );
+                    None
+                }
+            };
+            if !pass.is_empty() {
+                info!("queue mode: responses to {pass:?} pass (-x)");
+            }
+            spawn_queue_source(queue, pass.clone(), hub.clone(), cfg.batch)?;
+            Ok(rule)
         }
         ResponseSource::Capture {
             interfaces,
@@ -227,7 +249,12 @@ fn spawn_ring_source(
     Ok(())
 }
 
-fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> anyhow::Result<()> {
+fn spawn_queue_source(
+    mut queue: ResponseQueue,
+    pass: Vec<IpAddr>,
+    hub: Arc<Hub>,
+    batch: usize,
+) -> anyhow::Result<()> {
     hub.add_source();
     thread::Builder::new()
         .name("nfqueue".into())
@@ -245,10 +272,14 @@ fn spawn_queue_source(mut queue: ResponseQueue, hub: Arc<Hub>, batch: usize) -> 
                 round.clear();
                 let Round { packets, stamps } = &mut round;
                 match queue.recv_drop(|p| {
+                    if !pass.is_empty() && destination(p).is_some_and(|d| pass.contains(&d)) {
+                        return Fate::Pass;
+                    }
                     packets.push(p);
                     if full {
                         stamps.push(unix_ns(SystemTime::now()));
                     }
+                    Fate::Drop
                 }) {
                     Ok(0) => {}
                     Ok(_) => hub.dispatch(round.iter(), batch, &mut scratch),
@@ -289,9 +320,39 @@ fn assistant_filter(service_ports: Option<&[u16]>, listen_port: u16, full: bool)
     }
 }
 
+/// The destination address of an IP packet (`-x` passes some).
+fn destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_destination_of_v4_and_v6_packets_and_none_of_garbage() {
+        let mut v4 = [0u8; 40];
+        v4[0] = 0x45;
+        v4[16..20].copy_from_slice(&[198, 18, 0, 9]);
+        assert_eq!(destination(&v4), Some(IpAddr::from([198, 18, 0, 9])));
+        let mut v6 = [0u8; 60];
+        v6[0] = 0x60;
+        v6[24] = 0x20;
+        v6[39] = 7;
+        assert_eq!(destination(&v6), "2000::7".parse().ok());
+        assert_eq!(destination(&v4[..10]), None);
+        assert_eq!(destination(&[0x15; 40]), None);
+    }
 
     #[test]
     fn answers_to_a_client_port_equal_to_the_listen_port_are_captured() {

@@ -187,7 +187,7 @@ fn open_ring(
         ..TcpFilter::default()
     };
     let filter = filter.compile();
-    let ring_cfg = RingConfig {
+    let mut ring_cfg = RingConfig {
         interface: interface.map(String::from),
         filter: filter.clone(),
         ignore_outgoing: !answers,
@@ -195,6 +195,11 @@ fn open_ring(
         block_timeout_ms: cfg.capture_wait.as_millis().try_into().unwrap_or(u32::MAX),
         ..RingConfig::default()
     };
+    if let Some(bytes) = cfg.capture_buffer {
+        // `-B`: the same blocks, as many as fit (shared by the capture threads).
+        let per_thread = bytes / usize::from(cfg.threads.max(1));
+        ring_cfg.block_count = (per_thread / ring_cfg.block_size).max(8);
+    }
     let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
     info!(
         "capturing on {} for {} rule(s), {} intercept(s)",

@@ -3,6 +3,7 @@
 //! worker keeps about it: the bytes in flight, when to start, and when the replay is over.
 //! Parsing the file is `pcap`'s business, replicating the packets the core's.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -24,6 +25,8 @@ const REPLAY_CONNECT_WAIT: Duration = Duration::from_secs(10);
 const REPLAY_IDLE_END: Duration = Duration::from_secs(3);
 /// ...or, whatever they wait for, after this long without any traffic.
 const REPLAY_STALL_END: Duration = Duration::from_secs(120);
+/// Between two passes over the file (`-T`): the last pass's sessions close first.
+const PASS_GAP: Duration = Duration::from_secs(1);
 
 /// The worker's side of a replay (for a live capture it stays idle).
 pub(super) struct Replay {
@@ -50,7 +53,7 @@ impl Replay {
     /// Starts the thread that reads the file.
     pub fn start(
         &self,
-        source: PcapSource,
+        (path, source): (&Path, PcapSource),
         pace: Pace,
         tx: Events,
         stop: Arc<AtomicBool>,
@@ -58,6 +61,7 @@ impl Replay {
         board: Arc<Board>,
     ) -> anyhow::Result<()> {
         let reader = FileReader {
+            path: path.to_path_buf(),
             tx,
             stop,
             queued: self.queued.clone(),
@@ -117,6 +121,8 @@ impl Replay {
 
 /// The replay thread's end of the mailbox.
 struct FileReader {
+    /// The file, opened again for each further pass (`-T`).
+    path: PathBuf,
     tx: Events,
     stop: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
@@ -173,9 +179,28 @@ impl FileReader {
         let started = Instant::now();
         let mut last_log = Instant::now();
         let mut read = 1u64;
+        let (mut pass, mut earlier) = (1, SourceStats::default());
         let result = loop {
             let (due, at) = match source.next_packet() {
-                None => break Ok(source.stats()),
+                None if pass < pace.loops => {
+                    let st = source.stats();
+                    earlier.packets += st.packets;
+                    earlier.skipped += st.skipped;
+                    source = match PcapSource::open(&self.path) {
+                        Ok(s) => s,
+                        Err(e) => break Err(e.to_string()),
+                    };
+                    pass += 1;
+                    pacer.next_pass();
+                    info!("replay: pass {pass} of {}", pace.loops);
+                    continue;
+                }
+                None => {
+                    let mut st = source.stats();
+                    st.packets += earlier.packets;
+                    st.skipped += earlier.skipped;
+                    break Ok(st);
+                }
                 Some(Err(e)) => break Err(e.to_string()),
                 Some(Ok(p)) => {
                     let offset = pacer.due(p.timestamp);
@@ -219,8 +244,13 @@ impl FileReader {
         self.board.set_progress(st.bytes_read, st.file_len);
         if pacer.shortened > 0 {
             info!(
-                "replay: {} pause(s) longer than --max-gap shortened to it ({:.1} s of recording skipped)",
+                "replay: {} pause(s) longer than {} shortened ({:.1} s of recording skipped)",
                 pacer.shortened,
+                if pace.skip_gaps.is_some() {
+                    "-I"
+                } else {
+                    "--max-gap"
+                },
                 pacer.removed.as_secs_f64()
             );
         }
@@ -237,11 +267,28 @@ impl FileReader {
     }
 }
 
-/// How a recording is replayed: `accelerate` times faster, pauses longer than `max_gap` cut to it.
+/// How a recording is replayed: `accelerate` times faster, pauses longer than `max_gap` cut to it,
+/// pauses longer than `skip_gaps` skipped, `loops` passes over the file.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pace {
     pub accelerate: f64,
     pub max_gap: Option<Duration>,
+    /// C TCPCopy's `-I`: a pause longer than this is not waited for at all.
+    pub skip_gaps: Option<Duration>,
+    /// C TCPCopy's `-T`: passes over the file, each after the last one's end (1: once).
+    pub loops: u32,
+}
+
+impl Pace {
+    /// The recorded pace, once.
+    pub fn recorded() -> Pace {
+        Pace {
+            accelerate: 1.0,
+            max_gap: None,
+            skip_gaps: None,
+            loops: 1,
+        }
+    }
 }
 
 /// When each recorded packet is due, from the replay's start: its time since the first packet,
@@ -254,6 +301,9 @@ struct Pacer {
     /// Recording time cut from pauses so far, and how many pauses were cut.
     removed: Duration,
     shortened: u64,
+    /// Added to the recorded times of the current pass (`-T`), so that it follows the last one.
+    shift: Duration,
+    new_pass: bool,
 }
 
 impl Pacer {
@@ -264,18 +314,36 @@ impl Pacer {
             prev: Duration::ZERO,
             removed: Duration::ZERO,
             shortened: 0,
+            shift: Duration::ZERO,
+            new_pass: false,
         }
+    }
+
+    /// The next packet starts another pass over the file: it is due [`PASS_GAP`] after the last.
+    fn next_pass(&mut self) {
+        self.new_pass = true;
     }
 
     /// The offset from the replay's start at which a packet recorded at `at` is due.
     fn due(&mut self, at: Duration) -> Duration {
+        let starts_pass = std::mem::take(&mut self.new_pass);
+        if starts_pass {
+            // Pauses between passes are the replay's own: neither cut nor counted.
+            self.shift = (self.prev + PASS_GAP).saturating_sub(at);
+        }
+        let at = at + self.shift;
         let first = *self.first.get_or_insert(at);
         // A packet recorded before the previous one (clocks step) goes at once.
         let at = at.max(self.prev);
-        if let Some(max) = self.pace.max_gap {
-            let gap = at.saturating_sub(self.prev);
-            if self.prev >= first && gap > max && at != first {
-                self.removed += gap - max;
+        let gap = at.saturating_sub(self.prev);
+        let keep = match (self.pace.skip_gaps, self.pace.max_gap) {
+            (Some(skip), _) if gap > skip => Some(Duration::ZERO),
+            (_, Some(max)) if gap > max => Some(max),
+            _ => None,
+        };
+        if let Some(keep) = keep {
+            if self.prev >= first && at != first && !starts_pass {
+                self.removed += gap - keep;
                 self.shortened += 1;
             }
         }
@@ -313,8 +381,8 @@ mod tests {
     #[test]
     fn pauses_longer_than_the_limit_are_cut_to_it_and_counted() {
         let mut p = Pacer::new(Pace {
-            accelerate: 1.0,
             max_gap: Some(s(2.0)),
+            ..Pace::recorded()
         });
         let recorded = [100.0, 101.0, 1900.0, 1900.5, 1904.5];
         let due: Vec<f64> = recorded
@@ -331,7 +399,7 @@ mod tests {
     fn without_a_limit_the_recorded_pace_holds_faster_by_the_acceleration() {
         let mut p = Pacer::new(Pace {
             accelerate: 4.0,
-            max_gap: None,
+            ..Pace::recorded()
         });
         let due: Vec<f64> = [10.0, 14.0, 410.0, 409.0]
             .iter()
@@ -339,6 +407,41 @@ mod tests {
             .collect();
         // A packet recorded before the previous one goes at once, not back in time.
         assert_eq!(due, [0.0, 1.0, 100.0, 100.0]);
+        assert_eq!(p.shortened, 0);
+    }
+
+    #[test]
+    fn pauses_longer_than_skip_gaps_are_skipped_whole() {
+        let mut p = Pacer::new(Pace {
+            skip_gaps: Some(s(0.5)),
+            max_gap: Some(s(2.0)),
+            ..Pace::recorded()
+        });
+        let due: Vec<f64> = [10.0, 10.25, 70.25, 71.0]
+            .iter()
+            .map(|&t| p.due(s(t)).as_secs_f64())
+            .collect();
+        // -I 500: the minute and the 0.75 s pause go; the quarter second stays.
+        assert_eq!(due, [0.0, 0.25, 0.25, 0.25]);
+        assert_eq!(p.shortened, 2);
+    }
+
+    #[test]
+    fn each_further_pass_follows_the_last_after_a_second() {
+        let mut p = Pacer::new(Pace {
+            skip_gaps: Some(s(0.1)),
+            loops: 2,
+            ..Pace::recorded()
+        });
+        let mut due = vec![p.due(s(5.0)), p.due(s(5.05))];
+        p.next_pass();
+        due.extend([p.due(s(5.0)), p.due(s(5.05))]);
+        let due: Vec<f64> = due
+            .iter()
+            .map(|d| (d.as_secs_f64() * 1000.0).round())
+            .collect();
+        // The pause between passes is the replay's own: not skipped by -I.
+        assert_eq!(due, [0.0, 50.0, 1050.0, 1100.0]);
         assert_eq!(p.shortened, 0);
     }
 }

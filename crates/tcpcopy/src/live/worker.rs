@@ -104,7 +104,14 @@ impl<'a> Worker<'a> {
                 );
                 let budget = cfg.core.max_buffered_bytes / 4;
                 let board = member.board.clone();
-                replay.start(source, *pace, mailbox.clone(), stop.clone(), budget, board)?;
+                replay.start(
+                    (path, source),
+                    *pace,
+                    mailbox.clone(),
+                    stop.clone(),
+                    budget,
+                    board,
+                )?;
                 None
             }
         };

@@ -133,7 +133,11 @@ fn gradual_sampling_starts_at_one_percent_and_grows_each_second() {
     assert_eq!(cfg.sample_percent_at(Duration::from_millis(9_500)), 10);
     assert_eq!(cfg.sample_percent_at(Duration::from_secs(500)), 100);
     cfg.sample_percent = 40;
-    assert_eq!(cfg.sample_percent_at(Duration::from_secs(500)), 40, "up to -r");
+    assert_eq!(
+        cfg.sample_percent_at(Duration::from_secs(500)),
+        40,
+        "up to -r"
+    );
     // New connections in the first second: about 1 %; a minute later: about 61 %.
     let mut r = Replicator::new(cfg);
     let base = Instant::now();

@@ -220,5 +220,9 @@ fn an_idle_session_times_out_after_the_idle_timeout_a_busy_one_after_the_session
     );
     sent(&mut r);
     r.handle_timeout(ms(base, 5_100));
-    assert_eq!(r.stats().sessions_timed_out, 0, "still waiting for an answer");
+    assert_eq!(
+        r.stats().sessions_timed_out,
+        0,
+        "still waiting for an answer"
+    );
 }
