@@ -23,7 +23,7 @@ _intercept() {
 
     case "${cmd}" in
         intercept)
-            opts="-i -q -p -b -x -n -t -s -l -P -d -h -V --interface --queue --port --queue-num --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --log --pid-file --debug --log-format --help --version"
+            opts="-i -q -p -b -x -n -t -s -l -P -d -h -V --interface --queue --port --queue-num --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --log --pid-file --debug --log-format --config --print-config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -123,6 +123,10 @@ _intercept() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

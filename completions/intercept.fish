@@ -14,7 +14,9 @@ complete -c intercept -s l -l log -d 'Log file (default: stderr)' -r -F
 complete -c intercept -s P -l pid-file -d 'Pid file' -r -F
 complete -c intercept -l log-format -d 'Log lines as text, or as JSON objects (one per line; the statistics as fields)' -r -f -a "text\t''
 json\t''"
+complete -c intercept -l config -d 'Read options from this TOML file (keys: the long option names, e.g. `copies = 2`); the command line overrides it' -r -F
 complete -c intercept -s q -l queue -d 'Queue mode: run on the target, divert its responses with an iptables NFQUEUE rule and drop them'
 complete -c intercept -s d -l debug -d 'Debug logging'
+complete -c intercept -l print-config -d 'Print the options in effect (file, command line and defaults) as a config file and exit'
 complete -c intercept -s h -l help -d 'Print help'
 complete -c intercept -s V -l version -d 'Print version'
