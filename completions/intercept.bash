@@ -23,7 +23,7 @@ _intercept() {
 
     case "${cmd}" in
         intercept)
-            opts="-i -q -x -D -p -b -n -t -s -l -P -d -v -h --interface --queue --port --queue-num --queue-length --pass --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --log --pid-file --daemon --debug --log-format --version --help"
+            opts="-i -q -x -D -p -b -n -t -s -l -P -d -v -h --interface --queue --port --queue-num --queue-length --pass --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --log --pid-file --daemon --debug --log-format --version --config --print-config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,6 +139,10 @@ _intercept() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

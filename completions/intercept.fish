@@ -17,8 +17,10 @@ complete -c intercept -s l -l log -d 'Log file (default: stderr)' -r -F
 complete -c intercept -s P -l pid-file -d 'Pid file' -r -F
 complete -c intercept -l log-format -d 'Log lines as text, or as JSON objects (one per line; the statistics as fields)' -r -f -a "text\t''
 json\t''"
+complete -c intercept -l config -d 'Read options from this TOML file (keys: the long option names, e.g. `copies = 2`); the command line overrides it' -r -F
 complete -c intercept -l queue -d 'Queue mode (the mode without -i): run on the target, read its responses from NFQUEUE and drop them. With --port, intercept adds the iptables rule itself (and removes it at exit); without, it reads the queue that the operator\'s rule fills (`iptables -I OUTPUT -p tcp --sport PORT -j NFQUEUE`)'
 complete -c intercept -s d -l daemon -d 'Run in the background, once started (as C TCPCopy\'s -d); without -l, the log goes to /var/log/PROGRAM.log'
 complete -c intercept -l debug -d 'Debug logging'
 complete -c intercept -s v -l version -d 'Print version'
+complete -c intercept -l print-config -d 'Print the options in effect (file, command line and defaults) as a config file and exit'
 complete -c intercept -s h -l help -d 'Print help'

@@ -44,6 +44,7 @@ complete -c tcpcopy -l report-html -d 'Write a self-contained HTML report here a
 complete -c tcpcopy -l fail-on-diff -d 'Exit with status 3 when more than PCT % of the compared requests differ' -r
 complete -c tcpcopy -l fail-on-loss -d 'Exit with status 3 when more than PCT % of the online requests were lost' -r
 complete -c tcpcopy -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (GET /metrics)' -r
+complete -c tcpcopy -l config -d 'Read options from this TOML file (keys: the long option names, e.g. `copies = 2`); the command line overrides it' -r -F
 complete -c tcpcopy -s W -l no-wait -d 'Don\'t wait for the target\'s response before sending the next request'
 complete -c tcpcopy -s O -l only-full-sessions -d 'Replicate only sessions whose handshake was captured, not those already open when tcpcopy started (C TCPCopy\'s -O)'
 complete -c tcpcopy -s g -l gradual -d 'Start with 1 % of the connections and take one point more each second, up to -r (C TCPCopy\'s -g)'
@@ -52,4 +53,5 @@ complete -c tcpcopy -s d -l daemon -d 'Run in the background, once started (as C
 complete -c tcpcopy -l debug -d 'Debug logging'
 complete -c tcpcopy -l compare -d 'Compare the target\'s answers with the online server\'s (captured too): HTTP/1.x by status, headers and body, any other protocol by digest and first bytes'
 complete -c tcpcopy -s v -l version -d 'Print version'
+complete -c tcpcopy -l print-config -d 'Print the options in effect (file, command line and defaults) as a config file and exit'
 complete -c tcpcopy -s h -l help -d 'Print help (see more with \'--help\')'

@@ -15,6 +15,8 @@ use clap::{Args, Parser};
 
 use session::Rule;
 
+use crate::conffile::{ParseError, Parsed};
+
 /// `tcpcopy`'s options for live replication and replay. `tcpcopy demo` is read apart, and only
 /// when `demo` is the first word (see [`TcpcopyCommand::parse_from`]).
 #[derive(Debug, Parser)]
@@ -37,6 +39,21 @@ pub struct TcpcopyCli {
     /// Print version
     #[arg(short = 'v', long = "version", short_alias = 'V', action = clap::ArgAction::Version)]
     pub version: (),
+    #[command(flatten)]
+    pub file: ConfigFileOpts,
+}
+
+/// `--config FILE` and `--print-config`, on both programs (see [`crate::conffile`]).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Config file")]
+pub struct ConfigFileOpts {
+    /// Read options from this TOML file (keys: the long option names, e.g. `copies = 2`); the
+    /// command line overrides it
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the options in effect (file, command line and defaults) as a config file and exit
+    #[arg(long = "print-config")]
+    pub print_config: bool,
 }
 
 /// `tcpcopy demo [--seconds N]`.
@@ -91,6 +108,8 @@ pub enum TcpcopyCommand {
     Report(ReportCli),
     #[cfg(feature = "demo")]
     Demo(DemoCli),
+    /// `--print-config`: the options in effect, as a config file, to print instead of running.
+    PrintConfig(String),
 }
 
 /// Why `tcpcopy`'s command line was refused (or, for help and version, answered).
@@ -126,9 +145,11 @@ impl TcpcopyCommand {
                 "this build has no demo (tcpcopy was built without its `demo` feature)".into(),
             ));
         }
-        TcpcopyCli::try_parse_from(&args)
-            .map(|cli| TcpcopyCommand::Live(Box::new(cli)))
-            .map_err(|e| {
+        match crate::conffile::parse::<TcpcopyCli>(args) {
+            Ok(Parsed::Run(cli)) => Ok(TcpcopyCommand::Live(Box::new(cli))),
+            Ok(Parsed::Print(text)) => Ok(TcpcopyCommand::PrintConfig(text)),
+            Err(ParseError::File(e)) => Err(CommandLineError::Usage(e.to_string())),
+            Err(ParseError::Clap(e)) => Err({
                 let word = e.get(clap::error::ContextKind::InvalidArg);
                 if matches!(word, Some(clap::error::ContextValue::String(w)) if w == "demo") {
                     CommandLineError::Usage(
@@ -138,7 +159,8 @@ impl TcpcopyCommand {
                 } else {
                     CommandLineError::Clap(e)
                 }
-            })
+            }),
+        }
     }
 
     /// [`TcpcopyCommand::parse_from`] on `argv`; a refused command line prints one line and
@@ -421,6 +443,8 @@ pub struct InterceptCli {
     /// Print version
     #[arg(short = 'v', long = "version", short_alias = 'V', action = clap::ArgAction::Version)]
     pub version: (),
+    #[command(flatten)]
+    pub file: ConfigFileOpts,
 }
 
 /// Options both programs share.
@@ -451,11 +475,18 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parses `argv`, printing a one-line error and exiting with status 2 on bad options.
+/// Parses `argv` (with its `--config FILE` when `P` has that option), printing a one-line error
+/// and exiting with status 2 on bad options; `--print-config` prints and exits with status 0.
 pub fn parse_or_exit<P: Parser>() -> P {
-    match P::try_parse() {
-        Ok(p) => p,
-        Err(e) => exit_with(P::command().get_name(), e),
+    let name = P::command().get_name().to_string();
+    match crate::conffile::parse::<P>(std::env::args_os().collect()) {
+        Ok(Parsed::Run(p)) => p,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            std::process::exit(0)
+        }
+        Err(ParseError::Clap(e)) => exit_with(&name, e),
+        Err(ParseError::File(e)) => usage_error(&name, &e.to_string()),
     }
 }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod conffile;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

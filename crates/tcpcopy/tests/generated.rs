@@ -1,5 +1,5 @@
-//! Man pages and shell completions, generated from the same clap definitions as `--help` and
-//! checked in (docs/man, completions): this test renders them again and fails on any difference,
+//! Man pages, shell completions and example config files, generated from the same clap definitions
+//! as `--help` and checked in (docs/man, completions, docs/examples): this test renders them again and fails on any difference,
 //! so they cannot drift from the options. After changing an option, regenerate with
 //! `UPDATE_GENERATED=1 cargo test -p tcpcopy --test generated` and commit the files.
 
@@ -26,6 +26,10 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
             .render(&mut page)
             .expect("man page renders");
         files.push((repo().join(format!("docs/man/{name}.1")), page));
+        let mut built = cmd.clone();
+        built.build();
+        let example = tcpcopy::conffile::example(&built).into_bytes();
+        files.push((repo().join(format!("docs/examples/{name}.toml")), example));
         for (shell, file) in [
             (Shell::Bash, format!("{name}.bash")),
             (Shell::Zsh, format!("_{name}")),

@@ -19,6 +19,10 @@ fn main() {
             tcpcopy::demo::run_demo(demo.seconds, demo.report_html.as_deref())
         }
         TcpcopyCommand::Live(args) => run_live(&args),
+        TcpcopyCommand::PrintConfig(text) => {
+            print!("{text}");
+            Ok(())
+        }
         TcpcopyCommand::Report(r) => match r.action {
             ReportAction::Merge { inputs, output } => reporting::merge_files(&inputs, &output),
         },
