@@ -11,6 +11,7 @@
 //! - [`netdev`]: device settings (GRO) without the ethtool program.
 //! - [`netns`]: moving a thread into a network namespace.
 //! - [`sched`]: thread priority for capture threads.
+//! - [`userfilter`]: tcpdump-syntax filters (`-F`), compiled by libpcap, in front of [`bpf`]'s.
 
 pub mod bpf;
 pub mod capture;
@@ -21,6 +22,7 @@ pub mod nfqueue;
 pub mod raw;
 pub mod sched;
 mod sys;
+pub mod userfilter;
 
 pub use bpf::{Insn, TcpFilter};
 pub use capture::{CaptureStats, CapturedPacket, RingCapture, RingConfig};
@@ -28,3 +30,4 @@ pub use link::{LinkSender, SendCounts};
 pub use nfqueue::ResponseQueue;
 pub use raw::{MemorySink, PacketSink, RawSender};
 pub use sys::set_recv_lowat;
+pub use userfilter::{FilterError, UserFilter};
