@@ -6,6 +6,7 @@
 //! - [`bpf`]: the in-kernel prefilter for the capture socket.
 //! - [`capture`]: `AF_PACKET` receive ring.
 //! - [`raw`]: raw-socket packet sending, behind the [`raw::PacketSink`] trait.
+//! - [`frame`]: sending whole link-layer frames as given (tests, tools).
 //! - [`link`]: link-layer (`AF_PACKET`) sending of IPv4 packets, with the raw sockets as fallback.
 //! - [`nfqueue`]: NFQUEUE reader that drops the target's responses.
 //! - [`netdev`]: device settings (GRO) without the ethtool program.
@@ -15,6 +16,7 @@
 
 pub mod bpf;
 pub mod capture;
+pub mod frame;
 pub mod link;
 pub mod netdev;
 pub mod netns;
