@@ -23,7 +23,7 @@ _intercept() {
 
     case "${cmd}" in
         intercept)
-            opts="-i -q -p -b -x -n -t -s -l -P -d -h -V --interface --queue --port --queue-num --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --log --pid-file --debug --log-format --help --version"
+            opts="-i -q -p -b -x -n -t -s -F -l -P -d -h -V --interface --queue --port --queue-num --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --filter --log --pid-file --debug --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -102,6 +102,14 @@ _intercept() {
                     return 0
                     ;;
                 --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --filter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -F)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,7 +23,7 @@ _tcpcopy() {
 
     case "${cmd}" in
         tcpcopy)
-            opts="-x -s -c -i -a -t -D -M -R -W -C -p -n -f -r -m -l -P -d -o -h -V --transfer --intercept --fake-client --interface --accelerate --max-gap --record --session-timeout --mss --mtu --rtt --no-wait --response-wait --connections --threads --port --copies --port-shift --percent --memory --log --pid-file --debug --log-format --send-layer --output-device --capture-wait --stats-interval --duration --compare --compare-bytes --ignore-header --baseline --report --report-html --fail-on-diff --fail-on-loss --metrics --help --version"
+            opts="-x -s -c -i -a -t -D -M -R -W -C -p -n -f -r -m -l -P -d -o -F -h -V --transfer --intercept --fake-client --interface --accelerate --max-gap --record --session-timeout --mss --mtu --rtt --no-wait --response-wait --connections --threads --port --copies --port-shift --percent --memory --log --pid-file --debug --log-format --send-layer --output-device --capture-wait --stats-interval --duration --filter --compare --compare-bytes --ignore-header --baseline --report --report-html --fail-on-diff --fail-on-loss --metrics --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -206,6 +206,14 @@ _tcpcopy() {
                     return 0
                     ;;
                 --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --filter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -F)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -416,3 +416,21 @@ fn vlan_reads_the_stripped_tag_on_a_live_handle() {
     assert_eq!(run(&code, &pkt, tagged(None)), 0);
     assert_eq!(run(&code, &tcp4(40000, 81), tagged(Some(100))), 0);
 }
+
+/// The cost, measured: instructions the kernel runs in front of the program's own filter.
+#[test]
+fn a_typical_expression_adds_a_few_dozen_instructions() {
+    for (expr, at_most) in [
+        ("tcp and src port 80", 30),
+        ("not host 198.18.0.7", 20),
+        ("ip6 and dst port 80", 15),
+    ] {
+        let filter = UserFilter::check(expr).and_then(|()| {
+            let program = compile_dead(expr)?;
+            UserFilter::from_program(expr, program).and_then(&ours())
+        });
+        let added = filter.unwrap().len() - ours().len();
+        eprintln!("{expr}: {added} instructions");
+        assert!(added <= at_most, "{expr}: {added}");
+    }
+}
