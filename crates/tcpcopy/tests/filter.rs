@@ -475,4 +475,10 @@ fn tcpcopy_with_a_filter_replicates_only_the_matching_clients() {
         intercept.contains("-F 'tcp and src port 80'"),
         "{intercept}"
     );
+    // The cost, as both programs log it.
+    for line in log.lines().chain(intercept.lines()) {
+        if line.contains("instructions in front of") {
+            eprintln!("{line}");
+        }
+    }
 }
