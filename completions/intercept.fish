@@ -13,6 +13,7 @@ complete -c intercept -s n -l batch -d 'Responses batched per message at most (a
 complete -c intercept -s t -l route-timeout -d 'Seconds a session route is kept without traffic' -r
 complete -c intercept -s s -l hash-size -d 'Session hash size (accepted for compatibility; the table grows as needed)' -r
 complete -c intercept -l metrics -d 'Prometheus endpoint: serve GET /metrics on this address' -r
+complete -c intercept -s F -l filter -d 'Assistant mode: capture only responses this tcpdump expression (pcap-filter(7)) also matches, e.g. \'tcp and src port 80\', in the kernel' -r
 complete -c intercept -s l -l log -d 'Log file (default: stderr)' -r -F
 complete -c intercept -s P -l pid-file -d 'Pid file' -r -F
 complete -c intercept -l log-format -d 'Log lines as text, or as JSON objects (one per line; the statistics as fields)' -r -f -a "text\t''

@@ -36,6 +36,7 @@ complete -c tcpcopy -s o -l output-device -d 'Send at the link layer (as --send-
 complete -c tcpcopy -l capture-wait -d 'Longest a captured packet waits before it is replicated, in ms (1-50): the kernel hands the capture over in blocks at least this often. Longer waits make larger batches and cost less CPU per request' -r
 complete -c tcpcopy -l stats-interval -d 'Seconds between statistics lines in the log (0: only at exit)' -r
 complete -c tcpcopy -l duration -d 'Stop after this many seconds (0: run until SIGINT/SIGTERM)' -r
+complete -c tcpcopy -s F -l filter -d 'Capture only what this tcpdump expression (pcap-filter(7)) also matches, e.g. \'not host 198.18.0.7\': it narrows the capture tcpcopy sets up from -x, in the kernel' -r
 complete -c tcpcopy -l compare-bytes -d 'First bytes of each answer intercept forwards and the comparison keeps (16-65535)' -r
 complete -c tcpcopy -l ignore-header -d 'HTTP header left out of the comparison, added to the defaults (Date, Server, Age, Expires, Last-Modified, ETag, Set-Cookie, X-Request-Id, Keep-Alive, Connection); `-NAME` compares a default one again' -r
 complete -c tcpcopy -l baseline -d 'A second target running production\'s version, fed the same sessions: differences it shows as well are reported as noise, not as regressions' -r

@@ -497,7 +497,7 @@ fn ring_request(cfg: &RingConfig) -> io::Result<libc::tpacket_req3> {
     })
 }
 
-fn interface_index(name: &str) -> io::Result<i32> {
+pub(crate) fn interface_index(name: &str) -> io::Result<i32> {
     let c_name =
         CString::new(name).map_err(|_| sys::invalid_input("interface name contains NUL"))?;
     // SAFETY: `c_name` is a valid NUL-terminated string that lives across the call.

@@ -326,6 +326,10 @@ pub struct TcpcopyOpts {
     /// Stop after this many seconds (0: run until SIGINT/SIGTERM)
     #[arg(long = "duration", default_value_t = 0)]
     pub duration: u64,
+    /// Capture only what this tcpdump expression (pcap-filter(7)) also matches, e.g. 'not host
+    /// 198.18.0.7': it narrows the capture tcpcopy sets up from -x, in the kernel
+    #[arg(short = 'F', long = "filter", value_name = "EXPR")]
+    pub filter: Option<String>,
     #[command(flatten)]
     pub report: ReportOpts,
 }
@@ -438,6 +442,10 @@ pub struct InterceptCli {
     /// Prometheus endpoint: serve GET /metrics on this address
     #[arg(long = "metrics", value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Assistant mode: capture only responses this tcpdump expression (pcap-filter(7)) also
+    /// matches, e.g. 'tcp and src port 80', in the kernel
+    #[arg(short = 'F', long = "filter", value_name = "EXPR")]
+    pub filter: Option<String>,
     #[command(flatten)]
     pub common: CommonOpts,
     /// Print version

@@ -60,6 +60,8 @@ pub struct LiveConfig {
     pub capture_buffer: Option<usize>,
     /// Lines to log at start about options accepted for compatibility that change nothing.
     pub notes: Vec<String>,
+    /// `-F`: a tcpdump expression the capture must match too, checked with libpcap.
+    pub filter: Option<String>,
 }
 
 /// How answers are compared (`--compare` and its options).
@@ -112,6 +114,13 @@ impl LiveConfig {
         }
         let core = core_config(o, rules)?;
         check_threads(o, &input, &core)?;
+        let filter = user_filter(o.filter.as_deref())?;
+        if filter.is_some() && matches!(input, Input::File { .. }) {
+            return Err(
+                "-F: filters a live capture; filter a file with `tcpdump -r FILE -w OUT EXPR` and replay OUT"
+                    .into(),
+            );
+        }
         Ok(LiveConfig {
             core,
             intercepts: servers
@@ -130,6 +139,7 @@ impl LiveConfig {
             report: report_settings(&o.report)?,
             capture_buffer: o.capture_buffer.map(|mb| mb as usize * (1 << 20)),
             notes: compatibility_notes(o),
+            filter,
         })
     }
 }
@@ -362,6 +372,9 @@ pub struct InterceptConfig {
     pub route_timeout: Duration,
     /// Where to serve Prometheus metrics (`--metrics`).
     pub metrics: Option<SocketAddr>,
+    /// `-F` (assistant mode): a tcpdump expression the capture must match too, checked with
+    /// libpcap.
+    pub filter: Option<String>,
 }
 
 /// Where intercept catches the target's responses.
@@ -401,6 +414,12 @@ impl InterceptConfig {
                         "--threads is for assistant mode (-i): queue mode reads one NFQUEUE".into(),
                     );
                 }
+                if cli.filter.is_some() {
+                    return Err(
+                        "-F: filters the capture of assistant mode (-i); queue mode reads what the iptables NFQUEUE rule diverts"
+                            .into(),
+                    );
+                }
                 ResponseSource::Queue {
                     ports: cli.service_ports.clone(),
                     queue_num: cli.queue_num,
@@ -438,8 +457,17 @@ impl InterceptConfig {
             batch: usize::from(cli.batch),
             route_timeout: Duration::from_secs(cli.route_timeout),
             metrics: cli.metrics,
+            filter: user_filter(cli.filter.as_deref())?,
         })
     }
+}
+
+/// `-F EXPR`: libpcap must compile it, and its program must suit our capture; the error is
+/// libpcap's message (or why the program does not suit).
+fn user_filter(expr: Option<&str>) -> Result<Option<String>, String> {
+    let Some(expr) = expr else { return Ok(None) };
+    netio::UserFilter::check(expr).map_err(|e| format!("-F: {e}"))?;
+    Ok(Some(expr.to_string()))
 }
 
 // Option values: the parsers clap calls for one option's text.
@@ -709,6 +737,33 @@ mod tests {
         assert!(LiveConfig::from_opts(&cli.opts)
             .err()
             .is_some_and(|e| e.contains("-x/--transfer")));
+    }
+
+    #[test]
+    fn filter_expressions_are_checked_with_libpcaps_message_and_only_where_they_apply() {
+        let err = |extra: &[&str]| tcpcopy(extra).err().unwrap_or_default();
+        let bad = err(&["-F", "tcp and prot 80"]);
+        assert!(
+            bad.starts_with("-F: ") && bad.contains("syntax error"),
+            "{bad}"
+        );
+        assert!(err(&["-F", "ether host 02:00:00:00:00:01"]).starts_with("-F: "));
+        let ok = tcpcopy(&["-F", "not host 198.18.0.7"]).unwrap();
+        assert_eq!(ok.filter.as_deref(), Some("not host 198.18.0.7"));
+        let file = std::env::temp_dir().join(format!("filter-{}.pcap", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let replay = err(&["-i", file.to_str().unwrap(), "-F", "tcp"]);
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            replay.starts_with("-F: ") && replay.contains("tcpdump -r"),
+            "{replay}"
+        );
+
+        let a = intercept(&["-i", "eth0", "-F", "tcp and src port 80"]).unwrap();
+        assert_eq!(a.filter.as_deref(), Some("tcp and src port 80"));
+        let q = intercept(&["--port", "80", "-F", "tcp"]).err().unwrap();
+        assert!(q.starts_with("-F: ") && q.contains("assistant mode"), "{q}");
+        assert!(intercept(&["-F", "port eighty"]).is_err());
     }
 
     fn intercept(args: &[&str]) -> Result<InterceptConfig, String> {

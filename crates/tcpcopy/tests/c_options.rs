@@ -177,7 +177,13 @@ fn every_tcpcopy_letter_of_c_tcpcopy_does_the_same_or_is_refused() {
             device: Some("eth1".into())
         }
     );
-    check('F'); // MERGE: -F
+    check('F');
+    assert_eq!(
+        live(&["-F", "tcp and not host 198.18.0.7"])
+            .filter
+            .as_deref(),
+        Some("tcp and not host 198.18.0.7")
+    );
     check('B');
     assert_eq!(live(&["-B", "32"]).capture_buffer, Some(32 << 20));
     check('S');
@@ -198,7 +204,7 @@ fn every_tcpcopy_letter_of_c_tcpcopy_does_the_same_or_is_refused() {
 
     assert_same_letters(&checked, TCPCOPY_LETTERS);
     let cmd = TcpcopyCli::command();
-    for letter in TCPCOPY_LETTERS.chars().filter(|l| !"vhF".contains(*l)) {
+    for letter in TCPCOPY_LETTERS.chars().filter(|l| !"vh".contains(*l)) {
         assert!(
             cmd.get_arguments().any(|a| a.get_short() == Some(letter)),
             "-{letter} is not an option"
@@ -217,7 +223,9 @@ fn every_intercept_letter_of_c_intercept_does_the_same_or_is_refused() {
     assert!(
         matches!(&c.source, ResponseSource::Capture { interfaces, .. } if interfaces.len() == 2)
     );
-    check('F'); // MERGE: -F
+    check('F');
+    let (_, c) = intercept(&["-i", "eth0", "-F", "tcp and src port 80"]);
+    assert_eq!(c.filter.as_deref(), Some("tcp and src port 80"));
     check('p');
     check('b');
     let (_, c) = intercept(&["-p", "9000", "-b", "198.18.0.40"]);
@@ -270,7 +278,7 @@ fn every_intercept_letter_of_c_intercept_does_the_same_or_is_refused() {
 
     assert_same_letters(&checked, INTERCEPT_LETTERS);
     let cmd = InterceptCli::command();
-    for letter in INTERCEPT_LETTERS.chars().filter(|l| !"vhF".contains(*l)) {
+    for letter in INTERCEPT_LETTERS.chars().filter(|l| !"vh".contains(*l)) {
         assert!(
             cmd.get_arguments().any(|a| a.get_short() == Some(letter)),
             "-{letter} is not an option"

@@ -90,6 +90,11 @@ const TCPCOPY: &[(&str, &str, &[&str])] = &[
     ("lonely", "true", &[]),
     ("capture-buffer", "32", &["32"]),
     ("daemon", "true", &[]),
+    (
+        "filter",
+        r#""tcp and not host 198.18.0.7""#,
+        &["tcp and not host 198.18.0.7"],
+    ),
 ];
 
 /// The same for intercept (its hidden testing option included).
@@ -126,6 +131,11 @@ const INTERCEPT: &[(&str, &str, &[&str])] = &[
     ("queue-length", "4096", &["4096"]),
     ("pass", r#""198.18.0.7""#, &["198.18.0.7"]),
     ("daemon", "true", &[]),
+    (
+        "filter",
+        r#""tcp and not host 198.18.0.7""#,
+        &["tcp and not host 198.18.0.7"],
+    ),
 ];
 
 /// One program under test.

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use netio::bpf::TcpFilter;
 use netio::capture::{RingCapture, RingConfig};
 use netio::nfqueue::{Fate, ResponseQueue};
+use netio::UserFilter;
 
 use super::hub::{unix_ns, Hub, Scratch};
 use super::queue_rule::QueueRule;
@@ -136,8 +137,15 @@ pub(super) fn start(
             threads,
         } => {
             let filter = assistant_filter(service_ports.as_deref(), cfg.listen.port(), false);
+            let user = match &cfg.filter {
+                Some(expr) => {
+                    Some(UserFilter::compile(expr).map_err(|e| anyhow::anyhow!("-F: {e}"))?)
+                }
+                None => None,
+            };
+            let filters = ring_filters(&filter, user.as_ref())?;
             for (i, iface) in interfaces.iter().enumerate() {
-                start_rings(i, iface, &filter, *threads, cfg.batch, hub, stop)?;
+                start_rings(i, iface, &filters, *threads, cfg.batch, hub, stop)?;
             }
             Ok(None)
         }
@@ -150,7 +158,7 @@ pub(super) fn start(
 fn start_rings(
     i: usize,
     iface: &Option<String>,
-    filter: &TcpFilter,
+    filters: &[Vec<netio::Insn>; 2],
     threads: u16,
     batch: usize,
     hub: &Arc<Hub>,
@@ -159,15 +167,10 @@ fn start_rings(
     let fanout = (threads > 1).then(|| (std::process::id() as u16).wrapping_add(i as u16));
     let cfg = RingConfig {
         interface: iface.clone(),
-        filter: filter.compile(),
+        filter: filters[0].clone(),
         fanout,
         ..RingConfig::default()
     };
-    let full = TcpFilter {
-        snap_len: None,
-        ..filter.clone()
-    }
-    .compile();
     let mut rings = Vec::new();
     for _ in 0..threads {
         rings.push(RingCapture::open(&cfg).context("cannot start capturing (run as root)")?);
@@ -178,14 +181,38 @@ fn start_rings(
             ring.start(&cfg.filter)
                 .context("cannot start capturing (run as root)")?;
         }
-        let filters = [cfg.filter.clone(), full.clone()];
-        spawn_ring_source(ring, filters, hub.clone(), batch, stop.clone())?;
+        spawn_ring_source(ring, filters.clone(), hub.clone(), batch, stop.clone())?;
     }
     info!(
         "assistant mode: capturing responses on {} ({threads} thread(s))",
         iface.as_deref().unwrap_or("all interfaces")
     );
     Ok(())
+}
+
+/// A ring's two programs, headers only and whole packets, each behind `-F`'s when given.
+fn ring_filters(
+    filter: &TcpFilter,
+    user: Option<&UserFilter>,
+) -> anyhow::Result<[Vec<netio::Insn>; 2]> {
+    let full = TcpFilter {
+        snap_len: None,
+        ..filter.clone()
+    };
+    let programs = [filter.compile(), full.compile()];
+    let Some(user) = user else {
+        return Ok(programs);
+    };
+    let own = programs[0].len();
+    let [headers, full] = programs.map(|own| user.and_then(&own));
+    let fail = |e| anyhow::anyhow!("-F: {e}");
+    let (headers, full) = (headers.map_err(fail)?, full.map_err(fail)?);
+    info!(
+        "-F '{}': {} instructions in front of the {own} of intercept's own filter",
+        user.expr(),
+        headers.len() - own,
+    );
+    Ok([headers, full])
 }
 
 /// A ring's thread. `filters` are its two programs: headers only, and whole packets.

@@ -15,6 +15,7 @@ use tracing::info;
 
 use netio::bpf::TcpFilter;
 use netio::capture::{RingCapture, RingConfig};
+use netio::UserFilter;
 use pcap::PcapNgRecorder;
 use session::Replicator;
 
@@ -186,7 +187,10 @@ fn open_ring(
         answer_ports: if answers { ports } else { Vec::new() },
         ..TcpFilter::default()
     };
-    let filter = filter.compile();
+    let filter = match &cfg.filter {
+        Some(expr) => with_user_filter(expr, &filter.compile())?,
+        None => filter.compile(),
+    };
     let mut ring_cfg = RingConfig {
         interface: interface.map(String::from),
         filter: filter.clone(),
@@ -208,6 +212,18 @@ fn open_ring(
         cfg.intercepts.len()
     );
     Ok((ring, filter))
+}
+
+/// `-F EXPR` in front of tcpcopy's own filter: a packet must pass both.
+fn with_user_filter(expr: &str, own: &[netio::Insn]) -> anyhow::Result<Vec<netio::Insn>> {
+    let user = UserFilter::compile(expr).map_err(|e| anyhow::anyhow!("-F: {e}"))?;
+    let code = user.and_then(own).map_err(|e| anyhow::anyhow!("-F: {e}"))?;
+    info!(
+        "-F '{expr}': {} instructions in front of the {} of tcpcopy's own filter",
+        code.len() - own.len(),
+        own.len()
+    );
+    Ok(code)
 }
 
 fn online_v4_addrs(cfg: &LiveConfig) -> Vec<std::net::Ipv4Addr> {
