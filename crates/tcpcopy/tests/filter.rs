@@ -52,7 +52,7 @@ fn a_bad_expression_is_libpcaps_message_in_one_line_and_exit_2() {
         ),
         (
             env!("CARGO_BIN_EXE_intercept"),
-            vec!["-q", "--port", "80", "-F", "tcp and src port 80"],
+            vec!["--port", "80", "-F", "tcp and src port 80"],
             "intercept: -F: ",
             "assistant mode (-i)",
         ),
