@@ -26,6 +26,7 @@ pub mod redis;
 pub mod scenario;
 pub mod scratch;
 pub mod stream;
+pub mod unprivileged;
 pub mod wrk;
 
 pub use httpd::{HttpServer, RequestLog};

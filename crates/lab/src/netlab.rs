@@ -89,6 +89,8 @@ pub struct Lab {
     ethtool: bool,
     ipv6: bool,
     notes: Vec<String>,
+    /// Who runs tcpcopy and intercept ([`crate::unprivileged`]); `None`: root.
+    run_as: Option<String>,
 }
 
 impl Lab {
@@ -126,6 +128,7 @@ impl Lab {
             ethtool,
             ipv6: Path::new("/proc/sys/net/ipv6").exists(),
             notes: Vec::new(),
+            run_as: crate::unprivileged::user(),
         };
         lab.build()
             .with_context(|| format!("creating lab {}", spec.prefix))?;
@@ -405,6 +408,39 @@ impl Lab {
         if program.components().count() > 1 && !program.exists() {
             bail!("spawn in {ns}: {} does not exist", program.display());
         }
+        // tcpcopy and intercept as an unprivileged user, when one is asked for.
+        let (program, args) = crate::unprivileged::wrap(self.run_as.as_deref(), program, args)?;
+        self.spawn_as_is(ns, &program, &args, log)
+    }
+
+    /// Runs tcpcopy and intercept as `user` with only the two capabilities from now on (`None`:
+    /// as root); the default is `TCPCOPY_LAB_USER`'s ([`crate::unprivileged`]).
+    pub fn set_run_as(&mut self, user: Option<String>) {
+        self.run_as = user;
+    }
+
+    /// [`Lab::spawn`] as root whatever [`Lab::set_run_as`] says (what only root may do, such as
+    /// logging to /var/log).
+    pub fn spawn_as_root(
+        &self,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Child> {
+        if program.components().count() > 1 && !program.exists() {
+            bail!("spawn in {ns}: {} does not exist", program.display());
+        }
+        self.spawn_as_is(ns, program, args, log)
+    }
+
+    fn spawn_as_is(
+        &self,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Child> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating log descriptor")?;
         let inner = Command::new("ip")

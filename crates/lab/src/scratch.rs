@@ -25,6 +25,7 @@ impl ScratchDir {
                 .with_context(|| format!("removing stale {}", path.display()))?;
         }
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        crate::unprivileged::share_dir(&path)?;
         Ok(ScratchDir {
             path,
             keep: std::env::var_os("TCPCOPY_LAB_KEEP").is_some(),

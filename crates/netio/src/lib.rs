@@ -12,6 +12,7 @@
 //! - [`daemon`]: running in the background (`-d`) without hiding a failed start.
 //! - [`netdev`]: device settings (GRO) without the ethtool program.
 //! - [`netns`]: moving a thread into a network namespace.
+//! - [`privilege`]: capabilities checked up front and dropped after setup.
 //! - [`sched`]: thread priority for capture threads.
 //! - [`userfilter`]: tcpdump-syntax filters (`-F`), compiled by libpcap, in front of [`bpf`]'s.
 
@@ -23,6 +24,7 @@ pub mod link;
 pub mod netdev;
 pub mod netns;
 pub mod nfqueue;
+pub mod privilege;
 pub mod raw;
 pub mod sched;
 mod sys;

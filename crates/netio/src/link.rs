@@ -202,6 +202,11 @@ impl LinkSender {
     }
 
     /// Packets sent by each path so far.
+    /// See [`RawSender::prepare`]: the sockets for what goes through the kernel.
+    pub fn prepare(&mut self, dsts: &[std::net::IpAddr]) -> io::Result<()> {
+        self.ip.prepare(dsts)
+    }
+
     pub fn counts(&self) -> SendCounts {
         self.counts
     }

@@ -159,6 +159,26 @@ impl RawSender {
         self.out.take_failures()
     }
 
+    /// Opens now the sockets sending to `dsts` will use (a connected IPv4 socket each, up to
+    /// the limit, and the IPv6 socket), so that sending needs no capability later: a program
+    /// that drops `CAP_NET_RAW` after setup keeps its fast path. An IPv4 destination whose
+    /// socket cannot be made uses the shared one, as always.
+    pub fn prepare(&mut self, dsts: &[std::net::IpAddr]) -> io::Result<()> {
+        for dst in dsts {
+            match dst {
+                std::net::IpAddr::V4(a) => {
+                    self.out.socket_for(u32::from(*a).to_be());
+                }
+                std::net::IpAddr::V6(_) if self.v6.is_none() => {
+                    self.v6 =
+                        Some(raw_socket(Domain::IPV6).map_err(sys::context("raw IPv6 socket"))?);
+                }
+                std::net::IpAddr::V6(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Destinations whose connected socket rests after a failed send (their packets take the
     /// shared socket until it is over).
     pub fn resting(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {

@@ -104,7 +104,10 @@ impl MetricsServer {
         let waker = Arc::new(mio::Waker::new(poll.registry(), STOP)?);
         let thread = thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || serve(listener, poll, source))
+            .spawn(move || {
+                crate::plumbing::unprivileged_thread();
+                serve(listener, poll, source)
+            })
             .context("cannot start the metrics thread")?;
         Ok(MetricsServer {
             addr: local,

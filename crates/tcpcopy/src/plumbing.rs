@@ -114,6 +114,19 @@ pub fn daemonize(program: &str, log: &mut Option<std::path::PathBuf>) -> anyhow:
     Ok(())
 }
 
+/// Reduces the calling thread's capabilities to `keep` (see [`netio::privilege`]); a failure is
+/// logged, never fatal.
+pub fn keep_capabilities(keep: &[netio::privilege::Capability], scope: netio::privilege::Scope) {
+    if let Err(e) = netio::privilege::keep_only(keep, scope) {
+        tracing::warn!("could not drop capabilities: {e}");
+    }
+}
+
+/// For a thread that never needs a capability: drops them all as it starts.
+pub fn unprivileged_thread() {
+    keep_capabilities(&[], netio::privilege::Scope::Thread);
+}
+
 /// Tells systemd the service is up (`Type=notify`): `READY=1` to `$NOTIFY_SOCKET` when set (a
 /// path, or an abstract name after `@`). Without it, or when it cannot be reached, nothing
 /// happens (logged at debug).

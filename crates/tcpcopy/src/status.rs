@@ -85,9 +85,10 @@ impl Status {
         bar.set_message("starting");
         let (stop, stopped) = mpsc::channel();
         let shown = bar.clone();
-        let spawned = thread::Builder::new()
-            .name("status".into())
-            .spawn(move || run(&shown, &stopped, tick, &source));
+        let spawned = thread::Builder::new().name("status".into()).spawn(move || {
+            crate::plumbing::unprivileged_thread();
+            run(&shown, &stopped, tick, &source)
+        });
         let Ok(thread) = spawned else {
             // No thread, no status line: the log lines remain.
             bar.finish_and_clear();

@@ -123,11 +123,12 @@ fn the_c_readme_assistant_mode_example_replicates_every_request() {
     let filter = format!("tcp and src port {port}");
     let default_log = Path::new("/var/log/intercept.log");
     let had_log = default_log.exists();
-    // `-d`: the command returns once intercept runs in the background, and says where.
+    // `-d`: the command returns once intercept runs in the background, and says where. As root:
+    // without -l, its log goes to /var/log, which only root may write.
     let parent_log = sc.scratch.path().join("intercept-parent.log");
     let mut parent = sc
         .lab
-        .spawn(
+        .spawn_as_root(
             sc.lab.ns_assistant(),
             &bin_dir().join("intercept"),
             &args(&["-i", Lab::IFACE, "-F", &filter, "-d"]),

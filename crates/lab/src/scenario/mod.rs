@@ -97,6 +97,9 @@ pub struct ScenarioSpec {
     pub baseline: Option<Servers>,
     /// How the embedded servers answer (see [`crate::plan`]); plain by default.
     pub plans: Plans,
+    /// The user tcpcopy and intercept run as, with only `CAP_NET_RAW` and `CAP_NET_ADMIN`
+    /// (`None`: root). Default: `TCPCOPY_LAB_USER` (see [`crate::unprivileged`]).
+    pub run_as: Option<String>,
 }
 
 /// The answer plans of the embedded servers, per host.
@@ -125,6 +128,7 @@ impl ScenarioSpec {
             target_servers: None,
             baseline: None,
             plans: Plans::default(),
+            run_as: crate::unprivileged::user(),
         }
     }
 }
@@ -251,6 +255,7 @@ impl Scenario {
             ..LabSpec::unique(&spec.tag)
         })
         .context("building the lab")?;
+        lab.set_run_as(spec.run_as.clone());
         let scratch = ScratchDir::new(&spec.tag)?;
         let port = spec.servers.port();
         let baseline = match spec.baseline {

@@ -47,6 +47,13 @@ pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // Sources first, so that no response is missed once tcpcopy connects. In queue mode, the
     // iptables rule is removed when this returns.
     let _rule = sources::start(cfg, &hub, &stop)?;
+    // Set up: keep only what removing the queue rule at exit needs (iptables, run from here).
+    let keep: &[_] = if _rule.is_some() {
+        &[netio::privilege::NET_ADMIN, netio::privilege::NET_RAW]
+    } else {
+        &[]
+    };
+    crate::plumbing::keep_capabilities(keep, netio::privilege::Scope::Exec);
     info!("listening for tcpcopy on {ip}:{port}");
     crate::plumbing::notify_ready();
     accept_loop(&listener, cfg, &hub, &connections, &stop)?;
@@ -96,6 +103,7 @@ fn accept_loop(
             let spawned = thread::Builder::new()
                 .name(format!("conn-{peer}"))
                 .spawn(move || {
+                    crate::plumbing::unprivileged_thread();
                     let _open = open;
                     conn::serve(stream, peer, allowed, hub, stop)
                 });

@@ -106,10 +106,20 @@ pub(super) fn start(
             max_len,
             pass,
         } => {
+            if let Some(line) = netio::privilege::missing(
+                &[netio::privilege::NET_ADMIN],
+                "queue mode (NFQUEUE and its iptables rule)",
+            ) {
+                anyhow::bail!(line);
+            }
             let queue = ResponseQueue::open(*queue_num, QUEUE_COPY, *max_len)
                 .context("cannot open NFQUEUE (run as root)")?;
             let rule = match ports {
                 Some(ports) => {
+                    let iptables = [netio::privilege::NET_ADMIN, netio::privilege::NET_RAW];
+                    if let Err(e) = netio::privilege::pass_to_children(&iptables) {
+                        warn!("iptables may lack the capabilities to add the rule: {e}");
+                    }
                     let rule = QueueRule::install(ports, *queue_num)?;
                     info!(
                         "queue mode: responses from port(s) {ports:?} are read from NFQUEUE {queue_num} and dropped"
@@ -136,6 +146,11 @@ pub(super) fn start(
             service_ports,
             threads,
         } => {
+            if let Some(line) =
+                netio::privilege::missing(&[netio::privilege::NET_RAW], "assistant mode's capture")
+            {
+                anyhow::bail!(line);
+            }
             let filter = assistant_filter(service_ports.as_deref(), cfg.listen.port(), false);
             let user = match &cfg.filter {
                 Some(expr) => {
@@ -228,6 +243,8 @@ fn spawn_ring_source(
         .name("capture".into())
         .spawn(move || {
             crate::plumbing::raise_capture_priority();
+            // The ring is open; switching its filter later needs no capability.
+            crate::plumbing::unprivileged_thread();
             let mut scratch = Scratch::default();
             let mut round = Round::default();
             let mut mode = Mode {
@@ -286,6 +303,11 @@ fn spawn_queue_source(
     thread::Builder::new()
         .name("nfqueue".into())
         .spawn(move || {
+            // Verdicts and copy-range changes are netfilter messages: CAP_NET_ADMIN.
+            crate::plumbing::keep_capabilities(
+                &[netio::privilege::NET_ADMIN],
+                netio::privilege::Scope::Thread,
+            );
             let mut scratch = Scratch::default();
             let mut round = Round::default();
             let mut mode = Mode {

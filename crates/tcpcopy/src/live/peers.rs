@@ -624,6 +624,7 @@ fn spawn_connector(
     thread::Builder::new()
         .name(format!("intercept-{idx}"))
         .spawn(move || {
+            crate::plumbing::unprivileged_thread();
             let mut backoff = Duration::from_millis(100);
             let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {

@@ -71,7 +71,10 @@ impl Replay {
         let go = self.go.clone();
         thread::Builder::new()
             .name("replay".into())
-            .spawn(move || reader.run(source, pace, &go))
+            .spawn(move || {
+                crate::plumbing::unprivileged_thread();
+                reader.run(source, pace, &go)
+            })
             .context("cannot start the replay thread")?;
         Ok(())
     }

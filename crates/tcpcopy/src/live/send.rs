@@ -27,6 +27,16 @@ impl Sender {
         })
     }
 
+    /// Opens the sockets for these destinations now, while the program may still (see
+    /// [`netio::raw::RawSender::prepare`]).
+    pub fn prepare(&mut self, dsts: &[std::net::IpAddr]) -> anyhow::Result<()> {
+        match self {
+            Sender::Link(s) => s.prepare(dsts),
+            Sender::Ip(s) => s.prepare(dsts),
+        }
+        .context("cannot open a raw socket to send to the target")
+    }
+
     #[inline]
     pub fn send_all<'a>(
         &mut self,

@@ -34,6 +34,14 @@ pub(super) fn run(
     member: &Member,
 ) -> anyhow::Result<RunReport> {
     let worker = Worker::start(cfg, stop, member)?;
+    // Sockets are open: nothing needs a capability from here on (the first thread is the
+    // program's main thread; the others drop their own).
+    let scope = if member.index == 0 {
+        netio::privilege::Scope::Exec
+    } else {
+        netio::privilege::Scope::Thread
+    };
+    crate::plumbing::keep_capabilities(&[], scope);
     if member.index == 0 {
         // Capturing (every thread's ring joined its group before the first one starts).
         crate::plumbing::notify_ready();
@@ -80,7 +88,17 @@ impl<'a> Worker<'a> {
             Input::File { path, .. } => Some(PcapSource::open(path)?),
             Input::Capture { .. } => None,
         };
-        let sender = Sender::open(&cfg.send)?;
+        if let Some(line) = netio::privilege::missing(
+            &[netio::privilege::NET_RAW],
+            "sending to the target (and capturing)",
+        ) {
+            anyhow::bail!(line);
+        }
+        let mut sender = Sender::open(&cfg.send)?;
+        let mut targets: Vec<std::net::IpAddr> =
+            cfg.core.rules.iter().map(|r| r.target.ip()).collect();
+        targets.extend(cfg.core.baseline.map(|b| b.ip()));
+        sender.prepare(&targets)?;
         let poll = Poll::new().context("cannot create a poll")?;
         let waker = mio::Waker::new(poll.registry(), WAKE).context("cannot create a poll waker")?;
         let mailbox: Events = Arc::new(Mailbox::with_waker(waker));
