@@ -2,21 +2,27 @@
 //! machine with dpkg, checks every file against the repository, runs both programs, verifies the
 //! systemd units and purges it; another installs it with apt into a minimal Debian made by
 //! debootstrap (a clean Debian, dependencies resolved by apt), runs it there and purges it.
-//! After a purge, nothing the package installed may be left.
+//! After a purge, nothing the package installed may be left. Then that Debian gets systemd and
+//! the package again and boots in a container, where the units run for real.
 //!
-//! Needs root, dpkg, systemd-analyze, debootstrap (and the Debian mirror) and cargo-deb (in
-//! `$CARGO_HOME/bin`, `~/.cargo/bin` or `PATH`). Without them the tests are skipped, unless
-//! `TCPCOPY_REQUIRE_DEB` is set (as CI does): then a missing one fails the test. They also
-//! leave the machine as they found it when they fail: the package is purged and the Debian
-//! tree removed in drop guards; a machine where a `tcpcopy` package is already installed is
-//! left alone (skipped, or failed under `TCPCOPY_REQUIRE_DEB`).
+//! Needs root, dpkg, systemd-analyze, debootstrap (and the Debian mirror), systemd-nspawn, ip
+//! and cargo-deb (in `$CARGO_HOME/bin`, `~/.cargo/bin` or `PATH`). Without them the tests are
+//! skipped, unless `TCPCOPY_REQUIRE_DEB` is set (as CI does): then a missing one fails the test.
+//! They also leave the machine as they found it when they fail: the package is purged, the
+//! container killed, its namespace name and the Debian tree removed, in drop guards; a machine
+//! where a `tcpcopy` package is already installed is left alone (skipped, or failed under
+//! `TCPCOPY_REQUIRE_DEB`).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use lab::httpd::HttpServer;
 
 const PACKAGE: &str = "tcpcopy";
 const UNITS: [&str; 3] = ["tcpcopy.service", "tcpcopy@.service", "intercept.service"];
@@ -577,4 +583,291 @@ fn installs_on_a_clean_debian_and_purges_cleanly() {
 
     inventory.purge_and_check(debian);
     eprintln!("clean Debian: {:.0} s", started.elapsed().as_secs_f64());
+
+    if require(
+        on_path("systemd-nspawn").is_some() && on_path("ip").is_some(),
+        "systemd-nspawn or ip is missing: the units were not run",
+    ) {
+        let started = Instant::now();
+        units_at_work(debian);
+        eprintln!(
+            "units under systemd: {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The installed units at work, hardening and all: the clean Debian gets systemd and the package
+/// again, boots in a container (its own network: loopback only), and there intercept (queue
+/// mode) and tcpcopy start as services, replicate requests from an online server to a target
+/// server on loopback, reload, and stop, intercept removing its iptables rule.
+fn units_at_work(debian: &System) {
+    run(debian
+        .cmd("apt-get")
+        .args(["install", "-y", "-q", "systemd", "/tmp/tcpcopy.deb"]));
+    let _guard = Installed { system: debian };
+    configure_units(debian);
+    let container = Container::boot(&debian.root);
+    let netns = NetnsAttached::new(&container.name, container.init);
+    let (_online, target) = in_netns(&netns.name, || {
+        let online = HttpServer::start(ONLINE.parse().unwrap()).expect("online server");
+        let target = HttpServer::start(TARGET.parse().unwrap()).expect("target server");
+        (online, target)
+    });
+    // Type=notify: start returns once both told systemd they are ready.
+    container.run(&["systemctl", "start", "intercept.service", "tcpcopy.service"]);
+    let rules = container.run(&["iptables", "-S", "OUTPUT"]);
+    assert!(
+        rules.contains("NFQUEUE"),
+        "intercept's rule missing: {rules}"
+    );
+
+    let uris: Vec<String> = (0..REQUESTS).map(|i| format!("/package-{i}")).collect();
+    let sent = uris.clone();
+    in_netns(&netns.name, move || {
+        sent.iter().for_each(|uri| get(ONLINE, uri))
+    });
+    let log = target.log();
+    log.wait_for(uris.len(), Duration::from_secs(10));
+    let mut got = log.uris();
+    got.sort();
+    assert_eq!(
+        got, uris,
+        "requests the target received from tcpcopy.service"
+    );
+
+    container.run(&[
+        "systemctl",
+        "reload",
+        "tcpcopy.service",
+        "intercept.service",
+    ]);
+    let active = container.run(&[
+        "systemctl",
+        "is-active",
+        "tcpcopy.service",
+        "intercept.service",
+    ]);
+    assert_eq!(active, "active\nactive\n", "after reload");
+    container.run(&["systemctl", "stop", "tcpcopy.service", "intercept.service"]);
+    let result = container.run(&[
+        "systemctl",
+        "show",
+        "-p",
+        "Result",
+        "--value",
+        "tcpcopy.service",
+        "intercept.service",
+    ]);
+    // One block per unit, a blank line between.
+    let results: Vec<&str> = result.split_whitespace().collect();
+    assert_eq!(results, ["success", "success"], "how the services ended");
+    let rules = container.run(&["iptables", "-S", "OUTPUT"]);
+    assert!(!rules.contains("NFQUEUE"), "intercept's rule left: {rules}");
+}
+
+const ONLINE: &str = "127.0.0.1:8080";
+const TARGET: &str = "127.0.0.1:8081";
+const REQUESTS: usize = 5;
+
+/// What the services run: the config files when the programs read one (`--config`), else the
+/// same options in drop-ins replacing the units' command lines.
+fn configure_units(debian: &System) {
+    let help = stdout(debian.cmd("/usr/bin/tcpcopy").arg("--help"));
+    let tcpcopy = [
+        ("transfer", "\"8080-127.0.0.1:8081\""),
+        ("intercept", "\"127.0.0.1\""),
+        ("interface", "\"lo\""),
+        ("log", "\"/var/log/tcpcopy/tcpcopy.log\""),
+    ];
+    let intercept = [
+        ("queue", "true"),
+        ("port", "\"8081\""),
+        ("log", "\"/var/log/tcpcopy/intercept.log\""),
+    ];
+    let write = |path: &str, text: String| {
+        let path = debian.path(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("config dir");
+        std::fs::write(&path, text).expect("write config");
+    };
+    for (program, options) in [("tcpcopy", &tcpcopy[..]), ("intercept", &intercept[..])] {
+        if help.contains("--config") {
+            let toml: String = options
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect();
+            write(&format!("/etc/tcpcopy/{program}.toml"), toml);
+            continue;
+        }
+        let args: Vec<String> = options
+            .iter()
+            .map(|(k, v)| match *v {
+                "true" => format!("--{k}"),
+                v => format!("--{k} {}", v.trim_matches('"')),
+            })
+            .collect();
+        let drop_in = format!(
+            "[Service]\nExecStart=\nExecStart=/usr/bin/{program} {}\n",
+            args.join(" ")
+        );
+        write(
+            &format!("/etc/systemd/system/{program}.service.d/test.conf"),
+            drop_in,
+        );
+    }
+}
+
+/// One HTTP request to `addr`, answered 200.
+fn get(addr: &str, uri: &str) {
+    let mut conn = TcpStream::connect(addr).expect("connect to the online server");
+    write!(
+        conn,
+        "GET {uri} HTTP/1.1\r\nHost: online\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "online answered: {answer}"
+    );
+}
+
+/// Runs `f` on a thread inside network namespace `name`; sockets it opens stay there.
+fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        netio::netns::enter(&name).expect("enter the container's network namespace");
+        f()
+    })
+    .join()
+    .expect("thread in the container's network namespace")
+}
+
+/// The Debian tree booted with systemd by systemd-nspawn, on a network of its own (loopback
+/// only). Killed with everything in it when dropped.
+struct Container {
+    nspawn: Child,
+    name: String,
+    /// The container's systemd, as this machine numbers it.
+    init: u32,
+}
+
+impl Container {
+    fn boot(root: &Path) -> Container {
+        let name = format!("tcpcopy-package-{}", std::process::id());
+        let nspawn = Command::new("systemd-nspawn")
+            .args([
+                "--quiet",
+                "--boot",
+                "--private-network",
+                "--register=no",
+                "--keep-unit",
+            ])
+            .arg(format!("--machine={name}"))
+            .arg("--directory")
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start systemd-nspawn");
+        let mut container = Container {
+            init: 0,
+            nspawn,
+            name,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while container.init == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the container's systemd did not start"
+            );
+            container.init = child_of(container.nspawn.id()).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        loop {
+            let state = container.try_run(&["systemctl", "is-system-running"]);
+            if state == "running\n" || state == "degraded\n" {
+                return container;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the container did not boot: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `args` inside the container; its stdout (empty when it could not run).
+    fn try_run(&self, args: &[&str]) -> String {
+        Command::new("nsenter")
+            .args(["-t", &self.init.to_string(), "-a"])
+            .args(args)
+            .env("LC_ALL", "C")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Runs `args` inside the container, which must succeed; its stdout.
+    fn run(&self, args: &[&str]) -> String {
+        stdout(
+            Command::new("nsenter")
+                .args(["-t", &self.init.to_string(), "-a"])
+                .args(args)
+                .env("LC_ALL", "C"),
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // Killing the container's init kills every process of its PID namespace.
+        if self.init != 0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.init.to_string()])
+                .status();
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+        let _ = std::fs::remove_dir(format!("/run/systemd/nspawn/propagate/{}", self.name));
+    }
+}
+
+/// The process whose parent is `parent`, if any.
+fn child_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces, so count from its closing parenthesis.
+            let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+}
+
+/// A name in /run/netns for a process's network namespace (`ip netns attach`), removed when
+/// dropped.
+struct NetnsAttached {
+    name: String,
+}
+
+impl NetnsAttached {
+    fn new(name: &str, pid: u32) -> NetnsAttached {
+        run(Command::new("ip").args(["netns", "attach", name, &pid.to_string()]));
+        NetnsAttached {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for NetnsAttached {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
 }
