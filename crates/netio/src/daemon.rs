@@ -25,14 +25,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Tells the waiting parent that the start went well (it exits 0) and points standard error
-    /// at `/dev/null`.
-    pub fn ready(mut self) -> io::Result<()> {
-        self.status.write_all(READY)?;
+    /// Tells the waiting parent that the start went well, showing `line` (it exits 0), and
+    /// points standard error at `/dev/null`, also when the parent is gone.
+    pub fn ready(mut self, line: &str) -> io::Result<()> {
+        let told = self
+            .status
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| self.status.write_all(READY));
         redirect(
             libc::STDERR_FILENO,
             &File::options().write(true).open("/dev/null")?,
-        )
+        )?;
+        told
     }
 }
 

@@ -50,27 +50,33 @@ pub fn keep_only(keep: &[Capability], scope: Scope) -> io::Result<()> {
         .copied()
         .filter(|c| permitted.contains(c))
         .collect();
-    if scope == Scope::Exec {
-        if has(Capability::CAP_SETPCAP) {
-            for cap in caps::all() {
-                if !kept.contains(&cap) {
-                    // A capability this kernel does not know cannot be dropped: nothing to do.
-                    let _ = caps::drop(None, CapSet::Bounding, cap);
-                }
+    // The bounding set first, while CAP_SETPCAP (root's) is still effective.
+    if scope == Scope::Exec && has(Capability::CAP_SETPCAP) {
+        for cap in caps::all() {
+            if !kept.contains(&cap) {
+                // A capability this kernel does not know cannot be dropped: nothing to do.
+                let _ = caps::drop(None, CapSet::Bounding, cap);
             }
         }
-        caps::set(None, CapSet::Inheritable, &kept).map_err(err("set inheritable"))?;
-        caps::clear(None, CapSet::Ambient).map_err(err("clear ambient"))?;
-        for cap in &kept {
-            caps::raise(None, CapSet::Ambient, *cap).map_err(err("raise ambient"))?;
-        }
-    } else {
-        caps::clear(None, CapSet::Ambient).map_err(err("clear ambient"))?;
-        caps::clear(None, CapSet::Inheritable).map_err(err("clear inheritable"))?;
     }
-    caps::set(None, CapSet::Effective, &kept).map_err(err("set effective"))?;
-    caps::set(None, CapSet::Permitted, &kept).map_err(err("set permitted"))?;
-    Ok(())
+    // Then the sets that matter for this thread: whatever happens to the others (a kernel
+    // without ambient capabilities, before 4.3, refuses those calls), these shrink.
+    let effective = caps::set(None, CapSet::Effective, &kept).map_err(err("set effective"));
+    let permitted = caps::set(None, CapSet::Permitted, &kept).map_err(err("set permitted"));
+    let children = if scope == Scope::Exec {
+        caps::set(None, CapSet::Inheritable, &kept)
+            .map_err(err("set inheritable"))
+            .and_then(|()| {
+                let _ = caps::clear(None, CapSet::Ambient);
+                kept.iter().try_for_each(|cap| {
+                    caps::raise(None, CapSet::Ambient, *cap).map_err(err("raise ambient"))
+                })
+            })
+    } else {
+        let _ = caps::clear(None, CapSet::Ambient);
+        caps::clear(None, CapSet::Inheritable).map_err(err("clear inheritable"))
+    };
+    effective.and(permitted).and(children)
 }
 
 /// Lets the programs this thread runs (iptables) have `caps` too, as far as it has them itself:

@@ -127,6 +127,12 @@ impl<S: BuildHasher + Default> Router<S> {
         }
     }
 
+    /// Whether a tcpcopy announced `dst` as one of its sessions' client endpoints.
+    #[inline]
+    pub fn knows(&self, dst: SocketAddr) -> bool {
+        self.routes.contains_key(&dst)
+    }
+
     /// The connections a [`Destination::Everyone`] response goes to: one per tcpcopy instance.
     #[inline]
     pub fn everyone(&self) -> &[ConnId] {

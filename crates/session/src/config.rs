@@ -73,8 +73,9 @@ pub struct Config {
     /// Share of client connections replicated (`-r`), 1 to 100: whole connections, chosen by a hash
     /// of the client's address and port, so the same ones every run.
     pub sample_percent: u8,
-    /// Start with 1 % of the connections and take one point more each second, up to
-    /// `sample_percent` (`-g`, C TCPCopy's gradual replay).
+    /// Start with 1 % of the connections and take one point more each second (from the
+    /// replicator's first call), up to `sample_percent` (`-g`, C TCPCopy's gradual replay). A
+    /// connection left out stays out until it ends.
     pub sample_ramp: bool,
     /// Advance every session's ISN towards the target by a clock (`isn_base` + one per 4 µs), so a
     /// later run never reuses an earlier run's sequence numbers on the same endpoints. Off: the

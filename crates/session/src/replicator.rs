@@ -70,6 +70,11 @@ pub struct Replicator {
     /// Connections `-r` leaves out: the acknowledgment of their last data, to count their
     /// requests (bounded; a new one after a reset of the table counts once more).
     sampled_acks: TableMap<OnlineKey, wire::Seq>,
+    /// With a gradual start (`-g`): connections left out so far, which stay out to their end
+    /// (taken later, they would start at the target in the middle of their stream); and the
+    /// share taken at the last packet.
+    ramp_left_out: TableMap<OnlineKey, ()>,
+    ramp_percent: u8,
     timers: TimerWheel<SessionId>,
     /// Sessions that closed in the last [`crate::closed::LINGER`].
     closed: ClosedSessions,
@@ -100,6 +105,8 @@ impl Replicator {
             aborted: TableMap::default(),
             greeting_servers: TableMap::default(),
             sampled_acks: TableMap::default(),
+            ramp_left_out: TableMap::default(),
+            ramp_percent: 1,
             timers: TimerWheel::new(),
             closed: ClosedSessions::default(),
             buffered: 0,

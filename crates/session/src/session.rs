@@ -192,11 +192,14 @@ impl Session {
             || self.waiting_since.is_some()
     }
 
-    /// How long this session may go without activity: `-t` while it works towards the target
-    /// or holds client bytes, `-k` when it is idle.
+    /// How long this session may go without activity: `-t` while it works towards the target,
+    /// holds client bytes or awaits an answer (nothing came from the target since our last
+    /// bytes, or more of its answer follows), `-k` when it is idle.
     #[inline]
     pub(crate) fn timeout(&self, config: &Config) -> Duration {
-        if self.busy() || self.held() > 0 {
+        let awaits_answer =
+            (self.snd_nxt > 0 && self.t_next == self.answer_mark) || self.answer_open;
+        if self.busy() || self.held() > 0 || awaits_answer {
             config.session_timeout
         } else {
             config.idle_timeout.unwrap_or(config.session_timeout)

@@ -287,7 +287,7 @@ pub struct TcpcopyOpts {
     /// tcpcopy reconnects and goes on)
     #[arg(short = 'L', long = "lonely")]
     pub lonely: bool,
-    /// Capture buffer in MB (C TCPCopy's -B; default 64)
+    /// Capture ring size in MB, per capture thread (C TCPCopy's -B; default 64)
     #[arg(short = 'B', long = "capture-buffer", value_name = "MB", value_parser = clap::value_parser!(u32).range(1..=16_384))]
     pub capture_buffer: Option<u32>,
     /// C TCPCopy's session pool size: accepted and ignored (sessions are allocated as needed)

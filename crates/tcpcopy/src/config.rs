@@ -94,10 +94,12 @@ impl LiveConfig {
             .ok_or("the option -x/--transfer is required (e.g. -x 80-198.18.0.30:80)")?;
         // Without -s, intercept runs on each target (queue mode), as with the first C TCPCopy.
         let servers = o.intercept.clone().unwrap_or_else(|| {
+            // The baseline's intercept too, on its host.
+            let hosts = rules.iter().map(|r| r.target.ip());
             let mut on_targets: Vec<(IpAddr, Option<u16>)> = Vec::new();
-            for r in &rules {
-                if !on_targets.iter().any(|(ip, _)| *ip == r.target.ip()) {
-                    on_targets.push((r.target.ip(), None));
+            for ip in hosts.chain(o.report.baseline.map(|b| b.ip())) {
+                if !on_targets.iter().any(|(seen, _)| *seen == ip) {
+                    on_targets.push((ip, None));
                 }
             }
             on_targets

@@ -135,8 +135,7 @@ pub fn unprivileged_thread() {
 pub fn notify_ready() {
     let daemon = DAEMON.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((daemon, line)) = daemon {
-        eprintln!("{line}");
-        if let Err(e) = daemon.ready() {
+        if let Err(e) = daemon.ready(&line) {
             tracing::warn!("could not tell the parent process that the start went well: {e}");
         }
     }

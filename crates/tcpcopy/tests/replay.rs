@@ -143,6 +143,13 @@ fn tcpdump_recording_replays_every_request_and_accelerates() {
         r5 <= r1 / 2.0,
         "-a 5 read the file in {r5:.2} s, not clearly faster than the 1x replay's {r1:.2} s"
     );
+
+    // C TCPCopy's -T: the file twice over, each pass new sessions at the target.
+    let (_, status, log_t) = replay(&mut sc, &file, &["-a", "5", "-T", "2"]);
+    assert!(status.success(), "replay -T 2 failed:\n{log_t}");
+    sc.wait_target(40_000, Duration::from_secs(30)).unwrap();
+    assert_all(&sc, &l, 4, final_line(&log_t));
+    assert!(log_t.contains("replay: pass 2 of 2"), "{log_t}");
     assert_client_isolated(sniffer);
 }
 

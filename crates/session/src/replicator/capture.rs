@@ -26,11 +26,8 @@ impl Replicator {
             self.stats.ignored_packets += 1;
             return;
         };
-        let born = *self.born.get_or_insert(now);
-        let percent = self
-            .config
-            .sample_percent_at(now.saturating_duration_since(born));
-        if !self.config.samples_at(p.src(), percent) {
+        self.born.get_or_insert(now);
+        if !self.sample(now, &p) {
             self.stats.sampled_out_packets += 1;
             self.count_sampled_out(&p);
             return;
@@ -57,6 +54,48 @@ impl Replicator {
             };
             self.capture_copy(now, &p, target, copy);
         }
+    }
+
+    /// Whether `p`'s connection is replicated under `-r` (and `-g`: see
+    /// [`Replicator::replicates`]).
+    fn sample(&mut self, now: Instant, p: &TcpPacket<'_>) -> bool {
+        if !self.config.sample_ramp {
+            return self.config.samples(p.src());
+        }
+        /// Connections remembered at most; then the table starts over.
+        const MAX_LEFT_OUT: usize = 100_000;
+        let born = *self.born.get_or_insert(now);
+        self.ramp_percent = self
+            .config
+            .sample_percent_at(now.saturating_duration_since(born));
+        let key = OnlineKey::new(p.src(), p.dst(), 0);
+        let flags = p.flags();
+        if flags.syn() {
+            // A new connection on these ports is decided anew.
+            self.ramp_left_out.remove(&key);
+        }
+        let taken = !self.ramp_left_out.contains_key(&key)
+            && self.config.samples_at(p.src(), self.ramp_percent);
+        if flags.fin() || flags.rst() {
+            self.ramp_left_out.remove(&key);
+        } else if !taken {
+            if self.ramp_left_out.len() >= MAX_LEFT_OUT {
+                self.ramp_left_out.clear();
+            }
+            self.ramp_left_out.insert(key, ());
+        }
+        taken
+    }
+
+    /// Whether the connection from `client` to `server` is replicated (`-r`, and with `-g` the
+    /// share reached so far and the connections left out until they end), as decided at its last
+    /// captured packet.
+    pub fn replicates(&self, client: SocketAddr, server: SocketAddr) -> bool {
+        if !self.config.sample_ramp {
+            return self.config.samples(client);
+        }
+        let key = OnlineKey::new(client, server, 0);
+        !self.ramp_left_out.contains_key(&key) && self.config.samples_at(client, self.ramp_percent)
     }
 
     /// Counts the requests of a connection `-r` leaves out, the way a stream counts them (a new

@@ -215,6 +215,11 @@ impl Hub {
         self.lock().router.announce(id, routes, now);
     }
 
+    /// Whether `dst` is a replicated session's client endpoint (announced by a tcpcopy).
+    pub(super) fn is_replicated(&self, dst: SocketAddr) -> bool {
+        self.lock().router.knows(dst)
+    }
+
     /// Connection `id` is gone, and its routes with it.
     pub(super) fn disconnect(&self, id: ConnId) {
         let mut st = self.lock();

@@ -112,6 +112,7 @@ pub(super) fn start(
             ) {
                 anyhow::bail!(line);
             }
+            info!("queue mode, as the C intercept without -i (for assistant mode give -i DEV, or -i any)");
             let queue = ResponseQueue::open(*queue_num, QUEUE_COPY, *max_len)
                 .context("cannot open NFQUEUE (run as root)")?;
             let rule = match ports {
@@ -322,7 +323,13 @@ fn spawn_queue_source(
                 let Round { packets, stamps } = &mut round;
                 match queue.recv_drop(|p| {
                     if !pass.is_empty() && destination(p).is_some_and(|d| pass.contains(&d)) {
-                        return Fate::Pass;
+                        // A pass-listed host can be a replicated client too (queue mode keeps
+                        // client addresses): its replicated sessions' answers are still caught.
+                        let replicated =
+                            wire::TcpPacket::parse(p).is_ok_and(|t| hub.is_replicated(t.dst()));
+                        if !replicated {
+                            return Fate::Pass;
+                        }
                     }
                     packets.push(p);
                     if full {

@@ -200,9 +200,8 @@ fn open_ring(
         ..RingConfig::default()
     };
     if let Some(bytes) = cfg.capture_buffer {
-        // `-B`: the same blocks, as many as fit (shared by the capture threads).
-        let per_thread = bytes / usize::from(cfg.threads.max(1));
-        ring_cfg.block_count = (per_thread / ring_cfg.block_size).max(8);
+        // `-B`: the same blocks, as many as fit (each capture thread has a ring of this size).
+        ring_cfg.block_count = (bytes / ring_cfg.block_size).max(8);
     }
     let ring = RingCapture::open(&ring_cfg).context("cannot start capturing")?;
     info!(

@@ -127,7 +127,7 @@ impl Comparing {
                 return;
             }
             core.handle_capture(now, data);
-            if core.config().samples(p.src()) {
+            if core.replicates(p.src(), p.dst()) {
                 let flags = p.flags();
                 let flow = Flow {
                     client: p.src(),
@@ -146,7 +146,7 @@ impl Comparing {
             }
         } else if rules.iter().any(|r| r.matches(p.src())) {
             // On a loopback the answer passes twice: sent, then received; it counts once.
-            if seen == Seen::Incoming || !core.config().samples(p.dst()) {
+            if seen == Seen::Incoming || !core.replicates(p.dst(), p.src()) {
                 return;
             }
             let flags = p.flags();

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use pcap::{PcapSource, SourceStats};
-use session::Replicator;
+use session::{Replicator, Rule};
 
 use super::{Board, Event, Events};
 use crate::plumbing::{sleep_unless_stopped, PacketBatch};
@@ -27,6 +27,10 @@ const REPLAY_IDLE_END: Duration = Duration::from_secs(3);
 const REPLAY_STALL_END: Duration = Duration::from_secs(120);
 /// Between two passes over the file (`-T`): the last pass's sessions close first.
 const PASS_GAP: Duration = Duration::from_secs(1);
+/// Pass k over the file (`-T`) moves every client port by (k - 1) × this (within 1024..=65535),
+/// so that each pass is new sessions at the target: the same ports and sequence numbers again
+/// would be taken for the last pass's segments (or join its sessions in mid-stream).
+const PASS_PORT_SHIFT: u32 = 4099;
 
 /// The worker's side of a replay (for a live capture it stays idle).
 pub(super) struct Replay {
@@ -53,7 +57,7 @@ impl Replay {
     /// Starts the thread that reads the file.
     pub fn start(
         &self,
-        (path, source): (&Path, PcapSource),
+        (path, source, rules): (&Path, PcapSource, &[Rule]),
         pace: Pace,
         tx: Events,
         stop: Arc<AtomicBool>,
@@ -62,6 +66,7 @@ impl Replay {
     ) -> anyhow::Result<()> {
         let reader = FileReader {
             path: path.to_path_buf(),
+            rules: rules.to_vec(),
             tx,
             stop,
             queued: self.queued.clone(),
@@ -126,6 +131,8 @@ impl Replay {
 struct FileReader {
     /// The file, opened again for each further pass (`-T`).
     path: PathBuf,
+    /// Which side of a recorded connection is the client (for `-T`'s port shift).
+    rules: Vec<Rule>,
     tx: Events,
     stop: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
@@ -183,6 +190,7 @@ impl FileReader {
         let mut last_log = Instant::now();
         let mut read = 1u64;
         let (mut pass, mut earlier) = (1, SourceStats::default());
+        let mut shifted = Vec::new();
         let result = loop {
             let (due, at) = match source.next_packet() {
                 None if pass < pace.loops => {
@@ -207,7 +215,15 @@ impl FileReader {
                 Some(Err(e)) => break Err(e.to_string()),
                 Some(Ok(p)) => {
                     let offset = pacer.due(p.timestamp);
-                    batch.push_stamped(p.data, p.timestamp.as_nanos() as u64);
+                    let stamp = p.timestamp.as_nanos() as u64;
+                    if pass > 1 {
+                        shifted.clear();
+                        shifted.extend_from_slice(p.data);
+                        shift_client_port(&mut shifted, &self.rules, (pass - 1) * PASS_PORT_SHIFT);
+                        batch.push_stamped(&shifted, stamp);
+                    } else {
+                        batch.push_stamped(p.data, stamp);
+                    }
                     (started + offset, p.timestamp)
                 }
             };
@@ -361,6 +377,41 @@ impl Pacer {
     }
 }
 
+/// Moves the client's port of a recorded TCP packet by `shift` (within 1024..=65535): the
+/// source port of a packet to a rule's online port, the destination port of one from it (an
+/// online answer, compared). The TCP checksum is updated to match (RFC 1624). Anything else is
+/// left as it is.
+fn shift_client_port(packet: &mut [u8], rules: &[Rule], shift: u32) {
+    let Ok(p) = wire::TcpPacket::parse(packet) else {
+        return;
+    };
+    let (src, dst) = (p.src(), p.dst());
+    let ip_len = if p.is_ipv6() {
+        40
+    } else {
+        usize::from(packet[0] & 0x0f) * 4
+    };
+    let at = if rules.iter().any(|r| r.matches(dst)) {
+        ip_len
+    } else if rules.iter().any(|r| r.matches(src)) {
+        ip_len + 2
+    } else {
+        return;
+    };
+    let old = u16::from_be_bytes([packet[at], packet[at + 1]]);
+    let base = u32::from(old).max(1024) - 1024;
+    let new = (1024 + (base + shift) % (65536 - 1024)) as u16;
+    packet[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    let sum = ip_len + 16;
+    let check = u16::from_be_bytes([packet[sum], packet[sum + 1]]);
+    // HC' = ~(~HC + ~m + m'), in ones' complement.
+    let mut acc = u32::from(!check) + u32::from(!old) + u32::from(new);
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    packet[sum..sum + 2].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+}
+
 /// The replay's progress line: `recorded` is how much of the recording was played.
 fn log_progress(source: &PcapSource, started: Instant, recorded: Duration) {
     let st = source.stats();
@@ -446,5 +497,33 @@ mod tests {
         // The pause between passes is the replay's own: not skipped by -I.
         assert_eq!(due, [0.0, 50.0, 1050.0, 1100.0]);
         assert_eq!(p.shortened, 0);
+    }
+
+    #[test]
+    fn a_further_pass_moves_the_client_port_both_ways_and_keeps_the_checksum_right() {
+        let client: std::net::SocketAddr = "198.18.0.10:40000".parse().unwrap();
+        let server: std::net::SocketAddr = "198.18.0.20:80".parse().unwrap();
+        let rules = [Rule {
+            online_addr: None,
+            online_port: 80,
+            target: "198.18.0.30:80".parse().unwrap(),
+        }];
+        // The stored checksum equals one computed over the segment with its field zeroed.
+        let check = |pkt: &[u8]| {
+            let p = wire::TcpPacket::parse(pkt).unwrap();
+            let mut segment = pkt[20..].to_vec();
+            let stored = u16::from_be_bytes([segment[16], segment[17]]);
+            segment[16..18].copy_from_slice(&[0, 0]);
+            stored.wrapping_sub(wire::tcp_checksum(p.src_addr(), p.dst_addr(), &segment))
+        };
+        for (from, to) in [(client, server), (server, client)] {
+            let mut pkt = session::testing::segment(from, to, 7, 9, wire::Flags::ACK, b"GET /");
+            assert_eq!(check(&pkt), 0, "the test packet is valid");
+            shift_client_port(&mut pkt, &rules, 4099);
+            let p = wire::TcpPacket::parse(&pkt).unwrap();
+            let moved = if from == client { p.src() } else { p.dst() };
+            assert_eq!(moved.port(), 40000 + 4099);
+            assert_eq!(check(&pkt), 0, "checksum still right");
+        }
     }
 }

@@ -123,7 +123,7 @@ impl<'a> Worker<'a> {
                 let budget = cfg.core.max_buffered_bytes / 4;
                 let board = member.board.clone();
                 replay.start(
-                    (path, source),
+                    (path, source, &cfg.core.rules),
                     *pace,
                     mailbox.clone(),
                     stop.clone(),

@@ -150,6 +150,22 @@ fn gradual_sampling_starts_at_one_percent_and_grows_each_second() {
         r.drain_transmits(|_| {});
         r.stats().sessions_created - before
     };
+    // A connection left out at 1 % stays out when the share grows: taken later, it would start
+    // at the target in the middle of its stream.
+    let c = (20_000..30_000u16)
+        .map(|port| SocketAddr::new(addr(CLIENT).ip(), port))
+        .find(|&c| !r.config().samples_at(c, 1) && r.config().samples_at(c, 50))
+        .unwrap();
+    r.handle_capture(
+        base,
+        &segment(c, addr(ONLINE), 1, 0, Flags::ACK | Flags::PSH, b"a\n"),
+    );
+    r.handle_capture(
+        base + Duration::from_secs(60),
+        &segment(c, addr(ONLINE), 3, 0, Flags::ACK | Flags::PSH, b"b\n"),
+    );
+    assert!(!r.replicates(c, addr(ONLINE)));
+    assert_eq!(r.stats().sessions_created, 0, "never joined mid-stream");
     let early = opened(&mut r, base, 10_000);
     let later = opened(&mut r, base + Duration::from_secs(30), 20_000);
     assert!(early <= 60, "{early} of 2000 at 1 %");

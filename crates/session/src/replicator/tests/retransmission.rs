@@ -212,7 +212,37 @@ fn an_idle_session_times_out_after_the_idle_timeout_a_busy_one_after_the_session
     r.handle_timeout(ms(base, 5_100));
     assert_eq!(r.stats().sessions_timed_out, 1, "idle for 5 s");
 
-    // Its request never answered: busy, so -t (60 s) applies, not -k.
+    // Acknowledged by the target but not answered yet: a slow server, so -t applies, not -k.
+    let mut r = established_with(base, idle.clone());
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    r.handle_response(
+        ms(base, 3),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK, 0),
+    );
+    sent(&mut r);
+    r.handle_timeout(ms(base, 5_100));
+    assert_eq!(
+        r.stats().sessions_timed_out,
+        0,
+        "the answer is still awaited"
+    );
+    r.handle_response(
+        ms(base, 20_000),
+        &target_pkt(T_ISN + 1, C_ISN + 6, Flags::ACK | Flags::PSH, 20),
+    );
+    r.handle_timeout(ms(base, 24_000));
+    assert_eq!(r.stats().sessions_timed_out, 0);
+    r.handle_timeout(ms(base, 25_100));
+    assert_eq!(
+        r.stats().sessions_timed_out,
+        1,
+        "answered, then idle for 5 s"
+    );
+
+    // Its request never acknowledged: busy, so -t (60 s) applies, not -k.
     let mut r = established_with(base, idle);
     r.handle_capture(
         ms(base, 2),
