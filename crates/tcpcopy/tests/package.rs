@@ -89,13 +89,48 @@ fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(run(cmd).stdout).expect("UTF-8 output")
 }
 
-/// Where this test binary's target directory keeps the package build (`target/package`): a
-/// target directory of its own, so that building without the `demo` feature does not replace
-/// the `target/release/tcpcopy` the other tests run.
-fn package_target_dir() -> PathBuf {
+/// This test binary's target directory (`target`), where cargo-deb builds too: the
+/// dependencies are built already, so only the two programs are (without `demo`).
+fn target_dir() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"));
     // CARGO_BIN_EXE_tcpcopy is <target>/<profile>/tcpcopy.
-    bin.ancestors().nth(2).expect("target dir").join("package")
+    bin.ancestors().nth(2).expect("target dir").to_path_buf()
+}
+
+/// Where the package test keeps its files (`target/package`).
+fn package_target_dir() -> PathBuf {
+    target_dir().join("package")
+}
+
+/// Keeps a copy of the programs the other tests run (built with `demo`) while cargo-deb builds
+/// the package's over them, and puts them back when dropped.
+struct KeepPrograms(Vec<(PathBuf, PathBuf)>);
+
+impl KeepPrograms {
+    fn new() -> KeepPrograms {
+        let dir = PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"));
+        let dir = dir.parent().expect("bin dir");
+        let kept = package_target_dir().join("kept");
+        std::fs::create_dir_all(&kept).expect("create the kept folder");
+        let pairs = ["tcpcopy", "intercept"]
+            .iter()
+            .map(|name| (dir.join(name), kept.join(name)))
+            .collect::<Vec<_>>();
+        for (bin, copy) in &pairs {
+            std::fs::copy(bin, copy).expect("keep a copy of the program");
+        }
+        KeepPrograms(pairs)
+    }
+}
+
+impl Drop for KeepPrograms {
+    fn drop(&mut self) {
+        for (bin, copy) in &self.0 {
+            // The build may have hard-linked its own program there: replace the link, not its target.
+            let _ = std::fs::remove_file(bin);
+            let _ = std::fs::copy(copy, bin);
+        }
+    }
 }
 
 /// The .deb, built once for both tests; None when a test must skip.
@@ -119,8 +154,9 @@ fn deb() -> Option<&'static Path> {
 
 /// `cargo deb -p tcpcopy`, as a packager runs it, into a fresh output directory.
 fn build(cargo_deb: &Path) -> PathBuf {
-    let target = package_target_dir();
-    let out_dir = target.join("debian-test");
+    let target = target_dir();
+    let out_dir = package_target_dir().join("debian-test");
+    let _kept = KeepPrograms::new();
     let _ = std::fs::remove_dir_all(&out_dir);
     let mut cmd = Command::new(cargo_deb);
     cmd.current_dir(repo())
@@ -584,10 +620,14 @@ fn installs_on_a_clean_debian_and_purges_cleanly() {
     inventory.purge_and_check(debian);
     eprintln!("clean Debian: {:.0} s", started.elapsed().as_secs_f64());
 
-    if require(
-        on_path("systemd-nspawn").is_some() && on_path("ip").is_some(),
-        "systemd-nspawn or ip is missing: the units were not run",
-    ) {
+    // Booting the tree under systemd takes a minute or two more: on request (`TCPCOPY_PACKAGE_BOOT=1`).
+    let boot = std::env::var_os("TCPCOPY_PACKAGE_BOOT").is_some();
+    if boot
+        && require(
+            on_path("systemd-nspawn").is_some() && on_path("ip").is_some(),
+            "systemd-nspawn or ip is missing: the units were not run",
+        )
+    {
         let started = Instant::now();
         units_at_work(debian);
         eprintln!(
