@@ -2,12 +2,14 @@
 //!
 //! The contract of [`TcpPacket::parse`]: it checks every length once, after which no accessor can
 //! panic, whatever bytes the network produced. [`SegmentRepr::emit`] builds a whole IP+TCP packet with
-//! correct lengths and checksums. This crate owns packet layout only: it keeps no state and does no I/O.
+//! correct lengths and checksums. [`tunnel`] unwraps mirrored traffic (VXLAN, Geneve, ERSPAN).
+//! This crate owns packet layout only: it keeps no state and does no I/O.
 #![forbid(unsafe_code)]
 
 mod checksum;
 mod packet;
 mod seq;
+pub mod tunnel;
 
 pub use checksum::{internet_checksum, tcp_checksum};
 pub use packet::{
