@@ -3,6 +3,8 @@ complete -c tcpcopy -s s -l intercept -d 'Intercept servers: ip[:port][,...] (po
 complete -c tcpcopy -s c -l fake-client -d 'Fake client addresses: ip[,ip...], a.b.c.x for the /24, or a CIDR (IPv4 /16-/32, IPv6 /112-/128)' -r
 complete -c tcpcopy -l interface -d 'Capture interface (default: all interfaces)' -r
 complete -c tcpcopy -s i -d 'Capture interface, or a pcap/pcapng file to replay offline (an existing file)' -r
+complete -c tcpcopy -l input -d 'Mirrored input, on a collector host: read the packets a mirror session sends, `vxlan[:PORT]` (AWS, Azure; 4789), `geneve[:PORT]` (6081) or `erspan` (GRE), and replicate the mirrored traffic as if captured' -r
+complete -c tcpcopy -l mirror-id -d 'Mirrored input: take only these VXLAN/Geneve VNIs or ERSPAN session IDs (default: all)' -r
 complete -c tcpcopy -s a -l accelerate -d 'Offline replay: play the file this many times faster than it was recorded' -r
 complete -c tcpcopy -l max-gap -d 'Offline replay: pauses in the recording longer than S seconds are shortened to S (and counted), as tcpreplay\'s --maxsleep' -r
 complete -c tcpcopy -s I -l skip-gaps -d 'Offline replay: pauses in the recording longer than MS milliseconds are skipped (and counted), as C TCPCopy\'s -I' -r
@@ -21,7 +23,7 @@ complete -c tcpcopy -s n -l copies -d 'Replicate each session N times (each copy
 complete -c tcpcopy -l port-shift -d 'Copy k of a session uses the client port shifted by k times this' -r
 complete -c tcpcopy -s f -l instance -d 'This instance\'s number (C TCPCopy\'s -f): every session\'s client port is shifted by F × 2048, so that tcpcopy instances with different numbers replicating the same clients to one target do not collide (0: no shift)' -r
 complete -c tcpcopy -s H -l localhost-as -d 'Source address for clients on the loopback network, which the target cannot answer (C TCPCopy\'s -H); -c takes precedence' -r
-complete -c tcpcopy -s B -l capture-buffer -d 'Capture buffer in MB (C TCPCopy\'s -B; default 64)' -r
+complete -c tcpcopy -s B -l capture-buffer -d 'Capture ring size in MB, per capture thread (C TCPCopy\'s -B; default 64)' -r
 complete -c tcpcopy -s U -d 'C TCPCopy\'s session pool size: accepted and ignored (sessions are allocated as needed)' -r
 complete -c tcpcopy -s S -d 'C TCPCopy\'s snap length: refused (every byte must reach the target)' -r
 complete -c tcpcopy -s r -l percent -d 'Replicate this percentage of client connections (whole connections, the same ones every run)' -r

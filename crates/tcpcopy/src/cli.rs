@@ -208,8 +208,16 @@ pub struct TcpcopyOpts {
     #[arg(long = "interface", value_name = "DEV")]
     pub interface: Option<String>,
     /// Capture interface, or a pcap/pcapng file to replay offline (an existing file)
-    #[arg(short = 'i', value_name = "DEV|FILE")]
+    #[arg(short = 'i', id = "source", value_name = "DEV|FILE")]
     pub input: Option<String>,
+    /// Mirrored input, on a collector host: read the packets a mirror session sends,
+    /// `vxlan[:PORT]` (AWS, Azure; 4789), `geneve[:PORT]` (6081) or `erspan` (GRE), and
+    /// replicate the mirrored traffic as if captured
+    #[arg(long = "input", value_name = "KIND[:PORT]", value_parser = crate::config::parse_mirror)]
+    pub mirror: Option<(crate::live::Tunnel, u16)>,
+    /// Mirrored input: take only these VXLAN/Geneve VNIs or ERSPAN session IDs (default: all)
+    #[arg(long = "mirror-id", value_name = "ID[,ID]", value_delimiter = ',')]
+    pub mirror_ids: Vec<u32>,
     /// Offline replay: play the file this many times faster than it was recorded
     #[arg(short = 'a', long = "accelerate", value_name = "X", default_value_t = 1.0, value_parser = crate::config::parse_accel)]
     pub accelerate: f64,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use session::{Config, Rule};
 
 use crate::cli::{InterceptCli, ReportOpts, SendLayer, TcpcopyOpts};
-pub use crate::live::Pace;
+pub use crate::live::{MirrorSpec, Pace, Tunnel};
 
 /// Where client packets come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +24,8 @@ pub enum Input {
     Capture { interface: Option<String> },
     /// Offline replay of a pcap/pcapng file, at its pace (faster, pauses shortened).
     File { path: PathBuf, pace: Pace },
+    /// Mirrored traffic sent to this host (`--input vxlan|geneve|erspan`).
+    Mirror(MirrorSpec),
 }
 
 /// How packets reach the target.
@@ -117,6 +119,12 @@ impl LiveConfig {
         let core = core_config(o, rules)?;
         check_threads(o, &input, &core)?;
         let filter = user_filter(o.filter.as_deref())?;
+        if filter.is_some() && matches!(input, Input::Mirror(_)) {
+            return Err(
+                "-F: filters a live capture; for mirrored input, narrow the mirror session (or --mirror-id)"
+                    .into(),
+            );
+        }
         if filter.is_some() && matches!(input, Input::File { .. }) {
             return Err(
                 "-F: filters a live capture; filter a file with `tcpdump -r FILE -w OUT EXPR` and replay OUT"
@@ -213,8 +221,63 @@ fn report_settings(r: &ReportOpts) -> Result<ReportSettings, String> {
     })
 }
 
-/// `-i`: an existing file is replayed, anything else names one capture interface.
+/// `-i`: an existing file is replayed, anything else names one capture interface; or
+/// `--input`: mirrored traffic.
 fn input(o: &TcpcopyOpts) -> Result<Input, String> {
+    let Some((tunnel, port)) = o.mirror else {
+        if !o.mirror_ids.is_empty() {
+            return Err(
+                "--mirror-id: only with mirrored input (--input vxlan|geneve|erspan)".into(),
+            );
+        }
+        return capture_or_file(o);
+    };
+    if o.input.is_some() || o.interface.is_some() {
+        return Err(
+            "--input: mirrored input replaces the capture; leave -i and --interface out".into(),
+        );
+    }
+    if o.record.is_some() {
+        return Err("--record: only a live capture can be recorded".into());
+    }
+    Ok(Input::Mirror(MirrorSpec {
+        tunnel,
+        port,
+        ids: o.mirror_ids.clone(),
+    }))
+}
+
+/// `--input KIND[:PORT]`.
+pub fn parse_mirror(s: &str) -> Result<(Tunnel, u16), String> {
+    let (kind, port) = match s.split_once(':') {
+        Some((k, p)) => (k, Some(p)),
+        None => (s, None),
+    };
+    let tunnel = match kind {
+        "vxlan" => Tunnel::Vxlan,
+        "geneve" => Tunnel::Geneve,
+        "erspan" => Tunnel::Erspan,
+        _ => {
+            return Err(format!(
+                "'{s}': expected vxlan[:PORT], geneve[:PORT] or erspan"
+            ))
+        }
+    };
+    let port = match port {
+        None => tunnel.default_port(),
+        Some(_) if tunnel == Tunnel::Erspan => {
+            return Err("erspan is GRE: it has no port".into());
+        }
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("'{p}' is not a port number (1-65535)"))?,
+    };
+    Ok((tunnel, port))
+}
+
+fn capture_or_file(o: &TcpcopyOpts) -> Result<Input, String> {
     let replaying = o.input.as_deref().is_some_and(|a| Path::new(a).is_file());
     if o.accelerate != 1.0 && !replaying {
         return Err("-a/--accelerate: only with a replayed file (-i FILE)".into());

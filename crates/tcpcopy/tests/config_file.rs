@@ -29,7 +29,9 @@ const TCPCOPY: &[(&str, &str, &[&str])] = &[
     ),
     ("fake-client", r#""198.19.0.0/30""#, &["198.19.0.0/30"]),
     ("interface", r#""eth1""#, &["eth1"]),
-    ("input", r#""eth2""#, &["eth2"]),
+    ("source", r#""eth2""#, &["eth2"]),
+    ("input", r#""geneve:6082""#, &["geneve:6082"]),
+    ("mirror-id", "[7, 8]", &["7", "8"]),
     ("accelerate", "2.5", &["2.5"]),
     ("max-gap", "0.5", &["0.5"]),
     (

@@ -34,11 +34,13 @@ use crate::plumbing::{Mailbox, PacketBatch};
 
 mod capture;
 mod comparing;
+mod mirror;
 mod peers;
 mod replay;
 mod send;
 mod worker;
 
+pub use mirror::{MirrorSpec, Tunnel};
 pub use replay::Pace;
 pub use send::Sender;
 

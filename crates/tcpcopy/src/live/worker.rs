@@ -86,7 +86,7 @@ impl<'a> Worker<'a> {
         // A file that cannot be read fails before anything else (and needs no privilege).
         let mut source = match &cfg.input {
             Input::File { path, .. } => Some(PcapSource::open(path)?),
-            Input::Capture { .. } => None,
+            Input::Capture { .. } | Input::Mirror(_) => None,
         };
         if let Some(line) = netio::privilege::missing(
             &[netio::privilege::NET_RAW],
@@ -110,6 +110,17 @@ impl<'a> Worker<'a> {
                 member,
                 poll.registry(),
             )?),
+            Input::Mirror(spec) => {
+                let budget = cfg.core.max_buffered_bytes / 4;
+                super::mirror::start(
+                    spec,
+                    mailbox.clone(),
+                    replay.queued.clone(),
+                    budget,
+                    stop.clone(),
+                )?;
+                None
+            }
             Input::File { path, pace } => {
                 let source = source.take().context("replay source")?;
                 info!(
