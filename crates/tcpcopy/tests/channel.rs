@@ -177,15 +177,20 @@ fn recording_relay(lab: &Lab, port: u16) -> Arc<Mutex<Vec<u8>>> {
     let listener = lab.run_in(lab.ns_assistant(), || {
         TcpListener::bind((Lab::ASSISTANT_IP, port)).unwrap()
     });
-    let upstream = lab.run_in(lab.ns_assistant(), || {
-        let (client, _) = listener.accept().unwrap();
-        (client, TcpStream::connect(intercept_addr()).unwrap())
-    });
     let recorded = Arc::new(Mutex::new(Vec::new()));
-    let (client, intercept) = upstream;
-    let (mut c_read, mut i_write) = (client.try_clone().unwrap(), intercept.try_clone().unwrap());
     let rec = recorded.clone();
+    let ns = lab.ns_assistant().to_string();
     thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let intercept = lab::netlab::run_in_ns(&ns, || TcpStream::connect(intercept_addr()))
+            .expect("the relay reaches intercept");
+        let (mut i_read, mut c_write) =
+            (intercept.try_clone().unwrap(), client.try_clone().unwrap());
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut i_read, &mut c_write);
+            let _ = c_write.shutdown(std::net::Shutdown::Both);
+        });
+        let (mut c_read, mut i_write) = (client, intercept);
         let mut buf = [0u8; 4096];
         while let Ok(n) = c_read.read(&mut buf) {
             if n == 0 || i_write.write_all(&buf[..n]).is_err() {
@@ -194,11 +199,6 @@ fn recording_relay(lab: &Lab, port: u16) -> Arc<Mutex<Vec<u8>>> {
             rec.lock().unwrap().extend_from_slice(&buf[..n]);
         }
         let _ = i_write.shutdown(std::net::Shutdown::Both);
-    });
-    let (mut i_read, mut c_write) = (intercept, client);
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut i_read, &mut c_write);
-        let _ = c_write.shutdown(std::net::Shutdown::Both);
     });
     recorded
 }
@@ -446,12 +446,13 @@ fn fake_intercept(
 }
 
 fn fake_conn(mut s: TcpStream, how: Fake, stop: &AtomicBool) {
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut hello = [0u8; REPLY_LEN];
     if s.read_exact(&mut hello).is_err() {
         return;
     }
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     match how {
         Fake::Garbage => {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
@@ -587,7 +588,7 @@ fn tcpcopy_shrugs_off_fake_intercepts_and_replicates_through_the_real_one() {
     };
     assert_replicated(&sc, &load("chan-connect"));
     // Several reconnection rounds of every fake (the backoff reaches 3 s).
-    thread::sleep(Duration::from_secs(8));
+    thread::sleep(Duration::from_secs(5));
     let log = sc.tcpcopy_log();
     stop.store(true, Ordering::Relaxed);
     rss_peak = rss_peak.max(sampling.join().unwrap());
@@ -597,13 +598,17 @@ fn tcpcopy_shrugs_off_fake_intercepts_and_replicates_through_the_real_one() {
     for (port, how, reason) in fakes {
         let who = format!("cannot reach intercept {}:{port}", Lab::ASSISTANT_IP);
         let lines = lines_of(&log, &who);
-        assert_eq!(lines.len(), 1, "{how:?}: one line\n{log}");
+        // The first failure, then (while it lasts) a reminder every tenth attempt, about 30 s.
+        assert!((1..=2).contains(&lines.len()), "{how:?}: one line\n{log}");
         assert!(lines[0].contains(reason), "{how:?}: {}", lines[0]);
         eprintln!("{how:?}: {}", lines[0]);
     }
     let who = format!("cannot reach intercept {}:36995", Lab::ASSISTANT_IP);
     let lines = lines_of(&log, &who);
-    assert_eq!(lines.len(), 1, "no-secret intercept: one line\n{log}");
+    assert!(
+        (1..=2).contains(&lines.len()),
+        "no-secret intercept: one line\n{log}"
+    );
     assert!(
         lines[0].contains("intercept refused us: tcpcopy offers an encrypted channel, but this intercept has no secret"),
         "{}",

@@ -6,6 +6,12 @@
 //! A tcpcopy that compares answers is welcomed only once the sources capture whole payloads (or
 //! after half a second, should one not switch), so that the answers to what it replicates are
 //! captured whole.
+//!
+//! With `--secret-file`, the connection is the encrypted channel's (`crate::channel` opens it):
+//! nothing but the handshake reply goes to a peer before its sealed hello opened, and only then
+//! does the hub route to it; the reader opens records, the [`ConnOut`] seals frames. A peer that
+//! speaks garbage, trickles or floods its opening exchange, announces more routes than
+//! [`MAX_ROUTES`] or stops reading is cut off with one line naming the reason.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

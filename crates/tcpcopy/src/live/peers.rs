@@ -6,6 +6,9 @@
 //! on the capture's wakes (`LAZY_LOWAT`), and when a silent one counts as dead. What the
 //! responses and routes mean is the session core's and the protocol crate's business.
 //!
+//! With `--secret-file`, each connection opens the encrypted channel (`crate::channel`) and its
+//! [`Peer`] seals what it writes and opens what it reads.
+//!
 //! With `--compare`, the hello asks for annotated answers, and each connection asks its
 //! intercept the time (at once, a few times quickly, then every second) to estimate how far the
 //! intercept's clock is from ours (`protocol::clock`): the capture times in the annotations are
