@@ -302,13 +302,15 @@ fn intercept_gives_nothing_to_a_peer_without_the_secret_and_keeps_serving_the_on
         &format!("{}:36998", Lab::ASSISTANT_IP),
         &["--secret-file".into(), secret.arg()],
     );
-    // The handshake message, then sealed hello, routes and time ask: a few records.
+    // The handshake message and the sealed hello (a 17-byte frame in a 35-byte record); then
+    // the routes follow at once.
     assert!(
         wait_until(Duration::from_secs(15), || recorded.lock().unwrap().len()
-            > REPLY_LEN + 3 * 18),
+            >= REPLY_LEN + 2 + 16 + 17),
         "the recorder tcpcopy connected through the relay: {}",
         recorder.log_text()
     );
+    thread::sleep(Duration::from_millis(500));
     drop(recorder);
     let recorded = recorded.lock().unwrap().clone();
     // A real tcpcopy without the secret.
@@ -558,6 +560,9 @@ fn tcpcopy_shrugs_off_fake_intercepts_and_replicates_through_the_real_one() {
         Lab::FAKE_CLIENT_NET,
         "-C",
         "1",
+        // A small capture ring: its pages, touched as traffic comes, count as resident.
+        "-B",
+        "8",
         "--secret-file",
         &secret.arg(),
     ]
