@@ -607,4 +607,62 @@ mod tests {
             served.join().unwrap();
         }
     }
+
+    /// Frames sent through a sealed writer by several threads at once, while the writer queues
+    /// and pings, open on the other side in one unbroken sequence: the sealing follows the order
+    /// the bytes enter the stream.
+    #[test]
+    fn concurrent_senders_share_one_record_sequence() {
+        const THREADS: u64 = 4;
+        const EACH: u64 = 2_000;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut theirs = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        // A small send buffer, so that the queue and the writer thread take part.
+        SockRef::from(&ours).set_send_buffer_size(4096).unwrap();
+        let psk = Psk::derive(b"k").unwrap();
+        let mut hello = Vec::new();
+        let init = protocol::secure::Initiator::start(&psk, &mut hello).unwrap();
+        let mut welcome = Vec::new();
+        let intercept = protocol::secure::respond(&psk, &hello[5..], &mut welcome).unwrap();
+        let mut tcpcopy = init.finish(&welcome[5..]).unwrap();
+        let out = Arc::new(ConnOut::new(ours, None, Some(intercept.sealer)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (out, stop) = (out.clone(), stop.clone());
+            thread::spawn(move || out.run_writer(&stop))
+        };
+        let senders: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let out = out.clone();
+                thread::spawn(move || {
+                    for i in 0..EACH {
+                        let mut f = Vec::new();
+                        protocol::encode_time_tell(&mut f, t, i, 0);
+                        assert!(out.send(&f), "nothing is dropped below the cap");
+                    }
+                })
+            })
+            .collect();
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut dec = Decoder::new();
+        let mut next = [0u64; THREADS as usize];
+        let mut buf = [0u8; 4096];
+        while next.iter().any(|&n| n < EACH) {
+            let n = theirs.read(&mut buf).unwrap();
+            assert!(n > 0);
+            tcpcopy.opener.open(&buf[..n], |p| dec.feed(p)).unwrap();
+            while let Some(m) = dec.next_message().unwrap() {
+                if let Message::TimeTell { t1, t2, .. } = m {
+                    assert_eq!(t2, next[t1 as usize], "each thread's frames in order");
+                    next[t1 as usize] += 1;
+                }
+            }
+        }
+        senders.into_iter().for_each(|s| s.join().unwrap());
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    }
 }

@@ -496,6 +496,26 @@ mod tests {
         (Arc::new(ConnOut::new(ours, compare_bytes, None)), theirs)
     }
 
+    /// The route table stops at its cap: the announcement that would pass it is refused whole.
+    #[test]
+    fn announcements_beyond_the_route_cap_are_refused() {
+        let hub = Hub::new(Duration::from_secs(60));
+        let (out, _theirs) = conn(None);
+        let owner = Owner {
+            host: "198.18.0.20".parse().unwrap(),
+            instance: 1,
+        };
+        let id = hub.connect(out, owner);
+        let route = |i: usize| {
+            let ip = std::net::Ipv4Addr::from(0xc613_0000 + (i >> 16) as u32);
+            SocketAddr::new(ip.into(), (i & 0xffff) as u16)
+        };
+        assert!(hub.announce(id, (0..MAX_ROUTES - 1).map(route).collect()));
+        assert!(!hub.announce(id, vec![route(MAX_ROUTES), route(MAX_ROUTES + 1)]));
+        assert!(hub.announce(id, vec![route(MAX_ROUTES)]));
+        assert_eq!(hub.lock().router.routes(), MAX_ROUTES);
+    }
+
     /// What a tcpcopy received: `(headers, Some((at_ns, hash, head)))` per packet, `None` for
     /// plain responses.
     type Got = Vec<(Vec<u8>, Option<(u64, u64, Vec<u8>)>)>;
