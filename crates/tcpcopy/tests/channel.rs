@@ -134,17 +134,15 @@ fn assert_replicated(sc: &Scenario, spec: &LoadSpec) {
         report.ok, want as u64,
         "the online server answered: {report:?}"
     );
-    let target = sc
-        .wait_target(want, Duration::from_secs(60))
-        .expect("target log");
-    let got: HashSet<&String> = target.iter().collect();
     let (keepalive, short) = loadgen::expected_uris(spec);
-    let missing = keepalive
-        .into_iter()
-        .flatten()
-        .chain(short)
-        .filter(|u| !got.contains(u))
-        .count();
+    let expected: Vec<String> = keepalive.into_iter().flatten().chain(short).collect();
+    let mut missing = expected.len();
+    wait_until(Duration::from_secs(60), || {
+        let target = sc.target_uris().expect("target log");
+        let got: HashSet<&String> = target.iter().collect();
+        missing = expected.iter().filter(|u| !got.contains(u)).count();
+        missing == 0
+    });
     assert_eq!(
         missing,
         0,
@@ -400,6 +398,28 @@ fn intercept_gives_nothing_to_a_peer_without_the_secret_and_keeps_serving_the_on
         log.contains("refused: intercept requires a secret, and the peer sent a plain hello"),
         "{log}"
     );
+
+    // A flood of connections: beyond the cap, each is closed at once, with a line a second.
+    let idle: Vec<TcpStream> = sc.lab.run_in(sc.lab.ns_client(), || {
+        (0..300)
+            .map(|_| TcpStream::connect(intercept_addr()).unwrap())
+            .collect()
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || sc
+            .intercept_log()
+            .contains("connections open, the limit")),
+        "{}",
+        sc.intercept_log()
+    );
+    assert_replicated(&sc, &load("chan-listen-2"));
+    drop(idle);
+    let refusals = sc.intercept_log().matches("the limit (").count();
+    assert!(
+        (1..=3).contains(&refusals),
+        "a line a second at most: {refusals}"
+    );
+
     // The real tcpcopy kept its connection throughout.
     assert!(
         !sc.tcpcopy_log().contains("lost intercept"),
