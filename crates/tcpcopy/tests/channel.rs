@@ -400,6 +400,7 @@ fn intercept_gives_nothing_to_a_peer_without_the_secret_and_keeps_serving_the_on
     );
 
     // A flood of connections: beyond the cap, each is closed at once, with a line a second.
+    let flood_started = Instant::now();
     let idle: Vec<TcpStream> = sc.lab.run_in(sc.lab.ns_client(), || {
         (0..300)
             .map(|_| TcpStream::connect(intercept_addr()).unwrap())
@@ -414,10 +415,11 @@ fn intercept_gives_nothing_to_a_peer_without_the_secret_and_keeps_serving_the_on
     );
     assert_replicated(&sc, &load("chan-listen-2"));
     drop(idle);
-    let refusals = sc.intercept_log().matches("the limit (").count();
+    let refusals = sc.intercept_log().matches("the limit (").count() as u64;
+    let seconds = flood_started.elapsed().as_secs();
     assert!(
-        (1..=3).contains(&refusals),
-        "a line a second at most: {refusals}"
+        (1..=seconds + 1).contains(&refusals),
+        "a line a second at most: {refusals} in {seconds} s"
     );
 
     // The real tcpcopy kept its connection throughout.
