@@ -23,7 +23,7 @@ _intercept() {
 
     case "${cmd}" in
         intercept)
-            opts="-i -q -x -D -p -b -n -t -s -F -l -P -d -v -h --interface --queue --port --queue-num --queue-length --pass --listen-port --bind --allow --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --filter --log --pid-file --daemon --debug --log-format --version --config --print-config --help"
+            opts="-i -q -x -D -p -b -n -t -s -F -l -P -d -v -h --interface --queue --port --queue-num --queue-length --pass --listen-port --bind --allow --secret-file --clock-offset-ms --threads --batch --route-timeout --hash-size --metrics --filter --log --pid-file --daemon --debug --log-format --version --config --print-config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -82,6 +82,10 @@ _intercept() {
                     return 0
                     ;;
                 --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -7,6 +7,7 @@ complete -c intercept -s D -d 'C intercept\'s docker address pairs: refused (run
 complete -c intercept -s p -l listen-port -d 'Listen port for tcpcopy connections' -r
 complete -c intercept -s b -l bind -d 'Listen address' -r
 complete -c intercept -l allow -d 'Allowed tcpcopy hosts: ip[,ip] (default: any)' -r
+complete -c intercept -l secret-file -d 'Let in only a tcpcopy that proves this secret, and encrypt the channel (a file readable by its owner only, read once at start; tcpcopy needs the same file)' -r -F
 complete -c intercept -l clock-offset-ms -d 'Testing: milliseconds added to every time this intercept reports (a host whose clock is off)' -r
 complete -c intercept -l threads -d 'Capture threads per interface (assistant mode): the kernel spreads flows over them (PACKET_FANOUT)' -r
 complete -c intercept -s n -l batch -d 'Responses batched per message at most (a batch also leaves at the end of each capture round)' -r

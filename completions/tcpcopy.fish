@@ -19,6 +19,7 @@ complete -c tcpcopy -l response-wait -d 'Milliseconds to wait for the target\'s 
 complete -c tcpcopy -s C -l connections -d 'Connections to each intercept (per capture thread)' -r
 complete -c tcpcopy -l threads -d 'Capture threads: the kernel spreads client connections over them by flow hash (PACKET_FANOUT), each with its own sessions, sender and intercept connections' -r
 complete -c tcpcopy -s p -l port -d 'Default intercept port' -r
+complete -c tcpcopy -l secret-file -d 'Prove this secret to the intercepts and encrypt the channel to them (a file readable by its owner only, read once at start; the intercepts need the same file)' -r -F
 complete -c tcpcopy -s n -l copies -d 'Replicate each session N times (each copy a distinct session at the target)' -r
 complete -c tcpcopy -l port-shift -d 'Copy k of a session uses the client port shifted by k times this' -r
 complete -c tcpcopy -s f -l instance -d 'This instance\'s number (C TCPCopy\'s -f): every session\'s client port is shifted by F × 2048, so that tcpcopy instances with different numbers replicating the same clients to one target do not collide (0: no shift)' -r

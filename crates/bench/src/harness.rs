@@ -247,12 +247,20 @@ pub struct BenchOpts {
     /// the target's): its cost per request shows against a run without
     #[arg(long)]
     pub compare: bool,
+    /// Run both programs with `--secret-file FILE` (the encrypted channel): its cost per request
+    /// shows against a run without
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// The lab setup of every row: nginx on both sides, intercept on the assistant, tcpcopy started
 /// once the lab is up, both with the harness's options.
 fn scenario_spec(opts: &BenchOpts) -> anyhow::Result<ScenarioSpec> {
     let threads = opts.threads.to_string();
+    let secret: Vec<String> = match &opts.secret_file {
+        Some(f) => vec!["--secret-file".into(), f.display().to_string()],
+        None => Vec::new(),
+    };
     Ok(ScenarioSpec {
         start_tcpcopy: false,
         threaded_receive: opts.threaded_receive,
@@ -267,8 +275,9 @@ fn scenario_spec(opts: &BenchOpts) -> anyhow::Result<ScenarioSpec> {
         .into_iter()
         .chain(opts.compare.then_some("--compare"))
         .map(String::from)
+        .chain(secret.clone())
         .collect(),
-        extra_intercept_args: vec!["--threads".into(), threads],
+        extra_intercept_args: [vec!["--threads".into(), threads], secret].concat(),
         ..ScenarioSpec::new("tcbench", Mode::Assistant, Servers::Nginx, programs_dir()?)
     })
 }
@@ -281,6 +290,9 @@ fn print_setup(opts: &BenchOpts, c_tool: Option<&CTool>) {
         opts.send_layer.name(),
         if opts.compare { " --compare" } else { "" }
     );
+    if opts.secret_file.is_some() {
+        println!("channel: encrypted (--secret-file on both programs)");
+    }
     println!(
         "lab receive path: {}",
         if opts.threaded_receive {

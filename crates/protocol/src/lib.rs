@@ -23,6 +23,7 @@ pub mod answers;
 pub mod clock;
 pub mod heads;
 pub mod routing;
+pub mod secure;
 
 pub use answers::{Annotation, AnswerBatch, Answers};
 
@@ -47,6 +48,8 @@ const KIND_PING: u8 = 6;
 const KIND_ANSWERS: u8 = 7;
 const KIND_TIME_ASK: u8 = 8;
 const KIND_TIME_TELL: u8 = 9;
+const KIND_SECURE_HELLO: u8 = 10;
+const KIND_SECURE_WELCOME: u8 = 11;
 
 /// Hello flag: forward response payloads too, not only headers.
 pub const FLAG_WANT_PAYLOAD: u16 = 1;
@@ -102,6 +105,12 @@ pub enum Message<'a> {
         t2: u64,
         t3: u64,
     },
+    /// tcpcopy opens an encrypted channel ([`secure`]): the body is its first handshake message.
+    /// Sent in the clear, instead of a hello.
+    SecureHello(&'a [u8]),
+    /// intercept's answer to a [`Message::SecureHello`]: its handshake message. Everything after
+    /// it, both ways, is records of the channel.
+    SecureWelcome(&'a [u8]),
 }
 
 /// A tcpcopy's hello, as accepted by [`answer_hello`].
@@ -142,6 +151,10 @@ pub fn answer_hello(msg: &Message<'_>) -> Result<Hello, String> {
         Message::Hello { version, .. } => Err(format!(
             "protocol version {version} unsupported (this intercept speaks {VERSION})"
         )),
+        Message::SecureHello(_) => Err(
+            "tcpcopy offers an encrypted channel, but this intercept has no secret (--secret-file)"
+                .into(),
+        ),
         _ => Err("expected a hello".into()),
     }
 }
@@ -357,6 +370,15 @@ impl Decoder {
         self.buf.len() - self.pos
     }
 
+    /// Takes the bytes received but not decoded (those after an encrypted channel's handshake
+    /// are its records, for a [`secure::Opener`]).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.pos);
+        self.buf.clear();
+        self.pos = 0;
+        rest
+    }
+
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message<'_>>, ProtocolError> {
         let avail = &self.buf[self.pos..];
@@ -418,6 +440,11 @@ fn decode(kind: u8, body: &[u8]) -> Result<Message<'_>, ProtocolError> {
                 .map(|i| u64::from_be_bytes(t[i..i + 8].try_into().expect("an 8-byte chunk")));
             Ok(Message::TimeTell { t1, t2, t3 })
         }
+        KIND_SECURE_HELLO if body.len() == secure::HANDSHAKE_LEN => Ok(Message::SecureHello(body)),
+        KIND_SECURE_WELCOME if body.len() == secure::HANDSHAKE_LEN => {
+            Ok(Message::SecureWelcome(body))
+        }
+        KIND_SECURE_HELLO | KIND_SECURE_WELCOME => Err(ProtocolError::Malformed("handshake")),
         KIND_RESPONSES => {
             let (count, rest) = body
                 .split_first_chunk::<2>()

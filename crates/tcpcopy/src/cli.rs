@@ -268,6 +268,10 @@ pub struct TcpcopyOpts {
     /// Default intercept port
     #[arg(short = 'p', long = "port", default_value_t = protocol::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// Prove this secret to the intercepts and encrypt the channel to them (a file readable by
+    /// its owner only, read once at start; the intercepts need the same file)
+    #[arg(long = "secret-file", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Replicate each session N times (each copy a distinct session at the target)
     #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1023))]
     pub copies: u16,
@@ -425,6 +429,10 @@ pub struct InterceptCli {
     /// Allowed tcpcopy hosts: ip[,ip] (default: any)
     #[arg(long = "allow", value_name = "IPS", value_parser = crate::config::parse_ip_list)]
     pub allow: Option<std::vec::Vec<IpAddr>>,
+    /// Let in only a tcpcopy that proves this secret, and encrypt the channel (a file readable
+    /// by its owner only, read once at start; tcpcopy needs the same file)
+    #[arg(long = "secret-file", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Testing: milliseconds added to every time this intercept reports (a host whose clock is off)
     #[arg(
         long = "clock-offset-ms",

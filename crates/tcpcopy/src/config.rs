@@ -64,6 +64,8 @@ pub struct LiveConfig {
     pub notes: Vec<String>,
     /// `-F`: a tcpdump expression the capture must match too, checked with libpcap.
     pub filter: Option<String>,
+    /// `--secret-file`: the key the intercept connections are opened with (encrypted).
+    pub secret: Option<protocol::secure::Psk>,
 }
 
 /// How answers are compared (`--compare` and its options).
@@ -150,6 +152,7 @@ impl LiveConfig {
             capture_buffer: o.capture_buffer.map(|mb| mb as usize * (1 << 20)),
             notes: compatibility_notes(o),
             filter,
+            secret: secret(o.secret_file.as_deref())?,
         })
     }
 }
@@ -440,6 +443,8 @@ pub struct InterceptConfig {
     /// `-F` (assistant mode): a tcpdump expression the capture must match too, checked with
     /// libpcap.
     pub filter: Option<String>,
+    /// `--secret-file`: only a tcpcopy proving this key is let in (encrypted).
+    pub secret: Option<protocol::secure::Psk>,
 }
 
 /// Where intercept catches the target's responses.
@@ -523,8 +528,14 @@ impl InterceptConfig {
             route_timeout: Duration::from_secs(cli.route_timeout),
             metrics: cli.metrics,
             filter: user_filter(cli.filter.as_deref())?,
+            secret: secret(cli.secret_file.as_deref())?,
         })
     }
+}
+
+/// `--secret-file FILE`, read now (once).
+fn secret(path: Option<&std::path::Path>) -> Result<Option<protocol::secure::Psk>, String> {
+    path.map(crate::channel::read_secret).transpose()
 }
 
 /// `-F EXPR`: libpcap must compile it, and its program must suit our capture; the error is

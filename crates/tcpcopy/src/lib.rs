@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod channel;
 pub mod cli;
 pub mod conffile;
 pub mod config;

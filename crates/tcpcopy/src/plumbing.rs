@@ -177,10 +177,21 @@ pub fn read_first_message<T>(
     f: impl FnOnce(&Message<'_>) -> T,
 ) -> anyhow::Result<T> {
     let mut buf = [0u8; 4096];
+    let started = std::time::Instant::now();
     loop {
         if let Some(m) = dec.next_message()? {
             return Ok(f(&m));
         }
+        // A peer that trickles or floods instead of opening is cut off.
+        use crate::channel::{MAX_OPENING, OPENING_DEADLINE};
+        anyhow::ensure!(
+            dec.pending() <= MAX_OPENING,
+            "first message longer than {MAX_OPENING} bytes (another protocol?)"
+        );
+        anyhow::ensure!(
+            started.elapsed() <= OPENING_DEADLINE,
+            "opening exchange not done within {OPENING_DEADLINE:?}"
+        );
         let n = s
             .read(&mut buf)
             .context("no answer during the opening exchange")?;

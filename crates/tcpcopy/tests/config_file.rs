@@ -97,6 +97,11 @@ const TCPCOPY: &[(&str, &str, &[&str])] = &[
         r#""tcp and not host 198.18.0.7""#,
         &["tcp and not host 198.18.0.7"],
     ),
+    (
+        "secret-file",
+        r#""/etc/tcpcopy/secret""#,
+        &["/etc/tcpcopy/secret"],
+    ),
 ];
 
 /// The same for intercept (its hidden testing option included).
@@ -137,6 +142,11 @@ const INTERCEPT: &[(&str, &str, &[&str])] = &[
         "filter",
         r#""tcp and not host 198.18.0.7""#,
         &["tcp and not host 198.18.0.7"],
+    ),
+    (
+        "secret-file",
+        r#""/etc/tcpcopy/secret""#,
+        &["/etc/tcpcopy/secret"],
     ),
 ];
 

@@ -23,6 +23,11 @@ use wire::TcpPacket;
 
 use super::conn::ConnOut;
 
+/// Routes held at most, all connections together (about 80 bytes each): a connection whose
+/// announcement would pass it floods, and is cut off (its routes go with it). A tcpcopy announces
+/// one route per live session.
+pub(super) const MAX_ROUTES: usize = 1 << 20;
+
 /// Routes are keyed by endpoints remote clients choose: a seeded fast hash (foldhash).
 type RouteTable = Router<foldhash::fast::RandomState>;
 
@@ -209,10 +214,17 @@ impl Hub {
         id
     }
 
-    /// Connection `id` announced these client endpoints.
-    pub(super) fn announce(&self, id: ConnId, routes: Vec<SocketAddr>) {
+    /// Connection `id` announced these client endpoints; false (and nothing taken) when the
+    /// route table would pass [`MAX_ROUTES`].
+    #[must_use]
+    pub(super) fn announce(&self, id: ConnId, routes: Vec<SocketAddr>) -> bool {
         let now = Instant::now();
-        self.lock().router.announce(id, routes, now);
+        let mut st = self.lock();
+        if st.router.routes() + routes.len() > MAX_ROUTES {
+            return false;
+        }
+        st.router.announce(id, routes, now);
+        true
     }
 
     /// Whether `dst` is a replicated session's client endpoint (announced by a tcpcopy).
@@ -486,7 +498,27 @@ mod tests {
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let (ours, _) = listener.accept().unwrap();
-        (Arc::new(ConnOut::new(ours, compare_bytes)), theirs)
+        (Arc::new(ConnOut::new(ours, compare_bytes, None)), theirs)
+    }
+
+    /// The route table stops at its cap: the announcement that would pass it is refused whole.
+    #[test]
+    fn announcements_beyond_the_route_cap_are_refused() {
+        let hub = Hub::new(Duration::from_secs(60));
+        let (out, _theirs) = conn(None);
+        let owner = Owner {
+            host: "198.18.0.20".parse().unwrap(),
+            instance: 1,
+        };
+        let id = hub.connect(out, owner);
+        let route = |i: usize| {
+            let ip = std::net::Ipv4Addr::from(0xc613_0000 + (i >> 16) as u32);
+            SocketAddr::new(ip.into(), (i & 0xffff) as u16)
+        };
+        assert!(hub.announce(id, (0..MAX_ROUTES - 1).map(route).collect()));
+        assert!(!hub.announce(id, vec![route(MAX_ROUTES), route(MAX_ROUTES + 1)]));
+        assert!(hub.announce(id, vec![route(MAX_ROUTES)]));
+        assert_eq!(hub.lock().router.routes(), MAX_ROUTES);
     }
 
     /// What a tcpcopy received: `(headers, Some((at_ns, hash, head)))` per packet, `None` for
@@ -532,8 +564,8 @@ mod tests {
         };
         let p = hub.connect(plain, owner(1));
         let c = hub.connect(comparing, owner(2));
-        hub.announce(p, vec![PLAIN_CLIENT.parse().unwrap()]);
-        hub.announce(c, vec![COMPARING_CLIENT.parse().unwrap()]);
+        assert!(hub.announce(p, vec![PLAIN_CLIENT.parse().unwrap()]));
+        assert!(hub.announce(c, vec![COMPARING_CLIENT.parse().unwrap()]));
 
         let packets = [
             response(PLAIN_CLIENT, 1, 100, b"HTTP/1.1 200 OK"),
@@ -625,7 +657,7 @@ mod tests {
             let clients: Vec<String> = (0..1000)
                 .map(|i| format!("198.19.{}.{}:{}", i / 200, i % 200 + 1, 1024 + i))
                 .collect();
-            hub.announce(id, clients.iter().map(|c| c.parse().unwrap()).collect());
+            assert!(hub.announce(id, clients.iter().map(|c| c.parse().unwrap()).collect()));
             let drain = std::thread::spawn(move || {
                 let mut buf = vec![0u8; 1 << 20];
                 let mut total = 0usize;

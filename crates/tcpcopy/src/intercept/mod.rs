@@ -85,6 +85,7 @@ fn accept_loop(
         )
         .context("cannot poll the listening socket")?;
     let mut events = mio::Events::with_capacity(8);
+    let mut refusals = Refusals::default();
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(200))) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -96,8 +97,15 @@ fn accept_loop(
             let Ok((stream, peer)) = accepted else {
                 break;
             };
+            if connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                refusals.refuse(peer);
+                continue;
+            }
             let hub = hub.clone();
-            let allowed = cfg.allow.as_ref().is_none_or(|a| a.contains(&peer.ip()));
+            let door = conn::Door {
+                allowed: cfg.allow.as_ref().is_none_or(|a| a.contains(&peer.ip())),
+                secret: cfg.secret.clone(),
+            };
             let stop = stop.clone();
             let open = OpenConnection::new(connections);
             let spawned = thread::Builder::new()
@@ -105,7 +113,7 @@ fn accept_loop(
                 .spawn(move || {
                     crate::plumbing::unprivileged_thread();
                     let _open = open;
-                    conn::serve(stream, peer, allowed, hub, stop)
+                    conn::serve(stream, peer, door, hub, stop)
                 });
             if let Err(e) = spawned {
                 warn!("refusing tcpcopy {peer}: cannot start a thread: {e}");
@@ -121,6 +129,34 @@ fn accept_loop(
         }
     }
     Ok(())
+}
+
+/// tcpcopy connections open at most (each has two threads; one in its opening exchange has at
+/// most [`crate::channel::OPENING_DEADLINE`]): a connection beyond is closed at once.
+const MAX_CONNECTIONS: u64 = 256;
+
+/// Connections refused for [`MAX_CONNECTIONS`]: logged once a second at most, with how many.
+#[derive(Default)]
+struct Refusals {
+    logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn refuse(&mut self, peer: SocketAddr) {
+        self.unlogged += 1;
+        if self
+            .logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            warn!(
+                "refusing tcpcopy {peer}: {MAX_CONNECTIONS} connections open, the limit ({} refused since the last line)",
+                self.unlogged
+            );
+            self.logged = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
 }
 
 /// Serves `--metrics` from the hub's counters, read at scrape time.

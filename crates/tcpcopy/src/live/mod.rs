@@ -27,7 +27,6 @@ use anyhow::Context;
 use mio::Token;
 
 use pcap::SourceStats;
-use protocol::Decoder;
 use session::Stats;
 
 use crate::plumbing::{Mailbox, PacketBatch};
@@ -63,7 +62,7 @@ enum Event {
     InterceptUp {
         idx: usize,
         stream: TcpStream,
-        dec: Decoder,
+        dec: peers::Opened,
         down: Arc<AtomicBool>,
     },
 }

@@ -6,6 +6,9 @@
 //! on the capture's wakes (`LAZY_LOWAT`), and when a silent one counts as dead. What the
 //! responses and routes mean is the session core's and the protocol crate's business.
 //!
+//! With `--secret-file`, each connection opens the encrypted channel (`crate::channel`) and its
+//! [`Peer`] seals what it writes and opens what it reads.
+//!
 //! With `--compare`, the hello asks for annotated answers, and each connection asks its
 //! intercept the time (at once, a few times quickly, then every second) to estimate how far the
 //! intercept's clock is from ours (`protocol::clock`): the capture times in the annotations are
@@ -26,6 +29,7 @@ use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 
 use protocol::clock::ClockSync;
+use protocol::secure::{Channel, Opener, Psk, Sealer};
 use protocol::{Answers, Decoder, Message};
 use session::Replicator;
 
@@ -154,6 +158,9 @@ pub(super) fn lazy_wait(capture_wait: Duration, gap: Duration) -> Duration {
 pub struct Peer {
     stream: TcpStream,
     dec: Decoder,
+    /// The encrypted channel's two directions (`--secret-file`).
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
     /// Route frames the socket did not take yet.
     pending: Vec<u8>,
     /// Tells the connecting thread to connect again.
@@ -177,14 +184,20 @@ impl Peer {
     /// byte.
     fn new(
         stream: TcpStream,
-        dec: Decoder,
+        opened: Opened,
         down: Arc<AtomicBool>,
         now: Instant,
         (addr, head_bytes): (SocketAddr, Option<u16>),
     ) -> Peer {
+        let (sealer, opener) = match opened.channel {
+            Some(c) => (Some(c.sealer), Some(c.opener)),
+            None => (None, None),
+        };
         Peer {
             stream,
-            dec,
+            dec: opened.dec,
+            sealer,
+            opener,
             pending: Vec::new(),
             down,
             last_heard: now,
@@ -236,7 +249,14 @@ impl Peer {
 
     /// Writes `frame` after whatever is pending; false when the connection is broken.
     fn write(&mut self, frame: &[u8]) -> bool {
-        self.pending.extend_from_slice(frame);
+        match self.sealer.as_mut() {
+            Some(s) => {
+                if s.seal(frame, &mut self.pending).is_err() {
+                    return false;
+                }
+            }
+            None => self.pending.extend_from_slice(frame),
+        }
         self.flush()
     }
 
@@ -323,7 +343,13 @@ impl Peer {
             match self.stream.read(buf) {
                 Ok(0) => return Err("closed by intercept".into()),
                 Ok(n) => {
-                    self.dec.feed(&buf[..n]);
+                    let dec = &mut self.dec;
+                    match self.opener.as_mut() {
+                        Some(o) => o
+                            .open(&buf[..n], |p| dec.feed(p))
+                            .map_err(|e| e.to_string())?,
+                        None => dec.feed(&buf[..n]),
+                    }
                     self.last_heard = now;
                     budget = budget.saturating_sub(n);
                     if n < buf.len() && !self.hung_up {
@@ -411,6 +437,7 @@ impl Peers {
                 let hello = Hello {
                     instance,
                     compare_bytes: head_bytes,
+                    secret: cfg.secret.clone(),
                 };
                 spawn_connector(idx, server, hello, tx.clone(), stop.clone())?;
             }
@@ -524,12 +551,17 @@ impl Peers {
     pub fn welcome(
         &mut self,
         registry: &Registry,
-        (idx, stream, dec, down): (usize, TcpStream, Decoder, Arc<AtomicBool>),
+        (idx, stream, dec, down): (usize, TcpStream, Opened, Arc<AtomicBool>),
         sink: &mut impl ResponseSink,
         now: Instant,
     ) {
         let addr = self.addrs[idx];
-        info!("connected to intercept {addr}");
+        let sealed = if dec.channel.is_some() {
+            " (encrypted)"
+        } else {
+            ""
+        };
+        info!("connected to intercept {addr}{sealed}");
         let peer = Peer::new(stream, dec, down, now, (addr, self.head_bytes));
         let registered = peer.stream.set_nonblocking(true).is_ok()
             && registry
@@ -628,7 +660,7 @@ fn spawn_connector(
             let mut backoff = Duration::from_millis(100);
             let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                match connect(server, hello) {
+                match connect(server, &hello) {
                     Ok((stream, dec)) => {
                         failures = 0;
                         backoff = Duration::from_millis(100);
@@ -664,26 +696,49 @@ fn spawn_connector(
     Ok(())
 }
 
-/// What a connection's hello says.
-#[derive(Clone, Copy, Debug)]
+/// What a connection's hello says, and the secret it opens with (`--secret-file`).
+#[derive(Clone, Debug)]
 struct Hello {
     instance: u32,
     compare_bytes: Option<u16>,
+    secret: Option<Psk>,
 }
 
-/// Connects and performs the hello/welcome exchange.
-fn connect(server: SocketAddr, hello: Hello) -> anyhow::Result<(TcpStream, Decoder)> {
+/// A connection past its opening exchange: the decoder holding what came after the welcome,
+/// and the encrypted channel, if it has one.
+pub struct Opened {
+    dec: Decoder,
+    channel: Option<Channel>,
+}
+
+/// Connects and performs the hello/welcome exchange (inside the encrypted channel, with a
+/// secret).
+fn connect(server: SocketAddr, hello: &Hello) -> anyhow::Result<(TcpStream, Opened)> {
     let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut frame = Vec::new();
     protocol::encode_hello(&mut frame, 0, hello.instance, hello.compare_bytes);
-    s.write_all(&frame)?;
-    let mut dec = Decoder::new();
-    read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
+    let opened = match &hello.secret {
+        Some(psk) => {
+            let (welcome, dec, channel) =
+                crate::channel::open(&mut s, psk, &frame, protocol::check_welcome)?;
+            welcome?;
+            Opened {
+                dec,
+                channel: Some(channel),
+            }
+        }
+        None => {
+            s.write_all(&frame)?;
+            let mut dec = Decoder::new();
+            read_first_message(&mut s, &mut dec, protocol::check_welcome)??;
+            Opened { dec, channel: None }
+        }
+    };
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
-    Ok((s, dec))
+    Ok((s, opened))
 }
 
 #[cfg(test)]

@@ -54,7 +54,10 @@ fn polled_pair_keeping(head_bytes: Option<u16>) -> (Poll, Peer, TcpStream) {
         .unwrap();
     let peer = Peer::new(
         stream,
-        Decoder::new(),
+        Opened {
+            dec: Decoder::new(),
+            channel: None,
+        },
         Arc::new(AtomicBool::new(false)),
         Instant::now(),
         (intercept.local_addr().unwrap(), head_bytes),
