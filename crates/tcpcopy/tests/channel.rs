@@ -47,6 +47,16 @@ impl SecretFile {
         std::fs::write(dir.path().join("secret"), bytes).unwrap();
         let f = SecretFile { dir };
         f.chmod(0o600);
+        // The lab may run the programs as another user (TCPCOPY_LAB_USER): the file is theirs
+        // (root still reads it).
+        if let Some(user) = lab::unprivileged::user() {
+            let done = Command::new("chown")
+                .arg(&user)
+                .arg(f.path())
+                .status()
+                .expect("chown");
+            assert!(done.success(), "chown {user}");
+        }
         f
     }
     fn path(&self) -> PathBuf {
