@@ -202,3 +202,46 @@ fn with_no_half_open_session_left_a_new_syn_gives_way_and_bytes_overflow_as_befo
     assert_eq!((s.sessions_overflowed, s.sessions_active), (1, 1), "{s}");
     assert!(r.accounted_bytes() <= 2 * SESSION_COST + 10);
 }
+
+/// The cost of holding the SYN, measured on simulated time: a client 30 ms away, a target 2 ms
+/// away. The target's session opens one client RTT after the SYN (when the client's ACK is
+/// captured), and the first request, sent right behind that ACK, waits for the target's SYN-ACK:
+/// it reaches the target 2 ms (the target's RTT, the shorter one) later than when the SYN went at
+/// once.
+#[test]
+fn the_target_session_opens_one_client_rtt_after_the_syn() {
+    let base = Instant::now();
+    let mut r = Replicator::new(config_delayed_ack());
+    r.handle_capture(base, &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    assert!(sent(&mut r).is_empty(), "nothing at 0 ms");
+    // The online server's SYN-ACK reaches the client at 15 ms; its ACK and first request are
+    // captured at 30 ms.
+    r.handle_capture(
+        ms(base, 30),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b""),
+    );
+    r.handle_capture(
+        ms(base, 30),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"GET /\n"),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(C_ISN, 0, Flags::SYN, vec![])],
+        "the target's SYN leaves at 30 ms, one client RTT after the client's"
+    );
+    // The target's SYN-ACK is reported 2 ms later: the request goes with the handshake's ACK.
+    r.handle_response(
+        ms(base, 32),
+        &target_pkt(T_ISN, C_ISN + 1, Flags::SYN | Flags::ACK, 0),
+    );
+    assert_eq!(
+        sent(&mut r),
+        vec![(
+            C_ISN + 1,
+            T_ISN + 1,
+            Flags::ACK | Flags::PSH,
+            b"GET /\n".to_vec()
+        )],
+        "the first request reaches the target at 32 ms (30 ms when the SYN went at once)"
+    );
+}
