@@ -19,14 +19,23 @@ const FLOOD_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 0);
 const FLOOD_PREFIX: u8 = 17;
 const FLOOD_SYNS: u64 = 1_000_000;
 
-/// tcpcopy's peak resident size (VmHWM) in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A field of tcpcopy's /proc status in KiB (`VmHWM`: its peak resident size).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("tcpcopy's status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// tcpcopy's resident memory by kind, for the log.
+fn memory_line(pid: u32) -> String {
+    ["VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"]
+        .iter()
+        .map(|f| format!("{f} {} MiB", status_kib(pid, f) / 1024))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[test]
@@ -42,6 +51,7 @@ fn a_syn_flood_stays_within_the_memory_cap_and_never_reaches_the_target() {
     let mut sc = Scenario::start(&spec).expect("scenario starts");
     let pid = sc.tcpcopy.as_ref().expect("tcpcopy runs").pid();
     let sniffer = sniff_client(&sc);
+    eprintln!("tcpcopy at start: {}", memory_line(pid));
     let syns = SynCounter::start(sc.lab.ns_target(), 80, FLOOD_NET, FLOOD_PREFIX)
         .expect("SYN counter at the target");
 
@@ -96,7 +106,8 @@ fn a_syn_flood_stays_within_the_memory_cap_and_never_reaches_the_target() {
     let target = sc
         .wait_target(total as usize, Duration::from_secs(60))
         .expect("target log");
-    let peak = peak_rss_kib(pid);
+    let peak = status_kib(pid, "VmHWM");
+    eprintln!("tcpcopy after the flood: {}", memory_line(pid));
     let log = sc.stop_tcpcopy().expect("tcpcopy stops");
     let stats = final_stats(&log);
     let (flood_at_target, syns_at_target) = syns.finish().expect("SYN counter");
