@@ -259,6 +259,8 @@ impl Replicator {
             .get(id)
             .is_some_and(|s| s.state == State::HalfOpen)
         {
+            // Its client moved on (a new connection from the same port) before completing it.
+            self.stats.sessions_half_open_expired += 1;
             self.forget_half_open(id);
             return;
         }
