@@ -1,9 +1,11 @@
-//! A session's life as the replicator sees it: created for a SYN (or joined mid-stream), started
-//! at the target or made to wait for a predecessor on the same endpoints, then aborted or removed,
-//! its buffers kept for the next one and a waiting successor started.
+//! A session's life as the replicator sees it: created half open for a SYN (or joined mid-stream),
+//! opened once its client's handshake completed online, started at the target or made to wait for
+//! a predecessor on the same endpoints, then aborted or removed, its buffers kept for the next one
+//! and a waiting successor started.
 //!
 //! Owns the choice of the session's endpoint at the target (a fake address probed for a free
-//! one), the ISN clock and the table entries of a session. It must not decide what a session
+//! one), the ISN clock, the table entries of a session and the memory budget's shedding of
+//! half-open sessions. It must not decide what a session
 //! sends beyond its SYN and a reset: that is the session's.
 
 use std::net::SocketAddr;
