@@ -28,7 +28,7 @@ complete -c tcpcopy -s B -l capture-buffer -d 'Capture ring size in MB, per capt
 complete -c tcpcopy -s U -d 'C TCPCopy\'s session pool size: accepted and ignored (sessions are allocated as needed)' -r
 complete -c tcpcopy -s S -d 'C TCPCopy\'s snap length: refused (every byte must reach the target)' -r
 complete -c tcpcopy -s r -l percent -d 'Replicate this percentage of client connections (whole connections, the same ones every run)' -r
-complete -c tcpcopy -s m -l memory -d 'Memory cap in MB for client data held for the target, all sessions together; one session may hold a quarter. A session that would pass either is dropped and counted as overflow' -r
+complete -c tcpcopy -s m -l memory -d 'Memory cap in MB for the sessions (2 KiB each) and the client data they hold for the target; one session may hold a quarter. Half-open sessions (handshake not completed online) are shed first; then a session that would pass either is dropped and counted as overflow' -r
 complete -c tcpcopy -s l -l log -d 'Log file (default: stderr)' -r -F
 complete -c tcpcopy -s P -l pid-file -d 'Pid file' -r -F
 complete -c tcpcopy -l log-format -d 'Log lines as text, or as JSON objects (one per line; the statistics as fields)' -r -f -a "text\t''

@@ -318,6 +318,8 @@ fn sessions_table(s: &mut String, r: &Report) {
         ("timed out", x.timed_out),
         ("failed", x.failed),
         ("overflowed", x.overflowed),
+        ("half open, shed for memory", x.half_open_shed),
+        ("half open, never completed", x.half_open_expired),
     ] {
         w(
             s,

@@ -78,6 +78,15 @@ pub struct Sessions {
     pub timed_out: u64,
     pub failed: u64,
     pub overflowed: u64,
+    /// Client SYNs held for a handshake that never completed online, dropped to keep within
+    /// the memory budget (`-m`), oldest first; never sent to the target. Absent in reports of
+    /// versions before it: 0.
+    #[serde(default)]
+    pub half_open_shed: u64,
+    /// Client SYNs whose handshake never completed online (timed out, or the client reset);
+    /// never sent to the target.
+    #[serde(default)]
+    pub half_open_expired: u64,
 }
 
 /// How the compared exchanges came out. Counted per request and target copy (`-n 2` counts
@@ -307,6 +316,8 @@ fn add_sessions(a: &mut Sessions, b: &Sessions) {
     a.timed_out += b.timed_out;
     a.failed += b.failed;
     a.overflowed += b.overflowed;
+    a.half_open_shed += b.half_open_shed;
+    a.half_open_expired += b.half_open_expired;
 }
 
 impl Requests {

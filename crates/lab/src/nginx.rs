@@ -61,6 +61,17 @@ http {{
     )
 }
 
+/// Starts nginx in `ns` on the configuration in `workdir`.
+fn spawn(lab: &Lab, ns: &str, binary: &Path, workdir: &Path) -> anyhow::Result<Child> {
+    let args = [
+        "-p".to_string(),
+        workdir.display().to_string(),
+        "-c".to_string(),
+        workdir.join("nginx.conf").display().to_string(),
+    ];
+    lab.spawn(ns, binary, &args, &workdir.join("nginx.out"))
+}
+
 impl Nginx {
     /// Writes `workdir/nginx.conf`, starts nginx in `ns` listening on `listen`, and waits (up to
     /// 10 s) until the port accepts connections from inside `ns`.
@@ -96,13 +107,7 @@ impl Nginx {
             std::fs::remove_file(&access)
                 .with_context(|| format!("removing old {}", access.display()))?;
         }
-        let args = [
-            "-p".to_string(),
-            workdir.display().to_string(),
-            "-c".to_string(),
-            conf.display().to_string(),
-        ];
-        let child = lab.spawn(ns, &binary, &args, &workdir.join("nginx.out"))?;
+        let child = spawn(lab, ns, &binary, &workdir)?;
         let mut nginx = Nginx {
             child,
             workdir,
@@ -112,6 +117,18 @@ impl Nginx {
             .wait_ready(lab, ns)
             .with_context(|| format!("starting nginx in {ns} on {listen}"))?;
         Ok(nginx)
+    }
+
+    /// Stops nginx (SIGTERM: its connections close) and starts it again in `ns` with the same
+    /// configuration, its access log kept; returns once the port accepts again. A server
+    /// restarted under replication, as an operator would.
+    pub fn restart(&mut self, lab: &Lab, ns: &str) -> anyhow::Result<()> {
+        self.child.stop().context("stopping nginx")?;
+        let binary = nginx_binary().context("nginx not found")?;
+        self.child = spawn(lab, ns, &binary, &self.workdir)?;
+        let listen = self.listen;
+        self.wait_ready(lab, ns)
+            .with_context(|| format!("restarting nginx in {ns} on {listen}"))
     }
 
     fn wait_ready(&mut self, lab: &Lab, ns: &str) -> anyhow::Result<()> {

@@ -29,6 +29,10 @@ pub struct Config {
     /// The same for a session with nothing outstanding, idle between requests as a kept-alive
     /// connection is (`-k`, C TCPCopy's keepalive timeout). `None`: `session_timeout`.
     pub idle_timeout: Option<Duration>,
+    /// How long a client's SYN is held for its handshake with the online server to complete
+    /// (its ACK or first data) before the session is forgotten without reaching the target
+    /// (capped by `session_timeout`). A client retransmits its SYN for about a minute.
+    pub half_open_timeout: Duration,
     /// Largest TCP payload we send in one segment (`-D`, further capped by `-M` and the target's MSS).
     pub mss: u16,
     /// Path MTU towards the target (`-M`).
@@ -50,7 +54,9 @@ pub struct Config {
     pub delayed_ack: Option<Duration>,
     /// Bytes one session may hold for the target before it is dropped (and counted).
     pub max_session_bytes: usize,
-    /// Bytes all sessions together may hold (`-m`); the session that would pass it is dropped.
+    /// Bytes all sessions together may hold (`-m`), each session counted at a fixed cost
+    /// ([`crate::SESSION_COST`]) besides the client bytes it holds: half-open sessions are shed
+    /// first (oldest first), then the session that would pass it is dropped.
     pub max_buffered_bytes: usize,
     /// Window-scale shift offered to the target (`None`: no window scaling, 64 KiB windows).
     pub window_scale: Option<u8>,
@@ -97,6 +103,7 @@ impl Config {
             fake_clients: Vec::new(),
             session_timeout: Duration::from_secs(600),
             idle_timeout: None,
+            half_open_timeout: Duration::from_secs(60),
             mss: 1460,
             mtu: 1500,
             initial_rto: Duration::from_millis(200),

@@ -35,6 +35,6 @@ pub mod testing;
 
 pub use config::{Config, Rule};
 pub use outbox::SentMark;
-pub use replicator::Replicator;
 pub use replicator::ResponseOwner;
+pub use replicator::{Replicator, SESSION_COST};
 pub use stats::{LostRequests, ParseStatsError, Stats};

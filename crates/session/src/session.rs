@@ -44,6 +44,11 @@ const DUPACK_THRESHOLD: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
+    /// The client's SYN was seen but its handshake with the online server not (yet) completed:
+    /// nothing goes to the target until the client's handshake-completing ACK or its first data
+    /// (a spoofed SYN never completes, so a SYN flood at the online port does not reach the
+    /// target). It holds no bytes and has no endpoint at the target yet.
+    HalfOpen,
     /// The client reused the port of a session the target has not finished yet, and both would
     /// have the same endpoints there: nothing is sent until that session is done.
     Waiting,
@@ -176,7 +181,7 @@ impl Session {
     /// which the target sends as our acknowledgments come back.
     #[inline]
     pub(crate) fn stalled(&self) -> bool {
-        self.state != State::Established
+        matches!(self.state, State::Waiting | State::SynSent)
             || self.snd_nxt < self.stream.rcv_nxt()
             || (self.stream.fin().is_some() && !self.fin_sent)
             || self.stream.reset()
@@ -199,7 +204,9 @@ impl Session {
     pub(crate) fn timeout(&self, config: &Config) -> Duration {
         let awaits_answer =
             (self.snd_nxt > 0 && self.t_next == self.answer_mark) || self.answer_open;
-        if self.busy() || self.held() > 0 || awaits_answer {
+        if self.state == State::HalfOpen {
+            config.half_open_timeout.min(config.session_timeout)
+        } else if self.busy() || self.held() > 0 || awaits_answer {
             config.session_timeout
         } else {
             config.idle_timeout.unwrap_or(config.session_timeout)

@@ -31,6 +31,14 @@ pub struct Stats {
     /// Sessions dropped because they held more than the per-session byte limit.
     pub sessions_overflowed: u64,
     pub sessions_active: u64,
+    /// Sessions whose client's SYN was seen but whose handshake with the online server has not
+    /// completed yet: held, nothing sent to the target (not among `sessions_created`).
+    pub sessions_half_open: u64,
+    /// Half-open sessions dropped to keep within the memory budget (`-m`), oldest first.
+    pub sessions_half_open_shed: u64,
+    /// Half-open sessions whose client never completed its handshake online (timed out, or the
+    /// client reset): never sent to the target.
+    pub sessions_half_open_expired: u64,
     /// Sessions whose port the client reused before the target had all their bytes: they were
     /// finished first, and the new session waited for them where it had the same endpoints.
     pub sessions_port_reused: u64,
@@ -146,6 +154,9 @@ impl std::ops::AddAssign for Stats {
         self.sessions_failed += o.sessions_failed;
         self.sessions_overflowed += o.sessions_overflowed;
         self.sessions_active += o.sessions_active;
+        self.sessions_half_open += o.sessions_half_open;
+        self.sessions_half_open_shed += o.sessions_half_open_shed;
+        self.sessions_half_open_expired += o.sessions_half_open_expired;
         self.sessions_port_reused += o.sessions_port_reused;
         self.stale_target_connections += o.stale_target_connections;
         self.requests_online += o.requests_online;
@@ -180,7 +191,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
-             requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
+             half-open {} (shed {}, expired {}) requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
              responses {} (unknown {}) captured {} (ignored {}, sampled out {}, malformed {}, duplicate {}, truncated {}, \
              super-segments {}) capture drops {} port reuse {} stale at target {} \
              lost requests: never captured {} overflow {} failed {} reset target/client {}/{} not answered {} sampled out {}",
@@ -193,6 +204,9 @@ impl fmt::Display for Stats {
             self.sessions_reset_by_target,
             self.sessions_failed,
             self.sessions_overflowed,
+            self.sessions_half_open,
+            self.sessions_half_open_shed,
+            self.sessions_half_open_expired,
             self.requests_online,
             self.requests_target,
             self.loss_rate() * 100.0,
@@ -238,10 +252,10 @@ pub enum ParseStatsError {
 }
 
 /// The counters `Display` writes, in its order (the loss rate, derived, is left out).
-const FIELDS: usize = 36;
+const FIELDS: usize = 39;
 
 /// Where the loss rate stands among the numbers `Display` writes.
-const LOSS_AT: usize = 11;
+const LOSS_AT: usize = 14;
 
 /// Splits a statistics line into its words (numbers replaced by `#`) and its numbers, so that
 /// the words can be checked against `Display`'s and the numbers read in its order.
@@ -279,7 +293,7 @@ impl std::str::FromStr for Stats {
         if split_numbers(&template).0 != words {
             return Err(ParseStatsError::Words);
         }
-        // The twelfth number is the loss rate ("0.2500"), derived from two others: not read.
+        // The fifteenth number is the loss rate ("0.2500"), derived from two others: not read.
         let mut v = [0u64; FIELDS];
         for (slot, word) in v.iter_mut().zip(
             numbers
@@ -290,7 +304,7 @@ impl std::str::FromStr for Stats {
         ) {
             *slot = word.parse().map_err(|_| ParseStatsError::Words)?;
         }
-        let [sessions_created, sessions_active, sessions_joined, sessions_completed, sessions_timed_out, sessions_reset_by_client, sessions_reset_by_target, sessions_failed, sessions_overflowed, requests_online, requests_target, client_bytes, target_bytes, bytes_buffered, packets_sent, retransmits, fast_retransmits, responses, responses_unknown, captured_packets, ignored_packets, sampled_out_packets, malformed_packets, duplicate_segments, truncated_packets, super_segments, capture_drops, sessions_port_reused, stale_target_connections, never_captured, overflow, failed_at_target, reset_by_target, reset_by_client, not_answered, requests_sampled_out] =
+        let [sessions_created, sessions_active, sessions_joined, sessions_completed, sessions_timed_out, sessions_reset_by_client, sessions_reset_by_target, sessions_failed, sessions_overflowed, sessions_half_open, sessions_half_open_shed, sessions_half_open_expired, requests_online, requests_target, client_bytes, target_bytes, bytes_buffered, packets_sent, retransmits, fast_retransmits, responses, responses_unknown, captured_packets, ignored_packets, sampled_out_packets, malformed_packets, duplicate_segments, truncated_packets, super_segments, capture_drops, sessions_port_reused, stale_target_connections, never_captured, overflow, failed_at_target, reset_by_target, reset_by_client, not_answered, requests_sampled_out] =
             v;
         Ok(Stats {
             captured_packets,
@@ -309,6 +323,9 @@ impl std::str::FromStr for Stats {
             sessions_failed,
             sessions_overflowed,
             sessions_active,
+            sessions_half_open,
+            sessions_half_open_shed,
+            sessions_half_open_expired,
             sessions_port_reused,
             stale_target_connections,
             requests_online,
@@ -363,6 +380,9 @@ mod tests {
             sessions_failed: n(),
             sessions_overflowed: n(),
             sessions_active: n(),
+            sessions_half_open: n(),
+            sessions_half_open_shed: n(),
+            sessions_half_open_expired: n(),
             sessions_port_reused: n(),
             stale_target_connections: n(),
             requests_online: 1_000,

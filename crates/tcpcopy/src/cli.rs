@@ -311,8 +311,9 @@ pub struct TcpcopyOpts {
     /// Replicate this percentage of client connections (whole connections, the same ones every run)
     #[arg(short = 'r', long = "percent", value_name = "P", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub percent: u8,
-    /// Memory cap in MB for client data held for the target, all sessions together; one session may
-    /// hold a quarter. A session that would pass either is dropped and counted as overflow
+    /// Memory cap in MB for the sessions (2 KiB each) and the client data they hold for the
+    /// target; one session may hold a quarter. Half-open sessions (handshake not completed online)
+    /// are shed first; then a session that would pass either is dropped and counted as overflow
     #[arg(short = 'm', long = "memory", value_name = "MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub memory: u64,
     #[command(flatten)]

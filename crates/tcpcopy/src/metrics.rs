@@ -363,6 +363,22 @@ fn encode_stats(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt::R
         "Sessions being replicated",
         st.sessions_active,
     )?;
+    gauge(
+        enc,
+        "tcpcopy_sessions_half_open",
+        "Client SYNs held until their handshake completes online (not sent to the target)",
+        st.sessions_half_open,
+    )?;
+    counters(
+        enc,
+        "tcpcopy_sessions_half_open_dropped",
+        "Half-open sessions dropped before reaching the target, by why",
+        "why",
+        &[
+            ("shed", st.sessions_half_open_shed),
+            ("expired", st.sessions_half_open_expired),
+        ],
+    )?;
     counter(
         enc,
         "tcpcopy_captured_packets",

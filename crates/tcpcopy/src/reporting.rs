@@ -47,6 +47,8 @@ pub fn build(
             timed_out: stats.sessions_timed_out,
             failed: stats.sessions_failed,
             overflowed: stats.sessions_overflowed,
+            half_open_shed: stats.sessions_half_open_shed,
+            half_open_expired: stats.sessions_half_open_expired,
         },
         ..Report::default()
     };

@@ -583,6 +583,15 @@ impl Scenario {
         Ok((count("INPUT")?, count("OUTPUT")?))
     }
 
+    /// Restarts the target's server (nginx only), its request log kept: every connection it
+    /// had closes.
+    pub fn restart_target_server(&mut self) -> anyhow::Result<()> {
+        match &mut self.target {
+            Server::Nginx(n) => n.restart(&self.lab, self.lab.ns_target()),
+            _ => anyhow::bail!("only an nginx target can be restarted"),
+        }
+    }
+
     pub fn online_server_pid(&self) -> Option<u32> {
         self.online.pid()
     }

@@ -12,6 +12,7 @@ use wire::TcpPacket;
 
 use super::Replicator;
 use crate::keys::OnlineKey;
+use crate::session::State;
 use crate::stats::End;
 
 impl Replicator {
@@ -195,9 +196,27 @@ impl Replicator {
                     self.stats.ignored_packets += 1;
                     return;
                 }
-                self.create(now, p, target, copy, p.seq() - 1, true)
+                match self.create(now, p, target, copy, p.seq() - 1, true) {
+                    Some(id) => id,
+                    None => return,
+                }
             }
         };
+        if self
+            .sessions
+            .get(id)
+            .is_some_and(|s| s.state == State::HalfOpen)
+        {
+            if flags.rst() || !flags.ack() {
+                // The client gave up before its handshake completed online (or sent what no
+                // handshake does): the target never hears of it.
+                self.stats.sessions_half_open_expired += 1;
+                self.forget_half_open(id);
+                return;
+            }
+            // The client's handshake-completing ACK, or its first data: the session is real.
+            self.open(now, id);
+        }
         let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
@@ -214,9 +233,7 @@ impl Replicator {
             }
             let held = s.held();
             self.buffered = self.buffered + held - before;
-            if held > self.config.max_session_bytes
-                || self.buffered > self.config.max_buffered_bytes
-            {
+            if held > self.config.max_session_bytes || !self.make_room(0) {
                 self.stats.sessions_overflowed += 1;
                 self.abort(now, id, End::Overflow);
                 return;

@@ -1,9 +1,11 @@
-//! A session's life as the replicator sees it: created for a SYN (or joined mid-stream), started
-//! at the target or made to wait for a predecessor on the same endpoints, then aborted or removed,
-//! its buffers kept for the next one and a waiting successor started.
+//! A session's life as the replicator sees it: created half open for a SYN (or joined mid-stream),
+//! opened once its client's handshake completed online, started at the target or made to wait for
+//! a predecessor on the same endpoints, then aborted or removed, its buffers kept for the next one
+//! and a waiting successor started.
 //!
 //! Owns the choice of the session's endpoint at the target (a fake address probed for a free
-//! one), the ISN clock and the table entries of a session. It must not decide what a session
+//! one), the ISN clock, the table entries of a session and the memory budget's shedding of
+//! half-open sessions. It must not decide what a session
 //! sends beyond its SYN and a reset: that is the session's.
 
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use wire::{Flags, Seq, TcpPacket};
 
-use super::{Aborted, Replicator};
+use super::{Aborted, Replicator, SESSION_COST};
 use crate::keys::{addr_hash, unlink, OnlineKey, TargetKey};
 use crate::rtt::RttEstimator;
 use crate::session::{Session, SessionId, State};
@@ -22,8 +24,11 @@ use crate::stream::ClientStream;
 const MAX_SPARE: usize = 1024;
 
 impl Replicator {
-    /// A new session for the connection `p` belongs to, towards `target`: started at once, or
-    /// waiting for a predecessor that holds its endpoints at the target.
+    /// A new session for the connection `p` belongs to, towards `target`. One created for a
+    /// client's SYN (`joined` false) is half open: nothing reaches the target until
+    /// [`Self::open`] (the client's handshake completed). A joined one opens at once: started,
+    /// or waiting for a predecessor that holds its endpoints at the target. `None`: a half-open
+    /// session found no room under the memory budget and was shed itself.
     pub(super) fn create(
         &mut self,
         now: Instant,
@@ -32,8 +37,12 @@ impl Replicator {
         copy: u16,
         isn: Seq,
         joined: bool,
-    ) -> SessionId {
-        let local = self.local_endpoint(p.src(), target, copy);
+    ) -> Option<SessionId> {
+        if !self.make_room(SESSION_COST) && !joined {
+            // Every session left is replicated already: the newest half-open one gives way.
+            self.stats.sessions_half_open_shed += 1;
+            return None;
+        }
         let buffers = self.spare.pop().unwrap_or_default();
         let baseline = copy >= self.config.copies;
         let mut stream = ClientStream::new(isn, buffers);
@@ -43,11 +52,17 @@ impl Replicator {
             baseline,
             client: p.src(),
             online: p.dst(),
-            local,
+            // Chosen when the session opens (a fake address is probed for a free one then).
+            local: p.src(),
             target,
-            state: State::SynSent,
+            // A joined session is past its handshake online; `open` starts it at once.
+            state: if joined {
+                State::SynSent
+            } else {
+                State::HalfOpen
+            },
             isn,
-            out_isn: isn + self.isn_clock(now),
+            out_isn: isn,
             stream,
             snd_una: 0,
             snd_nxt: 0,
@@ -66,8 +81,8 @@ impl Replicator {
             fast_rtx: false,
             rtt: RttEstimator::new(self.config.initial_rto),
             retries: 0,
-            rtx_at: Some(now + self.config.initial_rto),
-            rtt_probe: Some((0, now)),
+            rtx_at: None,
+            rtt_probe: None,
             last_activity: now,
             successor: None,
             queued_at: None,
@@ -80,6 +95,34 @@ impl Replicator {
         let id = self.sessions.insert(s);
         self.by_online
             .insert(OnlineKey::new(p.src(), p.dst(), copy), id);
+        if joined {
+            self.stats.sessions_joined += 1;
+            self.open(now, id);
+        } else {
+            self.stats.sessions_half_open += 1;
+            self.half_open.push_back(id);
+            self.schedule(id);
+        }
+        Some(id)
+    }
+
+    /// The client's handshake with the online server completed (or its first data came): the
+    /// half-open session `id` opens at the target, started at once or waiting for a predecessor
+    /// that holds its endpoints there.
+    pub(super) fn open(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        let (client, target, copy) = (s.client, s.target, s.copy);
+        let local = self.local_endpoint(client, target, copy);
+        let out_isn = s.isn + self.isn_clock(now);
+        let s = &mut self.sessions[id];
+        if s.state == State::HalfOpen {
+            self.stats.sessions_half_open -= 1;
+        }
+        s.local = local;
+        s.out_isn = out_isn;
+        s.state = State::SynSent;
         // A closed connection on these endpoints at the target is over: the new one takes them.
         if let Some(key) = self
             .closed
@@ -91,9 +134,6 @@ impl Replicator {
         let predecessor = self.by_target.get(&TargetKey::new(local, target)).copied();
         self.stats.sessions_created += 1;
         self.stats.sessions_active += 1;
-        if joined {
-            self.stats.sessions_joined += 1;
-        }
         match predecessor.filter(|&p| self.sessions.contains_key(p)) {
             // Only the real client endpoint can be taken (fake ones are probed for a free one).
             // Sessions waiting for it queue up behind the one that holds it, in the client's
@@ -101,7 +141,7 @@ impl Replicator {
             // again while the target lags still has every connection replayed.
             Some(holder) => {
                 // Both indexes are live: `last_in_line` returns only sessions it found in the
-                // table, and `id` was inserted above.
+                // table, and `id` is live (looked up above).
                 let last = self.last_in_line(holder);
                 self.sessions[last].successor = Some(id);
                 let w = &mut self.sessions[id];
@@ -114,7 +154,46 @@ impl Replicator {
             }
             None => self.start(now, id),
         }
-        id
+    }
+
+    /// Sheds half-open sessions, oldest first, until `more` bytes fit under the memory budget
+    /// (`Config::max_buffered_bytes`, each session counted at [`SESSION_COST`]). Returns whether
+    /// they fit.
+    pub(super) fn make_room(&mut self, more: usize) -> bool {
+        while self.accounted_bytes() + more > self.config.max_buffered_bytes {
+            let Some(id) = self.half_open.pop_front() else {
+                return false;
+            };
+            if self
+                .sessions
+                .get(id)
+                .is_some_and(|s| s.state == State::HalfOpen)
+            {
+                self.stats.sessions_half_open_shed += 1;
+                self.forget_half_open(id);
+            }
+        }
+        // Entries of sessions that opened or ended stay until shed or swept: sweep them once
+        // they dominate, so the queue stays O(half-open sessions).
+        if self.half_open.len() > 2 * self.stats.sessions_half_open as usize + 1024 {
+            let sessions = &self.sessions;
+            self.half_open
+                .retain(|&id| sessions.get(id).is_some_and(|s| s.state == State::HalfOpen));
+        }
+        true
+    }
+
+    /// Forgets a half-open session: it never reached the target, so nothing is sent and its
+    /// client's later segments, if any, may join as a session open before we saw it.
+    pub(super) fn forget_half_open(&mut self, id: SessionId) {
+        if let Some(mut s) = self.sessions.remove(id) {
+            debug_assert_eq!(s.state, State::HalfOpen);
+            self.stats.sessions_half_open -= 1;
+            if self.spare.len() < MAX_SPARE {
+                self.spare.extend(s.stream.take_buffers());
+            }
+            unlink(&mut self.by_online, &s.online_key(), id);
+        }
     }
 
     /// What a new session adds to its client's ISN: `Config::isn_base` plus one per 4 µs since
@@ -177,6 +256,16 @@ impl Replicator {
 
     /// Resets the session at the target (when it got that far) and forgets it.
     pub(super) fn abort(&mut self, now: Instant, id: SessionId, end: End) {
+        if self
+            .sessions
+            .get(id)
+            .is_some_and(|s| s.state == State::HalfOpen)
+        {
+            // Its client moved on (a new connection from the same port) before completing it.
+            self.stats.sessions_half_open_expired += 1;
+            self.forget_half_open(id);
+            return;
+        }
         self.remember_abort(now, id, end);
         if let Some(s) = self.sessions.get_mut(id) {
             if s.state == State::Established {

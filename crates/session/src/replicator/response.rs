@@ -64,7 +64,7 @@ impl Replicator {
         }
         match s.state {
             // Not open at the target yet: by_target never leads here.
-            State::Waiting => {}
+            State::Waiting | State::HalfOpen => {}
             State::SynSent => {
                 let established = s.on_syn_sent(
                     now,

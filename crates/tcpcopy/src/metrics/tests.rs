@@ -62,6 +62,9 @@ fn tcpcopy_snapshot(online: u64) -> Snapshot {
             sessions_completed: 40,
             sessions_reset_by_target: 2,
             sessions_active: 7,
+            sessions_half_open: 12,
+            sessions_half_open_shed: 900,
+            sessions_half_open_expired: 40,
             retransmits: 3,
             fast_retransmits: 5,
             packets_sent: 5_000,
@@ -93,6 +96,18 @@ fn tcpcopy_counters_parse_back_under_conventional_names() {
     let ended = |end| num(&s, "tcpcopy_sessions_total", &[("end", end)]);
     assert_eq!((ended("completed"), ended("reset_by_target")), (40.0, 2.0));
     assert_eq!(value(&s, "tcpcopy_sessions_active", &[]), Value::Gauge(7.0));
+    assert_eq!(
+        value(&s, "tcpcopy_sessions_half_open", &[]),
+        Value::Gauge(12.0)
+    );
+    let dropped = |why| {
+        num(
+            &s,
+            "tcpcopy_sessions_half_open_dropped_total",
+            &[("why", why)],
+        )
+    };
+    assert_eq!((dropped("shed"), dropped("expired")), (900.0, 40.0));
     assert_eq!(num(&s, "tcpcopy_packets_sent_total", &[]), 5_000.0);
     let resent = |kind| num(&s, "tcpcopy_retransmits_total", &[("kind", kind)]);
     assert_eq!((resent("timeout"), resent("fast")), (3.0, 5.0));

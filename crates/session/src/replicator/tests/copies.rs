@@ -8,7 +8,7 @@ fn copies_are_distinct_sessions_on_shifted_ports() {
     let mut cfg = config();
     cfg.copies = 3;
     let mut r = Replicator::new(cfg);
-    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     let mut ports = Vec::new();
     r.drain_transmits(|p| {
         let t = TcpPacket::parse(p).unwrap();
@@ -95,7 +95,11 @@ fn port_offset_moves_every_copy_including_the_first() {
     cfg.copies = 2;
     cfg.port_offset = 3 * 2048;
     let mut r = Replicator::new(cfg);
-    r.handle_capture(Instant::now(), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(
+        &mut r,
+        Instant::now(),
+        &client_pkt(C_ISN, 0, Flags::SYN, b""),
+    );
     let mut ports = Vec::new();
     r.drain_transmits(|p| ports.push(TcpPacket::parse(p).unwrap().src().port()));
     assert_eq!(ports, [40000 + 6144, 40000 + 6144 + 1000]);
@@ -114,8 +118,12 @@ fn loopback_clients_get_the_localhost_address() {
     let mut r = Replicator::new(cfg);
     let now = Instant::now();
     let lo: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    r.handle_capture(now, &segment(lo, addr(ONLINE), C_ISN, 0, Flags::SYN, b""));
-    r.handle_capture(now, &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(
+        &mut r,
+        now,
+        &segment(lo, addr(ONLINE), C_ISN, 0, Flags::SYN, b""),
+    );
+    handshake(&mut r, now, &client_pkt(C_ISN, 0, Flags::SYN, b""));
     let mut sources = Vec::new();
     r.drain_transmits(|p| sources.push(TcpPacket::parse(p).unwrap().src()));
     assert_eq!(
@@ -145,7 +153,7 @@ fn gradual_sampling_starts_at_one_percent_and_grows_each_second() {
         let before = r.stats().sessions_created;
         for port in first_port..first_port + 2000 {
             let c = SocketAddr::new(addr(CLIENT).ip(), port);
-            r.handle_capture(at, &segment(c, addr(ONLINE), 1, 0, Flags::SYN, b""));
+            handshake(r, at, &segment(c, addr(ONLINE), 1, 0, Flags::SYN, b""));
         }
         r.drain_transmits(|_| {});
         r.stats().sessions_created - before

@@ -54,7 +54,7 @@ fn the_handshake_ack_rides_on_the_first_request_unless_the_server_speaks_first()
         Flags::SYN,
         b"",
     );
-    r.handle_capture(ms(base, 4), &other);
+    handshake(&mut r, ms(base, 4), &other);
     let mut local = None;
     r.drain_transmits(|p| {
         let t = TcpPacket::parse(p).unwrap();
@@ -86,7 +86,7 @@ fn the_handshake_ack_rides_on_the_first_request_unless_the_server_speaks_first()
 fn a_stale_connection_at_the_target_is_reset_and_the_syn_repeated() {
     let base = Instant::now();
     let mut r = Replicator::new(config());
-    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     sent(&mut r);
     // Right after the SYN, a bare ACK may be a late packet of an earlier connection: ignored.
     r.handle_response(ms(base, 1), &target_pkt(T_ISN, 777_777, Flags::ACK, 0));
@@ -129,11 +129,12 @@ fn the_isn_clock_moves_later_sessions_forward() {
         r.drain_transmits(|p| seq = Some(TcpPacket::parse(p).unwrap().seq().0));
         seq.unwrap()
     };
-    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     assert_eq!(syn_seq(&mut r), C_ISN + 1_000);
     // The same client ISN on another port a second later: 250,000 ticks of 4 µs further.
     let other = SocketAddr::new(addr(CLIENT).ip(), 40001);
-    r.handle_capture(
+    handshake(
+        &mut r,
         ms(base, 1000),
         &segment(other, addr(ONLINE), C_ISN, 0, Flags::SYN, b""),
     );

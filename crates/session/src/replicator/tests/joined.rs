@@ -31,7 +31,7 @@ fn aborted_session_is_not_rejoined_mid_stream() {
     let mut cfg = config();
     cfg.max_session_bytes = 10;
     let mut r = Replicator::new(cfg);
-    r.handle_capture(base, &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, base, &client_pkt(C_ISN, 0, Flags::SYN, b""));
     r.handle_capture(
         ms(base, 1),
         &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"0123456789abcdef"),
@@ -46,6 +46,10 @@ fn aborted_session_is_not_rejoined_mid_stream() {
     assert!(sent(&mut r).is_empty());
     assert_eq!(r.stats().sessions_created, 1);
     // A new connection on the same port is a new session again.
-    r.handle_capture(ms(base, 3), &client_pkt(C_ISN + 5000, 0, Flags::SYN, b""));
+    handshake(
+        &mut r,
+        ms(base, 3),
+        &client_pkt(C_ISN + 5000, 0, Flags::SYN, b""),
+    );
     assert_eq!(r.stats().sessions_created, 2);
 }

@@ -130,7 +130,7 @@ fn requests_of_connections_left_out_by_sampling_are_counted() {
         expected += 2;
         let pkt =
             |seq, ack, flags, data: &[u8]| segment(client, addr(ONLINE), seq, ack, flags, data);
-        r.handle_capture(ms(base, 0), &pkt(C_ISN, 0, Flags::SYN, b""));
+        handshake(&mut r, ms(base, 0), &pkt(C_ISN, 0, Flags::SYN, b""));
         r.handle_capture(
             ms(base, 1),
             &pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"GET /a\n"),
@@ -216,7 +216,7 @@ fn the_baseline_gets_every_session_too_on_the_client_s_port() {
         trace_sends: true,
         ..config()
     });
-    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     let mut syns = Vec::new();
     r.drain_transmits(|p| {
         let t = TcpPacket::parse(p).unwrap();
@@ -317,7 +317,7 @@ fn the_baseline_s_requests_are_not_counted_twice() {
         baseline: Some(baseline),
         ..config()
     });
-    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     r.handle_capture(
         ms(base, 1),
         &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),

@@ -13,6 +13,7 @@ use crate::testing::segment;
 mod acks;
 mod close;
 mod copies;
+mod half_open;
 mod handshake;
 mod joined;
 mod lost;
@@ -102,7 +103,11 @@ const T_ISN: u32 = 900_000;
 
 /// [`established`], then the client's first request, sent to the target as one segment.
 fn first_request_sent(base: Instant) -> Replicator {
-    let mut r = established(base);
+    first_request_sent_with(base, config())
+}
+
+fn first_request_sent_with(base: Instant, cfg: Config) -> Replicator {
+    let mut r = established_with(base, cfg);
     r.handle_capture(
         ms(base, 2),
         &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
@@ -120,6 +125,19 @@ fn established_with(base: Instant, cfg: Config) -> Replicator {
     let delayed = cfg.delayed_ack.is_some();
     let mut r = Replicator::new(cfg);
     r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    assert!(
+        sent(&mut r).is_empty(),
+        "the client's SYN is held until its handshake completes online"
+    );
+    assert_eq!(
+        (r.stats().sessions_half_open, r.stats().sessions_created),
+        (1, 0)
+    );
+    // The client's own handshake ACK, as captured: the session opens at the target.
+    r.handle_capture(
+        ms(base, 0),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b""),
+    );
     let syn = sent(&mut r);
     assert_eq!(syn.len(), 1);
     assert_eq!(syn[0].0, C_ISN, "the target sees the client's ISN");
@@ -148,13 +166,23 @@ fn established_with(base: Instant, cfg: Config) -> Replicator {
             "handshake ACK acknowledges the target's ISN"
         );
     }
-    // The client's own handshake ACK, as captured: nothing to send.
-    r.handle_capture(
-        ms(base, 1),
-        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b""),
-    );
-    assert!(sent(&mut r).is_empty());
     r
+}
+
+/// A client's SYN and its handshake-completing ACK captured at `at`: the session opens at the
+/// target (a SYN alone is held, see [`established_with`]).
+fn handshake(r: &mut Replicator, at: Instant, syn: &[u8]) {
+    r.handle_capture(at, syn);
+    let p = TcpPacket::parse(syn).expect("a valid SYN");
+    let ack = segment(
+        p.src(),
+        p.dst(),
+        (p.seq() + 1).0,
+        O_ISN + 1,
+        Flags::ACK,
+        b"",
+    );
+    r.handle_capture(at, &ack);
 }
 
 /// An established session with delayed ACKs that sent its first request (`req1\n`) at 2 ms.

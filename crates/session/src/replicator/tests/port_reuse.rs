@@ -159,7 +159,7 @@ fn reused_port_waits_for_a_close_still_under_way_at_the_target() {
     );
     assert_eq!(sent(&mut r).len(), 1, "the old request");
     const C2: u32 = 777_000;
-    r.handle_capture(ms(base, 4), &client_pkt(C2, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 4), &client_pkt(C2, 0, Flags::SYN, b""));
     assert!(
         sent(&mut r).is_empty(),
         "no reset of the old session, no SYN for the new one yet"
@@ -200,7 +200,7 @@ fn a_port_closed_twice_on_two_fake_endpoints_leaves_one_closed_record() {
     let to = |local: SocketAddr, seq: u32, ack: u32, flags: Flags, len: usize| {
         segment(addr(TARGET), local, seq, ack, flags, &vec![b'r'; len])
     };
-    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     let first = out(&mut r)[0].0;
     r.handle_response(
         ms(base, 1),
@@ -224,7 +224,7 @@ fn a_port_closed_twice_on_two_fake_endpoints_leaves_one_closed_record() {
     // The client reuses the port: the new connection takes the other fake address at once.
     const C2: u32 = 777_000;
     const T2: u32 = 300_000;
-    r.handle_capture(ms(base, 4), &client_pkt(C2, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 4), &client_pkt(C2, 0, Flags::SYN, b""));
     let syn = out(&mut r);
     assert_eq!(syn.len(), 1, "{syn:?}");
     let second = syn[0].0;
@@ -292,7 +292,7 @@ fn a_reused_port_waits_for_a_half_open_target_only_the_response_wait() {
     let base = Instant::now();
     let mut r = half_open_at_the_target(base);
     const C2: u32 = 777_000;
-    r.handle_capture(ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
     assert!(sent(&mut r).is_empty(), "the new session waits");
     let at = r.poll_timeout().unwrap();
     assert_eq!(at, ms(base, 6) + r.config().response_wait);
@@ -308,7 +308,7 @@ fn a_half_open_session_whose_waiting_successor_ended_is_not_reset() {
     let base = Instant::now();
     let mut r = half_open_at_the_target(base);
     const C2: u32 = 777_000;
-    r.handle_capture(ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 6), &client_pkt(C2, 0, Flags::SYN, b""));
     // The new connection's next segment was cut short by the capture: it cannot be replicated
     // intact and ends before it started.
     let mut cut = client_pkt(

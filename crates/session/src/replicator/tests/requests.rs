@@ -85,7 +85,8 @@ fn a_session_is_stalled_while_its_next_step_waits_on_the_target() {
         r.drain_transmits(|_| n += 1);
         n
     };
-    r.handle_capture(
+    handshake(
+        &mut r,
         ms(base, 5),
         &segment(client2, addr(ONLINE), C_ISN, 0, Flags::SYN, b""),
     );

@@ -6,7 +6,7 @@ use super::*;
 fn syn_is_retransmitted_then_the_session_fails() {
     let base = Instant::now();
     let mut r = Replicator::new(config());
-    r.handle_capture(base, &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, base, &client_pkt(C_ISN, 0, Flags::SYN, b""));
     sent(&mut r);
     let mut syns = 0;
     while let Some(at) = r.poll_timeout() {

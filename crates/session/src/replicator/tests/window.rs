@@ -6,7 +6,7 @@ use super::*;
 fn the_target_window_is_scaled_and_honoured() {
     let base = Instant::now();
     let mut r = Replicator::new(config());
-    r.handle_capture(ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
     let mut syn = Vec::new();
     r.drain_transmits(|p| syn.push(p.to_vec()));
     let syn = TcpPacket::parse(&syn[0]).unwrap();
