@@ -439,5 +439,9 @@ fn core_config(cfg: &LiveConfig, member: &Member) -> Config {
         .step_by(member.count)
         .copied()
         .collect();
+    // `-m` is the whole program's budget: each capture thread holds its share.
+    let count = member.count.max(1);
+    core.max_buffered_bytes /= count;
+    core.max_session_bytes = core.max_session_bytes.min(core.max_buffered_bytes);
     core
 }
