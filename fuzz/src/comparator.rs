@@ -167,7 +167,7 @@ fn step(
             let seg = segment(u, seq, ack, at)?;
             // Online, the whole payload is at hand.
             let seg = AnswerSegment {
-                head: &seg.head[..],
+                head: seg.head,
                 len: seg.head.len() as u32,
                 digest: Digest::of(seg.head),
                 ..seg

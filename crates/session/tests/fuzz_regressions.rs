@@ -98,7 +98,7 @@ fn a_response_wait_that_ran_out_with_nothing_to_do_does_not_fire_every_milliseco
     let syn = drain(&mut r).expect("a SYN to the target");
     let syn = wire::TcpPacket::parse(&syn).unwrap();
     let (local, isn) = (syn.src(), syn.seq().0);
-    let mut from_target = |r: &mut Replicator, at, ack: u32, flags, window| {
+    let from_target = |r: &mut Replicator, at, ack: u32, flags, window| {
         let mut p = Vec::new();
         wire::SegmentRepr {
             src: target,

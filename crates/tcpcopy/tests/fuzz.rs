@@ -116,10 +116,28 @@ fn fuzzing_enabled() -> bool {
     present
 }
 
+/// What to show of a failed run: the panic (message and assertion values), then the end of
+/// the output (libFuzzer's summary and the artifact's path).
 fn tail(output: &Output) -> String {
     let text = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    let mut shown: Vec<String> = Vec::new();
+    if let Some(at) = lines.iter().position(|l| l.contains("panicked at")) {
+        // A message may hold a whole session's state: its first characters say enough.
+        shown.extend(
+            lines[at..]
+                .iter()
+                .take(6)
+                .map(|l| l.chars().take(400).collect()),
+        );
+        shown.push("...".into());
+    }
+    shown.extend(
+        lines[lines.len().saturating_sub(12)..]
+            .iter()
+            .map(|l| l.to_string()),
+    );
+    shown.join("\n")
 }
 
 fn build() -> Result<(), String> {
