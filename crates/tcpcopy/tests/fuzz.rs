@@ -5,8 +5,8 @@
 //! then they fail. The build needs the nightly `-Z` flags cargo-fuzz passes, which a stable
 //! toolchain accepts with `RUSTC_BOOTSTRAP=1`, set for the fuzz build only.
 //!
-//! Also checks that the seed corpora (fuzz/seeds/) are what `fuzz/seeds.rs` generates:
-//! regenerate them with `UPDATE_FUZZ_SEEDS=1 cargo test --release -p tcpcopy --test fuzz seeds`.
+//! Also checks that the seed corpora (fuzz/seeds/) are what `tests/fuzz/seeds.rs` generates:
+//! regenerate them with `UPDATE_FUZZ_SEEDS=1 cargo test --release -p tcpcopy --test fuzz seed`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -67,7 +67,7 @@ fn seed_corpora_are_generated() {
     assert!(
         stale.is_empty(),
         "seed corpora out of date, regenerate with UPDATE_FUZZ_SEEDS=1 cargo test --release -p \
-         tcpcopy --test fuzz seeds: {stale:?}"
+         tcpcopy --test fuzz seed: {stale:?}"
     );
 }
 
