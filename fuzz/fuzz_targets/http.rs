@@ -39,7 +39,7 @@ fn response_head(bytes: &[u8]) {
             assert!(h.status <= 999);
             assert!(h.body_start <= bytes.len(), "body starts past the bytes");
             for (name, value) in &h.headers {
-                assert_eq!(name, &name.to_lowercase(), "header names are lower case");
+                assert_eq!(name, &name.to_ascii_lowercase(), "header names are lower case");
                 assert_eq!(name.trim(), name);
                 assert_eq!(value.trim(), value);
             }
