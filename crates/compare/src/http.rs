@@ -138,10 +138,15 @@ pub fn parse_response(bytes: &[u8]) -> Response {
             break;
         }
         if line[0] == b' ' || line[0] == b'\t' {
-            // Obsolete line folding: the value goes on.
-            if let Some((_, value)) = headers.last_mut() {
-                value.push(' ');
-                value.push_str(String::from_utf8_lossy(line).trim());
+            // Obsolete line folding: the value goes on (one space between the parts, none at
+            // either end, as the values are trimmed).
+            let more = String::from_utf8_lossy(line);
+            let more = more.trim();
+            if let Some((_, value)) = headers.last_mut().filter(|_| !more.is_empty()) {
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(more);
             }
             continue;
         }

@@ -428,6 +428,14 @@ impl Replicator {
                 return;
             }
         }
+        // A response wait that ran out with nothing left to act on (the client sent more after
+        // its reset, say) is over: left set, its deadline would make the session due again at
+        // once, every millisecond, until it timed out.
+        if s.waiting_since
+            .is_some_and(|w| now >= w + cfg.response_wait)
+        {
+            s.waiting_since = None;
+        }
         self.schedule(id);
     }
 

@@ -5,7 +5,7 @@
 //! mid-stream, and the memory bounds on what sessions hold. It must not interpret the client's
 //! bytes (the session's stream does) nor send anything itself.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use wire::TcpPacket;
@@ -27,6 +27,17 @@ impl Replicator {
             self.stats.ignored_packets += 1;
             return;
         };
+        if !self.reaches(p.src().ip(), rule.target)
+            || self
+                .config
+                .baseline
+                .is_some_and(|b| !self.reaches(p.src().ip(), b))
+        {
+            // A client of the other IP version (a rule on the port alone, a dual-stack online
+            // server) with no address of the target's version to stand in for it.
+            self.stats.ignored_packets += 1;
+            return;
+        }
         self.born.get_or_insert(now);
         if !self.sample(now, &p) {
             self.stats.sampled_out_packets += 1;
@@ -97,6 +108,17 @@ impl Replicator {
         }
         let key = OnlineKey::new(client, server, 0);
         !self.ramp_left_out.contains_key(&key) && self.config.samples_at(client, self.ramp_percent)
+    }
+
+    /// Whether sessions of `client` can be sent to `target`: their address there (the client's,
+    /// a fake one, or `localhost_as` for a loopback client) must be of the target's IP version.
+    fn reaches(&self, client: IpAddr, target: SocketAddr) -> bool {
+        let local = match (self.config.fake_clients.first(), self.config.localhost_as) {
+            (Some(&fake), _) => fake,
+            (None, Some(ip)) if client.is_loopback() => ip,
+            _ => client,
+        };
+        local.is_ipv4() == target.is_ipv4()
     }
 
     /// Counts the requests of a connection `-r` leaves out, the way a stream counts them (a new
