@@ -56,6 +56,11 @@ fn a_client_of_the_other_ip_version_than_the_target_is_ignored_not_replicated() 
         now,
         &segment(v4, addr("198.18.0.20:80"), 1000, 0, Flags::SYN, b""),
     );
+    // The SYN waits for the handshake to complete online.
+    r.handle_capture(
+        now,
+        &segment(v4, addr("198.18.0.20:80"), 1001, 7, Flags::ACK, b""),
+    );
     r.drain_transmits(|_| sent += 1);
     assert_eq!((sent, r.stats().sessions_created), (1, 1));
 }
@@ -95,6 +100,8 @@ fn a_response_wait_that_ran_out_with_nothing_to_do_does_not_fire_every_milliseco
         sent.last().cloned()
     };
     r.handle_capture(ms(0), &segment(client, online, 1000, 0, Flags::SYN, b""));
+    // The SYN waits for the handshake to complete online.
+    r.handle_capture(ms(0), &segment(client, online, 1001, 7, Flags::ACK, b""));
     let syn = drain(&mut r).expect("a SYN to the target");
     let syn = wire::TcpPacket::parse(&syn).unwrap();
     let (local, isn) = (syn.src(), syn.seq().0);
