@@ -83,6 +83,8 @@ fn check_reencodes(msg: &Message<'_>) {
             }
             protocol::encode_welcome(&mut out);
         }
+        // Handshake messages: fixed-length opaque bytes, checked by the Noise handshake itself.
+        Message::SecureHello(_) | Message::SecureWelcome(_) => return,
         Message::Reject { reason } => {
             if reason.len() > 1000 {
                 return;
