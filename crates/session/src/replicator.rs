@@ -327,24 +327,12 @@ impl Replicator {
                 continue;
             };
             s.queued_at = None;
-            if now >= s.last_activity + s.timeout(&self.config) {
-                if s.state == State::HalfOpen {
-                    // The client never completed its handshake online (a spoofed SYN, or one
-                    // the online server refused): the target never heard of it.
-                    self.stats.sessions_half_open_expired += 1;
-                    self.forget_half_open(id);
-                    continue;
-                }
-                self.stats.sessions_timed_out += 1;
-                // Bytes behind a hole never reach the target: the capture missed the hole's.
-                let end = if s.stream.has_hole() {
-                    End::NeverCaptured
-                } else {
-                    End::NotAnswered
-                };
-                self.abort(now, id, end);
+            if self.time_out(now, id) {
                 continue;
             }
+            let Some(s) = self.sessions.get_mut(id) else {
+                continue;
+            };
             if s.rtx_at.is_some_and(|t| now >= t)
                 && !s.on_retransmission_timeout(now, &self.config, &mut self.out, &mut self.stats)
             {
@@ -353,6 +341,11 @@ impl Replicator {
                 continue;
             }
             self.progress(now, id);
+            // A session that just became idle (its last retransmission done) may have been idle
+            // longer than the idle timeout (`-k`) already: it ends now.
+            if self.time_out(now, id) {
+                continue;
+            }
             // A session that moved on must not be due again at once: this loop would never end.
             if let Some(s) = self.sessions.get_mut(id) {
                 if let Some(at) = s.queued_at.filter(|&at| at <= now) {
@@ -365,6 +358,33 @@ impl Replicator {
                 }
             }
         }
+    }
+
+    /// Ends session `id` if it went without activity for longer than its timeout (`-t`, `-k`, or
+    /// the half-open one); says whether it did.
+    fn time_out(&mut self, now: Instant, id: SessionId) -> bool {
+        let Some(s) = self.sessions.get(id) else {
+            return false;
+        };
+        if now < s.last_activity + s.timeout(&self.config) {
+            return false;
+        }
+        if s.state == State::HalfOpen {
+            // The client never completed its handshake online (a spoofed SYN, or one the online
+            // server refused): the target never heard of it.
+            self.stats.sessions_half_open_expired += 1;
+            self.forget_half_open(id);
+            return true;
+        }
+        self.stats.sessions_timed_out += 1;
+        // Bytes behind a hole never reach the target: the capture missed the hole's.
+        let end = if s.stream.has_hole() {
+            End::NeverCaptured
+        } else {
+            End::NotAnswered
+        };
+        self.abort(now, id, end);
+        true
     }
 
     /// Sends whatever the session may send now, closes it when done, and re-arms its timer.

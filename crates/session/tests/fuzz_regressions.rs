@@ -144,3 +144,12 @@ fn a_response_wait_that_ran_out_with_nothing_to_do_does_not_fire_every_milliseco
     }
     assert!(rounds <= 3, "{rounds} timeouts within 100 ms");
 }
+
+/// Found by CI's fuzz run: a session whose last retransmission ended (its FIN) became idle, with
+/// the idle timeout already past; it was due again at once instead of timing out.
+#[test]
+fn session_due_again_at_once_2() {
+    harness::run(include_bytes!(
+        "../../../fuzz/regressions/session/session-due-again-at-once-2"
+    ));
+}
