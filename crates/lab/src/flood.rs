@@ -7,14 +7,13 @@
 //! PRNG, so a run is repeatable. Only for lab namespaces: it floods whatever it is pointed at.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use netio::capture::{RingCapture, RingConfig};
 use netio::RawSender;
+
+use crate::counter::PacketCounter;
 use session::testing::{segment, Rng};
 
 /// What to flood, how much and how fast.
@@ -98,81 +97,28 @@ pub fn syn_flood(spec: &FloodSpec) -> anyhow::Result<FloodReport> {
 
 /// Counts the TCP SYNs (without ACK) that arrive in a namespace, those from one IPv4 prefix (the
 /// flood's) apart.
-pub struct SynCounter {
-    stop: Arc<AtomicBool>,
-    from_net: Arc<AtomicU64>,
-    all: Arc<AtomicU64>,
-    handle: Option<thread::JoinHandle<anyhow::Result<()>>>,
-}
+pub struct SynCounter(PacketCounter);
 
 impl SynCounter {
     /// Starts counting in namespace `ns` the SYNs to `port`.
     pub fn start(ns: &str, port: u16, net: Ipv4Addr, prefix: u8) -> anyhow::Result<SynCounter> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let from_net = Arc::new(AtomicU64::new(0));
-        let all = Arc::new(AtomicU64::new(0));
-        let (s, f, a) = (stop.clone(), from_net.clone(), all.clone());
-        let ns = ns.to_string();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let handle = thread::spawn(move || -> anyhow::Result<()> {
-            netio::netns::enter(&ns)?;
-            let cfg = RingConfig {
-                filter: Vec::new(),
-                ignore_outgoing: true,
-                ..RingConfig::default()
+        let sort = move |data: &[u8]| {
+            let Ok(t) = wire::TcpPacket::parse(data) else {
+                return (false, false);
             };
-            let mut ring = RingCapture::open(&cfg)?;
-            let _ = ready_tx.send(());
-            while !s.load(Ordering::Relaxed) {
-                ring.poll_batch(Duration::from_millis(50), |p| {
-                    if p.pkttype == libc::PACKET_OUTGOING {
-                        return;
-                    }
-                    let Ok(t) = wire::TcpPacket::parse(p.data) else {
-                        return;
-                    };
-                    let flags = t.flags();
-                    if !flags.syn() || flags.ack() || t.dst().port() != port {
-                        return;
-                    }
-                    a.fetch_add(1, Ordering::Relaxed);
-                    if let IpAddr::V4(src) = t.src().ip() {
-                        if in_net(src, net, prefix) {
-                            f.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })?;
+            let flags = t.flags();
+            if !flags.syn() || flags.ack() || t.dst().port() != port {
+                return (false, false);
             }
-            Ok(())
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .context("SYN counter capture did not start")?;
-        Ok(SynCounter {
-            stop,
-            from_net,
-            all,
-            handle: Some(handle),
-        })
+            let from_net = matches!(t.src().ip(), IpAddr::V4(src) if in_net(src, net, prefix));
+            (from_net, true)
+        };
+        PacketCounter::start(ns, "SYN counter", Box::new(sort)).map(SynCounter)
     }
 
     /// Stops and returns (SYNs from the prefix, all SYNs to the port).
-    pub fn finish(mut self) -> anyhow::Result<(u64, u64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("SYN counter thread panicked"))??;
-        }
-        Ok((
-            self.from_net.load(Ordering::Relaxed),
-            self.all.load(Ordering::Relaxed),
-        ))
-    }
-}
-
-impl Drop for SynCounter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn finish(self) -> anyhow::Result<(u64, u64)> {
+        self.0.finish()
     }
 }
 

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod acceptor;
+pub mod counter;
 pub mod flood;
 pub mod http;
 pub mod httpd;

@@ -405,9 +405,6 @@ impl Lab {
         args: &[String],
         log: &Path,
     ) -> anyhow::Result<Child> {
-        if program.components().count() > 1 && !program.exists() {
-            bail!("spawn in {ns}: {} does not exist", program.display());
-        }
         // tcpcopy and intercept as an unprivileged user, when one is asked for.
         let (program, args) = crate::unprivileged::wrap(self.run_as.as_deref(), program, args)?;
         self.spawn_as_is(ns, &program, &args, log)
@@ -428,9 +425,6 @@ impl Lab {
         args: &[String],
         log: &Path,
     ) -> anyhow::Result<Child> {
-        if program.components().count() > 1 && !program.exists() {
-            bail!("spawn in {ns}: {} does not exist", program.display());
-        }
         self.spawn_as_is(ns, program, args, log)
     }
 
@@ -441,6 +435,9 @@ impl Lab {
         args: &[String],
         log: &Path,
     ) -> anyhow::Result<Child> {
+        if program.components().count() > 1 && !program.exists() {
+            bail!("spawn in {ns}: {} does not exist", program.display());
+        }
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating log descriptor")?;
         let inner = Command::new("ip")
