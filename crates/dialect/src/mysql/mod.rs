@@ -34,7 +34,7 @@ use packet::HandshakeResponse;
 
 /// First bytes of each target answer a login needs: a greeting (about 100 bytes), an auth
 /// switch, an OK or an error, with room to spare.
-const HEAD_BYTES: u16 = 512;
+pub(crate) const HEAD_BYTES: u16 = 512;
 
 /// Client addresses whose last login is remembered; then the table starts over.
 const MAX_SEEN: usize = 1 << 16;
