@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::mariadb::{Mariadb, MariadbAuth};
 use crate::memcache::Memcached;
 use crate::plan::AnswerPlan;
 use crate::redis::RedisServer;
@@ -55,6 +56,8 @@ pub enum Servers {
     /// memcached (package memcached) with 2 GB of cache, enough for the hot-backup test's
     /// 100,000 sets of up to 100 KB without evictions.
     Memcached,
+    /// mariadbd (packages mariadb-server, mariadb-client), see [`crate::mariadb`].
+    Mariadb(MariadbAuth),
 }
 
 impl Servers {
@@ -64,6 +67,7 @@ impl Servers {
             Servers::Embedded | Servers::Nginx | Servers::Stream(_) => 80,
             Servers::Redis => 6379,
             Servers::Memcached => 11211,
+            Servers::Mariadb(_) => 3306,
         }
     }
 }
@@ -142,6 +146,7 @@ enum Server {
     Redis(RedisServer),
     #[allow(dead_code)]
     Memcached(Memcached),
+    Mariadb(Mariadb),
 }
 
 impl Server {
@@ -149,7 +154,7 @@ impl Server {
         match self {
             Server::Embedded(s) => Ok(s.log().uris()),
             Server::Nginx(n) => n.access_log(),
-            Server::Stream(_) | Server::Redis(_) | Server::Memcached(_) => {
+            Server::Stream(_) | Server::Redis(_) | Server::Memcached(_) | Server::Mariadb(_) => {
                 anyhow::bail!("only HTTP servers keep a request log")
             }
         }
@@ -158,6 +163,7 @@ impl Server {
         match self {
             Server::Embedded(_) | Server::Stream(_) | Server::Redis(_) => None,
             Server::Memcached(m) => Some(m.pid()),
+            Server::Mariadb(m) => Some(m.pid()),
             Server::Nginx(n) => Some(n.pid()),
         }
     }
@@ -222,6 +228,14 @@ fn start_server(
             addr,
             2048,
             &scratch.path().join(format!("memcached-{name}.log")),
+        )?),
+        Servers::Mariadb(auth) => Server::Mariadb(Mariadb::start(
+            lab,
+            ns,
+            addr,
+            &scratch.path().join(format!("mariadb-{name}")),
+            &scratch.path().join(format!("mariadb-{name}.log")),
+            auth,
         )?),
         Servers::Embedded => {
             let plan = plan.clone();
@@ -522,6 +536,14 @@ impl Scenario {
 
     pub fn target_service(&self) -> SocketAddr {
         SocketAddr::new(self.host_ip(Lab::TARGET_IP), self.port)
+    }
+
+    /// The online and the target MariaDB servers ([`Servers::Mariadb`]), to read their rows.
+    pub fn mariadbs(&self) -> Option<(&Mariadb, &Mariadb)> {
+        match (&self.online, &self.target) {
+            (Server::Mariadb(online), Server::Mariadb(target)) => Some((online, target)),
+            _ => None,
+        }
     }
 
     fn host_ip(&self, v4: Ipv4Addr) -> IpAddr {
