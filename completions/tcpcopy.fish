@@ -48,7 +48,7 @@ complete -c tcpcopy -l report-html -d 'Write a self-contained HTML report here a
 complete -c tcpcopy -l fail-on-diff -d 'Exit with status 3 when more than PCT % of the compared requests differ' -r
 complete -c tcpcopy -l fail-on-loss -d 'Exit with status 3 when more than PCT % of the online requests were lost' -r
 complete -c tcpcopy -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (GET /metrics)' -r
-complete -c tcpcopy -l protocol -d 'The sessions\' protocol, when their login must be made again for the target: `mysql` (MySQL, MariaDB) answers the target\'s own greeting (its salt) with the password --login gives for the client\'s user, logs sessions open before tcpcopy started in, and skips sessions that use TLS' -r
+complete -c tcpcopy -l protocol -d 'The sessions\' protocol, when their login must be made again for the target: `mysql` (MySQL, MariaDB) answers the target\'s own greeting (its salt) with the password --login gives for the client\'s user, logs sessions open before tcpcopy started in, and skips sessions that use TLS; `auto` does so for the sessions found to be MySQL (from the client\'s first packet or the target\'s greeting) and leaves the others as bytes' -r
 complete -c tcpcopy -l login -d 'Log in at the target as USER with PASSWORD (repeatable); without a password for its user, a session\'s own login goes (which only a target that checks no passwords takes). Prefer --login-file: a command line is visible to every local user' -r
 complete -c tcpcopy -l login-file -d 'Read --login entries from FILE, one USER:PASSWORD a line (# starts a comment)' -r -F
 complete -c tcpcopy -l config -d 'Read options from this TOML file (keys: the long option names, e.g. `copies = 2`); the command line overrides it' -r -F

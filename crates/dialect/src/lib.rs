@@ -20,6 +20,9 @@ use std::str::FromStr;
 pub enum Protocol {
     /// MySQL and MariaDB: the client's login is answered for the target's own greeting.
     Mysql,
+    /// Each session's protocol found from its first bytes (a MySQL handshake response, the
+    /// target's MySQL greeting); sessions of no known protocol stay bytes.
+    Auto,
 }
 
 impl Protocol {
@@ -27,6 +30,7 @@ impl Protocol {
     pub fn dialect(self, credentials: &Credentials) -> Box<dyn session::Dialect> {
         match self {
             Protocol::Mysql => Box::new(mysql::Mysql::new(credentials.clone())),
+            Protocol::Auto => Box::new(mysql::Mysql::detecting(credentials.clone())),
         }
     }
 
@@ -34,13 +38,14 @@ impl Protocol {
     /// driver asks the intercepts for them).
     pub fn head_bytes(self) -> u16 {
         match self {
-            Protocol::Mysql => mysql::HEAD_BYTES,
+            Protocol::Mysql | Protocol::Auto => mysql::HEAD_BYTES,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Mysql => "mysql",
+            Protocol::Auto => "auto",
         }
     }
 }
@@ -53,7 +58,7 @@ impl fmt::Display for Protocol {
 
 /// A `--protocol` value that names no protocol.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown protocol {0:?} (expected mysql)")]
+#[error("unknown protocol {0:?} (expected mysql or auto)")]
 pub struct UnknownProtocol(pub String);
 
 impl FromStr for Protocol {
@@ -61,6 +66,7 @@ impl FromStr for Protocol {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "mysql" | "mariadb" => Ok(Protocol::Mysql),
+            "auto" => Ok(Protocol::Auto),
             other => Err(UnknownProtocol(other.to_owned())),
         }
     }

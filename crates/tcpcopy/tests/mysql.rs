@@ -233,3 +233,79 @@ fn sysbench_oltp_read_write_leaves_the_same_tables_at_the_target() {
         .unwrap_or("(no transactions line)");
     eprintln!("sysbench: tables equal; {}", transactions.trim());
 }
+
+/// What `--protocol mysql` costs tcpcopy: CPU time per request for the same sysbench load
+/// (oltp_read_write, 4 clients, 4,000 transactions) replicated as plain bytes and with the
+/// protocol, one after the other in the same lab, to a `--skip-grant-tables` target (which
+/// takes both). A measurement, not a check: run by hand with `-- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cpu_per_request_with_and_without_the_mysql_protocol() {
+    let _guard = common::sequential();
+    let spec = ScenarioSpec {
+        start_tcpcopy: false,
+        target_servers: Some(Servers::Mariadb(MariadbAuth::SkipGrantTables)),
+        ..ScenarioSpec::new(
+            "myCpu",
+            Mode::Assistant,
+            Servers::Mariadb(MariadbAuth::Passwords),
+            bin_dir(),
+        )
+    };
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let sysbench = |ns: &str, host: std::net::SocketAddr, command: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "sysbench", "oltp_read_write"])
+            .arg(format!("--mysql-host={}", host.ip()))
+            .arg(format!("--mysql-user={USER}"))
+            .arg(format!("--mysql-password={PASSWORD}"))
+            .arg(format!("--mysql-db={}", lab::mariadb::DATABASE))
+            .args([
+                "--tables=4",
+                "--table-size=10000",
+                "--threads=4",
+                "--events=4000",
+            ])
+            .args(["--time=0", command])
+            .output()
+            .expect("sysbench runs");
+        assert!(out.status.success(), "sysbench {command}");
+    };
+    let (client, target_ns) = (
+        sc.lab.ns_client().to_string(),
+        sc.lab.ns_target().to_string(),
+    );
+    let (online, target) = (sc.online_service(), sc.target_service());
+    sysbench(&client, online, "prepare");
+    sysbench(&target_ns, target, "prepare");
+    for protocol in [false, true] {
+        let args: Vec<String> = if protocol {
+            vec!["--protocol".into(), "mysql".into()]
+        } else {
+            Vec::new()
+        };
+        sc.start_tcpcopy_with(&args).expect("tcpcopy starts");
+        sc.wait_connected(Duration::from_secs(15))
+            .expect("connected");
+        let pid = sc.tcpcopy.as_ref().expect("tcpcopy").pid();
+        let (before, _) = lab::scenario::proc_usage(pid).expect("tcpcopy's CPU");
+        let started = Instant::now();
+        sysbench(&client, online, "run");
+        let took = started.elapsed();
+        // The target catches up (its requests wait for each answer, reported by intercept).
+        std::thread::sleep(Duration::from_secs(40));
+        let (after, _) = lab::scenario::proc_usage(pid).expect("tcpcopy's CPU");
+        let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+        let stats = final_stats(&log);
+        let per_request = (after - before) * 1e6 / stats.requests_target.max(1) as f64;
+        eprintln!(
+            "{}: sysbench {took:?}, {:.2} s CPU, {} requests online ({} at the target), {per_request:.1} us CPU per request at the target; {}\n{}",
+            if protocol { "--protocol mysql" } else { "bytes" },
+            after - before,
+            stats.requests_online,
+            stats.requests_target,
+            logins_line(&log),
+            final_line(&log)
+        );
+    }
+}

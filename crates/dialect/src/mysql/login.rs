@@ -42,6 +42,8 @@ pub(super) struct Login {
     own_login: bool,
     /// The client's packets are still its login's (no command seen yet).
     client_in_login: bool,
+    /// Not known yet whether the session is MySQL (`--protocol auto`).
+    detect: bool,
     /// The login we sent, for an auth switch: its user and the client's own scramble.
     user: String,
     client_auth: Vec<u8>,
@@ -61,10 +63,12 @@ impl Login {
         info: SessionInfo,
         credentials: Arc<Credentials>,
         seen: Arc<Mutex<Seen>>,
+        detect: bool,
     ) -> Self {
         Login {
             own_login: info.joined,
             client_in_login: true,
+            detect,
             info,
             credentials,
             seen,
@@ -341,6 +345,9 @@ impl Login {
 
 impl Conversation for Login {
     fn client(&mut self, edit: &mut Edit<'_>, _from: u64) {
+        if self.detect && !self.detect_client(edit) {
+            return;
+        }
         if self.phase == Phase::Over {
             return;
         }
@@ -366,6 +373,70 @@ impl Conversation for Login {
         self.tbuf
             .extend_from_slice(&bytes[(self.tnext - offset) as usize..]);
         self.tnext = end;
+        if self.detect && !self.detect_target(edit) {
+            return;
+        }
         self.read_target(edit);
+    }
+}
+
+/// Telling MySQL sessions from others (`--protocol auto`).
+impl Login {
+    /// Leaves a session that is not MySQL as bytes: nothing held, nothing reported.
+    fn not_mysql(&mut self, edit: &mut Edit<'_>) -> bool {
+        self.detect = false;
+        self.phase = Phase::Over;
+        edit.hold(None);
+        false
+    }
+
+    /// The session is MySQL: its server is remembered (for its joined sessions).
+    fn is_mysql(&mut self) -> bool {
+        self.detect = false;
+        lock(&self.seen).servers.insert(self.info.online);
+        true
+    }
+
+    /// The client's first bytes: a handshake response (sequence id 1, protocol 4.1) makes the
+    /// session MySQL; a command (sequence id 0) does when its server is known to be MySQL.
+    /// Bytes that may still become a handshake response are held. Returns whether to go on as
+    /// MySQL.
+    fn detect_client(&mut self, edit: &mut Edit<'_>) -> bool {
+        let bytes = edit.bytes(self.cpos, edit.end());
+        let known = lock(&self.seen).servers.contains(&self.info.online);
+        match (bytes.get(3), packet::split(bytes)) {
+            (Some(0), _) if known => self.is_mysql(),
+            (Some(1), Some((_, payload))) => match HandshakeResponse::parse(payload) {
+                Some(_) => self.is_mysql(),
+                None => self.not_mysql(edit),
+            },
+            // Perhaps a handshake response not all there yet (at most one packet is held).
+            (Some(1), None) if packet::payload_len(bytes).is_some_and(|n| n < 1 << 16) => {
+                edit.hold(Some(self.cpos));
+                false
+            }
+            (None, _) if !bytes.is_empty() => {
+                edit.hold(Some(self.cpos));
+                false
+            }
+            _ => self.not_mysql(edit),
+        }
+    }
+
+    /// The target's first bytes: a MySQL greeting makes the session MySQL, anything else not.
+    fn detect_target(&mut self, edit: &mut Edit<'_>) -> bool {
+        match packet::split(&self.tbuf) {
+            Some((0, payload)) if Greeting::parse(payload).is_some() => {
+                self.is_mysql();
+                // Client bytes held while undecided are looked at again.
+                if edit.end() > self.cpos {
+                    self.client(edit, self.cpos);
+                }
+                true
+            }
+            Some(_) => self.not_mysql(edit),
+            None if self.tbuf.len() < 1 << 16 => false,
+            None => self.not_mysql(edit),
+        }
     }
 }

@@ -22,8 +22,8 @@ mod auth;
 mod login;
 mod packet;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use session::dialect::{Conversation, Dialect, SessionInfo};
@@ -44,6 +44,8 @@ const MAX_SEEN: usize = 1 << 16;
 pub struct Mysql {
     credentials: Arc<Credentials>,
     seen: Arc<Mutex<Seen>>,
+    /// Only sessions found to be MySQL are (`--protocol auto`), the others are bytes.
+    detect: bool,
 }
 
 impl Mysql {
@@ -51,6 +53,17 @@ impl Mysql {
         Mysql {
             credentials: Arc::new(credentials),
             seen: Arc::default(),
+            detect: false,
+        }
+    }
+
+    /// A hook that finds out which sessions are MySQL: those whose client's first packet is a
+    /// MySQL handshake response or whose target greets as a MySQL server, and the joined
+    /// sessions of servers found so; the others stay bytes.
+    pub fn detecting(credentials: Credentials) -> Mysql {
+        Mysql {
+            detect: true,
+            ..Mysql::new(credentials)
         }
     }
 }
@@ -61,6 +74,7 @@ impl Dialect for Mysql {
             *session,
             self.credentials.clone(),
             self.seen.clone(),
+            self.detect,
         )))
     }
 
@@ -73,6 +87,8 @@ impl Dialect for Mysql {
 #[derive(Debug, Default)]
 struct Seen {
     last: HashMap<IpAddr, LastLogin>,
+    /// Online servers whose sessions were found to be MySQL (`--protocol auto`).
+    servers: HashSet<SocketAddr>,
 }
 
 #[derive(Clone, Debug)]

@@ -250,6 +250,15 @@ struct Lab {
 
 impl Lab {
     fn new(target: Target, logins: &[&str]) -> Lab {
+        Lab::with(target, logins, false)
+    }
+
+    /// With `--protocol auto`: sessions found to be MySQL are.
+    fn auto(target: Target, logins: &[&str]) -> Lab {
+        Lab::with(target, logins, true)
+    }
+
+    fn with(target: Target, logins: &[&str], detect: bool) -> Lab {
         let mut c = Config::new(vec![Rule {
             online_addr: None,
             online_port: 3306,
@@ -259,7 +268,12 @@ impl Lab {
         c.delayed_ack = None;
         let mut rep = Replicator::new(c);
         let logins = logins.iter().map(|l| l.parse::<Login>().unwrap()).collect();
-        rep.set_dialect(Box::new(Mysql::new(Credentials::new(logins))));
+        let credentials = Credentials::new(logins);
+        rep.set_dialect(Box::new(if detect {
+            Mysql::detecting(credentials)
+        } else {
+            Mysql::new(credentials)
+        }));
         assert_eq!(rep.head_bytes(), Some(512));
         Lab {
             rep,
@@ -598,4 +612,56 @@ fn a_joined_session_at_a_target_without_grant_tables_needs_no_login_given() {
     assert_eq!(h.user, "root");
     assert_eq!(commands(&lab.target), ["select 1"]);
     assert_eq!(lab.logins(), [Outcome::JoinedLoggedIn]);
+}
+
+#[test]
+fn detected_mysql_sessions_log_in_and_their_servers_joined_sessions_too() {
+    let mut lab = Lab::auto(
+        Target::new(NATIVE, Some(vec![account(NATIVE)])),
+        &["app:s3cret"],
+    );
+    fresh_session(&mut lab, CLIENT2, &hello("app", NATIVE, None));
+    assert_eq!(commands(&lab.target).len(), 2);
+    assert_eq!(lab.logins(), [Outcome::LoggedIn]);
+    // A joined session of the same server: known to be MySQL now.
+    lab.target = Target::new(NATIVE, Some(vec![account(NATIVE)]));
+    lab.client(
+        CLIENT,
+        777,
+        555,
+        Flags::ACK | Flags::PSH,
+        &query("select 1"),
+    );
+    assert_eq!(commands(&lab.target), ["select 1"]);
+    assert_eq!(lab.logins(), [Outcome::JoinedLoggedIn]);
+}
+
+#[test]
+fn sessions_not_found_to_be_mysql_stay_bytes() {
+    let mut lab = Lab::auto(Target::new(NATIVE, None), &[]);
+    // The target model greets; a session whose client speaks first is left alone all the same
+    // when its first bytes are no MySQL packet.
+    lab.target.hold_greeting = true;
+    lab.connect(CLIENT);
+    lab.client(
+        CLIENT,
+        1,
+        1,
+        Flags::ACK | Flags::PSH,
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(
+        lab.target.got, b"GET / HTTP/1.1\r\n\r\n",
+        "sent as captured"
+    );
+    assert!(lab.logins().is_empty(), "no login reported");
+    // A joined session of a server never found to be MySQL: bytes too.
+    lab.client(
+        CLIENT2,
+        777,
+        555,
+        Flags::ACK | Flags::PSH,
+        &query("select 1"),
+    );
+    assert!(lab.logins().is_empty());
 }
