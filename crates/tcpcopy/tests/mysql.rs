@@ -20,19 +20,26 @@ const LONG_INSERTS: u32 = 1000;
 
 #[test]
 fn mariadb_sessions_log_in_at_a_target_that_checks_passwords() {
-    replicate("myP", MariadbAuth::Passwords, true);
+    replicate("myP", MariadbAuth::Passwords, true, "mysql");
+}
+
+/// The same with `--protocol auto`: the sessions are found to be MySQL (the joined one by its
+/// server, found so by the short sessions before it).
+#[test]
+fn mariadb_sessions_found_by_auto_detection_log_in_too() {
+    replicate("myA", MariadbAuth::Passwords, true, "auto");
 }
 
 #[test]
 fn mariadb_sessions_reach_a_target_without_grant_tables_with_no_login_given() {
-    replicate("myS", MariadbAuth::SkipGrantTables, false);
+    replicate("myS", MariadbAuth::SkipGrantTables, false, "mysql");
 }
 
 fn insert(id: u32, who: &str, n: u32) -> String {
     format!("INSERT INTO t VALUES ({id}, '{who}', {n})")
 }
 
-fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool) {
+fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool, protocol: &str) {
     if !lab::netlab::is_root() {
         eprintln!("skipped: needs root (network namespaces)");
         return;
@@ -41,7 +48,7 @@ fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool) {
     let spec = ScenarioSpec {
         start_tcpcopy: false,
         target_servers: Some(Servers::Mariadb(target_auth)),
-        extra_tcpcopy_args: vec!["--protocol".into(), "mysql".into()],
+        extra_tcpcopy_args: vec!["--protocol".into(), protocol.into()],
         ..ScenarioSpec::new(
             tag,
             Mode::Assistant,
@@ -131,13 +138,17 @@ fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool) {
     );
     // Every session logged in: the short and long ones, and the early one by tcpcopy.
     let logins = logins_line(&log);
+    assert!(
+        logins.contains(&format!("final {protocol} logins")),
+        "{logins}"
+    );
     let ok = SHORT + LONG + 1;
     assert!(
         logins.contains(&format!("logins ok {ok} (joined 1) not logged in 0")),
         "{logins}"
     );
     eprintln!(
-        "mariadb ({target_auth:?}): {} rows equal; {logins}",
+        "mariadb ({target_auth:?}, --protocol {protocol}): {} rows equal; {logins}",
         want.len()
     );
     assert_client_isolated(sniffer);
@@ -147,7 +158,7 @@ fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool) {
 fn logins_line(log: &str) -> &str {
     log.lines()
         .rev()
-        .find(|l| l.contains("final mysql logins"))
+        .find(|l| l.contains("tcpcopy final") && l.contains(" logins ok"))
         .unwrap_or("(no logins line)")
 }
 
