@@ -2,7 +2,7 @@
 //!
 //! The target's greeting carries its own random salt, so the client's captured login (a
 //! scramble of its password for the *online* server's salt) cannot pass at a target that checks
-//! passwords. Each session's [`Login`] conversation therefore holds the client's bytes from the
+//! passwords. Each session's `Login` conversation therefore holds the client's bytes from the
 //! start, waits for the target's greeting, and sends a login of its own in the client's place:
 //! the client's handshake response with the scramble made for the target's salt (from the
 //! password `--login` gives for its user; without one, the client's scramble is kept, which a
@@ -16,7 +16,12 @@
 //! `root` without a password (which only a `--skip-grant-tables` target takes). A session
 //! that asks the online server for TLS is skipped.
 //!
-//! What sessions share lives in [`Mysql`]: the logins seen per client address.
+//! With `--protocol auto` ([`Mysql::detecting`]), only sessions found to be MySQL are treated
+//! so: the client's first packet is a handshake response, or the target greets as MySQL, or (a
+//! joined session) its server was found to be MySQL before; the others stay bytes.
+//!
+//! What sessions share lives in [`Mysql`]: the logins seen per client address, and the servers
+//! found to be MySQL.
 
 mod auth;
 mod login;
