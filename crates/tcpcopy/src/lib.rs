@@ -12,6 +12,7 @@ pub mod conffile;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod hostfacts;
 pub mod intercept;
 pub mod live;
 pub mod logging;
