@@ -25,12 +25,12 @@ use crate::conffile::{ParseError, Parsed};
     version,
     disable_version_flag = true,
     about = "Copy live TCP traffic from this (online) host to a target server",
-    after_help = "Run `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
+    after_help = "Run `tcpcopy check [OPTIONS]` with a run's options to probe the path (intercept, routes, ip_forward, rp_filter, forged sources, MTU): it names each problem with its fix, or says ready.\nRun `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
 )]
 #[cfg_attr(
     feature = "demo",
     command(
-        after_help = "Run `tcpcopy demo [--seconds N]` as root for a self-contained demonstration in network namespaces.\nRun `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
+        after_help = "Run `tcpcopy demo [--seconds N]` as root for a self-contained demonstration in network namespaces.\nRun `tcpcopy check [OPTIONS]` with a run's options to probe the path (intercept, routes, ip_forward, rp_filter, forged sources, MTU): it names each problem with its fix, or says ready.\nRun `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
     )
 )]
 pub struct TcpcopyCli {
@@ -106,6 +106,8 @@ pub enum TcpcopyCommand {
     Live(Box<TcpcopyCli>),
     /// `tcpcopy report ...`.
     Report(ReportCli),
+    /// `tcpcopy check [OPTIONS]`: probe the path a run with these options would take.
+    Check(Box<TcpcopyCli>),
     #[cfg(feature = "demo")]
     Demo(DemoCli),
     /// `--print-config`: the options in effect, as a config file, to print instead of running.
@@ -134,6 +136,14 @@ impl TcpcopyCommand {
             return ReportCli::try_parse_from(&args[1..])
                 .map(TcpcopyCommand::Report)
                 .map_err(CommandLineError::Clap);
+        }
+        if args.get(1).is_some_and(|a| a == "check") {
+            let mut rest = args.clone();
+            rest.remove(1);
+            return match TcpcopyCommand::parse_from(rest)? {
+                TcpcopyCommand::Live(cli) => Ok(TcpcopyCommand::Check(cli)),
+                other => Ok(other),
+            };
         }
         if args.get(1).is_some_and(|a| a == "demo") {
             #[cfg(feature = "demo")]
@@ -593,6 +603,32 @@ mod tests {
             !help.contains("clock-offset"),
             "a testing option stays out of --help"
         );
+    }
+
+    #[test]
+    fn check_as_the_first_word_takes_a_runs_options() {
+        let args = [
+            "tcpcopy",
+            "check",
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+        ];
+        match TcpcopyCommand::parse_from(args) {
+            Ok(TcpcopyCommand::Check(cli)) => {
+                assert_eq!(cli.opts.transfer.unwrap()[0].target.port(), 80);
+                assert!(cli.opts.intercept.is_some());
+            }
+            other => panic!("not a check: {other:?}"),
+        }
+        // Elsewhere, `check` is no option.
+        let late = TcpcopyCommand::parse_from(["tcpcopy", "-x", "80-198.18.0.30:80", "check"]);
+        assert!(late.is_err());
+        assert!(matches!(
+            TcpcopyCommand::parse_from(["tcpcopy", "check", "--bogus"]),
+            Err(CommandLineError::Clap(_))
+        ));
     }
 
     #[test]

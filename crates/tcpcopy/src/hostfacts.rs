@@ -84,6 +84,8 @@ pub fn routes() -> Vec<Route> {
 /// The interface the main table sends `dst` out of (IPv4 only; `None` for IPv6 or no route).
 pub fn iface_towards(routes: &[Route], dst: IpAddr) -> Option<String> {
     match dst {
+        // The local table (not in /proc/net/route) sends loopback addresses to `lo`.
+        IpAddr::V4(d) if d.is_loopback() => Some("lo".into()),
         IpAddr::V4(d) => route_for(routes, d).map(|r| r.iface.clone()),
         IpAddr::V6(_) => None,
     }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod check;
 pub mod cli;
 pub mod conffile;
 pub mod config;
