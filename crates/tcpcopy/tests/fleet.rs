@@ -272,3 +272,27 @@ fn the_recipe_copies_files_that_exist() {
     assert!(recipe.contains("setcap cap_net_raw,cap_net_admin+ep /usr/local/bin/tcpcopy"));
     assert!(recipe.contains("setcap cap_net_raw,cap_net_admin+ep /usr/local/bin/intercept"));
 }
+
+/// `kubectl apply -k` applies every manifest: each is a resource of the kustomization, and each
+/// resource is there.
+#[test]
+fn the_kustomization_lists_every_manifest() {
+    let kustomization =
+        std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).expect("kustomization");
+    let mut listed: Vec<&str> = kustomization
+        .lines()
+        .skip_while(|l| !l.starts_with("resources:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  - "))
+        .map(|l| l.trim_start_matches("  - ").trim())
+        .collect();
+    listed.sort_unstable();
+    let files: Vec<String> = manifests()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        listed, files,
+        "kustomization resources against packaging/k8s/*.yaml"
+    );
+}
