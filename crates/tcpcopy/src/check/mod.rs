@@ -4,8 +4,8 @@
 //! For each intercept (`-s`, or each target in queue mode): connect and open as a run does;
 //! ask for its host's facts ([`protocol::check`]) and for a probe SYN of its own from a fake
 //! client endpoint (assistant mode); send this host's probe SYN from another fake client
-//! endpoint ([`probe`]); see which answers intercept reports; connect to the target's port;
-//! read this host's MTU towards the target and GRO. [`diagnose`] judges; nothing here does.
+//! endpoint (`probe`); see which answers intercept reports; connect to the target's port;
+//! read this host's MTU towards the target and GRO. [`diagnose()`] judges; nothing here does.
 
 mod diagnose;
 mod probe;
