@@ -6,7 +6,6 @@
 //! shutdown, an acknowledgment due); it issues no command and emits no packet itself.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
