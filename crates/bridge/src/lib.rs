@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 mod conn;
+pub mod proxy;
 #[cfg(test)]
 mod tests;
 
