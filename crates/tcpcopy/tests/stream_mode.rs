@@ -120,7 +120,7 @@ pid "{w}/nginx.pid";
 error_log "{w}/error.log" warn;
 events {{ worker_connections 1024; }}
 http {{
-    log_format pp '$server_port $proxy_protocol_addr $remote_addr $request_uri';
+    log_format pp '$server_port $status $ssl_protocol $proxy_protocol_addr $remote_addr $request_uri';
     access_log "{w}/access.log" pp;
     client_body_temp_path "{w}/client_body";
     proxy_temp_path "{w}/proxy";
@@ -141,7 +141,8 @@ http {{
     )
 }
 
-/// A self-signed certificate for [`TARGET_NAME`] and the target's address.
+/// A self-signed certificate for [`TARGET_NAME`] and the target's address; not a CA's
+/// (webpki refuses a CA certificate as the server's own).
 fn make_certificate(dir: &Path) {
     let san = format!("subjectAltName=DNS:{TARGET_NAME},IP:{}", Lab::TARGET_IP);
     let out = std::process::Command::new("openssl")
@@ -149,6 +150,7 @@ fn make_certificate(dir: &Path) {
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         ])
         .args(["-subj", &format!("/CN={TARGET_NAME}"), "-addext", &san])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(dir.join("key.pem"))
         .arg("-out")
@@ -166,19 +168,34 @@ fn make_certificate(dir: &Path) {
     }
 }
 
-/// Lines of the extra nginx's access log for `port`: (PROXY client address, peer address, URI).
-fn logged(dir: &Path, port: u16) -> Vec<(String, String, String)> {
+/// One request in the extra nginx's access log.
+#[derive(Debug)]
+struct Logged {
+    status: String,
+    /// `-` without TLS.
+    tls: String,
+    /// `-` without a PROXY header.
+    proxy_client: String,
+    peer: String,
+    uri: String,
+}
+
+/// The requests the extra nginx logged on `port`.
+fn logged(dir: &Path, port: u16) -> Vec<Logged> {
     let text = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
     text.lines()
         .filter_map(|l| {
-            let mut f = l.split(' ');
-            let p: u16 = f.next()?.parse().ok()?;
-            let fields = (
-                f.next()?.to_string(),
-                f.next()?.to_string(),
-                f.next()?.to_string(),
-            );
-            (p == port).then_some(fields)
+            let f: Vec<&str> = l.split(' ').collect();
+            let [p, status, tls, proxy_client, peer, uri] = f[..] else {
+                return None;
+            };
+            (p.parse() == Ok(port)).then(|| Logged {
+                status: status.into(),
+                tls: tls.into(),
+                proxy_client: proxy_client.into(),
+                peer: peer.into(),
+                uri: uri.into(),
+            })
         })
         .collect()
 }
@@ -248,32 +265,42 @@ fn stream_mode_tls_and_proxy_protocol_show_the_real_client() {
             .lab
             .spawn(sc.lab.ns_online(), &exe, &args, &log_file)
             .expect("tcpcopy starts");
-        wait_for(|| tcpcopy.log_text().contains("capturing on"), "capturing");
+        assert!(
+            wait_until(|| tcpcopy.log_text().contains("capturing on")),
+            "{name}: tcpcopy captures\n{}",
+            tcpcopy.log_text()
+        );
         let spec = load(name, 5, 20, 20);
         assert_eq!(sc.load(&spec).expect("load").ok, 120);
-        wait_for(
-            || logged(&dir, port).len() >= 120,
-            "120 requests at the target",
-        );
+        if !wait_until(|| logged(&dir, port).len() >= 120) {
+            let errors = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            panic!(
+                "{name}: {} of 120 requests at the target\ntcpcopy:\n{}\nnginx:\n{errors}",
+                logged(&dir, port).len(),
+                tcpcopy.log_text()
+            );
+        }
         tcpcopy.stop().expect("tcpcopy stops");
         let log = tcpcopy.log_text();
         let lines = logged(&dir, port);
-        let uris: Vec<String> = lines.iter().map(|(_, _, u)| u.clone()).collect();
+        let uris: Vec<String> = lines.iter().map(|l| l.uri.clone()).collect();
         assert_all_in_order(&spec, &uris, &log);
-        let wrong: Vec<&(String, String, String)> = lines
+        let (proxied, tls) = (port != TLS_PORT, port != PROXY_PORT);
+        let wrong: Vec<&Logged> = lines
             .iter()
-            .filter(|(pp, peer, _)| {
-                let pp_ok = if port == TLS_PORT {
-                    pp == "-" || pp.is_empty()
+            .filter(|l| {
+                let pp_ok = if proxied {
+                    l.proxy_client == client
                 } else {
-                    *pp == client
+                    l.proxy_client == "-"
                 };
-                !pp_ok || *peer != online_host
+                let tls_ok = l.tls.starts_with("TLSv1.") == tls;
+                !pp_ok || !tls_ok || l.status != "200" || l.peer != online_host
             })
             .collect();
         assert!(
             wrong.is_empty(),
-            "{name}: {} requests without the real client {client} in the PROXY header, or not from the online host (first: {:?})\n{log}",
+            "{name}: {} requests not answered 200 from the online host with PROXY {proxied} (the real client {client}) and TLS {tls} (first: {:?})\n{log}",
             wrong.len(),
             wrong.first()
         );
@@ -282,8 +309,10 @@ fn stream_mode_tls_and_proxy_protocol_show_the_real_client() {
             "{name}: every connection opened\n{log}"
         );
         eprintln!(
-            "{name}: {} requests, real client {client} logged",
-            lines.len()
+            "{name}: {} requests, PROXY client {}, TLS {}",
+            lines.len(),
+            lines[0].proxy_client,
+            lines[0].tls
         );
     }
     let _ = server.stop();
@@ -305,10 +334,14 @@ fn wait_listening(sc: &Scenario, port: u16) {
     assert!(ok, "the target's TLS/PROXY nginx listens on {addr}");
 }
 
-fn wait_for(mut done: impl FnMut() -> bool, what: &str) {
+/// Polls `done` for up to 30 s.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(30);
     while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
+        if Instant::now() >= end {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
