@@ -367,8 +367,8 @@ pub struct StreamOpts {
     /// answers from intercept; `stream` replays each session over a TCP connection from this host
     /// (no intercept, no route, no root on the target; passes NAT; the target sees this host as
     /// the client, unless --proxy-protocol)
-    #[arg(long = "mode", value_enum, value_name = "MODE")]
-    pub mode: Option<Mode>,
+    #[arg(long = "mode", value_enum, value_name = "MODE", default_value_t = Mode::Packet)]
+    pub mode: Mode,
     /// Stream mode: begin each connection with a PROXY protocol v2 header carrying the real
     /// client's address
     #[arg(long = "proxy-protocol")]

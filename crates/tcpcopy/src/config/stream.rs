@@ -30,7 +30,7 @@ pub struct TlsSettings {
 /// Stream mode's settings (`None` in packet mode), after checking the options that conflict.
 pub fn settings(o: &TcpcopyOpts) -> Result<Option<StreamSettings>, String> {
     let s = &o.stream;
-    if s.mode != Some(Mode::Stream) {
+    if s.mode != Mode::Stream {
         return packet_mode(s).map(|()| None);
     }
     let refuse = |opt: &str, why: &str| Err(format!("{opt}: not in stream mode ({why})"));
@@ -195,5 +195,78 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::TcpcopyCli;
+    use crate::config::LiveConfig;
+
+    fn stream(extra: &[&str]) -> Result<LiveConfig, String> {
+        let args = ["tcpcopy", "-x", "80-198.18.0.30:80", "--mode", "stream"];
+        let cli = TcpcopyCli::try_parse_from(args.iter().chain(extra)).unwrap();
+        LiveConfig::from_opts(&cli.opts)
+    }
+
+    fn error(extra: &[&str]) -> String {
+        stream(extra).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn stream_mode_has_no_intercept_and_sends_large_segments() {
+        let c = stream(&["--proxy-protocol"]).unwrap();
+        assert!(c.intercepts.is_empty());
+        let s = c.stream.unwrap();
+        assert!(s.proxy_protocol && s.tls.is_none());
+        assert_eq!(c.core.mss, bridge::MAX_SEGMENT as u16);
+        // Packet mode: intercepts on the targets, as ever.
+        let cli = TcpcopyCli::try_parse_from(["tcpcopy", "-x", "80-198.18.0.30:80"]).unwrap();
+        let p = LiveConfig::from_opts(&cli.opts).unwrap();
+        assert!(p.stream.is_none() && p.intercepts.len() == 1);
+    }
+
+    #[test]
+    fn options_of_packet_mode_are_refused_in_one_line() {
+        assert!(error(&["-c", "198.19.0.0/24"]).starts_with("-c/--fake-client: not in stream mode"));
+        assert!(error(&["-s", "198.18.0.40"]).starts_with("-s/--intercept: not in stream mode"));
+        assert!(error(&["--send-layer", "link"]).starts_with("--send-layer/-o"));
+        for e in [error(&["-c", "198.19.0.1"]), error(&["-s", "198.18.0.40"])] {
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_options_need_tls_and_stream_mode() {
+        assert_eq!(
+            error(&["--target-sni", "a.example"]),
+            "--target-sni: only with --target-tls"
+        );
+        let cli =
+            TcpcopyCli::try_parse_from(["tcpcopy", "-x", "80-198.18.0.30:80", "--proxy-protocol"])
+                .unwrap();
+        assert_eq!(
+            LiveConfig::from_opts(&cli.opts).err().unwrap(),
+            "--proxy-protocol: only with --mode stream"
+        );
+        let tls = stream(&["--target-tls", "--target-sni", "a.example"]).unwrap();
+        assert!(tls.stream.unwrap().tls.unwrap().sni.is_some());
+        assert!(stream(&["--target-tls", "--target-insecure"]).is_ok());
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_one_line_naming_it() {
+        let e = error(&["--target-tls", "--target-ca", "/nonexistent/ca.pem"]);
+        assert!(
+            e.starts_with("--target-ca /nonexistent/ca.pem: cannot read it"),
+            "{e}"
+        );
+        let path = std::env::temp_dir().join(format!("tcpcopy-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let e = error(&["--target-tls", "--target-ca", path.to_str().unwrap()]);
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.ends_with("holds no PEM certificate"), "{e}");
     }
 }
