@@ -70,12 +70,16 @@ fn assert_all_in_order(spec: &LoadSpec, got: &[String], log: &str) {
 }
 
 /// 10,000 HTTP requests to nginx (40 keep-alive connections of 200, 2,000 short connections):
-/// every one reaches the target over tcpcopy's own connections, each connection's in order, and
-/// the stream-mode line counts the connections.
+/// every one reaches the target over tcpcopy's own connections, each connection's in order, every
+/// answer is compared equal with production's (`--compare`), and the stream-mode line counts the
+/// connections.
 #[test]
 fn stream_mode_http_every_request_reaches_the_target_in_order() {
     let _guard = common::sequential();
-    let spec = ScenarioSpec::new("tsH", Mode::Stream, Servers::Nginx, bin_dir());
+    let mut spec = ScenarioSpec::new("tsH", Mode::Stream, Servers::Nginx, bin_dir());
+    spec.extra_tcpcopy_args = ["--compare", "--report", "{scratch}/report.json"]
+        .map(String::from)
+        .to_vec();
     let mut sc = Scenario::start(&spec).expect("scenario starts");
     let sniffer = sniff_client(&sc);
     let load = load("sh", 40, 200, 2_000);
@@ -87,8 +91,27 @@ fn stream_mode_http_every_request_reaches_the_target_in_order() {
     let target = sc
         .wait_target(10_000, Duration::from_secs(60))
         .expect("target log");
+    // The last answers are read and compared.
+    std::thread::sleep(Duration::from_millis(1500));
     let log = sc.stop_tcpcopy().expect("tcpcopy stops cleanly");
+    for l in log.lines().filter(|l| l.contains("SLOW")).take(20) {
+        eprintln!("{l}");
+    }
+    eprintln!(
+        "slow: {}",
+        log.lines().filter(|l| l.contains("SLOW")).count()
+    );
     assert_all_in_order(&load, &target, &log);
+    // The answers read from tcpcopy's own connections were compared as intercept's are.
+    let report = sc
+        .read_report("report.json")
+        .unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    let cmp = report.comparison.as_ref().expect("a comparison section");
+    assert_eq!(
+        (cmp.compared, cmp.equal, cmp.different),
+        (10_000, 10_000, 0),
+        "{cmp:?}"
+    );
     let stream_line = log
         .lines()
         .find(|l| l.contains("final: stream mode: connections opened"))
