@@ -370,6 +370,10 @@ impl Bridge {
             return;
         };
         let n = n.min(conn.queue.len());
+        if n == 0 {
+            // Nothing new to acknowledge: a repeated acknowledgment would read as a loss.
+            return;
+        }
         conn.queue.drain(..n);
         conn.written += n as u64;
         conn.last_activity = now;

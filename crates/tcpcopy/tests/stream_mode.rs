@@ -124,6 +124,46 @@ fn stream_mode_http_every_request_reaches_the_target_in_order() {
     assert_client_isolated(sniffer);
 }
 
+/// `-n 3` in stream mode: three connections per session, every URI exactly three times at the
+/// target.
+#[test]
+fn stream_mode_three_copies_are_three_connections() {
+    let _guard = common::sequential();
+    let mut spec = ScenarioSpec::new("tsN", Mode::Stream, Servers::Nginx, bin_dir());
+    spec.extra_tcpcopy_args = vec!["-n".into(), "3".into()];
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let load = load("sn", 10, 50, 100);
+    assert_eq!(sc.load(&load).expect("load runs").ok, 600);
+    let target = sc
+        .wait_target(1_800, Duration::from_secs(60))
+        .expect("target log");
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops cleanly");
+    let mut count: HashMap<&String, usize> = HashMap::new();
+    for u in &target {
+        *count.entry(u).or_default() += 1;
+    }
+    let (keepalive, short) = loadgen::expected_uris(&load);
+    let wrong: Vec<(&String, usize)> = keepalive
+        .iter()
+        .flatten()
+        .chain(short.iter())
+        .map(|u| (u, count.get(u).copied().unwrap_or(0)))
+        .filter(|&(_, n)| n != 3)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} URIs not exactly 3 times at the target (first: {:?})\n{}",
+        wrong.len(),
+        wrong.first(),
+        final_line(&log)
+    );
+    assert_eq!(target.len(), 1_800, "nothing else arrived");
+    assert!(
+        log.contains("final: stream mode: connections opened 330, failed 0"),
+        "three connections per session (110 sessions)\n{log}"
+    );
+}
+
 /// The target's extra nginx listeners: plain with PROXY protocol, TLS, TLS with PROXY protocol.
 const PROXY_PORT: u16 = 8081;
 const TLS_PORT: u16 = 8443;
