@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub latency_online: Option<Dist>,
     pub latency_target: Option<Dist>,
     pub intercept: Option<InterceptCounters>,
+    /// Stream mode: how tcpcopy's connections to the target went (for the status line).
+    pub stream: Option<bridge::Stats>,
 }
 
 /// intercept's counters.

@@ -81,6 +81,7 @@ fn tcpcopy_snapshot(online: u64) -> Snapshot {
         latency_online: Some(dist(false)),
         latency_target: Some(dist(true)),
         intercept: None,
+        stream: None,
     }
 }
 
