@@ -108,6 +108,45 @@ fn syn_connects_once_and_connected_answers_syn_ack() {
 }
 
 #[test]
+fn without_window_scaling_the_window_is_at_most_64k() {
+    let t0 = Instant::now();
+    let mut b = Bridge::new(Config::default());
+    let syn = PacketBuilder::default().segment(client(), target(), ISN, 0, Flags::SYN, b"");
+    b.handle_transmit(t0, &syn);
+    let _ = commands(&mut b);
+    b.connected(t0, ConnId(1));
+    let mut synack = Vec::new();
+    b.drain_responses(|h, _| synack = h.to_vec());
+    let p = TcpPacket::parse(&synack).unwrap();
+    assert_eq!((p.window_scale(), p.window()), (None, 0xffff));
+    // The queue holds no more than the window said.
+    let big = vec![1u8; 70_000];
+    b.handle_transmit(
+        t0,
+        &PacketBuilder::default().segment(
+            client(),
+            target(),
+            ISN + 1,
+            0,
+            Flags::ACK,
+            &big[..60_000],
+        ),
+    );
+    b.handle_transmit(
+        t0,
+        &PacketBuilder::default().segment(
+            client(),
+            target(),
+            ISN + 60_001,
+            0,
+            Flags::ACK,
+            &big[60_000..],
+        ),
+    );
+    assert_eq!(b.pending(ConnId(1)).len(), 0xffff);
+}
+
+#[test]
 fn in_order_bytes_are_acknowledged_once_the_kernel_took_them() {
     let t0 = Instant::now();
     let (mut b, conn, _) = open(Config::default(), t0);
