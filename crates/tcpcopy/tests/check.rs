@@ -34,19 +34,30 @@ fn check(sc: &Scenario, mode: Mode) -> (bool, String) {
     let intercept = match mode {
         Mode::Assistant => Lab::ASSISTANT_IP,
         Mode::Queue => Lab::TARGET_IP,
+        Mode::Stream => {
+            let rule = format!("80-{}:80", Lab::TARGET_IP);
+            return run_check(sc, &["check", "--mode", "stream", "-x", &rule]);
+        }
     };
-    let args: Vec<String> = [
-        "check",
-        "-x",
-        &format!("80-{}:80", Lab::TARGET_IP),
-        "-s",
-        &intercept.to_string(),
-        "-c",
-        Lab::FAKE_CLIENT_NET,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let rule = format!("80-{}:80", Lab::TARGET_IP);
+    let intercept = intercept.to_string();
+    run_check(
+        sc,
+        &[
+            "check",
+            "-x",
+            &rule,
+            "-s",
+            &intercept,
+            "-c",
+            Lab::FAKE_CLIENT_NET,
+        ],
+    )
+}
+
+/// Runs `tcpcopy ARGS` on the online host; its exit status (true: 0) and output.
+fn run_check(sc: &Scenario, args: &[&str]) -> (bool, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let n = std::fs::read_dir(sc.scratch.path()).unwrap().count();
     let log = sc.scratch.path().join(format!("check-{n}.log"));
     let mut child = sc
@@ -257,4 +268,57 @@ fn strict_rp_filter_on_a_multihomed_target_is_named_in_queue_mode() {
         .set_sysctl(tgt, "net.ipv4.conf.all.rp_filter", "0")
         .unwrap();
     assert_ready(&sc, Mode::Queue);
+}
+
+/// Stream mode needs only a connection to the target: ready when it takes one (no intercept
+/// runs), and a target that refuses (here: its server stopped by dropping the port at its door)
+/// is named with its fix.
+#[test]
+fn stream_mode_checks_the_connection_to_the_target() {
+    if !is_root() {
+        eprintln!("SKIPPED: not root");
+        return;
+    }
+    let _guard = sequential();
+    let sc = scenario("chS", Mode::Stream, false);
+    assert_ready(&sc, Mode::Stream);
+    let reject = [
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
+    let tgt = sc.lab.ns_target();
+    let mut add = vec!["iptables", "-I"];
+    add.extend(reject);
+    sc.lab.sh(tgt, &add).unwrap();
+    assert_named(
+        &sc,
+        Mode::Stream,
+        "does not take connections from this host",
+        "correct -x",
+    );
+    let rule = format!("80-{}:80", Lab::TARGET_IP);
+    let (ok, out) = run_check(
+        &sc,
+        &[
+            "check",
+            "--mode",
+            "stream",
+            "-x",
+            &rule,
+            "-s",
+            "198.18.0.40",
+        ],
+    );
+    assert!(!ok && out.contains("-s/--intercept"), "{out}");
+    let mut del = vec!["iptables", "-D"];
+    del.extend(reject);
+    sc.lab.sh(tgt, &del).unwrap();
+    assert_ready(&sc, Mode::Stream);
 }

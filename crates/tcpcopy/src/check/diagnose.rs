@@ -72,6 +72,8 @@ pub enum Kind {
     InterceptRefused,
     InterceptVersion,
     TargetClosed,
+    /// Stream mode: the TLS handshake with the target failed.
+    TargetTls,
     IpForward,
     RpFilter,
     NoFakeRoute,
@@ -101,7 +103,7 @@ impl fmt::Display for Finding {
     }
 }
 
-fn finding(kind: Kind, what: impl Into<String>, fix: impl Into<String>) -> Finding {
+pub(super) fn finding(kind: Kind, what: impl Into<String>, fix: impl Into<String>) -> Finding {
     Finding {
         kind,
         what: what.into(),

@@ -9,6 +9,7 @@
 
 mod diagnose;
 mod probe;
+mod stream;
 
 pub use diagnose::{diagnose, verdict, Finding, Kind, Observations, Reach, TargetPort};
 
@@ -20,6 +21,9 @@ use probe::{Heard, InterceptLink};
 
 /// Runs every probe and prints the findings and the verdict; true when ready.
 pub fn run(cfg: &LiveConfig) -> bool {
+    if let Some(settings) = &cfg.stream {
+        return print_verdict(&stream::check(cfg, settings));
+    }
     let mut all = Vec::new();
     let pairs = pairs(cfg);
     for (intercept, target) in &pairs {
@@ -33,7 +37,12 @@ pub fn run(cfg: &LiveConfig) -> bool {
         }
         all.extend(findings);
     }
-    let (ready, text) = verdict(&all);
+    print_verdict(&all)
+}
+
+/// Prints the verdict's last line (the findings are printed already); true when ready.
+fn print_verdict(all: &[Finding]) -> bool {
+    let (ready, text) = verdict(all);
     print!(
         "{}",
         text.lines()
