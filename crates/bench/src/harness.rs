@@ -91,7 +91,8 @@ impl Watched {
     pub(crate) fn ours(sc: &Scenario) -> anyhow::Result<Watched> {
         Ok(Watched {
             tcpcopy: Some(sc.tcpcopy.as_ref().context("tcpcopy")?.pid()),
-            intercept: Some(sc.intercept.as_ref().context("intercept")?.pid()),
+            // None in stream mode.
+            intercept: sc.intercept.as_ref().map(|c| c.pid()),
         })
     }
 
@@ -251,6 +252,10 @@ pub struct BenchOpts {
     /// shows against a run without
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Run our tcpcopy in stream mode (`--mode stream`: a connection of its own per session, no
+    /// intercept), to set it beside a run without
+    #[arg(long)]
+    pub stream: bool,
 }
 
 /// The lab setup of every row: nginx on both sides, intercept on the assistant, tcpcopy started
@@ -261,24 +266,28 @@ fn scenario_spec(opts: &BenchOpts) -> anyhow::Result<ScenarioSpec> {
         Some(f) => vec!["--secret-file".into(), f.display().to_string()],
         None => Vec::new(),
     };
+    let capture_wait = opts.capture_wait.to_string();
+    let (mode, sending) = if opts.stream {
+        (Mode::Stream, Vec::new())
+    } else {
+        (
+            Mode::Assistant,
+            vec!["--send-layer", opts.send_layer.name()],
+        )
+    };
+    let mut tcpcopy_args: Vec<String> = ["--threads", &threads, "--capture-wait", &capture_wait]
+        .into_iter()
+        .chain(sending)
+        .chain(opts.compare.then_some("--compare"))
+        .map(String::from)
+        .collect();
+    tcpcopy_args.extend(secret.clone());
     Ok(ScenarioSpec {
         start_tcpcopy: false,
         threaded_receive: opts.threaded_receive,
-        extra_tcpcopy_args: [
-            "--threads",
-            &threads,
-            "--send-layer",
-            opts.send_layer.name(),
-            "--capture-wait",
-            &opts.capture_wait.to_string(),
-        ]
-        .into_iter()
-        .chain(opts.compare.then_some("--compare"))
-        .map(String::from)
-        .chain(secret.clone())
-        .collect(),
+        extra_tcpcopy_args: tcpcopy_args,
         extra_intercept_args: [vec!["--threads".into(), threads], secret].concat(),
-        ..ScenarioSpec::new("tcbench", Mode::Assistant, Servers::Nginx, programs_dir()?)
+        ..ScenarioSpec::new("tcbench", mode, Servers::Nginx, programs_dir()?)
     })
 }
 
@@ -292,6 +301,9 @@ fn print_setup(opts: &BenchOpts, c_tool: Option<&CTool>) {
     );
     if opts.secret_file.is_some() {
         println!("channel: encrypted (--secret-file on both programs)");
+    }
+    if opts.stream {
+        println!("tcpcopy --mode stream: a connection of its own per session, no intercept");
     }
     println!(
         "lab receive path: {}",
@@ -391,7 +403,9 @@ fn latency_rows(
         ..watched
     };
     let without = bench_row(sc, &half, "h0", seconds, without, stop)?;
-    sc.stop_intercept()?;
+    if sc.intercept.is_some() {
+        sc.stop_intercept()?;
+    }
     Ok((with, without, log))
 }
 

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod answers;
+pub mod check;
 pub mod clock;
 pub mod heads;
 pub mod routing;
@@ -111,6 +112,8 @@ pub enum Message<'a> {
     /// intercept's answer to a [`Message::SecureHello`]: its handshake message. Everything after
     /// it, both ways, is records of the channel.
     SecureWelcome(&'a [u8]),
+    /// `tcpcopy check`'s exchange ([`check`]).
+    Check(check::CheckMessage),
 }
 
 /// A tcpcopy's hello, as accepted by [`answer_hello`].
@@ -461,6 +464,9 @@ fn decode(kind: u8, body: &[u8]) -> Result<Message<'_>, ProtocolError> {
                 return Err(ProtocolError::Malformed("responses"));
             }
             Ok(Message::Responses(r))
+        }
+        check::KIND_CHECK_ASK | check::KIND_CHECK_TELL => {
+            check::decode(kind, body).map(Message::Check)
         }
         k => Err(ProtocolError::UnknownKind(k)),
     }

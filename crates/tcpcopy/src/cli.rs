@@ -25,12 +25,12 @@ use crate::conffile::{ParseError, Parsed};
     version,
     disable_version_flag = true,
     about = "Copy live TCP traffic from this (online) host to a target server",
-    after_help = "Run `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
+    after_help = "Run `tcpcopy check [OPTIONS]` with a run's options to probe the path (intercept, routes, ip_forward, rp_filter, forged sources, MTU): it names each problem with its fix, or says ready.\nRun `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
 )]
 #[cfg_attr(
     feature = "demo",
     command(
-        after_help = "Run `tcpcopy demo [--seconds N]` as root for a self-contained demonstration in network namespaces.\nRun `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
+        after_help = "Run `tcpcopy demo [--seconds N]` as root for a self-contained demonstration in network namespaces.\nRun `tcpcopy check [OPTIONS]` with a run's options to probe the path (intercept, routes, ip_forward, rp_filter, forged sources, MTU): it names each problem with its fix, or says ready.\nRun `tcpcopy report merge A.json B.json ... -o OUT.json|OUT.html` to combine the --report files of several online hosts."
     )
 )]
 pub struct TcpcopyCli {
@@ -106,6 +106,8 @@ pub enum TcpcopyCommand {
     Live(Box<TcpcopyCli>),
     /// `tcpcopy report ...`.
     Report(ReportCli),
+    /// `tcpcopy check [OPTIONS]`: probe the path a run with these options would take.
+    Check(Box<TcpcopyCli>),
     #[cfg(feature = "demo")]
     Demo(DemoCli),
     /// `--print-config`: the options in effect, as a config file, to print instead of running.
@@ -134,6 +136,14 @@ impl TcpcopyCommand {
             return ReportCli::try_parse_from(&args[1..])
                 .map(TcpcopyCommand::Report)
                 .map_err(CommandLineError::Clap);
+        }
+        if args.get(1).is_some_and(|a| a == "check") {
+            let mut rest = args.clone();
+            rest.remove(1);
+            return match TcpcopyCommand::parse_from(rest)? {
+                TcpcopyCommand::Live(cli) => Ok(TcpcopyCommand::Check(cli)),
+                other => Ok(other),
+            };
         }
         if args.get(1).is_some_and(|a| a == "demo") {
             #[cfg(feature = "demo")]
@@ -347,6 +357,8 @@ pub struct TcpcopyOpts {
     pub report: ReportOpts,
     #[command(flatten)]
     pub database: DatabaseOpts,
+    #[command(flatten)]
+    pub stream: StreamOpts,
 }
 
 /// Sessions whose login does not replay as bytes: databases.
@@ -368,6 +380,48 @@ pub struct DatabaseOpts {
     /// Read --login entries from FILE, one USER:PASSWORD a line (# starts a comment)
     #[arg(long = "login-file", value_name = "FILE")]
     pub login_file: Option<PathBuf>,
+}
+
+/// How the sessions reach the target: forged packets (packet mode), or connections of this host's
+/// own (stream mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Packets with the clients' addresses, answers caught by intercept
+    Packet,
+    /// A TCP connection from this host per session: no intercept, passes NAT
+    Stream,
+}
+
+/// Stream mode (`--mode stream`) and its options.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Stream mode")]
+pub struct StreamOpts {
+    /// `packet` (the default) sends forged packets with the clients' addresses and reads the
+    /// answers from intercept; `stream` replays each session over a TCP connection from this host
+    /// (no intercept, no route, no root on the target; passes NAT; the target sees this host as
+    /// the client, unless --proxy-protocol)
+    #[arg(long = "mode", value_enum, value_name = "MODE", default_value_t = Mode::Packet)]
+    pub mode: Mode,
+    /// Stream mode: begin each connection with a PROXY protocol v2 header carrying the real
+    /// client's address
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
+    /// Stream mode: speak TLS to the target (rustls; the server's certificate is checked against
+    /// the Mozilla roots, or --target-ca)
+    #[arg(long = "target-tls")]
+    pub target_tls: bool,
+    /// Stream mode with TLS: trust these certificate authorities (PEM file) instead of the
+    /// Mozilla roots
+    #[arg(long = "target-ca", value_name = "FILE")]
+    pub target_ca: Option<PathBuf>,
+    /// Stream mode with TLS: the server name to ask for and check the certificate against
+    /// (default: the target's IP address)
+    #[arg(long = "target-sni", value_name = "NAME")]
+    pub target_sni: Option<String>,
+    /// Stream mode with TLS: accept any certificate (test targets only: no protection against a
+    /// man in the middle)
+    #[arg(long = "target-insecure")]
+    pub target_insecure: bool,
 }
 
 /// What the target answered, compared with production, and the reports of a run.
@@ -616,6 +670,32 @@ mod tests {
             !help.contains("clock-offset"),
             "a testing option stays out of --help"
         );
+    }
+
+    #[test]
+    fn check_as_the_first_word_takes_a_runs_options() {
+        let args = [
+            "tcpcopy",
+            "check",
+            "-x",
+            "80-198.18.0.30:80",
+            "-s",
+            "198.18.0.40",
+        ];
+        match TcpcopyCommand::parse_from(args) {
+            Ok(TcpcopyCommand::Check(cli)) => {
+                assert_eq!(cli.opts.transfer.unwrap()[0].target.port(), 80);
+                assert!(cli.opts.intercept.is_some());
+            }
+            other => panic!("not a check: {other:?}"),
+        }
+        // Elsewhere, `check` is no option.
+        let late = TcpcopyCommand::parse_from(["tcpcopy", "-x", "80-198.18.0.30:80", "check"]);
+        assert!(late.is_err());
+        assert!(matches!(
+            TcpcopyCommand::parse_from(["tcpcopy", "check", "--bogus"]),
+            Err(CommandLineError::Clap(_))
+        ));
     }
 
     #[test]

@@ -17,6 +17,9 @@ use session::{Config, Rule};
 use crate::cli::{InterceptCli, ReportOpts, SendLayer, TcpcopyOpts};
 pub use crate::live::{MirrorSpec, Pace, Tunnel};
 
+mod stream;
+pub use stream::{StreamSettings, TlsSettings};
+
 /// Where client packets come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
@@ -68,6 +71,8 @@ pub struct LiveConfig {
     pub secret: Option<protocol::secure::Psk>,
     /// `--protocol` and the logins it makes (`--login`, `--login-file`).
     pub protocol: Option<(dialect::Protocol, dialect::Credentials)>,
+    /// `--mode stream`: each session over a connection of this host's (no intercept).
+    pub stream: Option<StreamSettings>,
 }
 
 /// How answers are compared (`--compare` and its options).
@@ -120,7 +125,18 @@ impl LiveConfig {
         if o.record.is_some() && matches!(input, Input::File { .. }) {
             return Err("--record: only a live capture can be recorded, not a replay".into());
         }
-        let core = core_config(o, rules)?;
+        let stream = stream::settings(o)?;
+        if stream.is_some() && o.database.protocol.is_some() {
+            // The socket bridge hands the core no answer bytes (yet): a login would wait forever.
+            return Err("--protocol: packet mode only (not with --mode stream)".into());
+        }
+        let mut core = core_config(o, rules)?;
+        if stream.is_some() {
+            // Nothing crosses a wire between the core and the socket bridge: the largest
+            // segments cost the fewest packets.
+            core.mss = bridge::MAX_SEGMENT as u16;
+            core.mtu = u16::MAX;
+        }
         check_threads(o, &input, &core)?;
         let filter = user_filter(o.filter.as_deref())?;
         if filter.is_some() && matches!(input, Input::Mirror(_)) {
@@ -135,12 +151,16 @@ impl LiveConfig {
                     .into(),
             );
         }
-        Ok(LiveConfig {
-            core,
-            intercepts: servers
+        let intercepts = match stream {
+            Some(_) => Vec::new(),
+            None => servers
                 .into_iter()
                 .map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port)))
                 .collect(),
+        };
+        Ok(LiveConfig {
+            core,
+            intercepts,
             connections: o.connections,
             threads: o.threads,
             input,
@@ -156,6 +176,7 @@ impl LiveConfig {
             filter,
             secret: secret(o.secret_file.as_deref())?,
             protocol: protocol(&o.database)?,
+            stream,
         })
     }
 }

@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod check;
 pub mod cli;
 pub mod conffile;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod hostfacts;
 pub mod intercept;
 pub mod live;
 pub mod logging;

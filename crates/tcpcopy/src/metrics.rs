@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub latency_online: Option<Dist>,
     pub latency_target: Option<Dist>,
     pub intercept: Option<InterceptCounters>,
+    /// Stream mode: how tcpcopy's connections to the target went (for the status line).
+    pub stream: Option<bridge::Stats>,
 }
 
 /// intercept's counters.
@@ -281,6 +283,9 @@ impl Collector for SnapshotCollector {
         if let Some(ic) = &s.intercept {
             encode_intercept(&mut enc, ic)?;
         }
+        if let Some(st) = &s.stream {
+            encode_stream(&mut enc, st)?;
+        }
         Ok(())
     }
 }
@@ -485,6 +490,42 @@ fn encode_compare(enc: &mut DescriptorEncoder, live: &compare::Live) -> std::fmt
         "tcpcopy_exchanges_open",
         "Exchanges waiting for answers",
         live.open,
+    )
+}
+
+/// Stream mode: how tcpcopy's own connections to the target went, and their bytes.
+fn encode_stream(enc: &mut DescriptorEncoder, s: &bridge::Stats) -> std::fmt::Result {
+    counters(
+        enc,
+        "tcpcopy_stream_connections",
+        "Stream mode: connections to the target, by outcome (opened, or why not)",
+        "result",
+        &[
+            ("opened", s.opened),
+            ("refused", s.refused),
+            ("unreachable", s.unreachable),
+            ("timed_out", s.timed_out),
+            ("tls_failed", s.tls_failed),
+            ("other_failed", s.other_failed),
+            ("over_limit", s.over_limit),
+        ],
+    )?;
+    counters(
+        enc,
+        "tcpcopy_stream_closed",
+        "Stream mode: open connections ended by a reset from the target or for idleness",
+        "why",
+        &[
+            ("reset_by_target", s.reset_by_target),
+            ("idle", s.idle_closed),
+        ],
+    )?;
+    counters(
+        enc,
+        "tcpcopy_stream_bytes",
+        "Stream mode: bytes the kernel took for the target, and bytes read from it",
+        "direction",
+        &[("written", s.bytes_written), ("read", s.bytes_read)],
     )
 }
 

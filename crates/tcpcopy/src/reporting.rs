@@ -68,6 +68,7 @@ pub fn snapshot(board: &Board) -> Snapshot {
         latency_online: online,
         latency_target: target,
         intercept: None,
+        stream: p.stream,
     }
 }
 

@@ -209,6 +209,14 @@ impl History {
                 online => format!("lost {lost} ({:.2}%)", 100.0 * lost as f64 / online as f64),
             });
         }
+        if let Some(st) = &now.stream {
+            // Stream mode says so, with its connections.
+            parts.push(format!(
+                "stream: {} connections, {} failed",
+                st.opened,
+                st.failed()
+            ));
+        }
         if let Some(c) = &now.compare {
             let noise = if c.noise > 0 {
                 format!(" (+{} noise)", c.noise)

@@ -1,5 +1,5 @@
-//! `tcpcopy`: parse options, then run live replication or a replay (or, first word `demo`, the demo
-//! lab when built with the `demo` feature).
+//! `tcpcopy`: parse options, then run live replication or a replay (or, first word `check`, probe
+//! the path; `demo`, the demo lab when built with the `demo` feature).
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +19,12 @@ fn main() {
             tcpcopy::demo::run_demo(demo.seconds, demo.report_html.as_deref())
         }
         TcpcopyCommand::Live(args) => run_live(&args),
+        TcpcopyCommand::Check(args) => {
+            let cfg = config::LiveConfig::from_opts(&args.opts)
+                .unwrap_or_else(|e| cli::usage_error("tcpcopy check", &e));
+            // Exit status 0 only for a setup found ready.
+            std::process::exit(if tcpcopy::check::run(&cfg) { 0 } else { 1 });
+        }
         TcpcopyCommand::PrintConfig(text) => {
             print!("{text}");
             Ok(())
@@ -77,6 +83,11 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     if let Some(protocol) = protocol {
         tracing::info!("final {protocol} {}", stats.logins);
         logging::print_out(&format!("tcpcopy final {protocol} {}", stats.logins));
+    }
+    if let Some(st) = &run.stream {
+        let line = live::describe_stream(st);
+        tracing::info!("final: {line}");
+        logging::print_out(&format!("tcpcopy {line}"));
     }
     let report = reporting::build(
         &stats,

@@ -23,10 +23,12 @@ use std::time::Duration;
 use socket2::SockRef;
 use tracing::{debug, info, warn};
 
+use protocol::check::CheckMessage;
 use protocol::routing::Owner;
 use protocol::secure::{Channel, Opener, Psk, Sealer};
 use protocol::{Decoder, Hello, Message};
 
+use super::check::Prober;
 use super::hub::{Hub, PayloadClaim, MAX_ROUTES};
 use crate::plumbing::read_first_message;
 
@@ -225,6 +227,8 @@ pub(super) fn serve(
 pub(super) struct Door {
     pub(super) allowed: bool,
     pub(super) secret: Option<Psk>,
+    /// Answers `tcpcopy check`'s asks.
+    pub(super) prober: Arc<Prober>,
 }
 
 fn serve_conn(
@@ -268,6 +272,7 @@ fn serve_conn(
         id,
         hub,
         out: &out,
+        prober: &door.prober,
     };
     let end = conn.read(&mut stream, (&mut dec, opener.as_mut()), stop);
     hub.disconnect(id);
@@ -355,6 +360,7 @@ struct Conn<'a> {
     id: u64,
     hub: &'a Hub,
     out: &'a ConnOut,
+    prober: &'a Prober,
 }
 
 impl Conn<'_> {
@@ -381,6 +387,14 @@ impl Conn<'_> {
                         }
                     }
                     Ok(Some(Message::TimeAsk { t1 })) => self.tell_time(t1),
+                    Ok(Some(Message::Check(CheckMessage::Ask(ask)))) => {
+                        let mut f = Vec::with_capacity(32);
+                        let tell = self.prober.answer(&ask, self.peer.ip());
+                        protocol::check::encode_tell(&mut f, &tell);
+                        if !self.out.send(&f) {
+                            debug!("{}: check tell dropped", self.peer);
+                        }
+                    }
                     Ok(Some(Message::Ping)) => {}
                     Ok(Some(other)) => debug!("{}: ignoring {other:?}", self.peer),
                     Ok(None) => break,
@@ -453,6 +467,7 @@ mod tests {
                 let door = Door {
                     allowed: true,
                     secret: None,
+                    prober: Arc::new(Prober::in_queue_mode()),
                 };
                 serve(stream, peer, door, hub, stop)
             })
@@ -492,6 +507,44 @@ mod tests {
         assert!(!hub.wants_payloads(), "its claim ended with it");
     }
 
+    /// A check ask is answered with this host's facts, and the connection goes on.
+    #[test]
+    fn a_check_ask_is_told_the_mode_and_the_host_facts() {
+        let (mut tcpcopy, served) = serve_one(None);
+        let mut f = Vec::new();
+        protocol::encode_hello(&mut f, 0, 1, None);
+        let ask = protocol::check::CheckAsk {
+            flags: protocol::check::ASK_OWN_PROBE,
+            from: "198.19.0.7:40001".parse().unwrap(),
+            to: "127.0.0.1:80".parse().unwrap(),
+        };
+        protocol::check::encode_ask(&mut f, &ask);
+        protocol::encode_time_ask(&mut f, 1);
+        tcpcopy.write_all(&f).unwrap();
+        tcpcopy.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut dec = Decoder::new();
+        dec.feed(&rest(tcpcopy));
+        let mut seen = Vec::new();
+        while let Some(m) = dec.next_message().unwrap() {
+            if let Message::Check(CheckMessage::Tell(tell)) = &m {
+                assert_eq!(tell.mode, protocol::check::InterceptMode::Queue);
+                // On the target, intercept sends no probe of its own.
+                assert_eq!(tell.own_probe, protocol::check::OwnProbe::Failed);
+                // The interface the main table routes the peer to has an MTU.
+                assert!(tell.mtu.is_some_and(|m| m >= 576), "{tell:?}");
+            }
+            seen.push(
+                format!("{m:?}")
+                    .split([' ', '('])
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert_eq!(seen, ["Welcome", "Check", "TimeTell"]);
+        served.join().unwrap();
+    }
+
     /// A served connection to a fresh intercept with this secret: the tcpcopy end.
     fn serve_one(secret: Option<&str>) -> (TcpStream, thread::JoinHandle<()>) {
         let hub = Arc::new(Hub::new(Duration::from_secs(60)));
@@ -501,6 +554,7 @@ mod tests {
         let door = Door {
             allowed: true,
             secret: secret.map(|s| Psk::derive(s.as_bytes()).unwrap()),
+            prober: Arc::new(Prober::in_queue_mode()),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let served = thread::spawn(move || serve(stream, peer, door, hub, stop));

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::config::InterceptConfig;
 use crate::metrics::{InterceptCounters, MetricsServer, Snapshot};
 
+mod check;
 mod conn;
 mod hub;
 mod queue_rule;
@@ -47,6 +48,8 @@ pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // Sources first, so that no response is missed once tcpcopy connects. In queue mode, the
     // iptables rule is removed when this returns.
     let _rule = sources::start(cfg, &hub, &stop)?;
+    // Before the capabilities go: `tcpcopy check`'s own probe needs a raw socket.
+    let prober = Arc::new(check::Prober::new(cfg));
     // Set up: keep only what removing the queue rule at exit needs (iptables, run from here).
     let keep: &[_] = if _rule.is_some() {
         &[netio::privilege::NET_ADMIN, netio::privilege::NET_RAW]
@@ -56,7 +59,7 @@ pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     crate::plumbing::keep_capabilities(keep, netio::privilege::Scope::Exec);
     info!("listening for tcpcopy on {ip}:{port}");
     crate::plumbing::notify_ready();
-    accept_loop(&listener, cfg, &hub, &connections, &stop)?;
+    accept_loop(&listener, cfg, (&hub, &prober), &connections, &stop)?;
     info!("{}", hub.summary());
     if let Some(why) = hub.take_failure() {
         anyhow::bail!(why);
@@ -69,7 +72,7 @@ pub fn run(cfg: &InterceptConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 fn accept_loop(
     listener: &TcpListener,
     cfg: &InterceptConfig,
-    hub: &Arc<Hub>,
+    (hub, prober): (&Arc<Hub>, &Arc<check::Prober>),
     connections: &Arc<AtomicU64>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -105,6 +108,7 @@ fn accept_loop(
             let door = conn::Door {
                 allowed: cfg.allow.as_ref().is_none_or(|a| a.contains(&peer.ip())),
                 secret: cfg.secret.clone(),
+                prober: prober.clone(),
             };
             let stop = stop.clone();
             let open = OpenConnection::new(connections);

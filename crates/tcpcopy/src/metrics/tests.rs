@@ -81,6 +81,7 @@ fn tcpcopy_snapshot(online: u64) -> Snapshot {
         latency_online: Some(dist(false)),
         latency_target: Some(dist(true)),
         intercept: None,
+        stream: None,
     }
 }
 
@@ -125,6 +126,36 @@ fn tcpcopy_counters_parse_back_under_conventional_names() {
         "typed as a counter"
     );
     assert!(!s.samples.iter().any(|x| x.metric.starts_with("intercept_")));
+    assert!(!s
+        .samples
+        .iter()
+        .any(|x| x.metric.starts_with("tcpcopy_stream")));
+}
+
+#[test]
+fn stream_mode_counts_its_connections_and_bytes() {
+    let snap = Snapshot {
+        stream: Some(bridge::Stats {
+            opened: 30,
+            refused: 2,
+            tls_failed: 1,
+            idle_closed: 4,
+            bytes_written: 1000,
+            bytes_read: 5000,
+            ..bridge::Stats::default()
+        }),
+        ..tcpcopy_snapshot(10)
+    };
+    let s = parse(&render(&snap));
+    let conns = |r| num(&s, "tcpcopy_stream_connections_total", &[("result", r)]);
+    assert_eq!(
+        (conns("opened"), conns("refused"), conns("tls_failed")),
+        (30.0, 2.0, 1.0)
+    );
+    let closed = |w| num(&s, "tcpcopy_stream_closed_total", &[("why", w)]);
+    assert_eq!((closed("idle"), closed("reset_by_target")), (4.0, 0.0));
+    let bytes = |d| num(&s, "tcpcopy_stream_bytes_total", &[("direction", d)]);
+    assert_eq!((bytes("written"), bytes("read")), (1000.0, 5000.0));
 }
 
 #[test]

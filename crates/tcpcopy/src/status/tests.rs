@@ -37,6 +37,7 @@ fn snap(online: u64, target: u64, latency: &[(u64, u64)]) -> Snapshot {
         latency_online: Some(dist(latency)),
         latency_target: None,
         intercept: None,
+        stream: None,
     }
 }
 
@@ -54,6 +55,26 @@ fn line_shows_rates_over_the_last_tick_loss_diffs_and_latency() {
         line,
         "req/s online 12.0k target 500 · lost 5 (0.02%) · diffs 15 (+5 noise) of 900 \
          · p50/p99 online 900µs/900µs target -"
+    );
+}
+
+#[test]
+fn stream_mode_line_says_so_with_its_connections() {
+    let mut h = History::default();
+    let s = Snapshot {
+        stream: Some(bridge::Stats {
+            opened: 40,
+            refused: 2,
+            tls_failed: 1,
+            ..bridge::Stats::default()
+        }),
+        ..Snapshot::default()
+    };
+    h.push(Instant::now(), s.clone());
+    h.push(Instant::now(), s);
+    assert_eq!(
+        h.line(),
+        "req/s online 0 target 0 · stream: 40 connections, 3 failed"
     );
 }
 
