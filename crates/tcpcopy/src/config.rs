@@ -822,6 +822,28 @@ mod tests {
         LiveConfig::from_opts(&cli.opts)
     }
 
+    #[test]
+    fn protocol_options_are_checked() {
+        let c = tcpcopy(&["--protocol", "mysql", "--login", "app:pw"]).unwrap();
+        let (protocol, logins) = c.protocol.expect("a protocol");
+        assert_eq!(protocol, dialect::Protocol::Mysql);
+        assert_eq!(logins.password("app"), Some("pw"));
+        assert!(tcpcopy(&[]).unwrap().protocol.is_none());
+        let e = tcpcopy(&["--login", "app:pw"]).err().unwrap();
+        assert!(e.starts_with("--login"), "{e}");
+        let e = tcpcopy(&["--protocol", "auto", "--login-file", "/nonexistent/logins"])
+            .err()
+            .unwrap();
+        assert!(e.starts_with("--login-file /nonexistent/logins"), "{e}");
+        let stream = ["tcpcopy", "-x", "80-198.18.0.30:80", "--mode", "stream"];
+        let cli =
+            TcpcopyCli::try_parse_from(stream.iter().chain(&["--protocol", "mysql"])).unwrap();
+        let e = LiveConfig::from_opts(&cli.opts).err().unwrap();
+        assert!(e.starts_with("--protocol: packet mode only"), "{e}");
+        assert!(TcpcopyCli::try_parse_from(["tcpcopy", "--protocol", "pg"]).is_err());
+        assert!(TcpcopyCli::try_parse_from(["tcpcopy", "--login", "no-password"]).is_err());
+    }
+
     fn link_layer(extra: &[&str]) -> Result<Option<Option<String>>, String> {
         tcpcopy(extra).map(|c| match c.send {
             SendVia::Kernel => None,
