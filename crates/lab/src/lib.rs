@@ -22,6 +22,7 @@ pub mod httpd;
 pub mod loadgen;
 pub mod memcache;
 pub mod mirror;
+pub mod nat;
 pub mod netlab;
 pub mod nginx;
 pub mod plan;

@@ -10,6 +10,9 @@
 //! connection is *hurt*: its client never resends what the online server received), so a test
 //! can require every connection not hurt to arrive complete. Packets too large for one
 //! datagram (more than [`MAX_PACKET`] bytes: GRO/TSO super-segments) are counted, not sent.
+//!
+//! [`kernel_vxlan`] is the kernel's mirror instead (what AWS VPC Traffic Mirroring produces):
+//! `tc ... action mirred` into a vxlan device.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -25,6 +28,33 @@ use session::testing::Rng;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use wire::tunnel;
 use wire::TcpPacket;
+
+/// Mirrors every TCP packet in and out of the online host's interface to `collector`, VXLAN
+/// (VNI `vni`) on UDP 4789, by the kernel: a vxlan device `vx0` and `tc` filters (u32: the
+/// flower and matchall classifiers are not on every kernel) on a `clsact` qdisc, all in the
+/// online namespace (they go with it).
+pub fn kernel_vxlan(lab: &crate::Lab, vni: u32, collector: Ipv4Addr) -> anyhow::Result<()> {
+    let ns = lab.ns_online();
+    let dev = crate::Lab::IFACE;
+    let sh = |cmd: &str| -> anyhow::Result<()> {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        lab.sh(ns, &words).map(|_| ()).with_context(|| cmd.to_string())
+    };
+    sh(&format!(
+        "ip link add vx0 type vxlan id {vni} dstport {} local {} remote {collector} dev {dev}",
+        tunnel::VXLAN_PORT,
+        crate::Lab::ONLINE_IP,
+    ))?;
+    sh("ip link set vx0 up")?;
+    sh(&format!("tc qdisc add dev {dev} clsact"))?;
+    // TCP only: the VXLAN packets themselves leave by the same interface.
+    for dir in ["ingress", "egress"] {
+        sh(&format!(
+            "tc filter add dev {dev} {dir} protocol ip u32 match ip protocol 6 0xff action mirred egress mirror dev vx0"
+        ))?;
+    }
+    Ok(())
+}
 
 /// The encapsulation a mirror session sends, with its identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,6 +8,10 @@ use lab::scenario::{Scenario, Sniffer};
 
 pub use lab::scenario::sequential;
 
+pub mod checks;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use checks::*;
+
 /// Where cargo put the `tcpcopy` and `intercept` binaries.
 pub fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))
