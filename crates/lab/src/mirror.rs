@@ -38,7 +38,9 @@ pub fn kernel_vxlan(lab: &crate::Lab, vni: u32, collector: Ipv4Addr) -> anyhow::
     let dev = crate::Lab::IFACE;
     let sh = |cmd: &str| -> anyhow::Result<()> {
         let words: Vec<&str> = cmd.split_whitespace().collect();
-        lab.sh(ns, &words).map(|_| ()).with_context(|| cmd.to_string())
+        lab.sh(ns, &words)
+            .map(|_| ())
+            .with_context(|| cmd.to_string())
     };
     sh(&format!(
         "ip link add vx0 type vxlan id {vni} dstport {} local {} remote {collector} dev {dev}",
@@ -136,14 +138,14 @@ impl UserMirror {
         let stop = Arc::new(AtomicBool::new(false));
         let (ns, spec, s) = (ns.to_string(), spec.clone(), stop.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let handle = thread::Builder::new()
-            .name("user-mirror".into())
-            .spawn(move || -> anyhow::Result<MirrorReport> {
+        let handle = thread::Builder::new().name("user-mirror".into()).spawn(
+            move || -> anyhow::Result<MirrorReport> {
                 netio::netns::enter(&ns)?;
                 let mut m = Mirror::open(&spec, service_port)?;
                 let _ = ready_tx.send(());
                 m.run(&s)
-            })?;
+            },
+        )?;
         ready_rx
             .recv_timeout(Duration::from_secs(5))
             .context("the user-space mirror did not start")?;
@@ -156,7 +158,10 @@ impl UserMirror {
     /// Stops and reports.
     pub fn finish(mut self) -> anyhow::Result<MirrorReport> {
         self.stop.store(true, Ordering::Relaxed);
-        let h = self.handle.take().expect("finish is called once (it takes self)");
+        let h = self
+            .handle
+            .take()
+            .expect("finish is called once (it takes self)");
         h.join()
             .map_err(|_| anyhow::anyhow!("the mirror thread panicked"))?
     }

@@ -47,7 +47,9 @@ impl NatCollector {
         let br = lab.ns_bridge().to_string();
         let run = |ns: &str, cmd: &str| -> anyhow::Result<()> {
             let words: Vec<&str> = cmd.split_whitespace().collect();
-            lab.sh(ns, &words).map(|_| ()).with_context(|| format!("{ns}: {cmd}"))
+            lab.sh(ns, &words)
+                .map(|_| ())
+                .with_context(|| format!("{ns}: {cmd}"))
         };
         run(&br, "ip link set col nomaster")?;
         run(&br, &format!("ip link set col netns {nat_ns}"))?;
@@ -87,7 +89,10 @@ impl NatCollector {
 
     /// Packets the NAT dropped for their forged source so far.
     pub fn forged_drops(&self, lab: &Lab) -> anyhow::Result<u64> {
-        let out = lab.sh(&self.nat_ns, &["iptables", "-L", "FORWARD", "-v", "-n", "-x"])?;
+        let out = lab.sh(
+            &self.nat_ns,
+            &["iptables", "-L", "FORWARD", "-v", "-n", "-x"],
+        )?;
         // The rule's line: packets first.
         Ok(out
             .lines()

@@ -7,8 +7,8 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 use lab::loadgen;
+use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
 
 fn spec(tag: &str, mode: Mode) -> ScenarioSpec {
     ScenarioSpec::new(tag, mode, Servers::Nginx, bin_dir())
