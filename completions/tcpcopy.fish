@@ -48,6 +48,10 @@ complete -c tcpcopy -l report-html -d 'Write a self-contained HTML report here a
 complete -c tcpcopy -l fail-on-diff -d 'Exit with status 3 when more than PCT % of the compared requests differ' -r
 complete -c tcpcopy -l fail-on-loss -d 'Exit with status 3 when more than PCT % of the online requests were lost' -r
 complete -c tcpcopy -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (GET /metrics)' -r
+complete -c tcpcopy -l mode -d '`packet` (the default) sends forged packets with the clients\' addresses and reads the answers from intercept; `stream` replays each session over a TCP connection from this host (no intercept, no route, no root on the target; passes NAT; the target sees this host as the client, unless --proxy-protocol)' -r -f -a "packet\t'Packets with the clients\' addresses, answers caught by intercept'
+stream\t'A TCP connection from this host per session: no intercept, passes NAT'"
+complete -c tcpcopy -l target-ca -d 'Stream mode with TLS: trust these certificate authorities (PEM file) instead of the Mozilla roots' -r -F
+complete -c tcpcopy -l target-sni -d 'Stream mode with TLS: the server name to ask for and check the certificate against (default: the target\'s IP address)' -r
 complete -c tcpcopy -l config -d 'Read options from this TOML file (keys: the long option names, e.g. `copies = 2`); the command line overrides it' -r -F
 complete -c tcpcopy -s W -l no-wait -d 'Don\'t wait for the target\'s response before sending the next request'
 complete -c tcpcopy -s O -l only-full-sessions -d 'Replicate only sessions whose handshake was captured, not those already open when tcpcopy started (C TCPCopy\'s -O)'
@@ -56,6 +60,9 @@ complete -c tcpcopy -s L -l lonely -d 'Keep replicating while an intercept is un
 complete -c tcpcopy -s d -l daemon -d 'Run in the background, once started (as C TCPCopy\'s -d); without -l, the log goes to /var/log/PROGRAM.log'
 complete -c tcpcopy -l debug -d 'Debug logging'
 complete -c tcpcopy -l compare -d 'Compare the target\'s answers with the online server\'s (captured too): HTTP/1.x by status, headers and body, any other protocol by digest and first bytes'
+complete -c tcpcopy -l proxy-protocol -d 'Stream mode: begin each connection with a PROXY protocol v2 header carrying the real client\'s address'
+complete -c tcpcopy -l target-tls -d 'Stream mode: speak TLS to the target (rustls; the server\'s certificate is checked against the Mozilla roots, or --target-ca)'
+complete -c tcpcopy -l target-insecure -d 'Stream mode with TLS: accept any certificate (test targets only: no protection against a man in the middle)'
 complete -c tcpcopy -s v -l version -d 'Print version'
 complete -c tcpcopy -l print-config -d 'Print the options in effect (file, command line and defaults) as a config file and exit'
 complete -c tcpcopy -s h -l help -d 'Print help (see more with \'--help\')'

@@ -20,6 +20,7 @@ pub mod bpf;
 pub mod capture;
 pub mod daemon;
 pub mod frame;
+pub mod limits;
 pub mod link;
 pub mod netdev;
 pub mod netns;

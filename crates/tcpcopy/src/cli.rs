@@ -345,6 +345,50 @@ pub struct TcpcopyOpts {
     pub filter: Option<String>,
     #[command(flatten)]
     pub report: ReportOpts,
+    #[command(flatten)]
+    pub stream: StreamOpts,
+}
+
+/// How the sessions reach the target: forged packets (packet mode), or connections of this host's
+/// own (stream mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Packets with the clients' addresses, answers caught by intercept
+    Packet,
+    /// A TCP connection from this host per session: no intercept, passes NAT
+    Stream,
+}
+
+/// Stream mode (`--mode stream`) and its options.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Stream mode")]
+pub struct StreamOpts {
+    /// `packet` (the default) sends forged packets with the clients' addresses and reads the
+    /// answers from intercept; `stream` replays each session over a TCP connection from this host
+    /// (no intercept, no route, no root on the target; passes NAT; the target sees this host as
+    /// the client, unless --proxy-protocol)
+    #[arg(long = "mode", value_enum, value_name = "MODE", default_value_t = Mode::Packet)]
+    pub mode: Mode,
+    /// Stream mode: begin each connection with a PROXY protocol v2 header carrying the real
+    /// client's address
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
+    /// Stream mode: speak TLS to the target (rustls; the server's certificate is checked against
+    /// the Mozilla roots, or --target-ca)
+    #[arg(long = "target-tls")]
+    pub target_tls: bool,
+    /// Stream mode with TLS: trust these certificate authorities (PEM file) instead of the
+    /// Mozilla roots
+    #[arg(long = "target-ca", value_name = "FILE")]
+    pub target_ca: Option<PathBuf>,
+    /// Stream mode with TLS: the server name to ask for and check the certificate against
+    /// (default: the target's IP address)
+    #[arg(long = "target-sni", value_name = "NAME")]
+    pub target_sni: Option<String>,
+    /// Stream mode with TLS: accept any certificate (test targets only: no protection against a
+    /// man in the middle)
+    #[arg(long = "target-insecure")]
+    pub target_insecure: bool,
 }
 
 /// What the target answered, compared with production, and the reports of a run.

@@ -17,6 +17,9 @@ use session::{Config, Rule};
 use crate::cli::{InterceptCli, ReportOpts, SendLayer, TcpcopyOpts};
 pub use crate::live::{MirrorSpec, Pace, Tunnel};
 
+mod stream;
+pub use stream::{StreamSettings, TlsSettings};
+
 /// How long bytes wait behind a hole in a client's stream before it is skipped as one no one
 /// will fill (see `session::Config::hole_wait`; a hole the online server acknowledged goes at
 /// once). Above a client's retransmission timeout after a loss (200 ms to about a second), far
@@ -72,6 +75,8 @@ pub struct LiveConfig {
     pub filter: Option<String>,
     /// `--secret-file`: the key the intercept connections are opened with (encrypted).
     pub secret: Option<protocol::secure::Psk>,
+    /// `--mode stream`: each session over a connection of this host's (no intercept).
+    pub stream: Option<StreamSettings>,
 }
 
 /// How answers are compared (`--compare` and its options).
@@ -124,7 +129,14 @@ impl LiveConfig {
         if o.record.is_some() && matches!(input, Input::File { .. }) {
             return Err("--record: only a live capture can be recorded, not a replay".into());
         }
-        let core = core_config(o, rules)?;
+        let stream = stream::settings(o)?;
+        let mut core = core_config(o, rules)?;
+        if stream.is_some() {
+            // Nothing crosses a wire between the core and the socket bridge: the largest
+            // segments cost the fewest packets.
+            core.mss = bridge::MAX_SEGMENT as u16;
+            core.mtu = u16::MAX;
+        }
         check_threads(o, &input, &core)?;
         let filter = user_filter(o.filter.as_deref())?;
         if filter.is_some() && matches!(input, Input::Mirror(_)) {
@@ -139,12 +151,16 @@ impl LiveConfig {
                     .into(),
             );
         }
-        Ok(LiveConfig {
-            core,
-            intercepts: servers
+        let intercepts = match stream {
+            Some(_) => Vec::new(),
+            None => servers
                 .into_iter()
                 .map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(o.port)))
                 .collect(),
+        };
+        Ok(LiveConfig {
+            core,
+            intercepts,
             connections: o.connections,
             threads: o.threads,
             input,
@@ -159,6 +175,7 @@ impl LiveConfig {
             notes: compatibility_notes(o),
             filter,
             secret: secret(o.secret_file.as_deref())?,
+            stream,
         })
     }
 }

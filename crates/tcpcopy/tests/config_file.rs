@@ -102,6 +102,16 @@ const TCPCOPY: &[(&str, &str, &[&str])] = &[
         r#""/etc/tcpcopy/secret""#,
         &["/etc/tcpcopy/secret"],
     ),
+    ("mode", r#""stream""#, &["stream"]),
+    ("proxy-protocol", "true", &[]),
+    ("target-tls", "true", &[]),
+    (
+        "target-ca",
+        r#""/etc/tcpcopy/ca.pem""#,
+        &["/etc/tcpcopy/ca.pem"],
+    ),
+    ("target-sni", r#""test.example.com""#, &["test.example.com"]),
+    ("target-insecure", "true", &[]),
 ];
 
 /// The same for intercept (its hidden testing option included).

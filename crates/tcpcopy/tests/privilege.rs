@@ -98,7 +98,8 @@ fn replicate_as_nobody(tag: &str, mode: Mode) {
             // Verdicts need CAP_NET_ADMIN; the main thread runs iptables at exit.
             Mode::Queue if t.name == "nfqueue" => CAP_NET_ADMIN,
             Mode::Queue if std::ptr::eq(t, main) => CAP_NET_ADMIN | CAP_NET_RAW,
-            Mode::Queue => 0,
+            // No intercept in stream mode.
+            Mode::Queue | Mode::Stream => 0,
         };
         assert_eq!(
             t.permitted & !allowed,

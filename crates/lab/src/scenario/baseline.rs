@@ -53,7 +53,7 @@ impl Baseline {
                 lab.set_sysctl(&ns, "net.ipv4.ip_forward", "0")?;
                 (ns, ASSISTANT2_IP)
             }
-            Mode::Queue => (host.clone(), BASELINE_IP),
+            Mode::Queue | Mode::Stream => (host.clone(), BASELINE_IP),
         };
         let plan = &spec.plans.baseline;
         let server = start_server(lab, scratch, servers, &host, BASELINE_IP, "baseline", plan)?;

@@ -39,6 +39,9 @@ pub enum Mode {
     Assistant,
     /// `intercept -q` on the target; real client addresses kept.
     Queue,
+    /// `tcpcopy --mode stream`: no intercept, a connection from the online host per session
+    /// (no `-s`, no `-c`).
+    Stream,
 }
 
 /// Which servers answer on the online and target hosts.
@@ -249,6 +252,10 @@ impl Scenario {
             !(spec.ipv6 && spec.baseline.is_some()),
             "the baseline host is IPv4 only"
         );
+        anyhow::ensure!(
+            !(spec.mode == Mode::Stream && spec.baseline.is_some()),
+            "no baseline host in stream mode"
+        );
         let mut lab = Lab::create(&LabSpec {
             offload: spec.offload,
             threaded_receive: spec.threaded_receive,
@@ -298,7 +305,8 @@ impl Scenario {
             tcpcopy_args: Vec::new(),
             intercept_args: spec.extra_intercept_args.clone(),
         };
-        if spec.start_intercept {
+        let start_intercept = spec.start_intercept && spec.mode != Mode::Stream;
+        if start_intercept {
             sc.start_intercept()?;
         }
         let mut args = base_tcpcopy_args(spec, sc.baseline.as_ref().map(Baseline::intercept_ip));
@@ -306,7 +314,7 @@ impl Scenario {
         sc.tcpcopy_args = sc.with_scratch(&args);
         if spec.start_tcpcopy {
             sc.start_tcpcopy()?;
-            if spec.start_intercept {
+            if start_intercept || spec.mode == Mode::Stream {
                 sc.wait_connected(Duration::from_secs(15))?;
             }
         }
@@ -440,6 +448,7 @@ impl Scenario {
         let ns = match self.spec_mode {
             Mode::Assistant => self.lab.ns_assistant(),
             Mode::Queue => self.lab.ns_target(),
+            Mode::Stream => anyhow::bail!("no intercept in stream mode"),
         };
         let child = spawn_intercept(
             &self.lab,
@@ -454,8 +463,12 @@ impl Scenario {
         Ok(())
     }
 
-    /// Waits until tcpcopy logged a (new) connection to intercept.
+    /// Waits until tcpcopy logged a (new) connection to intercept (in stream mode: that it
+    /// captures).
     pub fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
+        if self.spec_mode == Mode::Stream {
+            return self.wait_tcpcopy_log("capturing on", 1, timeout);
+        }
         self.wait_tcpcopy_log("connected to intercept", 1, timeout)
     }
 
@@ -654,7 +667,7 @@ fn base_tcpcopy_args(spec: &ScenarioSpec, baseline_intercept: Option<Ipv4Addr>) 
     let port = spec.servers.port();
     let intercept_ip = match spec.mode {
         Mode::Assistant => Lab::ASSISTANT_IP,
-        Mode::Queue => Lab::TARGET_IP,
+        Mode::Queue | Mode::Stream => Lab::TARGET_IP,
     };
     let target = if spec.ipv6 {
         SocketAddr::new(Lab::ip6_of(Lab::TARGET_IP).into(), port)
@@ -668,11 +681,14 @@ fn base_tcpcopy_args(spec: &ScenarioSpec, baseline_intercept: Option<Ipv4Addr>) 
     let mut args: Vec<String> = vec![
         "-x".into(),
         format!("{port}-{target}"),
-        "-s".into(),
-        intercepts,
         "--stats-interval".into(),
         "2".into(),
     ];
+    if spec.mode == Mode::Stream {
+        args.extend(["--mode".into(), "stream".into()]);
+    } else {
+        args.extend(["-s".into(), intercepts]);
+    }
     if baseline_intercept.is_some() {
         args.extend(["--baseline".into(), format!("{BASELINE_IP}:{port}")]);
     }
@@ -701,7 +717,7 @@ fn spawn_intercept(
 ) -> anyhow::Result<Child> {
     let mut args: Vec<String> = match mode {
         Mode::Assistant => vec!["-i".into(), Lab::IFACE.into()],
-        Mode::Queue => vec!["--queue".into()],
+        Mode::Queue | Mode::Stream => vec!["--queue".into()],
     };
     args.extend(["--port".into(), port.to_string()]);
     args.extend(extra.iter().cloned());

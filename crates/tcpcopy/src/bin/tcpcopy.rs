@@ -73,6 +73,11 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     let stats = run.stats;
     logging::log_stats("final", &stats);
     logging::print_out(&format!("tcpcopy final: {stats}"));
+    if let Some(st) = &run.stream {
+        let line = live::describe_stream(st);
+        tracing::info!("final: {line}");
+        logging::print_out(&format!("tcpcopy {line}"));
+    }
     let report = reporting::build(
         &stats,
         run.in_flight,

@@ -37,11 +37,13 @@ mod mirror;
 mod peers;
 mod replay;
 mod send;
+mod stream;
 mod worker;
 
 pub use mirror::{MirrorSpec, Tunnel};
 pub use replay::Pace;
 pub use send::Sender;
+pub use stream::describe as describe_stream;
 
 use crate::config::LiveConfig;
 
@@ -76,6 +78,8 @@ pub struct RunReport {
     /// What the comparison found (`--compare`).
     pub compare: Option<compare::Summary>,
     pub input_error: Option<String>,
+    /// Stream mode: how the connections to the target went.
+    pub stream: Option<bridge::Stats>,
 }
 
 /// Runs until `stop` is set (or `--duration` passes, or a replayed file is done); returns the final
@@ -124,6 +128,9 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>, board: Arc<Board>) -> anyhow:
             (Ok(mut a), Ok(b)) => {
                 a.stats += b.stats;
                 a.in_flight += b.in_flight;
+                if let (Some(s), Some(o)) = (&mut a.stream, &b.stream) {
+                    s.add(o);
+                }
                 match (&mut a.compare, b.compare) {
                     (Some(s), Some(o)) => s.merge(o),
                     (none, o) => *none = none.take().or(o),
@@ -154,6 +161,8 @@ pub struct Published {
     pub compare: Option<compare::Live>,
     /// Latency so far, online and at the target (`--compare`).
     pub latency: Option<(compare::report::Dist, compare::report::Dist)>,
+    /// Stream mode: how its connections to the target went.
+    pub stream: Option<bridge::Stats>,
 }
 
 /// Every capture thread's latest [`Published`] (each thread updates its own about once a
@@ -174,6 +183,9 @@ impl Board {
         for p in all.iter() {
             sum.stats += p.stats;
             sum.in_flight += p.in_flight;
+            if let Some(st) = &p.stream {
+                sum.stream.get_or_insert_with(Default::default).add(st);
+            }
             if let Some(live) = p.compare {
                 let s = sum.compare.get_or_insert_with(Default::default);
                 s.compared += live.compared;

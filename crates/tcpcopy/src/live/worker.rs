@@ -22,6 +22,7 @@ use super::comparing::{Comparing, Sink};
 use super::peers::{Peers, PEER};
 use super::replay::Replay;
 use super::send::Sender;
+use super::stream::{Streams, STREAM};
 use super::{Event, Events, Member, Published, RunReport, RING, WAKE};
 use crate::config::{Input, LiveConfig};
 use crate::plumbing::Mailbox;
@@ -55,7 +56,9 @@ struct Worker<'a> {
     member: &'a Member,
     stop: Arc<AtomicBool>,
     core: Replicator,
-    sender: Sender,
+    /// Packet mode: the raw sockets to the target. Stream mode: the connections to it.
+    sender: Option<Sender>,
+    streams: Option<Streams>,
     /// Waits for the capture ring, the intercept connections and the mailbox's waker.
     poll: Poll,
     ready: mio::Events,
@@ -73,6 +76,10 @@ struct Worker<'a> {
     last_published: Instant,
 }
 
+/// Rounds of core and socket bridge answering each other within one wake (stream mode); what is
+/// left waits for the next wake, which comes at once.
+const EXCHANGE_ROUNDS: usize = 4;
+
 /// How often a thread publishes its counters (for the metrics endpoint and the status line).
 const PUBLISH: Duration = Duration::from_secs(1);
 
@@ -88,21 +95,37 @@ impl<'a> Worker<'a> {
             Input::File { path, .. } => Some(PcapSource::open(path)?),
             Input::Capture { .. } | Input::Mirror(_) => None,
         };
-        if let Some(line) = netio::privilege::missing(
-            &[netio::privilege::NET_RAW],
-            "sending to the target (and capturing)",
-        ) {
-            anyhow::bail!(line);
-        }
-        let mut sender = Sender::open(&cfg.send)?;
-        let mut targets: Vec<std::net::IpAddr> =
-            cfg.core.rules.iter().map(|r| r.target.ip()).collect();
-        targets.extend(cfg.core.baseline.map(|b| b.ip()));
-        sender.prepare(&targets)?;
+        let sender = match &cfg.stream {
+            None => Some(open_sender(cfg)?),
+            Some(_) => {
+                // Stream mode sends over ordinary connections: only a capture needs privilege.
+                if let (Input::Capture { .. }, Some(line)) = (
+                    &cfg.input,
+                    netio::privilege::missing(&[netio::privilege::NET_RAW], "capturing"),
+                ) {
+                    anyhow::bail!(line);
+                }
+                None
+            }
+        };
+        let streams = cfg.stream.as_ref().map(|settings| {
+            let head_bytes = cfg.compare.as_ref().map(|c| c.head_bytes);
+            Streams::new(
+                settings,
+                &cfg.core,
+                head_bytes,
+                member.count,
+                member.index == 0,
+            )
+        });
         let poll = Poll::new().context("cannot create a poll")?;
         let waker = mio::Waker::new(poll.registry(), WAKE).context("cannot create a poll waker")?;
         let mailbox: Events = Arc::new(Mailbox::with_waker(waker));
         let replay = Replay::new();
+        if streams.is_some() {
+            // No intercept to wait for: a replay starts at once.
+            replay.go.store(true, Ordering::Relaxed);
+        }
         let ring = match &cfg.input {
             Input::Capture { interface } => Some(Capture::open_ring(
                 cfg,
@@ -161,6 +184,7 @@ impl<'a> Worker<'a> {
             stop,
             core: Replicator::new(core_config(cfg, member)),
             sender,
+            streams,
             poll,
             ready: mio::Events::with_capacity(64),
             mailbox,
@@ -198,14 +222,21 @@ impl<'a> Worker<'a> {
                 compare: self.compare.as_mut(),
             };
             self.peers.read(self.poll.registry(), &mut sink, now);
+            if let Some(streams) = &mut self.streams {
+                streams.on_ready(self.poll.registry(), now);
+                streams.respond(&mut sink, now);
+            }
             self.peers.check_silence(self.poll.registry(), now);
             self.read_mailbox(now);
             self.core.end_batch();
             self.core.handle_timeout(Instant::now());
+            if let Some(s) = &mut self.streams {
+                s.handle_timeout(now);
+            }
             if let Some(c) = &mut self.compare {
                 c.after_batch(&mut self.core, now);
             }
-            self.send();
+            self.send(now);
             self.announce(now);
             self.report(now);
             if self.replay.finished(&self.core) {
@@ -246,6 +277,14 @@ impl<'a> Worker<'a> {
         if self.peers.have_more() {
             wait = Duration::ZERO;
         }
+        if let Some(streams) = &self.streams {
+            if let Some(t) = streams.poll_timeout() {
+                wait = wait.min(t.saturating_duration_since(top));
+            }
+            if streams.have_more() || streams.have_responses() {
+                wait = Duration::ZERO;
+            }
+        }
         if let Err(e) = self.poll.poll(&mut self.ready, Some(wait)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(e).context("poll failed");
@@ -261,6 +300,11 @@ impl<'a> Worker<'a> {
         for ev in self.ready.iter() {
             match ev.token() {
                 RING if ev.is_error() => self.capture.check_error()?,
+                Token(t) if t >= STREAM => {
+                    if let Some(s) = &mut self.streams {
+                        s.note_ready(t);
+                    }
+                }
                 Token(t) if t >= PEER => self.peers.note_ready(t - PEER, ev),
                 _ => {}
             }
@@ -308,8 +352,13 @@ impl<'a> Worker<'a> {
 
     /// Sends what the core has for the target.
     #[inline]
-    fn send(&mut self) {
-        let sender = &mut self.sender;
+    fn send(&mut self, now: Instant) {
+        if self.streams.is_some() {
+            return self.exchange(now);
+        }
+        let Some(sender) = &mut self.sender else {
+            return;
+        };
         if let Err(f) = self
             .core
             .drain_transmits_all(|packets| sender.send_all(packets))
@@ -322,7 +371,7 @@ impl<'a> Worker<'a> {
                 }
             }
         }
-        if let Sender::Link(link) = &mut self.sender {
+        if let Some(Sender::Link(link)) = &mut self.sender {
             // Every capture thread has a sender of its own; they find the same ways out.
             if link.take_change() && self.member.index == 0 {
                 for (dst, hop) in link.next_hops() {
@@ -332,6 +381,33 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Stream mode: the core's packets to the socket bridge, its commands executed, and its
+    /// answers (a SYN-ACK, acknowledgments) back to the core at once, for a few rounds: a request
+    /// does not wait a wake for the acknowledgment of the one before.
+    fn exchange(&mut self, now: Instant) {
+        let Some(streams) = &mut self.streams else {
+            return;
+        };
+        let registry = self.poll.registry();
+        for _ in 0..EXCHANGE_ROUNDS {
+            self.core.drain_transmits(|p| streams.transmit(now, p));
+            streams.execute(registry, now);
+            if !streams.have_responses() {
+                break;
+            }
+            let mut sink = Sink {
+                core: &mut self.core,
+                compare: self.compare.as_mut(),
+            };
+            sink.core.begin_batch();
+            streams.respond(&mut sink, now);
+            sink.core.end_batch();
+        }
+        if let Some(c) = &mut self.compare {
+            c.after_batch(&mut self.core, now);
         }
     }
 
@@ -363,6 +439,7 @@ impl<'a> Worker<'a> {
                 in_flight: self.core.requests_in_flight(),
                 compare: self.compare.as_ref().map(Comparing::live),
                 latency: self.compare.as_ref().map(Comparing::latency),
+                stream: self.streams.as_ref().map(Streams::stats),
             });
         }
         if !line_due {
@@ -372,6 +449,9 @@ impl<'a> Worker<'a> {
         if self.member.index == 0 {
             let all = self.member.board.sum();
             crate::logging::log_stats("stats", &all.stats);
+            if let Some(st) = &all.stream {
+                info!("{}", super::stream::describe(st));
+            }
             if let (Some(c), Some((online, target))) = (all.compare, &all.latency) {
                 info!(
                     "compared {} (equal {}, different {}, noise {}, open {}) latency p50/p99 online {}/{} us target {}/{} us",
@@ -407,7 +487,7 @@ impl<'a> Worker<'a> {
                 st.sessions_created, st.captured_packets, st.requests_online, st.requests_target
             );
         }
-        if let Sender::Link(link) = &self.sender {
+        if let Some(Sender::Link(link)) = &self.sender {
             let counts = link.counts();
             let whose = if several {
                 format!(" (capture thread {index})")
@@ -424,8 +504,24 @@ impl<'a> Worker<'a> {
             in_flight: self.core.requests_in_flight(),
             compare: self.compare.as_mut().map(Comparing::finish),
             input_error: self.replay.done.take().and_then(|r| r.err()),
+            stream: self.streams.as_ref().map(Streams::stats),
         })
     }
+}
+
+/// Packet mode's raw sockets to the target, opened while the program has the privilege.
+fn open_sender(cfg: &LiveConfig) -> anyhow::Result<Sender> {
+    if let Some(line) = netio::privilege::missing(
+        &[netio::privilege::NET_RAW],
+        "sending to the target (and capturing)",
+    ) {
+        anyhow::bail!(line);
+    }
+    let mut sender = Sender::open(&cfg.send)?;
+    let mut targets: Vec<std::net::IpAddr> = cfg.core.rules.iter().map(|r| r.target.ip()).collect();
+    targets.extend(cfg.core.baseline.map(|b| b.ip()));
+    sender.prepare(&targets)?;
+    Ok(sender)
 }
 
 /// The core's configuration for this thread. Fake client endpoints must not collide between

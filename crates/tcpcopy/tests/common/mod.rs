@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use lab::scenario::{Scenario, Sniffer};
 
+pub mod fidelity;
+
 pub use lab::scenario::sequential;
 
 pub mod checks;
