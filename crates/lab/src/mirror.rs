@@ -14,7 +14,7 @@
 //! [`kernel_vxlan`] is the kernel's mirror instead (what AWS VPC Traffic Mirroring produces):
 //! `tc ... action mirred` into a vxlan device.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -90,8 +90,12 @@ pub struct MirrorSpec {
 pub const MAX_PACKET: usize = 9000;
 
 /// One client connection, as the mirror saw it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Connection {
+    /// The client's endpoint (a port may serve several connections, one after the other).
+    pub client: SocketAddrV4,
+    /// The client's ISN (0 when its SYN was not seen).
+    pub isn: u32,
     /// The URIs of the requests its client sent, in order.
     pub uris: Vec<String>,
     /// The mirror dropped a segment of its client's carrying bytes, a SYN or a FIN.
@@ -107,10 +111,14 @@ pub struct MirrorReport {
     pub dropped: u64,
     /// Packets larger than [`MAX_PACKET`], not sent.
     pub oversize: u64,
+    /// Packets the socket would not take (a full buffer for 20 ms, or another error).
+    pub send_failed: u64,
     /// How long it ran.
     pub elapsed: Duration,
-    /// By client endpoint (the side that is not `service_port`).
-    pub connections: BTreeMap<SocketAddrV4, Connection>,
+    /// Every client connection, in the order of their first packet.
+    pub connections: Vec<Connection>,
+    /// The connection each client endpoint has now (an index into `connections`).
+    current: HashMap<SocketAddrV4, usize>,
 }
 
 impl MirrorReport {
@@ -121,7 +129,7 @@ impl MirrorReport {
 
     /// Connections the mirror hurt.
     pub fn hurt(&self) -> usize {
-        self.connections.values().filter(|c| c.hurt).count()
+        self.connections.iter().filter(|c| c.hurt).count()
     }
 }
 
@@ -276,9 +284,10 @@ impl Mirror {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     thread::sleep(Duration::from_micros(200))
                 }
-                Err(_) => return,
+                Err(_) => break,
             }
         }
+        self.report.send_failed += 1;
     }
 
     /// Records the client's request lines, and whether dropping `packet` hurt its connection.
@@ -292,7 +301,24 @@ impl Mirror {
         if dst.port() != self.service_port {
             return; // the online server's packet
         }
-        let conn = self.report.connections.entry(src).or_default();
+        let flags = p.flags();
+        let r = &mut self.report;
+        let known = r.current.get(&src).copied();
+        let new_syn = flags.syn() && known.is_none_or(|i| r.connections[i].isn != p.seq().0);
+        let at = match known {
+            Some(i) if !new_syn => i,
+            _ => {
+                r.connections.push(Connection {
+                    client: src,
+                    isn: if flags.syn() { p.seq().0 } else { 0 },
+                    uris: Vec::new(),
+                    hurt: false,
+                });
+                r.current.insert(src, r.connections.len() - 1);
+                r.connections.len() - 1
+            }
+        };
+        let conn = &mut r.connections[at];
         let payload = p.payload();
         if let Some(uri) = payload
             .strip_prefix(b"GET ")
@@ -304,7 +330,6 @@ impl Mirror {
                 conn.uris.push(uri);
             }
         }
-        let flags = p.flags();
         if dropped && (!payload.is_empty() || flags.syn() || flags.fin()) {
             conn.hurt = true;
         }

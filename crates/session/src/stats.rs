@@ -65,7 +65,7 @@ pub struct Stats {
     /// Client bytes held for the target right now, over all sessions.
     pub bytes_buffered: u64,
     /// Packets the capture had no room for, as the kernel counted them (filled in by the driver).
-    /// A dropped client segment leaves a hole its client never resends: the session stalls.
+    /// A dropped client segment leaves a hole its client never resends (see `holes_skipped`).
     pub capture_drops: u64,
     /// Requests (as `requests_online` counts them) on connections `-r` leaves out.
     pub requests_sampled_out: u64,
