@@ -169,6 +169,24 @@ fn cpu_seconds(pid: u32) -> f64 {
     fields.iter().sum::<u64>() as f64 / 100.0
 }
 
+/// Datagrams the collector's kernel dropped for a full receive buffer (`Udp: RcvbufErrors`).
+fn udp_receive_drops(sc: &Scenario, ns: &str) -> u64 {
+    let snmp = sc
+        .lab
+        .sh(ns, &["cat", "/proc/net/snmp"])
+        .unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// What one run of the load through a mirror gave.
 struct Run {
     spec: LoadSpec,
@@ -216,8 +234,9 @@ fn run_load(cloud: &mut Cloud, mut tcpcopy: lab::Child, tag: &str, lossy: bool) 
         );
     }
     eprintln!(
-        "{tag}: 25,000 requests through the mirror in {:.1} s; tcpcopy on the collector used {cpu:.2} s of CPU\n{}",
+        "{tag}: 25,000 requests through the mirror in {:.1} s; tcpcopy on the collector used {cpu:.2} s of CPU; UDP receive drops {}\n{}",
         elapsed.as_secs_f64(),
+        udp_receive_drops(&cloud.sc, &cloud.collector_ns),
         final_line(&log)
     );
     let report = cloud
