@@ -70,6 +70,12 @@ impl NatCollector {
             &format!("ip route add default via {GATEWAY_IP}"),
         )?;
         lab.set_sysctl(&nat_ns, "net.ipv4.ip_forward", "1")?;
+        // What conntrack cannot place is dropped, never forwarded un-NATed with the private
+        // source (a cloud's NAT never leaks it); TCP resends it.
+        run(
+            &nat_ns,
+            "iptables -A FORWARD -m conntrack --ctstate INVALID -j DROP",
+        )?;
         // Forged sources go no further; the collector's own packets leave with the NAT's address.
         run(
             &nat_ns,
@@ -89,6 +95,16 @@ impl NatCollector {
 
     /// Packets the NAT dropped for their forged source so far.
     pub fn forged_drops(&self, lab: &Lab) -> anyhow::Result<u64> {
+        self.drops(lab, &format!("!{COLLECTOR_IP}"))
+    }
+
+    /// Packets the NAT dropped as conntrack's INVALID so far.
+    pub fn invalid_drops(&self, lab: &Lab) -> anyhow::Result<u64> {
+        self.drops(lab, "INVALID")
+    }
+
+    /// The packet count of the FORWARD chain's DROP rule whose line contains `mark`.
+    fn drops(&self, lab: &Lab, mark: &str) -> anyhow::Result<u64> {
         let out = lab.sh(
             &self.nat_ns,
             &["iptables", "-L", "FORWARD", "-v", "-n", "-x"],
@@ -96,7 +112,7 @@ impl NatCollector {
         // The rule's line: packets first.
         Ok(out
             .lines()
-            .find(|l| l.contains("DROP"))
+            .find(|l| l.contains("DROP") && l.contains(mark))
             .and_then(|l| l.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0))
