@@ -21,6 +21,8 @@ pub mod http;
 pub mod httpd;
 pub mod loadgen;
 pub mod memcache;
+pub mod mirror;
+pub mod nat;
 pub mod netlab;
 pub mod nginx;
 pub mod plan;

@@ -91,6 +91,8 @@ impl Replicator {
             answer_open: false,
             delivered: 0,
             traced: 0,
+            hole_since: None,
+            hole_at: 0,
         };
         let id = self.sessions.insert(s);
         self.by_online

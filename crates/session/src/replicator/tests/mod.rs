@@ -15,6 +15,7 @@ mod close;
 mod copies;
 mod half_open;
 mod handshake;
+mod holes;
 mod joined;
 mod lost;
 mod port_reuse;
