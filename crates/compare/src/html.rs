@@ -320,6 +320,7 @@ fn sessions_table(s: &mut String, r: &Report) {
         ("overflowed", x.overflowed),
         ("half open, shed for memory", x.half_open_shed),
         ("half open, never completed", x.half_open_expired),
+        ("hurt: bytes never captured, holes skipped", x.hurt),
     ] {
         w(
             s,

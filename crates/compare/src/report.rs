@@ -87,6 +87,14 @@ pub struct Sessions {
     /// never sent to the target.
     #[serde(default)]
     pub half_open_expired: u64,
+    /// Sessions with holes in their client's bytes that no one would fill (the capture or the
+    /// mirror lost segments the online server received), skipped: the requests the holes were
+    /// in are lost, the later ones went on. Absent in reports of versions before it: 0.
+    #[serde(default)]
+    pub hurt: u64,
+    /// Those holes (a session may have several).
+    #[serde(default)]
+    pub holes_skipped: u64,
 }
 
 /// How the compared exchanges came out. Counted per request and target copy (`-n 2` counts
@@ -318,6 +326,8 @@ fn add_sessions(a: &mut Sessions, b: &Sessions) {
     a.overflowed += b.overflowed;
     a.half_open_shed += b.half_open_shed;
     a.half_open_expired += b.half_open_expired;
+    a.hurt += b.hurt;
+    a.holes_skipped += b.holes_skipped;
 }
 
 impl Requests {

@@ -22,6 +22,8 @@ pub mod httpd;
 pub mod loadgen;
 pub mod mariadb;
 pub mod memcache;
+pub mod mirror;
+pub mod nat;
 pub mod netlab;
 pub mod nginx;
 pub mod plan;

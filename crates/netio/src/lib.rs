@@ -28,6 +28,7 @@ pub mod nfqueue;
 pub mod privilege;
 pub mod raw;
 pub mod sched;
+pub mod sockopt;
 mod sys;
 pub mod userfilter;
 

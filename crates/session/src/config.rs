@@ -94,6 +94,13 @@ pub struct Config {
     /// Record when each request went to the target in full ([`crate::Replicator::drain_sends`]),
     /// and say whose session each target packet is (a comparison needs both).
     pub trace_sends: bool,
+    /// Skip holes in a client's stream that its client will never fill (the capture or the
+    /// mirror lost a segment the online server received): at once when the online server's
+    /// acknowledgment passed the hole (its packets are captured or mirrored too), else once
+    /// bytes waited behind the hole this long. The request the hole is in is lost, the later
+    /// ones go on. `None`: a hole waits for the client's retransmission until the session times
+    /// out (`session_timeout`).
+    pub hole_wait: Option<Duration>,
 }
 
 impl Config {
@@ -127,6 +134,7 @@ impl Config {
             isn_base: 0,
             baseline: None,
             trace_sends: false,
+            hole_wait: None,
         }
     }
 

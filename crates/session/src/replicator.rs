@@ -337,6 +337,8 @@ impl Replicator {
             if self.time_out(now, id) {
                 continue;
             }
+            // A hole that waited long enough is skipped: its later requests go on.
+            self.skip_lost(now, id);
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
             };
@@ -392,6 +394,18 @@ impl Replicator {
         };
         self.abort(now, id, end);
         true
+    }
+
+    /// Skips the holes of session `id` that its client will never fill (see
+    /// [`Session::skip_lost`]), keeping the bytes held in account.
+    fn skip_lost(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let before = s.held();
+        if s.skip_lost(now, &self.config, &mut self.stats) {
+            self.buffered = self.buffered + s.held() - before;
+        }
     }
 
     /// Sends whatever the session may send now, closes it when done, and re-arms its timer.
@@ -477,6 +491,9 @@ impl Replicator {
         }
         if let Some(a) = s.ack_due {
             at = at.min(a);
+        }
+        if let (Some(h), Some(w)) = (s.hole_since, config.hole_wait) {
+            at = at.min(h + w);
         }
         Some(at)
     }

@@ -129,6 +129,10 @@ pub(crate) struct Session {
     pub(crate) traced: u64,
     /// The protocol hook's conversation, with a protocol (see [`crate::dialect`]).
     pub(crate) dialect: Option<Box<DialectSlot>>,
+    /// Since when bytes wait behind the stream's first hole, and where it starts (client
+    /// offset): a hole filled and another opened later is timed anew.
+    pub(crate) hole_since: Option<Instant>,
+    pub(crate) hole_at: u64,
 }
 
 impl Session {
@@ -220,6 +224,35 @@ impl Session {
     #[inline]
     pub(crate) fn held(&self) -> usize {
         self.stream.held()
+    }
+
+    /// Starts or stops timing the stream's hole, after the stream changed.
+    #[inline]
+    pub(crate) fn note_hole(&mut self, now: Instant) {
+        let at = self.stream.client_nxt();
+        if !self.stream.has_hole() {
+            self.hole_since = None;
+        } else if self.hole_since.is_none() || self.hole_at != at {
+            self.hole_since = Some(now);
+            self.hole_at = at;
+        }
+    }
+
+    /// Skips the holes the client will never fill (`Config::hole_wait`): those the online
+    /// server acknowledged, and once bytes waited that long behind the first hole, every hole
+    /// (a client resends its first hole first: one it did not resend in time, it never will,
+    /// nor those after it). Returns whether one was skipped.
+    pub(crate) fn skip_lost(&mut self, now: Instant, cfg: &Config, stats: &mut Stats) -> bool {
+        let Some(wait) = cfg.hole_wait else {
+            return false;
+        };
+        let overdue = self.hole_since.is_some_and(|t| now >= t + wait);
+        let mut skipped = false;
+        while (overdue || self.stream.hole_acked()) && self.stream.skip_hole(stats) {
+            skipped = true;
+        }
+        self.note_hole(now);
+        skipped
     }
 
     /// Takes a captured client segment into the stream. Returns whether the client's first
@@ -495,7 +528,7 @@ impl Session {
                         client: self.client,
                         online: self.online,
                         copy: self.copy,
-                        end: self.isn + 1 + self.stream.client_offset(end) as u32,
+                        end: self.stream.client_seq(end),
                         at: now,
                     });
                 }

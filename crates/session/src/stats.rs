@@ -65,10 +65,15 @@ pub struct Stats {
     /// Client bytes held for the target right now, over all sessions.
     pub bytes_buffered: u64,
     /// Packets the capture had no room for, as the kernel counted them (filled in by the driver).
-    /// A dropped client segment leaves a hole its client never resends: the session stalls.
+    /// A dropped client segment leaves a hole its client never resends (see `holes_skipped`).
     pub capture_drops: u64,
     /// Requests (as `requests_online` counts them) on connections `-r` leaves out.
     pub requests_sampled_out: u64,
+    /// Holes in client streams that no one would fill (`Config::hole_wait`), skipped: the
+    /// request each was in is lost, the later ones went on.
+    pub holes_skipped: u64,
+    /// Sessions with at least one hole skipped: the target did not get all their bytes.
+    pub sessions_hurt: u64,
     /// Requests of ended sessions that the target never acknowledged in full, by cause.
     pub lost: LostRequests,
     /// How sessions' logins went, with a protocol hook (`crate::dialect`); not part of the
@@ -174,6 +179,8 @@ impl std::ops::AddAssign for Stats {
         self.bytes_buffered += o.bytes_buffered;
         self.capture_drops += o.capture_drops;
         self.requests_sampled_out += o.requests_sampled_out;
+        self.holes_skipped += o.holes_skipped;
+        self.sessions_hurt += o.sessions_hurt;
         self.lost += o.lost;
         self.logins += o.logins;
     }
@@ -197,7 +204,7 @@ impl fmt::Display for Stats {
             "sessions {} (active {}, joined {}, completed {}, timed out {}, reset client/target {}/{}, failed {}, overflow {}) \
              half-open {} (shed {}, expired {}) requests online {} target {} loss {:.4}% bytes online {} target {} buffered {} packets sent {} retransmits {} (fast {}) \
              responses {} (unknown {}) captured {} (ignored {}, sampled out {}, malformed {}, duplicate {}, truncated {}, \
-             super-segments {}) capture drops {} port reuse {} stale at target {} \
+             super-segments {}) capture drops {} holes skipped {} (sessions hurt {}) port reuse {} stale at target {} \
              lost requests: never captured {} overflow {} failed {} reset target/client {}/{} not answered {} sampled out {}",
             self.sessions_created,
             self.sessions_active,
@@ -230,6 +237,8 @@ impl fmt::Display for Stats {
             self.truncated_packets,
             self.super_segments,
             self.capture_drops,
+            self.holes_skipped,
+            self.sessions_hurt,
             self.sessions_port_reused,
             self.stale_target_connections,
             self.lost.never_captured,
@@ -256,7 +265,7 @@ pub enum ParseStatsError {
 }
 
 /// The counters `Display` writes, in its order (the loss rate, derived, is left out).
-const FIELDS: usize = 39;
+const FIELDS: usize = 41;
 
 /// Where the loss rate stands among the numbers `Display` writes.
 const LOSS_AT: usize = 14;
@@ -308,7 +317,7 @@ impl std::str::FromStr for Stats {
         ) {
             *slot = word.parse().map_err(|_| ParseStatsError::Words)?;
         }
-        let [sessions_created, sessions_active, sessions_joined, sessions_completed, sessions_timed_out, sessions_reset_by_client, sessions_reset_by_target, sessions_failed, sessions_overflowed, sessions_half_open, sessions_half_open_shed, sessions_half_open_expired, requests_online, requests_target, client_bytes, target_bytes, bytes_buffered, packets_sent, retransmits, fast_retransmits, responses, responses_unknown, captured_packets, ignored_packets, sampled_out_packets, malformed_packets, duplicate_segments, truncated_packets, super_segments, capture_drops, sessions_port_reused, stale_target_connections, never_captured, overflow, failed_at_target, reset_by_target, reset_by_client, not_answered, requests_sampled_out] =
+        let [sessions_created, sessions_active, sessions_joined, sessions_completed, sessions_timed_out, sessions_reset_by_client, sessions_reset_by_target, sessions_failed, sessions_overflowed, sessions_half_open, sessions_half_open_shed, sessions_half_open_expired, requests_online, requests_target, client_bytes, target_bytes, bytes_buffered, packets_sent, retransmits, fast_retransmits, responses, responses_unknown, captured_packets, ignored_packets, sampled_out_packets, malformed_packets, duplicate_segments, truncated_packets, super_segments, capture_drops, holes_skipped, sessions_hurt, sessions_port_reused, stale_target_connections, never_captured, overflow, failed_at_target, reset_by_target, reset_by_client, not_answered, requests_sampled_out] =
             v;
         Ok(Stats {
             captured_packets,
@@ -345,6 +354,8 @@ impl std::str::FromStr for Stats {
             capture_drops,
             requests_sampled_out,
             logins: Default::default(),
+            holes_skipped,
+            sessions_hurt,
             lost: LostRequests {
                 never_captured,
                 overflow,
@@ -403,6 +414,8 @@ mod tests {
             capture_drops: n(),
             requests_sampled_out: n(),
             logins: Default::default(),
+            holes_skipped: n(),
+            sessions_hurt: n(),
             lost: LostRequests {
                 never_captured: n(),
                 overflow: n(),

@@ -7,6 +7,16 @@
 //! the acknowledgment moves, the online server answered in between), the client's FIN and reset. It does
 //! not send, read the target's packets or time anything: the session decides when a boundary is
 //! released and tells the stream what the target acknowledged.
+//!
+//! Holes the client never resends (the capture or the mirror lost a segment the online server
+//! received) are skipped ([`ClientStream::skip_hole`]) when the session decides so: the bytes
+//! after the hole go on from the next request, and the stream's offsets, which are the
+//! target's, stay continuous. Client sequence numbers map to offsets through `rcv_nxt_seq` and
+//! `skipped`: a client byte at client offset `c` (from its ISN + 1) is the target's offset
+//! `c - skipped`. A protocol hook's edits ([`ClientStream::splice`], see [`crate::dialect`])
+//! move the target's offsets too: `edited` counts the bytes they added (net), and each edit is
+//! recorded (the offset map) so that offsets before it still translate back
+//! ([`ClientStream::client_seq`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -36,6 +46,16 @@ pub(crate) struct ClientStream {
     /// Next stream offset expected from the client, and its sequence number.
     rcv_nxt: u64,
     rcv_nxt_seq: Seq,
+    /// Client bytes skipped so far (holes, and the rest of a request a hole was in): the client
+    /// offset of `rcv_nxt` is `rcv_nxt + skipped`.
+    skipped: u64,
+    /// After a hole in the middle of a request: the acknowledgment number of that request, whose
+    /// further bytes are dropped until the client's data acknowledges more (a new request).
+    discard: Option<Seq>,
+    /// The furthest client offset the online server acknowledged (seen in a capture or mirror
+    /// that has the server's packets): a hole before it is never resent.
+    online_acked: u64,
+    /// Out-of-order segments, by client offset: payload, acknowledgment number, FIN.
     ooo: BTreeMap<u64, (Vec<u8>, Option<Seq>, bool)>,
     /// Payload bytes held in `ooo`.
     ooo_bytes: usize,
@@ -57,9 +77,14 @@ pub(crate) struct ClientStream {
     /// Its requests and bytes count in the statistics (the baseline's do not: they are the
     /// same requests once more).
     pub(crate) counted: bool,
+    /// A hole was skipped: the target does not get all of this session's bytes.
+    pub(crate) hurt: bool,
     /// The offset map: one record per length-changing edit of a protocol hook
     /// ([`crate::dialect`]), oldest first, to translate offsets back to the client's.
     edits: Vec<Splice>,
+    /// Bytes those edits added to the stream, net (inserted less removed): the client offset of
+    /// `rcv_nxt` is `rcv_nxt + skipped - edited`.
+    edited: i64,
 }
 
 /// A length-changing edit: `removed` bytes at `at` became `inserted` bytes.
@@ -92,6 +117,9 @@ impl ClientStream {
             data_skip: 0,
             rcv_nxt: 0,
             rcv_nxt_seq: isn + 1,
+            skipped: 0,
+            discard: None,
+            online_acked: 0,
             ooo: BTreeMap::new(),
             ooo_bytes: 0,
             last_ack_tag: None,
@@ -102,7 +130,9 @@ impl ClientStream {
             reset: false,
             requests: 0,
             counted: true,
+            hurt: false,
             edits: Vec::new(),
+            edited: 0,
         }
     }
 
@@ -116,6 +146,20 @@ impl ClientStream {
     #[inline]
     pub(crate) fn buffered_from(&self) -> u64 {
         self.data_start
+    }
+
+    /// The client's sequence number of stream offset `off` (after the last skipped hole;
+    /// bytes a protocol hook inserted map to where they were inserted; past [`Self::rcv_nxt`]:
+    /// a FIN's acknowledgment).
+    #[inline]
+    pub(crate) fn client_seq(&self, off: u64) -> Seq {
+        let past = off.saturating_sub(self.rcv_nxt) as u32;
+        let back = if self.edits.is_empty() {
+            self.rcv_nxt - off.min(self.rcv_nxt)
+        } else {
+            self.client_offset(self.rcv_nxt) - self.client_offset(off.min(self.rcv_nxt))
+        };
+        self.rcv_nxt_seq - back as u32 + past
     }
 
     /// Offset of the client's FIN, once captured.
@@ -170,8 +214,9 @@ impl ClientStream {
         stats: &mut Stats,
     ) -> Accepted {
         let mut accepted = Accepted::default();
+        let next = self.client_nxt();
         let rel = p.seq().diff(self.rcv_nxt_seq);
-        let off = self.rcv_nxt as i64 + rel;
+        let off = next as i64 + rel;
         if off < 0 {
             stats.duplicate_segments += 1;
             return accepted;
@@ -182,15 +227,15 @@ impl ClientStream {
         if payload.is_empty() && !fin {
             // A pure acknowledgment of the online server's bytes. The first one (the handshake's)
             // is remembered: a first request acknowledging more answers a server's greeting.
-            if self.rcv_nxt == 0 && self.last_ack_tag.is_none() {
+            if next == 0 && self.last_ack_tag.is_none() {
                 self.last_ack_tag = ack_tag;
             }
             return accepted;
         }
-        if off > self.rcv_nxt {
+        if off > next {
             // Keep a bounded window ahead of the hole; the client's retransmission fills the rest.
             if self.ooo.len() < MAX_OOO_SEGMENTS
-                && off - self.rcv_nxt <= MAX_OOO_DISTANCE
+                && off - next <= MAX_OOO_DISTANCE
                 && !self.ooo.contains_key(&off)
             {
                 self.ooo_bytes += payload.len();
@@ -199,23 +244,84 @@ impl ClientStream {
             return accepted;
         }
         let end = off + payload.len() as u64;
-        if end <= self.rcv_nxt && !(fin && end == self.rcv_nxt && self.client_fin.is_none()) {
+        if end <= next && !(fin && end == next && self.client_fin.is_none()) {
             stats.duplicate_segments += 1;
             return accepted;
         }
         self.append(off, payload, ack_tag, fin, stats, &mut accepted);
-        while let Some(entry) = self.ooo.first_entry() {
+        self.drain_ooo(stats, &mut accepted);
+        accepted
+    }
+
+    /// Appends the out-of-order segments the stream now reaches.
+    fn drain_ooo(&mut self, stats: &mut Stats, accepted: &mut Accepted) {
+        loop {
+            let next = self.client_nxt();
+            let Some(entry) = self.ooo.first_entry() else {
+                break;
+            };
             let off = *entry.key();
-            if off > self.rcv_nxt {
+            if off > next {
                 break;
             }
             let (data, tag, fin) = entry.remove();
             self.ooo_bytes -= data.len();
-            if off + data.len() as u64 > self.rcv_nxt || fin {
-                self.append(off, &data, tag, fin, stats, &mut accepted);
+            if off + data.len() as u64 > self.client_nxt() || fin {
+                self.append(off, &data, tag, fin, stats, accepted);
             }
         }
-        accepted
+    }
+
+    /// Client offset (from the client's ISN + 1) of the next byte expected.
+    #[inline]
+    pub(crate) fn client_nxt(&self) -> u64 {
+        (self.rcv_nxt as i64 + self.skipped as i64 - self.edited) as u64
+    }
+
+    /// The online server acknowledged client bytes up to sequence number `ack` (a packet of the
+    /// server's that the capture or the mirror saw). Returns whether that passes a hole: bytes
+    /// the client will never send again are missing.
+    pub(crate) fn online_acked(&mut self, ack: Seq) -> bool {
+        let rel = ack.diff(self.rcv_nxt_seq);
+        let off = self.client_nxt() as i64 + rel;
+        // An acknowledgment far ahead of anything captured belongs to another connection.
+        if rel <= MAX_OOO_DISTANCE as i64 && off > self.online_acked as i64 {
+            self.online_acked = off as u64;
+        }
+        self.hole_acked()
+    }
+
+    /// Whether bytes wait behind a hole the online server acknowledged already.
+    #[inline]
+    pub(crate) fn hole_acked(&self) -> bool {
+        self.has_hole() && self.online_acked > self.client_nxt()
+    }
+
+    /// Skips the first hole: the bytes after it go on as if the client had sent them right
+    /// after the bytes before it. When the first segment after the hole acknowledges as much
+    /// of the online server's bytes as the last one before it, the hole is in the middle of a
+    /// request: the rest of that request is dropped too, up to the client's next data that
+    /// acknowledges more (the next request). Counts the hole, and the session's first one.
+    /// Returns whether there was a hole to skip.
+    pub(crate) fn skip_hole(&mut self, stats: &mut Stats) -> bool {
+        let Some((&after, &(_, tag, _))) = self.ooo.first_key_value() else {
+            return false;
+        };
+        let gap = after - self.client_nxt();
+        self.skipped += gap;
+        self.rcv_nxt_seq += gap as u32;
+        if self.counted {
+            stats.holes_skipped += 1;
+            if !std::mem::replace(&mut self.hurt, true) {
+                stats.sessions_hurt += 1;
+            }
+        }
+        if tag.is_some() && tag == self.last_ack_tag {
+            self.discard = tag;
+        }
+        let mut accepted = Accepted::default();
+        self.drain_ooo(stats, &mut accepted);
+        true
     }
 
     #[inline]
@@ -228,8 +334,23 @@ impl ClientStream {
         stats: &mut Stats,
         accepted: &mut Accepted,
     ) {
-        let skip = (self.rcv_nxt - off) as usize;
+        let skip = (self.client_nxt() - off) as usize;
         let new = payload.get(skip..).unwrap_or_default();
+        if !new.is_empty() && self.discard.is_some() {
+            if ack_tag.is_none() || ack_tag == self.discard {
+                // The rest of a request a hole was in: dropped, and the offsets stay continuous.
+                self.skipped += new.len() as u64;
+                self.rcv_nxt_seq += new.len() as u32;
+                if fin && self.client_fin.is_none() {
+                    self.client_fin = Some(self.rcv_nxt);
+                    if self.rcv_nxt > 0 {
+                        self.push_bound(self.rcv_nxt, accepted);
+                    }
+                }
+                return;
+            }
+            self.discard = None;
+        }
         if !new.is_empty() {
             if self.client_fin.is_some() {
                 return; // bytes after the FIN: a confused capture, never valid TCP
@@ -242,9 +363,11 @@ impl ClientStream {
                     self.unacked_bounds.push_back(self.rcv_nxt);
                 } else if advanced {
                     // The online server spoke first: the first request waits for the target's
-                    // greeting like any request waits for the previous answer.
+                    // greeting like any request waits for the previous answer. (Or, after a
+                    // skipped hole, the lost first request was answered: wait all the same, the
+                    // server may have greeted, but do not take it for a greeting server.)
                     self.push_bound(0, accepted);
-                    accepted.greeted = true;
+                    accepted.greeted = self.skipped == 0;
                 }
                 if self.counted {
                     stats.requests_online += 1;
@@ -340,7 +463,7 @@ impl ClientStream {
     }
 
     /// Replaces the `remove` bytes at `at` (captured, not yet acknowledged) with `insert`: later
-    /// bytes, out-of-order captures, request boundaries and the FIN move by the difference, and
+    /// bytes, request boundaries and the FIN move by the difference, and
     /// the offset map records it (see [`crate::dialect`]). A boundary at `at` stays (the
     /// inserted bytes open its request); boundaries within the removed bytes move to the end of
     /// the inserted ones (kept, so that the requests they count are still counted).
@@ -378,10 +501,8 @@ impl ClientStream {
         {
             *b = moved(*b);
         }
-        if self.ooo.keys().next_back().is_some_and(|&k| k > at) {
-            let ooo = std::mem::take(&mut self.ooo);
-            self.ooo = ooo.into_iter().map(|(k, v)| (moved(k), v)).collect();
-        }
+        // Out-of-order captures are kept by client offset: an edit does not move them.
+        self.edited += inserted as i64 - remove as i64;
         self.edits.push(Splice {
             at,
             removed: remove,

@@ -20,6 +20,12 @@ pub use crate::live::{MirrorSpec, Pace, Tunnel};
 mod stream;
 pub use stream::{StreamSettings, TlsSettings};
 
+/// How long bytes wait behind a hole in a client's stream before it is skipped as one no one
+/// will fill (see `session::Config::hole_wait`; a hole the online server acknowledged goes at
+/// once). Above a client's retransmission timeout after a loss (200 ms to about a second), far
+/// below a session's timeout.
+pub const HOLE_WAIT: Duration = Duration::from_secs(2);
+
 /// Where client packets come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
@@ -422,6 +428,9 @@ fn core_config(o: &TcpcopyOpts, rules: Vec<Rule>) -> Result<Config, String> {
     core.initial_rto = Duration::from_millis(o.rtt);
     core.no_wait = o.no_wait;
     core.response_wait = Duration::from_millis(o.response_wait);
+    // Every input: a mirror's lost packets and a live capture's ring drops are never resent
+    // alike, and a client's own retransmission comes well within the wait.
+    core.hole_wait = Some(HOLE_WAIT);
     // The ISN clock starts from the wall clock, so a later run starts further on (4 µs ticks).
     core.isn_base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

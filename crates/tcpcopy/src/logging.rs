@@ -149,6 +149,8 @@ pub fn log_stats(kind: &str, s: &session::Stats) {
         responses = s.responses,
         captured_packets = s.captured_packets,
         capture_drops = s.capture_drops,
+        holes_skipped = s.holes_skipped,
+        sessions_hurt = s.sessions_hurt,
         "statistics"
     );
 }

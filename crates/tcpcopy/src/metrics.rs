@@ -415,6 +415,18 @@ fn encode_traffic(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt:
     )?;
     counter(
         enc,
+        "tcpcopy_holes_skipped",
+        "Holes in client streams no one would fill (bytes never captured), skipped",
+        st.holes_skipped,
+    )?;
+    counter(
+        enc,
+        "tcpcopy_sessions_hurt",
+        "Sessions with at least one hole skipped",
+        st.sessions_hurt,
+    )?;
+    counter(
+        enc,
         "tcpcopy_client_bytes",
         "Client payload bytes captured",
         st.client_bytes,

@@ -49,6 +49,8 @@ pub fn build(
             overflowed: stats.sessions_overflowed,
             half_open_shed: stats.sessions_half_open_shed,
             half_open_expired: stats.sessions_half_open_expired,
+            hurt: stats.sessions_hurt,
+            holes_skipped: stats.holes_skipped,
         },
         ..Report::default()
     };

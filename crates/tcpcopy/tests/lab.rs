@@ -7,38 +7,11 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use lab::loadgen;
 use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
-use lab::{loadgen, LoadSpec};
-
-/// The URIs of `spec` that `target` lacks, sorted.
-fn missing_uris(spec: &LoadSpec, target: &[String]) -> Vec<String> {
-    let got: HashSet<&String> = target.iter().collect();
-    let (keepalive, short) = loadgen::expected_uris(spec);
-    let mut missing: Vec<String> = keepalive
-        .into_iter()
-        .flatten()
-        .chain(short)
-        .filter(|u| !got.contains(u))
-        .collect();
-    missing.sort();
-    missing
-}
 
 fn spec(tag: &str, mode: Mode) -> ScenarioSpec {
     ScenarioSpec::new(tag, mode, Servers::Nginx, bin_dir())
-}
-
-fn load(prefix: &str, conns: usize, per_conn: usize, short: usize) -> LoadSpec {
-    LoadSpec {
-        target: Scenario::online_addr(),
-        keepalive_connections: conns,
-        requests_per_connection: per_conn,
-        short_connections: short,
-        short_concurrency: 8,
-        rate_limit: None,
-        uri_prefix: prefix.into(),
-        deadline: Duration::from_secs(120),
-    }
 }
 
 /// The done-when bar of live replication: 20,000 keep-alive requests over 50 connections and 5,000
@@ -98,31 +71,11 @@ fn full_replication_with(scenario: ScenarioSpec, loss_percent: Option<f64>) -> S
             "routed by the kernel: no link-layer counts"
         );
     }
-    let (expected_keepalive, _) = loadgen::expected_uris(&spec);
-    let missing = missing_uris(&spec, &target);
-    assert!(
-        missing.is_empty(),
-        "{} of 25000 URIs never reached the target (first: {:?})\n{final_line}\nintercept: {}",
-        missing.len(),
-        missing.first(),
-        sc.intercept_log()
+    assert_every_request_once_in_order(
+        &spec,
+        &target,
+        &format!("{final_line}\nintercept: {}", sc.intercept_log()),
     );
-    assert_eq!(
-        target.len(),
-        25_000,
-        "no request arrived twice at the target"
-    );
-
-    // Per connection, the target saw the requests in their original order.
-    let position: HashMap<&String, usize> =
-        target.iter().enumerate().map(|(i, u)| (u, i)).collect();
-    for (c, uris) in expected_keepalive.iter().enumerate() {
-        let pos: Vec<usize> = uris.iter().map(|u| position[u]).collect();
-        assert!(
-            pos.windows(2).all(|w| w[0] < w[1]),
-            "connection {c}: requests reordered at the target"
-        );
-    }
 
     let (from_target, from_online) = sniffer.finish().expect("sniffer");
     assert!(
@@ -258,23 +211,6 @@ fn intercept_unreachable_then_restarted_mid_run() {
     );
     sc.stop_tcpcopy().unwrap();
     assert_client_isolated(sniffer);
-}
-
-/// Polls the target's log until it has not grown for 3 s (or `timeout` passed).
-fn settled_target(sc: &Scenario, timeout: Duration) -> Vec<String> {
-    let end = std::time::Instant::now() + timeout;
-    let mut last = sc.target_uris().unwrap();
-    let mut since = std::time::Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = sc.target_uris().unwrap();
-        if now.len() != last.len() {
-            last = now;
-            since = std::time::Instant::now();
-        } else if since.elapsed() >= Duration::from_secs(3) || std::time::Instant::now() >= end {
-            return now;
-        }
-    }
 }
 
 /// `-n 3` makes three complete sessions at the target of every online session.

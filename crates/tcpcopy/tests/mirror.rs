@@ -14,29 +14,9 @@ use lab::{Lab, LoadSpec};
 const COLLECTOR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 50);
 
 /// Mirrors every TCP packet in and out of the online host's interface to the collector, VXLAN
-/// (VNI 42) on UDP 4789.
+/// (VNI 42) on UDP 4789, by the kernel.
 fn mirror_online_to_collector(sc: &Scenario) {
-    let ns = sc.lab.ns_online();
-    let sh = |cmd: &str| {
-        let words: Vec<&str> = cmd.split_whitespace().collect();
-        sc.lab
-            .sh(ns, &words)
-            .unwrap_or_else(|e| panic!("{cmd}: {e:#}"));
-    };
-    sh(&format!(
-        "ip link add vx0 type vxlan id 42 dstport 4789 local {} remote {COLLECTOR} dev {}",
-        Lab::ONLINE_IP,
-        Lab::IFACE
-    ));
-    sh("ip link set vx0 up");
-    sh(&format!("tc qdisc add dev {} clsact", Lab::IFACE));
-    // TCP only: the VXLAN packets themselves leave by the same interface.
-    for dir in ["ingress", "egress"] {
-        sh(&format!(
-            "tc filter add dev {} {dir} protocol ip u32 match ip protocol 6 0xff action mirred egress mirror dev vx0",
-            Lab::IFACE
-        ));
-    }
+    lab::mirror::kernel_vxlan(&sc.lab, 42, COLLECTOR).expect("kernel VXLAN mirror");
 }
 
 fn run_collector(sc: &mut Scenario, ns: &str, extra: &[&str]) -> lab::Child {

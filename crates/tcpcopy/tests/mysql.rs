@@ -188,7 +188,7 @@ fn sysbench_oltp_read_write_leaves_the_same_tables_at_the_target() {
             bin_dir(),
         )
     };
-    let sc = Scenario::start(&spec).expect("scenario starts");
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
     let online = sc.online_service();
     let client = sc.lab.ns_client().to_string();
     let sysbench = |command: &str| {
@@ -217,7 +217,19 @@ fn sysbench_oltp_read_write_leaves_the_same_tables_at_the_target() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     sysbench("prepare");
+    // The run's session must not overtake the prepare's at the target (which lags behind
+    // production): wait until its tables are filled.
+    {
+        let (on, at) = sc.mariadbs().expect("MariaDB servers");
+        let count = "SELECT COUNT(*) FROM shop.sbtest1 UNION ALL SELECT COUNT(*) FROM shop.sbtest2";
+        let want = on.sql(count).expect("online counts");
+        let end = Instant::now() + Duration::from_secs(60);
+        while at.sql(count).unwrap_or_default() != want && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     let report = sysbench("run");
+    let mut differs = Vec::new();
     let (on, at) = sc.mariadbs().expect("MariaDB servers");
     for table in ["sbtest1", "sbtest2"] {
         let sql = format!("SELECT id, k, c, pad FROM shop.{table} ORDER BY id");
@@ -230,14 +242,24 @@ fn sysbench_oltp_read_write_leaves_the_same_tables_at_the_target() {
             }
             std::thread::sleep(Duration::from_millis(500));
         };
-        assert!(
-            got == want,
-            "{table} differs: {} rows online, {} at the target",
-            want.lines().count(),
-            got.lines().count()
-        );
+        if got != want {
+            let first = want.lines().zip(got.lines()).find(|(w, g)| w != g);
+            differs.push(format!(
+                "{table} differs: {} rows online, {} at the target, first {first:?}",
+                want.lines().count(),
+                got.lines().count()
+            ));
+        }
         assert!(want.lines().count() > 900, "{table}: {want:.200}");
     }
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+    assert!(
+        differs.is_empty(),
+        "{}\n{}\n{}",
+        differs.join("\n"),
+        final_line(&log),
+        logins_line(&log)
+    );
     let transactions = report
         .lines()
         .find(|l| l.contains("transactions:"))

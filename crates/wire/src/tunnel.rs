@@ -7,6 +7,10 @@
 //!
 //! The inner frames are Ethernet, with up to two VLAN tags; anything but IPv4 or IPv6 inside is
 //! [`TunnelError::NotIp`], a counted drop for the caller.
+//!
+//! The `encap_*` functions build the same encapsulations around an IP packet, as a mirror
+//! session would send them (for a lab's user-space mirror and for tests): pure, into a buffer
+//! the caller reuses.
 
 /// Why a tunnel packet yields no mirrored IP packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +163,81 @@ pub fn erspan(gre: &[u8]) -> Result<Mirrored<'_>, TunnelError> {
     }
 }
 
+/// MAC addresses of the Ethernet frames the builders wrap: locally administered, fixed.
+const ENCAP_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const ENCAP_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// Appends an Ethernet header for `ip` (IPv4 or IPv6, by its version nibble) and `ip` itself.
+fn push_frame(ip: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&ENCAP_DST_MAC);
+    out.extend_from_slice(&ENCAP_SRC_MAC);
+    let ethertype = match ip.first().map(|b| b >> 4) {
+        Some(6) => ETHERTYPE_IPV6,
+        _ => ETHERTYPE_IPV4,
+    };
+    out.extend_from_slice(&ethertype.to_be_bytes());
+    out.extend_from_slice(ip);
+}
+
+/// The 24-bit VNI field and its reserved byte.
+fn vni_bytes(vni: u32) -> [u8; 4] {
+    let b = (vni & 0x00ff_ffff).to_be_bytes();
+    [b[1], b[2], b[3], 0]
+}
+
+/// A VXLAN UDP payload carrying `ip` in an Ethernet frame, VNI `vni` (24 bits), into `out`
+/// (cleared first): what [`vxlan`] reads.
+pub fn encap_vxlan(vni: u32, ip: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[0x08, 0, 0, 0]);
+    out.extend_from_slice(&vni_bytes(vni));
+    push_frame(ip, out);
+}
+
+/// A Geneve UDP payload (version 0, no options, transparent Ethernet bridging) carrying `ip` in
+/// an Ethernet frame, VNI `vni`, into `out` (cleared first): what [`geneve`] reads.
+pub fn encap_geneve(vni: u32, ip: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&ETHERTYPE_TEB.to_be_bytes());
+    out.extend_from_slice(&vni_bytes(vni));
+    push_frame(ip, out);
+}
+
+/// A GRE header with a sequence number (RFC 2890), protocol `proto`.
+fn push_gre(proto: u16, seq: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(&0x1000u16.to_be_bytes());
+    out.extend_from_slice(&proto.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+}
+
+/// An ERSPAN type II packet from the GRE header on (GRE 0x88BE with sequence number `seq`;
+/// version 1, session `session`, 10 bits), carrying `ip` in an Ethernet frame, into `out`
+/// (cleared first): what [`erspan`] reads after the outer IP header.
+pub fn encap_erspan_ii(session: u16, seq: u32, ip: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    push_gre(ERSPAN_II, seq, out);
+    // Version 1, VLAN 0; COS 0, encapsulation type 0, truncation 0, session; index 0.
+    out.extend_from_slice(&0x1000u16.to_be_bytes());
+    out.extend_from_slice(&(session & 0x03ff).to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    push_frame(ip, out);
+}
+
+/// An ERSPAN type III packet from the GRE header on (GRE 0x22EB with sequence number `seq`;
+/// version 2, session `session`, the 32-bit `timestamp`, no platform subheader), carrying `ip`
+/// in an Ethernet frame, into `out` (cleared first): what [`erspan`] reads.
+pub fn encap_erspan_iii(session: u16, seq: u32, timestamp: u32, ip: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    push_gre(ERSPAN_III, seq, out);
+    out.extend_from_slice(&0x2000u16.to_be_bytes());
+    out.extend_from_slice(&(session & 0x03ff).to_be_bytes());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    // Security group tag 0; P, FT, HW ID, D, Gra 0; O clear: no subheader follows.
+    out.extend_from_slice(&[0; 4]);
+    push_frame(ip, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +346,38 @@ mod tests {
             let _ = geneve(&p[..n]);
             let _ = erspan(&p[..n]);
         }
+    }
+
+    #[test]
+    fn what_the_builders_wrap_the_decapsulators_unwrap() {
+        let v6 = [0x60, 0, 0, 0, 0, 0, 6, 64];
+        let mut out = Vec::new();
+        for ip in [IP, &v6[..]] {
+            encap_vxlan(0x12_3456, ip, &mut out);
+            assert_eq!(
+                vxlan(&out),
+                Ok(Mirrored {
+                    id: 0x12_3456,
+                    packet: ip
+                })
+            );
+            encap_geneve(77, ip, &mut out);
+            assert_eq!(geneve(&out), Ok(Mirrored { id: 77, packet: ip }));
+            encap_erspan_ii(0x155, 9, ip, &mut out);
+            assert_eq!(
+                erspan(&out),
+                Ok(Mirrored {
+                    id: 0x155,
+                    packet: ip
+                })
+            );
+            encap_erspan_iii(42, 10, 123_456, ip, &mut out);
+            assert_eq!(erspan(&out), Ok(Mirrored { id: 42, packet: ip }));
+        }
+        // The identifiers keep to their field widths.
+        encap_vxlan(0x0100_0001, IP, &mut out);
+        assert_eq!(vxlan(&out).unwrap().id, 1);
+        encap_erspan_ii(0x0401, 0, IP, &mut out);
+        assert_eq!(erspan(&out).unwrap().id, 1);
     }
 }

@@ -16,7 +16,9 @@ use crate::session::State;
 use crate::stats::End;
 
 impl Replicator {
-    /// A packet a client sent towards the online server (IP header first).
+    /// A packet a client sent towards the online server (IP header first). A packet the online
+    /// server sent to a client may come here too: its acknowledgment is read for holes no one
+    /// will fill (`Config::hole_wait`), and it is counted as ignored.
     pub fn handle_capture(&mut self, now: Instant, packet: &[u8]) {
         self.stats.captured_packets += 1;
         let Ok(p) = TcpPacket::parse(packet) else {
@@ -25,6 +27,7 @@ impl Replicator {
         };
         let Some(rule) = self.config.rule_for(p.dst()).copied() else {
             self.stats.ignored_packets += 1;
+            self.online_ack(now, &p);
             return;
         };
         if !self.reaches(p.src().ip(), rule.target)
@@ -141,6 +144,36 @@ impl Replicator {
         }
     }
 
+    /// A packet the online server sent to a client, for a driver that routes those elsewhere
+    /// (a comparison): see [`Replicator::handle_capture`], which takes them too. Its
+    /// acknowledgment tells which client bytes the client will never send again.
+    pub fn handle_online_packet(&mut self, now: Instant, packet: &[u8]) {
+        if let Ok(p) = TcpPacket::parse(packet) {
+            self.online_ack(now, &p);
+        }
+    }
+
+    /// A packet of the online server's (captured or mirrored with its client's): its
+    /// acknowledgment tells which client bytes the client will never send again, so a hole
+    /// before it is skipped at once (`Config::hole_wait`).
+    fn online_ack(&mut self, now: Instant, p: &TcpPacket<'_>) {
+        if self.config.hole_wait.is_none()
+            || !p.flags().ack()
+            || self.config.rule_for(p.src()).is_none()
+        {
+            return;
+        }
+        for copy in 0..self.config.sessions_per_connection() {
+            let Some(&id) = self.by_online.get(&OnlineKey::new(p.dst(), p.src(), copy)) else {
+                continue;
+            };
+            if self.sessions[id].stream.online_acked(p.ack()) {
+                self.skip_lost(now, id);
+                self.touch(now, id);
+            }
+        }
+    }
+
     /// Whether `p` belongs to a connection whose session we aborted (recently): its requests
     /// still count, online and lost for the cause that ended the session.
     fn after_abort(&mut self, now: Instant, key: &OnlineKey, p: &TcpPacket<'_>) -> bool {
@@ -253,6 +286,8 @@ impl Replicator {
             if s.accept_client(p, ack_tag, &mut self.stats) {
                 self.greeting_servers.insert(s.online, ());
             }
+            s.note_hole(now);
+            s.skip_lost(now, &self.config, &mut self.stats);
             let held = s.held();
             self.buffered = self.buffered + held - before;
             if self.conclude_login(now, id) {

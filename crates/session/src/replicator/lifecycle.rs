@@ -92,6 +92,8 @@ impl Replicator {
             delivered: 0,
             traced: 0,
             dialect: None,
+            hole_since: None,
+            hole_at: 0,
         };
         let id = self.sessions.insert(s);
         self.by_online

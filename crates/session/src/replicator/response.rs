@@ -66,12 +66,10 @@ impl Replicator {
             copy: s.copy,
             baseline: s.copy >= self.config.copies,
             // The target acknowledges our sequence numbers: the client's, moved by the ISN
-            // clock.
-            client_ack: s.isn
-                + 1
-                + s.stream
-                    .client_offset(u64::from(p.ack().0.wrapping_sub(s.out_isn.0 + 1)))
-                    as u32,
+            // clock, by the holes skipped and by a protocol hook's edits.
+            client_ack: s
+                .stream
+                .client_seq(u64::from(p.ack().0.wrapping_sub(s.out_isn.0 + 1))),
         });
         if flags.rst() {
             self.stats.sessions_reset_by_target += 1;

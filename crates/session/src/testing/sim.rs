@@ -190,6 +190,11 @@ struct ClientScript {
     port: u16,
     stream: Vec<u8>,
     segments: Vec<Vec<u8>>,
+    /// Each request's bytes, and the request each segment carries bytes of.
+    requests: Vec<Vec<u8>>,
+    segment_request: Vec<Option<usize>>,
+    /// The online server's acknowledgment of each request, captured after segment `.0`.
+    online_acks: Vec<(usize, Vec<u8>)>,
 }
 
 fn script(rng: &mut Rng, port: u16) -> ClientScript {
@@ -207,6 +212,8 @@ fn script(rng: &mut Rng, port: u16) -> ClientScript {
         online_ack += GREETING as u32;
     }
     let mut stream = Vec::new();
+    let (mut requests, mut segment_request, mut online_acks) =
+        (Vec::new(), vec![None; 2], Vec::new());
     for req in 0..1 + rng.below(6) as u64 {
         let body_len = rng.below(4000);
         let mut body: Vec<u8> = (0..body_len)
@@ -222,9 +229,15 @@ fn script(rng: &mut Rng, port: u16) -> ClientScript {
                 Flags::ACK | Flags::PSH,
                 chunk,
             ));
+            segment_request.push(Some(requests.len()));
             seq += chunk.len() as u32;
         }
+        online_acks.push((
+            segments.len() - 1,
+            segment(dst, src, online_ack.0, seq.0, Flags::ACK, b""),
+        ));
         stream.extend_from_slice(&body);
+        requests.push(body);
         online_ack += 1 + rng.below(3000) as u32; // the online server answered
     }
     segments.push(segment(
@@ -235,10 +248,14 @@ fn script(rng: &mut Rng, port: u16) -> ClientScript {
         Flags::ACK | Flags::FIN,
         b"",
     ));
+    segment_request.push(None);
     ClientScript {
         port,
         stream,
         segments,
+        requests,
+        segment_request,
+        online_acks,
     }
 }
 
@@ -258,6 +275,14 @@ pub struct Faults {
     /// Hand the replicator everything that arrives within 1 ms as one batch (`begin_batch` ..
     /// `end_batch`), as the live driver does with a capture block and a read of its intercepts.
     pub batch: bool,
+    /// Chance that the capture misses a client data segment for good: the online server got
+    /// it, so the client never resends it (a mirror's loss). The requests it carried bytes of
+    /// are damaged; the others must still arrive whole, in order.
+    pub capture_gone: f64,
+    /// The capture has the online server's acknowledgments too (a mirror sees both ways).
+    pub online_acks: bool,
+    /// The replicator's `Config::hole_wait`.
+    pub hole_wait: Option<Duration>,
 }
 
 /// What a simulation did.
@@ -271,6 +296,8 @@ pub struct Outcome {
     /// FNV-1a over every one of those packets in order, with its direction and simulated send
     /// time: two runs with the same digest sent the same packets at the same times.
     pub digest: u64,
+    /// Sessions the capture missed a segment of for good (`Faults::capture_gone`).
+    pub damaged_sessions: u64,
 }
 
 /// Runs `sessions` scripted sessions (from client ports 10,000 up; at most 55,000) through the
@@ -294,6 +321,7 @@ pub fn simulate(seed: u64, sessions: usize, faults: Faults) -> Outcome {
     cfg.isn_base = rng.next_u64() as u32;
     cfg.fake_clients = (1..=250).map(|i| IpAddr::from([198, 19, 0, i])).collect();
     cfg.initial_rto = Duration::from_millis(50);
+    cfg.hole_wait = faults.hole_wait;
     let mut r = Replicator::new(cfg);
     let mut target = SimTarget::default();
     let base = Instant::now();
@@ -307,9 +335,24 @@ pub fn simulate(seed: u64, sessions: usize, faults: Faults) -> Outcome {
         .collect();
     // Capture: each client segment captured at its time; the capture itself duplicates and reorders.
     let mut capture: Vec<(Instant, Vec<u8>)> = Vec::new();
+    // Per session, the requests a segment gone for good damaged.
+    let mut damaged: Vec<Vec<bool>> = Vec::new();
     for (i, s) in scripts.iter().enumerate() {
         let start = base + Duration::from_micros(i as u64 * 300);
+        let mut hurt = vec![false; s.requests.len()];
+        if faults.online_acks {
+            for (k, ack) in &s.online_acks {
+                let at = start + Duration::from_millis(*k as u64 * 2) + Duration::from_millis(1);
+                capture.push((at, ack.clone()));
+            }
+        }
         for (k, seg) in s.segments.iter().enumerate() {
+            if faults.capture_gone > 0.0 && rng.chance(faults.capture_gone) {
+                if let Some(req) = s.segment_request[k] {
+                    hurt[req] = true;
+                    continue;
+                }
+            }
             let mut at = start + Duration::from_millis(k as u64 * 2);
             if k >= 2 && rng.chance(faults.reorder) {
                 at += Duration::from_millis(3);
@@ -322,6 +365,7 @@ pub fn simulate(seed: u64, sessions: usize, faults: Faults) -> Outcome {
                 capture.push((at + Duration::from_micros(50), seg.clone()));
             }
         }
+        damaged.push(hurt);
     }
     capture.sort_by_key(|c| c.0);
     let mut capture = capture.into_iter().peekable();
@@ -430,8 +474,8 @@ pub fn simulate(seed: u64, sessions: usize, faults: Faults) -> Outcome {
             break;
         }
     }
-    // Every stream arrived byte-exact.
-    for s in &scripts {
+    // Every stream arrived byte-exact, or with its damaged requests only damaged.
+    for (s, damaged) in scripts.iter().zip(&damaged) {
         let local = target
             .conns
             .iter()
@@ -443,11 +487,15 @@ pub fn simulate(seed: u64, sessions: usize, faults: Faults) -> Outcome {
                     r.stats()
                 )
             });
-        assert!(
-            local.1.received == s.stream,
-            "seed {seed}: session {} stream differs",
-            s.port
-        );
+        if damaged.contains(&true) {
+            assert_undamaged_arrived(seed, s, damaged, &local.1.received);
+        } else {
+            assert!(
+                local.1.received == s.stream,
+                "seed {seed}: session {} stream differs",
+                s.port
+            );
+        }
         assert!(
             local.1.fin_received,
             "seed {seed}: session {} not closed",
@@ -469,6 +517,34 @@ pub fn simulate(seed: u64, sessions: usize, faults: Faults) -> Outcome {
         stats,
         packets,
         digest,
+        damaged_sessions: damaged.iter().filter(|d| d.contains(&true)).count() as u64,
+    }
+}
+
+/// A session the capture missed bytes of: every request it had whole arrived whole, in order,
+/// and nothing arrived that the client did not send.
+fn assert_undamaged_arrived(seed: u64, s: &ClientScript, damaged: &[bool], received: &[u8]) {
+    assert!(
+        received.len() < s.stream.len(),
+        "seed {seed}: session {}: more arrived than was captured",
+        s.port
+    );
+    let mut at = 0;
+    for (i, body) in s.requests.iter().enumerate() {
+        if damaged[i] {
+            continue;
+        }
+        let found = received[at..]
+            .windows(body.len())
+            .position(|w| w == body.as_slice());
+        let Some(pos) = found else {
+            panic!(
+                "seed {seed}: session {}: request {i} of {} (not damaged) missing at the target",
+                s.port,
+                s.requests.len()
+            );
+        };
+        at += pos + body.len();
     }
 }
 

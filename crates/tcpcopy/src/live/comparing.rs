@@ -155,6 +155,8 @@ impl Comparing {
             if seen == Seen::Incoming || !core.replicates(p.dst(), p.src()) {
                 return;
             }
+            // Its acknowledgment shows the holes its client will never fill.
+            core.handle_online_packet(now, data);
             let flags = p.flags();
             let payload = p.payload();
             if payload.is_empty() && !flags.fin() && !flags.rst() {

@@ -140,8 +140,22 @@ fn open(spec: &MirrorSpec) -> anyhow::Result<Socket> {
             s
         }
     };
-    // Best effort: the default buffer still works, it only loses more in a burst.
-    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    // Past net.core.rmem_max (208 KiB on many hosts: a burst of mirrored traffic overflows it
+    // while the worker is busy) with CAP_NET_ADMIN, which setup still holds; else best effort:
+    // the default buffer still works, it only loses more in a burst.
+    if netio::sockopt::force_receive_buffer(std::os::fd::AsFd::as_fd(&socket), RECEIVE_BUFFER)
+        .is_err()
+    {
+        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    }
+    if let Ok(size) = socket.recv_buffer_size() {
+        if size < RECEIVE_BUFFER {
+            warn!(
+                "mirrored input: receive buffer {} KiB (no CAP_NET_ADMIN to pass net.core.rmem_max): bursts may be lost",
+                size >> 10
+            );
+        }
+    }
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     Ok(socket)
 }

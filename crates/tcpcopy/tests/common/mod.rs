@@ -10,6 +10,10 @@ pub mod fidelity;
 
 pub use lab::scenario::sequential;
 
+pub mod checks;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use checks::*;
+
 /// Where cargo put the `tcpcopy` and `intercept` binaries.
 pub fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tcpcopy"))

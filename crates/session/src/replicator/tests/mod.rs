@@ -16,6 +16,7 @@ mod copies;
 mod dialect;
 mod half_open;
 mod handshake;
+mod holes;
 mod joined;
 mod lost;
 mod port_reuse;

@@ -16,6 +16,9 @@ const EVERY_FAULT: Faults = Faults {
     delay_ms: 5,
     capture_loss: 0.01,
     batch: false,
+    capture_gone: 0.0,
+    online_acks: false,
+    hole_wait: None,
 };
 
 #[test]
@@ -79,6 +82,7 @@ fn simulation_in_batches_through_every_fault_is_byte_exact() {
                 delay_ms: 5,
                 capture_loss: 0.01,
                 batch: true,
+                ..Faults::default()
             },
         );
         assert_eq!(s.sessions_completed, 3_000, "seed {seed}: {s}");
