@@ -1,0 +1,4 @@
+//! Database protocols replayed whole.
+#![forbid(unsafe_code)]
+
+pub mod postgres;
