@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dialect::postgres::message::{self, Framed, GSSENC_REQUEST, SSL_REQUEST};
-use dialect::postgres::{ClientNonce, Credentials, LoginError, Method, Session, Status};
+use dialect::postgres::{ClientNonce, LoginError, Method, Session, Status};
+use dialect::Credentials;
 
 /// One statement a Query message: CREATE DATABASE refuses a multi-statement one's transaction.
 const SETUP: &[&str] = &[
@@ -205,10 +206,7 @@ fn replay(
     logins: &[&str],
     joined: Option<message::Startup>,
 ) -> Answer {
-    let mut credentials = Credentials::default();
-    for login in logins {
-        credentials.add(login).unwrap();
-    }
+    let credentials = Credentials::new(logins.iter().map(|l| l.parse().unwrap()).collect());
     let nonce = ClientNonce::random().unwrap();
     let mut session = Session::new(Arc::new(credentials), joined, nonce);
     session.handle_client(client);

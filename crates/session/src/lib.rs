@@ -13,7 +13,7 @@
 //! Layout, by job: `replicator` (the session table, routing packets to sessions, batches and
 //! timers; `capture`, `response` and `lifecycle` beneath it), `keys` (table keys and hashing),
 //! `session` (one session's state machine towards the target), `stream` (its client bytes and
-//! request boundaries), `rtt` (its RTT estimator), `outbox` (packets on their way out), `closed`
+//! request boundaries), `dialect` (the protocol hook: what a protocol may edit of them), `rtt` (its RTT estimator), `outbox` (packets on their way out), `closed`
 //! (sessions that closed lately), `timer` (the timer wheel), `config` and `stats`. The `testing`
 //! module (feature `testing`) holds the seeded simulator, packet builder and PRNG that tests,
 //! benches and examples share.
@@ -21,6 +21,7 @@
 
 mod closed;
 mod config;
+pub mod dialect;
 mod keys;
 mod outbox;
 mod replicator;
@@ -34,6 +35,7 @@ mod timer;
 pub mod testing;
 
 pub use config::{Config, Rule};
+pub use dialect::{Conversation, Dialect, Login, LoginReport, Logins};
 pub use outbox::SentMark;
 pub use replicator::ResponseOwner;
 pub use replicator::{Replicator, SESSION_COST};

@@ -32,6 +32,7 @@ use crate::timer::TimerWheel;
 
 mod capture;
 mod lifecycle;
+mod login;
 mod response;
 
 pub use response::ResponseOwner;
@@ -105,6 +106,10 @@ pub struct Replicator {
     batch_now: Option<Instant>,
     /// Sessions that were stalled after their last move (see [`Replicator::stalled_sessions`]).
     stalled: usize,
+    /// The protocol hook, when sessions speak a protocol that does not replay as bytes.
+    dialect: Option<Box<dyn crate::Dialect>>,
+    /// Login outcomes not yet taken by [`Replicator::drain_logins`].
+    logins: Vec<crate::LoginReport>,
 }
 
 impl Replicator {
@@ -132,6 +137,8 @@ impl Replicator {
             dirty: Vec::new(),
             batch_now: None,
             stalled: 0,
+            dialect: None,
+            logins: Vec::new(),
         }
     }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 
 use crate::config::Config;
+use crate::dialect::DialectSlot;
 use crate::keys::{OnlineKey, TableMap, TargetKey};
 use crate::outbox::{Outbox, SentMark};
 use crate::rtt::RttEstimator;
@@ -126,6 +127,8 @@ pub(crate) struct Session {
     pub(crate) delivered: u32,
     /// The furthest client byte whose first sending was recorded for a comparison.
     pub(crate) traced: u64,
+    /// The protocol hook's conversation, with a protocol (see [`crate::dialect`]).
+    pub(crate) dialect: Option<Box<DialectSlot>>,
 }
 
 impl Session {
@@ -228,7 +231,11 @@ impl Session {
         ack_tag: Option<Seq>,
         stats: &mut Stats,
     ) -> bool {
+        let from = self.stream.rcv_nxt();
         let accepted = self.stream.accept(p, ack_tag, stats);
+        if self.stream.rcv_nxt() > from {
+            self.converse_client(from);
+        }
         if accepted.first_bound {
             // `waiting_since` times the wait at the first pending boundary; with none pending it
             // may still hold the wait for a closing session's last answer, which says nothing
@@ -278,6 +285,9 @@ impl Session {
         }
         self.state = State::Established;
         self.t_next = p.seq() + 1;
+        if let Some(d) = self.dialect.as_mut() {
+            d.target_isn = Some(p.seq());
+        }
         // Whatever the target sends before our first byte is a greeting (server speaks first).
         self.answer_mark = self.t_next;
         self.t_mss = p.mss().unwrap_or(536);
@@ -455,11 +465,15 @@ impl Session {
             self.acknowledged();
         }
         loop {
-            let limit = if no_wait {
+            let mut limit = if no_wait {
                 self.stream.rcv_nxt()
             } else {
                 self.stream.send_limit()
             };
+            // A protocol hook holds what it has yet to edit (see `crate::dialect`).
+            if let Some(hold) = self.dialect.as_ref().and_then(|d| d.hold) {
+                limit = limit.min(hold);
+            }
             // Nothing in flight and a closed window: still send one segment, as a window probe.
             let window =
                 u64::from(
@@ -481,7 +495,7 @@ impl Session {
                         client: self.client,
                         online: self.online,
                         copy: self.copy,
-                        end: self.isn + 1 + end as u32,
+                        end: self.isn + 1 + self.stream.client_offset(end) as u32,
                         at: now,
                     });
                 }

@@ -71,6 +71,9 @@ pub struct Stats {
     pub requests_sampled_out: u64,
     /// Requests of ended sessions that the target never acknowledged in full, by cause.
     pub lost: LostRequests,
+    /// How sessions' logins went, with a protocol hook (`crate::dialect`); not part of the
+    /// statistics line (it has a line of its own).
+    pub logins: crate::dialect::Logins,
 }
 
 /// Why an ended session's requests that the target never had in full were lost. Together with
@@ -172,6 +175,7 @@ impl std::ops::AddAssign for Stats {
         self.capture_drops += o.capture_drops;
         self.requests_sampled_out += o.requests_sampled_out;
         self.lost += o.lost;
+        self.logins += o.logins;
     }
 }
 
@@ -340,6 +344,7 @@ impl std::str::FromStr for Stats {
             bytes_buffered,
             capture_drops,
             requests_sampled_out,
+            logins: Default::default(),
             lost: LostRequests {
                 never_captured,
                 overflow,
@@ -397,6 +402,7 @@ mod tests {
             bytes_buffered: n(),
             capture_drops: n(),
             requests_sampled_out: n(),
+            logins: Default::default(),
             lost: LostRequests {
                 never_captured: n(),
                 overflow: n(),

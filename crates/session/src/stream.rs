@@ -57,6 +57,17 @@ pub(crate) struct ClientStream {
     /// Its requests and bytes count in the statistics (the baseline's do not: they are the
     /// same requests once more).
     pub(crate) counted: bool,
+    /// The offset map: one record per length-changing edit of a protocol hook
+    /// ([`crate::dialect`]), oldest first, to translate offsets back to the client's.
+    edits: Vec<Splice>,
+}
+
+/// A length-changing edit: `removed` bytes at `at` became `inserted` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Splice {
+    at: u64,
+    removed: u64,
+    inserted: u64,
 }
 
 /// What a captured segment changed beyond the stream itself, for the session to act on.
@@ -91,6 +102,7 @@ impl ClientStream {
             reset: false,
             requests: 0,
             counted: true,
+            edits: Vec::new(),
         }
     }
 
@@ -98,6 +110,12 @@ impl ClientStream {
     #[inline]
     pub(crate) fn rcv_nxt(&self) -> u64 {
         self.rcv_nxt
+    }
+
+    /// The first offset still in the buffer (everything before it the target acknowledged).
+    #[inline]
+    pub(crate) fn buffered_from(&self) -> u64 {
+        self.data_start
     }
 
     /// Offset of the client's FIN, once captured.
@@ -319,6 +337,62 @@ impl ClientStream {
             return true;
         }
         false
+    }
+
+    /// Replaces the `remove` bytes at `at` (captured, not yet acknowledged) with `insert`: later
+    /// bytes, out-of-order captures, request boundaries and the FIN move by the difference, and
+    /// the offset map records it (see [`crate::dialect`]). A boundary at `at` stays (the
+    /// inserted bytes open its request); boundaries within the removed bytes move to the end of
+    /// the inserted ones (kept, so that the requests they count are still counted).
+    pub(crate) fn splice(&mut self, at: u64, remove: u64, insert: &[u8]) {
+        debug_assert!(at >= self.data_start && at + remove <= self.rcv_nxt);
+        let start = self.data_skip + (at - self.data_start) as usize;
+        self.data
+            .splice(start..start + remove as usize, insert.iter().copied());
+        let inserted = insert.len() as u64;
+        if inserted == remove {
+            return;
+        }
+        let moved = |b: u64| {
+            if b <= at {
+                b
+            } else if b <= at + remove {
+                at + inserted
+            } else {
+                b - remove + inserted
+            }
+        };
+        self.rcv_nxt = moved(self.rcv_nxt);
+        self.client_fin = self.client_fin.map(moved);
+        for b in self
+            .pending_bounds
+            .iter_mut()
+            .chain(&mut self.unacked_bounds)
+        {
+            *b = moved(*b);
+        }
+        if self.ooo.keys().next_back().is_some_and(|&k| k > at) {
+            let ooo = std::mem::take(&mut self.ooo);
+            self.ooo = ooo.into_iter().map(|(k, v)| (moved(k), v)).collect();
+        }
+        self.edits.push(Splice {
+            at,
+            removed: remove,
+            inserted,
+        });
+    }
+
+    /// The client's offset of stream offset `off`, through the offset map: a byte an edit
+    /// inserted maps to where the edit was made.
+    pub(crate) fn client_offset(&self, mut off: u64) -> u64 {
+        for e in self.edits.iter().rev() {
+            if off >= e.at + e.inserted {
+                off = off - e.inserted + e.removed;
+            } else if off > e.at {
+                off = e.at;
+            }
+        }
+        off
     }
 
     /// The stream's buffers, emptied, for a later session; none when its buffer grew too large

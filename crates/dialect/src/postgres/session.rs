@@ -15,11 +15,11 @@
 
 use std::sync::Arc;
 
-use super::credentials::Credentials;
 use super::login::{LoginError, Method, Step};
 use super::message::{self, Backend, Initial, Malformed, Startup};
 use super::scram::ClientNonce;
 use super::Login;
+use crate::Credentials;
 
 /// Why a session is not replicated (it ends without a login at the target).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +93,8 @@ pub struct Session {
     out: Vec<u8>,
     startup: Option<Startup>,
     joined: bool,
+    /// Joined for certain (the caller saw no handshake): its first bytes are a request.
+    join_first: bool,
     end: Option<Status>,
 }
 
@@ -119,8 +121,24 @@ impl Session {
             out: Vec::new(),
             startup: None,
             joined: false,
+            join_first: false,
             end: None,
         }
+    }
+
+    /// The same session, known to have joined after its login (its handshake was never
+    /// captured): its first bytes are taken for a request whatever they look like.
+    pub fn joined(mut self) -> Session {
+        self.join_first = true;
+        self
+    }
+
+    /// Whether the client's bytes now pass unchanged: logged in, nothing held or pending.
+    pub fn passes_through(&self) -> bool {
+        self.end.is_none()
+            && self.client == Client::Requests
+            && self.pending.is_empty()
+            && matches!(self.target, Target::Ready(_))
     }
 
     /// Where the session stands.
@@ -203,7 +221,7 @@ impl Session {
         while self.end.is_none() && !self.pending.is_empty() {
             match self.client {
                 Client::First => {
-                    if !message::looks_initial(&self.pending) {
+                    if self.join_first || !message::looks_initial(&self.pending) {
                         self.join();
                         continue;
                     }
@@ -288,7 +306,7 @@ impl Session {
     /// A session whose login was never captured: a startup message and a login of its own.
     fn join(&mut self) {
         let startup = self.joined_startup.clone().or_else(|| {
-            let user = self.credentials.first_user()?;
+            let user = self.credentials.first()?.user.as_str();
             Some(Startup::new(user, user))
         });
         let Some(startup) = startup else {

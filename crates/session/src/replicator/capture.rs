@@ -255,6 +255,9 @@ impl Replicator {
             }
             let held = s.held();
             self.buffered = self.buffered + held - before;
+            if self.conclude_login(now, id) {
+                return;
+            }
             if held > self.config.max_session_bytes || !self.make_room(0) {
                 self.stats.sessions_overflowed += 1;
                 self.abort(now, id, End::Overflow);

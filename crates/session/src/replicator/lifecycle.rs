@@ -91,6 +91,7 @@ impl Replicator {
             answer_open: false,
             delivered: 0,
             traced: 0,
+            dialect: None,
         };
         let id = self.sessions.insert(s);
         self.by_online
@@ -116,6 +117,7 @@ impl Replicator {
         let (client, target, copy) = (s.client, s.target, s.copy);
         let local = self.local_endpoint(client, target, copy);
         let out_isn = s.isn + self.isn_clock(now);
+        self.begin_conversation(id);
         let s = &mut self.sessions[id];
         if s.state == State::HalfOpen {
             self.stats.sessions_half_open -= 1;

@@ -34,6 +34,19 @@ impl Replicator {
     /// With `Config::trace_sends`, a packet with payload of a live session says whose it is, so
     /// that its answer can be compared with the online server's.
     pub fn handle_response(&mut self, now: Instant, packet: &[u8]) -> Option<ResponseOwner> {
+        self.handle_response_head(now, packet, &[])
+    }
+
+    /// [`Replicator::handle_response`] for a packet reported with its answer's head: `head`, the
+    /// payload bytes within the first bytes of the answer the packet is part of (a prefix of
+    /// its payload, see `protocol::heads`), goes to the session's protocol hook, if any
+    /// ([`crate::dialect`]).
+    pub fn handle_response_head(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        head: &[u8],
+    ) -> Option<ResponseOwner> {
         self.born.get_or_insert(now);
         self.stats.responses += 1;
         let Ok(p) = TcpPacket::parse(packet) else {
@@ -54,7 +67,11 @@ impl Replicator {
             baseline: s.copy >= self.config.copies,
             // The target acknowledges our sequence numbers: the client's, moved by the ISN
             // clock.
-            client_ack: s.isn + (p.ack().0.wrapping_sub(s.out_isn.0)),
+            client_ack: s.isn
+                + 1
+                + s.stream
+                    .client_offset(u64::from(p.ack().0.wrapping_sub(s.out_isn.0 + 1)))
+                    as u32,
         });
         if flags.rst() {
             self.stats.sessions_reset_by_target += 1;
@@ -91,7 +108,12 @@ impl Replicator {
                         self.config.min_rto,
                         self.config.delayed_ack,
                     );
-                    self.buffered -= before - s.held();
+                    s.converse_target(&p, head);
+                    let held = s.held();
+                    self.buffered = self.buffered + held - before;
+                    if self.conclude_login(now, id) {
+                        return owner;
+                    }
                 }
             }
         }

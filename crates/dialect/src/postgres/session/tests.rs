@@ -14,11 +14,9 @@ use crate::postgres::{md5_password, ScramError};
 const NONCE: &str = "fyko+d2lbbFgONRv9qkxdawL";
 
 fn credentials(logins: &[&str]) -> Arc<Credentials> {
-    let mut c = Credentials::default();
-    for login in logins {
-        c.add(login).unwrap();
-    }
-    Arc::new(c)
+    Arc::new(Credentials::new(
+        logins.iter().map(|l| l.parse().unwrap()).collect(),
+    ))
 }
 
 fn session(logins: &[&str]) -> Session {
