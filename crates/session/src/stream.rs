@@ -362,8 +362,15 @@ impl ClientStream {
                 b - remove + inserted
             }
         };
-        self.rcv_nxt = moved(self.rcv_nxt);
-        self.client_fin = self.client_fin.map(moved);
+        // The end and the FIN come after the inserted bytes, also when inserted at the end.
+        self.rcv_nxt = self.rcv_nxt - remove + inserted;
+        self.client_fin = self.client_fin.map(|f| {
+            if f >= at + remove {
+                f - remove + inserted
+            } else {
+                moved(f)
+            }
+        });
         for b in self
             .pending_bounds
             .iter_mut()

@@ -6,7 +6,10 @@
 //! the client's authentication messages and for requests it holds), and what it gives out on
 //! the target's messages (the login's answers, then the held requests) is appended at the
 //! stream's end. So the stream only ever holds bytes meant for the target, and the core's
-//! pacing applies to them as to any request. Once logged in, the conversation steps aside.
+//! pacing applies to them as to any request. One exception: bytes that would leave the stream's
+//! start empty (an SSLRequest refused online) stay in it, held, until the startup message
+//! replaces them; to the core an empty start means a server that speaks first. Once logged in,
+//! the conversation steps aside.
 //!
 //! What the target sent reaches the conversation as answer heads, possibly repeated or out of
 //! order; a small reassembly puts them in order. A login's answers are a few hundred bytes, well
@@ -68,6 +71,7 @@ impl Dialect for Postgres {
             startups: self.startups.clone(),
             remembered: false,
             reported: false,
+            kept_from: None,
         }))
     }
 
@@ -95,6 +99,8 @@ struct PgConversation {
     startups: Arc<Mutex<HashMap<IpAddr, Startup>>>,
     remembered: bool,
     reported: bool,
+    /// Where client bytes begin that were kept in the stream, held, for a later replacement.
+    kept_from: Option<u64>,
 }
 
 impl Conversation for PgConversation {
@@ -106,11 +112,22 @@ impl Conversation for PgConversation {
         let captured = edit.bytes(from, end).to_vec();
         self.session.handle_client(&captured);
         let out = self.session.take_transmit();
-        if out != captured && edit.replace(from, end - from, &out).is_err() {
-            // The core hands over unsent bytes only: never happens; end the session if it does.
-            edit.report(Outcome::Malformed, true);
-            self.reported = true;
-            return;
+        let start = self.kept_from.unwrap_or(from);
+        if start == 0 && out.is_empty() {
+            // An empty stream start would read, to the core, as a server that speaks first (the
+            // next request waiting for a greeting): the bytes stay, held, until replaced.
+            self.kept_from = Some(0);
+            edit.hold(Some(0));
+        } else if self.kept_from.is_some() || out != captured {
+            if edit.replace(start, end - start, &out).is_err() {
+                // The core hands over unsent bytes only: never happens; end the session if so.
+                edit.report(Outcome::Malformed, true);
+                self.reported = true;
+                return;
+            }
+            if self.kept_from.take().is_some() {
+                edit.hold(None);
+            }
         }
         self.remember_startup();
         self.report(edit);
