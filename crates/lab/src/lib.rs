@@ -24,6 +24,7 @@ pub mod memcache;
 pub mod netlab;
 pub mod nginx;
 pub mod plan;
+pub mod postgres;
 pub mod redis;
 pub mod scenario;
 pub mod scratch;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::memcache::Memcached;
 use crate::plan::AnswerPlan;
+use crate::postgres::{PgAuth, PostgresServer};
 use crate::redis::RedisServer;
 use crate::stream::{Answer, StreamServer};
 use crate::{loadgen, Child, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
@@ -55,6 +56,8 @@ pub enum Servers {
     /// memcached (package memcached) with 2 GB of cache, enough for the hot-backup test's
     /// 100,000 sets of up to 100 KB without evictions.
     Memcached,
+    /// PostgreSQL (package postgresql) authenticating TCP clients so (see [`crate::postgres`]).
+    Postgres(PgAuth),
 }
 
 impl Servers {
@@ -64,6 +67,7 @@ impl Servers {
             Servers::Embedded | Servers::Nginx | Servers::Stream(_) => 80,
             Servers::Redis => 6379,
             Servers::Memcached => 11211,
+            Servers::Postgres(_) => crate::postgres::PORT,
         }
     }
 }
@@ -142,6 +146,7 @@ enum Server {
     Redis(RedisServer),
     #[allow(dead_code)]
     Memcached(Memcached),
+    Postgres(PostgresServer),
 }
 
 impl Server {
@@ -149,7 +154,7 @@ impl Server {
         match self {
             Server::Embedded(s) => Ok(s.log().uris()),
             Server::Nginx(n) => n.access_log(),
-            Server::Stream(_) | Server::Redis(_) | Server::Memcached(_) => {
+            Server::Stream(_) | Server::Redis(_) | Server::Memcached(_) | Server::Postgres(_) => {
                 anyhow::bail!("only HTTP servers keep a request log")
             }
         }
@@ -159,11 +164,18 @@ impl Server {
             Server::Embedded(_) | Server::Stream(_) | Server::Redis(_) => None,
             Server::Memcached(m) => Some(m.pid()),
             Server::Nginx(n) => Some(n.pid()),
+            Server::Postgres(p) => Some(p.pid()),
         }
     }
     fn stream(&self) -> Option<&StreamServer> {
         match self {
             Server::Stream(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn postgres(&self) -> Option<&PostgresServer> {
+        match self {
+            Server::Postgres(p) => Some(p),
             _ => None,
         }
     }
@@ -228,6 +240,14 @@ fn start_server(
             Server::Embedded(lab.run_in(ns, || HttpServer::start_with(addr.into(), plan))?)
         }
         Servers::Nginx => Server::Nginx(Nginx::start(lab, ns, addr, &scratch.path().join(name))?),
+        Servers::Postgres(auth) => Server::Postgres(PostgresServer::start(
+            lab,
+            ns,
+            addr,
+            auth,
+            &scratch.path().join(format!("postgres-{name}")),
+            &scratch.path().join(format!("postgres-{name}.log")),
+        )?),
     })
 }
 
@@ -594,6 +614,11 @@ impl Scenario {
 
     pub fn online_server_pid(&self) -> Option<u32> {
         self.online.pid()
+    }
+
+    /// The online and the target PostgreSQL servers, with [`Servers::Postgres`].
+    pub fn postgres(&self) -> Option<(&PostgresServer, &PostgresServer)> {
+        self.online.postgres().zip(self.target.postgres())
     }
 
     /// Stops tcpcopy with SIGTERM and returns its log (with the final statistics line).
