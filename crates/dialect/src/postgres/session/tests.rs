@@ -449,3 +449,78 @@ fn byte_by_byte_input_gives_the_same_bytes() {
         }
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Cuts `bytes` at the given points (taken modulo its length).
+    fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.extend([0, bytes.len()]);
+        at.sort_unstable();
+        at.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+    }
+
+    proptest! {
+        /// Network input never panics the session, whatever it is and however it is cut.
+        #[test]
+        fn arbitrary_input_never_panics(
+            client in proptest::collection::vec(any::<u8>(), 0..300),
+            target in proptest::collection::vec(any::<u8>(), 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut s = session(&["alice:pw"]);
+            for chunk in chunks(&client, &cuts) {
+                s.handle_client(&chunk);
+            }
+            for chunk in chunks(&target, &cuts) {
+                s.handle_target(&chunk);
+            }
+            let _ = s.take_transmit();
+            let _ = s.status();
+        }
+
+        /// However the client's and the target's streams are cut, and however their pieces
+        /// interleave, the target gets the same bytes and the session ends the same.
+        #[test]
+        fn cutting_the_streams_changes_nothing(
+            client_cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            target_cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            target_first in any::<bool>(),
+        ) {
+            let client = [startup(), online_scram_messages(), requests()].concat();
+            let target = [auth(5, &[4, 3, 2, 1]), welcome()].concat();
+            let mut whole = session(&["alice:pw"]);
+            whole.handle_client(&client);
+            whole.handle_target(&target);
+            let expected = whole.take_transmit();
+            let mut cut = session(&["alice:pw"]);
+            let mut got = Vec::new();
+            let (client, target) = (chunks(&client, &client_cuts), chunks(&target, &target_cuts));
+            if target_first {
+                // The target cannot answer before the startup message went out: the first
+                // client piece that completes it comes first.
+                let mut pieces = client.into_iter();
+                while cut.startup().is_none() {
+                    let Some(piece) = pieces.next() else { break };
+                    cut.handle_client(&piece);
+                }
+                for piece in &target {
+                    cut.handle_target(piece);
+                    got.extend(cut.take_transmit());
+                }
+                pieces.for_each(|piece| cut.handle_client(&piece));
+            } else {
+                client.iter().for_each(|piece| cut.handle_client(piece));
+                for piece in &target {
+                    cut.handle_target(piece);
+                }
+            }
+            got.extend(cut.take_transmit());
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(cut.status(), Status::LoggedIn { method: Method::Md5, joined: false });
+        }
+    }
+}
