@@ -34,6 +34,15 @@ impl Protocol {
         }
     }
 
+    /// How many of the first bytes of each target answer this protocol's sessions need (the
+    /// driver asks the intercepts for them).
+    pub fn head_bytes(self) -> u16 {
+        match self {
+            Protocol::Mysql => mysql::HEAD_BYTES,
+            Protocol::Postgres => postgres::HEAD_BYTES,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Mysql => "mysql",

@@ -237,6 +237,12 @@ impl Edit<'_> {
         self.sent
     }
 
+    /// The first offset still buffered: bytes before it the target acknowledged, and they
+    /// cannot be read any more.
+    pub fn buffered_from(&self) -> u64 {
+        self.stream.buffered_from()
+    }
+
     /// The offset past the last byte captured (and inserted) so far.
     pub fn end(&self) -> u64 {
         self.stream.rcv_nxt()

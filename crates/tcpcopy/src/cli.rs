@@ -345,6 +345,28 @@ pub struct TcpcopyOpts {
     pub filter: Option<String>,
     #[command(flatten)]
     pub report: ReportOpts,
+    #[command(flatten)]
+    pub database: DatabaseOpts,
+}
+
+/// Sessions whose login does not replay as bytes: databases.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Databases")]
+pub struct DatabaseOpts {
+    /// The sessions' protocol, when their login must be made again for the target: `mysql`
+    /// (MySQL, MariaDB) answers the target's own greeting (its salt) with the password --login
+    /// gives for the client's user, logs sessions open before tcpcopy started in, and skips
+    /// sessions that use TLS
+    #[arg(long = "protocol", value_name = "PROTOCOL")]
+    pub protocol: Option<dialect::Protocol>,
+    /// Log in at the target as USER with PASSWORD (repeatable); without a password for its
+    /// user, a session's own login goes (which only a target that checks no passwords takes).
+    /// Prefer --login-file: a command line is visible to every local user
+    #[arg(long = "login", value_name = "USER:PASSWORD")]
+    pub login: Vec<dialect::Login>,
+    /// Read --login entries from FILE, one USER:PASSWORD a line (# starts a comment)
+    #[arg(long = "login-file", value_name = "FILE")]
+    pub login_file: Option<PathBuf>,
 }
 
 /// What the target answered, compared with production, and the reports of a run.

@@ -66,6 +66,8 @@ pub struct LiveConfig {
     pub filter: Option<String>,
     /// `--secret-file`: the key the intercept connections are opened with (encrypted).
     pub secret: Option<protocol::secure::Psk>,
+    /// `--protocol` and the logins it makes (`--login`, `--login-file`).
+    pub protocol: Option<(dialect::Protocol, dialect::Credentials)>,
 }
 
 /// How answers are compared (`--compare` and its options).
@@ -153,8 +155,33 @@ impl LiveConfig {
             notes: compatibility_notes(o),
             filter,
             secret: secret(o.secret_file.as_deref())?,
+            protocol: protocol(&o.database)?,
         })
     }
+}
+
+/// `--protocol` with its logins; `--login` and `--login-file` make no sense without it.
+fn protocol(
+    d: &crate::cli::DatabaseOpts,
+) -> Result<Option<(dialect::Protocol, dialect::Credentials)>, String> {
+    let Some(protocol) = d.protocol else {
+        if !d.login.is_empty() || d.login_file.is_some() {
+            return Err(
+                "--login, --login-file: only with --protocol (e.g. --protocol mysql)".into(),
+            );
+        }
+        return Ok(None);
+    };
+    let mut logins = d.login.clone();
+    if let Some(path) = &d.login_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--login-file {}: {e}", path.display()))?;
+        logins.extend(
+            dialect::Credentials::parse_file(&text)
+                .map_err(|e| format!("--login-file {}: {e}", path.display()))?,
+        );
+    }
+    Ok(Some((protocol, dialect::Credentials::new(logins))))
 }
 
 /// What the options kept for C TCPCopy's users that change nothing here do instead.

@@ -102,6 +102,13 @@ const TCPCOPY: &[(&str, &str, &[&str])] = &[
         r#""/etc/tcpcopy/secret""#,
         &["/etc/tcpcopy/secret"],
     ),
+    ("protocol", r#""mysql""#, &["mysql"]),
+    ("login", r#"["app:pw", "ro:x"]"#, &["app:pw", "ro:x"]),
+    (
+        "login-file",
+        r#""/etc/tcpcopy/logins""#,
+        &["/etc/tcpcopy/logins"],
+    ),
 ];
 
 /// The same for intercept (its hidden testing option included).

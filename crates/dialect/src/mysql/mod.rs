@@ -1,36 +1,102 @@
-//! MySQL and MariaDB (in progress): the client's login answered for the target's greeting.
+//! MySQL and MariaDB: the login of every session is answered for the target's own greeting.
+//!
+//! The target's greeting carries its own random salt, so the client's captured login (a
+//! scramble of its password for the *online* server's salt) cannot pass at a target that checks
+//! passwords. Each session's [`Login`] conversation therefore holds the client's bytes from the
+//! start, waits for the target's greeting, and sends a login of its own in the client's place:
+//! the client's handshake response with the scramble made for the target's salt (from the
+//! password `--login` gives for its user; without one, the client's scramble is kept, which a
+//! `--skip-grant-tables` target takes). The client's further login packets (its answers to the
+//! online server's auth switch, say) are dropped; the target's own auth switch is answered; the
+//! target's OK releases the client's commands, its error ends the session (counted).
+//!
+//! A session open before tcpcopy started (joined: its login never seen) gets a login of its own
+//! before its first captured command: as the last login seen from its client's address (with
+//! that login's database, restored by COM_INIT_DB), else as the first `--login` user, else as
+//! `root` without a password (which only a `--skip-grant-tables` target takes). A session
+//! that asks the online server for TLS is skipped.
+//!
+//! What sessions share lives in [`Mysql`]: the logins seen per client address.
 
-use session::dialect::{Conversation, Dialect, Edit, SessionInfo};
+mod auth;
+mod login;
+mod packet;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use session::dialect::{Conversation, Dialect, SessionInfo};
 
 use crate::Credentials;
+use login::Login;
+use packet::HandshakeResponse;
+
+/// First bytes of each target answer a login needs: a greeting (about 100 bytes), an auth
+/// switch, an OK or an error, with room to spare.
+pub(crate) const HEAD_BYTES: u16 = 512;
+
+/// Client addresses whose last login is remembered; then the table starts over.
+const MAX_SEEN: usize = 1 << 16;
 
 /// The MySQL hook: one per replicator.
 #[derive(Debug)]
 pub struct Mysql {
-    #[allow(dead_code)]
-    credentials: Credentials,
+    credentials: Arc<Credentials>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Mysql {
     pub fn new(credentials: Credentials) -> Mysql {
-        Mysql { credentials }
+        Mysql {
+            credentials: Arc::new(credentials),
+            seen: Arc::default(),
+        }
     }
 }
 
 impl Dialect for Mysql {
-    fn open(&mut self, _: &SessionInfo) -> Option<Box<dyn Conversation>> {
-        Some(Box::new(Session))
+    fn open(&mut self, session: &SessionInfo) -> Option<Box<dyn Conversation>> {
+        Some(Box::new(Login::new(
+            *session,
+            self.credentials.clone(),
+            self.seen.clone(),
+        )))
     }
 
     fn head_bytes(&self) -> u16 {
-        512
+        HEAD_BYTES
     }
 }
 
-#[derive(Debug)]
-struct Session;
-
-impl Conversation for Session {
-    fn client(&mut self, _: &mut Edit<'_>, _: u64) {}
-    fn target(&mut self, _: &mut Edit<'_>, _: u64, _: &[u8]) {}
+/// The last login seen from each client address, for its joined sessions.
+#[derive(Debug, Default)]
+struct Seen {
+    last: HashMap<IpAddr, LastLogin>,
 }
+
+#[derive(Clone, Debug)]
+struct LastLogin {
+    /// The client's handshake response, its scramble removed.
+    hello: HandshakeResponse,
+    /// Its current database: the login's, or the last COM_INIT_DB's.
+    database: Option<String>,
+}
+
+impl Seen {
+    fn remember(&mut self, ip: IpAddr, login: LastLogin) {
+        if self.last.len() >= MAX_SEEN && !self.last.contains_key(&ip) {
+            self.last.clear();
+        }
+        self.last.insert(ip, login);
+    }
+}
+
+/// Locks the shared table; a panic elsewhere while it was held leaves it usable (it holds
+/// plain data).
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

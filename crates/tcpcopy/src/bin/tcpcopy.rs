@@ -68,11 +68,16 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
             progress: status_board.progress(),
         }),
     );
+    let protocol = cfg.protocol.as_ref().map(|(p, _)| *p);
     let run = live::run(cfg, stop, board.clone())?;
     drop(_status);
     let stats = run.stats;
     logging::log_stats("final", &stats);
     logging::print_out(&format!("tcpcopy final: {stats}"));
+    if let Some(protocol) = protocol {
+        tracing::info!("final {protocol} {}", stats.logins);
+        logging::print_out(&format!("tcpcopy final {protocol} {}", stats.logins));
+    }
     let report = reporting::build(
         &stats,
         run.in_flight,

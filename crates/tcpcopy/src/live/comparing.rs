@@ -54,8 +54,11 @@ pub(super) struct Sink<'a> {
 impl ResponseSink for Sink<'_> {
     #[inline]
     fn response(&mut self, now: Instant, packet: &[u8], note: Option<TargetNote<'_>>) {
-        let owner = self.core.handle_response(now, packet);
-        if let (Some(owner), Some(note), Some(c)) = (owner, note, self.compare.as_deref_mut()) {
+        let head = note.map_or(&[][..], |n| n.head);
+        let owner = self.core.handle_response_head(now, packet, head);
+        if let (Some(owner), Some(mut note), Some(c)) = (owner, note, self.compare.as_deref_mut()) {
+            // A protocol (`--protocol`) may have asked for more than the comparison keeps.
+            note.head = &note.head[..note.head.len().min(c.head_bytes)];
             c.response(owner, packet, note);
         }
     }
@@ -67,6 +70,8 @@ impl ResponseSink for Sink<'_> {
 
 pub(super) struct Comparing {
     cmp: Comparator,
+    /// First bytes of each answer compared (`--compare-bytes`).
+    head_bytes: usize,
     /// The core's clock (`Instant`) and the wall clock at one moment.
     epoch: (Instant, u64),
     last_tick: Instant,
@@ -93,6 +98,7 @@ impl Comparing {
         });
         Some(Comparing {
             cmp,
+            head_bytes: usize::from(settings.head_bytes),
             epoch: (Instant::now(), wall_ns()),
             last_tick: Instant::now(),
             replay_shift: None,

@@ -33,6 +33,7 @@ use crate::plumbing::{Mailbox, PacketBatch};
 
 mod capture;
 mod comparing;
+mod logins;
 mod mirror;
 mod peers;
 mod replay;

@@ -9,7 +9,7 @@
 //! With `--secret-file`, each connection opens the encrypted channel (`crate::channel`) and its
 //! [`Peer`] seals what it writes and opens what it reads.
 //!
-//! With `--compare`, the hello asks for annotated answers, and each connection asks its
+//! With `--compare` or `--protocol`, the hello asks for annotated answers, and each connection asks its
 //! intercept the time (at once, a few times quickly, then every second) to estimate how far the
 //! intercept's clock is from ours (`protocol::clock`): the capture times in the annotations are
 //! handed on ([`TargetNote`]) on our clock. Each response goes to a [`ResponseSink`]: the
@@ -81,8 +81,8 @@ pub struct TargetNote<'a> {
 
 impl ResponseSink for Replicator {
     #[inline]
-    fn response(&mut self, now: Instant, packet: &[u8], _: Option<TargetNote<'_>>) {
-        self.handle_response(now, packet);
+    fn response(&mut self, now: Instant, packet: &[u8], note: Option<TargetNote<'_>>) {
+        self.handle_response_head(now, packet, note.map_or(&[], |n| n.head));
     }
 
     fn routes(&self) -> Vec<SocketAddr> {
@@ -384,6 +384,15 @@ fn hand_on(
     }
 }
 
+/// First bytes of each answer the intercepts forward: what the comparison keeps
+/// (`--compare-bytes`) or a protocol's logins need (`--protocol`), the larger; `None`: headers
+/// only.
+fn head_bytes(cfg: &LiveConfig) -> Option<u16> {
+    let compare = cfg.compare.as_ref().map(|c| c.head_bytes);
+    let protocol = cfg.protocol.as_ref().map(|(p, _)| p.head_bytes());
+    compare.max(protocol)
+}
+
 /// Forgets a broken intercept connection and lets its thread connect again.
 fn drop_peer(registry: &Registry, slot: &mut Option<Peer>) {
     if let Some(peer) = slot.take() {
@@ -428,7 +437,7 @@ impl Peers {
         tx: &Events,
         stop: &Arc<AtomicBool>,
     ) -> anyhow::Result<Peers> {
-        let head_bytes = cfg.compare.as_ref().map(|c| c.head_bytes);
+        let head_bytes = head_bytes(cfg);
         let mut addrs = Vec::new();
         for &server in &cfg.intercepts {
             for _ in 0..cfg.connections {

@@ -19,6 +19,7 @@ use session::{Config, Replicator, Stats};
 
 use super::capture::Capture;
 use super::comparing::{Comparing, Sink};
+use super::logins::LoginLog;
 use super::peers::{Peers, PEER};
 use super::replay::Replay;
 use super::send::Sender;
@@ -68,6 +69,8 @@ struct Worker<'a> {
     replay: Replay,
     peers: Peers,
     send_errors: u64,
+    /// How sessions' logins went (`--protocol`).
+    logins: LoginLog,
     started: Instant,
     last_stats: Instant,
     last_published: Instant,
@@ -159,7 +162,7 @@ impl<'a> Worker<'a> {
             cfg,
             member,
             stop,
-            core: Replicator::new(core_config(cfg, member)),
+            core: replicator(cfg, member),
             sender,
             poll,
             ready: mio::Events::with_capacity(64),
@@ -170,6 +173,7 @@ impl<'a> Worker<'a> {
             replay,
             peers,
             send_errors: 0,
+            logins: LoginLog::default(),
             started: Instant::now(),
             last_stats: Instant::now(),
             last_published: Instant::now(),
@@ -202,6 +206,8 @@ impl<'a> Worker<'a> {
             self.read_mailbox(now);
             self.core.end_batch();
             self.core.handle_timeout(Instant::now());
+            let logins = &mut self.logins;
+            self.core.drain_logins(|r| logins.note(r));
             if let Some(c) = &mut self.compare {
                 c.after_batch(&mut self.core, now);
             }
@@ -372,6 +378,9 @@ impl<'a> Worker<'a> {
         if self.member.index == 0 {
             let all = self.member.board.sum();
             crate::logging::log_stats("stats", &all.stats);
+            if let Some((protocol, _)) = &self.cfg.protocol {
+                info!("{protocol} {}", all.stats.logins);
+            }
             if let (Some(c), Some((online, target))) = (all.compare, &all.latency) {
                 info!(
                     "compared {} (equal {}, different {}, noise {}, open {}) latency p50/p99 online {}/{} us target {}/{} us",
@@ -426,6 +435,15 @@ impl<'a> Worker<'a> {
             input_error: self.replay.done.take().and_then(|r| r.err()),
         })
     }
+}
+
+/// This thread's replication core, with the protocol hook of `--protocol`.
+fn replicator(cfg: &LiveConfig, member: &Member) -> Replicator {
+    let mut core = Replicator::new(core_config(cfg, member));
+    if let Some((protocol, logins)) = &cfg.protocol {
+        core.set_dialect(protocol.dialect(logins));
+    }
+    core
 }
 
 /// The core's configuration for this thread. Fake client endpoints must not collide between

@@ -1,0 +1,371 @@
+//! One session's MySQL conversation: its login made for the target, then its bytes as they
+//! are (see the module above for what it does; the phases below for the order).
+
+use std::sync::{Arc, Mutex};
+
+use session::dialect::{Conversation, Edit, SessionInfo};
+use session::Login as Outcome;
+
+use super::auth;
+use super::packet::{
+    self, AuthAnswer, ClientHello, Greeting, HandshakeResponse, COM_INIT_DB, HEADER,
+};
+use super::{lock, LastLogin, Seen};
+use crate::Credentials;
+
+/// Where the login stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the target's greeting and the client's first packet (either may come
+    /// first).
+    Greeting,
+    /// Our login went; waiting for the target's verdict.
+    Auth,
+    /// A joined session's COM_INIT_DB went; waiting for its answer.
+    InitDb,
+    /// Logged in: the client's bytes go as they are.
+    Open,
+    /// Ended or skipped: nothing more to do.
+    Over,
+}
+
+#[derive(Debug)]
+pub(super) struct Login {
+    info: SessionInfo,
+    credentials: Arc<Credentials>,
+    seen: Arc<Mutex<Seen>>,
+    phase: Phase,
+    greeting: Option<Greeting>,
+    /// The client's handshake response, at `at`, waiting for the greeting, and its length.
+    pending: Option<(HandshakeResponse, u64)>,
+    /// The session has no login of its own (joined, or its first packet was a command).
+    own_login: bool,
+    /// The client's packets are still its login's (no command seen yet).
+    client_in_login: bool,
+    /// The login we sent, for an auth switch: its user and the client's own scramble.
+    user: String,
+    client_auth: Vec<u8>,
+    /// Database to restore after a login of our own.
+    restore_db: Option<String>,
+    /// Where our next packet goes; while logging in the stream is held here.
+    at: u64,
+    /// The next client packet to look at.
+    cpos: u64,
+    /// The target's bytes from `tnext - tbuf.len()` to `tnext`, not yet read as packets.
+    tbuf: Vec<u8>,
+    tnext: u64,
+}
+
+impl Login {
+    pub(super) fn new(
+        info: SessionInfo,
+        credentials: Arc<Credentials>,
+        seen: Arc<Mutex<Seen>>,
+    ) -> Self {
+        Login {
+            own_login: info.joined,
+            client_in_login: true,
+            info,
+            credentials,
+            seen,
+            phase: Phase::Greeting,
+            greeting: None,
+            pending: None,
+            user: String::new(),
+            client_auth: Vec::new(),
+            restore_db: None,
+            at: 0,
+            cpos: 0,
+            tbuf: Vec::new(),
+            tnext: 0,
+        }
+    }
+
+    /// Ends the conversation with `outcome`; `end`: the session too.
+    fn over(&mut self, edit: &mut Edit<'_>, outcome: Outcome, end: bool) {
+        self.phase = Phase::Over;
+        edit.hold(None);
+        edit.report(outcome, end);
+    }
+
+    /// Inserts our packet at `at` and holds the stream right after it.
+    fn send(&mut self, edit: &mut Edit<'_>, seq: u8, payload: &[u8]) {
+        let mut p = Vec::with_capacity(HEADER + payload.len());
+        packet::write(&mut p, seq, payload);
+        // `at` is never before what was sent: the stream is held there.
+        if edit.insert(self.at, &p).is_err() {
+            return self.over(edit, Outcome::Malformed, true);
+        }
+        if self.cpos >= self.at {
+            self.cpos += p.len() as u64;
+        }
+        self.at += p.len() as u64;
+        edit.hold(Some(self.at));
+    }
+
+    /// Our login: `hello` (the client's, or one of our own) with the scramble for the target's
+    /// salt, in place of the client's packet of `replace` bytes at `at`.
+    fn log_in(&mut self, edit: &mut Edit<'_>, mut hello: HandshakeResponse, replace: u64) {
+        let Some(g) = &self.greeting else {
+            return;
+        };
+        self.user = hello.user.clone();
+        self.client_auth = std::mem::take(&mut hello.auth);
+        hello.auth = match self.credentials.password(&hello.user) {
+            Some(pw) => match auth::scramble(&g.plugin, pw, &g.salt) {
+                Some(s) => s,
+                None => return self.over(edit, Outcome::Unsupported, true),
+            },
+            // No password known: the client's own scramble, which a target that checks no
+            // passwords takes (and one that does refuses, counted).
+            None => self.client_auth.clone(),
+        };
+        if hello.capabilities & packet::CLIENT_PLUGIN_AUTH != 0 {
+            hello.plugin = Some(g.plugin.clone());
+        }
+        let mut p = Vec::new();
+        packet::write(&mut p, 1, &hello.payload());
+        if edit.replace(self.at, replace, &p).is_err() {
+            return self.over(edit, Outcome::Malformed, true);
+        }
+        self.at += p.len() as u64;
+        self.cpos = self.at;
+        self.phase = Phase::Auth;
+        edit.hold(Some(self.at));
+    }
+
+    /// A login of our own for a session whose login was never seen.
+    fn own_log_in(&mut self, edit: &mut Edit<'_>) {
+        let Some(caps) = self.greeting.as_ref().map(|g| g.capabilities) else {
+            return;
+        };
+        let last = lock(&self.seen).last.get(&self.info.client.ip()).cloned();
+        let (hello, db) = match last {
+            Some(l) => (l.hello, l.database),
+            None => {
+                let user = self.credentials.first().map_or("root", |l| l.user.as_str());
+                (HandshakeResponse::own(user, caps), None)
+            }
+        };
+        let hello = HandshakeResponse {
+            database: None,
+            ..hello
+        };
+        self.restore_db = db;
+        // Inserted before the client's first command, which waits behind the hold.
+        self.log_in(edit, hello, 0);
+    }
+
+    /// The target's OK to our login.
+    fn logged_in(&mut self, edit: &mut Edit<'_>) {
+        if let Some(db) = self.restore_db.take() {
+            let mut payload = vec![COM_INIT_DB];
+            payload.extend_from_slice(db.as_bytes());
+            self.send(edit, 0, &payload);
+            self.phase = Phase::InitDb;
+            return;
+        }
+        self.phase = Phase::Open;
+        edit.hold(None);
+        let outcome = if self.own_login {
+            Outcome::JoinedLoggedIn
+        } else {
+            Outcome::LoggedIn
+        };
+        edit.report(outcome, false);
+        self.scan_client(edit);
+    }
+
+    /// The client's packets from `cpos` on.
+    fn scan_client(&mut self, edit: &mut Edit<'_>) {
+        while self.phase != Phase::Over {
+            if self.phase == Phase::Open && !self.client_in_login {
+                edit.hold(None);
+                self.track(edit);
+                return;
+            }
+            let bytes = edit.bytes(self.cpos, edit.end());
+            let Some((seq, payload)) = packet::split(bytes) else {
+                if self.phase == Phase::Open {
+                    // A packet not all there may still be a login packet to drop.
+                    edit.hold(Some(self.cpos));
+                }
+                return;
+            };
+            let len = (HEADER + payload.len()) as u64;
+            if seq == 0 {
+                // A command: it waits for the login. With no login of the client's before it,
+                // the login is ours to make.
+                self.client_in_login = false;
+                if self.phase == Phase::Greeting && self.pending.is_none() {
+                    self.own_login = true;
+                    self.own_log_in(edit);
+                }
+                if self.phase == Phase::Open {
+                    continue;
+                }
+                return;
+            }
+            if !self.client_in_login {
+                // Commands wait for the login; this is one's later packet.
+                return;
+            }
+            if self.phase != Phase::Greeting || self.pending.is_some() {
+                // The client's further login packets answered the online server: dropped.
+                if edit.replace(self.cpos, len, &[]).is_err() {
+                    return self.over(edit, Outcome::Malformed, true);
+                }
+                continue;
+            }
+            match HandshakeResponse::parse(payload) {
+                Some(ClientHello::Tls) => return self.over(edit, Outcome::Tls, true),
+                None => return self.over(edit, Outcome::Malformed, true),
+                Some(ClientHello::Response(hello)) => {
+                    let mut remembered = hello.clone();
+                    remembered.auth.clear();
+                    let database = hello.database.clone();
+                    lock(&self.seen).remember(
+                        self.info.client.ip(),
+                        LastLogin {
+                            hello: remembered,
+                            database,
+                        },
+                    );
+                    self.at = self.cpos;
+                    if self.greeting.is_some() {
+                        self.log_in(edit, hello, len);
+                    } else {
+                        // Read past: the client's further login packets behind it go.
+                        self.pending = Some((hello, len));
+                        self.cpos += len;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logged in: follows the client's packets for the database it selects (for its client's
+    /// later joined sessions).
+    fn track(&mut self, edit: &mut Edit<'_>) {
+        loop {
+            let end = edit.end();
+            if self.cpos < edit.buffered_from() {
+                // Acknowledged and gone before it was read (not while a client sends packet
+                // by packet): no more following.
+                self.cpos = u64::MAX;
+                return;
+            }
+            let bytes = edit.bytes(self.cpos, end);
+            if bytes.len() < HEADER + 1 {
+                return;
+            }
+            let Some(len) = packet::payload_len(bytes) else {
+                return;
+            };
+            if bytes[3] == 0 && bytes[HEADER] == COM_INIT_DB {
+                let Some((_, payload)) = packet::split(bytes) else {
+                    return; // the rest comes later
+                };
+                let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                if let Some(l) = lock(&self.seen).last.get_mut(&self.info.client.ip()) {
+                    l.database = Some(db);
+                }
+            }
+            self.cpos += (HEADER + len) as u64;
+        }
+    }
+
+    /// The target's packets in `tbuf`, one at a time.
+    fn read_target(&mut self, edit: &mut Edit<'_>) {
+        while matches!(self.phase, Phase::Greeting | Phase::Auth | Phase::InitDb) {
+            let Some((seq, payload)) = packet::split(&self.tbuf) else {
+                return;
+            };
+            let len = HEADER + payload.len();
+            let payload = payload.to_vec();
+            self.tbuf.drain(..len);
+            match self.phase {
+                Phase::Greeting => self.greeted(edit, &payload),
+                Phase::Auth => self.answered(edit, seq, &payload),
+                _ => {
+                    // The database may be gone at the target: the session goes on anyway.
+                    self.restore_db = None;
+                    self.logged_in(edit);
+                }
+            }
+        }
+    }
+
+    fn greeted(&mut self, edit: &mut Edit<'_>, payload: &[u8]) {
+        let Some(g) = Greeting::parse(payload) else {
+            let outcome = if payload.first() == Some(&0xff) {
+                Outcome::Refused
+            } else {
+                Outcome::Malformed
+            };
+            return self.over(edit, outcome, true);
+        };
+        self.greeting = Some(g);
+        if let Some((hello, len)) = self.pending.take() {
+            self.log_in(edit, hello, len);
+            self.scan_client(edit);
+        } else if self.own_login && edit.end() > self.cpos {
+            self.own_log_in(edit);
+        } else {
+            self.scan_client(edit);
+        }
+    }
+
+    fn answered(&mut self, edit: &mut Edit<'_>, seq: u8, payload: &[u8]) {
+        match AuthAnswer::parse(payload) {
+            Some(AuthAnswer::Ok) => self.logged_in(edit),
+            Some(AuthAnswer::Err(..)) => self.over(edit, Outcome::Refused, true),
+            Some(AuthAnswer::Switch { plugin, salt }) => {
+                let data = match self.credentials.password(&self.user) {
+                    Some(pw) => auth::scramble(&plugin, pw, &salt),
+                    None => Some(self.client_auth.clone()),
+                };
+                match data {
+                    Some(d) => self.send(edit, seq.wrapping_add(1), &d),
+                    None => self.over(edit, Outcome::Unsupported, true),
+                }
+            }
+            // caching_sha2_password's fast path passed: its OK follows.
+            Some(AuthAnswer::More(d)) if d == [3] => {}
+            // Full authentication (the password over TLS or RSA): not made here.
+            Some(AuthAnswer::More(_)) => self.over(edit, Outcome::Unsupported, true),
+            None => self.over(edit, Outcome::Malformed, true),
+        }
+    }
+}
+
+impl Conversation for Login {
+    fn client(&mut self, edit: &mut Edit<'_>, _from: u64) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        if self.phase != Phase::Open && edit.held_at().is_none() {
+            edit.hold(Some(self.at));
+        }
+        self.scan_client(edit);
+    }
+
+    fn target(&mut self, edit: &mut Edit<'_>, offset: u64, bytes: &[u8]) {
+        if matches!(self.phase, Phase::Open | Phase::Over) {
+            return;
+        }
+        let end = offset + bytes.len() as u64;
+        if end <= self.tnext {
+            return; // seen already
+        }
+        if offset > self.tnext {
+            // Bytes past an answer's head never come: the next answer starts afresh.
+            self.tbuf.clear();
+            self.tnext = offset;
+        }
+        self.tbuf
+            .extend_from_slice(&bytes[(self.tnext - offset) as usize..]);
+        self.tnext = end;
+        self.read_target(edit);
+    }
+}
