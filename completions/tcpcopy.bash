@@ -23,7 +23,7 @@ _tcpcopy() {
 
     case "${cmd}" in
         tcpcopy)
-            opts="-x -s -c -i -a -I -T -t -k -D -M -R -W -C -p -n -f -O -g -H -L -B -U -S -r -m -l -P -d -o -F -v -h --transfer --intercept --fake-client --interface --input --mirror-id --accelerate --max-gap --skip-gaps --loop --record --session-timeout --idle-timeout --mss --mtu --rtt --no-wait --response-wait --connections --threads --port --secret-file --copies --port-shift --instance --only-full-sessions --gradual --localhost-as --lonely --capture-buffer --percent --memory --log --pid-file --daemon --debug --log-format --send-layer --output-device --capture-wait --stats-interval --duration --filter --compare --compare-bytes --ignore-header --baseline --report --report-html --fail-on-diff --fail-on-loss --metrics --version --config --print-config --help"
+            opts="-x -s -c -i -a -I -T -t -k -D -M -R -W -C -p -n -f -O -g -H -L -B -U -S -r -m -l -P -d -o -F -v -h --transfer --intercept --fake-client --interface --input --mirror-id --accelerate --max-gap --skip-gaps --loop --record --session-timeout --idle-timeout --mss --mtu --rtt --no-wait --response-wait --connections --threads --port --secret-file --copies --port-shift --instance --only-full-sessions --gradual --localhost-as --lonely --capture-buffer --percent --memory --log --pid-file --daemon --debug --log-format --send-layer --output-device --capture-wait --stats-interval --duration --filter --compare --compare-bytes --ignore-header --baseline --report --report-html --fail-on-diff --fail-on-loss --metrics --protocol --login --login-file --version --config --print-config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -310,6 +310,18 @@ _tcpcopy() {
                     return 0
                     ;;
                 --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --login)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --login-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -48,6 +48,9 @@ complete -c tcpcopy -l report-html -d 'Write a self-contained HTML report here a
 complete -c tcpcopy -l fail-on-diff -d 'Exit with status 3 when more than PCT % of the compared requests differ' -r
 complete -c tcpcopy -l fail-on-loss -d 'Exit with status 3 when more than PCT % of the online requests were lost' -r
 complete -c tcpcopy -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (GET /metrics)' -r
+complete -c tcpcopy -l protocol -d 'The sessions\' protocol, when their login must be made again for the target: `mysql` (MySQL, MariaDB) answers the target\'s own greeting (its salt) with the password --login gives for the client\'s user, `postgres` (PostgreSQL) the target\'s own SCRAM-SHA-256, md5 or password request; both log sessions open before tcpcopy started in, and skip sessions that use TLS' -r
+complete -c tcpcopy -l login -d 'Log in at the target as USER with PASSWORD (repeatable); without a password for its user, a session\'s own login goes (which only a target that checks no passwords takes). Prefer --login-file: a command line is visible to every local user' -r
+complete -c tcpcopy -l login-file -d 'Read --login entries from FILE, one USER:PASSWORD a line (# starts a comment)' -r -F
 complete -c tcpcopy -l config -d 'Read options from this TOML file (keys: the long option names, e.g. `copies = 2`); the command line overrides it' -r -F
 complete -c tcpcopy -s W -l no-wait -d 'Don\'t wait for the target\'s response before sending the next request'
 complete -c tcpcopy -s O -l only-full-sessions -d 'Replicate only sessions whose handshake was captured, not those already open when tcpcopy started (C TCPCopy\'s -O)'

@@ -355,8 +355,9 @@ pub struct TcpcopyOpts {
 pub struct DatabaseOpts {
     /// The sessions' protocol, when their login must be made again for the target: `mysql`
     /// (MySQL, MariaDB) answers the target's own greeting (its salt) with the password --login
-    /// gives for the client's user, logs sessions open before tcpcopy started in, and skips
-    /// sessions that use TLS
+    /// gives for the client's user, `postgres` (PostgreSQL) the target's own SCRAM-SHA-256, md5
+    /// or password request; both log sessions open before tcpcopy started in, and skip sessions
+    /// that use TLS
     #[arg(long = "protocol", value_name = "PROTOCOL")]
     pub protocol: Option<dialect::Protocol>,
     /// Log in at the target as USER with PASSWORD (repeatable); without a password for its
