@@ -1,6 +1,6 @@
 //! `--protocol postgres` through the replication core, on simulated time: scripted client
 //! captures (a psql-like session with its login to the online server), a scripted PostgreSQL
-//! target that checks md5 and SCRAM-SHA-256 answers for its own salt and nonce, and the
+//! target that checks SCRAM-SHA-256, md5 (for its own nonce and salt) and cleartext answers, and the
 //! replicator in between with the PostgreSQL hook. Each test asserts what the target received
 //! (its queries, never the client's authentication) and the login the core reported.
 
@@ -25,6 +25,7 @@ const CLIENT: &str = "10.1.0.7:40001";
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Method {
     Trust,
+    Cleartext,
     Md5,
     Scram,
 }
@@ -116,6 +117,7 @@ impl Target {
                 self.user = Some(s.user().unwrap().to_owned());
                 out.extend(match self.method {
                     Method::Trust => welcome(),
+                    Method::Cleartext => auth(3, &[]),
                     Method::Md5 => auth(5, &[1, 2, 3, 4]),
                     Method::Scram => auth(10, b"SCRAM-SHA-256\0\0"),
                 });
@@ -141,6 +143,13 @@ impl Target {
                 [frontend(b'C', b"SELECT 1\0"), frontend(b'Z', b"I")].concat()
             }
             (b'X', _) => vec![],
+            (b'p', Method::Cleartext) => {
+                if &body[..body.len() - 1] == self.password.as_bytes() {
+                    welcome()
+                } else {
+                    refusal()
+                }
+            }
             (b'p', Method::Md5) => {
                 let expected = md5_password(&user, self.password, [1, 2, 3, 4]);
                 if &body[..body.len() - 1] == expected.as_bytes() {
@@ -340,9 +349,9 @@ fn queries(run: &Run) -> Vec<&str> {
 }
 
 #[test]
-fn scram_md5_and_trust_targets_get_their_own_login_and_every_query() {
+fn scram_md5_cleartext_and_trust_targets_get_their_own_login_and_every_query() {
     let session = captured_session(&["SELECT 1", "UPDATE t SET n = n + 1"]);
-    for method in [Method::Scram, Method::Md5, Method::Trust] {
+    for method in [Method::Scram, Method::Md5, Method::Cleartext, Method::Trust] {
         for gap in [Duration::ZERO, Duration::from_millis(3)] {
             let target = Target::new(method, "app-pw");
             let run = run(&session, false, &["app:app-pw"], target, gap);
@@ -356,7 +365,7 @@ fn scram_md5_and_trust_targets_get_their_own_login_and_every_query() {
             let auth: Vec<_> = run.target.messages.iter().filter(|m| m.0 == b'p').collect();
             let expected = match method {
                 Method::Scram => 2,
-                Method::Md5 => 1,
+                Method::Md5 | Method::Cleartext => 1,
                 Method::Trust => 0,
             };
             assert_eq!(auth.len(), expected, "{what}: the target's own login only");
@@ -377,7 +386,7 @@ fn scram_md5_and_trust_targets_get_their_own_login_and_every_query() {
 #[test]
 fn a_refused_login_is_counted_and_ends_the_session() {
     let session = captured_session(&["SELECT 1"]);
-    for method in [Method::Scram, Method::Md5] {
+    for method in [Method::Scram, Method::Md5, Method::Cleartext] {
         let target = Target::new(method, "the-real-pw");
         let run = run(
             &session,
