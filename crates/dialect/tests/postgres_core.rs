@@ -1,8 +1,8 @@
 //! `--protocol postgres` through the replication core, on simulated time: scripted client
 //! captures (a psql-like session with its login to the online server), a scripted PostgreSQL
-//! target that checks SCRAM-SHA-256, md5 (for its own nonce and salt) and cleartext answers, and the
-//! replicator in between with the PostgreSQL hook. Each test asserts what the target received
-//! (its queries, never the client's authentication) and the login the core reported.
+//! target that checks SCRAM-SHA-256, md5 (for its own nonce and salt) and cleartext answers,
+//! and the replicator in between with the PostgreSQL hook. Each test asserts what the target
+//! received (its queries, never the client's authentication) and the login the core reported.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
