@@ -61,6 +61,15 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// The last lines of the server's log, for failure messages.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
 fn bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("TCPCOPY_POSTGRES_BIN") {
         return Some(dir.into());
@@ -326,7 +335,12 @@ fn each_method_logs_in_and_runs_the_query(server: &Server) {
         ]
         .concat();
         let answer = replay(server, &client, &logins, None);
-        assert_eq!(answer.status, logged_in(method, false), "{user}");
+        assert_eq!(
+            answer.status,
+            logged_in(method, false),
+            "{user}; the server's log ends:\n{}",
+            server.log_tail()
+        );
         assert_eq!(answer.rows, row(&[user, "42"]), "{user}");
         assert_eq!(answer.error, None, "{user}");
     }

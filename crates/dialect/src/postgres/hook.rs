@@ -24,7 +24,7 @@ use session::dialect::{Conversation, Dialect, Edit, Login as Outcome, SessionInf
 
 use super::login::LoginError;
 use super::message::Startup;
-use super::scram::{ClientNonce, ScramError};
+use super::scram::{ClientNonce, SaltedPasswords, ScramError};
 use super::session::{Session, Skip, Status};
 use crate::Credentials;
 
@@ -43,6 +43,8 @@ pub struct Postgres {
     /// The last startup message seen from each client host: a session of the same host that
     /// joined after its login logs in the same way.
     startups: Arc<Mutex<HashMap<IpAddr, Startup>>>,
+    /// SCRAM's salted passwords, computed once per password and target role.
+    salted: Arc<SaltedPasswords>,
 }
 
 impl Postgres {
@@ -50,6 +52,7 @@ impl Postgres {
         Postgres {
             credentials: Arc::new(credentials),
             startups: Arc::default(),
+            salted: Arc::default(),
         }
     }
 }
@@ -60,7 +63,8 @@ impl Dialect for Postgres {
             let startups = self.startups.lock().unwrap_or_else(|e| e.into_inner());
             startups.get(&info.client.ip()).cloned()
         });
-        let mut session = Session::new(self.credentials.clone(), known.flatten(), nonce());
+        let mut session = Session::new(self.credentials.clone(), known.flatten(), nonce())
+            .with_salted_passwords(self.salted.clone());
         if info.joined {
             session = session.joined();
         }

@@ -8,7 +8,9 @@
 use thiserror::Error;
 
 use super::message::{self, Auth, Backend, ErrorFields, Malformed};
-use super::scram::{self, ClientNonce, ScramClient, ScramError, ScramProof};
+use std::sync::Arc;
+
+use super::scram::{self, ClientNonce, SaltedPasswords, ScramClient, ScramError, ScramProof};
 
 /// How the target let the session in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,7 @@ pub struct Login {
     user: String,
     password: Option<String>,
     nonce: Option<ClientNonce>,
+    salted: Arc<SaltedPasswords>,
     method: Method,
     state: State,
 }
@@ -86,9 +89,16 @@ impl Login {
             user: user.to_owned(),
             password: password.map(str::to_owned),
             nonce: Some(nonce),
+            salted: Arc::default(),
             method: Method::Trust,
             state: State::AwaitAuth,
         }
+    }
+
+    /// The same login, taking SCRAM's salted passwords from `salted` (see [`SaltedPasswords`]).
+    pub fn with_salted_passwords(mut self, salted: Arc<SaltedPasswords>) -> Login {
+        self.salted = salted;
+        self
     }
 
     /// How the target let the session in (meaningful once [`Step::Ready`] was returned).
@@ -167,7 +177,8 @@ impl Login {
                 // leaves AwaitAuth with it.
                 let nonce = self.nonce.take().ok_or(LoginError::Unexpected('R'))?;
                 // PostgreSQL takes the user from the startup message and sends an empty one.
-                let client = ScramClient::new("", &password, nonce);
+                let client = ScramClient::new("", &password, nonce)
+                    .with_salted_passwords(self.salted.clone());
                 let first = client.client_first();
                 let reply = message::sasl_initial_response(scram::SCRAM_SHA_256, first.as_bytes());
                 (State::ScramFirst(client), Step::Send(reply))

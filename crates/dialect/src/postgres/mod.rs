@@ -20,5 +20,5 @@ mod session;
 
 pub use hook::{Postgres, HEAD_BYTES};
 pub use login::{Login, LoginError, Method, Step};
-pub use scram::{md5_password, ClientNonce, ScramClient, ScramError, ScramProof};
+pub use scram::{md5_password, ClientNonce, SaltedPasswords, ScramClient, ScramError, ScramProof};
 pub use session::{Session, Skip, Status};

@@ -8,6 +8,14 @@
 //!
 //! The password is used as given: PostgreSQL runs SASLprep on it, which leaves ASCII passwords
 //! unchanged.
+//!
+//! The costly step, the salted password (PBKDF2 with the server's salt and iteration count,
+//! 4096 HMACs by default: milliseconds), depends only on the password and the role's stored
+//! salt: [`SaltedPasswords`] keeps those computed, so that a target's sessions of one role pay
+//! it once, not at each login on the capture path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use hmac::{Hmac, Mac};
@@ -67,12 +75,65 @@ impl ClientNonce {
     }
 }
 
+/// Salted passwords most kept: a few per role and target in practice.
+const MAX_SALTED: usize = 1024;
+
+/// Password, salt and iteration count.
+type SaltKey = (Vec<u8>, Vec<u8>, u32);
+
+/// Salted passwords computed so far, by password, salt and iteration count; shared by the
+/// logins of one replicator.
+#[derive(Default)]
+pub struct SaltedPasswords {
+    salted: Mutex<HashMap<SaltKey, [u8; 32]>>,
+}
+
+impl std::fmt::Debug for SaltedPasswords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Salted passwords are password equivalents: never in a log.
+        f.write_str("SaltedPasswords")
+    }
+}
+
+impl SaltedPasswords {
+    /// PBKDF2-HMAC-SHA-256 of `password` with `salt` and `iterations`, computed once.
+    pub fn get(&self, password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+        let key = (password.to_vec(), salt.to_vec(), iterations);
+        if let Some(salted) = self.lock().get(&key) {
+            return *salted;
+        }
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted);
+        let mut cache = self.lock();
+        if cache.len() >= MAX_SALTED {
+            cache.clear();
+        }
+        cache.insert(key, salted);
+        salted
+    }
+
+    /// How many are kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SaltKey, [u8; 32]>> {
+        // A panic elsewhere while holding it leaves a valid map.
+        self.salted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The first step: the client-first message is out, the server-first is awaited.
 #[derive(Debug)]
 pub struct ScramClient {
     password: Vec<u8>,
     nonce: ClientNonce,
     client_first_bare: String,
+    salted: Arc<SaltedPasswords>,
 }
 
 impl ScramClient {
@@ -85,7 +146,14 @@ impl ScramClient {
             password: password.as_bytes().to_vec(),
             nonce,
             client_first_bare,
+            salted: Arc::default(),
         }
+    }
+
+    /// The same client, taking salted passwords from `salted` (and keeping new ones there).
+    pub fn with_salted_passwords(mut self, salted: Arc<SaltedPasswords>) -> ScramClient {
+        self.salted = salted;
+        self
     }
 
     /// The client-first message: GS2 header "n,," (no channel binding) and the bare part.
@@ -102,8 +170,7 @@ impl ScramClient {
             return Err(ScramError::Nonce);
         }
         let salt = STANDARD.decode(salt).map_err(|_| ScramError::ServerFirst)?;
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(&self.password, &salt, iterations, &mut salted);
+        let salted = self.salted.get(&self.password, &salt, iterations);
         let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         // "biws" is base64 of the GS2 header "n,,".
@@ -231,6 +298,25 @@ mod tests {
                 b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
             )
             .unwrap()
+    }
+
+    #[test]
+    fn salted_passwords_are_computed_once_and_give_the_same_proof() {
+        let salted = Arc::new(SaltedPasswords::default());
+        for _ in 0..2 {
+            let nonce = ClientNonce::new("rOprNGfwEbeRWgbNEkqO").unwrap();
+            let proof = ScramClient::new("user", "pencil", nonce)
+                .with_salted_passwords(salted.clone())
+                .handle_server_first(
+                    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+                )
+                .unwrap();
+            assert!(proof
+                .client_final()
+                .ends_with("p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="));
+            assert_eq!(salted.len(), 1);
+        }
+        assert_eq!(format!("{salted:?}"), "SaltedPasswords");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::login::{LoginError, Method, Step};
 use super::message::{self, Backend, Initial, Malformed, Startup};
-use super::scram::ClientNonce;
+use super::scram::{ClientNonce, SaltedPasswords};
 use super::Login;
 use crate::Credentials;
 
@@ -82,6 +82,7 @@ pub struct Session {
     credentials: Arc<Credentials>,
     joined_startup: Option<Startup>,
     nonce: ClientNonce,
+    salted: Arc<SaltedPasswords>,
     client: Client,
     /// Client bytes not judged yet (an incomplete first packet or `p` message).
     pending: Vec<u8>,
@@ -112,6 +113,7 @@ impl Session {
             credentials,
             joined_startup,
             nonce,
+            salted: Arc::default(),
             client: Client::First,
             pending: Vec::new(),
             held: Vec::new(),
@@ -130,6 +132,13 @@ impl Session {
     /// captured): its first bytes are taken for a request whatever they look like.
     pub fn joined(mut self) -> Session {
         self.join_first = true;
+        self
+    }
+
+    /// The same session, taking SCRAM's salted passwords from `salted`, shared with other
+    /// sessions (see [`SaltedPasswords`]).
+    pub fn with_salted_passwords(mut self, salted: Arc<SaltedPasswords>) -> Session {
+        self.salted = salted;
         self
     }
 
@@ -322,7 +331,8 @@ impl Session {
         // A parsed startup message has a user (Initial::parse checks), a made one too.
         let user = startup.user().unwrap_or_default();
         let password = self.credentials.password(user);
-        let login = Login::new(user, password, self.nonce.clone());
+        let login = Login::new(user, password, self.nonce.clone())
+            .with_salted_passwords(self.salted.clone());
         self.target = Target::LoggingIn(login);
         self.startup = Some(startup);
     }
