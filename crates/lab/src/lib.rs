@@ -20,6 +20,7 @@ pub mod flood;
 pub mod http;
 pub mod httpd;
 pub mod loadgen;
+pub mod mariadb;
 pub mod memcache;
 pub mod netlab;
 pub mod nginx;

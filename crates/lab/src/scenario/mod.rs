@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::mariadb::{Mariadb, MariadbAuth};
 use crate::memcache::Memcached;
 use crate::plan::AnswerPlan;
 use crate::postgres::{PgAuth, PostgresServer};
@@ -58,6 +59,8 @@ pub enum Servers {
     Memcached,
     /// PostgreSQL (package postgresql) authenticating TCP clients so (see [`crate::postgres`]).
     Postgres(PgAuth),
+    /// mariadbd (packages mariadb-server, mariadb-client), see [`crate::mariadb`].
+    Mariadb(MariadbAuth),
 }
 
 impl Servers {
@@ -68,6 +71,7 @@ impl Servers {
             Servers::Redis => 6379,
             Servers::Memcached => 11211,
             Servers::Postgres(_) => crate::postgres::PORT,
+            Servers::Mariadb(_) => 3306,
         }
     }
 }
@@ -147,6 +151,7 @@ enum Server {
     #[allow(dead_code)]
     Memcached(Memcached),
     Postgres(PostgresServer),
+    Mariadb(Mariadb),
 }
 
 impl Server {
@@ -154,7 +159,11 @@ impl Server {
         match self {
             Server::Embedded(s) => Ok(s.log().uris()),
             Server::Nginx(n) => n.access_log(),
-            Server::Stream(_) | Server::Redis(_) | Server::Memcached(_) | Server::Postgres(_) => {
+            Server::Stream(_)
+            | Server::Redis(_)
+            | Server::Memcached(_)
+            | Server::Postgres(_)
+            | Server::Mariadb(_) => {
                 anyhow::bail!("only HTTP servers keep a request log")
             }
         }
@@ -163,6 +172,7 @@ impl Server {
         match self {
             Server::Embedded(_) | Server::Stream(_) | Server::Redis(_) => None,
             Server::Memcached(m) => Some(m.pid()),
+            Server::Mariadb(m) => Some(m.pid()),
             Server::Nginx(n) => Some(n.pid()),
             Server::Postgres(p) => Some(p.pid()),
         }
@@ -234,6 +244,14 @@ fn start_server(
             addr,
             2048,
             &scratch.path().join(format!("memcached-{name}.log")),
+        )?),
+        Servers::Mariadb(auth) => Server::Mariadb(Mariadb::start(
+            lab,
+            ns,
+            addr,
+            &scratch.path().join(format!("mariadb-{name}")),
+            &scratch.path().join(format!("mariadb-{name}.log")),
+            auth,
         )?),
         Servers::Embedded => {
             let plan = plan.clone();
@@ -542,6 +560,14 @@ impl Scenario {
 
     pub fn target_service(&self) -> SocketAddr {
         SocketAddr::new(self.host_ip(Lab::TARGET_IP), self.port)
+    }
+
+    /// The online and the target MariaDB servers ([`Servers::Mariadb`]), to read their rows.
+    pub fn mariadbs(&self) -> Option<(&Mariadb, &Mariadb)> {
+        match (&self.online, &self.target) {
+            (Server::Mariadb(online), Server::Mariadb(target)) => Some((online, target)),
+            _ => None,
+        }
     }
 
     fn host_ip(&self, v4: Ipv4Addr) -> IpAddr {

@@ -13,6 +13,7 @@ use crate::testing::segment;
 mod acks;
 mod close;
 mod copies;
+mod dialect;
 mod half_open;
 mod handshake;
 mod joined;

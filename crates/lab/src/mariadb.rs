@@ -1,0 +1,271 @@
+//! MariaDB for the database end-to-end tests: a `mariadbd` with its own data directory in a
+//! lab namespace, the `mariadb` command-line client's sessions (short ones, long ones fed
+//! statement by statement, and one opened before tcpcopy starts), and the rows of the test's
+//! table, read through the server's socket file (which any namespace reaches) as root.
+//!
+//! Every server holds database [`DATABASE`] with table `t (id INT PRIMARY KEY, who
+//! VARCHAR(40), n INT)`; one that checks passwords also has user [`USER`] with
+//! [`PASSWORD`] (mysql_native_password, MariaDB's default), allowed everything in
+//! [`DATABASE`]. Packages: `mariadb-server` and `mariadb-client`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use crate::netlab::{Child, Lab};
+
+/// The user the clients log in as.
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "app-Pa55";
+/// The database the clients use.
+pub const DATABASE: &str = "shop";
+/// How long [`Mariadb::start`] waits for the server to greet.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a server checks logins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MariadbAuth {
+    /// Passwords checked (the usual).
+    Passwords,
+    /// `--skip-grant-tables`: any user, any password.
+    SkipGrantTables,
+}
+
+/// A `mariadbd` in a lab namespace, stopped on drop (its data directory stays with the
+/// test's scratch directory).
+pub struct Mariadb {
+    child: Child,
+    listen: SocketAddrV4,
+    socket: PathBuf,
+}
+
+impl Mariadb {
+    /// Makes a data directory in `dir` (`mariadb-install-db`), starts `mariadbd` inside `ns`
+    /// on `listen` (output in `log`), waits (up to 60 s) until it greets over TCP, then creates
+    /// the test's database, table and (checking passwords) user.
+    pub fn start(
+        lab: &Lab,
+        ns: &str,
+        listen: SocketAddrV4,
+        dir: &Path,
+        log: &Path,
+        auth: MariadbAuth,
+    ) -> anyhow::Result<Mariadb> {
+        let data = dir.join("data");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let install = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .context("running mariadb-install-db (apt-get install mariadb-server)")?;
+        if !install.status.success() {
+            bail!(
+                "mariadb-install-db failed: {}",
+                String::from_utf8_lossy(&install.stderr)
+            );
+        }
+        let socket = dir.join("mariadbd.sock");
+        let mut args = vec![
+            "--no-defaults".to_string(),
+            format!("--datadir={}", data.display()),
+            format!("--socket={}", socket.display()),
+            format!("--pid-file={}", dir.join("mariadbd.pid").display()),
+            format!("--bind-address={}", listen.ip()),
+            format!("--port={}", listen.port()),
+            "--user=root".into(),
+            "--skip-log-bin".into(),
+            "--skip-name-resolve".into(),
+            "--innodb-buffer-pool-size=32M".into(),
+            // The tests compare rows, not durability: no flush per commit.
+            "--innodb-flush-log-at-trx-commit=0".into(),
+            "--max-connections=500".into(),
+        ];
+        if auth == MariadbAuth::SkipGrantTables {
+            args.push("--skip-grant-tables".into());
+        }
+        let mut child = lab.spawn(ns, Path::new("/usr/sbin/mariadbd"), &args, log)?;
+        child
+            .wait_serving(ns, READY_TIMEOUT, || greets(listen.into()))
+            .with_context(|| format!("starting mariadbd on {listen}"))?;
+        let server = Mariadb {
+            child,
+            listen,
+            socket,
+        };
+        let mut setup = format!(
+            "CREATE DATABASE {DATABASE}; CREATE TABLE {DATABASE}.t (id INT PRIMARY KEY, who VARCHAR(40) NOT NULL, n INT NOT NULL);"
+        );
+        if auth == MariadbAuth::Passwords {
+            setup.push_str(&format!(
+                "CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON {DATABASE}.* TO '{USER}'@'%';"
+            ));
+        }
+        server.sql(&setup).context("setting up the test database")?;
+        Ok(server)
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen.into()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Runs `sql` as root through the server's socket file; returns what it printed (tab
+    /// separated, no column names).
+    pub fn sql(&self, sql: &str) -> anyhow::Result<String> {
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-u", "root", "-N", "-B", "-e", sql])
+            .stdin(Stdio::null())
+            .output()
+            .context("running mariadb (apt-get install mariadb-client)")?;
+        if !out.status.success() {
+            bail!(
+                "mariadb -e {sql:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The test table's rows, in id order, one `id\twho\tn` line each.
+    pub fn rows(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.sql(&format!("SELECT id, who, n FROM {DATABASE}.t ORDER BY id"))?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+}
+
+/// Whether a MySQL server answers at `addr`: its first packet is a greeting (protocol version
+/// 10) or an error (it refuses this host, before any user exists for it).
+fn greets(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut head = [0u8; 5];
+    std::io::Read::read_exact(&mut s, &mut head).is_ok() && matches!(head[4], 10 | 0xff)
+}
+
+/// The `mariadb` client's arguments for a session to `server` as [`USER`] in [`DATABASE`]:
+/// batch mode, no column names, no option files.
+fn client_args(server: SocketAddr) -> Vec<String> {
+    vec![
+        "--no-defaults".into(),
+        "-h".into(),
+        server.ip().to_string(),
+        "-P".into(),
+        server.port().to_string(),
+        "-u".into(),
+        USER.into(),
+        format!("-p{PASSWORD}"),
+        "-N".into(),
+        "-B".into(),
+        DATABASE.into(),
+    ]
+}
+
+/// One short session from namespace `ns`: the client logs in to `server`, runs `sql`, and
+/// leaves.
+pub fn run_client(ns: &str, server: SocketAddr, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "mariadb"])
+        .args(client_args(server))
+        .args(["-e", sql])
+        .stdin(Stdio::null())
+        .output()
+        .context("running mariadb")?;
+    if !out.status.success() {
+        bail!(
+            "mariadb -e {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A long session: the client reads statements from its standard input, one request (and one
+/// answer) each, until it is closed.
+pub struct ClientSession {
+    child: std::process::Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ClientSession {
+    /// Opens a session from namespace `ns` to `server` and waits until it is logged in (its
+    /// first `SELECT` answered).
+    pub fn open(ns: &str, server: SocketAddr) -> anyhow::Result<ClientSession> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "mariadb"])
+            .args(client_args(server))
+            // Each answer printed at once, not when the client ends.
+            .arg("--unbuffered")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("running mariadb")?;
+        let stdin = child.stdin.take().context("client stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("client stdout")?);
+        let mut s = ClientSession {
+            child,
+            stdin: Some(stdin),
+            stdout,
+        };
+        s.ask("SELECT 1").context("the client's first answer")?;
+        Ok(s)
+    }
+
+    /// Sends one statement that prints a line, and returns the line.
+    pub fn ask(&mut self, sql: &str) -> anyhow::Result<String> {
+        self.send(sql)?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .context("reading the client's output")?;
+        if line.is_empty() {
+            bail!("the client ended before answering {sql:?}");
+        }
+        Ok(line.trim_end().to_owned())
+    }
+
+    /// Sends statements (`;` added to each).
+    pub fn send(&mut self, sql: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("session already finished")?;
+        writeln!(stdin, "{sql};").context("writing to the client")?;
+        stdin.flush().context("writing to the client")
+    }
+
+    /// Closes the client's input and waits for it to log out; fails when it failed.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait().context("waiting for the client")?;
+        if !status.success() {
+            bail!("the client failed: {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ClientSession {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
