@@ -109,7 +109,7 @@ struct PgConversation {
 
 impl Conversation for PgConversation {
     fn client(&mut self, edit: &mut Edit<'_>, from: u64) {
-        if self.reported && self.session.passes_through() || self.session.is_ended() {
+        if (self.reported && self.session.passes_through()) || self.session.is_ended() {
             return;
         }
         let end = edit.end();
