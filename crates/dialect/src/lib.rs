@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod mysql;
+pub mod postgres;
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,6 +24,8 @@ pub enum Protocol {
     /// Each session's protocol found from its first bytes (a MySQL handshake response, the
     /// target's MySQL greeting); sessions of no known protocol stay bytes.
     Auto,
+    /// PostgreSQL: the client's startup kept, its login answered for the target's own challenge.
+    Postgres,
 }
 
 impl Protocol {
@@ -31,6 +34,7 @@ impl Protocol {
         match self {
             Protocol::Mysql => Box::new(mysql::Mysql::new(credentials.clone())),
             Protocol::Auto => Box::new(mysql::Mysql::detecting(credentials.clone())),
+            Protocol::Postgres => Box::new(postgres::Postgres::new(credentials.clone())),
         }
     }
 
@@ -39,6 +43,7 @@ impl Protocol {
     pub fn head_bytes(self) -> u16 {
         match self {
             Protocol::Mysql | Protocol::Auto => mysql::HEAD_BYTES,
+            Protocol::Postgres => postgres::HEAD_BYTES,
         }
     }
 
@@ -46,6 +51,7 @@ impl Protocol {
         match self {
             Protocol::Mysql => "mysql",
             Protocol::Auto => "auto",
+            Protocol::Postgres => "postgres",
         }
     }
 }
@@ -58,7 +64,7 @@ impl fmt::Display for Protocol {
 
 /// A `--protocol` value that names no protocol.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown protocol {0:?} (expected mysql or auto)")]
+#[error("unknown protocol {0:?} (expected mysql, postgres or auto)")]
 pub struct UnknownProtocol(pub String);
 
 impl FromStr for Protocol {
@@ -67,6 +73,7 @@ impl FromStr for Protocol {
         match s {
             "mysql" | "mariadb" => Ok(Protocol::Mysql),
             "auto" => Ok(Protocol::Auto),
+            "postgres" | "postgresql" => Ok(Protocol::Postgres),
             other => Err(UnknownProtocol(other.to_owned())),
         }
     }

@@ -27,6 +27,7 @@ pub mod nat;
 pub mod netlab;
 pub mod nginx;
 pub mod plan;
+pub mod postgres;
 pub mod redis;
 pub mod scenario;
 pub mod scratch;

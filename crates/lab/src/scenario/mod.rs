@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::mariadb::{Mariadb, MariadbAuth};
 use crate::memcache::Memcached;
 use crate::plan::AnswerPlan;
+use crate::postgres::{PgAuth, PostgresServer};
 use crate::redis::RedisServer;
 use crate::stream::{Answer, StreamServer};
 use crate::{loadgen, Child, HttpServer, Lab, LabSpec, LoadReport, LoadSpec, Nginx, ScratchDir};
@@ -59,6 +60,8 @@ pub enum Servers {
     /// memcached (package memcached) with 2 GB of cache, enough for the hot-backup test's
     /// 100,000 sets of up to 100 KB without evictions.
     Memcached,
+    /// PostgreSQL (package postgresql) authenticating TCP clients so (see [`crate::postgres`]).
+    Postgres(PgAuth),
     /// mariadbd (packages mariadb-server, mariadb-client), see [`crate::mariadb`].
     Mariadb(MariadbAuth),
 }
@@ -70,6 +73,7 @@ impl Servers {
             Servers::Embedded | Servers::Nginx | Servers::Stream(_) => 80,
             Servers::Redis => 6379,
             Servers::Memcached => 11211,
+            Servers::Postgres(_) => crate::postgres::PORT,
             Servers::Mariadb(_) => 3306,
         }
     }
@@ -149,6 +153,7 @@ enum Server {
     Redis(RedisServer),
     #[allow(dead_code)]
     Memcached(Memcached),
+    Postgres(PostgresServer),
     Mariadb(Mariadb),
 }
 
@@ -157,7 +162,11 @@ impl Server {
         match self {
             Server::Embedded(s) => Ok(s.log().uris()),
             Server::Nginx(n) => n.access_log(),
-            Server::Stream(_) | Server::Redis(_) | Server::Memcached(_) | Server::Mariadb(_) => {
+            Server::Stream(_)
+            | Server::Redis(_)
+            | Server::Memcached(_)
+            | Server::Postgres(_)
+            | Server::Mariadb(_) => {
                 anyhow::bail!("only HTTP servers keep a request log")
             }
         }
@@ -168,11 +177,18 @@ impl Server {
             Server::Memcached(m) => Some(m.pid()),
             Server::Mariadb(m) => Some(m.pid()),
             Server::Nginx(n) => Some(n.pid()),
+            Server::Postgres(p) => Some(p.pid()),
         }
     }
     fn stream(&self) -> Option<&StreamServer> {
         match self {
             Server::Stream(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn postgres(&self) -> Option<&PostgresServer> {
+        match self {
+            Server::Postgres(p) => Some(p),
             _ => None,
         }
     }
@@ -245,6 +261,14 @@ fn start_server(
             Server::Embedded(lab.run_in(ns, || HttpServer::start_with(addr.into(), plan))?)
         }
         Servers::Nginx => Server::Nginx(Nginx::start(lab, ns, addr, &scratch.path().join(name))?),
+        Servers::Postgres(auth) => Server::Postgres(PostgresServer::start(
+            lab,
+            ns,
+            addr,
+            auth,
+            &scratch.path().join(format!("postgres-{name}")),
+            &scratch.path().join(format!("postgres-{name}.log")),
+        )?),
     })
 }
 
@@ -629,6 +653,11 @@ impl Scenario {
 
     pub fn online_server_pid(&self) -> Option<u32> {
         self.online.pid()
+    }
+
+    /// The online and the target PostgreSQL servers, with [`Servers::Postgres`].
+    pub fn postgres(&self) -> Option<(&PostgresServer, &PostgresServer)> {
+        self.online.postgres().zip(self.target.postgres())
     }
 
     /// Stops tcpcopy with SIGTERM and returns its log (with the final statistics line).
