@@ -217,7 +217,16 @@ fn run_load(cloud: &mut Cloud, mut tcpcopy: lab::Child, tag: &str, lossy: bool) 
     let elapsed = started.elapsed();
     let cpu = cpu_seconds(tcpcopy.pid()) - cpu_before;
     tcpcopy.signal("INT").unwrap();
-    tcpcopy.wait_timeout(Duration::from_secs(15)).unwrap();
+    // Its report is written on the way out (the comparison settles first).
+    tcpcopy
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "tcpcopy did not exit within 30 s of SIGINT\n{}",
+                final_line(&tcpcopy.log_text())
+            )
+        });
     let log = tcpcopy.log_text();
     let mirror = cloud
         .mirror
