@@ -288,4 +288,38 @@ mod tests {
         assert_eq!(m.packet, [0x45, 0, 0, 20]);
         assert_eq!(Tunnel::Erspan.unwrap(&[]), Err(TunnelError::Truncated));
     }
+
+    /// A 9001-byte packet (a jumbo frame's, as AWS mirrors them) fits the read buffer in each
+    /// encapsulation, with the outer IPv4 header a raw GRE socket delivers, and comes out whole.
+    #[test]
+    fn jumbo_frames_fit_the_buffer_and_come_out_whole() {
+        let mut ip = vec![0u8; 9001];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&9001u16.to_be_bytes());
+        for (i, b) in ip.iter_mut().enumerate().skip(40) {
+            *b = i as u8;
+        }
+        let mut out = Vec::new();
+        for tunnel in [Tunnel::Vxlan, Tunnel::Geneve, Tunnel::Erspan] {
+            let datagram = match tunnel {
+                Tunnel::Vxlan => {
+                    tunnel::encap_vxlan(7, &ip, &mut out);
+                    out.clone()
+                }
+                Tunnel::Geneve => {
+                    tunnel::encap_geneve(7, &ip, &mut out);
+                    out.clone()
+                }
+                Tunnel::Erspan => {
+                    tunnel::encap_erspan_iii(7, 1, 0, &ip, &mut out);
+                    let mut d = vec![0x45; 20];
+                    d.extend_from_slice(&out);
+                    d
+                }
+            };
+            assert!(datagram.len() <= DATAGRAM, "{tunnel:?}: {}", datagram.len());
+            let m = tunnel.unwrap(&datagram).unwrap();
+            assert_eq!((m.id, m.packet), (7, &ip[..]), "{tunnel:?}");
+        }
+    }
 }
