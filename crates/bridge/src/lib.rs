@@ -14,7 +14,7 @@
 //! Call order, for a driver: hand it every packet the core emitted ([`Bridge::handle_transmit`]),
 //! then execute [`Bridge::poll_command`]'s commands in order, reporting back with
 //! [`Bridge::connected`], [`Bridge::connect_failed`], [`Bridge::written`] (after writing
-//! [`Bridge::pending`]), [`Bridge::received`], [`Bridge::eof`] and [`Bridge::reset`]; call
+//! [`Bridge::pending`]), [`Bridge::received`], [`Bridge::eof`], [`Bridge::reset`] and [`Bridge::drained`]; call
 //! [`Bridge::handle_timeout`] when [`Bridge::poll_timeout`] says; and hand what
 //! [`Bridge::drain_responses`] gives to the core's `handle_response`.
 //!
@@ -28,7 +28,9 @@
 //! Sequence spaces: the core's side keeps the core's numbers (the SYN's ISN); the target's side
 //! starts from a synthesized ISN, advanced by the bytes read from the socket. Acknowledgments
 //! cover what the kernel accepted ([`Bridge::written`]), not what the bridge queued: a request
-//! the core counts as delivered was handed to the kernel. The window announced is the queue's
+//! the core counts as delivered was handed to the kernel, and a connection whose session the
+//! core resets lingers until the target acknowledged it ([`Command::Linger`]): an abortive close
+//! would discard it from the send queue. The window announced is the queue's
 //! size, so the queue never holds more than [`Config::buffer`] bytes; a target that stops reading
 //! stops the core's sending (and, after the core's retries, its session).
 #![forbid(unsafe_code)]
@@ -73,7 +75,15 @@ pub enum Command {
     Write { conn: ConnId },
     /// Everything was written and the core closed its side: shut down the writing side.
     Shutdown { conn: ConnId },
-    /// Close abortively (SO_LINGER 0: the target gets a reset) and forget the connection.
+    /// The session is over (the core reset it): write what [`Bridge::pending`] still gives,
+    /// close abortively once the target acknowledged every byte written, and report
+    /// [`Bridge::drained`]. An abort discards what the socket's
+    /// send queue holds, and those bytes were acknowledged to the core as delivered (a request
+    /// still waiting for a retransmission would never reach the target). [`Command::Abort`]
+    /// follows if it has not drained within [`Config::linger`].
+    Linger { conn: ConnId },
+    /// Close abortively (SO_LINGER 0: the target gets a reset) now, lingering or not, and
+    /// forget the connection.
     Abort { conn: ConnId },
     /// Close and forget the connection: both sides are done, or the socket failed.
     Close { conn: ConnId },
@@ -109,6 +119,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// MSS announced to the core (it sends no larger segments; nothing crosses a wire).
     pub mss: u16,
+    /// How long a connection the core reset waits for the target to acknowledge what was
+    /// written ([`Command::Linger`]) before it is aborted all the same.
+    pub linger: Duration,
 }
 
 impl Default for Config {
@@ -119,6 +132,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(660),
             mss: MAX_SEGMENT as u16,
+            linger: Duration::from_secs(3),
         }
     }
 }
@@ -140,6 +154,9 @@ pub struct Stats {
     pub reset_by_target: u64,
     /// Connections closed for being idle past [`Config::idle_timeout`].
     pub idle_closed: u64,
+    /// Connections the core reset that were aborted with bytes written and not acknowledged by
+    /// the target after [`Config::linger`] (those bytes may never have reached it).
+    pub linger_expired: u64,
     /// Bytes the kernel accepted for the target, and bytes read from it.
     pub bytes_written: u64,
     pub bytes_read: u64,
@@ -167,6 +184,7 @@ impl Stats {
         self.over_limit += o.over_limit;
         self.reset_by_target += o.reset_by_target;
         self.idle_closed += o.idle_closed;
+        self.linger_expired += o.linger_expired;
         self.bytes_written += o.bytes_written;
         self.bytes_read += o.bytes_read;
     }
@@ -195,6 +213,12 @@ pub struct Bridge {
     out: Responses,
     stats: Stats,
     next_sweep: Option<Instant>,
+    /// Connections the core reset, waiting for the target's acknowledgments ([`Command::Linger`]),
+    /// with their deadlines (in order: the linger is the same for all).
+    lingering: VecDeque<(Instant, ConnId)>,
+    /// Their bytes taken before the reset and not yet written: they still go (the client sent
+    /// them before its reset, as in packet mode).
+    leftover: Map<ConnId, VecDeque<u8>>,
 }
 
 impl Bridge {
@@ -208,6 +232,8 @@ impl Bridge {
             out: Responses::default(),
             stats: Stats::default(),
             next_sweep: None,
+            lingering: VecDeque::new(),
+            leftover: Map::default(),
         }
     }
 
@@ -265,8 +291,7 @@ impl Bridge {
             return;
         };
         if flags.rst() {
-            self.commands.push_back(Command::Abort { conn: id });
-            self.forget(id);
+            self.linger(now, id);
             return;
         }
         let conn = self
@@ -302,8 +327,7 @@ impl Bridge {
                 }
                 return;
             }
-            self.commands.push_back(Command::Abort { conn: id });
-            self.forget(id);
+            self.linger(now, id);
         }
         if self.conns.len() >= self.config.max_connections {
             self.stats.over_limit += 1;
@@ -356,17 +380,25 @@ impl Bridge {
         self.forget(id);
     }
 
-    /// The queued bytes to write next (empty when none are).
+    /// The queued bytes to write next (empty when none are), also of a lingering connection.
     pub fn pending(&mut self, id: ConnId) -> &[u8] {
         match self.conns.get_mut(&id) {
             Some(c) => c.queue.make_contiguous(),
-            None => &[],
+            None => self
+                .leftover
+                .get_mut(&id)
+                .map_or(&[][..], |q| q.make_contiguous()),
         }
     }
 
     /// The kernel accepted `n` bytes of [`Self::pending`]: they are acknowledged to the core.
     pub fn written(&mut self, now: Instant, id: ConnId, n: usize) {
         let Some(conn) = self.conns.get_mut(&id) else {
+            if let Some(q) = self.leftover.get_mut(&id) {
+                let n = n.min(q.len());
+                q.drain(..n);
+                self.stats.bytes_written += n as u64;
+            }
             return;
         };
         let n = n.min(conn.queue.len());
@@ -432,16 +464,53 @@ impl Bridge {
         self.forget(id);
     }
 
-    /// When [`Self::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.conns.is_empty() {
-            return None;
+    /// The session of `id` is over: its socket lingers until the target acknowledged what was
+    /// written, or [`Config::linger`] passed.
+    fn linger(&mut self, now: Instant, id: ConnId) {
+        self.commands.push_back(Command::Linger { conn: id });
+        self.lingering.push_back((now + self.config.linger, id));
+        if let Some(mut c) = self.conns.remove(&id) {
+            self.by_key.remove(&c.key);
+            if c.open && !c.queue.is_empty() {
+                self.leftover.insert(id, std::mem::take(&mut c.queue));
+            }
         }
-        self.next_sweep
     }
 
-    /// Fails connections that did not open in time and closes idle ones.
+    /// A lingering connection's target acknowledged every byte written (or the socket failed):
+    /// the driver aborted it, nothing more follows.
+    pub fn drained(&mut self, id: ConnId) {
+        self.lingering.retain(|&(_, c)| c != id);
+        self.leftover.remove(&id);
+    }
+
+    /// Connections lingering after the core reset them.
+    pub fn lingering(&self) -> usize {
+        self.lingering.len()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sweep = self.next_sweep.filter(|_| !self.conns.is_empty());
+        let linger = self.lingering.front().map(|&(t, _)| t);
+        match (sweep, linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fails connections that did not open in time, closes idle ones and aborts those that
+    /// lingered too long.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.lingering.front() {
+            if now < deadline {
+                break;
+            }
+            self.lingering.pop_front();
+            self.stats.linger_expired += 1;
+            self.leftover.remove(&id);
+            self.commands.push_back(Command::Abort { conn: id });
+        }
         if self.next_sweep.is_some_and(|t| now < t) {
             return;
         }

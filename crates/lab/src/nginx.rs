@@ -30,6 +30,9 @@ fn config(workdir: &Path, listen: SocketAddrV4, listen6: Option<SocketAddrV6>) -
     let w = workdir.display();
     let also6 = listen6.map_or(String::new(), |a| format!("listen {a};"));
     // `/k/...` answers a 1 KB body (the load harness's requests), everything else `ok`.
+    // Connections: a replay that falls behind (stream mode through a NAT) opens a few thousand
+    // at once; past `worker_connections` nginx closes idle keep-alive connections ("reusing
+    // connections"), which the replay counts as resets by the target.
     let kb = format!("{}\\n", "x".repeat(1023));
     format!(
         r#"daemon off;
@@ -37,7 +40,8 @@ master_process on;
 worker_processes 1;
 pid "{w}/nginx.pid";
 error_log "{w}/error.log" warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
 http {{
     log_format uri '$request_uri';
     access_log "{w}/access.log" uri;

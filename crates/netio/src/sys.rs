@@ -14,6 +14,8 @@ pub(crate) unsafe trait Pod: Copy {}
 unsafe impl Pod for libc::c_int {}
 // SAFETY: three C unsigned ints; every bit pattern is a valid value.
 unsafe impl Pod for libc::tpacket_stats_v3 {}
+// SAFETY: `#[repr(C)]` unsigned integers only; every bit pattern is a valid value.
+unsafe impl Pod for libc::tcp_info {}
 
 /// Turns a `-1`-on-error return code into an `io::Result`.
 pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {

@@ -432,7 +432,6 @@ fn through_nat(m: Mirroring, tag: &str, lossy_mirror: bool) {
 }
 
 #[test]
-#[ignore = "flaky: in stream mode some short connections' requests, acknowledged by the socket bridge, never reach the target (run with --ignored)"]
 fn vxlan_mirrored_25k_requests_reach_a_target_behind_nat_in_stream_mode() {
     if !lab::netlab::is_root() {
         eprintln!("skipped: needs root");
@@ -442,7 +441,6 @@ fn vxlan_mirrored_25k_requests_reach_a_target_behind_nat_in_stream_mode() {
 }
 
 #[test]
-#[ignore = "flaky: in stream mode some short connections' requests, acknowledged by the socket bridge, never reach the target (run with --ignored)"]
 fn geneve_mirrored_25k_requests_reach_a_target_behind_nat_in_stream_mode() {
     if !lab::netlab::is_root() {
         eprintln!("skipped: needs root");
@@ -452,7 +450,6 @@ fn geneve_mirrored_25k_requests_reach_a_target_behind_nat_in_stream_mode() {
 }
 
 #[test]
-#[ignore = "flaky: in stream mode some short connections' requests, acknowledged by the socket bridge, never reach the target (run with --ignored)"]
 fn erspan_mirrored_25k_requests_reach_a_target_behind_nat_in_stream_mode() {
     if !lab::netlab::is_root() {
         eprintln!("skipped: needs root");
@@ -466,7 +463,7 @@ fn erspan_mirrored_25k_requests_reach_a_target_behind_nat_in_stream_mode() {
 }
 
 #[test]
-#[ignore = "flaky: in stream mode some short connections' requests, acknowledged by the socket bridge, never reach the target (run with --ignored)"]
+#[ignore = "flaky (1 run in 3): a short connection the mirror did not hurt sometimes never reaches the target, its session still active when the target settles (a successor waiting behind a hurt session on the same client port?) (run with --ignored)"]
 fn vxlan_mirror_losing_two_percent_behind_nat_in_stream_mode() {
     if !lab::netlab::is_root() {
         eprintln!("skipped: needs root");

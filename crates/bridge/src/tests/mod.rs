@@ -259,12 +259,52 @@ fn answer_is_cut_into_segments_with_push_on_the_last() {
 }
 
 #[test]
-fn core_reset_aborts_the_connection() {
+fn core_reset_lingers_until_drained() {
     let t0 = Instant::now();
     let (mut b, conn, _) = open(Config::default(), t0);
     b.handle_transmit(t0, &core(ISN + 1, Flags::RST, b""));
+    assert_eq!(commands(&mut b), vec![Command::Linger { conn }]);
+    assert_eq!((b.connections(), b.lingering()), (0, 1));
+    b.drained(conn);
+    assert_eq!(b.lingering(), 0);
+    assert_eq!(b.poll_timeout(), None);
+    b.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(commands(&mut b), vec![]);
+    assert_eq!(b.stats().linger_expired, 0);
+}
+
+/// The bug: a short connection's request, acknowledged to the core once the local kernel took
+/// it, was discarded from the send queue by the abortive close that followed the captured
+/// client's reset (the target had not acknowledged it: its first transmission was lost).
+/// The socket now lingers until drained, and is aborted only after [`Config::linger`].
+#[test]
+fn request_acknowledged_then_reset_by_the_core_is_not_aborted_before_the_linger() {
+    let t0 = Instant::now();
+    let cfg = Config {
+        linger: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let (mut b, conn, _) = open(cfg, t0);
+    let request = b"GET /short HTTP/1.1\r\nHost: t\r\n\r\n";
+    b.handle_transmit(t0, &core(ISN + 1, Flags::ACK | Flags::PSH, request));
+    b.handle_transmit(t0, &core(ISN + 1 + request.len() as u32, Flags::RST, b""));
+    assert_eq!(
+        commands(&mut b),
+        vec![Command::Write { conn }, Command::Linger { conn }],
+        "the write goes before the linger"
+    );
+    assert_eq!(b.pending(conn), request, "the request is still written");
+    b.written(t0, conn, request.len());
+    assert_eq!(b.pending(conn), b"");
+    assert_eq!(b.stats().bytes_written, request.len() as u64);
+    assert_eq!(b.poll_timeout(), Some(t0 + Duration::from_secs(3)));
+    // Not drained (the target has not acknowledged): no abort before the linger ran out.
+    b.handle_timeout(t0 + Duration::from_millis(2_900));
+    assert_eq!(commands(&mut b), vec![]);
+    b.handle_timeout(t0 + Duration::from_secs(3));
     assert_eq!(commands(&mut b), vec![Command::Abort { conn }]);
-    assert_eq!(b.connections(), 0);
+    assert_eq!(b.stats().linger_expired, 1);
+    assert_eq!((b.lingering(), b.poll_timeout()), (0, None));
 }
 
 #[test]
@@ -382,7 +422,7 @@ fn new_session_on_the_same_endpoints_replaces_the_old_connection() {
     let (mut b, conn, _) = open(Config::default(), t0);
     b.handle_transmit(t0, &core(ISN + 50_000, Flags::SYN, b""));
     let cmds = commands(&mut b);
-    assert_eq!(cmds[0], Command::Abort { conn });
+    assert_eq!(cmds[0], Command::Linger { conn });
     assert!(matches!(
         cmds[1],
         Command::Connect {

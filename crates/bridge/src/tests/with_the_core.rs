@@ -50,6 +50,8 @@ fn step(core: &mut Replicator, bridge: &mut Bridge, target: &mut Target, now: In
                 target.closed = true;
                 bridge.eof(now, conn);
             }
+            // This target acknowledges everything at once: nothing to wait for.
+            Command::Linger { conn } => bridge.drained(conn),
             Command::Abort { .. } | Command::Close { .. } => {}
         }
     }

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use bridge::{Bridge, Command, ConnId, Failure};
@@ -48,6 +49,9 @@ pub(super) struct Streams {
     /// Connections the poll reported this wake, and those with more to read.
     ready: Vec<ConnId>,
     again: Vec<ConnId>,
+    /// Connections whose session the core reset, kept until the target acknowledged every
+    /// byte written ([`Command::Linger`]).
+    lingering: Vec<ConnId>,
     /// Failures so far, for logging the first of each kind and then every power of two.
     failures: u64,
 }
@@ -93,6 +97,7 @@ impl Streams {
             buf: vec![0u8; 256 << 10],
             ready: Vec::new(),
             again: Vec::new(),
+            lingering: Vec::new(),
             failures: 0,
         }
     }
@@ -143,6 +148,31 @@ impl Streams {
         ready.clear();
         self.ready = ready;
         self.execute(registry, now);
+        self.check_lingering(registry);
+    }
+
+    /// Aborts the lingering connections the target acknowledged everything of (or that failed):
+    /// an abort no longer discards anything.
+    fn check_lingering(&mut self, registry: &Registry) {
+        let mut lingering = std::mem::take(&mut self.lingering);
+        lingering.retain(|&id| {
+            let Some(sock) = self.socks.get(&id) else {
+                self.bridge.drained(id);
+                return false;
+            };
+            let delivered = self.bridge.pending(id).is_empty()
+                && netio::sockopt::undelivered(sock.stream.as_fd()).map_or(true, |n| n == 0);
+            if !delivered {
+                return true;
+            }
+            if let Some(mut sock) = self.socks.remove(&id) {
+                sock.abort();
+                let _ = registry.deregister(&mut sock.stream);
+            }
+            self.bridge.drained(id);
+            false
+        });
+        self.lingering = lingering;
     }
 
     /// One connection's events.
@@ -246,7 +276,14 @@ impl Streams {
                         }
                     }
                 }
+                Command::Linger { conn } => {
+                    // What the core sent before its reset still goes; the abort waits for the
+                    // target's acknowledgments (check_lingering).
+                    self.write(conn, now);
+                    self.lingering.push(conn);
+                }
                 Command::Abort { conn } => {
+                    self.lingering.retain(|&c| c != conn);
                     if let Some(mut sock) = self.socks.remove(&conn) {
                         sock.abort();
                         let _ = registry.deregister(&mut sock.stream);
@@ -355,7 +392,7 @@ impl Streams {
 /// One line on how stream mode's connections went.
 pub fn describe(s: &bridge::Stats) -> String {
     format!(
-        "stream mode: connections opened {}, failed {} (refused {}, unreachable {}, timed out {}, TLS {}, other {}, over the limit {}), reset by the target {}, closed idle {}; bytes written {}, read {}",
+        "stream mode: connections opened {}, failed {} (refused {}, unreachable {}, timed out {}, TLS {}, other {}, over the limit {}), reset by the target {}, closed idle {}, aborted with bytes unacknowledged {}; bytes written {}, read {}",
         s.opened,
         s.failed(),
         s.refused,
@@ -366,6 +403,7 @@ pub fn describe(s: &bridge::Stats) -> String {
         s.over_limit,
         s.reset_by_target,
         s.idle_closed,
+        s.linger_expired,
         s.bytes_written,
         s.bytes_read
     )
