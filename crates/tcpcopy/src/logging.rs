@@ -155,6 +155,34 @@ pub fn log_stats(kind: &str, s: &session::Stats) {
     );
 }
 
+/// Logs how sessions' logins went (`--protocol`), after [`log_stats`]: the usual line
+/// (`mysql logins ok ...`, `final mysql logins ok ...` at the end), or with `--log-format json`
+/// an event whose fields are the counts (`kind` as in [`log_stats`]; the statistics event holds
+/// as many fields as tracing allows, so these go in one of their own).
+pub fn log_logins(kind: &str, protocol: &str, l: &session::Logins) {
+    if !JSON.get().copied().unwrap_or(false) {
+        if kind == "final" {
+            tracing::info!("final {protocol} {l}");
+        } else {
+            tracing::info!("{protocol} {l}");
+        }
+        return;
+    }
+    tracing::info!(
+        kind,
+        protocol,
+        logins_ok = l.logged_in + l.joined_logged_in,
+        logins_joined = l.joined_logged_in,
+        logins_not_logged_in = l.failed(),
+        logins_refused = l.refused,
+        logins_tls = l.tls,
+        logins_no_login_known = l.no_credentials,
+        logins_unsupported = l.unsupported,
+        logins_malformed = l.malformed,
+        "logins"
+    );
+}
+
 /// Writes our pid to `-P FILE`; the file goes again when the returned guard is dropped (keep it
 /// for the whole run, and drop it before `std::process::exit`).
 pub fn write_pid(path: Option<&Path>) -> anyhow::Result<Option<PidFile>> {

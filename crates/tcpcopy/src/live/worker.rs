@@ -456,7 +456,7 @@ impl<'a> Worker<'a> {
             let all = self.member.board.sum();
             crate::logging::log_stats("stats", &all.stats);
             if let Some((protocol, _)) = &self.cfg.protocol {
-                info!("{protocol} {}", all.stats.logins);
+                crate::logging::log_logins("stats", protocol.as_str(), &all.stats.logins);
             }
             if let Some(st) = &all.stream {
                 info!("{}", super::stream::describe(st));
