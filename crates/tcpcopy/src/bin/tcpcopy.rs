@@ -78,10 +78,9 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     let run = live::run(cfg, stop, board.clone())?;
     drop(_status);
     let stats = run.stats;
-    logging::log_stats("final", &stats);
+    logging::log_stats("final", &stats, protocol);
     logging::print_out(&format!("tcpcopy final: {stats}"));
     if let Some(protocol) = protocol {
-        logging::log_logins("final", protocol, &stats.logins);
         logging::print_out(&format!("tcpcopy final {protocol} {}", stats.logins));
     }
     if let Some(st) = &run.stream {
