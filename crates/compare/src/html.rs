@@ -13,7 +13,7 @@ mod charts;
 mod plot;
 mod text;
 
-use crate::report::{AnswerSummary, Comparison, Group, GroupLatency, Report, Sample};
+use crate::report::{AnswerSummary, Comparison, Group, GroupLatency, Logins, Report, Sample};
 use plot::w;
 use text::{duration, int, pct, signed_us, us, utc, with_breaks, Esc};
 
@@ -321,6 +321,33 @@ fn sessions_table(s: &mut String, r: &Report) {
         ("half open, shed for memory", x.half_open_shed),
         ("half open, never completed", x.half_open_expired),
         ("hurt: bytes never captured, holes skipped", x.hurt),
+    ] {
+        w(
+            s,
+            format_args!("<tr><td>{name}</td><td class=\"n\">{}</td></tr>", int(n)),
+        );
+    }
+    s.push_str("</tbody></table>");
+    if let Some(l) = &x.logins {
+        logins_table(s, l);
+    }
+}
+
+/// How the sessions' logins went (`--protocol`).
+fn logins_table(s: &mut String, l: &Logins) {
+    w(
+        s,
+        format_args!("<h3>Logins ({})</h3><table><tbody>", Esc(&l.protocol)),
+    );
+    for (name, n) in [
+        ("logged in", l.ok),
+        ("of those joined, logged in by tcpcopy", l.joined),
+        ("not logged in", l.not_logged_in),
+        ("refused by the target", l.refused),
+        ("TLS to the online server, skipped", l.tls),
+        ("joined, no login known, skipped", l.no_login_known),
+        ("authentication not supported", l.unsupported),
+        ("protocol not followed", l.malformed),
     ] {
         w(
             s,

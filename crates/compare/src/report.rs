@@ -95,6 +95,36 @@ pub struct Sessions {
     /// Those holes (a session may have several).
     #[serde(default)]
     pub holes_skipped: u64,
+    /// How the sessions' logins went at the target, when a protocol was set (`--protocol`);
+    /// absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logins: Option<Logins>,
+}
+
+/// Sessions by how their login went at the target (`--protocol`): each session that reached
+/// its login counted once, `ok` or under one cause of `not_logged_in`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logins {
+    /// `mysql`, `postgres` or `auto` (after merging runs of different protocols: their names
+    /// joined by `+`).
+    pub protocol: String,
+    /// Logged in at the target, `joined` included.
+    pub ok: u64,
+    /// Of those, sessions joined mid-stream that tcpcopy logged in itself.
+    pub joined: u64,
+    /// Not logged in: the sum of the causes below.
+    pub not_logged_in: u64,
+    /// The target refused the login (the session was ended).
+    pub refused: u64,
+    /// The client used TLS with the online server (the session was skipped).
+    pub tls: u64,
+    /// Joined sessions with no user to log in as (no `--login`, no earlier login of their
+    /// client seen): skipped.
+    pub no_login_known: u64,
+    /// The target asked for an authentication tcpcopy cannot make (the session was ended).
+    pub unsupported: u64,
+    /// The bytes did not follow the protocol (the session was ended).
+    pub malformed: u64,
 }
 
 /// How the compared exchanges came out. Counted per request and target copy (`-n 2` counts
@@ -328,6 +358,23 @@ fn add_sessions(a: &mut Sessions, b: &Sessions) {
     a.half_open_expired += b.half_open_expired;
     a.hurt += b.hurt;
     a.holes_skipped += b.holes_skipped;
+    if let Some(y) = &b.logins {
+        let x = a.logins.get_or_insert_with(|| Logins {
+            protocol: y.protocol.clone(),
+            ..Logins::default()
+        });
+        if !x.protocol.split('+').any(|p| p == y.protocol) {
+            x.protocol = format!("{}+{}", x.protocol, y.protocol);
+        }
+        x.ok += y.ok;
+        x.joined += y.joined;
+        x.not_logged_in += y.not_logged_in;
+        x.refused += y.refused;
+        x.tls += y.tls;
+        x.no_login_known += y.no_login_known;
+        x.unsupported += y.unsupported;
+        x.malformed += y.malformed;
+    }
 }
 
 impl Requests {

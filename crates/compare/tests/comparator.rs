@@ -716,6 +716,34 @@ fn merged_reports_add_up_and_survive_json() {
     );
     assert_eq!(counts(&m), counts(&full));
 
+    // Logins (--protocol) add where present, protocols named once each.
+    assert_eq!(m.sessions.logins, None);
+    let logins = |protocol: &str, ok, refused| compare::report::Logins {
+        protocol: protocol.to_string(),
+        ok,
+        joined: 1,
+        not_logged_in: refused,
+        refused,
+        ..Default::default()
+    };
+    let mut with = [ra.clone(), rb.clone(), ra.clone(), rb.clone()];
+    with[0].sessions.logins = Some(logins("mysql", 10, 2));
+    with[2].sessions.logins = Some(logins("postgres", 5, 0));
+    with[3].sessions.logins = Some(logins("mysql", 1, 1));
+    let l = Report::merge(&with).unwrap().sessions.logins.unwrap();
+    assert_eq!(
+        (
+            l.protocol.as_str(),
+            l.ok,
+            l.joined,
+            l.not_logged_in,
+            l.refused
+        ),
+        ("mysql+postgres", 16, 3, 3, 3)
+    );
+    let merged = Report::merge(&with[..1]).unwrap();
+    assert_eq!(merged.sessions.logins, with[0].sessions.logins);
+
     let json = serde_json::to_string_pretty(&m).unwrap();
     let back: Report = serde_json::from_str(&json).unwrap();
     assert_eq!(back, m);

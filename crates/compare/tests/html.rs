@@ -180,6 +180,9 @@ fn the_page_is_self_contained_and_shows_captured_bytes_as_text() {
         "&lt;script&gt;thisMustNeverRun()&lt;/script&gt;&lt;/pre&gt;&quot;&#39;&amp;amp;\u{2401}"
     ));
     assert!(page.contains("web-1 &lt;prod&gt;"));
+    // The logins (--protocol), with their causes.
+    assert!(page.contains("<h3>Logins (mysql)</h3>"));
+    assert!(page.contains("<tr><td>refused by the target</td><td class=\"n\">2</td></tr>"));
     // Every group and every per-request row is there.
     let r = fixture::full();
     for g in r.differences.iter().chain(&r.noise) {
@@ -210,6 +213,7 @@ fn a_minimal_page_says_what_is_missing() {
         assert!(page.contains(text), "missing: {text}");
     }
     assert!(!page.contains("<svg"), "a plot without data");
+    assert!(!page.contains("Logins"), "logins without a protocol");
 }
 
 /// The escaping the page must use for text (independent of the renderer's own).

@@ -41,6 +41,8 @@ fn full_report_validates() {
 fn minimal_report_validates() {
     let doc = to_json(&fixture::minimal());
     assert_eq!(doc["comparison"], Value::Null);
+    // No protocol set: no logins object at all.
+    assert!(doc["sessions"].get("logins").is_none(), "{doc}");
     let errors = errors(&validator(), &doc);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
@@ -96,7 +98,7 @@ fn broken_reports_are_rejected() {
         f(&mut doc);
         errors(&v, &doc)
     };
-    let cases: [(&str, &Breaker, &str); 6] = [
+    let cases: [(&str, &Breaker, &str); 8] = [
         (
             "no requests",
             &|d| {
@@ -128,6 +130,21 @@ fn broken_reports_are_rejected() {
             "an unknown field",
             &|d| d["latency"]["online"]["p95_us"] = json!(3),
             "p95_us",
+        ),
+        (
+            "a login cause missing",
+            &|d| {
+                d["sessions"]["logins"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("refused");
+            },
+            "refused",
+        ),
+        (
+            "logins without their protocol",
+            &|d| d["sessions"]["logins"]["protocol"] = json!(null),
+            "/sessions/logins/protocol",
         ),
         (
             "a percentile as text",

@@ -107,16 +107,25 @@ impl std::io::Write for LogFileLine<'_> {
 }
 
 /// Logs the statistics: the usual line, or with `--log-format json` an event whose fields are
-/// the counters (`kind` is `stats`, or `final` at the end).
-pub fn log_stats(kind: &str, s: &session::Stats) {
+/// the counters (`kind` is `stats`, or `final` at the end). With a `protocol` (`--protocol`),
+/// how sessions' logins went too: a line of their own (`mysql logins ok ...`, `final mysql
+/// logins ok ...`), or in JSON the fields `protocol` and `logins_*` (absent without one).
+pub fn log_stats(kind: &str, s: &session::Stats, protocol: Option<&str>) {
     if !JSON.get().copied().unwrap_or(false) {
-        if kind == "final" {
-            tracing::info!("final: {s}");
-        } else {
-            tracing::info!("{s}");
+        let prefix = if kind == "final" { "final: " } else { "" };
+        tracing::info!("{prefix}{s}");
+        if let Some(p) = protocol {
+            let prefix = if kind == "final" { "final " } else { "" };
+            tracing::info!("{prefix}{p} {}", s.logins);
         }
         return;
     }
+    stats_event(kind, s, protocol);
+}
+
+/// The statistics as one event whose fields are the counters (`--log-format json`).
+fn stats_event(kind: &str, s: &session::Stats, protocol: Option<&str>) {
+    let logins = protocol.map(|_| &s.logins);
     let l = &s.lost;
     tracing::info!(
         kind,
@@ -151,6 +160,15 @@ pub fn log_stats(kind: &str, s: &session::Stats) {
         capture_drops = s.capture_drops,
         holes_skipped = s.holes_skipped,
         sessions_hurt = s.sessions_hurt,
+        protocol,
+        logins_ok = logins.map(|l| l.logged_in + l.joined_logged_in),
+        logins_joined = logins.map(|l| l.joined_logged_in),
+        logins_not_logged_in = logins.map(|l| l.failed()),
+        logins_refused = logins.map(|l| l.refused),
+        logins_tls = logins.map(|l| l.tls),
+        logins_no_login_known = logins.map(|l| l.no_credentials),
+        logins_unsupported = logins.map(|l| l.unsupported),
+        logins_malformed = logins.map(|l| l.malformed),
         "statistics"
     );
 }
@@ -182,4 +200,71 @@ pub fn print_out(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// The JSON lines of the events `f` logs.
+    fn json_lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_json_statistics_carry_the_logins_only_with_a_protocol() {
+        let stats = session::Stats {
+            sessions_created: 12,
+            logins: session::Logins {
+                logged_in: 8,
+                joined_logged_in: 1,
+                refused: 2,
+                tls: 1,
+                ..session::Logins::default()
+            },
+            ..session::Stats::default()
+        };
+        let lines = json_lines(|| {
+            super::stats_event("final", &stats, Some("mysql"));
+            super::stats_event("stats", &stats, None);
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let (with, without) = (&lines[0], &lines[1]);
+        assert_eq!(with["message"], "statistics");
+        assert_eq!(with["kind"], "final");
+        assert_eq!(with["sessions_created"], 12);
+        assert_eq!(with["protocol"], "mysql");
+        assert_eq!(with["logins_ok"], 9);
+        assert_eq!(with["logins_joined"], 1);
+        assert_eq!(with["logins_not_logged_in"], 3);
+        assert_eq!(with["logins_refused"], 2);
+        assert_eq!(with["logins_tls"], 1);
+        assert_eq!(with["logins_malformed"], 0);
+        assert_eq!(without["sessions_created"], 12);
+        assert!(without.get("protocol").is_none(), "{without}");
+        assert!(without.get("logins_ok").is_none(), "{without}");
+    }
 }

@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub intercept: Option<InterceptCounters>,
     /// Stream mode: how tcpcopy's connections to the target went (for the status line).
     pub stream: Option<bridge::Stats>,
+    /// The `--protocol` whose logins `stats` counts; without one, no login metrics.
+    pub protocol: Option<&'static str>,
 }
 
 /// intercept's counters.
@@ -260,6 +262,9 @@ impl Collector for SnapshotCollector {
         let s = &self.0;
         if let Some(st) = &s.stats {
             encode_stats(&mut enc, st)?;
+            if s.protocol.is_some() {
+                encode_logins(&mut enc, &st.logins)?;
+            }
         }
         if let Some(live) = &s.compare {
             encode_compare(&mut enc, live)?;
@@ -403,6 +408,26 @@ fn encode_stats(enc: &mut DescriptorEncoder, st: &session::Stats) -> std::fmt::R
         ],
     )?;
     encode_traffic(enc, st)
+}
+
+/// How sessions' logins went (`--protocol`): the outcomes partition the sessions that reached
+/// their login (`ok` and `ok_joined` logged in, the others not).
+fn encode_logins(enc: &mut DescriptorEncoder, l: &session::Logins) -> std::fmt::Result {
+    counters(
+        enc,
+        "tcpcopy_logins",
+        "Sessions by how their login went at the target (--protocol): ok, ok_joined (joined mid-stream, logged in by tcpcopy), or why not",
+        "outcome",
+        &[
+            ("ok", l.logged_in),
+            ("ok_joined", l.joined_logged_in),
+            ("refused", l.refused),
+            ("tls", l.tls),
+            ("no_login_known", l.no_credentials),
+            ("unsupported", l.unsupported),
+            ("malformed", l.malformed),
+        ],
+    )
 }
 
 /// The packets and bytes: captured, held, sent, reported by intercepts.

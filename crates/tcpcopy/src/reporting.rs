@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use compare::report::{LostByCause, Report, Requests, Sessions, SCHEMA_VERSION};
+use compare::report::{Logins, LostByCause, Report, Requests, Sessions, SCHEMA_VERSION};
 use compare::Summary;
 use session::Stats;
 
@@ -21,9 +21,10 @@ use crate::metrics::Snapshot;
 /// Exit status of a run whose report exceeded `--fail-on-diff` or `--fail-on-loss`.
 pub const EXIT_CRITERIA: i32 = 3;
 
-/// The report of one run.
+/// The report of one run; `protocol`: the `--protocol` whose logins were counted.
 pub fn build(
     stats: &Stats,
+    protocol: Option<&str>,
     in_flight: u64,
     summary: Option<&Summary>,
     started: SystemTime,
@@ -51,6 +52,7 @@ pub fn build(
             half_open_expired: stats.sessions_half_open_expired,
             hurt: stats.sessions_hurt,
             holes_skipped: stats.holes_skipped,
+            logins: protocol.map(|p| logins(p, &stats.logins)),
         },
         ..Report::default()
     };
@@ -60,8 +62,9 @@ pub fn build(
     report
 }
 
-/// What the metrics endpoint and the status line show, from what the capture threads published.
-pub fn snapshot(board: &Board) -> Snapshot {
+/// What the metrics endpoint and the status line show, from what the capture threads published;
+/// `protocol`: the `--protocol` whose logins are counted.
+pub fn snapshot(board: &Board, protocol: Option<&'static str>) -> Snapshot {
     let p = board.sum();
     let (online, target) = p.latency.unzip();
     Snapshot {
@@ -71,6 +74,7 @@ pub fn snapshot(board: &Board) -> Snapshot {
         latency_target: target,
         intercept: None,
         stream: p.stream,
+        protocol,
     }
 }
 
@@ -99,6 +103,21 @@ fn requests(stats: &Stats, in_flight: u64) -> Requests {
             reset_by_client: l.reset_by_client,
             not_answered: l.not_answered + in_flight,
         },
+    }
+}
+
+/// The core's login counts (`--protocol`) as the report holds them.
+fn logins(protocol: &str, l: &session::Logins) -> Logins {
+    Logins {
+        protocol: protocol.to_string(),
+        ok: l.logged_in + l.joined_logged_in,
+        joined: l.joined_logged_in,
+        not_logged_in: l.failed(),
+        refused: l.refused,
+        tls: l.tls,
+        no_login_known: l.no_credentials,
+        unsupported: l.unsupported,
+        malformed: l.malformed,
     }
 }
 
@@ -236,6 +255,36 @@ mod tests {
             + c.not_answered;
         assert_eq!((r.online, r.target, r.lost), (1500, 950, 550));
         assert_eq!(sum, r.lost);
+    }
+
+    #[test]
+    fn logins_are_reported_only_with_a_protocol_and_their_causes_add_up() {
+        let stats = Stats {
+            logins: session::Logins {
+                logged_in: 7,
+                joined_logged_in: 2,
+                refused: 1,
+                tls: 3,
+                no_credentials: 4,
+                unsupported: 5,
+                malformed: 6,
+            },
+            ..Stats::default()
+        };
+        let at = SystemTime::UNIX_EPOCH;
+        let none = build(&stats, None, 0, None, at, Duration::ZERO);
+        assert_eq!(none.sessions.logins, None);
+        let r = build(&stats, Some("mysql"), 0, None, at, Duration::ZERO);
+        let l = r.sessions.logins.expect("logins with a protocol");
+        assert_eq!(
+            (l.protocol.as_str(), l.ok, l.joined, l.not_logged_in),
+            ("mysql", 9, 2, 19)
+        );
+        assert_eq!(
+            l.refused + l.tls + l.no_login_known + l.unsupported + l.malformed,
+            l.not_logged_in
+        );
+        assert_eq!((l.tls, l.no_login_known, l.malformed), (3, 4, 6));
     }
 
     #[test]

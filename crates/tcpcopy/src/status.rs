@@ -209,6 +209,15 @@ impl History {
                 online => format!("lost {lost} ({:.2}%)", 100.0 * lost as f64 / online as f64),
             });
         }
+        if let (Some(protocol), Some(st)) = (now.protocol, &now.stats) {
+            // A protocol's logins (`--protocol`): how many sessions got in, how many not.
+            let l = &st.logins;
+            parts.push(format!(
+                "{protocol} logins {} ok, {} not",
+                l.logged_in + l.joined_logged_in,
+                l.failed()
+            ));
+        }
         if let Some(st) = &now.stream {
             // Stream mode says so, with its connections.
             parts.push(format!(

@@ -183,9 +183,16 @@ fn a_session_open_before_tcpcopy_started_continues_at_the_target() {
     let _guard = sequential();
     let login = format!("{}:{}", postgres::USER, postgres::PASSWORD);
     let spec = ScenarioSpec {
-        extra_tcpcopy_args: ["--protocol", "postgres", "--login", &login]
-            .map(String::from)
-            .to_vec(),
+        extra_tcpcopy_args: [
+            "--protocol",
+            "postgres",
+            "--login",
+            &login,
+            "--report",
+            "{scratch}/report.json",
+        ]
+        .map(String::from)
+        .to_vec(),
         start_tcpcopy: false,
         ..ScenarioSpec::new(
             "pgJ",
@@ -258,5 +265,15 @@ fn a_session_open_before_tcpcopy_started_continues_at_the_target() {
     assert!(
         logins.starts_with("logins ok 1 (joined 1) not logged in 0"),
         "{logins}"
+    );
+    // The report says the same.
+    let report = sc
+        .read_report("report.json")
+        .unwrap_or_else(|e| panic!("{e:#}\n{log}"));
+    let l = report.sessions.logins.expect("logins in the report");
+    assert_eq!(
+        (l.protocol.as_str(), l.ok, l.joined, l.not_logged_in),
+        ("postgres", 1, 1, 0),
+        "{l:?}"
     );
 }

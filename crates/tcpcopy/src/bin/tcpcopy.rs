@@ -57,9 +57,10 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     reporting::create_files(&settings)?;
     let (started, clock) = (SystemTime::now(), Instant::now());
     let board = Arc::new(live::Board::default());
+    let protocol = cfg.protocol.as_ref().map(|(p, _)| p.as_str());
     let snapshot = {
         let board = board.clone();
-        move || reporting::snapshot(&board)
+        move || reporting::snapshot(&board, protocol)
     };
     let _metrics = match settings.metrics {
         Some(addr) => Some(MetricsServer::start(addr, Arc::new(snapshot.clone()))?),
@@ -74,14 +75,12 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
             progress: status_board.progress(),
         }),
     );
-    let protocol = cfg.protocol.as_ref().map(|(p, _)| *p);
     let run = live::run(cfg, stop, board.clone())?;
     drop(_status);
     let stats = run.stats;
-    logging::log_stats("final", &stats);
+    logging::log_stats("final", &stats, protocol);
     logging::print_out(&format!("tcpcopy final: {stats}"));
     if let Some(protocol) = protocol {
-        tracing::info!("final {protocol} {}", stats.logins);
         logging::print_out(&format!("tcpcopy final {protocol} {}", stats.logins));
     }
     if let Some(st) = &run.stream {
@@ -91,6 +90,7 @@ fn run_live(args: &TcpcopyCli) -> anyhow::Result<()> {
     }
     let report = reporting::build(
         &stats,
+        protocol,
         run.in_flight,
         run.compare.as_ref(),
         started,

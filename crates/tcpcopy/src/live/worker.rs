@@ -454,10 +454,8 @@ impl<'a> Worker<'a> {
         self.last_stats = now;
         if self.member.index == 0 {
             let all = self.member.board.sum();
-            crate::logging::log_stats("stats", &all.stats);
-            if let Some((protocol, _)) = &self.cfg.protocol {
-                info!("{protocol} {}", all.stats.logins);
-            }
+            let protocol = self.cfg.protocol.as_ref().map(|(p, _)| p.as_str());
+            crate::logging::log_stats("stats", &all.stats, protocol);
             if let Some(st) = &all.stream {
                 info!("{}", super::stream::describe(st));
             }

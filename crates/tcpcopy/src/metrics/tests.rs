@@ -82,6 +82,7 @@ fn tcpcopy_snapshot(online: u64) -> Snapshot {
         latency_target: Some(dist(true)),
         intercept: None,
         stream: None,
+        protocol: None,
     }
 }
 
@@ -130,6 +131,43 @@ fn tcpcopy_counters_parse_back_under_conventional_names() {
         .samples
         .iter()
         .any(|x| x.metric.starts_with("tcpcopy_stream")));
+}
+
+#[test]
+fn logins_are_counted_by_outcome_only_with_a_protocol() {
+    let mut snap = tcpcopy_snapshot(10);
+    snap.stats.as_mut().unwrap().logins = session::Logins {
+        logged_in: 40,
+        joined_logged_in: 2,
+        refused: 3,
+        tls: 4,
+        no_credentials: 5,
+        unsupported: 6,
+        malformed: 7,
+    };
+    let without = parse(&render(&snap));
+    assert!(!without
+        .samples
+        .iter()
+        .any(|x| x.metric.starts_with("tcpcopy_logins")));
+    snap.protocol = Some("mysql");
+    let s = parse(&render(&snap));
+    let logins = |o| num(&s, "tcpcopy_logins_total", &[("outcome", o)]);
+    assert_eq!((logins("ok"), logins("ok_joined")), (40.0, 2.0));
+    assert_eq!(
+        (
+            logins("refused"),
+            logins("tls"),
+            logins("no_login_known"),
+            logins("unsupported"),
+            logins("malformed")
+        ),
+        (3.0, 4.0, 5.0, 6.0, 7.0)
+    );
+    assert!(matches!(
+        value(&s, "tcpcopy_logins_total", &[("outcome", "ok")]),
+        Value::Counter(_)
+    ));
 }
 
 #[test]

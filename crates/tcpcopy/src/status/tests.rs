@@ -38,6 +38,7 @@ fn snap(online: u64, target: u64, latency: &[(u64, u64)]) -> Snapshot {
         latency_target: None,
         intercept: None,
         stream: None,
+        protocol: None,
     }
 }
 
@@ -75,6 +76,31 @@ fn stream_mode_line_says_so_with_its_connections() {
     assert_eq!(
         h.line(),
         "req/s online 0 target 0 · stream: 40 connections, 3 failed"
+    );
+}
+
+#[test]
+fn a_protocol_line_says_how_many_sessions_logged_in() {
+    let mut h = History::default();
+    let s = Snapshot {
+        stats: Some(session::Stats {
+            logins: session::Logins {
+                logged_in: 9,
+                joined_logged_in: 1,
+                refused: 2,
+                tls: 1,
+                ..session::Logins::default()
+            },
+            ..session::Stats::default()
+        }),
+        protocol: Some("postgres"),
+        ..Snapshot::default()
+    };
+    h.push(Instant::now(), s.clone());
+    h.push(Instant::now(), s);
+    assert_eq!(
+        h.line(),
+        "req/s online 0 target 0 · lost 0 · postgres logins 10 ok, 3 not"
     );
 }
 
