@@ -445,6 +445,25 @@ impl Replicator {
                     return;
                 }
             }
+            if s.successor.is_some()
+                && s.stream.fin().is_none()
+                && s.snd_una >= s.stream.rcv_nxt()
+                && s.stream.all_released()
+            {
+                // The client opened a new connection from these endpoints, so the old one is over
+                // at the client, though its close never reached us (lost by a mirror, dropped by
+                // the capture ring): once all it sent is acknowledged and answered (or the answer
+                // is overdue), it is reset at the target and the waiting one starts.
+                let since = *s.waiting_since.get_or_insert(now);
+                if s.t_next > s.answer_mark || now >= since + cfg.response_wait {
+                    let successor = s.successor.take();
+                    self.abort(now, id, End::NotAnswered);
+                    if let Some(next) = successor {
+                        self.start(now, next);
+                    }
+                    return;
+                }
+            }
             if fin_acked && s.target_fin {
                 if s.ack_pending || s.ack_due.is_some() {
                     s.send_ack(cfg.ttl, &mut self.out);

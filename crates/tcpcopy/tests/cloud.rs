@@ -234,12 +234,13 @@ fn run_load(cloud: &mut Cloud, mut tcpcopy: lab::Child, tag: &str, lossy: bool) 
         .map(|m| m.finish().expect("mirror report"));
     if let Some(m) = &mirror {
         eprintln!(
-            "{tag}: user-space mirror sent {} packets ({:.0}/s over the run), dropped {}, oversize {}, send failed {}",
+            "{tag}: user-space mirror sent {} packets ({:.0}/s over the run), dropped {}, oversize {}, send failed {}, capture lost {}",
             m.sent,
             m.pps(),
             m.dropped,
             m.oversize,
-            m.send_failed
+            m.send_failed,
+            m.capture_drops
         );
     }
     eprintln!(
@@ -313,7 +314,8 @@ fn lossy(cloud: &mut Cloud, tcpcopy: lab::Child, tag: &str) {
     assert_eq!(
         m.connections.len(),
         5_050,
-        "the mirror saw every connection"
+        "the mirror saw every connection (its capture lost {} packets)",
+        m.capture_drops
     );
     let whole = m.connections.len() - hurt;
     assert!(whole > 4_000, "most connections were not hurt ({whole})");
@@ -463,7 +465,6 @@ fn erspan_mirrored_25k_requests_reach_a_target_behind_nat_in_stream_mode() {
 }
 
 #[test]
-#[ignore = "flaky (1 run in 3): a short connection the mirror did not hurt sometimes never reaches the target, its session still active when the target settles (a successor waiting behind a hurt session on the same client port?) (run with --ignored)"]
 fn vxlan_mirror_losing_two_percent_behind_nat_in_stream_mode() {
     if !lab::netlab::is_root() {
         eprintln!("skipped: needs root");

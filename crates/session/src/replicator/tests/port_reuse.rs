@@ -338,3 +338,35 @@ fn a_half_open_session_whose_waiting_successor_ended_is_not_reset() {
     );
     assert_eq!(r.stats().sessions_completed, 1);
 }
+
+#[test]
+fn reused_port_whose_old_close_was_never_captured_starts_once_the_old_one_is_answered() {
+    // A mirror lost the old connection's FIN: the new connection from the same port must not
+    // wait for the old session's idle timeout. Once the old request is acknowledged and answered,
+    // the old session is reset at the target and the new one opens.
+    let base = Instant::now();
+    let mut r = established(base);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK, b"old\n"),
+    );
+    assert_eq!(sent(&mut r).len(), 1, "the old request");
+    const C2: u32 = 777_000;
+    reconnect(&mut r, ms(base, 4), C2, O_ISN + 9_000, b"new\n");
+    assert!(sent(&mut r).is_empty(), "the new one waits for the old one");
+    assert_eq!(r.stats().sessions_port_reused, 1);
+    r.handle_response(
+        ms(base, 6),
+        &target_pkt(T_ISN + 1, C_ISN + 5, Flags::ACK, 10),
+    );
+    let out = sent(&mut r);
+    assert!(
+        out.iter().any(|p| p.2.rst() && p.0 == C_ISN + 5),
+        "the old session reset after its answer: {out:?}"
+    );
+    assert!(
+        out.contains(&(C2, 0, Flags::SYN, vec![])),
+        "the waiting session opens: {out:?}"
+    );
+    assert_eq!(r.stats().lost.total(), 0, "{:?}", r.stats().lost);
+}
