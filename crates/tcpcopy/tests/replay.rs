@@ -252,3 +252,57 @@ fn a_recording_of_both_directions_compares_the_target_s_answers_with_the_recorde
         r.latency.online
     );
 }
+
+/// Stream mode replays a file too (no intercept, no privilege needed): every request of a
+/// tcpdump recording reaches the target over tcpcopy's own connections, at the recorded pace, and
+/// `-a 5` faster.
+#[test]
+fn a_recording_replays_in_stream_mode_at_its_pace_and_faster() {
+    let _guard = common::sequential();
+    let spec = ScenarioSpec {
+        start_tcpcopy: false,
+        start_intercept: false,
+        ..ScenarioSpec::new("tcZ", Mode::Stream, Servers::Nginx, bin_dir())
+    };
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    let file = sc.scratch.path().join("online.pcap");
+    let mut tcpdump = sc.start_tcpdump(&file).expect("tcpdump");
+    let l = load("z");
+    let report = sc.load(&l).expect("load");
+    assert_eq!(report.ok, 10_000);
+    std::thread::sleep(Duration::from_millis(300));
+    tcpdump.stop().expect("tcpdump stops");
+    assert!(
+        sc.target_uris().unwrap().is_empty(),
+        "nothing replicated yet"
+    );
+
+    let (t1, status, log) = replay(&mut sc, &file, &[]);
+    assert!(status.success(), "stream replay at 1x failed:\n{log}");
+    sc.wait_target(10_000, Duration::from_secs(30)).unwrap();
+    assert_all(&sc, &l, 1, final_line(&log));
+    let (t5, status, log5) = replay(&mut sc, &file, &["-a", "5"]);
+    assert!(status.success(), "stream replay at 5x failed:\n{log5}");
+    sc.wait_target(20_000, Duration::from_secs(30)).unwrap();
+    assert_all(&sc, &l, 2, final_line(&log5));
+    let read = |log: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains("packets read in"))
+            .unwrap_or("");
+        line.rsplit("read in ")
+            .next()
+            .and_then(|v| v.trim_end_matches(" s").trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (r1, r5) = (read(&log), read(&log5));
+    eprintln!(
+        "stream replay of {:.1} s of recording: 1x read in {r1:.2} s (run {t1:?}), -a 5 in {r5:.2} s (run {t5:?})",
+        report.elapsed.as_secs_f64()
+    );
+    assert!(r1 > 2.0, "the 1x replay kept the recorded pace: {r1} s");
+    assert!(
+        r5 <= r1 / 2.0,
+        "-a 5 read the file in {r5:.2} s, not clearly faster than the 1x replay's {r1:.2} s"
+    );
+}
