@@ -153,3 +153,13 @@ fn session_due_again_at_once_2() {
         "../../../fuzz/regressions/session/session-due-again-at-once-2"
     ));
 }
+
+/// Found by CI's fuzz run: with answers traced (--compare, a protocol), a target packet of a
+/// session whose ISN at the target was 2^32 - 1 overflowed the owner's acknowledgment
+/// arithmetic (`out_isn + 1`, now wrapping as sequence numbers do).
+#[test]
+fn answer_owner_at_the_last_isn() {
+    harness::run(include_bytes!(
+        "../../../fuzz/regressions/session/answer-owner-at-the-last-isn"
+    ));
+}

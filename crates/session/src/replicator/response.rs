@@ -67,9 +67,9 @@ impl Replicator {
             baseline: s.copy >= self.config.copies,
             // The target acknowledges our sequence numbers: the client's, moved by the ISN
             // clock, by the holes skipped and by a protocol hook's edits.
-            client_ack: s
-                .stream
-                .client_seq(u64::from(p.ack().0.wrapping_sub(s.out_isn.0 + 1))),
+            client_ack: s.stream.client_seq(u64::from(
+                p.ack().0.wrapping_sub(s.out_isn.0.wrapping_add(1)),
+            )),
         });
         if flags.rst() {
             self.stats.sessions_reset_by_target += 1;
