@@ -44,6 +44,18 @@ fn replay(
     (started.elapsed(), status, log)
 }
 
+/// How long a replay took to read its file, from its "packets read in N s" line (0 without one).
+fn read_seconds(log: &str) -> f64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("packets read in"))
+        .unwrap_or("");
+    line.rsplit("read in ")
+        .next()
+        .and_then(|v| v.trim_end_matches(" s").trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Counts, per URI of `spec`, how often the target got it.
 fn counts(sc: &Scenario) -> HashMap<String, usize> {
     let mut m = HashMap::new();
@@ -113,17 +125,7 @@ fn tcpdump_recording_replays_every_request_and_accelerates() {
     sc.wait_target(20_000, Duration::from_secs(30)).unwrap();
     assert_all(&sc, &l, 2, final_line(&log5));
     // Both runs include ~3 s of idle wait after the file ends; compare the reading time.
-    let read = |log: &str| -> f64 {
-        let line = log
-            .lines()
-            .find(|l| l.contains("packets read in"))
-            .unwrap_or("");
-        line.rsplit("read in ")
-            .next()
-            .and_then(|v| v.trim_end_matches(" s").trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    let (r1, r5) = (read(&log), read(&log5));
+    let (r1, r5) = (read_seconds(&log), read_seconds(&log5));
     eprintln!(
         "replay of {:.1} s of recording: 1x read in {r1:.2} s (run {t1:?}), -a 5 in {r5:.2} s (run {t5:?}), ratio {:.2}",
         report.elapsed.as_secs_f64(),
@@ -285,17 +287,7 @@ fn a_recording_replays_in_stream_mode_at_its_pace_and_faster() {
     assert!(status.success(), "stream replay at 5x failed:\n{log5}");
     sc.wait_target(20_000, Duration::from_secs(30)).unwrap();
     assert_all(&sc, &l, 2, final_line(&log5));
-    let read = |log: &str| -> f64 {
-        let line = log
-            .lines()
-            .find(|l| l.contains("packets read in"))
-            .unwrap_or("");
-        line.rsplit("read in ")
-            .next()
-            .and_then(|v| v.trim_end_matches(" s").trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    let (r1, r5) = (read(&log), read(&log5));
+    let (r1, r5) = (read_seconds(&log), read_seconds(&log5));
     eprintln!(
         "stream replay of {:.1} s of recording: 1x read in {r1:.2} s (run {t1:?}), -a 5 in {r5:.2} s (run {t5:?})",
         report.elapsed.as_secs_f64()
