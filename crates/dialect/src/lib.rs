@@ -47,6 +47,12 @@ impl Protocol {
         }
     }
 
+    /// Whether this protocol's sessions read the online server's answers (a live capture then
+    /// takes them): MySQL's, for the statement ids its server hands out.
+    pub fn online_answers(self) -> bool {
+        matches!(self, Protocol::Mysql | Protocol::Auto)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Mysql => "mysql",

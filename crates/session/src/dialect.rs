@@ -59,6 +59,18 @@ pub trait Dialect: Send {
     /// How many of the first bytes of each target answer the conversations need (the driver
     /// asks the intercepts for that much).
     fn head_bytes(&self) -> u16;
+
+    /// Whether the conversations need the online server's answers ([`Conversation::online`]):
+    /// a live capture then takes them too.
+    fn online_answers(&self) -> bool {
+        false
+    }
+
+    /// A line for the log at the end of the run: what the protocol did beyond the logins
+    /// (counted over the sessions that ended); `None`: nothing to say.
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One session's view of its protocol. See the module docs for the rules and the call order.
@@ -73,6 +85,16 @@ pub trait Conversation: Send + fmt::Debug {
     /// reported them. The same bytes may come again (retransmitted), later ones may come before
     /// earlier ones, and bytes past the head of a long answer never come.
     fn target(&mut self, edit: &mut Edit<'_>, offset: u64, bytes: &[u8]);
+
+    /// The online server sent the client `bytes` (a captured or mirrored segment's payload,
+    /// whole), acknowledging [`Edit::acked`]: what the online server answered, for a protocol
+    /// that must know it (the statement ids MySQL's server hands out, say). Only where the
+    /// online server's packets are captured (a replayed file, a mirror, a live capture that
+    /// asks for them: see [`Dialect::online_answers`]); segments come as captured (repeated,
+    /// perhaps out of order). Does nothing unless a protocol needs it.
+    fn online(&mut self, edit: &mut Edit<'_>, bytes: &[u8]) {
+        let _ = (edit, bytes);
+    }
 }
 
 /// What a conversation is told about its session when it opens.
@@ -229,9 +251,21 @@ pub struct Edit<'a> {
     pub(crate) sent: u64,
     pub(crate) hold: &'a mut Option<u64>,
     pub(crate) outcome: &'a mut Option<(Login, bool)>,
+    /// The acknowledgment of the segment handed over, in the stream's offsets.
+    pub(crate) acked: Option<u64>,
 }
 
 impl Edit<'_> {
+    /// How much of the stream towards the target the segment being handed over acknowledges
+    /// (an offset of this stream, after the edits: see the module docs): for
+    /// [`Conversation::target`] the target's acknowledgment, for [`Conversation::online`] the
+    /// online server's (of the client's bytes, mapped through the edits). An answer
+    /// acknowledges the request it answers. `None` in [`Conversation::client`], or when the
+    /// segment carried none.
+    pub fn acked(&self) -> Option<u64> {
+        self.acked
+    }
+
     /// The first offset not yet sent: edits start at or past it.
     pub fn sent(&self) -> u64 {
         self.sent
@@ -332,6 +366,7 @@ impl crate::session::Session {
             sent: self.snd_nxt,
             hold: &mut d.hold,
             outcome: &mut d.outcome,
+            acked: None,
         };
         d.conversation.client(&mut edit, from);
     }
@@ -352,13 +387,37 @@ impl crate::session::Session {
         if rel < 0 {
             return;
         }
+        let acked = p.flags().ack().then(|| {
+            u64::from(p.ack().0.wrapping_sub(self.out_isn.0.wrapping_add(1)))
+        });
         let mut edit = Edit {
             stream: &mut self.stream,
             sent: self.snd_nxt,
             hold: &mut d.hold,
             outcome: &mut d.outcome,
+            acked,
         };
         d.conversation.target(&mut edit, rel as u64, head);
+    }
+
+    /// Hands the conversation, if any, the payload of the online server's segment `p`.
+    pub(crate) fn converse_online(&mut self, p: &wire::TcpPacket<'_>) {
+        let Some(d) = self.dialect.as_deref_mut() else {
+            return;
+        };
+        let bytes = p.payload();
+        if bytes.is_empty() || p.flags().syn() {
+            return;
+        }
+        let acked = p.flags().ack().then(|| self.stream.online_offset(p.ack())).flatten();
+        let mut edit = Edit {
+            stream: &mut self.stream,
+            sent: self.snd_nxt,
+            hold: &mut d.hold,
+            outcome: &mut d.outcome,
+            acked,
+        };
+        d.conversation.online(&mut edit, bytes);
     }
 
     /// The login outcome the conversation reported since the last call.

@@ -10,6 +10,7 @@ use super::auth;
 use super::packet::{
     self, AuthAnswer, ClientHello, Greeting, HandshakeResponse, COM_INIT_DB, HEADER,
 };
+use super::stmt::{self, Statements, Step};
 use super::{lock, LastLogin, Seen};
 use crate::Credentials;
 
@@ -56,6 +57,8 @@ pub(super) struct Login {
     /// The target's bytes from `tnext - tbuf.len()` to `tnext`, not yet read as packets.
     tbuf: Vec<u8>,
     tnext: u64,
+    /// Its prepared statements' ids, online and at the target.
+    stmts: Statements,
 }
 
 impl Login {
@@ -65,7 +68,9 @@ impl Login {
         seen: Arc<Mutex<Seen>>,
         detect: bool,
     ) -> Self {
+        let stmts = Statements::new(info.client.ip(), info.joined, seen.clone());
         Login {
+            stmts,
             own_login: info.joined,
             client_in_login: true,
             detect,
@@ -184,7 +189,6 @@ impl Login {
     fn scan_client(&mut self, edit: &mut Edit<'_>) {
         while self.phase != Phase::Over {
             if self.phase == Phase::Open && !self.client_in_login {
-                edit.hold(None);
                 self.track(edit);
                 return;
             }
@@ -248,31 +252,65 @@ impl Login {
         }
     }
 
-    /// Logged in: follows the client's packets for the database it selects (for its client's
-    /// later joined sessions).
+    /// Logged in: follows the client's commands, for the database it selects (for its
+    /// client's later joined sessions) and the statements it prepares and names (their ids
+    /// mapped to the target's: see [`stmt`]). Holds the stream at a command it must read
+    /// whole first, or that waits for a prepare's answer.
     fn track(&mut self, edit: &mut Edit<'_>) {
+        let wait = self.follow(edit);
+        edit.hold(wait.then_some(self.cpos));
+    }
+
+    /// [`Login::track`]'s walk; returns whether to hold at `cpos`.
+    fn follow(&mut self, edit: &mut Edit<'_>) -> bool {
+        /// A prepare longer than this is not held back to be read whole (nor remembered).
+        const MAX_PREPARE: usize = 1 << 20;
         loop {
-            let end = edit.end();
             if self.cpos < edit.buffered_from() {
                 // Acknowledged and gone before it was read (not while a client sends packet
                 // by packet): no more following.
                 self.cpos = u64::MAX;
-                return;
+                return false;
             }
-            let bytes = edit.bytes(self.cpos, end);
-            if bytes.len() < HEADER + 1 {
-                return;
-            }
+            let bytes = edit.bytes(self.cpos, edit.end());
             let Some(len) = packet::payload_len(bytes) else {
-                return;
+                return !bytes.is_empty();
             };
-            if bytes[3] == 0 && bytes[HEADER] == COM_INIT_DB {
-                let Some((_, payload)) = packet::split(bytes) else {
-                    return; // the rest comes later
+            if bytes[3] == 0 {
+                let Some(&command) = bytes.get(HEADER) else {
+                    return true;
                 };
-                let db = String::from_utf8_lossy(&payload[1..]).into_owned();
-                if let Some(l) = lock(&self.seen).last.get_mut(&self.info.client.ip()) {
-                    l.database = Some(db);
+                let whole = packet::split(bytes).map(|(_, p)| p);
+                match command {
+                    COM_INIT_DB => {
+                        let Some(payload) = whole else {
+                            return false; // the rest comes later
+                        };
+                        let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                        if let Some(l) = lock(&self.seen).last.get_mut(&self.info.client.ip()) {
+                            l.database = Some(db);
+                        }
+                    }
+                    stmt::COM_STMT_PREPARE => match whole {
+                        Some(payload) => {
+                            let sql = payload[1..].to_vec();
+                            self.stmts.prepare(self.cpos + (HEADER + len) as u64, &sql);
+                        }
+                        None if len < MAX_PREPARE => return true,
+                        None => {}
+                    },
+                    c if stmt::names_statement(c) => {
+                        if bytes.len() < HEADER + 5 {
+                            return true;
+                        }
+                        if self.stmts.command(edit, &mut self.cpos, c) == Step::Wait {
+                            return true;
+                        }
+                    }
+                    stmt::COM_RESET_CONNECTION | stmt::COM_CHANGE_USER => {
+                        self.stmts.forget_all()
+                    }
+                    _ => {}
                 }
             }
             self.cpos += (HEADER + len) as u64;
@@ -358,7 +396,13 @@ impl Conversation for Login {
     }
 
     fn target(&mut self, edit: &mut Edit<'_>, offset: u64, bytes: &[u8]) {
-        if matches!(self.phase, Phase::Open | Phase::Over) {
+        if self.phase == Phase::Open {
+            if self.stmts.target(edit.acked(), bytes) && !self.client_in_login {
+                self.track(edit);
+            }
+            return;
+        }
+        if self.phase == Phase::Over {
             return;
         }
         let end = offset + bytes.len() as u64;
@@ -377,6 +421,16 @@ impl Conversation for Login {
             return;
         }
         self.read_target(edit);
+    }
+
+    fn online(&mut self, edit: &mut Edit<'_>, bytes: &[u8]) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        self.stmts.online(edit.acked(), bytes);
+        if self.phase == Phase::Open && !self.client_in_login {
+            self.track(edit);
+        }
     }
 }
 

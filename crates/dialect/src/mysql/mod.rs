@@ -26,6 +26,7 @@
 mod auth;
 mod login;
 mod packet;
+mod stmt;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +36,7 @@ use session::dialect::{Conversation, Dialect, SessionInfo};
 
 use crate::Credentials;
 use login::Login;
+pub use stmt::StatementCounts;
 use packet::HandshakeResponse;
 
 /// First bytes of each target answer a login needs: a greeting (about 100 bytes), an auth
@@ -86,6 +88,22 @@ impl Dialect for Mysql {
     fn head_bytes(&self) -> u16 {
         HEAD_BYTES
     }
+
+    fn online_answers(&self) -> bool {
+        // The online server's statement ids (see `stmt`).
+        true
+    }
+
+    fn summary(&self) -> Option<String> {
+        let c = lock(&self.seen).counts;
+        (c != StatementCounts::default()).then(|| {
+            format!(
+                "mysql prepared statements: {} prepared at the target, {} commands with the id \
+                 mapped, {} re-prepared for joined sessions, {} naming a statement not found",
+                c.prepared, c.mapped, c.reprepared, c.unknown
+            )
+        })
+    }
 }
 
 /// The last login seen from each client address, for its joined sessions.
@@ -94,6 +112,11 @@ struct Seen {
     last: HashMap<IpAddr, LastLogin>,
     /// Online servers whose sessions were found to be MySQL (`--protocol auto`).
     servers: HashSet<SocketAddr>,
+    /// The statements each client address prepared, by their online ids (the last session to
+    /// prepare with an id wins), for its joined sessions to prepare again.
+    statements: HashMap<IpAddr, HashMap<u32, Arc<[u8]>>>,
+    /// The sessions' statement counters.
+    counts: StatementCounts,
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +128,24 @@ struct LastLogin {
 }
 
 impl Seen {
+    fn remember_statement(&mut self, ip: IpAddr, id: u32, sql: Arc<[u8]>) {
+        /// Statements remembered per client address at most.
+        const MAX_STATEMENTS: usize = 4096;
+        if self.statements.len() >= MAX_SEEN && !self.statements.contains_key(&ip) {
+            self.statements.clear();
+        }
+        let known = self.statements.entry(ip).or_default();
+        if known.len() >= MAX_STATEMENTS && !known.contains_key(&id) {
+            known.clear();
+        }
+        known.insert(id, sql);
+    }
+
+    /// The statement client `ip` prepared as `id`, if seen.
+    fn statement(&self, ip: IpAddr, id: u32) -> Option<Arc<[u8]>> {
+        self.statements.get(&ip)?.get(&id).cloned()
+    }
+
     fn remember(&mut self, ip: IpAddr, login: LastLogin) {
         if self.last.len() >= MAX_SEEN && !self.last.contains_key(&ip) {
             self.last.clear();

@@ -62,6 +62,13 @@ struct Target {
     hellos: Vec<Vec<u8>>,
     /// The greeting is held back until released (the target is slow to greet).
     hold_greeting: bool,
+    /// Prepared statements (see `statements.rs`): the SQL of each id handed out, the next id,
+    /// and whether prepares are refused.
+    statements: std::collections::HashMap<u32, String>,
+    next_statement: u32,
+    refuse_prepares: bool,
+    /// The statements executed, in order (`?ID` for an id it never handed out).
+    executed: Vec<String>,
 }
 
 impl Target {
@@ -80,6 +87,10 @@ impl Target {
             out: Vec::new(),
             hellos: Vec::new(),
             hold_greeting: false,
+            statements: Default::default(),
+            next_statement: 1,
+            refuse_prepares: false,
+            executed: Vec::new(),
         }
     }
 
@@ -169,6 +180,12 @@ impl Target {
         const OK: &[u8] = &[0, 0, 0, 2, 0, 0, 0];
         if self.logged_in {
             self.commands.push(payload.to_vec());
+            if let Some(answer) = self.statement_command(payload) {
+                if !answer.is_empty() {
+                    self.packet(to, 1, &answer);
+                }
+                return;
+            }
             return self.packet(to, 1, OK);
         }
         if let Some(account) = self.switching.take() {
@@ -665,3 +682,5 @@ fn sessions_not_found_to_be_mysql_stay_bytes() {
     );
     assert!(lab.logins().is_empty());
 }
+
+mod statements;

@@ -155,20 +155,35 @@ impl Replicator {
 
     /// A packet of the online server's (captured or mirrored with its client's): its
     /// acknowledgment tells which client bytes the client will never send again, so a hole
-    /// before it is skipped at once (`Config::hole_wait`).
+    /// before it is skipped at once (`Config::hole_wait`); its payload goes to the session's
+    /// protocol hook, if any ([`crate::dialect::Conversation::online`]).
     fn online_ack(&mut self, now: Instant, p: &TcpPacket<'_>) {
-        if self.config.hole_wait.is_none()
-            || !p.flags().ack()
-            || self.config.rule_for(p.src()).is_none()
-        {
+        let holes = self.config.hole_wait.is_some() && p.flags().ack();
+        let hook = self.dialect.is_some() && p.payload_len() > 0;
+        if !(holes || hook) || self.config.rule_for(p.src()).is_none() {
             return;
         }
         for copy in 0..self.config.sessions_per_connection() {
             let Some(&id) = self.by_online.get(&OnlineKey::new(p.dst(), p.src(), copy)) else {
                 continue;
             };
-            if self.sessions[id].stream.online_acked(p.ack()) {
+            let s = &mut self.sessions[id];
+            let mut changed = false;
+            if hook && s.dialect.is_some() {
+                let before = s.held();
+                s.converse_online(p);
+                let held = s.held();
+                self.buffered = self.buffered + held - before;
+                if self.conclude_login(now, id) {
+                    continue;
+                }
+                changed = true;
+            }
+            if holes && self.sessions[id].stream.online_acked(p.ack()) {
                 self.skip_lost(now, id);
+                changed = true;
+            }
+            if changed {
                 self.touch(now, id);
             }
         }

@@ -24,6 +24,18 @@ impl Replicator {
         self.dialect.as_ref().map(|d| d.head_bytes())
     }
 
+    /// Whether the protocol hook needs the online server's answers (a live capture then takes
+    /// them and hands them to [`Replicator::handle_capture`] or
+    /// [`Replicator::handle_online_packet`]).
+    pub fn wants_online_answers(&self) -> bool {
+        self.dialect.as_ref().is_some_and(|d| d.online_answers())
+    }
+
+    /// The protocol hook's line for the end of the run ([`Dialect::summary`]).
+    pub fn dialect_summary(&self) -> Option<String> {
+        self.dialect.as_ref()?.summary()
+    }
+
     /// Hands over the login outcomes reported since the last call, one per session.
     pub fn drain_logins(&mut self, mut f: impl FnMut(&LoginReport)) {
         self.logins.iter().for_each(&mut f);

@@ -104,6 +104,7 @@ impl Capture {
         } = self;
         if let Some(r) = ring.as_mut() {
             let mut captured = false;
+            let answers = core.wants_online_answers();
             r.drain_ready(|p| {
                 captured = true;
                 if let Some(c) = compare.as_deref_mut() {
@@ -112,7 +113,12 @@ impl Capture {
                     c.captured(core, now, at, Seen::of_pkttype(p.pkttype), p.data);
                 } else if p.pkttype == libc::PACKET_OUTGOING {
                     // The kernel leaves our own sends out already (PACKET_IGNORE_OUTGOING and
-                    // the filter); this is a third guard.
+                    // the filter); this is a third guard. The online server's answers, where a
+                    // protocol reads them (`--protocol mysql`), go to the core's hook:
+                    // `handle_online_packet` takes the online server's packets only.
+                    if answers {
+                        core.handle_online_packet(now, p.data);
+                    }
                     return;
                 } else {
                     core.handle_capture(now, p.data);
@@ -177,8 +183,13 @@ fn open_ring(
     fanout: Option<u16>,
 ) -> anyhow::Result<(RingCapture, Vec<netio::Insn>)> {
     let ports: Vec<u16> = cfg.core.rules.iter().map(|r| r.online_port).collect();
-    // A comparison needs the online server's answers too: sent by this host, from its ports.
-    let answers = cfg.compare.is_some();
+    // A comparison needs the online server's answers too: sent by this host, from its ports;
+    // so does a protocol that reads them (MySQL's statement ids).
+    let answers = cfg.compare.is_some()
+        || cfg
+            .protocol
+            .as_ref()
+            .is_some_and(|(p, _)| p.online_answers());
     let filter = TcpFilter {
         dst_ports: ports.clone(),
         dst_addrs: online_v4_addrs(cfg),

@@ -494,6 +494,13 @@ impl<'a> Worker<'a> {
                 st.sessions_created, st.captured_packets, st.requests_online, st.requests_target
             );
         }
+        if let Some(line) = self.core.dialect_summary() {
+            if several {
+                info!("capture thread {index}: {line}");
+            } else {
+                info!("{line}");
+            }
+        }
         if let Some(Sender::Link(link)) = &self.sender {
             let counts = link.counts();
             let whose = if several {

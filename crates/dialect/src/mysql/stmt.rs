@@ -1,0 +1,332 @@
+//! Prepared statements: the online server's statement ids mapped to the target's.
+//!
+//! A client prepares a statement (COM_STMT_PREPARE with its SQL) and the server answers with a
+//! statement id of its own choosing; the client then names the statement by that id
+//! (COM_STMT_EXECUTE, SEND_LONG_DATA, CLOSE, RESET, FETCH). The target chooses its own ids, and
+//! they differ from the online server's wherever the two did not see the same statements in
+//! the same order: always in a joined session, whose statements were prepared before tcpcopy
+//! started (and re-prepared here), and whenever one side numbered a statement the other did not.
+//! So each session keeps a map from the online id to the target's, learnt by pairing each
+//! prepare's answers: the online server's (when its answers are captured: a live capture with
+//! `--protocol`, a mirror, a file) and the target's. A command naming a statement gets the
+//! target's id before it goes.
+//!
+//! Where a statement's online id is not known, it is guessed: without the online server's
+//! answers a session's prepare gets the id the target gave it (both servers number a
+//! connection's statements alike), and a joined session's command naming an id never seen
+//! takes the oldest prepare whose online id is still open.
+//!
+//! A joined session's statements from before tcpcopy started are *re-prepared* from those seen:
+//! every statement prepared in a session of the same client address is remembered by its
+//! online id (in [`super::Seen`]); the first command naming such an id gets the statement's
+//! prepare inserted before it, and waits for the target's answer. A command naming a statement
+//! that cannot be found (or whose prepare the target refused) gets an id no server hands out,
+//! so that the target answers it with an error instead of running another statement.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use session::dialect::Edit;
+
+use super::packet::{self, HEADER};
+use super::{lock, Seen};
+
+/// Commands (first payload byte of a client packet with sequence id 0).
+pub(super) const COM_CHANGE_USER: u8 = 0x11;
+pub(super) const COM_STMT_PREPARE: u8 = 0x16;
+pub(super) const COM_STMT_EXECUTE: u8 = 0x17;
+pub(super) const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+pub(super) const COM_STMT_CLOSE: u8 = 0x19;
+pub(super) const COM_STMT_RESET: u8 = 0x1a;
+pub(super) const COM_STMT_FETCH: u8 = 0x1c;
+pub(super) const COM_RESET_CONNECTION: u8 = 0x1f;
+
+/// An id no server hands out (ids count up from 1 per connection): the target answers a
+/// command naming it with "unknown prepared statement handler".
+pub(super) const NO_STATEMENT: u32 = u32::MAX;
+
+/// Statements a session maps at most; then the map starts over (a client that never closes
+/// its statements).
+const MAX_MAPPED: usize = 1 << 14;
+
+/// Prepares waiting for their answers at most.
+const MAX_PENDING: usize = 256;
+
+/// Whether a command names a statement by its id (the 4 bytes after the command byte).
+pub(super) fn names_statement(command: u8) -> bool {
+    matches!(
+        command,
+        COM_STMT_EXECUTE
+            | COM_STMT_SEND_LONG_DATA
+            | COM_STMT_CLOSE
+            | COM_STMT_RESET
+            | COM_STMT_FETCH
+    )
+}
+
+/// What the sessions' prepared statements did, for the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatementCounts {
+    /// Prepares the target answered with a statement id.
+    pub prepared: u64,
+    /// Commands whose statement id was rewritten to the target's.
+    pub mapped: u64,
+    /// Statements of joined sessions prepared again at the target from those seen.
+    pub reprepared: u64,
+    /// Commands naming a statement that could not be found (sent with an id no server has).
+    pub unknown: u64,
+}
+
+impl std::ops::AddAssign for StatementCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.prepared += o.prepared;
+        self.mapped += o.mapped;
+        self.reprepared += o.reprepared;
+        self.unknown += o.unknown;
+    }
+}
+
+/// What to do with a command naming a statement.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// It went (rewritten where needed): go on after it.
+    Go,
+    /// It waits for a prepare's answer at the target: hold the stream at it.
+    Wait,
+}
+
+/// A prepare on its way: the client's, or one of ours (a re-prepare).
+#[derive(Debug)]
+struct Prepare {
+    /// Stream offset past it: what its answers acknowledge.
+    end: u64,
+    sql: Arc<[u8]>,
+    /// The online server's id for it, once known (ours: the id it stands for).
+    online: Option<u32>,
+    /// The target's answer: its id, or `NO_STATEMENT` for a refusal.
+    target: Option<u32>,
+    /// The online server refused it (the client got no id).
+    online_refused: bool,
+}
+
+/// One session's statements.
+#[derive(Debug)]
+pub(super) struct Statements {
+    client: IpAddr,
+    seen: Arc<Mutex<Seen>>,
+    /// Online id to target id.
+    map: HashMap<u32, u32>,
+    pending: VecDeque<Prepare>,
+    /// The online server's answers are captured for this session (one came).
+    online_answers: bool,
+    /// Open before tcpcopy started: the two servers' numbering differs from the start.
+    joined: bool,
+}
+
+impl Statements {
+    pub(super) fn new(client: IpAddr, joined: bool, seen: Arc<Mutex<Seen>>) -> Statements {
+        Statements {
+            client,
+            seen,
+            map: HashMap::new(),
+            pending: VecDeque::new(),
+            online_answers: false,
+            joined,
+        }
+    }
+
+    /// The client's COM_STMT_PREPARE of `sql`, ending at stream offset `end`.
+    pub(super) fn prepare(&mut self, end: u64, sql: &[u8]) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(Prepare {
+            end,
+            sql: sql.into(),
+            online: None,
+            target: None,
+            online_refused: false,
+        });
+    }
+
+    /// The connection's statements are gone on both sides (COM_RESET_CONNECTION,
+    /// COM_CHANGE_USER).
+    pub(super) fn forget_all(&mut self) {
+        self.map.clear();
+        self.pending.clear();
+    }
+
+    /// A command naming statement `online` at `at` (its packet starts there, whole up to
+    /// the id at least, unsent): rewritten to the target's id, or a prepare inserted before it
+    /// (re-prepared), or made to wait for a prepare's answer. `at` moves past what was
+    /// inserted.
+    pub(super) fn command(&mut self, edit: &mut Edit<'_>, at: &mut u64, command: u8) -> Step {
+        let id_at = *at + HEADER as u64 + 1;
+        let b = edit.bytes(id_at, id_at + 4);
+        let Ok(id) = <[u8; 4]>::try_from(b).map(u32::from_le_bytes) else {
+            return Step::Go;
+        };
+        let target = match self.target_of(id) {
+            Some(Some(t)) => t,
+            Some(None) => return Step::Wait,
+            None if command == COM_STMT_CLOSE => NO_STATEMENT,
+            None => match self.reprepare(edit, at, id) {
+                Some(step) => return step,
+                None => NO_STATEMENT,
+            },
+        };
+        if target == NO_STATEMENT {
+            self.count(|c| c.unknown += 1);
+        } else if target != id {
+            self.count(|c| c.mapped += 1);
+        }
+        if target != id {
+            // Unsent: the stream is held at `at` until the command is read.
+            let id_at = *at + HEADER as u64 + 1;
+            let _ = edit.replace(id_at, 4, &target.to_le_bytes());
+        }
+        if command == COM_STMT_CLOSE {
+            self.map.remove(&id);
+        }
+        Step::Go
+    }
+
+    /// The target's id for online id `id`: `Some(Some)` known, `Some(None)` a prepare's answer
+    /// decides, `None` not to be found in this session.
+    fn target_of(&mut self, id: u32) -> Option<Option<u32>> {
+        if let Some(&t) = self.map.get(&id) {
+            return Some(Some(t));
+        }
+        if let Some(p) = self.pending.iter().find(|p| p.online == Some(id)) {
+            return Some(p.target);
+        }
+        // A prepare whose online id is open: the first id not seen after it is its.
+        let p = self
+            .pending
+            .iter_mut()
+            .find(|p| p.online.is_none() && !p.online_refused)?;
+        p.online = Some(id);
+        let t = p.target;
+        self.settle();
+        Some(t)
+    }
+
+    /// Inserts the prepare of statement `id` as seen in an earlier session of this client,
+    /// before the command at `at`; `None` when none was seen.
+    fn reprepare(&mut self, edit: &mut Edit<'_>, at: &mut u64, id: u32) -> Option<Step> {
+        let sql = lock(&self.seen).statement(self.client, id)?;
+        let mut payload = Vec::with_capacity(1 + sql.len());
+        payload.push(COM_STMT_PREPARE);
+        payload.extend_from_slice(&sql);
+        let mut p = Vec::with_capacity(HEADER + payload.len());
+        packet::write(&mut p, 0, &payload);
+        edit.insert(*at, &p).ok()?;
+        *at += p.len() as u64;
+        self.count(|c| c.reprepared += 1);
+        self.pending.push_back(Prepare {
+            end: *at,
+            sql,
+            online: Some(id),
+            target: None,
+            online_refused: false,
+        });
+        Some(Step::Wait)
+    }
+
+    /// A target segment acknowledging `acked` with `bytes` at its start: the answer to the
+    /// oldest prepare it acknowledges, if it starts one. Returns whether a prepare got its id.
+    pub(super) fn target(&mut self, acked: Option<u64>, bytes: &[u8]) -> bool {
+        let Some(acked) = acked else { return false };
+        let Some(answer) = prepare_answer(bytes) else {
+            return false;
+        };
+        let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.target.is_none() && p.end <= acked)
+        else {
+            return false;
+        };
+        if p.end != acked {
+            return false;
+        }
+        p.target = Some(answer.unwrap_or(NO_STATEMENT));
+        if !self.online_answers && !self.joined && p.online.is_none() {
+            // No online answers to tell: the online server numbered it as the target did
+            // (a joined session's id is the first new one the client names: `target_of`).
+            p.online = answer;
+            p.online_refused = answer.is_none();
+        }
+        if answer.is_some() {
+            self.count(|c| c.prepared += 1);
+        }
+        self.settle();
+        true
+    }
+
+    /// An online server's segment acknowledging `acked` with `bytes` at its start.
+    pub(super) fn online(&mut self, acked: Option<u64>, bytes: &[u8]) {
+        self.online_answers = true;
+        let (Some(acked), Some(answer)) = (acked, prepare_answer(bytes)) else {
+            return;
+        };
+        let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.end == acked && p.online.is_none() && !p.online_refused)
+        else {
+            return;
+        };
+        match answer {
+            Some(id) => p.online = Some(id),
+            None => p.online_refused = true,
+        }
+        self.settle();
+    }
+
+    /// Counts in the hook's totals (shared by the sessions).
+    fn count(&self, f: impl FnOnce(&mut StatementCounts)) {
+        f(&mut lock(&self.seen).counts);
+    }
+
+    /// Moves the prepares both sides answered into the map (and the statement into what this
+    /// client's later joined sessions can re-prepare); drops those the client never got an id
+    /// for.
+    fn settle(&mut self) {
+        while let Some(p) = self.pending.front() {
+            let done = p.target.is_some() && (p.online.is_some() || p.online_refused);
+            if !done {
+                return;
+            }
+            let p = self.pending.pop_front().unwrap_or_else(|| unreachable!());
+            let (Some(online), Some(target)) = (p.online, p.target) else {
+                continue;
+            };
+            if self.map.len() >= MAX_MAPPED {
+                self.map.clear();
+            }
+            self.map.insert(online, target);
+            if target != NO_STATEMENT {
+                lock(&self.seen).remember_statement(self.client, online, p.sql);
+            }
+        }
+    }
+}
+
+/// The start of an answer to a prepare: `Some(Some(id))` its OK (COM_STMT_PREPARE_OK, a
+/// 12-byte payload with sequence id 1), `Some(None)` an error; `None` neither.
+fn prepare_answer(bytes: &[u8]) -> Option<Option<u32>> {
+    let len = packet::payload_len(bytes)?;
+    if bytes[3] != 1 {
+        return None;
+    }
+    match *bytes.get(HEADER)? {
+        0x00 if len == 12 => {
+            let id = bytes.get(HEADER + 1..HEADER + 5)?;
+            Some(Some(u32::from_le_bytes(id.try_into().ok()?)))
+        }
+        0xff => Some(None),
+        _ => None,
+    }
+}
