@@ -269,3 +269,99 @@ impl Drop for ClientSession {
         }
     }
 }
+
+/// A client that prepares its statements on the server (the binary protocol's
+/// COM_STMT_PREPARE, COM_STMT_EXECUTE and COM_STMT_CLOSE), as connection pools of real
+/// applications do: Perl's DBD::MariaDB with server-side prepares (package
+/// `libdbd-mariadb-perl`), driven statement by statement.
+pub struct PreparingSession {
+    child: std::process::Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl PreparingSession {
+    /// Opens a session from namespace `ns` to `server` as [`USER`] in [`DATABASE`] (its
+    /// script written to `dir`) and waits until it is logged in.
+    pub fn open(ns: &str, server: SocketAddr, dir: &Path) -> anyhow::Result<PreparingSession> {
+        let script = dir.join("prepared.pl");
+        std::fs::write(&script, include_str!("mariadb/prepared.pl"))
+            .with_context(|| format!("writing {}", script.display()))?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "perl"])
+            .arg(&script)
+            .args([&server.ip().to_string(), &server.port().to_string()])
+            .args([USER, PASSWORD, DATABASE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("running perl")?;
+        let stdin = child.stdin.take().context("client stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("client stdout")?);
+        let mut s = PreparingSession {
+            child,
+            stdin: Some(stdin),
+            stdout,
+        };
+        s.expect("ready").context("the client's login")?;
+        Ok(s)
+    }
+
+    /// Prepares `sql` (with `?` for its parameters) on the server as `name`.
+    pub fn prepare(&mut self, name: &str, sql: &str) -> anyhow::Result<()> {
+        self.say(&format!("prepare\t{name}\t{sql}"))
+    }
+
+    /// Executes statement `name` with `args`.
+    pub fn execute(&mut self, name: &str, args: &[&dyn std::fmt::Display]) -> anyhow::Result<()> {
+        let mut line = format!("execute\t{name}");
+        for a in args {
+            line.push('\t');
+            line.push_str(&a.to_string());
+        }
+        self.say(&line)
+    }
+
+    /// Closes statement `name` on the server.
+    pub fn close(&mut self, name: &str) -> anyhow::Result<()> {
+        self.say(&format!("close\t{name}"))
+    }
+
+    fn say(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("session already finished")?;
+        writeln!(stdin, "{line}").context("writing to the client")?;
+        stdin.flush().context("writing to the client")?;
+        self.expect("ok").with_context(|| format!("{line:?}"))
+    }
+
+    fn expect(&mut self, word: &str) -> anyhow::Result<()> {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .context("reading the client's output")?;
+        if line.trim_end() != word {
+            bail!("the client said {:?}, not {word:?}", line.trim_end());
+        }
+        Ok(())
+    }
+
+    /// Closes the client's input and waits for it to log out; fails when it failed.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait().context("waiting for the client")?;
+        if !status.success() {
+            bail!("the client failed: {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PreparingSession {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

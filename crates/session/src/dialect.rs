@@ -387,9 +387,10 @@ impl crate::session::Session {
         if rel < 0 {
             return;
         }
-        let acked = p.flags().ack().then(|| {
-            u64::from(p.ack().0.wrapping_sub(self.out_isn.0.wrapping_add(1)))
-        });
+        let acked = p
+            .flags()
+            .ack()
+            .then(|| u64::from(p.ack().0.wrapping_sub(self.out_isn.0.wrapping_add(1))));
         let mut edit = Edit {
             stream: &mut self.stream,
             sent: self.snd_nxt,
@@ -409,7 +410,11 @@ impl crate::session::Session {
         if bytes.is_empty() || p.flags().syn() {
             return;
         }
-        let acked = p.flags().ack().then(|| self.stream.online_offset(p.ack())).flatten();
+        let acked = p
+            .flags()
+            .ack()
+            .then(|| self.stream.online_offset(p.ack()))
+            .flatten();
         let mut edit = Edit {
             stream: &mut self.stream,
             sent: self.snd_nxt,

@@ -307,9 +307,7 @@ impl Login {
                             return true;
                         }
                     }
-                    stmt::COM_RESET_CONNECTION | stmt::COM_CHANGE_USER => {
-                        self.stmts.forget_all()
-                    }
+                    stmt::COM_RESET_CONNECTION | stmt::COM_CHANGE_USER => self.stmts.forget_all(),
                     _ => {}
                 }
             }

@@ -36,8 +36,8 @@ use session::dialect::{Conversation, Dialect, SessionInfo};
 
 use crate::Credentials;
 use login::Login;
-pub use stmt::StatementCounts;
 use packet::HandshakeResponse;
+pub use stmt::StatementCounts;
 
 /// First bytes of each target answer a login needs: a greeting (about 100 bytes), an auth
 /// switch, an OK or an error, with room to spare.

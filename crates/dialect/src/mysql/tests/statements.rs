@@ -183,7 +183,11 @@ fn statement_ids_are_mapped_to_the_targets_from_both_servers_answers() {
          0 re-prepared for joined sessions, 0 naming a statement not found"
     );
     let s = lab.rep.stats();
-    assert_eq!(s.requests_online, s.requests_target + 1, "all but the login's");
+    assert_eq!(
+        s.requests_online,
+        s.requests_target + 1,
+        "all but the login's"
+    );
 }
 
 #[test]
@@ -210,7 +214,10 @@ fn a_command_split_across_segments_waits_until_its_id_can_be_rewritten() {
     payload.extend_from_slice(&[0, 1, 0, 0, 0]);
     let p = packet_of(&payload);
     conn.send(&mut lab, &p[..6]);
-    assert!(lab.target.executed.is_empty(), "held: its id is not all there");
+    assert!(
+        lab.target.executed.is_empty(),
+        "held: its id is not all there"
+    );
     conn.send(&mut lab, &p[6..]);
     assert_eq!(lab.target.executed, ["delete from t where k = ?"]);
 }

@@ -1,0 +1,135 @@
+//! Prepared statements of MariaDB sessions (`--protocol mysql`), with a client that prepares
+//! them on the server as connection pools do (DBD::MariaDB with server-side prepares): the
+//! statement ids the online server handed out are mapped to the target's, and a session open
+//! before tcpcopy started, whose statements were prepared then, gets them prepared again at the
+//! target from those another session of its client prepared. The target's table must equal the
+//! online one, row for row. Builds and removes its own lab (needs root).
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+use lab::mariadb::{MariadbAuth, PreparingSession, PASSWORD, USER};
+use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
+
+const INSERT: &str = "INSERT INTO t VALUES (?, ?, ?)";
+const UPDATE: &str = "UPDATE t SET n = n + ? WHERE id = ?";
+const DELETE: &str = "DELETE FROM t WHERE id = ?";
+
+#[test]
+fn prepared_statements_reach_the_target_under_its_own_ids_joined_sessions_too() {
+    if !lab::netlab::is_root() {
+        eprintln!("skipped: needs root (network namespaces)");
+        return;
+    }
+    let _guard = common::sequential();
+    let spec = ScenarioSpec {
+        start_tcpcopy: false,
+        target_servers: Some(Servers::Mariadb(MariadbAuth::Passwords)),
+        extra_tcpcopy_args: vec!["--protocol".into(), "mysql".into()],
+        ..ScenarioSpec::new(
+            "myPS",
+            Mode::Assistant,
+            Servers::Mariadb(MariadbAuth::Passwords),
+            bin_dir(),
+        )
+    };
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    use std::os::unix::fs::PermissionsExt;
+    let file = sc.scratch.path().join("logins");
+    std::fs::write(&file, format!("{USER}:{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(sc.scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let login = vec!["--login-file".to_string(), file.display().to_string()];
+    let sniffer = sniff_client(&sc);
+    let online = sc.online_service();
+    let client = sc.lab.ns_client().to_string();
+    let dir = sc.scratch.path().to_path_buf();
+
+    // Open before tcpcopy starts: logged in, its statements prepared (ids 1 and 2 online).
+    let mut early = PreparingSession::open(&client, online, &dir).expect("the early session");
+    early.prepare("ins", INSERT).unwrap();
+    early.prepare("upd", UPDATE).unwrap();
+    sc.start_tcpcopy_with(&login).expect("tcpcopy starts");
+    sc.wait_connected(Duration::from_secs(15))
+        .expect("tcpcopy connected to intercept");
+
+    // A session of the same client after tcpcopy started: the same statements, prepared in
+    // the same order, then one more.
+    let mut pool = PreparingSession::open(&client, online, &dir).expect("a new session");
+    pool.prepare("ins", INSERT).unwrap();
+    pool.prepare("upd", UPDATE).unwrap();
+    for id in 0..300 {
+        pool.execute("ins", &[&id, &"pool", &id]).unwrap();
+    }
+    for id in 0..100 {
+        pool.execute("upd", &[&7, &id]).unwrap();
+    }
+    pool.prepare("del", DELETE).unwrap();
+    for id in 250..300 {
+        pool.execute("del", &[&id]).unwrap();
+    }
+    pool.close("ins").unwrap();
+    pool.finish().expect("the new session ends");
+
+    // The early session goes on with the statements it prepared before tcpcopy started: the
+    // update first (the target prepares it first, under another id than online).
+    for id in 0..50 {
+        early.execute("upd", &[&1000, &id]).unwrap();
+    }
+    for id in 0..500 {
+        early
+            .execute("ins", &[&(10_000 + id), &"early", &id])
+            .unwrap();
+    }
+    // One prepared after tcpcopy started: its id comes from the online server's answer.
+    early.prepare("del", DELETE).unwrap();
+    for id in 10_400..10_500 {
+        early.execute("del", &[&id]).unwrap();
+    }
+    early.close("upd").unwrap();
+    early.finish().expect("the early session ends");
+
+    let (want, got) = {
+        let (on, at) = sc.mariadbs().expect("MariaDB servers");
+        let want = on.rows().expect("online rows");
+        let end = Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            let got = at.rows().expect("target rows");
+            if got == want || Instant::now() >= end {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        (want, got)
+    };
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+    assert_eq!(want.len(), 250 + 400, "online rows");
+    let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+    let statements = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("mysql prepared statements:"))
+        .unwrap_or("(no statements line)");
+    assert!(
+        got == want,
+        "target rows differ: {} online, {} target, missing e.g. {missing:?}\n{}\n{statements}",
+        want.len(),
+        got.len(),
+        final_line(&log),
+    );
+    // Both statements of the early session were prepared again at the target, none was
+    // missing, and its later statement got the target's id.
+    assert!(
+        statements.contains("2 re-prepared for joined sessions, 0 naming a statement not found"),
+        "{statements}"
+    );
+    assert!(
+        log.contains("logins ok 2 (joined 1) not logged in 0"),
+        "{}",
+        final_line(&log)
+    );
+    eprintln!("{} rows equal; {statements}", want.len());
+    assert_client_isolated(sniffer);
+}
