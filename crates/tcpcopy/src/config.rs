@@ -132,10 +132,6 @@ impl LiveConfig {
             return Err("--record: only a live capture can be recorded, not a replay".into());
         }
         let stream = stream::settings(o)?;
-        if stream.is_some() && o.database.protocol.is_some() {
-            // The socket bridge hands the core no answer bytes (yet): a login would wait forever.
-            return Err("--protocol: packet mode only (not with --mode stream)".into());
-        }
         let mut core = core_config(o, rules)?;
         if stream.is_some() {
             // Nothing crosses a wire between the core and the socket bridge: the largest
@@ -844,11 +840,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.starts_with("--login-file /nonexistent/logins"), "{e}");
+        // Stream mode takes a protocol too (the bridge's answers carry their heads), and
+        // refuses logins without one as packet mode does.
         let stream = ["tcpcopy", "-x", "80-198.18.0.30:80", "--mode", "stream"];
-        let cli =
-            TcpcopyCli::try_parse_from(stream.iter().chain(&["--protocol", "mysql"])).unwrap();
-        let e = LiveConfig::from_opts(&cli.opts).err().unwrap();
-        assert!(e.starts_with("--protocol: packet mode only"), "{e}");
+        let in_stream = |extra: &[&str]| {
+            let cli = TcpcopyCli::try_parse_from(stream.iter().chain(extra)).unwrap();
+            LiveConfig::from_opts(&cli.opts)
+        };
+        let c = in_stream(&["--protocol", "postgres", "--login", "app:pw"]).unwrap();
+        assert!(c.stream.is_some());
+        let (protocol, logins) = c.protocol.expect("a protocol in stream mode");
+        assert_eq!(protocol, dialect::Protocol::Postgres);
+        assert_eq!(logins.password("app"), Some("pw"));
+        let e = in_stream(&["--login", "app:pw"]).err().unwrap();
+        assert!(e.starts_with("--login"), "{e}");
         assert!(TcpcopyCli::try_parse_from(["tcpcopy", "--protocol", "pg"]).is_err());
         assert!(TcpcopyCli::try_parse_from(["tcpcopy", "--login", "no-password"]).is_err());
     }

@@ -20,26 +20,38 @@ const LONG_INSERTS: u32 = 1000;
 
 #[test]
 fn mariadb_sessions_log_in_at_a_target_that_checks_passwords() {
-    replicate("myP", MariadbAuth::Passwords, true, "mysql");
+    replicate(
+        "myP",
+        Mode::Assistant,
+        MariadbAuth::Passwords,
+        true,
+        "mysql",
+    );
 }
 
 /// The same with `--protocol auto`: the sessions are found to be MySQL (the joined one by its
 /// server, found so by the short sessions before it).
 #[test]
 fn mariadb_sessions_found_by_auto_detection_log_in_too() {
-    replicate("myA", MariadbAuth::Passwords, true, "auto");
+    replicate("myA", Mode::Assistant, MariadbAuth::Passwords, true, "auto");
 }
 
 #[test]
 fn mariadb_sessions_reach_a_target_without_grant_tables_with_no_login_given() {
-    replicate("myS", MariadbAuth::SkipGrantTables, false, "mysql");
+    replicate(
+        "myS",
+        Mode::Assistant,
+        MariadbAuth::SkipGrantTables,
+        false,
+        "mysql",
+    );
 }
 
 fn insert(id: u32, who: &str, n: u32) -> String {
     format!("INSERT INTO t VALUES ({id}, '{who}', {n})")
 }
 
-fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool, protocol: &str) {
+fn replicate(tag: &str, mode: Mode, target_auth: MariadbAuth, with_login: bool, protocol: &str) {
     if !lab::netlab::is_root() {
         eprintln!("skipped: needs root (network namespaces)");
         return;
@@ -51,7 +63,7 @@ fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool, protocol: &s
         extra_tcpcopy_args: vec!["--protocol".into(), protocol.into()],
         ..ScenarioSpec::new(
             tag,
-            Mode::Assistant,
+            mode,
             Servers::Mariadb(MariadbAuth::Passwords),
             bin_dir(),
         )
@@ -148,7 +160,7 @@ fn replicate(tag: &str, target_auth: MariadbAuth, with_login: bool, protocol: &s
         "{logins}"
     );
     eprintln!(
-        "mariadb ({target_auth:?}, --protocol {protocol}): {} rows equal; {logins}",
+        "mariadb ({mode:?}, {target_auth:?}, --protocol {protocol}): {} rows equal; {logins}",
         want.len()
     );
     assert_client_isolated(sniffer);
@@ -341,4 +353,12 @@ fn cpu_per_request_with_and_without_the_mysql_protocol() {
             final_line(&log)
         );
     }
+}
+
+/// Stream mode (`--mode stream`: tcpcopy's own connections, no intercept): the same sessions
+/// log in at a target that checks passwords (`--login-file`), the early one joined by a login
+/// of tcpcopy's own; the target's table equals the online one, row for row.
+#[test]
+fn mariadb_sessions_in_stream_mode_log_in_at_a_target_that_checks_passwords() {
+    replicate("myW", Mode::Stream, MariadbAuth::Passwords, true, "mysql");
 }

@@ -39,7 +39,7 @@ fn runnable() -> bool {
     true
 }
 
-fn pgbench_replicates(tag: &str, target_auth: PgAuth) {
+fn pgbench_replicates(tag: &str, mode: Mode, target_auth: PgAuth) {
     let _guard = sequential();
     let login = format!("{}:{}", postgres::USER, postgres::PASSWORD);
     let spec = ScenarioSpec {
@@ -48,12 +48,7 @@ fn pgbench_replicates(tag: &str, target_auth: PgAuth) {
             .to_vec(),
         target_servers: Some(Servers::Postgres(target_auth)),
         start_tcpcopy: false,
-        ..ScenarioSpec::new(
-            tag,
-            Mode::Assistant,
-            Servers::Postgres(PgAuth::ScramSha256),
-            bin_dir(),
-        )
+        ..ScenarioSpec::new(tag, mode, Servers::Postgres(PgAuth::ScramSha256), bin_dir())
     };
     let mut sc = Scenario::start(&spec).expect("scenario starts");
     {
@@ -149,7 +144,7 @@ fn first_difference(expected: &str, got: &str) -> String {
 #[test]
 fn pgbench_with_scram_on_both_sides_leaves_equal_tables() {
     if runnable() {
-        pgbench_replicates("pgS", PgAuth::ScramSha256);
+        pgbench_replicates("pgS", Mode::Assistant, PgAuth::ScramSha256);
     }
 }
 
@@ -157,7 +152,7 @@ fn pgbench_with_scram_on_both_sides_leaves_equal_tables() {
 #[test]
 fn pgbench_against_a_trust_target_leaves_equal_tables() {
     if runnable() {
-        pgbench_replicates("pgT", PgAuth::Trust);
+        pgbench_replicates("pgT", Mode::Assistant, PgAuth::Trust);
     }
 }
 
@@ -276,4 +271,14 @@ fn a_session_open_before_tcpcopy_started_continues_at_the_target() {
         ("postgres", 1, 1, 0),
         "{l:?}"
     );
+}
+
+/// Stream mode (`--mode stream`: tcpcopy's own connections, no intercept), scram-sha-256 on
+/// both sides: pgbench's sessions log in at the target with the SCRAM exchange made for its
+/// own nonce and salt, read from tcpcopy's connections; balances and history end equal.
+#[test]
+fn pgbench_in_stream_mode_with_scram_on_both_sides_leaves_equal_tables() {
+    if runnable() {
+        pgbench_replicates("pgW", Mode::Stream, PgAuth::ScramSha256);
+    }
 }

@@ -384,10 +384,10 @@ fn hand_on(
     }
 }
 
-/// First bytes of each answer the intercepts forward: what the comparison keeps
-/// (`--compare-bytes`) or a protocol's logins need (`--protocol`), the larger; `None`: headers
-/// only.
-fn head_bytes(cfg: &LiveConfig) -> Option<u16> {
+/// First bytes of each answer the intercepts forward (in stream mode: the bridge's answers
+/// keep): what the comparison keeps (`--compare-bytes`) or a protocol's logins need
+/// (`--protocol`), the larger; `None`: headers only.
+pub(super) fn head_bytes(cfg: &LiveConfig) -> Option<u16> {
     let compare = cfg.compare.as_ref().map(|c| c.head_bytes);
     let protocol = cfg.protocol.as_ref().map(|(p, _)| p.head_bytes());
     compare.max(protocol)

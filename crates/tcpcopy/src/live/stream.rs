@@ -7,6 +7,10 @@
 //!
 //! What each packet means is the bridge's (and the core's) business; this file only moves
 //! bytes and events. The sockets themselves (plain or TLS, the PROXY header) are `sock`'s.
+//!
+//! The answer's head that goes with each target packet ([`Notes`]) is cut as an intercept cuts
+//! it: the first `--compare-bytes` of each answer, or what `--protocol` needs (the larger).
+//! A protocol's logins read the target's greeting and challenges from it, as in packet mode.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,10 +27,12 @@ use tracing::{info, warn};
 use wire::TcpPacket;
 
 use super::comparing::wall_ns;
-use super::peers::{ResponseSink, TargetNote};
-use crate::config::StreamSettings;
+use super::peers::{self, ResponseSink, TargetNote};
+use crate::config::{LiveConfig, StreamSettings};
 
 mod sock;
+#[cfg(test)]
+mod tests;
 
 use sock::{Got, Phase, Sock};
 
@@ -43,8 +49,8 @@ pub(super) struct Streams {
     bridge: Bridge,
     socks: HashMap<ConnId, Sock>,
     settings: StreamSettings,
-    /// The answers' heads, as intercept would cut them (`--compare`: the bytes kept).
-    heads: Option<(AnswerHeads, u16)>,
+    /// The answers' heads, as intercept would cut them (`--compare`, `--protocol`).
+    notes: Option<Notes>,
     buf: Vec<u8>,
     /// Connections the poll reported this wake, and those with more to read.
     ready: Vec<ConnId>,
@@ -60,11 +66,11 @@ impl Streams {
     /// `threads` share the open-file limit, raised to its hard limit here.
     pub fn new(
         settings: &StreamSettings,
-        core: &session::Config,
-        head_bytes: Option<u16>,
+        cfg: &LiveConfig,
         threads: usize,
         first: bool,
     ) -> Streams {
+        let core = &cfg.core;
         let files = netio::limits::raise_open_files().unwrap_or(1024);
         let max_connections =
             (files.saturating_sub(RESERVED_FILES) / threads.max(1) as u64).max(16) as usize;
@@ -93,7 +99,7 @@ impl Streams {
             bridge,
             socks: HashMap::new(),
             settings: settings.clone(),
-            heads: head_bytes.map(|b| (AnswerHeads::default(), b)),
+            notes: peers::head_bytes(cfg).map(|b| Notes::new(b, cfg.compare.is_some())),
             buf: vec![0u8; 256 << 10],
             ready: Vec::new(),
             again: Vec::new(),
@@ -360,32 +366,62 @@ impl Streams {
 
     /// Hands the synthesized target packets to `sink` (the core, and the comparison).
     pub fn respond(&mut self, sink: &mut impl ResponseSink, now: Instant) {
-        let heads = &mut self.heads;
-        self.bridge.drain_responses(|packet, payload| {
-            let Some((table, limit)) = heads.as_mut() else {
-                sink.response(now, packet, None);
-                return;
-            };
-            let Ok(p) = TcpPacket::parse(packet) else {
-                return;
-            };
-            let flags = p.flags();
-            let segment = Segment {
-                src: p.src(),
-                dst: p.dst(),
-                seq: p.seq(),
-                ack: p.ack(),
-                payload_len: payload.len(),
-                end: flags.fin() || flags.rst(),
-            };
-            let (offset, cut) = table.place(&segment, payload);
-            let note = TargetNote {
-                at_ns: wall_ns(),
-                hash: compare::Digest::of(payload).hash,
-                head: heads::head(payload, offset, *limit, cut),
-            };
-            sink.response(now, packet, Some(note));
-        });
+        let notes = &mut self.notes;
+        self.bridge
+            .drain_responses(|packet, payload| match notes.as_mut() {
+                None => sink.response(now, packet, None),
+                Some(notes) => {
+                    if let Some(note) = notes.note(packet, payload) {
+                        sink.response(now, packet, Some(note));
+                    }
+                }
+            });
+    }
+}
+
+/// What intercept would note of each target packet, made from the bytes read: the payload
+/// bytes within the first `limit` of their answer (`protocol::heads`' rule), and with a
+/// comparison the read time and the payload's digest. Sans-IO but for the wall clock's read.
+pub(super) struct Notes {
+    table: AnswerHeads,
+    limit: u16,
+    /// A comparison takes the time and digest; a protocol's logins only the head.
+    comparing: bool,
+}
+
+impl Notes {
+    pub fn new(limit: u16, comparing: bool) -> Notes {
+        Notes {
+            table: AnswerHeads::default(),
+            limit,
+            comparing,
+        }
+    }
+
+    /// The note of `packet` (headers, as the bridge synthesizes them) carrying `payload`;
+    /// `None` for a packet that does not parse (the bridge never makes one).
+    pub fn note<'p>(&mut self, packet: &[u8], payload: &'p [u8]) -> Option<TargetNote<'p>> {
+        let p = TcpPacket::parse(packet).ok()?;
+        let flags = p.flags();
+        let segment = Segment {
+            src: p.src(),
+            dst: p.dst(),
+            seq: p.seq(),
+            ack: p.ack(),
+            payload_len: payload.len(),
+            end: flags.fin() || flags.rst(),
+        };
+        let (offset, cut) = self.table.place(&segment, payload);
+        let (at_ns, hash) = if self.comparing {
+            (wall_ns(), compare::Digest::of(payload).hash)
+        } else {
+            (0, 0)
+        };
+        Some(TargetNote {
+            at_ns,
+            hash,
+            head: heads::head(payload, offset, self.limit, cut),
+        })
     }
 }
 

@@ -111,16 +111,10 @@ impl<'a> Worker<'a> {
                 None
             }
         };
-        let streams = cfg.stream.as_ref().map(|settings| {
-            let head_bytes = cfg.compare.as_ref().map(|c| c.head_bytes);
-            Streams::new(
-                settings,
-                &cfg.core,
-                head_bytes,
-                member.count,
-                member.index == 0,
-            )
-        });
+        let streams = cfg
+            .stream
+            .as_ref()
+            .map(|settings| Streams::new(settings, cfg, member.count, member.index == 0));
         let poll = Poll::new().context("cannot create a poll")?;
         let waker = mio::Waker::new(poll.registry(), WAKE).context("cannot create a poll waker")?;
         let mailbox: Events = Arc::new(Mailbox::with_waker(waker));
