@@ -11,7 +11,7 @@ use super::packet::{
     self, AuthAnswer, ClientHello, Greeting, HandshakeResponse, COM_INIT_DB, HEADER,
 };
 use super::stmt::{self, Statements, Step};
-use super::{lock, LastLogin, Seen};
+use super::{lock, LastLogin, Seen, HEAD_BYTES};
 use crate::Credentials;
 
 /// Where the login stands.
@@ -48,6 +48,8 @@ pub(super) struct Login {
     /// The login we sent, for an auth switch: its user and the client's own scramble.
     user: String,
     client_auth: Vec<u8>,
+    /// Where the target's authentication plugin stands (what its AuthMoreData asks for).
+    exchange: auth::Exchange,
     /// Database to restore after a login of our own.
     restore_db: Option<String>,
     /// Where our next packet goes; while logging in the stream is held here.
@@ -82,6 +84,7 @@ impl Login {
             pending: None,
             user: String::new(),
             client_auth: Vec::new(),
+            exchange: auth::Exchange::default(),
             restore_db: None,
             at: 0,
             cpos: 0,
@@ -129,6 +132,7 @@ impl Login {
             // passwords takes (and one that does refuses, counted).
             None => self.client_auth.clone(),
         };
+        self.exchange = auth::Exchange::new(&g.plugin, &g.salt, &hello.auth);
         if hello.capabilities & packet::CLIENT_PLUGIN_AUTH != 0 {
             hello.plugin = Some(g.plugin.clone());
         }
@@ -319,6 +323,12 @@ impl Login {
     fn read_target(&mut self, edit: &mut Edit<'_>) {
         while matches!(self.phase, Phase::Greeting | Phase::Auth | Phase::InitDb) {
             let Some((seq, payload)) = packet::split(&self.tbuf) else {
+                // A packet longer than the head asked for never comes whole: a public key of
+                // more than 2048 bits, say.
+                let n = packet::payload_len(&self.tbuf).unwrap_or(0);
+                if self.phase == Phase::Auth && HEADER + n > usize::from(HEAD_BYTES) {
+                    self.over(edit, Outcome::Unsupported, true);
+                }
                 return;
             };
             let len = HEADER + payload.len();
@@ -366,14 +376,24 @@ impl Login {
                     None => Some(self.client_auth.clone()),
                 };
                 match data {
-                    Some(d) => self.send(edit, seq.wrapping_add(1), &d),
+                    Some(d) => {
+                        self.exchange = auth::Exchange::new(&plugin, &salt, &d);
+                        self.send(edit, seq.wrapping_add(1), &d)
+                    }
                     None => self.over(edit, Outcome::Unsupported, true),
                 }
             }
-            // caching_sha2_password's fast path passed: its OK follows.
-            Some(AuthAnswer::More(d)) if d == [3] => {}
-            // Full authentication (the password over TLS or RSA): not made here.
-            Some(AuthAnswer::More(_)) => self.over(edit, Outcome::Unsupported, true),
+            // caching_sha2_password's fast path passed (its OK follows), or its full
+            // authentication, or sha256_password's public key: the password RSA-encrypted.
+            Some(AuthAnswer::More(d)) => {
+                let password = self.credentials.password(&self.user);
+                match self.exchange.more(&d, password) {
+                    auth::Reply::Send(p) => self.send(edit, seq.wrapping_add(1), &p),
+                    auth::Reply::Wait => {}
+                    auth::Reply::Unsupported => self.over(edit, Outcome::Unsupported, true),
+                    auth::Reply::Malformed => self.over(edit, Outcome::Malformed, true),
+                }
+            }
             None => self.over(edit, Outcome::Malformed, true),
         }
     }

@@ -10,6 +10,12 @@
 //! online server's auth switch, say) are dropped; the target's own auth switch is answered; the
 //! target's OK releases the client's commands, its error ends the session (counted).
 //!
+//! Plugins: mysql_native_password, caching_sha2_password and sha256_password. When the target
+//! wants the password itself (caching_sha2_password's full authentication, sha256_password),
+//! it is sent as a client without TLS sends it: encrypted with the RSA public key the target
+//! sends on request (the `auth` module owns that exchange). This needs the password from
+//! `--login`.
+//!
 //! A session open before tcpcopy started (joined: its login never seen) gets a login of its own
 //! before its first captured command: as the last login seen from its client's address (with
 //! that login's database, restored by COM_INIT_DB), else as the first `--login` user, else as
