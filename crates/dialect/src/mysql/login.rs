@@ -61,6 +61,8 @@ pub(super) struct Login {
     tnext: u64,
     /// Its prepared statements' ids, online and at the target.
     stmts: Statements,
+    /// The session uses the compressed protocol: its commands are not followed.
+    compressed: bool,
 }
 
 impl Login {
@@ -73,6 +75,7 @@ impl Login {
         let stmts = Statements::new(info.client.ip(), info.joined, seen.clone());
         Login {
             stmts,
+            compressed: false,
             own_login: info.joined,
             client_in_login: true,
             detect,
@@ -133,6 +136,8 @@ impl Login {
             None => self.client_auth.clone(),
         };
         self.exchange = auth::Exchange::new(&g.plugin, &g.salt, &hello.auth);
+        // Both asked for it: after the login every packet is in compressed frames.
+        self.compressed = hello.capabilities & g.capabilities & packet::CLIENT_COMPRESS != 0;
         if hello.capabilities & packet::CLIENT_PLUGIN_AUTH != 0 {
             hello.plugin = Some(g.plugin.clone());
         }
@@ -261,6 +266,12 @@ impl Login {
     /// mapped to the target's: see [`stmt`]). Holds the stream at a command it must read
     /// whole first, or that waits for a prepare's answer.
     fn track(&mut self, edit: &mut Edit<'_>) {
+        if self.compressed {
+            // Compressed frames, not packets: they go as they are (statement ids not mapped).
+            self.cpos = u64::MAX;
+            edit.hold(None);
+            return;
+        }
         let wait = self.follow(edit);
         edit.hold(wait.then_some(self.cpos));
     }

@@ -6,6 +6,7 @@
 
 /// Capability flags (the protocol's own numbers).
 pub const CLIENT_CONNECT_WITH_DB: u32 = 0x8;
+pub const CLIENT_COMPRESS: u32 = 0x20;
 pub const CLIENT_PROTOCOL_41: u32 = 0x200;
 pub const CLIENT_SSL: u32 = 0x800;
 pub const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
