@@ -8,7 +8,7 @@ use session::Login as Outcome;
 
 use super::auth;
 use super::packet::{
-    self, AuthAnswer, ClientHello, Greeting, HandshakeResponse, COM_INIT_DB, HEADER,
+    self, AuthAnswer, ChangeUser, ClientHello, Greeting, HandshakeResponse, COM_INIT_DB, HEADER,
 };
 use super::stmt::{self, Statements, Step};
 use super::{lock, LastLogin, Seen, HEAD_BYTES};
@@ -63,6 +63,10 @@ pub(super) struct Login {
     stmts: Statements,
     /// The session uses the compressed protocol: its commands are not followed.
     compressed: bool,
+    /// The capabilities of the login sent (the connection's).
+    capabilities: u32,
+    /// A COM_CHANGE_USER is under way (its answer is not the session's login outcome).
+    changing_user: bool,
 }
 
 impl Login {
@@ -76,6 +80,8 @@ impl Login {
         Login {
             stmts,
             compressed: false,
+            capabilities: 0,
+            changing_user: false,
             own_login: info.joined,
             client_in_login: true,
             detect,
@@ -136,6 +142,7 @@ impl Login {
             None => self.client_auth.clone(),
         };
         self.exchange = auth::Exchange::new(&g.plugin, &g.salt, &hello.auth);
+        self.capabilities = hello.capabilities;
         // Both asked for it: after the login every packet is in compressed frames.
         self.compressed = hello.capabilities & g.capabilities & packet::CLIENT_COMPRESS != 0;
         if hello.capabilities & packet::CLIENT_PLUGIN_AUTH != 0 {
@@ -174,8 +181,66 @@ impl Login {
         self.log_in(edit, hello, 0);
     }
 
+    /// The client's COM_CHANGE_USER (`payload`, `len` bytes at `cpos`), made again for the
+    /// target's salt with the password `--login` gives for its user (without one, as the
+    /// client sent it): the client's further packets of that exchange (its answers to the
+    /// online server) are dropped, the target's auth switch is answered, and its verdict ends
+    /// the exchange (counted; a refusal leaves the session to the target). Returns whether it
+    /// was sent (the stream is then held until the verdict).
+    fn change_user(&mut self, edit: &mut Edit<'_>, payload: &[u8], len: u64) -> bool {
+        let (Some(mut change), Some(g)) = (
+            ChangeUser::parse(payload, self.capabilities),
+            self.greeting.as_ref(),
+        ) else {
+            return false;
+        };
+        let plugin = change.plugin.clone().unwrap_or_else(|| g.plugin.clone());
+        self.user = change.user.clone();
+        self.client_auth = change.auth.clone();
+        if let Some(s) = self
+            .credentials
+            .password(&change.user)
+            .and_then(|pw| auth::scramble(&plugin, pw, &g.salt))
+        {
+            change.auth = s;
+        }
+        self.exchange = auth::Exchange::new(&plugin, &g.salt, &change.auth);
+        let mut p = Vec::new();
+        packet::write(&mut p, 0, &change.payload());
+        if edit.replace(self.cpos, len, &p).is_err() {
+            return false;
+        }
+        self.at = self.cpos + p.len() as u64;
+        self.cpos = self.at;
+        self.phase = Phase::Auth;
+        self.changing_user = true;
+        self.client_in_login = true;
+        edit.hold(Some(self.at));
+        true
+    }
+
+    /// The login or a change of user did not pass at the target: a login ends the session
+    /// (counted as `outcome`); a change of user is counted, and the session left to the
+    /// target.
+    fn failed(&mut self, edit: &mut Edit<'_>, outcome: Outcome) {
+        if !std::mem::take(&mut self.changing_user) {
+            return self.over(edit, outcome, true);
+        }
+        self.stmts.count(|c| c.user_changes_failed += 1);
+        self.phase = Phase::Open;
+        edit.hold(None);
+        self.scan_client(edit);
+    }
+
     /// The target's OK to our login.
     fn logged_in(&mut self, edit: &mut Edit<'_>) {
+        if std::mem::take(&mut self.changing_user) {
+            self.stmts.count(|c| c.users_changed += 1);
+            self.phase = Phase::Open;
+            edit.hold(None);
+            self.scan_client(edit);
+            return;
+        }
         if let Some(db) = self.restore_db.take() {
             let mut payload = vec![COM_INIT_DB];
             payload.extend_from_slice(db.as_bytes());
@@ -273,7 +338,9 @@ impl Login {
             return;
         }
         let wait = self.follow(edit);
-        edit.hold(wait.then_some(self.cpos));
+        if self.phase == Phase::Open {
+            edit.hold(wait.then_some(self.cpos));
+        }
     }
 
     /// [`Login::track`]'s walk; returns whether to hold at `cpos`.
@@ -322,7 +389,17 @@ impl Login {
                             return true;
                         }
                     }
-                    stmt::COM_RESET_CONNECTION | stmt::COM_CHANGE_USER => self.stmts.forget_all(),
+                    stmt::COM_RESET_CONNECTION => self.stmts.forget_all(),
+                    stmt::COM_CHANGE_USER => {
+                        let Some(payload) = whole else {
+                            return true;
+                        };
+                        let payload = payload.to_vec();
+                        self.stmts.forget_all();
+                        if self.change_user(edit, &payload, (HEADER + len) as u64) {
+                            return false;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -338,7 +415,7 @@ impl Login {
                 // more than 2048 bits, say.
                 let n = packet::payload_len(&self.tbuf).unwrap_or(0);
                 if self.phase == Phase::Auth && HEADER + n > usize::from(HEAD_BYTES) {
-                    self.over(edit, Outcome::Unsupported, true);
+                    self.failed(edit, Outcome::Unsupported);
                 }
                 return;
             };
@@ -380,7 +457,7 @@ impl Login {
     fn answered(&mut self, edit: &mut Edit<'_>, seq: u8, payload: &[u8]) {
         match AuthAnswer::parse(payload) {
             Some(AuthAnswer::Ok) => self.logged_in(edit),
-            Some(AuthAnswer::Err(..)) => self.over(edit, Outcome::Refused, true),
+            Some(AuthAnswer::Err(..)) => self.failed(edit, Outcome::Refused),
             Some(AuthAnswer::Switch { plugin, salt }) => {
                 let data = match self.credentials.password(&self.user) {
                     Some(pw) => auth::scramble(&plugin, pw, &salt),
@@ -391,7 +468,7 @@ impl Login {
                         self.exchange = auth::Exchange::new(&plugin, &salt, &d);
                         self.send(edit, seq.wrapping_add(1), &d)
                     }
-                    None => self.over(edit, Outcome::Unsupported, true),
+                    None => self.failed(edit, Outcome::Unsupported),
                 }
             }
             // caching_sha2_password's fast path passed (its OK follows), or its full
@@ -401,11 +478,11 @@ impl Login {
                 match self.exchange.more(&d, password) {
                     auth::Reply::Send(p) => self.send(edit, seq.wrapping_add(1), &p),
                     auth::Reply::Wait => {}
-                    auth::Reply::Unsupported => self.over(edit, Outcome::Unsupported, true),
-                    auth::Reply::Malformed => self.over(edit, Outcome::Malformed, true),
+                    auth::Reply::Unsupported => self.failed(edit, Outcome::Unsupported),
+                    auth::Reply::Malformed => self.failed(edit, Outcome::Malformed),
                 }
             }
-            None => self.over(edit, Outcome::Malformed, true),
+            None => self.failed(edit, Outcome::Malformed),
         }
     }
 }

@@ -26,8 +26,13 @@
 //! so: the client's first packet is a handshake response, or the target greets as MySQL, or (a
 //! joined session) its server was found to be MySQL before; the others stay bytes.
 //!
-//! What sessions share lives in [`Mysql`]: the logins seen per client address, and the servers
-//! found to be MySQL.
+//! After the login a session's commands are followed (`stmt`): the ids the online server gave
+//! its prepared statements are mapped to the target's, and a joined session's statements are
+//! prepared again from those its client prepared in other sessions. A session in the
+//! compressed protocol is not followed.
+//!
+//! What sessions share lives in [`Mysql`]: the logins seen per client address, the statements
+//! each client address prepared, the servers found to be MySQL, and the statement counters.
 
 mod auth;
 mod login;
@@ -102,13 +107,21 @@ impl Dialect for Mysql {
 
     fn summary(&self) -> Option<String> {
         let c = lock(&self.seen).counts;
-        (c != StatementCounts::default()).then(|| {
-            format!(
-                "mysql prepared statements: {} prepared at the target, {} commands with the id \
-                 mapped, {} re-prepared for joined sessions, {} naming a statement not found",
-                c.prepared, c.mapped, c.reprepared, c.unknown
-            )
-        })
+        if c == StatementCounts::default() {
+            return None;
+        }
+        let mut line = format!(
+            "mysql prepared statements: {} prepared at the target, {} commands with the id \
+             mapped, {} re-prepared for joined sessions, {} naming a statement not found",
+            c.prepared, c.mapped, c.reprepared, c.unknown
+        );
+        if c.users_changed + c.user_changes_failed > 0 {
+            line += &format!(
+                "; COM_CHANGE_USER {} ok, {} failed at the target",
+                c.users_changed, c.user_changes_failed
+            );
+        }
+        Some(line)
     }
 }
 

@@ -198,6 +198,58 @@ pub struct HandshakeResponse {
     pub tail: Vec<u8>,
 }
 
+/// A client's COM_CHANGE_USER (its payload after the command byte): a new login on the
+/// connection, its auth data made for the connection's salt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeUser {
+    pub user: String,
+    pub auth: Vec<u8>,
+    /// The plugin the auth data was made with, when named.
+    pub plugin: Option<String>,
+    /// Everything after the auth data (database, character set, plugin, attributes), as sent.
+    tail: Vec<u8>,
+}
+
+impl ChangeUser {
+    /// Reads a COM_CHANGE_USER payload (command byte first) of a connection with
+    /// `capabilities`; `None` when it is not one tcpcopy can rewrite (no
+    /// CLIENT_SECURE_CONNECTION: a pre-4.1 client).
+    pub fn parse(payload: &[u8], capabilities: u32) -> Option<ChangeUser> {
+        if capabilities & CLIENT_SECURE_CONNECTION == 0 {
+            return None;
+        }
+        let mut r = Reader::new(payload.get(1..)?);
+        let user = String::from_utf8_lossy(r.cstr()).into_owned();
+        let n = usize::from(r.u8()?);
+        let auth = r.take(n)?.to_vec();
+        let tail = r.rest().to_vec();
+        let mut t = Reader::new(&tail);
+        t.cstr(); // the database
+        let plugin = (capabilities & CLIENT_PLUGIN_AUTH != 0 && t.take(2).is_some())
+            .then(|| String::from_utf8_lossy(t.cstr()).into_owned())
+            .filter(|p| !p.is_empty());
+        Some(ChangeUser {
+            user,
+            auth,
+            plugin,
+            tail,
+        })
+    }
+
+    /// The payload (command byte first), with these user and auth data.
+    pub fn payload(&self) -> Vec<u8> {
+        let auth = &self.auth[..self.auth.len().min(255)];
+        let mut out = Vec::with_capacity(3 + self.user.len() + auth.len() + self.tail.len());
+        out.push(0x11);
+        out.extend_from_slice(self.user.as_bytes());
+        out.push(0);
+        out.push(auth.len() as u8);
+        out.extend_from_slice(auth);
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
 /// The fixed part of a handshake response after the capabilities: max packet size (4),
 /// character set (1), filler (23).
 const FIXED: usize = 28;

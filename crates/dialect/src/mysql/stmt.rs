@@ -76,6 +76,9 @@ pub struct StatementCounts {
     pub reprepared: u64,
     /// Commands naming a statement that could not be found (sent with an id no server has).
     pub unknown: u64,
+    /// COM_CHANGE_USER made again for the target's salt: accepted there, and not.
+    pub users_changed: u64,
+    pub user_changes_failed: u64,
 }
 
 impl std::ops::AddAssign for StatementCounts {
@@ -84,6 +87,8 @@ impl std::ops::AddAssign for StatementCounts {
         self.mapped += o.mapped;
         self.reprepared += o.reprepared;
         self.unknown += o.unknown;
+        self.users_changed += o.users_changed;
+        self.user_changes_failed += o.user_changes_failed;
     }
 }
 
@@ -286,7 +291,7 @@ impl Statements {
     }
 
     /// Counts in the hook's totals (shared by the sessions).
-    fn count(&self, f: impl FnOnce(&mut StatementCounts)) {
+    pub(super) fn count(&self, f: impl FnOnce(&mut StatementCounts)) {
         f(&mut lock(&self.seen).counts);
     }
 

@@ -190,6 +190,9 @@ impl Target {
         const OK: &[u8] = &[0, 0, 0, 2, 0, 0, 0];
         if self.logged_in {
             self.commands.push(payload.to_vec());
+            if payload.first() == Some(&0x11) {
+                return self.change_user(to, payload);
+            }
             if let Some(answer) = self.statement_command(payload) {
                 if !answer.is_empty() {
                     self.packet(to, 1, &answer);
@@ -690,5 +693,6 @@ fn sessions_not_found_to_be_mysql_stay_bytes() {
     assert!(lab.logins().is_empty());
 }
 
+mod change_user;
 mod full_auth;
 mod statements;
