@@ -270,10 +270,33 @@ impl Drop for ClientSession {
     }
 }
 
+/// Which client library a [`PreparingSession`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// Perl's DBD::MariaDB with server-side prepares (package `libdbd-mariadb-perl`).
+    Perl,
+    /// MySQL's own mysql-connector-python (pure Python), from the Python at `python`: it also
+    /// changes the user (COM_CHANGE_USER).
+    Python(&'static str),
+}
+
+/// The Python [`Driver::Python`] uses in the tests: the test tools' venv made by `.ci/run`.
+pub const TOOLS_PYTHON: &str = "/opt/tcpcopy-lint/bin/python";
+
+/// Whether `python` has mysql-connector-python.
+pub fn has_connector(python: &str) -> bool {
+    Command::new(python)
+        .args(["-c", "import mysql.connector"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A client that prepares its statements on the server (the binary protocol's
 /// COM_STMT_PREPARE, COM_STMT_EXECUTE and COM_STMT_CLOSE), as connection pools of real
-/// applications do: Perl's DBD::MariaDB with server-side prepares (package
-/// `libdbd-mariadb-perl`), driven statement by statement.
+/// applications do, through a real client library ([`Driver`]), driven statement by
+/// statement.
 pub struct PreparingSession {
     child: std::process::Child,
     stdin: Option<ChildStdin>,
@@ -281,14 +304,29 @@ pub struct PreparingSession {
 }
 
 impl PreparingSession {
-    /// Opens a session from namespace `ns` to `server` as [`USER`] in [`DATABASE`] (its
-    /// script written to `dir`) and waits until it is logged in.
+    /// Opens a session from namespace `ns` to `server` as [`USER`] in [`DATABASE`] with the
+    /// Perl driver (its script written to `dir`) and waits until it is logged in.
     pub fn open(ns: &str, server: SocketAddr, dir: &Path) -> anyhow::Result<PreparingSession> {
-        let script = dir.join("prepared.pl");
-        std::fs::write(&script, include_str!("mariadb/prepared.pl"))
-            .with_context(|| format!("writing {}", script.display()))?;
+        Self::open_with(Driver::Perl, ns, server, dir)
+    }
+
+    /// The same with `driver`.
+    pub fn open_with(
+        driver: Driver,
+        ns: &str,
+        server: SocketAddr,
+        dir: &Path,
+    ) -> anyhow::Result<PreparingSession> {
+        let (program, name, text) = match driver {
+            Driver::Perl => ("perl", "prepared.pl", include_str!("mariadb/prepared.pl")),
+            Driver::Python(python) => {
+                (python, "connector.py", include_str!("mariadb/connector.py"))
+            }
+        };
+        let script = dir.join(name);
+        std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "perl"])
+            .args(["netns", "exec", ns, program])
             .arg(&script)
             .args([&server.ip().to_string(), &server.port().to_string()])
             .args([USER, PASSWORD, DATABASE])
@@ -326,6 +364,12 @@ impl PreparingSession {
     /// Closes statement `name` on the server.
     pub fn close(&mut self, name: &str) -> anyhow::Result<()> {
         self.say(&format!("close\t{name}"))
+    }
+
+    /// Logs in again as `user` (COM_CHANGE_USER; [`Driver::Python`] only): the server forgets
+    /// the session's statements.
+    pub fn change_user(&mut self, user: &str, password: &str) -> anyhow::Result<()> {
+        self.say(&format!("change_user\t{user}\t{password}"))
     }
 
     fn say(&mut self, line: &str) -> anyhow::Result<()> {

@@ -87,11 +87,13 @@ pub trait Conversation: Send + fmt::Debug {
     fn target(&mut self, edit: &mut Edit<'_>, offset: u64, bytes: &[u8]);
 
     /// The online server sent the client `bytes` (a captured or mirrored segment's payload,
-    /// whole), acknowledging [`Edit::acked`]: what the online server answered, for a protocol
-    /// that must know it (the statement ids MySQL's server hands out, say). Only where the
-    /// online server's packets are captured (a replayed file, a mirror, a live capture that
-    /// asks for them: see [`Dialect::online_answers`]); segments come as captured (repeated,
-    /// perhaps out of order). Does nothing unless a protocol needs it.
+    /// whole), acknowledging [`Edit::acked`] (here in the client's offsets, before the edits:
+    /// compare with [`Edit::client_offset`]); it may come before the conversation saw the
+    /// client bytes it answers (they wait behind a hold, say). What the online server answered,
+    /// for a protocol that must know it (the statement ids MySQL's server hands out, say).
+    /// Only where the online server's packets are captured (a replayed file, a mirror, a live
+    /// capture that asks for them: see [`Dialect::online_answers`]); segments come as captured
+    /// (repeated, perhaps out of order). Does nothing unless a protocol needs it.
     fn online(&mut self, edit: &mut Edit<'_>, bytes: &[u8]) {
         let _ = (edit, bytes);
     }
@@ -256,14 +258,20 @@ pub struct Edit<'a> {
 }
 
 impl Edit<'_> {
-    /// How much of the stream towards the target the segment being handed over acknowledges
-    /// (an offset of this stream, after the edits: see the module docs): for
-    /// [`Conversation::target`] the target's acknowledgment, for [`Conversation::online`] the
-    /// online server's (of the client's bytes, mapped through the edits). An answer
-    /// acknowledges the request it answers. `None` in [`Conversation::client`], or when the
-    /// segment carried none.
+    /// How much of the client's bytes the segment being handed over acknowledges: for
+    /// [`Conversation::target`] the target's acknowledgment, an offset of this stream (after
+    /// the edits: see the module docs); for [`Conversation::online`] the online server's, an
+    /// offset of the client's own bytes (before the edits: see [`Edit::client_offset`]). An
+    /// answer acknowledges the request it answers. `None` in [`Conversation::client`], or when
+    /// the segment carried none.
     pub fn acked(&self) -> Option<u64> {
         self.acked
+    }
+
+    /// The client's own offset of stream offset `off` (the offsets before the edits; bytes an
+    /// edit inserted map to where it inserted them): how the online server counts.
+    pub fn client_offset(&self, off: u64) -> u64 {
+        self.stream.client_offset(off)
     }
 
     /// The first offset not yet sent: edits start at or past it.

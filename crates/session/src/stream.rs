@@ -291,31 +291,16 @@ impl ClientStream {
         self.hole_acked()
     }
 
-    /// The stream offset (after the edits) of client sequence number `ack` as the online server
-    /// acknowledged it; `None` for one far from anything captured (another connection's).
+    /// The client's offset (as [`Self::client_offset`] counts: the stream's before the edits)
+    /// of client sequence number `ack` as the online server acknowledged it; `None` for one far
+    /// from anything captured (another connection's).
     pub(crate) fn online_offset(&self, ack: Seq) -> Option<u64> {
         let rel = ack.diff(self.rcv_nxt_seq);
-        // In the offsets the edits map from: the stream's without the edits (holes skipped
-        // before `rcv_nxt` are not in them).
         let off = self.rcv_nxt as i64 - self.edited + rel;
         if rel > MAX_OOO_DISTANCE as i64 || off < 0 {
             return None;
         }
-        Some(self.stream_offset(off as u64))
-    }
-
-    /// The stream offset of the client's offset `off`, through the offset map: the inverse of
-    /// [`Self::client_offset`] (a client byte an edit removed maps to the end of what it
-    /// inserted).
-    pub(crate) fn stream_offset(&self, mut off: u64) -> u64 {
-        for e in &self.edits {
-            if off >= e.at + e.removed {
-                off = off - e.removed + e.inserted;
-            } else if off > e.at {
-                off = e.at + e.inserted;
-            }
-        }
-        off
+        Some(off as u64)
     }
 
     /// Whether bytes wait behind a hole the online server acknowledged already.

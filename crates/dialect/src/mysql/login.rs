@@ -65,8 +65,11 @@ pub(super) struct Login {
     compressed: bool,
     /// The capabilities of the login sent (the connection's).
     capabilities: u32,
-    /// A COM_CHANGE_USER is under way (its answer is not the session's login outcome).
+    /// A COM_CHANGE_USER is under way (its answer is not the session's login outcome), and
+    /// where it ends: target answers that acknowledge less answer earlier commands (the
+    /// client's commands are read as captured, ahead of what the target got).
     changing_user: bool,
+    change_end: u64,
 }
 
 impl Login {
@@ -82,6 +85,7 @@ impl Login {
             compressed: false,
             capabilities: 0,
             changing_user: false,
+            change_end: 0,
             own_login: info.joined,
             client_in_login: true,
             detect,
@@ -214,6 +218,7 @@ impl Login {
         self.cpos = self.at;
         self.phase = Phase::Auth;
         self.changing_user = true;
+        self.change_end = self.at;
         self.client_in_login = true;
         edit.hold(Some(self.at));
         true
@@ -376,7 +381,8 @@ impl Login {
                     stmt::COM_STMT_PREPARE => match whole {
                         Some(payload) => {
                             let sql = payload[1..].to_vec();
-                            self.stmts.prepare(self.cpos + (HEADER + len) as u64, &sql);
+                            let end = self.cpos + (HEADER + len) as u64;
+                            self.stmts.prepare(end, edit.client_offset(end), &sql);
                         }
                         None if len < MAX_PREPARE => return true,
                         None => {}
@@ -502,8 +508,13 @@ impl Conversation for Login {
     }
 
     fn target(&mut self, edit: &mut Edit<'_>, offset: u64, bytes: &[u8]) {
-        if self.phase == Phase::Open {
-            if self.stmts.target(edit.acked(), bytes) && !self.client_in_login {
+        let earlier = self.changing_user && edit.acked().is_none_or(|a| a < self.change_end);
+        if self.phase == Phase::Open || earlier {
+            // An answer to a command (before the change of user, if one is under way).
+            if self.stmts.target(edit.acked(), bytes)
+                && self.phase == Phase::Open
+                && !self.client_in_login
+            {
                 self.track(edit);
             }
             return;

@@ -11,10 +11,11 @@
 //! `--protocol`, a mirror, a file) and the target's. A command naming a statement gets the
 //! target's id before it goes.
 //!
-//! Where a statement's online id is not known, it is guessed: without the online server's
-//! answers a session's prepare gets the id the target gave it (both servers number a
+//! Where a statement's online id is not known, it is guessed, only without the online server's
+//! answers: a session's prepare gets the id the target gave it (both servers number a
 //! connection's statements alike), and a joined session's command naming an id never seen
-//! takes the oldest prepare whose online id is still open.
+//! takes the oldest prepare whose online id is still open. An online answer may be captured
+//! before its prepare is read (the client's bytes wait behind the login): it waits for it.
 //!
 //! A joined session's statements from before tcpcopy started are *re-prepared* from those seen:
 //! every statement prepared in a session of the same client address is remembered by its
@@ -50,7 +51,8 @@ pub(super) const NO_STATEMENT: u32 = u32::MAX;
 /// its statements).
 const MAX_MAPPED: usize = 1 << 14;
 
-/// Prepares waiting for their answers at most.
+/// Prepares waiting for their answers at most; online answers kept for prepares not read yet,
+/// at most.
 const MAX_PENDING: usize = 256;
 
 /// Whether a command names a statement by its id (the 4 bytes after the command byte).
@@ -104,8 +106,11 @@ pub(super) enum Step {
 /// A prepare on its way: the client's, or one of ours (a re-prepare).
 #[derive(Debug)]
 struct Prepare {
-    /// Stream offset past it: what its answers acknowledge.
+    /// Stream offset past it: what the target's answer acknowledges.
     end: u64,
+    /// The client's offset past it (before the edits): what the online server's answer
+    /// acknowledges (`None` for one of ours).
+    client_end: Option<u64>,
     sql: Arc<[u8]>,
     /// The online server's id for it, once known (ours: the id it stands for).
     online: Option<u32>,
@@ -123,6 +128,9 @@ pub(super) struct Statements {
     /// Online id to target id.
     map: HashMap<u32, u32>,
     pending: VecDeque<Prepare>,
+    /// Online answers to prepares not read yet (the client's bytes wait behind the login,
+    /// say), by the client offset they acknowledge: the id, or `None` for a refusal.
+    early: VecDeque<(u64, Option<u32>)>,
     /// The online server's answers are captured for this session (one came).
     online_answers: bool,
     /// Open before tcpcopy started: the two servers' numbering differs from the start.
@@ -136,22 +144,34 @@ impl Statements {
             seen,
             map: HashMap::new(),
             pending: VecDeque::new(),
+            early: VecDeque::new(),
             online_answers: false,
             joined,
         }
     }
 
-    /// The client's COM_STMT_PREPARE of `sql`, ending at stream offset `end`.
-    pub(super) fn prepare(&mut self, end: u64, sql: &[u8]) {
+    /// The client's COM_STMT_PREPARE of `sql`, ending at stream offset `end` (`client_end` in
+    /// the client's own offsets).
+    pub(super) fn prepare(&mut self, end: u64, client_end: u64, sql: &[u8]) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
         }
+        // Its online answer may have come already.
+        let answer = self
+            .early
+            .iter()
+            .position(|&(at, _)| at == client_end)
+            .and_then(|i| self.early.remove(i))
+            .map(|(_, id)| id);
+        // Those before it answered what came before (or repeat what was settled).
+        self.early.retain(|&(at, _)| at > client_end);
         self.pending.push_back(Prepare {
             end,
+            client_end: Some(client_end),
             sql: sql.into(),
-            online: None,
+            online: answer.flatten(),
             target: None,
-            online_refused: false,
+            online_refused: answer == Some(None),
         });
     }
 
@@ -160,6 +180,7 @@ impl Statements {
     pub(super) fn forget_all(&mut self) {
         self.map.clear();
         self.pending.clear();
+        self.early.clear();
     }
 
     /// A command naming statement `online` at `at` (its packet starts there, whole up to
@@ -206,7 +227,11 @@ impl Statements {
         if let Some(p) = self.pending.iter().find(|p| p.online == Some(id)) {
             return Some(p.target);
         }
-        // A prepare whose online id is open: the first id not seen after it is its.
+        // Without the online server's answers, a prepare whose online id is open: the first id
+        // not seen after it is its. (With them, a guess could run another statement.)
+        if self.online_answers {
+            return None;
+        }
         let p = self
             .pending
             .iter_mut()
@@ -231,6 +256,7 @@ impl Statements {
         self.count(|c| c.reprepared += 1);
         self.pending.push_back(Prepare {
             end: *at,
+            client_end: None,
             sql,
             online: Some(id),
             target: None,
@@ -240,7 +266,9 @@ impl Statements {
     }
 
     /// A target segment acknowledging `acked` with `bytes` at its start: the answer to the
-    /// oldest prepare it acknowledges, if it starts one. Returns whether a prepare got its id.
+    /// oldest prepare not answered yet that it acknowledges, if it starts one (answers come in
+    /// the order of their requests; the target may have got a later request already, when the
+    /// core sent it on after `response_wait`). Returns whether a prepare got its id.
     pub(super) fn target(&mut self, acked: Option<u64>, bytes: &[u8]) -> bool {
         let Some(acked) = acked else { return false };
         let Some(answer) = prepare_answer(bytes) else {
@@ -253,9 +281,6 @@ impl Statements {
         else {
             return false;
         };
-        if p.end != acked {
-            return false;
-        }
         p.target = Some(answer.unwrap_or(NO_STATEMENT));
         if !self.online_answers && !self.joined && p.online.is_none() {
             // No online answers to tell: the online server numbered it as the target did
@@ -270,16 +295,28 @@ impl Statements {
         true
     }
 
-    /// An online server's segment acknowledging `acked` with `bytes` at its start.
+    /// An online server's segment acknowledging client offset `acked` with `bytes` at its
+    /// start.
     pub(super) fn online(&mut self, acked: Option<u64>, bytes: &[u8]) {
         self.online_answers = true;
         let (Some(acked), Some(answer)) = (acked, prepare_answer(bytes)) else {
             return;
         };
+        if !self.pending.iter().any(|p| p.client_end == Some(acked)) {
+            // The prepare is not read yet: its answer waits for it (once). (Or it was settled
+            // and this is a repeated segment: then no later prepare ends there.)
+            if !self.early.iter().any(|&(at, _)| at == acked) {
+                if self.early.len() >= MAX_PENDING {
+                    self.early.pop_front();
+                }
+                self.early.push_back((acked, answer));
+            }
+            return;
+        }
         let Some(p) = self
             .pending
             .iter_mut()
-            .find(|p| p.end == acked && p.online.is_none() && !p.online_refused)
+            .find(|p| p.client_end == Some(acked) && p.online.is_none() && !p.online_refused)
         else {
             return;
         };

@@ -69,6 +69,9 @@ struct Target {
     refuse_prepares: bool,
     /// The statements executed, in order (`?ID` for an id it never handed out).
     executed: Vec<String>,
+    /// Answers (segments with data) are kept back until `answer_held` (a slow target).
+    hold_answers: bool,
+    held: Vec<Vec<u8>>,
     /// RSA full authentication (see `full_auth`): where it stands, the public key's PEM the
     /// target sends, the key requests it got and the passwords it decrypted.
     full: Option<full_auth::Full>,
@@ -97,6 +100,8 @@ impl Target {
             next_statement: 1,
             refuse_prepares: false,
             executed: Vec::new(),
+            hold_answers: false,
+            held: Vec::new(),
             full: None,
             key_pem: full_auth::PUBLIC_KEY.as_bytes().to_vec(),
             key_requests: 0,
@@ -106,8 +111,12 @@ impl Target {
 
     fn send(&mut self, to: SocketAddr, flags: Flags, payload: &[u8]) {
         let ack = self.rcv_nxt.unwrap_or(0);
-        self.out
-            .push(segment(addr(TARGET), to, self.snd_nxt, ack, flags, payload));
+        let s = segment(addr(TARGET), to, self.snd_nxt, ack, flags, payload);
+        if self.hold_answers && !payload.is_empty() {
+            self.held.push(s);
+        } else {
+            self.out.push(s);
+        }
         self.snd_nxt = self.snd_nxt.wrapping_add(payload.len() as u32);
     }
 

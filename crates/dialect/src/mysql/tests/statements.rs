@@ -353,3 +353,25 @@ fn a_compressed_sessions_frames_go_as_they_are() {
     assert_eq!(sent[1..5], 1u32.to_le_bytes());
     assert_eq!(summary(&lab), "");
 }
+
+#[test]
+fn online_answers_that_come_before_their_prepares_are_read_still_pair_with_them() {
+    // The target is slow to greet: the client's login and prepares wait behind the hold while
+    // the online server's answers to them are captured.
+    let mut lab = lab();
+    lab.target.hold_greeting = true;
+    lab.target.next_statement = 100;
+    let mut conn = Conn::fresh(&mut lab, CLIENT, true);
+    conn.prepare(&mut lab, "insert into t values (?)", 1);
+    conn.prepare(&mut lab, "update t set v = ?", 2);
+    conn.name(&mut lab, COM_STMT_EXECUTE, 2);
+    assert!(lab.target.hellos.is_empty(), "nothing went yet");
+    lab.target.hold_greeting = false;
+    lab.target.greet(addr(CLIENT));
+    lab.drive();
+    conn.name(&mut lab, COM_STMT_EXECUTE, 1);
+    assert_eq!(
+        lab.target.executed,
+        ["update t set v = ?", "insert into t values (?)"]
+    );
+}
