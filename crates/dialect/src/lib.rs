@@ -48,9 +48,10 @@ impl Protocol {
     }
 
     /// Whether this protocol's sessions read the online server's answers (a live capture then
-    /// takes them): MySQL's, for the statement ids its server hands out.
+    /// takes them): MySQL's, for the statement ids its server hands out; PostgreSQL's, for the
+    /// backend keys its cancel requests name.
     pub fn online_answers(self) -> bool {
-        matches!(self, Protocol::Mysql | Protocol::Auto)
+        matches!(self, Protocol::Mysql | Protocol::Auto | Protocol::Postgres)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -4,13 +4,13 @@
 //! and the replicator in between with the PostgreSQL hook. Each test asserts what the target
 //! received (its queries, never the client's authentication) and the login the core reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use dialect::postgres::md5_password;
-use dialect::postgres::message::{self, Framed, Initial, SSL_REQUEST};
+use dialect::postgres::message::{self, CancelKey, Framed, Initial, SSL_REQUEST};
 use dialect::{Credentials, Protocol};
 use hmac::{Hmac, Mac};
 use session::testing::segment;
@@ -45,6 +45,10 @@ struct Target {
     messages: Vec<(u8, Vec<u8>)>,
     queries: Vec<String>,
     reset: bool,
+    /// This connection's backend key (its BackendKeyData).
+    key: CancelKey,
+    /// The CancelRequest that was this connection's first packet.
+    cancel: Option<CancelKey>,
 }
 
 impl Target {
@@ -61,6 +65,11 @@ impl Target {
             messages: Vec::new(),
             queries: Vec::new(),
             reset: false,
+            key: CancelKey {
+                pid: 42,
+                secret: vec![1, 2, 3, 4],
+            },
+            cancel: None,
         }
     }
 
@@ -111,12 +120,16 @@ impl Target {
                     break;
                 }
                 let packet: Vec<u8> = self.received.drain(..len).collect();
+                if let Ok(Initial::CancelRequest(key)) = Initial::parse(&packet) {
+                    self.cancel = Some(key);
+                    break;
+                }
                 let Ok(Initial::Startup(s)) = Initial::parse(&packet) else {
                     panic!("the target got a first packet that is no startup message: {packet:?}")
                 };
                 self.user = Some(s.user().unwrap().to_owned());
                 out.extend(match self.method {
-                    Method::Trust => welcome(),
+                    Method::Trust => welcome(&self.key),
                     Method::Cleartext => auth(3, &[]),
                     Method::Md5 => auth(5, &[1, 2, 3, 4]),
                     Method::Scram => auth(10, b"SCRAM-SHA-256\0\0"),
@@ -145,7 +158,7 @@ impl Target {
             (b'X', _) => vec![],
             (b'p', Method::Cleartext) => {
                 if &body[..body.len() - 1] == self.password.as_bytes() {
-                    welcome()
+                    welcome(&self.key)
                 } else {
                     refusal()
                 }
@@ -153,7 +166,7 @@ impl Target {
             (b'p', Method::Md5) => {
                 let expected = md5_password(&user, self.password, [1, 2, 3, 4]);
                 if &body[..body.len() - 1] == expected.as_bytes() {
-                    welcome()
+                    welcome(&self.key)
                 } else {
                     refusal()
                 }
@@ -172,7 +185,9 @@ impl Target {
             (b'p', Method::Scram) => {
                 let (bare, server_first) = self.scram.clone().unwrap();
                 match scram_check(self.password, &bare, &server_first, body) {
-                    Some(server_final) => [auth(12, server_final.as_bytes()), welcome()].concat(),
+                    Some(server_final) => {
+                        [auth(12, server_final.as_bytes()), welcome(&self.key)].concat()
+                    }
                     None => refusal(),
                 }
             }
@@ -219,12 +234,14 @@ fn auth(code: u32, data: &[u8]) -> Vec<u8> {
     frontend(b'R', &[&code.to_be_bytes()[..], data].concat())
 }
 
-fn welcome() -> Vec<u8> {
+/// AuthenticationOk and what follows it, with the backend's `key`.
+fn welcome(key: &CancelKey) -> Vec<u8> {
+    let key_data = [&key.pid.to_be_bytes()[..], &key.secret].concat();
     [
         auth(0, &[]),
         frontend(b'S', b"server_version\x0015.8\0"),
         frontend(b'S', b"client_encoding\0UTF8\0"),
-        frontend(b'K', &[0, 0, 0, 42, 1, 2, 3, 4]),
+        frontend(b'K', &key_data),
         frontend(b'Z', b"I"),
     ]
     .concat()
@@ -443,4 +460,189 @@ fn a_session_using_tls_online_is_skipped() {
     );
     assert_eq!(run.logins, [Login::Tls]);
     assert!(run.target.user.is_none(), "nothing reached the target");
+}
+
+/// One client connection as captured: when it starts (its SYN) and its requests, each with the
+/// online server's answer (empty: none captured).
+#[derive(Clone)]
+struct Connection {
+    client: &'static str,
+    at: Duration,
+    exchanges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What a run of several connections ended with: the target's side of each (by client
+/// address), the logins reported and the hook's summary line.
+struct Many {
+    targets: HashMap<SocketAddr, Target>,
+    logins: Vec<Login>,
+    summary: Option<String>,
+}
+
+/// Replays `connections` through a replicator with the PostgreSQL hook (the online server's
+/// answers captured too, when `online_answers`) against one target that checks SCRAM with
+/// `app-pw` and gives its n-th connection backend pid 100 + n.
+fn run_many(connections: &[Connection], online_answers: bool) -> Many {
+    let mut cfg = Config::new(vec![Rule {
+        online_addr: None,
+        online_port: 5432,
+        target: TARGET.parse().unwrap(),
+    }]);
+    cfg.response_wait = Duration::from_secs(10);
+    let mut r = Replicator::new(cfg);
+    let credentials = Credentials::new(vec!["app:app-pw".parse().unwrap()]);
+    r.set_dialect(Protocol::Postgres.dialect(&credentials));
+    let online: SocketAddr = ONLINE.parse().unwrap();
+    let start = Instant::now();
+    let mut queue: BTreeMap<Instant, Vec<Vec<u8>>> = BTreeMap::new();
+    for c in connections {
+        let client: SocketAddr = c.client.parse().unwrap();
+        let mut at = start + c.at;
+        let (mut seq, mut ack) = (1000u32, 5001u32);
+        let mut push = |at: Instant, p: Vec<u8>| queue.entry(at).or_default().push(p);
+        push(at, segment(client, online, 999, 0, Flags::SYN, b""));
+        for (request, answer) in &c.exchanges {
+            at += Duration::from_millis(2);
+            let flags = Flags::ACK | Flags::PSH;
+            push(at, segment(client, online, seq, ack, flags, request));
+            seq += request.len() as u32;
+            if online_answers && !answer.is_empty() {
+                push(at, segment(online, client, ack, seq, flags, answer));
+            }
+            ack += answer.len() as u32;
+        }
+    }
+    let mut targets: HashMap<SocketAddr, Target> = HashMap::new();
+    let mut logins = Vec::new();
+    let mut now = start;
+    while now < start + Duration::from_millis(400) {
+        for packet in queue.remove(&now).unwrap_or_default() {
+            r.handle_capture(now, &packet);
+        }
+        if r.poll_timeout().is_some_and(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+        for _ in 0..8 {
+            let mut sent = Vec::new();
+            r.drain_transmits(|p| sent.push(p.to_vec()));
+            if sent.is_empty() {
+                break;
+            }
+            for p in &sent {
+                let n = targets.len() as u32;
+                let target = targets
+                    .entry(TcpPacket::parse(p).unwrap().src())
+                    .or_insert_with(|| {
+                        let mut t = Target::new(Method::Scram, "app-pw");
+                        t.key.pid = 100 + n;
+                        t
+                    });
+                for answer in target.handle(p) {
+                    let head = TcpPacket::parse(&answer).unwrap().payload().to_vec();
+                    r.handle_response_head(now, &answer, &head);
+                }
+            }
+        }
+        r.drain_routes(|_| {});
+        r.drain_logins(|l| logins.push(l.login));
+        now += Duration::from_millis(1);
+    }
+    Many {
+        targets,
+        logins,
+        summary: r.dialect_summary(),
+    }
+}
+
+/// The online server's answers to a psql-like login whose backend has `key`.
+fn online_login(session: Vec<Request>, key: &CancelKey) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let answers = [
+        b"N".to_vec(),
+        auth(10, b"SCRAM-SHA-256\0\0"),
+        auth(11, b"r=onlineonlineSRV,s=c2FsdA==,i=4096"),
+        [auth(12, b"v=c2lnbmF0dXJl"), welcome(key)].concat(),
+    ];
+    let mut answers = answers.into_iter();
+    session
+        .into_iter()
+        .map(|Request(bytes, _)| (bytes, answers.next().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn a_cancel_request_reaches_the_target_with_the_targets_backend_key() {
+    let online_key = CancelKey {
+        pid: 9001,
+        secret: vec![5, 6, 7, 8],
+    };
+    let sleeper = Connection {
+        client: "10.1.0.7:40001",
+        at: Duration::ZERO,
+        exchanges: online_login(captured_session(&["SELECT pg_sleep(30)"]), &online_key),
+    };
+    // psql's cancel on Ctrl-C: a new connection, the online backend's key.
+    let cancel = Connection {
+        client: "10.1.0.7:40002",
+        at: Duration::from_millis(100),
+        exchanges: vec![(online_key.cancel_request(), vec![])],
+    };
+    // A cancel for a backend no session was seen to have.
+    let stranger = CancelKey {
+        pid: 9001,
+        secret: vec![0, 0, 0, 0],
+    };
+    let unknown = Connection {
+        client: "10.1.0.7:40003",
+        at: Duration::from_millis(120),
+        exchanges: vec![(stranger.cancel_request(), vec![])],
+    };
+    for online_answers in [true, false] {
+        let run = run_many(
+            &[sleeper.clone(), cancel.clone(), unknown.clone()],
+            online_answers,
+        );
+        let what = format!("online answers captured: {online_answers}");
+        let target = |client: &str| &run.targets[&client.parse::<SocketAddr>().unwrap()];
+        let sleeping = target(sleeper.client);
+        assert_eq!(sleeping.queries, ["SELECT pg_sleep(30)"], "{what}");
+        assert_eq!(run.logins[0], Login::LoggedIn, "{what}");
+        // The online key never reaches the target; the cancel goes with the target's own.
+        let sent: Vec<_> = run
+            .targets
+            .values()
+            .filter_map(|t| t.cancel.clone())
+            .collect();
+        let not_sent = run.targets.get(&unknown.client.parse().unwrap());
+        assert!(
+            not_sent.is_none_or(|t| t.cancel.is_none() && t.user.is_none()),
+            "{what}"
+        );
+        if online_answers {
+            assert_eq!(sent, std::slice::from_ref(&sleeping.key), "{what}");
+            assert_eq!(
+                run.logins[1..],
+                [Login::Unsupported],
+                "{what}: the unknown one"
+            );
+            assert_eq!(
+                run.summary.as_deref(),
+                Some(
+                    "postgres cancel requests: 1 sent with the target's backend key, 1 for a \
+                     backend whose target key was not known (not sent)"
+                ),
+                "{what}"
+            );
+        } else {
+            assert!(sent.is_empty(), "{what}: {sent:?}");
+            assert_eq!(
+                run.logins[1..],
+                [Login::Unsupported, Login::Unsupported],
+                "{what}"
+            );
+            assert!(
+                run.summary.as_deref().unwrap().contains(": 0 sent with"),
+                "{what}"
+            );
+        }
+    }
 }
