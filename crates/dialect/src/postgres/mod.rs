@@ -23,5 +23,8 @@ mod session;
 pub use cancel::CancelCounts;
 pub use hook::{Postgres, HEAD_BYTES};
 pub use login::{Login, LoginError, Method, Step};
-pub use scram::{md5_password, ClientNonce, SaltedPasswords, ScramClient, ScramError, ScramProof};
+pub use scram::{
+    md5_password, prepare_password, ClientNonce, SaltedPasswords, ScramClient, ScramError,
+    ScramProof,
+};
 pub use session::{Session, Skip, Status};

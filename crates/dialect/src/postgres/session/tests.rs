@@ -546,3 +546,37 @@ fn the_targets_backend_key_is_learnt_during_the_login() {
     };
     assert_eq!(s.target_key(), Some(&key));
 }
+
+#[test]
+fn scram_passwords_are_prepared_as_postgresql_prepares_them() {
+    // (the --login password, what the server salted when the role's password was set)
+    let cases = [
+        // U+00AD soft hyphen: mapped to nothing; U+2168 ROMAN NUMERAL NINE: "IX" by NFKC.
+        ("pen\u{00AD}cil\u{2168}", "pencilIX"),
+        // A space other than ASCII's becomes one; a decomposed "ä" is composed.
+        ("a\u{00A0}pa\u{0308}ss", "a p\u{00E4}ss"),
+        // ASCII as given, even a control character (SASLprep would refuse it).
+        ("tab\there", "tab\there"),
+        // SASLprep refuses (a control character, a right-to-left string ending left-to-right,
+        // a code point unassigned in Unicode 3.2, nothing left): the password as given.
+        ("\u{00E9}\u{0007}", "\u{00E9}\u{0007}"),
+        ("\u{0627}1", "\u{0627}1"),
+        ("x\u{0221}", "x\u{0221}"),
+        ("\u{00AD}", "\u{00AD}"),
+    ];
+    for (given, salted) in cases {
+        let (s, _) = scram_login(given, salted);
+        assert!(
+            matches!(s.status(), Status::LoggedIn { .. }),
+            "{given:?}: {:?}",
+            s.status()
+        );
+    }
+    // The password as given is refused where SASLprep changes it.
+    let (s, _) = scram_login("pen\u{00AD}cil\u{2168}", "pen\u{00AD}cil\u{2168}");
+    assert!(
+        matches!(s.status(), Status::Failed(LoginError::Refused(_))),
+        "{:?}",
+        s.status()
+    );
+}
