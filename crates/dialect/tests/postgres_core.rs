@@ -285,7 +285,13 @@ struct Run {
 
 /// Replays `requests` (the client's, `gap` apart, from the handshake on unless `joined`)
 /// through a replicator with the PostgreSQL hook and `logins`, against `target`.
-fn run(
+fn run(requests: &[Request], joined: bool, logins: &[&str], target: Target, gap: Duration) -> Run {
+    run_with(Protocol::Postgres, requests, joined, logins, target, gap)
+}
+
+/// [`run`] with the hook of `protocol`.
+fn run_with(
+    protocol: Protocol,
     requests: &[Request],
     joined: bool,
     logins: &[&str],
@@ -301,7 +307,7 @@ fn run(
     cfg.response_wait = Duration::from_secs(10);
     let mut r = Replicator::new(cfg);
     let credentials = Credentials::new(logins.iter().map(|l| l.parse().unwrap()).collect());
-    r.set_dialect(Protocol::Postgres.dialect(&credentials));
+    r.set_dialect(protocol.dialect(&credentials));
     let (client, online): (SocketAddr, SocketAddr) =
         (CLIENT.parse().unwrap(), ONLINE.parse().unwrap());
     let start = Instant::now();
@@ -468,6 +474,8 @@ fn a_session_using_tls_online_is_skipped() {
 struct Connection {
     client: &'static str,
     at: Duration,
+    /// Open before the capture started: no SYN captured.
+    joined: bool,
     exchanges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -482,7 +490,7 @@ struct Many {
 /// Replays `connections` through a replicator with the PostgreSQL hook (the online server's
 /// answers captured too, when `online_answers`) against one target that checks SCRAM with
 /// `app-pw` and gives its n-th connection backend pid 100 + n.
-fn run_many(connections: &[Connection], online_answers: bool) -> Many {
+fn run_many(protocol: Protocol, connections: &[Connection], online_answers: bool) -> Many {
     let mut cfg = Config::new(vec![Rule {
         online_addr: None,
         online_port: 5432,
@@ -491,7 +499,7 @@ fn run_many(connections: &[Connection], online_answers: bool) -> Many {
     cfg.response_wait = Duration::from_secs(10);
     let mut r = Replicator::new(cfg);
     let credentials = Credentials::new(vec!["app:app-pw".parse().unwrap()]);
-    r.set_dialect(Protocol::Postgres.dialect(&credentials));
+    r.set_dialect(protocol.dialect(&credentials));
     let online: SocketAddr = ONLINE.parse().unwrap();
     let start = Instant::now();
     let mut queue: BTreeMap<Instant, Vec<Vec<u8>>> = BTreeMap::new();
@@ -500,7 +508,9 @@ fn run_many(connections: &[Connection], online_answers: bool) -> Many {
         let mut at = start + c.at;
         let (mut seq, mut ack) = (1000u32, 5001u32);
         let mut push = |at: Instant, p: Vec<u8>| queue.entry(at).or_default().push(p);
-        push(at, segment(client, online, 999, 0, Flags::SYN, b""));
+        if !c.joined {
+            push(at, segment(client, online, 999, 0, Flags::SYN, b""));
+        }
         for (request, answer) in &c.exchanges {
             at += Duration::from_millis(2);
             let flags = Flags::ACK | Flags::PSH;
@@ -578,12 +588,14 @@ fn a_cancel_request_reaches_the_target_with_the_targets_backend_key() {
     let sleeper = Connection {
         client: "10.1.0.7:40001",
         at: Duration::ZERO,
+        joined: false,
         exchanges: online_login(captured_session(&["SELECT pg_sleep(30)"]), &online_key),
     };
     // psql's cancel on Ctrl-C: a new connection, the online backend's key.
     let cancel = Connection {
         client: "10.1.0.7:40002",
         at: Duration::from_millis(100),
+        joined: false,
         exchanges: vec![(online_key.cancel_request(), vec![])],
     };
     // A cancel for a backend no session was seen to have.
@@ -594,14 +606,18 @@ fn a_cancel_request_reaches_the_target_with_the_targets_backend_key() {
     let unknown = Connection {
         client: "10.1.0.7:40003",
         at: Duration::from_millis(120),
+        joined: false,
         exchanges: vec![(stranger.cancel_request(), vec![])],
     };
-    for online_answers in [true, false] {
-        let run = run_many(
-            &[sleeper.clone(), cancel.clone(), unknown.clone()],
-            online_answers,
-        );
-        let what = format!("online answers captured: {online_answers}");
+    let cases = [
+        (Protocol::Postgres, true),
+        (Protocol::Postgres, false),
+        (Protocol::Auto, true),
+    ];
+    for (protocol, online_answers) in cases {
+        let connections = [sleeper.clone(), cancel.clone(), unknown.clone()];
+        let run = run_many(protocol, &connections, online_answers);
+        let what = format!("{protocol}, online answers captured: {online_answers}");
         let target = |client: &str| &run.targets[&client.parse::<SocketAddr>().unwrap()];
         let sleeping = target(sleeper.client);
         assert_eq!(sleeping.queries, ["SELECT pg_sleep(30)"], "{what}");
@@ -645,4 +661,100 @@ fn a_cancel_request_reaches_the_target_with_the_targets_backend_key() {
             );
         }
     }
+}
+
+#[test]
+fn protocol_auto_finds_postgresql_sessions_by_their_first_packet() {
+    let session = captured_session(&["SELECT 1", "UPDATE t SET n = n + 1"]);
+    for method in [Method::Scram, Method::Md5, Method::Trust] {
+        for gap in [Duration::ZERO, Duration::from_millis(3)] {
+            let target = Target::new(method, "app-pw");
+            let run = run_with(
+                Protocol::Auto,
+                &session,
+                false,
+                &["app:app-pw"],
+                target,
+                gap,
+            );
+            let what = format!("{method:?}, requests {gap:?} apart");
+            assert_eq!(run.logins, [Login::LoggedIn], "{what}");
+            assert_eq!(
+                queries(&run),
+                ["SELECT 1", "UPDATE t SET n = n + 1"],
+                "{what}"
+            );
+            assert!(
+                run.target
+                    .messages
+                    .iter()
+                    .all(|m| !String::from_utf8_lossy(&m.1).contains("online")),
+                "{what}: the client's SCRAM never reaches the target"
+            );
+        }
+    }
+    // Found by its SSLRequest: a session using TLS online is skipped.
+    let tls = [
+        Request(message::request_code(SSL_REQUEST), 1),
+        Request(vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5], 100),
+    ];
+    let target = Target::new(Method::Trust, "");
+    let run = run_with(
+        Protocol::Auto,
+        &tls,
+        false,
+        &[],
+        target,
+        Duration::from_millis(2),
+    );
+    assert_eq!(run.logins, [Login::Tls]);
+    assert!(run.target.user.is_none(), "nothing reached the target");
+}
+
+#[test]
+fn protocol_auto_logs_in_a_joined_session_of_a_server_found_to_be_postgresql() {
+    let key = CancelKey {
+        pid: 9001,
+        secret: vec![5, 6, 7, 8],
+    };
+    let first = Connection {
+        client: "10.1.0.7:40001",
+        at: Duration::ZERO,
+        joined: false,
+        exchanges: online_login(captured_session(&["SELECT 1"]), &key),
+    };
+    let joined = Connection {
+        client: "10.1.0.8:40002",
+        at: Duration::from_millis(100),
+        joined: true,
+        exchanges: vec![
+            (message::query("INSERT INTO t VALUES (1)"), vec![0; 30]),
+            (message::query("INSERT INTO t VALUES (2)"), vec![0; 30]),
+        ],
+    };
+    let run = run_many(Protocol::Auto, &[first, joined.clone()], true);
+    assert_eq!(run.logins, [Login::LoggedIn, Login::JoinedLoggedIn]);
+    let target = &run.targets[&joined.client.parse::<SocketAddr>().unwrap()];
+    assert_eq!(target.user.as_deref(), Some("app"));
+    assert_eq!(
+        target.queries,
+        ["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"]
+    );
+}
+
+#[test]
+fn protocol_auto_leaves_other_protocols_as_bytes() {
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    let session = [Request(request.clone(), 100)];
+    let target = Target::new(Method::Trust, "");
+    let run = run_with(
+        Protocol::Auto,
+        &session,
+        false,
+        &["app:app-pw"],
+        target,
+        Duration::from_millis(2),
+    );
+    assert!(run.logins.is_empty(), "{:?}", run.logins);
+    assert_eq!(run.target.received, request, "sent as captured");
 }

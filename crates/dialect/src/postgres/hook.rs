@@ -42,8 +42,9 @@ const MAX_EARLY_BYTES: usize = 16 * 1024;
 /// Clients whose last startup message is remembered for their joined sessions.
 const MAX_REMEMBERED: usize = 65_536;
 
-/// The PostgreSQL hook: one per replicator, shared by its sessions' conversations.
-#[derive(Debug)]
+/// The PostgreSQL hook: one per replicator, shared by its sessions' conversations. A clone
+/// shares everything with the original (`--protocol auto` keeps one in each undecided session).
+#[derive(Debug, Clone)]
 pub struct Postgres {
     credentials: Arc<Credentials>,
     /// The last startup message seen from each client host: a session of the same host that
