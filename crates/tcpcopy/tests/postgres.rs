@@ -40,10 +40,15 @@ fn runnable() -> bool {
 }
 
 fn pgbench_replicates(tag: &str, mode: Mode, target_auth: PgAuth) {
+    pgbench_replicates_as("postgres", tag, mode, target_auth)
+}
+
+/// [`pgbench_replicates`] with `--protocol protocol`.
+fn pgbench_replicates_as(protocol: &str, tag: &str, mode: Mode, target_auth: PgAuth) {
     let _guard = sequential();
     let login = format!("{}:{}", postgres::USER, postgres::PASSWORD);
     let spec = ScenarioSpec {
-        extra_tcpcopy_args: ["--protocol", "postgres", "--login", &login]
+        extra_tcpcopy_args: ["--protocol", protocol, "--login", &login]
             .map(String::from)
             .to_vec(),
         target_servers: Some(Servers::Postgres(target_auth)),
@@ -115,11 +120,16 @@ fn pgbench_replicates(tag: &str, mode: Mode, target_auth: PgAuth) {
     assert_client_isolated(sniffer);
 }
 
-/// tcpcopy's final line on logins (`--protocol`).
+/// tcpcopy's final line on logins (`--protocol`), from "logins ok" on.
 fn logins_line(log: &str) -> String {
     log.lines()
         .rev()
-        .find_map(|l| Some(l.split_once("final postgres ")?.1.to_string()))
+        .find_map(|l| {
+            // "final PROTOCOL logins ok ..."
+            let (_, protocol_on) = l.split_once("final ")?;
+            let (_, logins) = protocol_on.split_once(' ')?;
+            logins.starts_with("logins ok ").then(|| logins.to_string())
+        })
         .unwrap_or_else(|| "(no logins line)".into())
 }
 
@@ -366,4 +376,13 @@ fn a_query_cancelled_online_is_cancelled_at_the_target() {
         ),
         "{log}"
     );
+}
+
+/// `--protocol auto`: pgbench's sessions are found to be PostgreSQL by their startup message
+/// (or SSLRequest) and log in at the target as with `--protocol postgres`.
+#[test]
+fn pgbench_with_protocol_auto_leaves_equal_tables() {
+    if runnable() {
+        pgbench_replicates_as("auto", "pgA", Mode::Assistant, PgAuth::ScramSha256);
+    }
 }
