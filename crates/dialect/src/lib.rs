@@ -3,12 +3,14 @@
 //!
 //! Each protocol is a module of its own implementing [`session::Dialect`] (one per replicator,
 //! holding what its sessions share) and [`session::Conversation`] (one per session): `mysql`
-//! (MySQL and MariaDB), `postgres` (PostgreSQL). [`Protocol`] names them for the command line,
-//! [`Credentials`] holds the `--login` users and passwords they log in with, and
-//! [`Protocol::dialect`] makes the hook a replicator takes. This crate is sans-IO like the core:
+//! (MySQL and MariaDB), `postgres` (PostgreSQL); `auto` gives each session to the one its first
+//! bytes show. [`Protocol`] names them for the command line, [`Credentials`] holds the `--login`
+//! users and passwords they log in with, and [`Protocol::dialect`] makes the hook a replicator
+//! takes. This crate is sans-IO like the core:
 //! no sockets, no clock, no threads; every protocol is tested on simulated time.
 #![forbid(unsafe_code)]
 
+pub mod auto;
 pub mod mysql;
 pub mod postgres;
 
@@ -21,8 +23,9 @@ use std::str::FromStr;
 pub enum Protocol {
     /// MySQL and MariaDB: the client's login is answered for the target's own greeting.
     Mysql,
-    /// Each session's protocol found from its first bytes (a MySQL handshake response, the
-    /// target's MySQL greeting); sessions of no known protocol stay bytes.
+    /// Each session's protocol found from its first bytes (a PostgreSQL first packet, a MySQL
+    /// handshake response, the target's MySQL greeting); sessions of no known protocol stay
+    /// bytes.
     Auto,
     /// PostgreSQL: the client's startup kept, its login answered for the target's own challenge.
     Postgres,
@@ -33,7 +36,7 @@ impl Protocol {
     pub fn dialect(self, credentials: &Credentials) -> Box<dyn session::Dialect> {
         match self {
             Protocol::Mysql => Box::new(mysql::Mysql::new(credentials.clone())),
-            Protocol::Auto => Box::new(mysql::Mysql::detecting(credentials.clone())),
+            Protocol::Auto => Box::new(auto::Auto::new(credentials.clone())),
             Protocol::Postgres => Box::new(postgres::Postgres::new(credentials.clone())),
         }
     }
@@ -42,15 +45,17 @@ impl Protocol {
     /// driver asks the intercepts for them).
     pub fn head_bytes(self) -> u16 {
         match self {
-            Protocol::Mysql | Protocol::Auto => mysql::HEAD_BYTES,
+            Protocol::Mysql => mysql::HEAD_BYTES,
             Protocol::Postgres => postgres::HEAD_BYTES,
+            Protocol::Auto => mysql::HEAD_BYTES.max(postgres::HEAD_BYTES),
         }
     }
 
     /// Whether this protocol's sessions read the online server's answers (a live capture then
-    /// takes them): MySQL's, for the statement ids its server hands out.
+    /// takes them): MySQL's, for the statement ids its server hands out; PostgreSQL's, for the
+    /// backend keys its cancel requests name.
     pub fn online_answers(self) -> bool {
-        matches!(self, Protocol::Mysql | Protocol::Auto)
+        matches!(self, Protocol::Mysql | Protocol::Auto | Protocol::Postgres)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -4,13 +4,13 @@
 //! and the replicator in between with the PostgreSQL hook. Each test asserts what the target
 //! received (its queries, never the client's authentication) and the login the core reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use dialect::postgres::md5_password;
-use dialect::postgres::message::{self, Framed, Initial, SSL_REQUEST};
+use dialect::postgres::message::{self, CancelKey, Framed, Initial, SSL_REQUEST};
 use dialect::{Credentials, Protocol};
 use hmac::{Hmac, Mac};
 use session::testing::segment;
@@ -45,6 +45,10 @@ struct Target {
     messages: Vec<(u8, Vec<u8>)>,
     queries: Vec<String>,
     reset: bool,
+    /// This connection's backend key (its BackendKeyData).
+    key: CancelKey,
+    /// The CancelRequest that was this connection's first packet.
+    cancel: Option<CancelKey>,
 }
 
 impl Target {
@@ -61,6 +65,11 @@ impl Target {
             messages: Vec::new(),
             queries: Vec::new(),
             reset: false,
+            key: CancelKey {
+                pid: 42,
+                secret: vec![1, 2, 3, 4],
+            },
+            cancel: None,
         }
     }
 
@@ -111,12 +120,16 @@ impl Target {
                     break;
                 }
                 let packet: Vec<u8> = self.received.drain(..len).collect();
+                if let Ok(Initial::CancelRequest(key)) = Initial::parse(&packet) {
+                    self.cancel = Some(key);
+                    break;
+                }
                 let Ok(Initial::Startup(s)) = Initial::parse(&packet) else {
                     panic!("the target got a first packet that is no startup message: {packet:?}")
                 };
                 self.user = Some(s.user().unwrap().to_owned());
                 out.extend(match self.method {
-                    Method::Trust => welcome(),
+                    Method::Trust => welcome(&self.key),
                     Method::Cleartext => auth(3, &[]),
                     Method::Md5 => auth(5, &[1, 2, 3, 4]),
                     Method::Scram => auth(10, b"SCRAM-SHA-256\0\0"),
@@ -145,7 +158,7 @@ impl Target {
             (b'X', _) => vec![],
             (b'p', Method::Cleartext) => {
                 if &body[..body.len() - 1] == self.password.as_bytes() {
-                    welcome()
+                    welcome(&self.key)
                 } else {
                     refusal()
                 }
@@ -153,7 +166,7 @@ impl Target {
             (b'p', Method::Md5) => {
                 let expected = md5_password(&user, self.password, [1, 2, 3, 4]);
                 if &body[..body.len() - 1] == expected.as_bytes() {
-                    welcome()
+                    welcome(&self.key)
                 } else {
                     refusal()
                 }
@@ -172,7 +185,9 @@ impl Target {
             (b'p', Method::Scram) => {
                 let (bare, server_first) = self.scram.clone().unwrap();
                 match scram_check(self.password, &bare, &server_first, body) {
-                    Some(server_final) => [auth(12, server_final.as_bytes()), welcome()].concat(),
+                    Some(server_final) => {
+                        [auth(12, server_final.as_bytes()), welcome(&self.key)].concat()
+                    }
                     None => refusal(),
                 }
             }
@@ -219,12 +234,14 @@ fn auth(code: u32, data: &[u8]) -> Vec<u8> {
     frontend(b'R', &[&code.to_be_bytes()[..], data].concat())
 }
 
-fn welcome() -> Vec<u8> {
+/// AuthenticationOk and what follows it, with the backend's `key`.
+fn welcome(key: &CancelKey) -> Vec<u8> {
+    let key_data = [&key.pid.to_be_bytes()[..], &key.secret].concat();
     [
         auth(0, &[]),
         frontend(b'S', b"server_version\x0015.8\0"),
         frontend(b'S', b"client_encoding\0UTF8\0"),
-        frontend(b'K', &[0, 0, 0, 42, 1, 2, 3, 4]),
+        frontend(b'K', &key_data),
         frontend(b'Z', b"I"),
     ]
     .concat()
@@ -268,7 +285,13 @@ struct Run {
 
 /// Replays `requests` (the client's, `gap` apart, from the handshake on unless `joined`)
 /// through a replicator with the PostgreSQL hook and `logins`, against `target`.
-fn run(
+fn run(requests: &[Request], joined: bool, logins: &[&str], target: Target, gap: Duration) -> Run {
+    run_with(Protocol::Postgres, requests, joined, logins, target, gap)
+}
+
+/// [`run`] with the hook of `protocol`.
+fn run_with(
+    protocol: Protocol,
     requests: &[Request],
     joined: bool,
     logins: &[&str],
@@ -284,7 +307,7 @@ fn run(
     cfg.response_wait = Duration::from_secs(10);
     let mut r = Replicator::new(cfg);
     let credentials = Credentials::new(logins.iter().map(|l| l.parse().unwrap()).collect());
-    r.set_dialect(Protocol::Postgres.dialect(&credentials));
+    r.set_dialect(protocol.dialect(&credentials));
     let (client, online): (SocketAddr, SocketAddr) =
         (CLIENT.parse().unwrap(), ONLINE.parse().unwrap());
     let start = Instant::now();
@@ -443,4 +466,295 @@ fn a_session_using_tls_online_is_skipped() {
     );
     assert_eq!(run.logins, [Login::Tls]);
     assert!(run.target.user.is_none(), "nothing reached the target");
+}
+
+/// One client connection as captured: when it starts (its SYN) and its requests, each with the
+/// online server's answer (empty: none captured).
+#[derive(Clone)]
+struct Connection {
+    client: &'static str,
+    at: Duration,
+    /// Open before the capture started: no SYN captured.
+    joined: bool,
+    exchanges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What a run of several connections ended with: the target's side of each (by client
+/// address), the logins reported and the hook's summary line.
+struct Many {
+    targets: HashMap<SocketAddr, Target>,
+    logins: Vec<Login>,
+    summary: Option<String>,
+}
+
+/// Replays `connections` through a replicator with the PostgreSQL hook (the online server's
+/// answers captured too, when `online_answers`) against one target that checks SCRAM with
+/// `app-pw` and gives its n-th connection backend pid 100 + n.
+fn run_many(protocol: Protocol, connections: &[Connection], online_answers: bool) -> Many {
+    let mut cfg = Config::new(vec![Rule {
+        online_addr: None,
+        online_port: 5432,
+        target: TARGET.parse().unwrap(),
+    }]);
+    cfg.response_wait = Duration::from_secs(10);
+    let mut r = Replicator::new(cfg);
+    let credentials = Credentials::new(vec!["app:app-pw".parse().unwrap()]);
+    r.set_dialect(protocol.dialect(&credentials));
+    let online: SocketAddr = ONLINE.parse().unwrap();
+    let start = Instant::now();
+    let mut queue: BTreeMap<Instant, Vec<Vec<u8>>> = BTreeMap::new();
+    for c in connections {
+        let client: SocketAddr = c.client.parse().unwrap();
+        let mut at = start + c.at;
+        let (mut seq, mut ack) = (1000u32, 5001u32);
+        let mut push = |at: Instant, p: Vec<u8>| queue.entry(at).or_default().push(p);
+        if !c.joined {
+            push(at, segment(client, online, 999, 0, Flags::SYN, b""));
+        }
+        for (request, answer) in &c.exchanges {
+            at += Duration::from_millis(2);
+            let flags = Flags::ACK | Flags::PSH;
+            push(at, segment(client, online, seq, ack, flags, request));
+            seq += request.len() as u32;
+            if online_answers && !answer.is_empty() {
+                push(at, segment(online, client, ack, seq, flags, answer));
+            }
+            ack += answer.len() as u32;
+        }
+    }
+    let mut targets: HashMap<SocketAddr, Target> = HashMap::new();
+    let mut logins = Vec::new();
+    let mut now = start;
+    while now < start + Duration::from_millis(400) {
+        for packet in queue.remove(&now).unwrap_or_default() {
+            r.handle_capture(now, &packet);
+        }
+        if r.poll_timeout().is_some_and(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+        for _ in 0..8 {
+            let mut sent = Vec::new();
+            r.drain_transmits(|p| sent.push(p.to_vec()));
+            if sent.is_empty() {
+                break;
+            }
+            for p in &sent {
+                let n = targets.len() as u32;
+                let target = targets
+                    .entry(TcpPacket::parse(p).unwrap().src())
+                    .or_insert_with(|| {
+                        let mut t = Target::new(Method::Scram, "app-pw");
+                        t.key.pid = 100 + n;
+                        t
+                    });
+                for answer in target.handle(p) {
+                    let head = TcpPacket::parse(&answer).unwrap().payload().to_vec();
+                    r.handle_response_head(now, &answer, &head);
+                }
+            }
+        }
+        r.drain_routes(|_| {});
+        r.drain_logins(|l| logins.push(l.login));
+        now += Duration::from_millis(1);
+    }
+    Many {
+        targets,
+        logins,
+        summary: r.dialect_summary(),
+    }
+}
+
+/// The online server's answers to a psql-like login whose backend has `key`.
+fn online_login(session: Vec<Request>, key: &CancelKey) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let answers = [
+        b"N".to_vec(),
+        auth(10, b"SCRAM-SHA-256\0\0"),
+        auth(11, b"r=onlineonlineSRV,s=c2FsdA==,i=4096"),
+        [auth(12, b"v=c2lnbmF0dXJl"), welcome(key)].concat(),
+    ];
+    let mut answers = answers.into_iter();
+    session
+        .into_iter()
+        .map(|Request(bytes, _)| (bytes, answers.next().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn a_cancel_request_reaches_the_target_with_the_targets_backend_key() {
+    let online_key = CancelKey {
+        pid: 9001,
+        secret: vec![5, 6, 7, 8],
+    };
+    let sleeper = Connection {
+        client: "10.1.0.7:40001",
+        at: Duration::ZERO,
+        joined: false,
+        exchanges: online_login(captured_session(&["SELECT pg_sleep(30)"]), &online_key),
+    };
+    // psql's cancel on Ctrl-C: a new connection, the online backend's key.
+    let cancel = Connection {
+        client: "10.1.0.7:40002",
+        at: Duration::from_millis(100),
+        joined: false,
+        exchanges: vec![(online_key.cancel_request(), vec![])],
+    };
+    // A cancel for a backend no session was seen to have.
+    let stranger = CancelKey {
+        pid: 9001,
+        secret: vec![0, 0, 0, 0],
+    };
+    let unknown = Connection {
+        client: "10.1.0.7:40003",
+        at: Duration::from_millis(120),
+        joined: false,
+        exchanges: vec![(stranger.cancel_request(), vec![])],
+    };
+    let cases = [
+        (Protocol::Postgres, true),
+        (Protocol::Postgres, false),
+        (Protocol::Auto, true),
+    ];
+    for (protocol, online_answers) in cases {
+        let connections = [sleeper.clone(), cancel.clone(), unknown.clone()];
+        let run = run_many(protocol, &connections, online_answers);
+        let what = format!("{protocol}, online answers captured: {online_answers}");
+        let target = |client: &str| &run.targets[&client.parse::<SocketAddr>().unwrap()];
+        let sleeping = target(sleeper.client);
+        assert_eq!(sleeping.queries, ["SELECT pg_sleep(30)"], "{what}");
+        assert_eq!(run.logins[0], Login::LoggedIn, "{what}");
+        // The online key never reaches the target; the cancel goes with the target's own.
+        let sent: Vec<_> = run
+            .targets
+            .values()
+            .filter_map(|t| t.cancel.clone())
+            .collect();
+        let not_sent = run.targets.get(&unknown.client.parse().unwrap());
+        assert!(
+            not_sent.is_none_or(|t| t.cancel.is_none() && t.user.is_none()),
+            "{what}"
+        );
+        if online_answers {
+            assert_eq!(sent, std::slice::from_ref(&sleeping.key), "{what}");
+            assert_eq!(
+                run.logins[1..],
+                [Login::Unsupported],
+                "{what}: the unknown one"
+            );
+            assert_eq!(
+                run.summary.as_deref(),
+                Some(
+                    "postgres cancel requests: 1 sent with the target's backend key, 1 for a \
+                     backend whose target key was not known (not sent)"
+                ),
+                "{what}"
+            );
+        } else {
+            assert!(sent.is_empty(), "{what}: {sent:?}");
+            assert_eq!(
+                run.logins[1..],
+                [Login::Unsupported, Login::Unsupported],
+                "{what}"
+            );
+            assert!(
+                run.summary.as_deref().unwrap().contains(": 0 sent with"),
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn protocol_auto_finds_postgresql_sessions_by_their_first_packet() {
+    let session = captured_session(&["SELECT 1", "UPDATE t SET n = n + 1"]);
+    for method in [Method::Scram, Method::Md5, Method::Trust] {
+        for gap in [Duration::ZERO, Duration::from_millis(3)] {
+            let target = Target::new(method, "app-pw");
+            let run = run_with(
+                Protocol::Auto,
+                &session,
+                false,
+                &["app:app-pw"],
+                target,
+                gap,
+            );
+            let what = format!("{method:?}, requests {gap:?} apart");
+            assert_eq!(run.logins, [Login::LoggedIn], "{what}");
+            assert_eq!(
+                queries(&run),
+                ["SELECT 1", "UPDATE t SET n = n + 1"],
+                "{what}"
+            );
+            assert!(
+                run.target
+                    .messages
+                    .iter()
+                    .all(|m| !String::from_utf8_lossy(&m.1).contains("online")),
+                "{what}: the client's SCRAM never reaches the target"
+            );
+        }
+    }
+    // Found by its SSLRequest: a session using TLS online is skipped.
+    let tls = [
+        Request(message::request_code(SSL_REQUEST), 1),
+        Request(vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5], 100),
+    ];
+    let target = Target::new(Method::Trust, "");
+    let run = run_with(
+        Protocol::Auto,
+        &tls,
+        false,
+        &[],
+        target,
+        Duration::from_millis(2),
+    );
+    assert_eq!(run.logins, [Login::Tls]);
+    assert!(run.target.user.is_none(), "nothing reached the target");
+}
+
+#[test]
+fn protocol_auto_logs_in_a_joined_session_of_a_server_found_to_be_postgresql() {
+    let key = CancelKey {
+        pid: 9001,
+        secret: vec![5, 6, 7, 8],
+    };
+    let first = Connection {
+        client: "10.1.0.7:40001",
+        at: Duration::ZERO,
+        joined: false,
+        exchanges: online_login(captured_session(&["SELECT 1"]), &key),
+    };
+    let joined = Connection {
+        client: "10.1.0.8:40002",
+        at: Duration::from_millis(100),
+        joined: true,
+        exchanges: vec![
+            (message::query("INSERT INTO t VALUES (1)"), vec![0; 30]),
+            (message::query("INSERT INTO t VALUES (2)"), vec![0; 30]),
+        ],
+    };
+    let run = run_many(Protocol::Auto, &[first, joined.clone()], true);
+    assert_eq!(run.logins, [Login::LoggedIn, Login::JoinedLoggedIn]);
+    let target = &run.targets[&joined.client.parse::<SocketAddr>().unwrap()];
+    assert_eq!(target.user.as_deref(), Some("app"));
+    assert_eq!(
+        target.queries,
+        ["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"]
+    );
+}
+
+#[test]
+fn protocol_auto_leaves_other_protocols_as_bytes() {
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    let session = [Request(request.clone(), 100)];
+    let target = Target::new(Method::Trust, "");
+    let run = run_with(
+        Protocol::Auto,
+        &session,
+        false,
+        &["app:app-pw"],
+        target,
+        Duration::from_millis(2),
+    );
+    assert!(run.logins.is_empty(), "{:?}", run.logins);
+    assert_eq!(run.target.received, request, "sent as captured");
 }

@@ -25,6 +25,10 @@ const SETUP: &[&str] = &[
     "CREATE DATABASE scram_user OWNER scram_user",
     "CREATE ROLE clear_user LOGIN PASSWORD 'clear:pw'",
     "CREATE ROLE trust_user LOGIN",
+    // SASLprep: a soft hyphen (removed) and U+2168 ROMAN NUMERAL NINE ("IX" by NFKC).
+    "CREATE ROLE prep_user LOGIN PASSWORD 'pen\u{00AD}cil\u{2168}'",
+    // A password SASLprep refuses (right-to-left, then a digit): salted as given.
+    "CREATE ROLE raw_user LOGIN PASSWORD '\u{0627}1'",
     "SET password_encryption = 'md5'",
     "CREATE ROLE md5_user LOGIN PASSWORD 'md5-pw'",
     "CREATE TABLE items (id int PRIMARY KEY, name text)",
@@ -312,6 +316,33 @@ fn logins_against_a_real_postgresql() {
     a_wrong_password_is_refused_and_counted(&server);
     a_joined_session_logs_in_before_its_first_request(&server);
     encryption_refused_online_is_not_asked_of_the_target(&server);
+    non_ascii_scram_passwords_are_prepared_as_the_server_prepares_them(&server);
+}
+
+fn non_ascii_scram_passwords_are_prepared_as_the_server_prepares_them(server: &Server) {
+    let cases = [
+        ("prep_user", "pen\u{00AD}cil\u{2168}"),
+        // The same password once prepared.
+        ("prep_user", "pencilIX"),
+        ("raw_user", "\u{0627}1"),
+    ];
+    for (user, password) in cases {
+        let login = format!("{user}:{password}");
+        let answer = run_as(
+            server,
+            user,
+            "postgres",
+            &[&login],
+            &["SELECT current_user"],
+        );
+        assert_eq!(
+            answer.status,
+            logged_in(Method::ScramSha256, false),
+            "{user} with {password:?}; the server's log ends:\n{}",
+            server.log_tail()
+        );
+        assert_eq!(answer.rows, row(&[user]), "{user}");
+    }
 }
 
 fn each_method_logs_in_and_runs_the_query(server: &Server) {

@@ -40,10 +40,15 @@ fn runnable() -> bool {
 }
 
 fn pgbench_replicates(tag: &str, mode: Mode, target_auth: PgAuth) {
+    pgbench_replicates_as("postgres", tag, mode, target_auth)
+}
+
+/// [`pgbench_replicates`] with `--protocol protocol`.
+fn pgbench_replicates_as(protocol: &str, tag: &str, mode: Mode, target_auth: PgAuth) {
     let _guard = sequential();
     let login = format!("{}:{}", postgres::USER, postgres::PASSWORD);
     let spec = ScenarioSpec {
-        extra_tcpcopy_args: ["--protocol", "postgres", "--login", &login]
+        extra_tcpcopy_args: ["--protocol", protocol, "--login", &login]
             .map(String::from)
             .to_vec(),
         target_servers: Some(Servers::Postgres(target_auth)),
@@ -115,11 +120,16 @@ fn pgbench_replicates(tag: &str, mode: Mode, target_auth: PgAuth) {
     assert_client_isolated(sniffer);
 }
 
-/// tcpcopy's final line on logins (`--protocol`).
+/// tcpcopy's final line on logins (`--protocol`), from "logins ok" on.
 fn logins_line(log: &str) -> String {
     log.lines()
         .rev()
-        .find_map(|l| Some(l.split_once("final postgres ")?.1.to_string()))
+        .find_map(|l| {
+            // "final PROTOCOL logins ok ..."
+            let (_, protocol_on) = l.split_once("final ")?;
+            let (_, logins) = protocol_on.split_once(' ')?;
+            logins.starts_with("logins ok ").then(|| logins.to_string())
+        })
         .unwrap_or_else(|| "(no logins line)".into())
 }
 
@@ -280,5 +290,99 @@ fn a_session_open_before_tcpcopy_started_continues_at_the_target() {
 fn pgbench_in_stream_mode_with_scram_on_both_sides_leaves_equal_tables() {
     if runnable() {
         pgbench_replicates("pgW", Mode::Stream, PgAuth::ScramSha256);
+    }
+}
+
+/// Cancel requests: psql runs `SELECT pg_sleep(30)` online and is interrupted (SIGINT: psql
+/// cancels the query from a new connection, with the online backend's pid and secret key).
+/// tcpcopy sends that CancelRequest with the key of the session's backend at the target, so
+/// the target's pg_sleep ends too, well before its 30 s.
+#[test]
+fn a_query_cancelled_online_is_cancelled_at_the_target() {
+    if !runnable() {
+        return;
+    }
+    let _guard = sequential();
+    let login = format!("{}:{}", postgres::USER, postgres::PASSWORD);
+    let spec = ScenarioSpec {
+        extra_tcpcopy_args: ["--protocol", "postgres", "--login", &login]
+            .map(String::from)
+            .to_vec(),
+        ..ScenarioSpec::new(
+            "pgC",
+            Mode::Assistant,
+            Servers::Postgres(PgAuth::ScramSha256),
+            bin_dir(),
+        )
+    };
+    let mut sc = Scenario::start(&spec).expect("scenario starts");
+    sc.wait_connected(Duration::from_secs(15))
+        .expect("connected");
+    let sleeping = "SELECT count(*) FROM pg_stat_activity \
+                    WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'";
+    let psql = postgres::bin_dir().unwrap().join("psql");
+    let online_ip = sc.online_service().ip().to_string();
+    let client = Command::new("ip")
+        .args(["netns", "exec", sc.lab.ns_client()])
+        .arg(&psql)
+        .args([
+            "-X",
+            "-h",
+            &online_ip,
+            "-U",
+            postgres::USER,
+            postgres::DATABASE,
+        ])
+        .args(["-c", "SELECT pg_sleep(30)"])
+        .env("PGPASSWORD", postgres::PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql starts");
+    let (online, target) = sc.postgres().unwrap();
+    assert_eq!(
+        settle("1\n", || online.sql("postgres", sleeping).unwrap()),
+        "1\n",
+        "psql's query runs online"
+    );
+    assert_eq!(
+        settle("1\n", || target.sql("postgres", sleeping).unwrap()),
+        "1\n",
+        "the query runs at the target"
+    );
+    // `ip netns exec` runs psql in its own place: its pid is psql's.
+    let interrupted = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &client.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = client.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "psql cancelled online: {stderr}"
+    );
+    let got = settle("0\n", || target.sql("postgres", sleeping).unwrap());
+    let took = interrupted.elapsed();
+    let log = sc.stop_tcpcopy().expect("tcpcopy stops");
+    assert_eq!(got, "0\n", "the target's query still runs\ntcpcopy: {log}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        log.contains(
+            "postgres cancel requests: 1 sent with the target's backend key, 0 for a backend \
+             whose target key was not known (not sent)"
+        ),
+        "{log}"
+    );
+}
+
+/// `--protocol auto`: pgbench's sessions are found to be PostgreSQL by their startup message
+/// (or SSLRequest) and log in at the target as with `--protocol postgres`.
+#[test]
+fn pgbench_with_protocol_auto_leaves_equal_tables() {
+    if runnable() {
+        pgbench_replicates_as("auto", "pgA", Mode::Assistant, PgAuth::ScramSha256);
     }
 }

@@ -11,6 +11,11 @@
 //! replaces them; to the core an empty start means a server that speaks first. Once logged in,
 //! the conversation steps aside.
 //!
+//! A session whose first message is a CancelRequest is sent with the target's key for the
+//! online backend it names, when known (the `cancel` module owns the map), else not at all:
+//! the session ends. So the conversations read the online server's answers during the login,
+//! for its BackendKeyData ([`Dialect::online_answers`]).
+//!
 //! What the target sent reaches the conversation as answer heads, possibly repeated or out of
 //! order; a small reassembly puts them in order. A login's answers are a few hundred bytes, well
 //! within [`HEAD_BYTES`].
@@ -22,8 +27,9 @@ use std::sync::{Arc, Mutex};
 
 use session::dialect::{Conversation, Dialect, Edit, Login as Outcome, SessionInfo};
 
+use super::cancel::{scan_online, CancelCounts, Cancels};
 use super::login::LoginError;
-use super::message::Startup;
+use super::message::{CancelKey, Startup};
 use super::scram::{ClientNonce, SaltedPasswords, ScramError};
 use super::session::{Session, Skip, Status};
 use crate::Credentials;
@@ -36,8 +42,9 @@ const MAX_EARLY_BYTES: usize = 16 * 1024;
 /// Clients whose last startup message is remembered for their joined sessions.
 const MAX_REMEMBERED: usize = 65_536;
 
-/// The PostgreSQL hook: one per replicator, shared by its sessions' conversations.
-#[derive(Debug)]
+/// The PostgreSQL hook: one per replicator, shared by its sessions' conversations. A clone
+/// shares everything with the original (`--protocol auto` keeps one in each undecided session).
+#[derive(Debug, Clone)]
 pub struct Postgres {
     credentials: Arc<Credentials>,
     /// The last startup message seen from each client host: a session of the same host that
@@ -45,6 +52,8 @@ pub struct Postgres {
     startups: Arc<Mutex<HashMap<IpAddr, Startup>>>,
     /// SCRAM's salted passwords, computed once per password and target role.
     salted: Arc<SaltedPasswords>,
+    /// The online server's backend keys mapped to the target's, for cancel requests.
+    cancels: Arc<Mutex<Cancels>>,
 }
 
 impl Postgres {
@@ -53,16 +62,26 @@ impl Postgres {
             credentials: Arc::new(credentials),
             startups: Arc::default(),
             salted: Arc::default(),
+            cancels: Arc::default(),
         }
     }
+
+    /// What the cancel requests came to so far.
+    pub fn cancel_counts(&self) -> CancelCounts {
+        lock(&self.cancels).counts
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere while it was held leaves it usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Dialect for Postgres {
     fn open(&mut self, info: &SessionInfo) -> Option<Box<dyn Conversation>> {
-        let known = info.joined.then(|| {
-            let startups = self.startups.lock().unwrap_or_else(|e| e.into_inner());
-            startups.get(&info.client.ip()).cloned()
-        });
+        let known = info
+            .joined
+            .then(|| lock(&self.startups).get(&info.client.ip()).cloned());
         let mut session = Session::new(self.credentials.clone(), known.flatten(), nonce())
             .with_salted_passwords(self.salted.clone());
         if info.joined {
@@ -76,11 +95,33 @@ impl Dialect for Postgres {
             remembered: false,
             reported: false,
             kept_from: None,
+            copy: info.copy,
+            cancels: self.cancels.clone(),
+            // A joined session's login answers were sent before tcpcopy started.
+            online_login: !info.joined,
+            online_key: None,
+            key_shared: false,
         }))
     }
 
     fn head_bytes(&self) -> u16 {
         HEAD_BYTES
+    }
+
+    fn online_answers(&self) -> bool {
+        // The online server's BackendKeyData, for cancel requests.
+        true
+    }
+
+    fn summary(&self) -> Option<String> {
+        let c = self.cancel_counts();
+        (c != CancelCounts::default()).then(|| {
+            format!(
+                "postgres cancel requests: {} sent with the target's backend key, {} for a \
+                 backend whose target key was not known (not sent)",
+                c.mapped, c.not_found
+            )
+        })
     }
 }
 
@@ -105,6 +146,15 @@ struct PgConversation {
     reported: bool,
     /// Where client bytes begin that were kept in the stream, held, for a later replacement.
     kept_from: Option<u64>,
+    /// Which replicated copy of the connection this is: each has its own target backend.
+    copy: u16,
+    cancels: Arc<Mutex<Cancels>>,
+    /// The online server's answers are still the login's (read for its BackendKeyData).
+    online_login: bool,
+    /// The online backend's key, from its BackendKeyData.
+    online_key: Option<CancelKey>,
+    /// Both keys known and put in the shared map.
+    key_shared: bool,
 }
 
 impl Conversation for PgConversation {
@@ -115,8 +165,20 @@ impl Conversation for PgConversation {
         let end = edit.end();
         let captured = edit.bytes(from, end).to_vec();
         self.session.handle_client(&captured);
-        let out = self.session.take_transmit();
+        let mut out = self.session.take_transmit();
         let start = self.kept_from.unwrap_or(from);
+        if let Status::Cancel(online) = self.session.status() {
+            match lock(&self.cancels).target_key(self.copy, &online) {
+                Some(target) => out = target.cancel_request(),
+                // Never sent with the online server's key: the session ends, its bytes held.
+                None => {
+                    edit.hold(Some(0));
+                    edit.report(Outcome::Unsupported, true);
+                    self.reported = true;
+                    return;
+                }
+            }
+        }
         if start == 0 && out.is_empty() {
             // An empty stream start would read, to the core, as a server that speaks first (the
             // next request waiting for a greeting): the bytes stay, held, until replaced.
@@ -145,6 +207,7 @@ impl Conversation for PgConversation {
             self.session.handle_target(&chunk);
         }
         let out = self.session.take_transmit();
+        self.share_key();
         if !out.is_empty() && edit.insert(edit.end(), &out).is_err() {
             edit.report(Outcome::Malformed, true);
             self.reported = true;
@@ -152,9 +215,33 @@ impl Conversation for PgConversation {
         }
         self.report(edit);
     }
+
+    fn online(&mut self, _edit: &mut Edit<'_>, bytes: &[u8]) {
+        if !self.online_login {
+            return;
+        }
+        let seen = scan_online(bytes);
+        if seen.key.is_some() {
+            self.online_key = seen.key;
+        }
+        self.online_login = !seen.over && self.online_key.is_none();
+        self.share_key();
+    }
 }
 
 impl PgConversation {
+    /// Once the session's online and target keys are both known: into the shared map.
+    fn share_key(&mut self) {
+        if self.key_shared {
+            return;
+        }
+        let (Some(online), Some(target)) = (&self.online_key, self.session.target_key()) else {
+            return;
+        };
+        self.key_shared = true;
+        lock(&self.cancels).learn(self.copy, online.clone(), target.clone());
+    }
+
     /// A captured startup message is this client host's login for its joined sessions.
     fn remember_startup(&mut self) {
         if self.remembered || self.session.status() != Status::Pending {
@@ -164,7 +251,7 @@ impl PgConversation {
             return;
         };
         self.remembered = true;
-        let mut startups = self.startups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut startups = lock(&self.startups);
         if startups.len() >= MAX_REMEMBERED && !startups.contains_key(&self.client) {
             startups.clear();
         }
@@ -182,6 +269,8 @@ impl PgConversation {
             Status::LoggedIn { joined: true, .. } => Outcome::JoinedLoggedIn,
             Status::Skipped(skip) => skipped(&skip),
             Status::Failed(error) => failed(&error),
+            // Handled in `client`: not a login.
+            Status::Cancel(_) => return,
         };
         self.reported = true;
         edit.report(outcome, !outcome.logged_in());
@@ -264,7 +353,10 @@ mod tests {
     #[test]
     fn outcomes_map_to_the_cores_counters() {
         assert_eq!(skipped(&Skip::GssEncryption), Outcome::Tls);
-        assert_eq!(skipped(&Skip::Cancel), Outcome::Unsupported);
+        assert_eq!(
+            skipped(&Skip::ProtocolVersion(2 << 16)),
+            Outcome::Unsupported
+        );
         assert_eq!(failed(&LoginError::NoUser), Outcome::NoCredentials);
         assert_eq!(
             failed(&LoginError::Scram(ScramError::Signature)),

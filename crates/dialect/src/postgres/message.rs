@@ -19,6 +19,9 @@ pub const SSL_REQUEST: u32 = 80_877_103;
 pub const GSSENC_REQUEST: u32 = 80_877_104;
 /// The code of a CancelRequest.
 pub const CANCEL_REQUEST: u32 = 80_877_102;
+/// The longest secret key of a backend (protocol 3.2 lets a server choose 4 to 256 bytes; 3.0
+/// has 4).
+pub const MAX_SECRET_LEN: usize = 256;
 /// The server's limit on an untyped first packet (PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`).
 pub const MAX_INITIAL_LEN: usize = 10_000;
 /// The largest backend message a login reads; a login's messages are a few hundred bytes.
@@ -45,6 +48,8 @@ pub enum Malformed {
     NotUtf8 { ty: u8 },
     #[error("a startup message without a user")]
     NoUser,
+    #[error("a cancel request or key data with a secret key of {0} bytes (4 to 256 expected)")]
+    SecretLength(usize),
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -111,7 +116,8 @@ pub enum Initial {
     Startup(Startup),
     SslRequest,
     GssEncRequest,
-    CancelRequest,
+    /// A CancelRequest for the backend with this key.
+    CancelRequest(CancelKey),
     /// A startup message of a protocol version other than 3.x.
     OtherVersion(u32),
 }
@@ -126,10 +132,50 @@ impl Initial {
         Ok(match code {
             SSL_REQUEST => Initial::SslRequest,
             GSSENC_REQUEST => Initial::GssEncRequest,
-            CANCEL_REQUEST => Initial::CancelRequest,
+            CANCEL_REQUEST => Initial::CancelRequest(CancelKey::parse(&packet[8..])?),
             c if c >> 16 == 3 => Initial::Startup(Startup::parse_params(c, &packet[8..])?),
             c => Initial::OtherVersion(c),
         })
+    }
+}
+
+/// What names a backend to cancel its query: its process id and secret key, as the server
+/// handed them out in BackendKeyData and a CancelRequest gives them back.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CancelKey {
+    pub pid: u32,
+    pub secret: Vec<u8>,
+}
+
+impl CancelKey {
+    /// The key in a BackendKeyData body or after a CancelRequest's code: the pid, then the
+    /// secret (the rest).
+    pub fn parse(body: &[u8]) -> Result<CancelKey, Malformed> {
+        let secret = body.get(4..).unwrap_or_default();
+        if !(4..=MAX_SECRET_LEN).contains(&secret.len()) {
+            return Err(Malformed::SecretLength(secret.len()));
+        }
+        Ok(CancelKey {
+            pid: be32(body),
+            secret: secret.to_vec(),
+        })
+    }
+
+    /// The CancelRequest for this key.
+    pub fn cancel_request(&self) -> Vec<u8> {
+        let mut out = request_code(CANCEL_REQUEST);
+        out.extend_from_slice(&self.pid.to_be_bytes());
+        out.extend_from_slice(&self.secret);
+        let len = out.len() as u32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        out
+    }
+}
+
+impl std::fmt::Debug for CancelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret is what lets one cancel a backend's queries: never in a log.
+        write!(f, "CancelKey {{ pid: {}, secret: <hidden> }}", self.pid)
     }
 }
 
@@ -250,10 +296,7 @@ pub enum Backend<'a> {
         name: &'a str,
         value: &'a str,
     },
-    BackendKeyData {
-        pid: u32,
-        secret: u32,
-    },
+    BackendKeyData(CancelKey),
     /// Transaction status: `I` idle, `T` in a transaction, `E` in a failed transaction.
     ReadyForQuery(u8),
     ErrorResponse(ErrorFields),
@@ -272,13 +315,9 @@ impl<'a> Backend<'a> {
                 let (value, _) = cstring(rest, ty)?;
                 Backend::ParameterStatus { name, value }
             }
-            b'K' if body.len() >= 8 => Backend::BackendKeyData {
-                pid: be32(body),
-                secret: be32(&body[4..]),
-            },
+            b'K' => Backend::BackendKeyData(CancelKey::parse(body)?),
             b'Z' => Backend::ReadyForQuery(*body.first().ok_or(short)?),
             b'E' => Backend::ErrorResponse(parse_error_fields(body)?),
-            b'K' => return Err(short),
             other => Backend::Other(other),
         })
     }
@@ -416,10 +455,30 @@ mod tests {
             Initial::parse(&request_code(GSSENC_REQUEST)),
             Ok(Initial::GssEncRequest)
         );
-        let mut cancel = request_code(CANCEL_REQUEST);
-        cancel.extend_from_slice(&[0; 8]);
-        cancel[3] = 16;
-        assert_eq!(Initial::parse(&cancel), Ok(Initial::CancelRequest));
+        let key = CancelKey {
+            pid: 4242,
+            secret: vec![1, 2, 3, 4],
+        };
+        let cancel = key.cancel_request();
+        assert_eq!(cancel.len(), 16);
+        assert_eq!(&cancel[..8], &[0, 0, 0, 16, 4, 210, 22, 46]);
+        assert_eq!(initial_len(&cancel), Ok(Some(16)));
+        assert_eq!(Initial::parse(&cancel), Ok(Initial::CancelRequest(key)));
+        // Protocol 3.2's longer keys.
+        let long = CancelKey {
+            pid: 7,
+            secret: vec![9; 32],
+        };
+        assert_eq!(
+            Initial::parse(&long.cancel_request()),
+            Ok(Initial::CancelRequest(long))
+        );
+        assert_eq!(
+            Initial::parse(&[0, 0, 0, 12, 4, 210, 22, 46, 0, 0, 0, 1]),
+            Err(Malformed::SecretLength(0))
+        );
+        let debug = format!("{:?}", CancelKey::parse(&[0, 0, 0, 1, 9, 9, 9, 9]).unwrap());
+        assert_eq!(debug, "CancelKey { pid: 1, secret: <hidden> }");
         assert_eq!(
             Initial::parse(&request_code(2 << 16)),
             Ok(Initial::OtherVersion(2 << 16))
@@ -477,6 +536,17 @@ mod tests {
             Err(Malformed::Truncated { ty: b'R' })
         );
         assert_eq!(Backend::parse(b'Z', b"I"), Ok(Backend::ReadyForQuery(b'I')));
+        assert_eq!(
+            Backend::parse(b'K', &[0, 0, 0, 42, 1, 2, 3, 4]),
+            Ok(Backend::BackendKeyData(CancelKey {
+                pid: 42,
+                secret: vec![1, 2, 3, 4]
+            }))
+        );
+        assert_eq!(
+            Backend::parse(b'K', &[0, 0, 0, 42, 1]),
+            Err(Malformed::SecretLength(1))
+        );
     }
 
     #[test]

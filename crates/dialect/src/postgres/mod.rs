@@ -7,18 +7,24 @@
 //!
 //! Layout: `message` (the v3 wire format: framing and the messages a login reads and writes),
 //! `scram` (SCRAM-SHA-256's client side and the md5 hash), `login` (one login at the target,
-//! driven by the target's messages), `session` (one connection: the client's bytes and the
+//! driven by the target's messages), `cancel` (cancel requests: the online server's backend
+//! keys mapped to the target's), `session` (one connection: the client's bytes and the
 //! target's in, the target's bytes out), `hook` (the session core's protocol hook over it).
 //!
 //! Sans-IO: no socket, no clock, no randomness of its own (the SCRAM nonce is an argument).
 
+mod cancel;
 mod hook;
 mod login;
 pub mod message;
 mod scram;
 mod session;
 
+pub use cancel::CancelCounts;
 pub use hook::{Postgres, HEAD_BYTES};
 pub use login::{Login, LoginError, Method, Step};
-pub use scram::{md5_password, ClientNonce, SaltedPasswords, ScramClient, ScramError, ScramProof};
+pub use scram::{
+    md5_password, prepare_password, ClientNonce, SaltedPasswords, ScramClient, ScramError,
+    ScramProof,
+};
 pub use session::{Session, Skip, Status};

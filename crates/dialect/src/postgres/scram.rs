@@ -6,8 +6,9 @@
 //! message and the server signature it expects. The nonce comes from the caller
 //! ([`ClientNonce`]), so the exchange is deterministic under test.
 //!
-//! The password is used as given: PostgreSQL runs SASLprep on it, which leaves ASCII passwords
-//! unchanged.
+//! The password is prepared as PostgreSQL prepares it, on both its sides, before PBKDF2
+//! ([`prepare_password`]): SASLprep (RFC 4013) for a password holding other than ASCII, the
+//! password as given when it is ASCII or when SASLprep refuses it.
 //!
 //! The costly step, the salted password (PBKDF2 with the server's salt and iteration count,
 //! 4096 HMACs by default: milliseconds), depends only on the password and the role's stored
@@ -143,7 +144,7 @@ impl ScramClient {
         let user = user.replace('=', "=3D").replace(',', "=2C");
         let client_first_bare = format!("n={user},r={}", nonce.as_str());
         ScramClient {
-            password: password.as_bytes().to_vec(),
+            password: prepare_password(password).into_owned().into_bytes(),
             nonce,
             client_first_bare,
             salted: Arc::default(),
@@ -254,6 +255,22 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// A SCRAM password as PostgreSQL prepares it (libpq's client and the server alike, when the
+/// password is set and when it is checked): an ASCII password as given (even with control
+/// characters, which SASLprep would refuse); any other through SASLprep (spaces other than
+/// ASCII's mapped to a space, characters "commonly mapped to nothing" such as the soft hyphen
+/// removed, NFKC, RFC 4013's prohibited and unassigned characters and bidirectional rules
+/// checked); the password as given again when SASLprep refuses it or leaves nothing.
+pub fn prepare_password(password: &str) -> std::borrow::Cow<'_, str> {
+    if password.is_ascii() {
+        return password.into();
+    }
+    match stringprep::saslprep(password) {
+        Ok(prepared) if !prepared.is_empty() => prepared,
+        _ => password.into(),
+    }
+}
+
 /// PostgreSQL's md5 answer: "md5" followed by md5(md5(password + user) in hex + salt) in hex.
 pub fn md5_password(user: &str, password: &str, salt: [u8; 4]) -> String {
     let inner = hex(&Md5::digest(
@@ -270,6 +287,26 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_saslprepped_unless_ascii_or_refused() {
+        // RFC 4013, section 3's examples, and PostgreSQL's exceptions.
+        let cases = [
+            ("I\u{00AD}X", "IX"),
+            ("user", "user"),
+            ("USER", "USER"),
+            ("\u{00AA}", "a"),
+            ("\u{2168}", "IX"),
+            // Prohibited, but ASCII: PostgreSQL leaves an ASCII password alone.
+            ("\u{0007}", "\u{0007}"),
+            // Bidirectional rules broken: refused, the password as given.
+            ("\u{0627}\u{0031}", "\u{0627}\u{0031}"),
+            ("\u{1680}x\u{3000}", " x "),
+        ];
+        for (given, prepared) in cases {
+            assert_eq!(prepare_password(given), prepared, "{given:?}");
+        }
+    }
 
     /// RFC 7677, section 3: user "user", password "pencil".
     #[test]

@@ -10,13 +10,15 @@
 //! What the online server answered is never seen; the client's next bytes tell it. After an
 //! SSLRequest or a GSSENCRequest, a startup message means the online server refused the
 //! encryption: the request is not sent, and the target is never asked. Anything else is an
-//! encrypted session: it is skipped. A session whose first bytes are a typed message joined after
-//! its login: it gets a startup message and a login of its own first.
+//! encrypted session: it is skipped. A CancelRequest names a backend of the online server: the
+//! session stops there ([`Status::Cancel`]), for the hook to send it with the target's key. A
+//! session whose first bytes are a typed message joined after its login: it gets a startup
+//! message and a login of its own first.
 
 use std::sync::Arc;
 
 use super::login::{LoginError, Method, Step};
-use super::message::{self, Backend, Initial, Malformed, Startup};
+use super::message::{self, Backend, CancelKey, Initial, Malformed, Startup};
 use super::scram::{ClientNonce, SaltedPasswords};
 use super::Login;
 use crate::Credentials;
@@ -29,8 +31,6 @@ pub enum Skip {
     Tls,
     #[error("it uses GSSAPI encryption to the online server")]
     GssEncryption,
-    #[error("it is a cancel request for an online backend")]
-    Cancel,
     #[error("it speaks protocol version {}.{}", .0 >> 16, .0 & 0xffff)]
     ProtocolVersion(u32),
     #[error("the client sent {0}")]
@@ -49,6 +49,9 @@ pub enum Status {
     },
     Skipped(Skip),
     Failed(LoginError),
+    /// A CancelRequest for the online backend with this key: no login, and nothing sent (the
+    /// hook sends it with the target's key, if it knows it).
+    Cancel(CancelKey),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +94,8 @@ pub struct Session {
     target: Target,
     target_pending: Vec<u8>,
     target_login_len: u64,
+    /// The target backend's key (its BackendKeyData during the login).
+    target_key: Option<CancelKey>,
     out: Vec<u8>,
     startup: Option<Startup>,
     joined: bool,
@@ -120,6 +125,7 @@ impl Session {
             target: Target::NotAsked,
             target_pending: Vec::new(),
             target_login_len: 0,
+            target_key: None,
             out: Vec::new(),
             startup: None,
             joined: false,
@@ -172,6 +178,12 @@ impl Session {
     /// The startup message the target got (the client's, or one made for a joined session).
     pub fn startup(&self) -> Option<&Startup> {
         self.startup.as_ref()
+    }
+
+    /// The key the target gave this session's backend, for cancelling its queries (known
+    /// before the login is done).
+    pub fn target_key(&self) -> Option<&CancelKey> {
+        self.target_key.as_ref()
     }
 
     /// How many of the target's bytes answered the login rather than the client's requests.
@@ -302,7 +314,7 @@ impl Session {
             Initial::GssEncRequest => {
                 self.client = Client::AfterEncryptionRequest(EncryptionRequest::Gss)
             }
-            Initial::CancelRequest => self.end_with(Status::Skipped(Skip::Cancel)),
+            Initial::CancelRequest(key) => self.end_with(Status::Cancel(key)),
             Initial::OtherVersion(v) => self.end_with(Status::Skipped(Skip::ProtocolVersion(v))),
             Initial::Startup(startup) => {
                 self.out.extend_from_slice(packet);
@@ -351,7 +363,11 @@ impl Session {
             if len > message::MAX_LOGIN_MESSAGE_LEN {
                 return Err(Malformed::TooLong(len).into());
             }
-            let step = login.handle(Backend::parse(ty, body)?)?;
+            let msg = Backend::parse(ty, body)?;
+            if let Backend::BackendKeyData(key) = &msg {
+                self.target_key = Some(key.clone());
+            }
+            let step = login.handle(msg)?;
             let method = login.method();
             self.target_pending.drain(..len);
             self.target_login_len += len as u64;

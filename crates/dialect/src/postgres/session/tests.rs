@@ -7,8 +7,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::postgres::message::SSL_REQUEST;
 use crate::postgres::message::{frontend, query, request_code, terminate, GSSENC_REQUEST};
-use crate::postgres::message::{CANCEL_REQUEST, SSL_REQUEST};
 use crate::postgres::{md5_password, ScramError};
 
 const NONCE: &str = "fyko+d2lbbFgONRv9qkxdawL";
@@ -384,13 +384,21 @@ fn a_session_encrypted_online_is_skipped() {
 }
 
 #[test]
-fn cancel_requests_and_other_versions_are_skipped() {
-    let mut cancel = request_code(CANCEL_REQUEST);
-    cancel.extend_from_slice(&[0, 0, 0, 42, 1, 2, 3, 4]);
-    cancel[3] = 16;
+fn cancel_requests_stop_for_the_hook_and_other_versions_are_skipped() {
+    let key = CancelKey {
+        pid: 42,
+        secret: vec![1, 2, 3, 4],
+    };
+    let cancel = key.cancel_request();
     let mut s = session(&[]);
-    s.handle_client(&cancel);
-    assert_eq!(s.status(), Status::Skipped(Skip::Cancel));
+    s.handle_client(&cancel[..7]);
+    assert_eq!(s.status(), Status::Pending);
+    s.handle_client(&cancel[7..]);
+    assert_eq!(s.status(), Status::Cancel(key));
+    assert!(
+        s.take_transmit().is_empty(),
+        "nothing sent with the online key"
+    );
     let mut s = session(&[]);
     s.handle_client(&request_code(2 << 16));
     assert_eq!(s.status(), Status::Skipped(Skip::ProtocolVersion(2 << 16)));
@@ -523,4 +531,52 @@ mod properties {
             prop_assert_eq!(cut.status(), Status::LoggedIn { method: Method::Md5, joined: false });
         }
     }
+}
+
+#[test]
+fn the_targets_backend_key_is_learnt_during_the_login() {
+    let mut s = session(&[]);
+    s.handle_client(&startup());
+    assert_eq!(s.target_key(), None);
+    s.handle_target(&welcome());
+    assert!(matches!(s.status(), Status::LoggedIn { .. }));
+    let key = CancelKey {
+        pid: 42,
+        secret: vec![1, 2, 3, 4],
+    };
+    assert_eq!(s.target_key(), Some(&key));
+}
+
+#[test]
+fn scram_passwords_are_prepared_as_postgresql_prepares_them() {
+    // (the --login password, what the server salted when the role's password was set)
+    let cases = [
+        // U+00AD soft hyphen: mapped to nothing; U+2168 ROMAN NUMERAL NINE: "IX" by NFKC.
+        ("pen\u{00AD}cil\u{2168}", "pencilIX"),
+        // A space other than ASCII's becomes one; a decomposed "ä" is composed.
+        ("a\u{00A0}pa\u{0308}ss", "a p\u{00E4}ss"),
+        // ASCII as given, even a control character (SASLprep would refuse it).
+        ("tab\there", "tab\there"),
+        // SASLprep refuses (a control character, a right-to-left string ending left-to-right,
+        // a code point unassigned in Unicode 3.2, nothing left): the password as given.
+        ("\u{00E9}\u{0007}", "\u{00E9}\u{0007}"),
+        ("\u{0627}1", "\u{0627}1"),
+        ("x\u{0221}", "x\u{0221}"),
+        ("\u{00AD}", "\u{00AD}"),
+    ];
+    for (given, salted) in cases {
+        let (s, _) = scram_login(given, salted);
+        assert!(
+            matches!(s.status(), Status::LoggedIn { .. }),
+            "{given:?}: {:?}",
+            s.status()
+        );
+    }
+    // The password as given is refused where SASLprep changes it.
+    let (s, _) = scram_login("pen\u{00AD}cil\u{2168}", "pen\u{00AD}cil\u{2168}");
+    assert!(
+        matches!(s.status(), Status::Failed(LoginError::Refused(_))),
+        "{:?}",
+        s.status()
+    );
 }
