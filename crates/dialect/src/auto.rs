@@ -29,8 +29,9 @@ use crate::Credentials;
 /// Servers remembered as PostgreSQL at most; then the set starts over.
 const MAX_SERVERS: usize = 4096;
 
-/// The hook of `--protocol auto`: MySQL's and PostgreSQL's, each session given to its own.
-#[derive(Debug)]
+/// The hook of `--protocol auto`: MySQL's and PostgreSQL's, each session given to its own. A
+/// clone shares everything with the original.
+#[derive(Clone, Debug)]
 pub struct Auto {
     mysql: Mysql,
     postgres: Postgres,

@@ -34,11 +34,17 @@ pub enum Protocol {
 impl Protocol {
     /// The hook a replicator takes for this protocol, logging in with `credentials`.
     pub fn dialect(self, credentials: &Credentials) -> Box<dyn session::Dialect> {
-        match self {
-            Protocol::Mysql => Box::new(mysql::Mysql::new(credentials.clone())),
-            Protocol::Auto => Box::new(auto::Auto::new(credentials.clone())),
-            Protocol::Postgres => Box::new(postgres::Postgres::new(credentials.clone())),
-        }
+        self.hook(credentials).dialect()
+    }
+
+    /// The hook for this protocol, to be shared by several replicators (the capture threads of
+    /// one run): each takes [`Hook::dialect`], and all see what the others' sessions saw.
+    pub fn hook(self, credentials: &Credentials) -> Hook {
+        Hook(match self {
+            Protocol::Mysql => Kind::Mysql(mysql::Mysql::new(credentials.clone())),
+            Protocol::Auto => Kind::Auto(auto::Auto::new(credentials.clone())),
+            Protocol::Postgres => Kind::Postgres(postgres::Postgres::new(credentials.clone())),
+        })
     }
 
     /// How many of the first bytes of each target answer this protocol's sessions need (the
@@ -63,6 +69,41 @@ impl Protocol {
             Protocol::Mysql => "mysql",
             Protocol::Auto => "auto",
             Protocol::Postgres => "postgres",
+        }
+    }
+}
+
+/// A protocol's hook shared by the replicators of one run: what sessions share (the logins
+/// seen per client, the statements they prepared, the backend keys of cancel requests, the
+/// counters) is one for all of them, whichever capture thread a session falls to.
+#[derive(Clone, Debug)]
+pub struct Hook(Kind);
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Mysql(mysql::Mysql),
+    Auto(auto::Auto),
+    Postgres(postgres::Postgres),
+}
+
+impl Hook {
+    /// A replicator's handle on the hook (sharing everything with the others).
+    pub fn dialect(&self) -> Box<dyn session::Dialect> {
+        match &self.0 {
+            Kind::Mysql(h) => Box::new(h.clone()),
+            Kind::Auto(h) => Box::new(h.clone()),
+            Kind::Postgres(h) => Box::new(h.clone()),
+        }
+    }
+
+    /// The line for the end of the run, over every replicator's sessions
+    /// ([`session::Dialect::summary`]).
+    pub fn summary(&self) -> Option<String> {
+        use session::Dialect as _;
+        match &self.0 {
+            Kind::Mysql(h) => h.summary(),
+            Kind::Auto(h) => h.summary(),
+            Kind::Postgres(h) => h.summary(),
         }
     }
 }

@@ -369,8 +369,8 @@ pub struct DatabaseOpts {
     /// (MySQL, MariaDB) answers the target's own greeting (its salt) with the password --login
     /// gives for the client's user, `postgres` (PostgreSQL) the target's own SCRAM-SHA-256, md5
     /// or password request; both log sessions open before tcpcopy started in, and skip sessions
-    /// that use TLS; `auto` does so for the sessions found to be MySQL (from the client's first
-    /// packet or the target's greeting) and leaves the others as bytes
+    /// that use TLS; `auto` does so for the sessions found to be MySQL or PostgreSQL (from the
+    /// client's first packet or the target's greeting) and leaves the others as bytes
     #[arg(long = "protocol", value_name = "PROTOCOL")]
     pub protocol: Option<dialect::Protocol>,
     /// Log in at the target as USER with PASSWORD (repeatable); without a password for its

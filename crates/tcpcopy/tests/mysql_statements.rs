@@ -26,7 +26,9 @@ fn prepared_statements_reach_the_target_under_its_own_ids_joined_sessions_too() 
         return;
     }
     let _guard = common::sequential();
-    let (mut sc, login) = scenario("myPS", &[(USER, PASSWORD)]);
+    // Two capture threads: a session and the earlier one of its client it prepares its
+    // statements from may fall to either.
+    let (mut sc, login) = scenario("myPS", &[(USER, PASSWORD)], &["--threads", "2"]);
     let sniffer = sniff_client(&sc);
     let online = sc.online_service();
     let client = sc.lab.ns_client().to_string();
@@ -119,13 +121,17 @@ fn prepared_statements_reach_the_target_under_its_own_ids_joined_sessions_too() 
     assert_client_isolated(sniffer);
 }
 
-/// The lab: MariaDB online and at the target (both checking passwords), tcpcopy not started;
-/// and the `--login-file` arguments giving `logins`.
-fn scenario(tag: &str, logins: &[(&str, &str)]) -> (Scenario, Vec<String>) {
+/// The lab: MariaDB online and at the target (both checking passwords), tcpcopy not started
+/// (`--protocol mysql` and `args`); and the `--login-file` arguments giving `logins`.
+fn scenario(tag: &str, logins: &[(&str, &str)], args: &[&str]) -> (Scenario, Vec<String>) {
     let spec = ScenarioSpec {
         start_tcpcopy: false,
         target_servers: Some(Servers::Mariadb(MariadbAuth::Passwords)),
-        extra_tcpcopy_args: vec!["--protocol".into(), "mysql".into()],
+        extra_tcpcopy_args: ["--protocol", "mysql"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect(),
         ..ScenarioSpec::new(
             tag,
             Mode::Assistant,
@@ -170,7 +176,7 @@ fn a_change_of_user_logs_in_again_at_the_target() {
         return;
     }
     let _guard = common::sequential();
-    let (mut sc, login) = scenario("myCU", &[(USER, PASSWORD), (REPORT, REPORT_PASSWORD)]);
+    let (mut sc, login) = scenario("myCU", &[(USER, PASSWORD), (REPORT, REPORT_PASSWORD)], &[]);
     {
         let (on, at) = sc.mariadbs().expect("MariaDB servers");
         for db in [on, at] {

@@ -10,7 +10,7 @@ use super::auth;
 use super::packet::{
     self, AuthAnswer, ChangeUser, ClientHello, Greeting, HandshakeResponse, COM_INIT_DB, HEADER,
 };
-use super::stmt::{self, Statements, Step};
+use super::stmt::{self, Counters, Statements, Step};
 use super::{lock, LastLogin, Seen, HEAD_BYTES};
 use crate::Credentials;
 
@@ -77,9 +77,10 @@ impl Login {
         info: SessionInfo,
         credentials: Arc<Credentials>,
         seen: Arc<Mutex<Seen>>,
+        counters: Arc<Counters>,
         detect: bool,
     ) -> Self {
-        let stmts = Statements::new(info.client.ip(), info.joined, seen.clone());
+        let stmts = Statements::new(info.client.ip(), info.joined, seen.clone(), counters);
         Login {
             stmts,
             compressed: false,
@@ -231,7 +232,7 @@ impl Login {
         if !std::mem::take(&mut self.changing_user) {
             return self.over(edit, outcome, true);
         }
-        self.stmts.count(|c| c.user_changes_failed += 1);
+        self.stmts.bump(|c| &c.user_changes_failed);
         self.phase = Phase::Open;
         edit.hold(None);
         self.scan_client(edit);
@@ -240,7 +241,7 @@ impl Login {
     /// The target's OK to our login.
     fn logged_in(&mut self, edit: &mut Edit<'_>) {
         if std::mem::take(&mut self.changing_user) {
-            self.stmts.count(|c| c.users_changed += 1);
+            self.stmts.bump(|c| &c.users_changed);
             self.phase = Phase::Open;
             edit.hold(None);
             self.scan_client(edit);

@@ -57,11 +57,13 @@ pub(crate) const HEAD_BYTES: u16 = 512;
 /// Client addresses whose last login is remembered; then the table starts over.
 const MAX_SEEN: usize = 1 << 16;
 
-/// The MySQL hook: one per replicator.
-#[derive(Debug)]
+/// The MySQL hook: one per replicator, or shared by several (a clone shares everything with
+/// the original: the capture threads of `--threads` see each other's logins and statements).
+#[derive(Clone, Debug)]
 pub struct Mysql {
     credentials: Arc<Credentials>,
     seen: Arc<Mutex<Seen>>,
+    counters: Arc<stmt::Counters>,
     /// Only sessions found to be MySQL are (`--protocol auto`), the others are bytes.
     detect: bool,
 }
@@ -71,6 +73,7 @@ impl Mysql {
         Mysql {
             credentials: Arc::new(credentials),
             seen: Arc::default(),
+            counters: Arc::default(),
             detect: false,
         }
     }
@@ -92,6 +95,7 @@ impl Dialect for Mysql {
             *session,
             self.credentials.clone(),
             self.seen.clone(),
+            self.counters.clone(),
             self.detect,
         )))
     }
@@ -106,7 +110,7 @@ impl Dialect for Mysql {
     }
 
     fn summary(&self) -> Option<String> {
-        let c = lock(&self.seen).counts;
+        let c = self.counters.snapshot();
         if c == StatementCounts::default() {
             return None;
         }
@@ -134,8 +138,6 @@ struct Seen {
     /// The statements each client address prepared, by their online ids (the last session to
     /// prepare with an id wins), for its joined sessions to prepare again.
     statements: HashMap<IpAddr, HashMap<u32, Arc<[u8]>>>,
-    /// The sessions' statement counters.
-    counts: StatementCounts,
 }
 
 #[derive(Clone, Debug)]

@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use session::dialect::Edit;
@@ -94,6 +95,30 @@ impl std::ops::AddAssign for StatementCounts {
     }
 }
 
+/// [`StatementCounts`] as the sessions count them, from any thread.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub prepared: AtomicU64,
+    pub mapped: AtomicU64,
+    pub reprepared: AtomicU64,
+    pub unknown: AtomicU64,
+    pub users_changed: AtomicU64,
+    pub user_changes_failed: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> StatementCounts {
+        StatementCounts {
+            prepared: self.prepared.load(Relaxed),
+            mapped: self.mapped.load(Relaxed),
+            reprepared: self.reprepared.load(Relaxed),
+            unknown: self.unknown.load(Relaxed),
+            users_changed: self.users_changed.load(Relaxed),
+            user_changes_failed: self.user_changes_failed.load(Relaxed),
+        }
+    }
+}
+
 /// What to do with a command naming a statement.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Step {
@@ -125,6 +150,7 @@ struct Prepare {
 pub(super) struct Statements {
     client: IpAddr,
     seen: Arc<Mutex<Seen>>,
+    counters: Arc<Counters>,
     /// Online id to target id.
     map: HashMap<u32, u32>,
     pending: VecDeque<Prepare>,
@@ -138,10 +164,16 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub(super) fn new(client: IpAddr, joined: bool, seen: Arc<Mutex<Seen>>) -> Statements {
+    pub(super) fn new(
+        client: IpAddr,
+        joined: bool,
+        seen: Arc<Mutex<Seen>>,
+        counters: Arc<Counters>,
+    ) -> Statements {
         Statements {
             client,
             seen,
+            counters,
             map: HashMap::new(),
             pending: VecDeque::new(),
             early: VecDeque::new(),
@@ -203,9 +235,9 @@ impl Statements {
             },
         };
         if target == NO_STATEMENT {
-            self.count(|c| c.unknown += 1);
+            self.bump(|c| &c.unknown);
         } else if target != id {
-            self.count(|c| c.mapped += 1);
+            self.bump(|c| &c.mapped);
         }
         if target != id {
             // Unsent: the stream is held at `at` until the command is read.
@@ -253,7 +285,7 @@ impl Statements {
         packet::write(&mut p, 0, &payload);
         edit.insert(*at, &p).ok()?;
         *at += p.len() as u64;
-        self.count(|c| c.reprepared += 1);
+        self.bump(|c| &c.reprepared);
         self.pending.push_back(Prepare {
             end: *at,
             client_end: None,
@@ -289,7 +321,7 @@ impl Statements {
             p.online_refused = answer.is_none();
         }
         if answer.is_some() {
-            self.count(|c| c.prepared += 1);
+            self.bump(|c| &c.prepared);
         }
         self.settle();
         true
@@ -327,9 +359,9 @@ impl Statements {
         self.settle();
     }
 
-    /// Counts in the hook's totals (shared by the sessions).
-    pub(super) fn count(&self, f: impl FnOnce(&mut StatementCounts)) {
-        f(&mut lock(&self.seen).counts);
+    /// Counts one in the hook's totals (shared by the sessions).
+    pub(super) fn bump(&self, f: impl FnOnce(&Counters) -> &AtomicU64) {
+        f(&self.counters).fetch_add(1, Relaxed);
     }
 
     /// Moves the prepares both sides answered into the map (and the statement into what this

@@ -87,8 +87,11 @@ pub struct RunReport {
 /// statistics.
 pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>, board: Arc<Board>) -> anyhow::Result<RunReport> {
     let count = usize::from(cfg.threads.max(1));
+    let hook = cfg.protocol.as_ref().map(|(p, logins)| p.hook(logins));
     if count == 1 {
-        return worker::run(&cfg, stop, &Member::single(board));
+        let report = worker::run(&cfg, stop, &Member::single(board, hook.clone()));
+        log_summary(hook.as_ref());
+        return report;
     }
     // Each thread replicates the client connections the kernel's flow hash gives its ring: its
     // own sessions, fake client addresses (every count-th), sender and intercept connections.
@@ -101,6 +104,7 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>, board: Arc<Board>) -> anyhow:
         fanout: Some(group),
         board: board.clone(),
         joined: joined.clone(),
+        hook: hook.clone(),
     };
     let mut handles = Vec::new();
     for index in 1..count {
@@ -141,7 +145,15 @@ pub fn run(cfg: LiveConfig, stop: Arc<AtomicBool>, board: Arc<Board>) -> anyhow:
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
     }
+    log_summary(hook.as_ref());
     report
+}
+
+/// The protocol hook's line for the end of the run, over every thread's sessions.
+fn log_summary(hook: Option<&dialect::Hook>) {
+    if let Some(line) = hook.and_then(dialect::Hook::summary) {
+        tracing::info!("{line}");
+    }
 }
 
 /// Sets the stop flag when dropped, also while unwinding from a panic.
@@ -239,16 +251,19 @@ struct Member {
     board: Arc<Board>,
     /// Every thread's ring joins the fanout group before any takes a packet.
     joined: Arc<std::sync::Barrier>,
+    /// The protocol hook (`--protocol`), one for all the threads.
+    hook: Option<dialect::Hook>,
 }
 
 impl Member {
-    fn single(board: Arc<Board>) -> Member {
+    fn single(board: Arc<Board>, hook: Option<dialect::Hook>) -> Member {
         Member {
             index: 0,
             count: 1,
             fanout: None,
             board,
             joined: Arc::new(std::sync::Barrier::new(1)),
+            hook,
         }
     }
 

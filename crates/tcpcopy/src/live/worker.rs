@@ -488,13 +488,6 @@ impl<'a> Worker<'a> {
                 st.sessions_created, st.captured_packets, st.requests_online, st.requests_target
             );
         }
-        if let Some(line) = self.core.dialect_summary() {
-            if several {
-                info!("capture thread {index}: {line}");
-            } else {
-                info!("{line}");
-            }
-        }
         if let Some(Sender::Link(link)) = &self.sender {
             let counts = link.counts();
             let whose = if several {
@@ -520,8 +513,8 @@ impl<'a> Worker<'a> {
 /// This thread's replication core, with the protocol hook of `--protocol`.
 fn replicator(cfg: &LiveConfig, member: &Member) -> Replicator {
     let mut core = Replicator::new(core_config(cfg, member));
-    if let Some((protocol, logins)) = &cfg.protocol {
-        core.set_dialect(protocol.dialect(logins));
+    if let Some(hook) = &member.hook {
+        core.set_dialect(hook.dialect());
     }
     core
 }

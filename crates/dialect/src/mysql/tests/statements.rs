@@ -375,3 +375,48 @@ fn online_answers_that_come_before_their_prepares_are_read_still_pair_with_them(
         ["update t set v = ?", "insert into t values (?)"]
     );
 }
+
+#[test]
+fn replicators_sharing_one_hook_share_logins_and_statements() {
+    // Two capture threads: the client's earlier session falls to one, its joined session to
+    // the other; the joined one still logs in as that login and prepares its statements.
+    let credentials = Credentials::new(vec!["app:s3cret".parse::<Login>().unwrap()]);
+    let hook = crate::Protocol::Mysql.hook(&credentials);
+    let replicator = || {
+        let mut c = Config::new(vec![Rule {
+            online_addr: None,
+            online_port: 3306,
+            target: addr(TARGET),
+        }]);
+        c.clock_isn = false;
+        c.delayed_ack = None;
+        let mut rep = Replicator::new(c);
+        rep.set_dialect(hook.dialect());
+        rep
+    };
+    let target = || Target::new(NATIVE, Some(vec![account(NATIVE)]));
+    let mut first = Lab {
+        rep: replicator(),
+        now: Instant::now(),
+        target: target(),
+    };
+    let mut conn = Conn::fresh(&mut first, CLIENT2, true);
+    conn.prepare(&mut first, "insert into t values (?)", 1);
+    let mut second = Lab {
+        rep: replicator(),
+        now: Instant::now(),
+        target: target(),
+    };
+    let mut joined = Conn::joined(CLIENT, true);
+    joined.name(&mut second, COM_STMT_EXECUTE, 1);
+    assert!(second.target.logged_in);
+    assert_eq!(second.target.executed, ["insert into t values (?)"]);
+    assert_eq!(second.logins(), [Outcome::JoinedLoggedIn]);
+    // One line for both.
+    let summary = hook.summary().unwrap();
+    assert!(
+        summary.starts_with("mysql prepared statements: 2 prepared at the target"),
+        "{summary}"
+    );
+    assert!(summary.contains("1 re-prepared"), "{summary}");
+}
