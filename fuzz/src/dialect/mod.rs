@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Result, Unstructured};
+use dialect::postgres::message;
 use dialect::{Credentials, Login, Protocol};
 use messages::{pick, Scram, LOGINS};
 use session::{Config, Replicator, Rule};
@@ -28,6 +29,7 @@ use wire::{Flags, SegmentRepr, Seq, TcpPacket};
 const ONLINE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20)), 3306);
 const TARGET: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 30)), 3306);
 /// The client endpoints: two of one host (a joined session may log in as the other's login).
+/// With `--protocol auto` the last speaks PostgreSQL, the others MySQL.
 const CLIENTS: [([u8; 4], u16); 3] = [
     ([198, 19, 0, 1], 40000),
     ([198, 19, 0, 1], 40001),
@@ -49,6 +51,7 @@ struct Conn {
     server: u32,
     /// What the client last sent (the online server's answers follow it).
     sent: Vec<u8>,
+    postgres: bool,
 }
 
 /// A connection the core opened at the target, as the target sees it.
@@ -59,6 +62,9 @@ struct TargetConn {
     next: Seq,
     /// The payload the core last sent (the target's answers are made for it).
     last: Vec<u8>,
+    /// The target speaks PostgreSQL: with `--protocol auto`, when the core's first bytes were
+    /// a PostgreSQL startup (a MySQL server speaks first).
+    postgres: bool,
     scram: Scram,
 }
 
@@ -127,6 +133,8 @@ impl World {
                 next: 1_000_000 * (i as u32 + 1),
                 server: 0xffff_0000u32.wrapping_add(5_000_000 * i as u32),
                 sent: Vec::new(),
+                postgres: protocol == Protocol::Postgres
+                    || (protocol == Protocol::Auto && i == CLIENTS.len() - 1),
             })
             .collect();
         let base = Instant::now();
@@ -214,9 +222,10 @@ impl World {
     /// A message of one client, in segments.
     fn client(&mut self, u: &mut Unstructured<'_>) -> Result<()> {
         let i = pick(u, self.conns.len())?;
-        let bytes = match self.protocol {
-            Protocol::Postgres => messages::postgres_client(u)?,
-            _ => messages::mysql_client(u)?,
+        let bytes = if self.conns[i].postgres {
+            messages::postgres_client(u)?
+        } else {
+            messages::mysql_client(u)?
         };
         let c = &mut self.conns[i];
         let (src, seq, ack) = (c.client, c.next, c.server);
@@ -229,9 +238,10 @@ impl World {
     fn online(&mut self, u: &mut Unstructured<'_>) -> Result<()> {
         let i = pick(u, self.conns.len())?;
         let c = &self.conns[i];
-        let bytes = match self.protocol {
-            Protocol::Postgres => messages::postgres_server(u, &c.sent, &mut Scram::default())?,
-            _ => messages::mysql_server(u, &c.sent)?,
+        let bytes = if c.postgres {
+            messages::postgres_server(u, &c.sent, &mut Scram::default())?
+        } else {
+            messages::mysql_server(u, &c.sent)?
         };
         let c = &mut self.conns[i];
         let (dst, seq, ack) = (c.client, c.server, c.next);
@@ -307,31 +317,42 @@ impl World {
                 // MySQL packet's sequence number follows the one before it).
                 let mut payload = Vec::new();
                 for _ in 0..1 + pick(u, 2)? {
-                    let message = match self.protocol {
-                        Protocol::Postgres => messages::postgres_server(u, &f.last, &mut f.scram)?,
-                        _ if payload.is_empty() => messages::mysql_server(u, &f.last)?,
-                        _ => messages::mysql_server(u, &payload)?,
+                    let message = if f.postgres {
+                        messages::postgres_server(u, &f.last, &mut f.scram)?
+                    } else if payload.is_empty() {
+                        messages::mysql_server(u, &f.last)?
+                    } else {
+                        messages::mysql_server(u, &payload)?
                     };
                     payload = [payload, message].concat();
                 }
                 (Flags::ACK | Flags::PSH, payload)
             }
         };
-        let repr = SegmentRepr {
-            src: TARGET,
-            dst: f.local,
-            seq: f.next,
-            ack: f.sent,
-            flags,
-            window: 65535,
-            mss: flags.syn().then_some(1460),
-            window_scale: None,
-            ttl: 64,
-        };
+        let (local, seq, ack) = (f.local, f.next, f.sent);
         f.next += payload.len() as u32 + u32::from(flags.syn() || flags.fin());
-        let packet = Self::emit(&repr, &payload);
+        // The answer in two segments (in order or not) or sent twice; each segment reported
+        // with its part of the answer's first `head_bytes`.
+        let order = pick(u, 8)?;
+        let cut = if order < 2 {
+            pick(u, 256)?.min(payload.len())
+        } else {
+            payload.len()
+        };
         let head = &payload[..payload.len().min(self.head_bytes)];
-        self.r.handle_response_head(self.now, &packet, head);
+        let mut parts = vec![(0, cut), (cut, payload.len())];
+        parts.retain(|&(from, to)| from < to || (from == 0 && payload.is_empty()));
+        match order {
+            1 => parts.reverse(),
+            2 => parts.extend(parts.clone()),
+            _ => {}
+        }
+        for (from, to) in parts {
+            let repr = segment(TARGET, local, (seq + from as u32).0, ack.0, flags);
+            let packet = Self::emit(&repr, &payload[from..to]);
+            let head = &head[from.min(head.len())..to.min(head.len())];
+            self.r.handle_response_head(self.now, &packet, head);
+        }
         Ok(())
     }
 
@@ -412,6 +433,7 @@ impl World {
                         sent: end,
                         next: Seq(0),
                         last: Vec::new(),
+                        postgres: self.protocol == Protocol::Postgres,
                         scram: Scram::default(),
                     });
                     continue;
@@ -424,6 +446,9 @@ impl World {
                 f.sent = f.sent.max(end);
             }
             if !p.payload().is_empty() {
+                if f.last.is_empty() && self.protocol == Protocol::Auto {
+                    f.postgres = message::looks_initial(p.payload());
+                }
                 f.last = p.payload().to_vec();
             }
         }

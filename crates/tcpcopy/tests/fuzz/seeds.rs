@@ -252,12 +252,15 @@ fn dialect_scripts() -> Vec<(&'static str, Vec<u8>)> {
     // clock (11), close (14). A message sent whole, in order: no cuts (0), no change (3).
     const WHOLE: [u8; 2] = [0, 3];
     let open = [0, 0, 2]; // connection 0: SYN, SYN-ACK, ACK
-    let target_syn_ack = [7, 0, 0];
+                          // A target packet on flow 0 is its kind, then (after a message) how it is sent: whole,
+                          // once (3).
+    let target_syn_ack = [7, 0, 0, 3];
     let salt: Vec<u8> = (1..=20).collect();
     // A target packet on flow 0: an answer (2) of one message (0) or two (1).
     let target = |messages: &[&[u8]]| {
         let mut e = vec![7, 0, 2, messages.len() as u8 - 1];
         messages.iter().for_each(|m| e.extend_from_slice(m));
+        e.push(3);
         e
     };
     // An online answer to connection 0, sent whole.
@@ -307,7 +310,23 @@ fn dialect_scripts() -> Vec<(&'static str, Vec<u8>)> {
         vec![14, 0, 0, 11, 4],
     ]
     .concat();
+    // With `--protocol auto`, connection 2 speaks PostgreSQL (and stays bytes): startup,
+    // md5, password, a query.
+    let auto_postgres = [
+        config(2),
+        vec![0, 2, 2],
+        target_syn_ack.to_vec(),
+        vec![1, 2, 0, 0, 0, 3],
+        target(&[&[2]]),
+        vec![1, 2, 0, 7, 0, 3],
+        target(&[&[0], &[8]]),
+        vec![1, 2, 0, 8, 0, 3],
+        target(&[&[11], &[8]]),
+        vec![14, 2, 1, 11, 4],
+    ]
+    .concat();
     vec![
+        ("auto-postgres-md5", auto_postgres),
         ("mysql-prepare-execute", mysql(0, 1)),
         ("mysql-auto-prepare-execute", mysql(2, 1)),
         ("mysql-compressed-login", mysql(0, 0)),
