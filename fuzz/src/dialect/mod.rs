@@ -7,12 +7,14 @@
 //! timeouts on an advancing simulated clock.
 //!
 //! After every step the core's invariants hold: the loss accounting, the memory bound, every
-//! packet sent parses and goes to the target, and a timeout handled at `now` leaves no
-//! deadline at or before `now`. At the end, with no more input, every session ends within the
-//! timeouts and nothing stays held.
+//! packet sent parses and goes to the target, a timeout handled at `now` leaves no deadline at
+//! or before `now`, and no session's login is counted twice. At the end, with no more input,
+//! every session ends within the timeouts and nothing stays held.
 //!
 //! Every choice is one byte (see `messages::pick`), so the seed generator can write inputs
-//! that take a given path (a whole MySQL login with prepared statements, a SCRAM login).
+//! that take a given path (a whole MySQL login with prepared statements, a SCRAM login). With
+//! `TCPCOPY_FUZZ_TRACE` set, the end of each run prints the core's counters and the hook's
+//! summary (to see how far an input gets: `target/.../release/dialect INPUT`).
 
 pub mod messages;
 
@@ -168,6 +170,8 @@ impl World {
                     self.r.begin_batch();
                 }
                 self.batching = !self.batching;
+                // The end-of-run line, at any time.
+                let _ = self.r.dialect_summary();
             }
         }
         Ok(())
@@ -471,6 +475,12 @@ impl World {
             s.bytes_buffered
         );
         assert!(s.sessions_active <= s.sessions_created, "{s}");
+        // A session's login is counted once, at its outcome (a change of user is no second).
+        let l = s.logins;
+        assert!(
+            l.logged_in + l.joined_logged_in + l.failed() <= s.sessions_created,
+            "{l:?}: {s}"
+        );
     }
 
     /// No more input: the clock runs until every session has ended.
