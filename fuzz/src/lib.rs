@@ -1,13 +1,14 @@
 //! What the fuzz targets share: a scratch file per process for the readers that take a path,
 //! and well-formed segments built from fuzz input.
 //!
-//! The targets are in `fuzz_targets/`. The two that drive a state machine with a sequence of
-//! events keep their harness here (`session`, `comparator`), self-contained, so that the
+//! The targets are in `fuzz_targets/`. The three that drive a state machine with a sequence of
+//! events keep their harness here (`session`, `comparator`, `dialect`), self-contained, so that the
 //! regression tests of the crate each exercises replay its inputs on stable (they include the
 //! file). CONTRIBUTING.md says how to run a target and how a crash becomes a regression test.
 #![forbid(unsafe_code)]
 
 pub mod comparator;
+pub mod dialect;
 pub mod session;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

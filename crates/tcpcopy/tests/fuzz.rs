@@ -17,7 +17,7 @@ use std::time::Instant;
 mod seeds;
 
 /// Every target, as named in fuzz/Cargo.toml.
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 8] = [
     "wire",
     "pcap",
     "protocol",
@@ -25,6 +25,7 @@ const TARGETS: [&str; 7] = [
     "comparator",
     "heads",
     "session",
+    "dialect",
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -259,4 +260,9 @@ fn fuzz_heads() {
 #[test]
 fn fuzz_session() {
     fuzz("session");
+}
+
+#[test]
+fn fuzz_dialect() {
+    fuzz("dialect");
 }

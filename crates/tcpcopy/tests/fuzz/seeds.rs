@@ -1,7 +1,8 @@
 //! The seed corpora of the fuzz targets (fuzz/seeds/<target>/<name>), generated here from the
 //! crates' own encoders and packet builder rather than kept by hand: real packets, a small pcap
-//! and pcapng, protocol frames of every kind, HTTP answers and requests, and a few pseudo-random
-//! inputs for the targets that read their input as a sequence of events.
+//! and pcapng, protocol frames of every kind, HTTP answers and requests, scripted database
+//! sessions for `dialect`, and a few pseudo-random inputs for the targets that read their input
+//! as a sequence of events.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,7 +26,10 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in http_pairs() {
         out.push(("http", name.to_string(), bytes));
     }
-    for target in ["comparator", "heads", "session"] {
+    for (name, bytes) in dialect_scripts() {
+        out.push(("dialect", name.to_string(), bytes));
+    }
+    for target in ["comparator", "heads", "session", "dialect"] {
         for seed in 0..4u64 {
             let mut rng = Rng::new(seed + 1);
             let bytes = rng.bytes(64 << seed, 64 << seed);
@@ -233,5 +237,99 @@ fn http_pairs() -> Vec<(&'static str, Vec<u8>)> {
                 b"+OK\r\n",
             ),
         ),
+    ]
+}
+
+/// Inputs of the `dialect` target (fuzz/src/dialect/) that play whole sessions, so that the
+/// fuzzer starts past the logins. That harness reads every choice as one byte (the byte modulo
+/// the number of choices); the comments name its events and choices.
+fn dialect_scripts() -> Vec<(&'static str, Vec<u8>)> {
+    // Protocol (0 mysql, 1 postgres, 2 auto), then the options: session timeout 1.6 s, no idle
+    // timeout, RTO 40 ms, 2 retries, no response wait, no joining, one copy, 20 kB a session,
+    // 40 kB buffered.
+    let config = |protocol: u8| vec![protocol, 3, 0, 1, 2, 0, 1, 0, 2, 0];
+    // Event bytes: open (0), client message (1), online answer (5), target packet (7),
+    // clock (11), close (14). A message sent whole, in order: no cuts (0), no change (3).
+    const WHOLE: [u8; 2] = [0, 3];
+    let open = [0, 0, 2]; // connection 0: SYN, SYN-ACK, ACK
+                          // A target packet on flow 0 is its kind, then (after a message) how it is sent: whole,
+                          // once (3).
+    let target_syn_ack = [7, 0, 0, 3];
+    let salt: Vec<u8> = (1..=20).collect();
+    // A target packet on flow 0: an answer (2) of one message (0) or two (1).
+    let target = |messages: &[&[u8]]| {
+        let mut e = vec![7, 0, 2, messages.len() as u8 - 1];
+        messages.iter().for_each(|m| e.extend_from_slice(m));
+        e.push(3);
+        e
+    };
+    // An online answer to connection 0, sent whole.
+    let online = |message: &[u8]| [&[5, 0][..], message, &WHOLE].concat();
+    let client = |message: &[u8]| [&[1, 0][..], message, &WHOLE].concat();
+    // MySQL server packets: the sequence number as expected (1), then the kind and its choices.
+    let greeting = [&[1, 0][..], &salt, &[0]].concat(); // mysql_native_password
+    let ok: &[u8] = &[1, 1];
+    let login = |compress: u8| vec![0, 1, compress, 1, 0, 0, 0]; // user app, native, no extras
+    let mysql = |protocol: u8, compress: u8| {
+        [
+            config(protocol),
+            open.to_vec(),
+            target_syn_ack.to_vec(),
+            online(&greeting),
+            target(&[&greeting]),
+            client(&login(compress)),
+            online(ok),
+            target(&[ok]),
+            client(&[5]),             // COM_STMT_PREPARE
+            online(&[1, 7, 0, 1]),    // PREPARE_OK, online id 1
+            target(&[&[1, 7, 3, 1]]), // PREPARE_OK, target id 7
+            client(&[6, 0, 0, 0]),    // COM_STMT_EXECUTE of id 1
+            target(&[ok]),
+            client(&[9, 2, 0]),    // COM_CHANGE_USER to root
+            target(&[&[1, 5, 0]]), // an auth switch
+            target(&[ok]),
+            client(&[6, 1, 0, 0]), // COM_STMT_CLOSE of id 1
+            vec![14, 0, 0, 11, 4], // the client's FIN; a second passes
+        ]
+        .concat()
+    };
+    // PostgreSQL: client messages are a user (0: app), then a kind; server messages a kind.
+    let postgres = [
+        config(1),
+        open.to_vec(),
+        target_syn_ack.to_vec(),
+        client(&[0, 0]),                            // startup
+        target(&[&[3]]),                            // AuthenticationSASL
+        client(&[0, 5]),                            // the client's SASLInitialResponse (dropped)
+        target(&[&[4, 1, 2, 3, 4, 5, 6, 7, 8, 1]]), // SASLContinue: salt, 2 iterations
+        target(&[&[5, 0]]),                         // SASLFinal signed with app's password
+        target(&[&[0], &[6]]),                      // AuthenticationOk, BackendKeyData
+        target(&[&[8]]),                            // ReadyForQuery
+        client(&[0, 8]),                            // a query
+        target(&[&[11], &[8]]),                     // CommandComplete, ReadyForQuery
+        vec![14, 0, 0, 11, 4],
+    ]
+    .concat();
+    // With `--protocol auto`, connection 2 speaks PostgreSQL (and stays bytes): startup,
+    // md5, password, a query.
+    let auto_postgres = [
+        config(2),
+        vec![0, 2, 2],
+        target_syn_ack.to_vec(),
+        vec![1, 2, 0, 0, 0, 3],
+        target(&[&[2]]),
+        vec![1, 2, 0, 7, 0, 3],
+        target(&[&[0], &[8]]),
+        vec![1, 2, 0, 8, 0, 3],
+        target(&[&[11], &[8]]),
+        vec![14, 2, 1, 11, 4],
+    ]
+    .concat();
+    vec![
+        ("auto-postgres-md5", auto_postgres),
+        ("mysql-prepare-execute", mysql(0, 1)),
+        ("mysql-auto-prepare-execute", mysql(2, 1)),
+        ("mysql-compressed-login", mysql(0, 0)),
+        ("postgres-scram", postgres),
     ]
 }
