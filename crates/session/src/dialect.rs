@@ -67,7 +67,7 @@ pub trait Dialect: Send {
     }
 
     /// A line for the log at the end of the run: what the protocol did beyond the logins
-    /// (counted over the sessions that ended); `None`: nothing to say.
+    /// (counted so far, over every session); `None`: nothing to say.
     fn summary(&self) -> Option<String> {
         None
     }
@@ -255,6 +255,8 @@ pub struct Edit<'a> {
     pub(crate) outcome: &'a mut Option<(Login, bool)>,
     /// The acknowledgment of the segment handed over, in the stream's offsets.
     pub(crate) acked: Option<u64>,
+    /// The sequence number of the segment handed over (the online server's).
+    pub(crate) seq: Option<u32>,
 }
 
 impl Edit<'_> {
@@ -266,6 +268,13 @@ impl Edit<'_> {
     /// the segment carried none.
     pub fn acked(&self) -> Option<u64> {
         self.acked
+    }
+
+    /// The sequence number of the segment handed over to [`Conversation::online`] (the online
+    /// server's own, whose start a joined session never saw): tells a repeated segment from a
+    /// new one. `None` in the other calls.
+    pub fn segment_seq(&self) -> Option<u32> {
+        self.seq
     }
 
     /// The client's own offset of stream offset `off` (the offsets before the edits; bytes an
@@ -359,6 +368,8 @@ pub(crate) struct DialectSlot {
     pub(crate) hold: Option<u64>,
     /// The target's ISN, once its SYN-ACK came: target offsets count from the byte after it.
     pub(crate) target_isn: Option<wire::Seq>,
+    /// The furthest target segment seen so far: its sequence number and 64-bit offset.
+    pub(crate) target_at: Option<(wire::Seq, u64)>,
     /// An outcome reported and not yet taken by the replicator; `true`: end the session.
     pub(crate) outcome: Option<(Login, bool)>,
 }
@@ -375,6 +386,7 @@ impl crate::session::Session {
             hold: &mut d.hold,
             outcome: &mut d.outcome,
             acked: None,
+            seq: None,
         };
         d.conversation.client(&mut edit, from);
     }
@@ -382,6 +394,11 @@ impl crate::session::Session {
     /// Hands the conversation, if any, the bytes of target segment `p` within its answer's
     /// head (`head`, a prefix of its payload).
     pub(crate) fn converse_target(&mut self, p: &wire::TcpPacket<'_>, head: &[u8]) {
+        // The target's acknowledgment as a 64-bit offset of the stream.
+        let acked = p.flags().ack().then(|| {
+            let off = self.snd_nxt as i64 + p.ack().diff(self.seq_at(self.snd_nxt));
+            off.max(0) as u64
+        });
         let Some(d) = self.dialect.as_deref_mut() else {
             return;
         };
@@ -391,20 +408,22 @@ impl crate::session::Session {
         if head.is_empty() || p.flags().syn() {
             return;
         }
-        let rel = p.seq().diff(isn + 1);
+        // 64-bit offsets: a long session's answers pass 2 GiB, its requests 4 GiB.
+        let (last_seq, last_off) = d.target_at.unwrap_or((isn + 1, 0));
+        let rel = last_off as i64 + p.seq().diff(last_seq);
         if rel < 0 {
             return;
         }
-        let acked = p
-            .flags()
-            .ack()
-            .then(|| u64::from(p.ack().0.wrapping_sub(self.out_isn.0.wrapping_add(1))));
+        if rel as u64 > last_off {
+            d.target_at = Some((p.seq(), rel as u64));
+        }
         let mut edit = Edit {
             stream: &mut self.stream,
             sent: self.snd_nxt,
             hold: &mut d.hold,
             outcome: &mut d.outcome,
             acked,
+            seq: None,
         };
         d.conversation.target(&mut edit, rel as u64, head);
     }
@@ -429,6 +448,7 @@ impl crate::session::Session {
             hold: &mut d.hold,
             outcome: &mut d.outcome,
             acked,
+            seq: Some(p.seq().0),
         };
         d.conversation.online(&mut edit, bytes);
     }

@@ -153,7 +153,7 @@ impl Session {
     }
 
     #[inline]
-    fn seq_at(&self, offset: u64) -> Seq {
+    pub(crate) fn seq_at(&self, offset: u64) -> Seq {
         // Offsets count from ISN + 1; sequence numbers wrap every 2^32 bytes.
         self.out_isn + 1 + offset as u32
     }

@@ -1,5 +1,7 @@
-//! One session's MySQL conversation: its login made for the target, then its bytes as they
-//! are (see the module above for what it does; the phases below for the order).
+//! One session's MySQL conversation: its login made for the target, then its commands followed
+//! as captured (ahead of what the target got): the database it selects, its prepared
+//! statements (their ids mapped by `stmt`), and a change of user, made again for the target's
+//! salt like the login. See the module above for what it does; the phases below for the order.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +15,15 @@ use super::packet::{
 use super::stmt::{self, Counters, Statements, Step};
 use super::{lock, LastLogin, Seen, HEAD_BYTES};
 use crate::Credentials;
+
+/// After a command, [`Login::follow`]'s walk: goes on past it, holds at it (it is not all there,
+/// or waits for an answer), or stops (a change of user under way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    On,
+    Hold,
+    Stop,
+}
 
 /// Where the login stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +91,7 @@ impl Login {
         counters: Arc<Counters>,
         detect: bool,
     ) -> Self {
-        let stmts = Statements::new(info.client.ip(), info.joined, seen.clone(), counters);
+        let stmts = Statements::new(&info, seen.clone(), counters);
         Login {
             stmts,
             compressed: false,
@@ -149,7 +160,8 @@ impl Login {
         self.exchange = auth::Exchange::new(&g.plugin, &g.salt, &hello.auth);
         self.capabilities = hello.capabilities;
         // Both asked for it: after the login every packet is in compressed frames.
-        self.compressed = hello.capabilities & g.capabilities & packet::CLIENT_COMPRESS != 0;
+        let compress = packet::CLIENT_COMPRESS | packet::CLIENT_ZSTD_COMPRESSION;
+        self.compressed = hello.capabilities & g.capabilities & compress != 0;
         if hello.capabilities & packet::CLIENT_PLUGIN_AUTH != 0 {
             hello.plugin = Some(g.plugin.clone());
         }
@@ -351,8 +363,6 @@ impl Login {
 
     /// [`Login::track`]'s walk; returns whether to hold at `cpos`.
     fn follow(&mut self, edit: &mut Edit<'_>) -> bool {
-        /// A prepare longer than this is not held back to be read whole (nor remembered).
-        const MAX_PREPARE: usize = 1 << 20;
         loop {
             if self.cpos < edit.buffered_from() {
                 // Acknowledged and gone before it was read (not while a client sends packet
@@ -364,54 +374,72 @@ impl Login {
             let Some(len) = packet::payload_len(bytes) else {
                 return !bytes.is_empty();
             };
-            if bytes[3] == 0 {
-                let Some(&command) = bytes.get(HEADER) else {
-                    return true;
-                };
-                let whole = packet::split(bytes).map(|(_, p)| p);
-                match command {
-                    COM_INIT_DB => {
-                        let Some(payload) = whole else {
-                            return false; // the rest comes later
-                        };
-                        let db = String::from_utf8_lossy(&payload[1..]).into_owned();
-                        if let Some(l) = lock(&self.seen).last.get_mut(&self.info.client.ip()) {
-                            l.database = Some(db);
-                        }
-                    }
-                    stmt::COM_STMT_PREPARE => match whole {
-                        Some(payload) => {
-                            let sql = payload[1..].to_vec();
-                            let end = self.cpos + (HEADER + len) as u64;
-                            self.stmts.prepare(end, edit.client_offset(end), &sql);
-                        }
-                        None if len < MAX_PREPARE => return true,
-                        None => {}
-                    },
-                    c if stmt::names_statement(c) => {
-                        if bytes.len() < HEADER + 5 {
-                            return true;
-                        }
-                        if self.stmts.command(edit, &mut self.cpos, c) == Step::Wait {
-                            return true;
-                        }
-                    }
-                    stmt::COM_RESET_CONNECTION => self.stmts.forget_all(),
-                    stmt::COM_CHANGE_USER => {
-                        let Some(payload) = whole else {
-                            return true;
-                        };
-                        let payload = payload.to_vec();
-                        self.stmts.forget_all();
-                        if self.change_user(edit, &payload, (HEADER + len) as u64) {
-                            return false;
-                        }
-                    }
-                    _ => {}
+            // A command: sequence id 0, a payload (an empty packet ends a long one before it).
+            if bytes[3] == 0 && len > 0 {
+                match self.command(edit, len) {
+                    Next::On => {}
+                    Next::Hold => return true,
+                    Next::Stop => return false,
                 }
             }
             self.cpos += (HEADER + len) as u64;
         }
+    }
+
+    /// The client's command at `cpos` (a payload of `len` bytes): what it changes of the
+    /// session's state, and whether the walk goes on past it.
+    fn command(&mut self, edit: &mut Edit<'_>, len: usize) -> Next {
+        /// A command longer than this is not held back to be read whole (nor remembered).
+        const MAX_WHOLE: usize = 1 << 20;
+        let bytes = edit.bytes(self.cpos, edit.end());
+        let Some(&command) = bytes.get(HEADER) else {
+            return Next::Hold;
+        };
+        let whole = packet::split(bytes).map(|(_, p)| p.to_vec());
+        let read_whole = matches!(
+            command,
+            COM_INIT_DB | stmt::COM_STMT_PREPARE | stmt::COM_CHANGE_USER
+        );
+        if read_whole && whole.is_none() && len < MAX_WHOLE {
+            // The rest comes later: it waits for it.
+            return Next::Hold;
+        }
+        match command {
+            COM_INIT_DB => {
+                if let Some(payload) = whole {
+                    let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                    if let Some(l) = lock(&self.seen).last.get_mut(&self.info.client.ip()) {
+                        l.database = Some(db);
+                    }
+                }
+            }
+            stmt::COM_STMT_PREPARE => {
+                if let Some(payload) = whole {
+                    let end = self.cpos + (HEADER + len) as u64;
+                    self.stmts
+                        .prepare(end, edit.client_offset(end), &payload[1..]);
+                }
+            }
+            c if stmt::names_statement(c) && len >= 5 => {
+                if bytes.len() < HEADER + 5 {
+                    return Next::Hold;
+                }
+                if self.stmts.command(edit, &mut self.cpos, c) == Step::Wait {
+                    return Next::Hold;
+                }
+            }
+            stmt::COM_RESET_CONNECTION => self.stmts.forget_all(),
+            stmt::COM_CHANGE_USER => {
+                self.stmts.forget_all();
+                if let Some(payload) = whole {
+                    if self.change_user(edit, &payload, (HEADER + len) as u64) {
+                        return Next::Stop;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Next::On
     }
 
     /// The target's packets in `tbuf`, one at a time.
@@ -512,7 +540,7 @@ impl Conversation for Login {
         let earlier = self.changing_user && edit.acked().is_none_or(|a| a < self.change_end);
         if self.phase == Phase::Open || earlier {
             // An answer to a command (before the change of user, if one is under way).
-            if self.stmts.target(edit.acked(), bytes)
+            if self.stmts.target(offset, edit.acked(), bytes)
                 && self.phase == Phase::Open
                 && !self.client_in_login
             {
@@ -545,7 +573,7 @@ impl Conversation for Login {
         if self.phase == Phase::Over {
             return;
         }
-        self.stmts.online(edit.acked(), bytes);
+        self.stmts.online(edit.segment_seq(), edit.acked(), bytes);
         if self.phase == Phase::Open && !self.client_in_login {
             self.track(edit);
         }

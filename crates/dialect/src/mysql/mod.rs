@@ -129,15 +129,21 @@ impl Dialect for Mysql {
     }
 }
 
+/// The statements one client address prepared with one server, by online id (`None`: different
+/// statements under that id).
+type Catalog = HashMap<u32, Option<Arc<[u8]>>>;
+
 /// The last login seen from each client address, for its joined sessions.
 #[derive(Debug, Default)]
 struct Seen {
     last: HashMap<IpAddr, LastLogin>,
     /// Online servers whose sessions were found to be MySQL (`--protocol auto`).
     servers: HashSet<SocketAddr>,
-    /// The statements each client address prepared, by their online ids (the last session to
-    /// prepare with an id wins), for its joined sessions to prepare again.
-    statements: HashMap<IpAddr, HashMap<u32, Arc<[u8]>>>,
+    /// The statements prepared by each client address with each online server, by their online
+    /// ids, for its joined sessions to prepare again (`None`: sessions prepared different
+    /// statements under that id, which names none for sure); and the bytes of SQL kept.
+    statements: HashMap<(IpAddr, SocketAddr), Catalog>,
+    statement_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -149,22 +155,46 @@ struct LastLogin {
 }
 
 impl Seen {
-    fn remember_statement(&mut self, ip: IpAddr, id: u32, sql: Arc<[u8]>) {
-        /// Statements remembered per client address at most.
+    /// Client `ip` prepared `sql` as `id` with `server`.
+    fn remember_statement(&mut self, ip: IpAddr, server: SocketAddr, id: u32, sql: Arc<[u8]>) {
+        /// Statements remembered per client address and server at most; SQL kept at most, in
+        /// all and of one statement (longer ones are not prepared again).
         const MAX_STATEMENTS: usize = 4096;
-        if self.statements.len() >= MAX_SEEN && !self.statements.contains_key(&ip) {
-            self.statements.clear();
+        const MAX_BYTES: usize = 64 << 20;
+        const MAX_SQL: usize = 64 << 10;
+        if sql.len() > MAX_SQL {
+            return;
         }
-        let known = self.statements.entry(ip).or_default();
+        let key = (ip, server);
+        if self.statement_bytes + sql.len() > MAX_BYTES
+            || (self.statements.len() >= MAX_SEEN && !self.statements.contains_key(&key))
+        {
+            self.statements.clear();
+            self.statement_bytes = 0;
+        }
+        let known = self.statements.entry(key).or_default();
         if known.len() >= MAX_STATEMENTS && !known.contains_key(&id) {
+            let freed: usize = known.values().flatten().map(|s| s.len()).sum();
+            self.statement_bytes -= freed;
             known.clear();
         }
-        known.insert(id, sql);
+        match known.get_mut(&id) {
+            None => {
+                self.statement_bytes += sql.len();
+                known.insert(id, Some(sql));
+            }
+            Some(Some(old)) if **old != *sql => {
+                self.statement_bytes -= old.len();
+                known.insert(id, None);
+            }
+            Some(_) => {}
+        }
     }
 
-    /// The statement client `ip` prepared as `id`, if seen.
-    fn statement(&self, ip: IpAddr, id: u32) -> Option<Arc<[u8]>> {
-        self.statements.get(&ip)?.get(&id).cloned()
+    /// The statement client `ip` prepared as `id` with `server`, if seen, and the same in
+    /// every session that prepared one under that id.
+    fn statement(&self, ip: IpAddr, server: SocketAddr, id: u32) -> Option<Arc<[u8]>> {
+        self.statements.get(&(ip, server))?.get(&id)?.clone()
     }
 
     fn remember(&mut self, ip: IpAddr, login: LastLogin) {

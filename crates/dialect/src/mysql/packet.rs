@@ -7,6 +7,8 @@
 /// Capability flags (the protocol's own numbers).
 pub const CLIENT_CONNECT_WITH_DB: u32 = 0x8;
 pub const CLIENT_COMPRESS: u32 = 0x20;
+/// MySQL 8's zstd compression (its frames are compressed as CLIENT_COMPRESS's are).
+pub const CLIENT_ZSTD_COMPRESSION: u32 = 1 << 26;
 pub const CLIENT_PROTOCOL_41: u32 = 0x200;
 pub const CLIENT_SSL: u32 = 0x800;
 pub const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
@@ -240,7 +242,7 @@ impl ChangeUser {
     pub fn payload(&self) -> Vec<u8> {
         let auth = &self.auth[..self.auth.len().min(255)];
         let mut out = Vec::with_capacity(3 + self.user.len() + auth.len() + self.tail.len());
-        out.push(0x11);
+        out.push(super::stmt::COM_CHANGE_USER);
         out.extend_from_slice(self.user.as_bytes());
         out.push(0);
         out.push(auth.len() as u8);

@@ -25,11 +25,11 @@
 //! so that the target answers it with an error instead of running another statement.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use session::dialect::Edit;
+use session::dialect::{Edit, SessionInfo};
 
 use super::packet::{self, HEADER};
 use super::{lock, Seen};
@@ -42,11 +42,16 @@ pub(super) const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 pub(super) const COM_STMT_CLOSE: u8 = 0x19;
 pub(super) const COM_STMT_RESET: u8 = 0x1a;
 pub(super) const COM_STMT_FETCH: u8 = 0x1c;
+pub(super) const COM_STMT_BULK_EXECUTE: u8 = 0xfa;
 pub(super) const COM_RESET_CONNECTION: u8 = 0x1f;
 
 /// An id no server hands out (ids count up from 1 per connection): the target answers a
 /// command naming it with "unknown prepared statement handler".
-pub(super) const NO_STATEMENT: u32 = u32::MAX;
+pub(super) const NO_STATEMENT: u32 = 0;
+
+/// MariaDB's id for "the statement prepared last on this connection" (since 10.2: a client
+/// may send a prepare and its execute together).
+pub(super) const LAST_PREPARED: u32 = u32::MAX;
 
 /// Statements a session maps at most; then the map starts over (a client that never closes
 /// its statements).
@@ -65,6 +70,7 @@ pub(super) fn names_statement(command: u8) -> bool {
             | COM_STMT_CLOSE
             | COM_STMT_RESET
             | COM_STMT_FETCH
+            | COM_STMT_BULK_EXECUTE
     )
 }
 
@@ -149,14 +155,20 @@ struct Prepare {
 #[derive(Debug)]
 pub(super) struct Statements {
     client: IpAddr,
+    server: SocketAddr,
     seen: Arc<Mutex<Seen>>,
     counters: Arc<Counters>,
     /// Online id to target id.
     map: HashMap<u32, u32>,
     pending: VecDeque<Prepare>,
     /// Online answers to prepares not read yet (the client's bytes wait behind the login,
-    /// say), by the client offset they acknowledge: the id, or `None` for a refusal.
+    /// say), in the order they came: the client offset they acknowledge, and the id (`None`:
+    /// a refusal).
     early: VecDeque<(u64, Option<u32>)>,
+    /// The last online and target segments read for answers (a repeated one is not read
+    /// again): the online server's sequence number, the target's stream offset.
+    online_last: Option<u32>,
+    target_last: Option<u64>,
     /// The online server's answers are captured for this session (one came).
     online_answers: bool,
     /// Open before tcpcopy started: the two servers' numbering differs from the start.
@@ -165,20 +177,22 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) fn new(
-        client: IpAddr,
-        joined: bool,
+        info: &SessionInfo,
         seen: Arc<Mutex<Seen>>,
         counters: Arc<Counters>,
     ) -> Statements {
         Statements {
-            client,
+            client: info.client.ip(),
+            server: info.online,
             seen,
             counters,
             map: HashMap::new(),
             pending: VecDeque::new(),
             early: VecDeque::new(),
+            online_last: None,
+            target_last: None,
             online_answers: false,
-            joined,
+            joined: info.joined,
         }
     }
 
@@ -186,17 +200,21 @@ impl Statements {
     /// the client's own offsets).
     pub(super) fn prepare(&mut self, end: u64, client_end: u64, sql: &[u8]) {
         if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
+            // Read this far ahead of the target, the pairs are not kept: from here on this
+            // session's statements are unknown rather than paired wrong.
+            self.forget_all();
         }
-        // Its online answer may have come already.
+        // Its online answer may have come already: the first that acknowledges it (those
+        // before that answered earlier commands).
         let answer = self
             .early
             .iter()
-            .position(|&(at, _)| at == client_end)
-            .and_then(|i| self.early.remove(i))
-            .map(|(_, id)| id);
-        // Those before it answered what came before (or repeat what was settled).
-        self.early.retain(|&(at, _)| at > client_end);
+            .position(|&(at, _)| at >= client_end)
+            .map(|i| {
+                let (_, id) = self.early[i];
+                self.early.drain(..=i);
+                id
+            });
         self.pending.push_back(Prepare {
             end,
             client_end: Some(client_end),
@@ -215,8 +233,8 @@ impl Statements {
         self.early.clear();
     }
 
-    /// A command naming statement `online` at `at` (its packet starts there, whole up to
-    /// the id at least, unsent): rewritten to the target's id, or a prepare inserted before it
+    /// A command naming a statement at `at` (its packet starts there, whole up to the id at
+    /// least, unsent): rewritten to the target's id, or a prepare inserted before it
     /// (re-prepared), or made to wait for a prepare's answer. `at` moves past what was
     /// inserted.
     pub(super) fn command(&mut self, edit: &mut Edit<'_>, at: &mut u64, command: u8) -> Step {
@@ -225,10 +243,15 @@ impl Statements {
         let Ok(id) = <[u8; 4]>::try_from(b).map(u32::from_le_bytes) else {
             return Step::Go;
         };
+        if id == LAST_PREPARED {
+            // MariaDB's "the statement prepared last" (sent right behind its prepare): the same
+            // at the target.
+            return Step::Go;
+        }
         let target = match self.target_of(id) {
             Some(Some(t)) => t,
             Some(None) => return Step::Wait,
-            None if command == COM_STMT_CLOSE => NO_STATEMENT,
+            None if command == COM_STMT_CLOSE || !self.joined => NO_STATEMENT,
             None => match self.reprepare(edit, at, id) {
                 Some(step) => return step,
                 None => NO_STATEMENT,
@@ -240,9 +263,10 @@ impl Statements {
             self.bump(|c| &c.mapped);
         }
         if target != id {
-            // Unsent: the stream is held at `at` until the command is read.
             let id_at = *at + HEADER as u64 + 1;
-            let _ = edit.replace(id_at, 4, &target.to_le_bytes());
+            // Unsent: the stream is held at `at` until the command is read.
+            let rewritten = edit.replace(id_at, 4, &target.to_le_bytes());
+            debug_assert!(rewritten.is_ok(), "{rewritten:?}");
         }
         if command == COM_STMT_CLOSE {
             self.map.remove(&id);
@@ -274,10 +298,10 @@ impl Statements {
         Some(t)
     }
 
-    /// Inserts the prepare of statement `id` as seen in an earlier session of this client,
-    /// before the command at `at`; `None` when none was seen.
+    /// Inserts the prepare of statement `id` as seen in an earlier session of this client
+    /// with this server, before the command at `at`; `None` when none was seen.
     fn reprepare(&mut self, edit: &mut Edit<'_>, at: &mut u64, id: u32) -> Option<Step> {
-        let sql = lock(&self.seen).statement(self.client, id)?;
+        let sql = lock(&self.seen).statement(self.client, self.server, id)?;
         let mut payload = Vec::with_capacity(1 + sql.len());
         payload.push(COM_STMT_PREPARE);
         payload.extend_from_slice(&sql);
@@ -297,64 +321,84 @@ impl Statements {
         Some(Step::Wait)
     }
 
-    /// A target segment acknowledging `acked` with `bytes` at its start: the answer to the
-    /// oldest prepare not answered yet that it acknowledges, if it starts one (answers come in
-    /// the order of their requests; the target may have got a later request already, when the
-    /// core sent it on after `response_wait`). Returns whether a prepare got its id.
-    pub(super) fn target(&mut self, acked: Option<u64>, bytes: &[u8]) -> bool {
+    /// A target segment at stream offset `offset` of the target's, acknowledging `acked`, with
+    /// `bytes` (the first of its answer): each prepare's answer in it goes to the oldest
+    /// prepare not answered yet that it acknowledges (answers come in the order of their
+    /// requests; the target may have got later requests already, when the core sent them on
+    /// after `response_wait`). A segment read before is not read again. Returns whether a
+    /// prepare got its id.
+    pub(super) fn target(&mut self, offset: u64, acked: Option<u64>, bytes: &[u8]) -> bool {
         let Some(acked) = acked else { return false };
-        let Some(answer) = prepare_answer(bytes) else {
+        if self.target_last.is_some_and(|last| offset <= last) {
             return false;
-        };
-        let Some(p) = self
-            .pending
-            .iter_mut()
-            .find(|p| p.target.is_none() && p.end <= acked)
-        else {
-            return false;
-        };
-        p.target = Some(answer.unwrap_or(NO_STATEMENT));
-        if !self.online_answers && !self.joined && p.online.is_none() {
-            // No online answers to tell: the online server numbered it as the target did
-            // (a joined session's id is the first new one the client names: `target_of`).
-            p.online = answer;
-            p.online_refused = answer.is_none();
         }
-        if answer.is_some() {
-            self.bump(|c| &c.prepared);
+        let mut paired = false;
+        for answer in prepare_answers(bytes) {
+            let Some(p) = self
+                .pending
+                .iter_mut()
+                .find(|p| p.target.is_none() && p.end <= acked)
+            else {
+                break;
+            };
+            p.target = Some(answer.unwrap_or(NO_STATEMENT));
+            if !self.online_answers && !self.joined && p.online.is_none() {
+                // No online answers to tell: the online server numbered it as the target did
+                // (a joined session's id is the first new one the client names: `target_of`).
+                p.online = answer;
+                p.online_refused = answer.is_none();
+            }
+            if answer.is_some() {
+                self.bump(|c| &c.prepared);
+            }
+            paired = true;
         }
-        self.settle();
-        true
+        if paired {
+            self.target_last = Some(offset);
+            self.settle();
+        }
+        paired
     }
 
-    /// An online server's segment acknowledging client offset `acked` with `bytes` at its
-    /// start.
-    pub(super) fn online(&mut self, acked: Option<u64>, bytes: &[u8]) {
+    /// An online server's segment with sequence number `seq`, acknowledging client offset
+    /// `acked`, with `bytes`: each prepare's answer in it goes to the oldest prepare without
+    /// one that it acknowledges, or waits for a prepare not read yet. A segment read before
+    /// is not read again.
+    pub(super) fn online(&mut self, seq: Option<u32>, acked: Option<u64>, bytes: &[u8]) {
         self.online_answers = true;
-        let (Some(acked), Some(answer)) = (acked, prepare_answer(bytes)) else {
+        let (Some(seq), Some(acked)) = (seq, acked) else {
             return;
         };
-        if !self.pending.iter().any(|p| p.client_end == Some(acked)) {
-            // The prepare is not read yet: its answer waits for it (once). (Or it was settled
-            // and this is a repeated segment: then no later prepare ends there.)
-            if !self.early.iter().any(|&(at, _)| at == acked) {
-                if self.early.len() >= MAX_PENDING {
-                    self.early.pop_front();
-                }
-                self.early.push_back((acked, answer));
-            }
+        if self
+            .online_last
+            .is_some_and(|last| seq.wrapping_sub(last) as i32 <= 0)
+        {
             return;
         }
-        let Some(p) = self
-            .pending
-            .iter_mut()
-            .find(|p| p.client_end == Some(acked) && p.online.is_none() && !p.online_refused)
-        else {
+        let answers: Vec<Option<u32>> = prepare_answers(bytes).collect();
+        if answers.is_empty() {
             return;
-        };
-        match answer {
-            Some(id) => p.online = Some(id),
-            None => p.online_refused = true,
+        }
+        self.online_last = Some(seq);
+        for answer in answers {
+            let p = self.pending.iter_mut().find(|p| {
+                p.client_end.is_some_and(|end| end <= acked)
+                    && p.online.is_none()
+                    && !p.online_refused
+            });
+            match p {
+                Some(p) => match answer {
+                    Some(id) => p.online = Some(id),
+                    None => p.online_refused = true,
+                },
+                None => {
+                    // Its prepare is not read yet.
+                    if self.early.len() >= MAX_PENDING {
+                        self.early.pop_front();
+                    }
+                    self.early.push_back((acked, answer));
+                }
+            }
         }
         self.settle();
     }
@@ -373,34 +417,45 @@ impl Statements {
             if !done {
                 return;
             }
-            let p = self.pending.pop_front().unwrap_or_else(|| unreachable!());
+            let Some(p) = self.pending.pop_front() else {
+                return;
+            };
             let (Some(online), Some(target)) = (p.online, p.target) else {
                 continue;
             };
+            if online == LAST_PREPARED {
+                continue;
+            }
             if self.map.len() >= MAX_MAPPED {
                 self.map.clear();
             }
             self.map.insert(online, target);
             if target != NO_STATEMENT {
-                lock(&self.seen).remember_statement(self.client, online, p.sql);
+                lock(&self.seen).remember_statement(self.client, self.server, online, p.sql);
             }
         }
     }
 }
 
-/// The start of an answer to a prepare: `Some(Some(id))` its OK (COM_STMT_PREPARE_OK, a
-/// 12-byte payload with sequence id 1), `Some(None)` an error; `None` neither.
-fn prepare_answer(bytes: &[u8]) -> Option<Option<u32>> {
-    let len = packet::payload_len(bytes)?;
-    if bytes[3] != 1 {
-        return None;
-    }
-    match *bytes.get(HEADER)? {
-        0x00 if len == 12 => {
-            let id = bytes.get(HEADER + 1..HEADER + 5)?;
-            Some(Some(u32::from_le_bytes(id.try_into().ok()?)))
+/// The prepare answers in the first bytes of an answer segment, in order: each packet with
+/// sequence id 1 (an answer's first) that is a COM_STMT_PREPARE_OK (`Some(id)`: status 0, a
+/// payload of 12 bytes, or 13 with MySQL's metadata flag, its filler byte 0) or an error
+/// (`None`). The packets between (parameter and column definitions) are passed over; the walk
+/// stops at a packet not all there.
+fn prepare_answers(bytes: &[u8]) -> impl Iterator<Item = Option<u32>> + '_ {
+    let mut rest = bytes;
+    std::iter::from_fn(move || loop {
+        let (seq, payload) = packet::split(rest)?;
+        rest = &rest[HEADER + payload.len()..];
+        if seq != 1 {
+            continue;
         }
-        0xff => Some(None),
-        _ => None,
-    }
+        match payload {
+            [0x00, a, b, c, d, _, _, _, _, 0x00, _, _, ..] if payload.len() <= 13 => {
+                return Some(Some(u32::from_le_bytes([*a, *b, *c, *d])));
+            }
+            [0xff, ..] => return Some(None),
+            _ => continue,
+        }
+    })
 }

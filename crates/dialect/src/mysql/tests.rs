@@ -67,6 +67,8 @@ struct Target {
     statements: std::collections::HashMap<u32, String>,
     next_statement: u32,
     refuse_prepares: bool,
+    ok_len: usize,
+    last_prepared: Option<u32>,
     /// The statements executed, in order (`?ID` for an id it never handed out).
     executed: Vec<String>,
     /// Answers (segments with data) are kept back until `answer_held` (a slow target).
@@ -99,6 +101,8 @@ impl Target {
             statements: Default::default(),
             next_statement: 1,
             refuse_prepares: false,
+            ok_len: 12,
+            last_prepared: None,
             executed: Vec::new(),
             hold_answers: false,
             held: Vec::new(),
@@ -704,4 +708,5 @@ fn sessions_not_found_to_be_mysql_stay_bytes() {
 
 mod change_user;
 mod full_auth;
+mod pairing;
 mod statements;

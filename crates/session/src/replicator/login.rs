@@ -58,6 +58,7 @@ impl Replicator {
                 conversation,
                 hold: None,
                 target_isn: None,
+                target_at: None,
                 outcome: None,
             })
         });

@@ -12,7 +12,12 @@ impl Target {
     /// another command.
     pub(super) fn statement_command(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
         let command = *payload.first()?;
-        let id = || u32::from_le_bytes(payload[1..5].try_into().unwrap());
+        let last = self.last_prepared;
+        // MariaDB 10.2+: -1 names the last statement prepared on the connection.
+        let id = || match u32::from_le_bytes(payload[1..5].try_into().unwrap()) {
+            u32::MAX => last.unwrap_or(u32::MAX),
+            id => id,
+        };
         match command {
             COM_STMT_PREPARE if self.refuse_prepares => Some(b"\xff\x28\x04#42000denied".to_vec()),
             COM_STMT_PREPARE => {
@@ -23,6 +28,8 @@ impl Target {
                 let mut ok = vec![0];
                 ok.extend_from_slice(&id.to_le_bytes());
                 ok.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+                ok.resize(self.ok_len, 0);
+                self.last_prepared = Some(id);
                 Some(ok)
             }
             COM_STMT_EXECUTE | COM_STMT_RESET => match self.statements.get(&id()) {

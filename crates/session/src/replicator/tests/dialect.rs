@@ -196,3 +196,98 @@ fn a_refused_login_ends_the_session_and_counts() {
     assert!(sent(&mut r).is_empty());
     assert_eq!(r.stats().sessions_joined, 0);
 }
+
+/// Records what the hook is told of each answer: the acknowledgment (and its client offset)
+/// of the target's and of the online server's, and the online server's sequence number.
+#[derive(Debug)]
+struct Watcher {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    inserted: bool,
+}
+
+impl Conversation for Watcher {
+    fn client(&mut self, edit: &mut Edit<'_>, _from: u64) {
+        if !std::mem::replace(&mut self.inserted, true) {
+            edit.insert(0, b"LOGIN\n").expect("nothing sent yet");
+        }
+    }
+
+    fn target(&mut self, edit: &mut Edit<'_>, offset: u64, _bytes: &[u8]) {
+        let acked = edit.acked().expect("an acknowledgment");
+        self.seen.lock().unwrap().push(format!(
+            "target at {offset} acked {acked} (client {})",
+            edit.client_offset(acked)
+        ));
+    }
+
+    fn online(&mut self, edit: &mut Edit<'_>, bytes: &[u8]) {
+        self.seen.lock().unwrap().push(format!(
+            "online {:?} acked {:?} seq {:?}",
+            String::from_utf8_lossy(bytes),
+            edit.acked(),
+            edit.segment_seq()
+        ));
+    }
+}
+
+struct Watching(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Dialect for Watching {
+    fn open(&mut self, _: &SessionInfo) -> Option<Box<dyn Conversation>> {
+        Some(Box::new(Watcher {
+            seen: self.0.clone(),
+            inserted: false,
+        }))
+    }
+
+    fn head_bytes(&self) -> u16 {
+        64
+    }
+
+    fn online_answers(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_hook_hears_the_online_answers_in_the_clients_offsets_and_the_targets_in_the_streams() {
+    let base = Instant::now();
+    let seen = std::sync::Arc::default();
+    let mut r = Replicator::new(config());
+    r.set_dialect(Box::new(Watching(std::sync::Arc::clone(&seen))));
+    assert!(r.wants_online_answers());
+    handshake(&mut r, ms(base, 0), &client_pkt(C_ISN, 0, Flags::SYN, b""));
+    r.handle_response(
+        ms(base, 1),
+        &target_pkt(T_ISN, C_ISN + 1, Flags::SYN | Flags::ACK, 0),
+    );
+    sent(&mut r);
+    r.handle_capture(
+        ms(base, 2),
+        &client_pkt(C_ISN + 1, O_ISN + 1, Flags::ACK | Flags::PSH, b"req1\n"),
+    );
+    assert_eq!(sent(&mut r)[0].3, b"LOGIN\nreq1\n");
+    // The online server answers the client's 5 bytes; the capture has it.
+    let answer = segment(
+        addr(ONLINE),
+        addr(CLIENT),
+        O_ISN + 1,
+        C_ISN + 6,
+        Flags::ACK | Flags::PSH,
+        b"ANS",
+    );
+    r.handle_capture(ms(base, 3), &answer);
+    // The target answers the 11 bytes it got.
+    r.handle_response_head(
+        ms(base, 4),
+        &target_pkt(T_ISN + 1, C_ISN + 12, Flags::ACK | Flags::PSH, 3),
+        b"ans",
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            format!("online \"ANS\" acked Some(5) seq Some({})", O_ISN + 1),
+            "target at 0 acked 11 (client 5)".to_string(),
+        ]
+    );
+}
