@@ -149,6 +149,24 @@ impl Mariadb {
     }
 }
 
+/// The online server's rows of the test table, and the target's once they equal them (the
+/// target lags behind) or `timeout` passed, as they are then.
+pub fn rows_when_equal(
+    online: &Mariadb,
+    target: &Mariadb,
+    timeout: Duration,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let want = online.rows().context("online rows")?;
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let got = target.rows().context("target rows")?;
+        if got == want || std::time::Instant::now() >= end {
+            return Ok((want, got));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Whether a MySQL server answers at `addr`: its first packet is a greeting (protocol version
 /// 10) or an error (it refuses this host, before any user exists for it).
 fn greets(addr: SocketAddr) -> bool {
@@ -197,61 +215,51 @@ pub fn run_client(ns: &str, server: SocketAddr, sql: &str) -> anyhow::Result<Str
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A long session: the client reads statements from its standard input, one request (and one
-/// answer) each, until it is closed.
-pub struct ClientSession {
+/// A client program driven line by line: statements on its standard input, a line of output
+/// for each; killed on drop unless it finished.
+struct Driven {
     child: std::process::Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
 }
 
-impl ClientSession {
-    /// Opens a session from namespace `ns` to `server` and waits until it is logged in (its
-    /// first `SELECT` answered).
-    pub fn open(ns: &str, server: SocketAddr) -> anyhow::Result<ClientSession> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "mariadb"])
-            .args(client_args(server))
-            // Each answer printed at once, not when the client ends.
-            .arg("--unbuffered")
+impl Driven {
+    fn spawn(mut command: Command, what: &str) -> anyhow::Result<Driven> {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("running mariadb")?;
+            .with_context(|| format!("running {what}"))?;
         let stdin = child.stdin.take().context("client stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("client stdout")?);
-        let mut s = ClientSession {
+        Ok(Driven {
             child,
             stdin: Some(stdin),
             stdout,
-        };
-        s.ask("SELECT 1").context("the client's first answer")?;
-        Ok(s)
+        })
     }
 
-    /// Sends one statement that prints a line, and returns the line.
-    pub fn ask(&mut self, sql: &str) -> anyhow::Result<String> {
-        self.send(sql)?;
+    fn write_line(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("session already finished")?;
+        writeln!(stdin, "{line}").context("writing to the client")?;
+        stdin.flush().context("writing to the client")
+    }
+
+    /// The client's next line of output, without its line end.
+    fn read_line(&mut self) -> anyhow::Result<String> {
         let mut line = String::new();
         self.stdout
             .read_line(&mut line)
             .context("reading the client's output")?;
         if line.is_empty() {
-            bail!("the client ended before answering {sql:?}");
+            bail!("the client ended");
         }
         Ok(line.trim_end().to_owned())
     }
 
-    /// Sends statements (`;` added to each).
-    pub fn send(&mut self, sql: &str) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("session already finished")?;
-        writeln!(stdin, "{sql};").context("writing to the client")?;
-        stdin.flush().context("writing to the client")
-    }
-
     /// Closes the client's input and waits for it to log out; fails when it failed.
-    pub fn finish(mut self) -> anyhow::Result<()> {
+    fn finish(mut self) -> anyhow::Result<()> {
         drop(self.stdin.take());
         let status = self.child.wait().context("waiting for the client")?;
         if !status.success() {
@@ -261,12 +269,50 @@ impl ClientSession {
     }
 }
 
-impl Drop for ClientSession {
+impl Drop for Driven {
     fn drop(&mut self) {
         if self.stdin.is_some() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A long session: the client reads statements from its standard input, one request (and one
+/// answer) each, until it is closed.
+pub struct ClientSession(Driven);
+
+impl ClientSession {
+    /// Opens a session from namespace `ns` to `server` and waits until it is logged in (its
+    /// first `SELECT` answered).
+    pub fn open(ns: &str, server: SocketAddr) -> anyhow::Result<ClientSession> {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns, "mariadb"])
+            .args(client_args(server))
+            // Each answer printed at once, not when the client ends.
+            .arg("--unbuffered");
+        let mut s = ClientSession(Driven::spawn(command, "mariadb")?);
+        s.ask("SELECT 1").context("the client's first answer")?;
+        Ok(s)
+    }
+
+    /// Sends one statement that prints a line, and returns the line.
+    pub fn ask(&mut self, sql: &str) -> anyhow::Result<String> {
+        self.send(sql)?;
+        self.0
+            .read_line()
+            .with_context(|| format!("answering {sql:?}"))
+    }
+
+    /// Sends statements (`;` added to each).
+    pub fn send(&mut self, sql: &str) -> anyhow::Result<()> {
+        self.0.write_line(&format!("{sql};"))
+    }
+
+    /// Closes the client's input and waits for it to log out; fails when it failed.
+    pub fn finish(self) -> anyhow::Result<()> {
+        self.0.finish()
     }
 }
 
@@ -297,11 +343,7 @@ pub fn has_connector(python: &str) -> bool {
 /// COM_STMT_PREPARE, COM_STMT_EXECUTE and COM_STMT_CLOSE), as connection pools of real
 /// applications do, through a real client library ([`Driver`]), driven statement by
 /// statement.
-pub struct PreparingSession {
-    child: std::process::Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
+pub struct PreparingSession(Driven);
 
 impl PreparingSession {
     /// Opens a session from namespace `ns` to `server` as [`USER`] in [`DATABASE`] with the
@@ -325,23 +367,13 @@ impl PreparingSession {
         };
         let script = dir.join(name);
         std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
-        let mut child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", ns, program])
             .arg(&script)
             .args([&server.ip().to_string(), &server.port().to_string()])
-            .args([USER, PASSWORD, DATABASE])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("running perl")?;
-        let stdin = child.stdin.take().context("client stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("client stdout")?);
-        let mut s = PreparingSession {
-            child,
-            stdin: Some(stdin),
-            stdout,
-        };
+            .args([USER, PASSWORD, DATABASE]);
+        let mut s = PreparingSession(Driven::spawn(command, program)?);
         s.expect("ready").context("the client's login")?;
         Ok(s)
     }
@@ -373,39 +405,20 @@ impl PreparingSession {
     }
 
     fn say(&mut self, line: &str) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("session already finished")?;
-        writeln!(stdin, "{line}").context("writing to the client")?;
-        stdin.flush().context("writing to the client")?;
+        self.0.write_line(line)?;
         self.expect("ok").with_context(|| format!("{line:?}"))
     }
 
     fn expect(&mut self, word: &str) -> anyhow::Result<()> {
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .context("reading the client's output")?;
-        if line.trim_end() != word {
-            bail!("the client said {:?}, not {word:?}", line.trim_end());
+        let line = self.0.read_line()?;
+        if line != word {
+            bail!("the client said {line:?}, not {word:?}");
         }
         Ok(())
     }
 
     /// Closes the client's input and waits for it to log out; fails when it failed.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        drop(self.stdin.take());
-        let status = self.child.wait().context("waiting for the client")?;
-        if !status.success() {
-            bail!("the client failed: {status}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PreparingSession {
-    fn drop(&mut self) {
-        if self.stdin.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    pub fn finish(self) -> anyhow::Result<()> {
+        self.0.finish()
     }
 }

@@ -122,16 +122,7 @@ fn replicate(tag: &str, mode: Mode, target_auth: MariadbAuth, with_login: bool, 
 
     let (want, got) = {
         let (on, at) = sc.mariadbs().expect("MariaDB servers");
-        let want = on.rows().expect("online rows");
-        let end = Instant::now() + Duration::from_secs(60);
-        let got = loop {
-            let got = at.rows().expect("target rows");
-            if got == want || Instant::now() >= end {
-                break got;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        (want, got)
+        lab::mariadb::rows_when_equal(on, at, Duration::from_secs(60)).expect("rows")
     };
     let log = sc.stop_tcpcopy().expect("tcpcopy stops");
     assert_eq!(

@@ -10,7 +10,7 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lab::mariadb::{Driver, MariadbAuth, PreparingSession, PASSWORD, USER};
 use lab::scenario::{Mode, Scenario, ScenarioSpec, Servers};
@@ -80,16 +80,7 @@ fn prepared_statements_reach_the_target_under_its_own_ids_joined_sessions_too() 
 
     let (want, got) = {
         let (on, at) = sc.mariadbs().expect("MariaDB servers");
-        let want = on.rows().expect("online rows");
-        let end = Instant::now() + Duration::from_secs(60);
-        let got = loop {
-            let got = at.rows().expect("target rows");
-            if got == want || Instant::now() >= end {
-                break got;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        (want, got)
+        lab::mariadb::rows_when_equal(on, at, Duration::from_secs(60)).expect("rows")
     };
     let log = sc.stop_tcpcopy().expect("tcpcopy stops");
     assert_eq!(want.len(), 250 + 400, "online rows");
@@ -225,16 +216,7 @@ fn a_change_of_user_logs_in_again_at_the_target() {
 
     let (want, got) = {
         let (on, at) = sc.mariadbs().expect("MariaDB servers");
-        let want = on.rows().expect("online rows");
-        let end = Instant::now() + Duration::from_secs(60);
-        let got = loop {
-            let got = at.rows().expect("target rows");
-            if got == want || Instant::now() >= end {
-                break got;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        (want, got)
+        lab::mariadb::rows_when_equal(on, at, Duration::from_secs(60)).expect("rows")
     };
     let log = sc.stop_tcpcopy().expect("tcpcopy stops");
     let summary = log

@@ -289,6 +289,20 @@ impl Target {
     }
 }
 
+/// A replicator of port 3306's sessions to the target, with `dialect`.
+fn replicator(dialect: Box<dyn session::Dialect>) -> Replicator {
+    let mut c = Config::new(vec![Rule {
+        online_addr: None,
+        online_port: 3306,
+        target: addr(TARGET),
+    }]);
+    c.clock_isn = false;
+    c.delayed_ack = None;
+    let mut rep = Replicator::new(c);
+    rep.set_dialect(dialect);
+    rep
+}
+
 /// The replicator, its clock, the target, and the client connections as captured.
 struct Lab {
     rep: Replicator,
@@ -307,17 +321,9 @@ impl Lab {
     }
 
     fn with(target: Target, logins: &[&str], detect: bool) -> Lab {
-        let mut c = Config::new(vec![Rule {
-            online_addr: None,
-            online_port: 3306,
-            target: addr(TARGET),
-        }]);
-        c.clock_isn = false;
-        c.delayed_ack = None;
-        let mut rep = Replicator::new(c);
         let logins = logins.iter().map(|l| l.parse::<Login>().unwrap()).collect();
         let credentials = Credentials::new(logins);
-        rep.set_dialect(Box::new(if detect {
+        let rep = replicator(Box::new(if detect {
             Mysql::detecting(credentials)
         } else {
             Mysql::new(credentials)

@@ -389,18 +389,7 @@ fn replicators_sharing_one_hook_share_logins_and_statements() {
     // the other; the joined one still logs in as that login and prepares its statements.
     let credentials = Credentials::new(vec!["app:s3cret".parse::<Login>().unwrap()]);
     let hook = crate::Protocol::Mysql.hook(&credentials);
-    let replicator = || {
-        let mut c = Config::new(vec![Rule {
-            online_addr: None,
-            online_port: 3306,
-            target: addr(TARGET),
-        }]);
-        c.clock_isn = false;
-        c.delayed_ack = None;
-        let mut rep = Replicator::new(c);
-        rep.set_dialect(hook.dialect());
-        rep
-    };
+    let replicator = || super::replicator(hook.dialect());
     let target = || Target::new(NATIVE, Some(vec![account(NATIVE)]));
     let mut first = Lab {
         rep: replicator(),
