@@ -39,8 +39,28 @@ fn lab() -> Lab {
     )
 }
 
-/// Logs in; returns (client offset, online offset) after the login.
-fn login(lab: &mut Lab, answers: bool) -> (u32, u32) {
+/// The client's next offset and the online server's (what its segments acknowledge).
+struct Client {
+    c: u32,
+    o: u32,
+}
+
+impl Client {
+    /// A client segment, acknowledging what the online server sent so far.
+    fn send(&mut self, lab: &mut Lab, bytes: &[u8]) {
+        lab.client(CLIENT, self.c, self.o, Flags::ACK | Flags::PSH, bytes);
+        self.c += bytes.len() as u32;
+    }
+
+    /// The online server's answer, captured.
+    fn answer(&mut self, lab: &mut Lab, bytes: &[u8]) {
+        online(lab, self.o, self.c, bytes);
+        self.o += bytes.len() as u32;
+    }
+}
+
+/// Logs in (the online server's OK captured when `answers`).
+fn login(lab: &mut Lab, answers: bool) -> Client {
     lab.connect(CLIENT);
     let h = hello("app", NATIVE, None);
     lab.client(CLIENT, 1, 101, Flags::ACK | Flags::PSH, &h);
@@ -48,7 +68,10 @@ fn login(lab: &mut Lab, answers: bool) -> (u32, u32) {
     if answers {
         online(lab, 101, 1 + h.len() as u32, &ok);
     }
-    (1 + h.len() as u32, 101 + ok.len() as u32)
+    Client {
+        c: 1 + h.len() as u32,
+        o: 101 + ok.len() as u32,
+    }
 }
 
 fn online(lab: &mut Lab, o: u32, c: u32, bytes: &[u8]) {
@@ -71,15 +94,13 @@ fn a_13_byte_prepare_ok_pairs() {
     let mut lab = lab();
     lab.target.next_statement = 100;
     lab.target.ok_len = 13;
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     let p = prep("select ?");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p);
-    c += p.len() as u32;
+    cl.send(&mut lab, &p);
     let ok = prepare_ok(1, 13);
-    online(&mut lab, o, c, &ok);
-    o += ok.len() as u32;
+    cl.answer(&mut lab, &ok);
     let e = exec(1);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
+    cl.send(&mut lab, &e);
     let sent = lab.target.commands.last().unwrap().clone();
     assert_eq!(
         sent[1..5],
@@ -95,12 +116,13 @@ fn a_13_byte_prepare_ok_pairs_without_online_answers_too() {
     let mut lab = lab();
     lab.target.next_statement = 1;
     lab.target.ok_len = 13;
-    let (mut c, o) = login(&mut lab, false);
+    let mut cl = login(&mut lab, false);
     let p = prep("select ?");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p);
-    c += p.len() as u32;
+    cl.send(&mut lab, &p);
     let e = exec(1);
-    lab.client(CLIENT, c, o + 17, Flags::ACK | Flags::PSH, &e);
+    // The online server's answer (17 bytes) is not captured.
+    cl.o += 17;
+    cl.send(&mut lab, &e);
     for _ in 0..50 {
         lab.now += Duration::from_millis(100);
         lab.rep.handle_timeout(lab.now);
@@ -115,17 +137,15 @@ fn a_13_byte_prepare_ok_pairs_without_online_answers_too() {
 fn a_pipelined_prepare_and_execute_of_the_last_prepared_go_together() {
     let mut lab = lab();
     lab.target.next_statement = 100;
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     let mut both = prep("select ?");
     both.extend_from_slice(&exec(u32::MAX));
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &both);
-    c += both.len() as u32;
+    cl.send(&mut lab, &both);
     let mut ans = prepare_ok(1, 12);
     ans.extend_from_slice(&pkt(1, &[0, 1, 0, 2, 0, 0, 0]));
-    online(&mut lab, o, c, &ans);
-    o += ans.len() as u32;
+    cl.answer(&mut lab, &ans);
     let e = exec(1);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
+    cl.send(&mut lab, &e);
     assert_eq!(
         lab.target.executed,
         ["select ?", "select ?"],
@@ -140,21 +160,17 @@ fn a_pipelined_prepare_and_execute_of_the_last_prepared_go_together() {
 fn a_repeated_target_answer_does_not_pair_with_the_next_prepare() {
     let mut lab = lab();
     lab.target.next_statement = 100;
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     let s0 = lab.target.snd_nxt;
     let p1 = prep("insert into t values (?)");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p1);
-    c += p1.len() as u32;
+    cl.send(&mut lab, &p1);
     let ok = prepare_ok(1, 12);
-    online(&mut lab, o, c, &ok);
-    o += ok.len() as u32;
+    cl.answer(&mut lab, &ok);
     lab.target.hold_answers = true;
     let p2 = prep("update t set v = ?");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p2);
-    c += p2.len() as u32;
+    cl.send(&mut lab, &p2);
     let ok2 = prepare_ok(2, 12);
-    online(&mut lab, o, c, &ok2);
-    o += ok2.len() as u32;
+    cl.answer(&mut lab, &ok2);
     // Retransmission of answer 1 with the current acknowledgment.
     let again = segment(
         addr(TARGET),
@@ -170,7 +186,7 @@ fn a_repeated_target_answer_does_not_pair_with_the_next_prepare() {
     lab.target.out.append(&mut lab.target.held);
     lab.drive();
     let e = exec(2);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
+    cl.send(&mut lab, &e);
     assert_eq!(lab.target.executed, ["update t set v = ?"]);
 }
 
@@ -180,22 +196,18 @@ fn a_repeated_target_answer_does_not_pair_with_the_next_prepare() {
 fn two_prepare_answers_in_one_target_segment_both_pair() {
     let mut lab = lab();
     lab.target.next_statement = 100;
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     lab.target.hold_answers = true;
     let p1 = prep("insert into t values (?)");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p1);
-    c += p1.len() as u32;
+    cl.send(&mut lab, &p1);
     let ok = prepare_ok(1, 12);
-    online(&mut lab, o, c, &ok);
-    o += ok.len() as u32;
+    cl.answer(&mut lab, &ok);
     let p2 = prep("update t set v = ?");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p2);
-    c += p2.len() as u32;
+    cl.send(&mut lab, &p2);
     let ok2 = prepare_ok(2, 12);
-    online(&mut lab, o, c, &ok2);
-    o += ok2.len() as u32;
+    cl.answer(&mut lab, &ok2);
     let e = exec(2);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
+    cl.send(&mut lab, &e);
     // Let response_wait pass: the core sends prepare 2 unanswered.
     for _ in 0..10 {
         lab.now += Duration::from_millis(100);
@@ -241,23 +253,19 @@ fn two_prepare_answers_in_one_target_segment_both_pair() {
 fn a_pipelined_prepare_is_named_by_its_id_later() {
     let mut lab = lab();
     lab.target.next_statement = 100;
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     let mut both = prep("insert into t values (?)");
     both.extend_from_slice(&exec(u32::MAX));
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &both);
-    c += both.len() as u32;
+    cl.send(&mut lab, &both);
     let mut ans = prepare_ok(1, 12);
     ans.extend_from_slice(&pkt(1, &[0, 1, 0, 2, 0, 0, 0]));
-    online(&mut lab, o, c, &ans);
-    o += ans.len() as u32;
+    cl.answer(&mut lab, &ans);
     let p2 = prep("delete from t where k = ?");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p2);
-    c += p2.len() as u32;
+    cl.send(&mut lab, &p2);
     let ok2 = prepare_ok(2, 12);
-    online(&mut lab, o, c, &ok2);
-    o += ok2.len() as u32;
+    cl.answer(&mut lab, &ok2);
     let e = exec(1);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
+    cl.send(&mut lab, &e);
     assert_eq!(
         lab.target.executed,
         ["insert into t values (?)", "insert into t values (?)"],
@@ -272,14 +280,12 @@ fn a_pipelined_prepare_is_named_by_its_id_later() {
 fn an_unknown_statement_is_named_by_id_0_not_mariadbs_last_prepared() {
     let mut lab = lab();
     // An earlier session of the client's address prepares statement 1.
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     let p = prep("delete from t");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p);
-    c += p.len() as u32;
+    cl.send(&mut lab, &p);
     let ok = prepare_ok(1, 12);
-    online(&mut lab, o, c, &ok);
-    o += ok.len() as u32;
-    let _ = (c, o);
+    cl.answer(&mut lab, &ok);
+    drop(cl);
     lab.target = Target::new(NATIVE, Some(vec![account(NATIVE)]));
     // Joined session from the same address, other port.
     lab.client(CLIENT2, 777, 555, Flags::ACK | Flags::PSH, &exec(1));
@@ -295,27 +301,22 @@ fn an_unknown_statement_is_named_by_id_0_not_mariadbs_last_prepared() {
 fn a_repeated_online_answer_does_not_pair_with_the_next_prepare() {
     let mut lab = lab();
     lab.target.next_statement = 100;
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     let p1 = prep("insert into t values (?)");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p1);
-    c += p1.len() as u32;
+    cl.send(&mut lab, &p1);
     let ok = prepare_ok(1, 12);
-    let o1 = o;
-    online(&mut lab, o, c, &ok);
-    o += ok.len() as u32;
+    let o1 = cl.o;
+    cl.answer(&mut lab, &ok);
     let p2 = prep("update t set v = ?");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p2);
-    c += p2.len() as u32;
-    online(&mut lab, o1, c, &ok); // the retransmission
+    cl.send(&mut lab, &p2);
+    online(&mut lab, o1, cl.c, &ok); // the retransmission
     let ok2 = prepare_ok(2, 12);
-    online(&mut lab, o, c, &ok2);
-    o += ok2.len() as u32;
+    cl.answer(&mut lab, &ok2);
     let e = exec(1);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
-    c += e.len() as u32;
-    o += 11;
+    cl.send(&mut lab, &e);
+    cl.o += 11;
     let e = exec(2);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
+    cl.send(&mut lab, &e);
     assert_eq!(
         lab.target.executed,
         ["insert into t values (?)", "update t set v = ?"],
@@ -352,13 +353,13 @@ fn a_lost_online_answer_leaves_the_statement_unknown_not_another_sessions() {
     lab.drive();
     lab.target = Target::new(NATIVE, Some(vec![account(NATIVE)]));
     // This connection: login OK captured online, the prepare's answer lost by the capture.
-    let (mut c, mut o) = login(&mut lab, true);
+    let mut cl = login(&mut lab, true);
     let p = prep("select ?");
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &p);
-    c += p.len() as u32;
-    o += 16;
+    cl.send(&mut lab, &p);
+    // The online server's answer (16 bytes) is lost by the capture.
+    cl.o += 16;
     let e = exec(1);
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &e);
+    cl.send(&mut lab, &e);
     // Its online id is not known: it goes as 0 (an error at the target), not as the other
     // session's statement 1 ("delete from t"), and not guessed.
     assert_eq!(
@@ -373,19 +374,14 @@ fn a_lost_online_answer_leaves_the_statement_unknown_not_another_sessions() {
 #[test]
 fn an_empty_packet_after_the_login_is_passed_over() {
     let mut lab = lab();
-    let (c, o) = login(&mut lab, false);
-    // An empty packet, then (read as its command byte before) a COM_STMT_PREPARE's.
-    lab.client(CLIENT, c, o, Flags::ACK | Flags::PSH, &[0, 0, 0, 0]);
-    let q = query("select 1");
-    lab.client(CLIENT, c + 4, o + 1, Flags::ACK | Flags::PSH, &q);
+    let mut cl = login(&mut lab, false);
+    // An empty packet, then a query (whose first byte was read as the empty one's command).
+    cl.send(&mut lab, &[0, 0, 0, 0]);
+    cl.o += 1;
+    cl.send(&mut lab, &query("select 1"));
     assert_eq!(lab.target.commands.last().unwrap(), b"\x03select 1");
+    // An empty packet with a prepare's command byte behind it, not all there.
     let mut lab = super::pairing::lab();
-    let (c, o) = login(&mut lab, false);
-    lab.client(
-        CLIENT,
-        c,
-        o,
-        Flags::ACK | Flags::PSH,
-        &[0, 0, 0, 0, 0x16, 0, 0, 0],
-    );
+    let mut cl = login(&mut lab, false);
+    cl.send(&mut lab, &[0, 0, 0, 0, 0x16, 0, 0, 0]);
 }
