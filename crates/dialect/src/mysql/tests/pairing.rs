@@ -110,7 +110,7 @@ fn a_13_byte_prepare_ok_pairs() {
     );
 }
 
-/// Same, without the online answers: the session stalls on the execute.
+/// The same without the online answers (the target's id is kept): the execute runs.
 #[test]
 fn a_13_byte_prepare_ok_pairs_without_online_answers_too() {
     let mut lab = lab();
@@ -247,8 +247,8 @@ fn two_prepare_answers_in_one_target_segment_both_pair() {
     );
 }
 
-/// Pipelined prepare, then another prepare; the first statement executed by its id runs the
-/// second at a MariaDB target (NO_STATEMENT is -1 there: the last prepared).
+/// A pipelined prepare, then another prepare: the first statement, executed by its id later,
+/// runs itself (not the second, the last prepared).
 #[test]
 fn a_pipelined_prepare_is_named_by_its_id_later() {
     let mut lab = lab();
@@ -274,8 +274,9 @@ fn a_pipelined_prepare_is_named_by_its_id_later() {
     );
 }
 
-/// A joined session names a statement never seen, after one it re-prepared: at a MariaDB
-/// target the id "no server hands out" (-1) runs the last prepared statement.
+/// A joined session names a statement never seen, after one it re-prepared: it goes as id 0
+/// (an error at the target), not as -1, which at a MariaDB target runs the last prepared
+/// statement.
 #[test]
 fn an_unknown_statement_is_named_by_id_0_not_mariadbs_last_prepared() {
     let mut lab = lab();
@@ -285,7 +286,6 @@ fn an_unknown_statement_is_named_by_id_0_not_mariadbs_last_prepared() {
     cl.send(&mut lab, &p);
     let ok = prepare_ok(1, 12);
     cl.answer(&mut lab, &ok);
-    drop(cl);
     lab.target = Target::new(NATIVE, Some(vec![account(NATIVE)]));
     // Joined session from the same address, other port.
     lab.client(CLIENT2, 777, 555, Flags::ACK | Flags::PSH, &exec(1));
@@ -326,7 +326,7 @@ fn a_repeated_online_answer_does_not_pair_with_the_next_prepare() {
 }
 
 /// A fresh (not joined) session whose prepare's online answer was not captured (ring drop):
-/// its execute re-prepares another connection's statement 1 of the same client address.
+/// its execute must not re-prepare another connection's statement 1 of the same address.
 #[test]
 fn a_lost_online_answer_leaves_the_statement_unknown_not_another_sessions() {
     let mut lab = lab();
@@ -370,7 +370,8 @@ fn a_lost_online_answer_leaves_the_statement_unknown_not_another_sessions() {
     );
 }
 
-/// A zero-length packet with sequence id 0 after the login, then any byte 0x02 or 0x16.
+/// A zero-length packet with sequence id 0 after the login (its command byte would be the
+/// next packet's): passed over, no panic.
 #[test]
 fn an_empty_packet_after_the_login_is_passed_over() {
     let mut lab = lab();
