@@ -159,9 +159,13 @@ impl Login {
         };
         self.exchange = auth::Exchange::new(&g.plugin, &g.salt, &hello.auth);
         self.capabilities = hello.capabilities;
-        // Both asked for it: after the login every packet is in compressed frames.
+        // Both asked for it: after the login every packet is in compressed frames. A client
+        // that compresses with the online server cannot be replayed to a target that does not.
         let compress = packet::CLIENT_COMPRESS | packet::CLIENT_ZSTD_COMPRESSION;
-        self.compressed = hello.capabilities & g.capabilities & compress != 0;
+        if hello.capabilities & compress & !g.capabilities != 0 {
+            return self.over(edit, Outcome::Unsupported, true);
+        }
+        self.compressed = hello.capabilities & compress != 0;
         if hello.capabilities & packet::CLIENT_PLUGIN_AUTH != 0 {
             hello.plugin = Some(g.plugin.clone());
         }

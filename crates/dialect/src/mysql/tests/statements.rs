@@ -416,3 +416,19 @@ fn replicators_sharing_one_hook_share_logins_and_statements() {
     );
     assert!(summary.contains("1 re-prepared"), "{summary}");
 }
+
+#[test]
+fn a_session_compressed_in_a_way_the_target_does_not_offer_is_ended_as_unsupported() {
+    // The online server offered zstd and the client took it; this target does not offer it.
+    let mut lab = lab();
+    lab.connect(CLIENT);
+    let mut h = HandshakeResponse::own("app", u32::MAX);
+    h.capabilities |= packet::CLIENT_ZSTD_COMPRESSION;
+    h.auth = vec![0x5a; 20];
+    let mut p = Vec::new();
+    packet::write(&mut p, 1, &h.payload());
+    lab.client(CLIENT, 1, 101, Flags::ACK | Flags::PSH, &p);
+    assert!(lab.target.hellos.is_empty(), "no login sent");
+    assert_eq!(lab.logins(), [Outcome::Unsupported]);
+    assert_eq!(lab.rep.stats().sessions_active, 0);
+}
