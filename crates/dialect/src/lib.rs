@@ -57,13 +57,6 @@ impl Protocol {
         }
     }
 
-    /// Whether this protocol's sessions read the online server's answers (a live capture then
-    /// takes them): MySQL's, for the statement ids its server hands out; PostgreSQL's, for the
-    /// backend keys its cancel requests name.
-    pub fn online_answers(self) -> bool {
-        matches!(self, Protocol::Mysql | Protocol::Auto | Protocol::Postgres)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Mysql => "mysql",
@@ -93,6 +86,17 @@ impl Hook {
             Kind::Mysql(h) => Box::new(h.clone()),
             Kind::Auto(h) => Box::new(h.clone()),
             Kind::Postgres(h) => Box::new(h.clone()),
+        }
+    }
+
+    /// Whether the sessions read the online server's answers ([`session::Dialect::online_answers`]):
+    /// a live capture then takes them.
+    pub fn online_answers(&self) -> bool {
+        use session::Dialect as _;
+        match &self.0 {
+            Kind::Mysql(h) => h.online_answers(),
+            Kind::Auto(h) => h.online_answers(),
+            Kind::Postgres(h) => h.online_answers(),
         }
     }
 

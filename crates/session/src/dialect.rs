@@ -374,21 +374,38 @@ pub(crate) struct DialectSlot {
     pub(crate) outcome: Option<(Login, bool)>,
 }
 
+impl DialectSlot {
+    /// Runs `f` with the conversation and an [`Edit`] of `stream` (`sent` bytes on their way),
+    /// for a segment acknowledging `acked`, with sequence number `seq`.
+    fn converse(
+        &mut self,
+        stream: &mut ClientStream,
+        sent: u64,
+        acked: Option<u64>,
+        seq: Option<u32>,
+        f: impl FnOnce(&mut dyn Conversation, &mut Edit<'_>),
+    ) {
+        let mut edit = Edit {
+            stream,
+            sent,
+            hold: &mut self.hold,
+            outcome: &mut self.outcome,
+            acked,
+            seq,
+        };
+        f(self.conversation.as_mut(), &mut edit);
+    }
+}
+
 impl crate::session::Session {
     /// Hands the conversation, if any, the client's new bytes from `from` on.
     pub(crate) fn converse_client(&mut self, from: u64) {
         let Some(d) = self.dialect.as_deref_mut() else {
             return;
         };
-        let mut edit = Edit {
-            stream: &mut self.stream,
-            sent: self.snd_nxt,
-            hold: &mut d.hold,
-            outcome: &mut d.outcome,
-            acked: None,
-            seq: None,
-        };
-        d.conversation.client(&mut edit, from);
+        d.converse(&mut self.stream, self.snd_nxt, None, None, |c, edit| {
+            c.client(edit, from)
+        });
     }
 
     /// Hands the conversation, if any, the bytes of target segment `p` within its answer's
@@ -417,15 +434,9 @@ impl crate::session::Session {
         if rel as u64 > last_off {
             d.target_at = Some((p.seq(), rel as u64));
         }
-        let mut edit = Edit {
-            stream: &mut self.stream,
-            sent: self.snd_nxt,
-            hold: &mut d.hold,
-            outcome: &mut d.outcome,
-            acked,
-            seq: None,
-        };
-        d.conversation.target(&mut edit, rel as u64, head);
+        d.converse(&mut self.stream, self.snd_nxt, acked, None, |c, edit| {
+            c.target(edit, rel as u64, head)
+        });
     }
 
     /// Hands the conversation, if any, the payload of the online server's segment `p`.
@@ -442,15 +453,13 @@ impl crate::session::Session {
             .ack()
             .then(|| self.stream.online_offset(p.ack()))
             .flatten();
-        let mut edit = Edit {
-            stream: &mut self.stream,
-            sent: self.snd_nxt,
-            hold: &mut d.hold,
-            outcome: &mut d.outcome,
+        d.converse(
+            &mut self.stream,
+            self.snd_nxt,
             acked,
-            seq: Some(p.seq().0),
-        };
-        d.conversation.online(&mut edit, bytes);
+            Some(p.seq().0),
+            |c, edit| c.online(edit, bytes),
+        );
     }
 
     /// The login outcome the conversation reported since the last call.

@@ -59,7 +59,13 @@ impl Capture {
         member: &Member,
         registry: &Registry,
     ) -> anyhow::Result<RingCapture> {
-        let opened = open_ring(cfg, interface, member.fanout);
+        // The protocol hook's sessions may read the online server's answers (MySQL's statement
+        // ids, PostgreSQL's backend keys).
+        let answers = member
+            .hook
+            .as_ref()
+            .is_some_and(dialect::Hook::online_answers);
+        let opened = open_ring(cfg, interface, member.fanout, answers);
         // Every thread comes to the barrier, also one whose ring failed to open.
         if member.fanout.is_some() {
             member.joined.wait();
@@ -181,15 +187,12 @@ fn open_ring(
     cfg: &LiveConfig,
     interface: Option<&str>,
     fanout: Option<u16>,
+    protocol_answers: bool,
 ) -> anyhow::Result<(RingCapture, Vec<netio::Insn>)> {
     let ports: Vec<u16> = cfg.core.rules.iter().map(|r| r.online_port).collect();
     // A comparison needs the online server's answers too: sent by this host, from its ports;
-    // so does a protocol that reads them (MySQL's statement ids).
-    let answers = cfg.compare.is_some()
-        || cfg
-            .protocol
-            .as_ref()
-            .is_some_and(|(p, _)| p.online_answers());
+    // so does a protocol hook that reads them.
+    let answers = cfg.compare.is_some() || protocol_answers;
     let filter = TcpFilter {
         dst_ports: ports.clone(),
         dst_addrs: online_v4_addrs(cfg),
